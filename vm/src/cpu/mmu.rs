@@ -1,0 +1,236 @@
+//! Linear-to-physical translation: 32-bit paging with 4 KiB and 4 MiB pages,
+//! accessed/dirty bits, U/S and R/W checks with CR0.WP, behind a software TLB
+//! (SDM Vol. 3A, 4.3 "32-bit paging", 4.6 "Access rights", 4.7 "Page-fault
+//! exceptions", 4.10 "Caching translation information").
+
+use super::state::{cr0, cr4};
+use super::{vector, Cpu, Fault, Result};
+use crate::bus::Bus;
+
+const TLB_ENTRIES: usize = 1024;
+const PTE_P: u32 = 1 << 0;
+const PTE_RW: u32 = 1 << 1;
+const PTE_US: u32 = 1 << 2;
+const PTE_A: u32 = 1 << 5;
+const PTE_D: u32 = 1 << 6;
+const PDE_PS: u32 = 1 << 7;
+const PTE_G: u32 = 1 << 8;
+
+/// How memory is being accessed, for the permission checks and the #PF error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TlbEntry {
+    /// Virtual page number + 1; 0 marks an empty slot.
+    tag: u32,
+    phys_page: u32,
+    user: bool,
+    writable: bool,
+    dirty: bool,
+    global: bool,
+}
+
+/// A direct-mapped software TLB. It only caches what the page tables say; the
+/// guest sees exactly the flushing behaviour the SDM allows (CR3 writes, INVLPG).
+#[derive(Clone, Debug)]
+pub struct Tlb {
+    entries: Box<[TlbEntry]>,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tlb {
+    pub fn new() -> Self {
+        Tlb {
+            entries: vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice(),
+        }
+    }
+
+    pub fn flush_all(&mut self) {
+        self.entries.fill(TlbEntry::default());
+    }
+
+    /// A CR3 write: drops everything but global pages (when CR4.PGE is on).
+    pub fn flush_non_global(&mut self) {
+        for e in self.entries.iter_mut() {
+            if !e.global {
+                *e = TlbEntry::default();
+            }
+        }
+    }
+
+    pub fn invlpg(&mut self, linear: u32) {
+        let vpn = linear >> 12;
+        let e = &mut self.entries[vpn as usize % TLB_ENTRIES];
+        if e.tag == vpn + 1 {
+            *e = TlbEntry::default();
+        }
+    }
+}
+
+impl Cpu {
+    /// Translates a linear address for an access of the given kind. `user` is
+    /// whether the access is made at CPL 3 (implicit supervisor accesses pass false).
+    #[inline]
+    pub fn translate<B: Bus>(&mut self, bus: &mut B, linear: u32, access: Access, user: bool) -> Result<u32> {
+        if !self.state.paging() {
+            return Ok(linear);
+        }
+        let vpn = linear >> 12;
+        let e = self.tlb.entries[vpn as usize % TLB_ENTRIES];
+        if e.tag == vpn + 1 {
+            let write = access == Access::Write;
+            let wp = self.state.cr0 & cr0::WP != 0;
+            let allowed = (!user || e.user) && (!write || e.writable || (!user && !wp));
+            if allowed && (!write || e.dirty) {
+                return Ok(e.phys_page | (linear & 0xFFF));
+            }
+        }
+        self.walk(bus, linear, access, user)
+    }
+
+    fn walk<B: Bus>(&mut self, bus: &mut B, linear: u32, access: Access, user: bool) -> Result<u32> {
+        let write = access == Access::Write;
+        let fault = |cpu: &mut Cpu, present: bool| {
+            cpu.state.cr2 = linear;
+            let code = u32::from(present) | (u32::from(write) << 1) | (u32::from(user) << 2);
+            Err(Fault::with_error(vector::PF, code))
+        };
+        let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
+        let pde = bus.read_phys(pde_addr, 4);
+        if pde & PTE_P == 0 {
+            return fault(self, false);
+        }
+        let large = pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0;
+        let (pte_addr, pte) = if large {
+            (pde_addr, pde)
+        } else {
+            let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
+            let pte = bus.read_phys(addr, 4);
+            if pte & PTE_P == 0 {
+                return fault(self, false);
+            }
+            (addr, pte)
+        };
+        let user_ok = pde & pte & PTE_US != 0;
+        let writable = pde & pte & PTE_RW != 0;
+        let wp = self.state.cr0 & cr0::WP != 0;
+        if (user && !user_ok) || (write && !writable && (user || wp)) {
+            return fault(self, true);
+        }
+        // Accessed and dirty bits are set as the walk succeeds (SDM 4.8).
+        if !large && pde & PTE_A == 0 {
+            bus.write_phys(pde_addr, 4, pde | PTE_A);
+        }
+        let mut new_pte = pte | PTE_A;
+        if write {
+            new_pte |= PTE_D;
+        }
+        if new_pte != pte {
+            bus.write_phys(pte_addr, 4, new_pte);
+        }
+        let phys_page = if large {
+            (pte & 0xFFC0_0000) | (linear & 0x003F_F000)
+        } else {
+            pte & 0xFFFF_F000
+        };
+        let vpn = linear >> 12;
+        self.tlb.entries[vpn as usize % TLB_ENTRIES] = TlbEntry {
+            tag: vpn + 1,
+            phys_page,
+            user: user_ok,
+            writable,
+            dirty: new_pte & PTE_D != 0,
+            global: pte & PTE_G != 0 && self.state.cr4 & cr4::PGE != 0,
+        };
+        Ok(phys_page | (linear & 0xFFF))
+    }
+
+    /// Reads 1, 2 or 4 bytes at a linear address, splitting at page boundaries.
+    pub fn read_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u8, user: bool) -> Result<u32> {
+        if (linear & 0xFFF) + u32::from(size) <= 0x1000 {
+            let phys = self.translate(bus, linear, Access::Read, user)?;
+            return Ok(bus.read_phys(phys, size));
+        }
+        // Translate every page first so a fault leaves nothing half done.
+        let first = self.translate(bus, linear, Access::Read, user)?;
+        let second_lin = (linear | 0xFFF).wrapping_add(1);
+        let second = self.translate(bus, second_lin, Access::Read, user)?;
+        let mut v = 0u32;
+        for i in 0..u32::from(size) {
+            let lin = linear.wrapping_add(i);
+            let phys = if lin & !0xFFF == linear & !0xFFF {
+                first + i
+            } else {
+                second + (lin & 0xFFF)
+            };
+            v |= bus.read_phys(phys, 1) << (8 * i);
+        }
+        Ok(v)
+    }
+
+    /// Writes 1, 2 or 4 bytes at a linear address, splitting at page boundaries.
+    pub fn write_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u8, value: u32, user: bool) -> Result<()> {
+        if (linear & 0xFFF) + u32::from(size) <= 0x1000 {
+            let phys = self.translate(bus, linear, Access::Write, user)?;
+            bus.write_phys(phys, size, value);
+            return Ok(());
+        }
+        let first = self.translate(bus, linear, Access::Write, user)?;
+        let second_lin = (linear | 0xFFF).wrapping_add(1);
+        let second = self.translate(bus, second_lin, Access::Write, user)?;
+        for i in 0..u32::from(size) {
+            let lin = linear.wrapping_add(i);
+            let phys = if lin & !0xFFF == linear & !0xFFF {
+                first + i
+            } else {
+                second + (lin & 0xFFF)
+            };
+            bus.write_phys(phys, 1, value >> (8 * i));
+        }
+        Ok(())
+    }
+
+    /// Checks that a write to `size` bytes at `linear` would succeed, without writing.
+    pub fn probe_write<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u32, user: bool) -> Result<()> {
+        self.translate(bus, linear, Access::Write, user)?;
+        let last = linear.wrapping_add(size.saturating_sub(1));
+        if last & !0xFFF != linear & !0xFFF {
+            self.translate(bus, last, Access::Write, user)?;
+        }
+        Ok(())
+    }
+
+    /// Fetches up to `out.len()` instruction bytes from a linear address. Stops
+    /// early (returning the count) at a page that cannot be fetched, unless it is
+    /// the very first byte, whose fault is returned: the decoder only needs the
+    /// next page when the instruction really crosses into it.
+    pub fn fetch_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, out: &mut [u8]) -> Result<usize> {
+        let user = self.state.cpl() == 3;
+        let mut n = 0;
+        while n < out.len() {
+            let lin = linear.wrapping_add(n as u32);
+            let phys = match self.translate(bus, lin, Access::Execute, user) {
+                Ok(p) => p,
+                Err(f) if n == 0 => return Err(f),
+                Err(_) => break,
+            };
+            let in_page = (0x1000 - (lin & 0xFFF)) as usize;
+            let take = in_page.min(out.len() - n);
+            for i in 0..take {
+                out[n + i] = bus.read_phys(phys + i as u32, 1) as u8;
+            }
+            n += take;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,486 @@
+//! Instruction execution: decoding, operand access and the dispatch to one file
+//! per instruction family. Every engine executes instructions through
+//! [`Cpu::execute`], so semantics exist exactly once.
+
+pub mod alu;
+pub mod bcd;
+pub mod bit;
+pub mod control;
+pub mod datamov;
+pub mod flags;
+pub mod muldiv;
+pub mod shift;
+pub mod stack;
+pub mod string;
+pub mod system;
+
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+use crate::bus::Bus;
+use crate::cpu::interrupt::IntSource;
+use crate::cpu::mmu::Access;
+use crate::cpu::state::{flags as fl, SegReg};
+use crate::cpu::{vector, Cpu, Fault, Result, StepOutcome};
+
+/// Maximum length of an x86 instruction (SDM Vol. 2, 2.1).
+pub const MAX_INSN_LEN: usize = 15;
+
+/// What an instruction asks of the engine beyond updating the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Retired normally.
+    Next,
+    /// A REP string instruction retired one iteration and must run again.
+    Repeat,
+}
+
+pub fn seg_of(r: Register) -> SegReg {
+    match r {
+        Register::ES => SegReg::Es,
+        Register::CS => SegReg::Cs,
+        Register::SS => SegReg::Ss,
+        Register::FS => SegReg::Fs,
+        Register::GS => SegReg::Gs,
+        _ => SegReg::Ds,
+    }
+}
+
+impl Cpu {
+    /// Decodes the instruction at CS:EIP.
+    pub fn decode<B: Bus>(&mut self, bus: &mut B) -> Result<Instruction> {
+        let eip = self.state.eip;
+        let code32 = self.state.code32();
+        let mut buf = [0u8; MAX_INSN_LEN];
+        // Fetch no further than the CS limit allows; beyond it the decoder runs
+        // out of bytes and we raise #GP (SDM Vol. 3A, 5.3).
+        let cs = self.state.segs[SegReg::Cs as usize];
+        let room = if cs.limit >= eip {
+            (cs.limit - eip).saturating_add(1)
+        } else {
+            0
+        };
+        let want = (room as usize).min(MAX_INSN_LEN);
+        if want == 0 {
+            return Err(Fault::gp(0));
+        }
+        let lin = self.seg_linear(SegReg::Cs, eip, 1, Access::Execute)?;
+        let n = self.fetch_linear(bus, lin, &mut buf[..want])?;
+        let bitness = if code32 { 32 } else { 16 };
+        let mut decoder = Decoder::with_ip(bitness, &buf[..n], u64::from(eip), DecoderOptions::NO_INVALID_CHECK);
+        let inst = decoder.decode();
+        if inst.is_invalid() {
+            if decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
+                if n < want {
+                    // The instruction runs into a page we could not fetch: re-fetch to get its fault.
+                    let next = lin.wrapping_add(n as u32);
+                    let mut one = [0u8; 1];
+                    self.fetch_linear(bus, next, &mut one)?;
+                }
+                if n == MAX_INSN_LEN {
+                    return Err(Fault::gp(0));
+                }
+                return Err(Fault::gp(0));
+            }
+            return Err(Fault::ud());
+        }
+        Ok(inst)
+    }
+
+    /// Decodes and executes one instruction (or one iteration of a REP string
+    /// instruction). This is the reference engine's whole inner loop.
+    pub fn step<B: Bus>(&mut self, bus: &mut B) -> StepOutcome {
+        if self.state.halted {
+            return StepOutcome::Halted;
+        }
+        self.start_eip = self.state.eip;
+        let inst = match self.decode(bus) {
+            Ok(i) => i,
+            Err(f) => return self.raise(bus, f),
+        };
+        self.execute(bus, &inst)
+    }
+
+    /// Executes one decoded instruction whose first byte is at the current EIP.
+    pub fn execute<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> StepOutcome {
+        let start = self.state.eip;
+        self.start_eip = start;
+        self.start_regs = self.state.regs;
+        self.start_eflags = self.state.eflags;
+        let tf = self.state.eflags & fl::TF != 0;
+        self.state.interrupt_shadow = false;
+        let mask = if self.state.code32() { 0xFFFF_FFFF } else { 0xFFFF };
+        self.state.eip = start.wrapping_add(inst.len() as u32) & mask;
+        match self.dispatch(bus, inst) {
+            Ok(flow) => {
+                self.icount += 1;
+                if flow == Flow::Repeat {
+                    self.state.eip = start;
+                }
+                if tf && !self.state.halted {
+                    // Single-step trap after the instruction (SDM Vol. 3A, 17.3.1.4).
+                    self.state.dr[6] |= 1 << 14;
+                    if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
+                        return self.raise(bus, f);
+                    }
+                }
+                StepOutcome::Retired
+            }
+            Err(f) => {
+                self.state.regs = self.start_regs;
+                self.state.eflags = self.start_eflags;
+                self.state.eip = start;
+                self.state.interrupt_shadow = false;
+                self.raise(bus, f)
+            }
+        }
+    }
+
+    fn dispatch<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> Result<Flow> {
+        use Mnemonic as M;
+        let m = inst.mnemonic();
+        if inst.has_lock_prefix() && !lockable(inst) {
+            // LOCK is valid only on read-modify-write memory forms (SDM Vol. 2A, LOCK).
+            return Err(Fault::ud());
+        }
+        match m {
+            M::Add
+            | M::Or
+            | M::Adc
+            | M::Sbb
+            | M::And
+            | M::Sub
+            | M::Xor
+            | M::Cmp
+            | M::Test
+            | M::Inc
+            | M::Dec
+            | M::Neg
+            | M::Not => alu::exec(self, bus, inst),
+            M::Mul | M::Imul | M::Div | M::Idiv => muldiv::exec(self, bus, inst),
+            M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => {
+                shift::exec(self, bus, inst)
+            }
+            M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr => bit::exec(self, bus, inst),
+            M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => bcd::exec(self, bus, inst),
+            M::Push
+            | M::Pop
+            | M::Pusha
+            | M::Pushad
+            | M::Popa
+            | M::Popad
+            | M::Pushf
+            | M::Pushfd
+            | M::Popf
+            | M::Popfd
+            | M::Enter
+            | M::Leave => stack::exec(self, bus, inst),
+            M::Movsb
+            | M::Movsw
+            | M::Movsd
+            | M::Cmpsb
+            | M::Cmpsw
+            | M::Cmpsd
+            | M::Scasb
+            | M::Scasw
+            | M::Scasd
+            | M::Lodsb
+            | M::Lodsw
+            | M::Lodsd
+            | M::Stosb
+            | M::Stosw
+            | M::Stosd
+            | M::Insb
+            | M::Insw
+            | M::Insd
+            | M::Outsb
+            | M::Outsw
+            | M::Outsd
+                if is_string_op(inst) =>
+            {
+                string::exec(self, bus, inst)
+            }
+            M::Jmp
+            | M::Call
+            | M::Ret
+            | M::Retf
+            | M::Loop
+            | M::Loope
+            | M::Loopne
+            | M::Jcxz
+            | M::Jecxz
+            | M::Int
+            | M::Int3
+            | M::Into
+            | M::Int1
+            | M::Iret
+            | M::Iretd
+            | M::Bound => control::exec(self, bus, inst),
+            M::Jo
+            | M::Jno
+            | M::Jb
+            | M::Jae
+            | M::Je
+            | M::Jne
+            | M::Jbe
+            | M::Ja
+            | M::Js
+            | M::Jns
+            | M::Jp
+            | M::Jnp
+            | M::Jl
+            | M::Jge
+            | M::Jle
+            | M::Jg => control::jcc(self, inst),
+            M::Mov if is_control_or_debug(inst) => system::exec(self, bus, inst),
+            M::Mov
+            | M::Movzx
+            | M::Movsx
+            | M::Xchg
+            | M::Lea
+            | M::Cbw
+            | M::Cwde
+            | M::Cwd
+            | M::Cdq
+            | M::Bswap
+            | M::Xadd
+            | M::Cmpxchg
+            | M::Cmpxchg8b
+            | M::Lahf
+            | M::Sahf
+            | M::Xlatb
+            | M::Lds
+            | M::Les
+            | M::Lfs
+            | M::Lgs
+            | M::Lss
+            | M::Salc
+            | M::Nop => datamov::exec(self, bus, inst),
+            M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg => datamov::cmov(self, bus, inst),
+            M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg => datamov::setcc(self, bus, inst),
+            _ => system::exec(self, bus, inst),
+        }
+    }
+
+    // ---- operand access -------------------------------------------------------
+
+    /// Reads a general, segment or (for MOV) control register operand.
+    #[inline]
+    pub fn read_reg(&self, r: Register) -> u32 {
+        let n = r as u32;
+        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
+            let i = (n - Register::AL as u32) as usize;
+            if i < 4 {
+                self.state.regs[i] & 0xFF
+            } else {
+                (self.state.regs[i - 4] >> 8) & 0xFF
+            }
+        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
+            self.state.regs[(n - Register::AX as u32) as usize] & 0xFFFF
+        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
+            self.state.regs[(n - Register::EAX as u32) as usize]
+        } else if r.is_segment_register() {
+            u32::from(self.state.segs[seg_of(r) as usize].selector)
+        } else {
+            0
+        }
+    }
+
+    /// Writes a general register operand (8-, 16- or 32-bit).
+    #[inline]
+    pub fn write_reg(&mut self, r: Register, v: u32) {
+        let n = r as u32;
+        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
+            let i = (n - Register::AL as u32) as usize;
+            if i < 4 {
+                self.state.regs[i] = (self.state.regs[i] & !0xFF) | (v & 0xFF);
+            } else {
+                self.state.regs[i - 4] = (self.state.regs[i - 4] & !0xFF00) | ((v & 0xFF) << 8);
+            }
+        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
+            let i = (n - Register::AX as u32) as usize;
+            self.state.regs[i] = (self.state.regs[i] & !0xFFFF) | (v & 0xFFFF);
+        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
+            self.state.regs[(n - Register::EAX as u32) as usize] = v;
+        }
+    }
+
+    /// The effective address (offset within the segment) of the memory operand.
+    #[inline]
+    pub fn effective_address(&self, inst: &Instruction) -> u32 {
+        let base = inst.memory_base();
+        let index = inst.memory_index();
+        let mut ea = inst.memory_displacement32();
+        if base != Register::None {
+            ea = ea.wrapping_add(self.read_reg(base));
+        }
+        if index != Register::None {
+            ea = ea.wrapping_add(self.read_reg(index).wrapping_mul(inst.memory_index_scale()));
+        }
+        if addr16(inst) {
+            ea & 0xFFFF
+        } else {
+            ea
+        }
+    }
+
+    /// Segment and offset of the memory operand.
+    #[inline]
+    pub fn mem_operand(&self, inst: &Instruction) -> (SegReg, u32) {
+        (seg_of(inst.memory_segment()), self.effective_address(inst))
+    }
+
+    /// Reads operand `i` with the given size in bytes.
+    #[inline]
+    pub fn read_op<B: Bus>(&mut self, bus: &mut B, inst: &Instruction, i: u32, size: u8) -> Result<u32> {
+        Ok(match inst.op_kind(i) {
+            OpKind::Register => self.read_reg(inst.op_register(i)),
+            OpKind::Memory => {
+                let (s, off) = self.mem_operand(inst);
+                self.read_mem(bus, s, off, size)?
+            }
+            OpKind::Immediate8 => u32::from(inst.immediate8()),
+            OpKind::Immediate8_2nd => u32::from(inst.immediate8_2nd()),
+            OpKind::Immediate16 => u32::from(inst.immediate16()),
+            OpKind::Immediate32 => inst.immediate32(),
+            OpKind::Immediate8to16 => inst.immediate8to16() as u16 as u32,
+            OpKind::Immediate8to32 => inst.immediate8to32() as u32,
+            _ => return Err(Fault::ud()),
+        } & flags::mask(size))
+    }
+
+    /// Writes operand `i` (register or memory) with the given size in bytes.
+    #[inline]
+    pub fn write_op<B: Bus>(&mut self, bus: &mut B, inst: &Instruction, i: u32, size: u8, v: u32) -> Result<()> {
+        match inst.op_kind(i) {
+            OpKind::Register => {
+                self.write_reg(inst.op_register(i), v);
+                Ok(())
+            }
+            OpKind::Memory => {
+                let (s, off) = self.mem_operand(inst);
+                self.write_mem(bus, s, off, size, v)
+            }
+            _ => Err(Fault::ud()),
+        }
+    }
+
+    /// Replaces the six arithmetic status flags.
+    #[inline]
+    pub fn set_status(&mut self, f: u32) {
+        self.state.eflags = (self.state.eflags & !fl::STATUS) | (f & fl::STATUS);
+    }
+
+    #[inline]
+    pub fn flag(&self, f: u32) -> bool {
+        self.state.eflags & f != 0
+    }
+}
+
+/// Size in bytes of operand `i`.
+#[inline]
+pub fn op_size(inst: &Instruction, i: u32) -> u8 {
+    match inst.op_kind(i) {
+        OpKind::Register => inst.op_register(i).size() as u8,
+        OpKind::Memory => inst.memory_size().size() as u8,
+        OpKind::Immediate8 | OpKind::Immediate8_2nd => 1,
+        OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+        _ => 4,
+    }
+}
+
+/// Whether the instruction uses 16-bit addressing.
+#[inline]
+pub fn addr16(inst: &Instruction) -> bool {
+    let base = inst.memory_base();
+    let index = inst.memory_index();
+    if base != Register::None {
+        return base.size() == 2;
+    }
+    if index != Register::None {
+        return index.size() == 2;
+    }
+    inst.memory_displ_size() == 2
+}
+
+/// Operand size in bytes of a stack instruction (PUSH/POP and friends), from
+/// how far it moves the stack pointer.
+#[inline]
+pub fn stack_op_size(inst: &Instruction) -> u8 {
+    if inst.stack_pointer_increment().unsigned_abs() % 4 == 2 {
+        2
+    } else {
+        4
+    }
+}
+
+fn lockable(inst: &Instruction) -> bool {
+    use Mnemonic as M;
+    inst.op0_kind() == OpKind::Memory
+        && matches!(
+            inst.mnemonic(),
+            M::Add
+                | M::Adc
+                | M::And
+                | M::Btc
+                | M::Btr
+                | M::Bts
+                | M::Cmpxchg
+                | M::Cmpxchg8b
+                | M::Dec
+                | M::Inc
+                | M::Neg
+                | M::Not
+                | M::Or
+                | M::Sbb
+                | M::Sub
+                | M::Xor
+                | M::Xadd
+                | M::Xchg
+        )
+}
+
+fn is_string_op(inst: &Instruction) -> bool {
+    matches!(
+        inst.op0_kind(),
+        OpKind::MemorySegSI | OpKind::MemorySegESI | OpKind::MemoryESDI | OpKind::MemoryESEDI | OpKind::Register
+    ) && !matches!(
+        inst.code(),
+        Code::Movsd_xmm_xmmm64 | Code::Movsd_xmmm64_xmm | Code::Cmpsd_xmm_xmmm64_imm8
+    )
+}
+
+fn is_control_or_debug(inst: &Instruction) -> bool {
+    let r0 = inst.op0_register();
+    let r1 = inst.op1_register();
+    r0.is_cr() || r0.is_dr() || r1.is_cr() || r1.is_dr() || r0.is_tr() || r1.is_tr()
+}

@@ -1,0 +1,16 @@
+//! ringback's virtual machine: a 32-bit PC (CPU, memory, devices, boot loaders)
+//! and the reference engine that executes it instruction by instruction.
+//!
+//! Guest execution is a pure function of the initial machine state and the
+//! input log: nothing in this crate reads the host clock or host randomness, and
+//! every value from outside enters through [`machine::HostInput`].
+
+pub mod bus;
+pub mod conformance;
+pub mod cpu;
+pub mod error;
+pub mod exec;
+pub mod mem;
+pub mod time;
+
+pub use error::VmError;

@@ -1,0 +1,160 @@
+//! Guest-physical memory: RAM in 4 KiB pages with a dirty bitmap, ROM ranges and
+//! the A20 gate (SDM Vol. 3A, 21.33.1 for the wrap-around the A20 mask emulates).
+
+pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SHIFT: u32 = 12;
+
+/// A read-only range of guest-physical memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rom {
+    pub base: u32,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PhysMem {
+    ram: Vec<u8>,
+    dirty: Vec<u64>,
+    roms: Vec<Rom>,
+    /// Writes that hit ROM or nothing at all.
+    pub dropped_writes: u64,
+}
+
+impl PhysMem {
+    /// `ram_size` is rounded up to whole pages.
+    pub fn new(ram_size: usize) -> Self {
+        let pages = ram_size.div_ceil(PAGE_SIZE);
+        PhysMem {
+            ram: vec![0; pages * PAGE_SIZE],
+            dirty: vec![0; pages.div_ceil(64)],
+            roms: Vec::new(),
+            dropped_writes: 0,
+        }
+    }
+
+    pub fn ram_size(&self) -> usize {
+        self.ram.len()
+    }
+
+    pub fn add_rom(&mut self, rom: Rom) {
+        self.roms.push(rom);
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, addr: usize) {
+        let page = addr >> PAGE_SHIFT;
+        self.dirty[page / 64] |= 1 << (page % 64);
+    }
+
+    #[inline]
+    pub fn read(&self, addr: u32, size: u8) -> u32 {
+        let a = addr as usize;
+        let n = size as usize;
+        if let Some(bytes) = self.ram.get(a..a + n) {
+            let mut v = [0u8; 4];
+            v[..n].copy_from_slice(bytes);
+            return u32::from_le_bytes(v);
+        }
+        let mut v = 0u32;
+        for i in 0..n {
+            v |= u32::from(self.read_slow(addr.wrapping_add(i as u32))) << (8 * i);
+        }
+        v
+    }
+
+    fn read_slow(&self, addr: u32) -> u8 {
+        if let Some(b) = self.ram.get(addr as usize) {
+            return *b;
+        }
+        for rom in &self.roms {
+            if let Some(off) = addr.checked_sub(rom.base) {
+                if let Some(b) = rom.bytes.get(off as usize) {
+                    return *b;
+                }
+            }
+        }
+        0xFF
+    }
+
+    #[inline]
+    pub fn write(&mut self, addr: u32, size: u8, value: u32) {
+        let a = addr as usize;
+        let n = size as usize;
+        if a + n <= self.ram.len() {
+            self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            self.mark_dirty(a);
+            if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
+                self.mark_dirty(a + n - 1);
+            }
+            return;
+        }
+        for i in 0..n {
+            let b = addr.wrapping_add(i as u32) as usize;
+            if b < self.ram.len() {
+                self.ram[b] = (value >> (8 * i)) as u8;
+                self.mark_dirty(b);
+            } else {
+                self.dropped_writes += 1;
+            }
+        }
+    }
+
+    /// Copies `data` into RAM (used by loaders). Errors when it does not fit.
+    pub fn load(&mut self, addr: u32, data: &[u8]) -> Result<(), crate::VmError> {
+        let start = addr as usize;
+        let end = start
+            .checked_add(data.len())
+            .filter(|&e| e <= self.ram.len())
+            .ok_or(crate::VmError::DoesNotFit {
+                addr: u64::from(addr),
+                len: data.len() as u64,
+                ram: self.ram.len() as u64,
+            })?;
+        self.ram[start..end].copy_from_slice(data);
+        for p in (start >> PAGE_SHIFT)..=((end.max(start + 1) - 1) >> PAGE_SHIFT) {
+            self.dirty[p / 64] |= 1 << (p % 64);
+        }
+        Ok(())
+    }
+
+    /// Reads a range of RAM for host-side inspection; bytes outside RAM read as 0xFF.
+    pub fn read_bytes(&self, addr: u32, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.read_slow(addr.wrapping_add(i as u32));
+        }
+    }
+
+    pub fn ram(&self) -> &[u8] {
+        &self.ram
+    }
+
+    pub fn page(&self, page: usize) -> Option<&[u8]> {
+        self.ram.get(page * PAGE_SIZE..(page + 1) * PAGE_SIZE)
+    }
+
+    pub fn is_dirty(&self, page: usize) -> bool {
+        self.dirty.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    /// Returns the dirty page numbers and clears the bitmap.
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let mut pages = Vec::new();
+        for (wi, w) in self.dirty.iter_mut().enumerate() {
+            let mut bits = *w;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                pages.push(wi * 64 + b);
+                bits &= bits - 1;
+            }
+            *w = 0;
+        }
+        pages
+    }
+
+    /// Zeroes every dirty page and clears the bitmap (cheap reset for test runners).
+    pub fn clear_dirty_pages(&mut self) {
+        for p in self.take_dirty() {
+            self.ram[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
+        }
+    }
+}
