@@ -30,7 +30,7 @@ pub fn sext(v: u32, size: u8) -> u32 {
 /// PF: set when the low byte has an even number of one bits.
 #[inline]
 pub fn parity(v: u32) -> u32 {
-    if (v as u8).count_ones() % 2 == 0 {
+    if (v as u8).count_ones() & 1 == 0 {
         PF
     } else {
         0

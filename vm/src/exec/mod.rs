@@ -13,6 +13,9 @@ pub mod shift;
 pub mod stack;
 pub mod string;
 pub mod system;
+#[cfg(test)]
+pub(crate) mod testutil;
+pub mod x87;
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
@@ -68,22 +71,23 @@ impl Cpu {
         let bitness = if code32 { 32 } else { 16 };
         let mut decoder = Decoder::with_ip(bitness, &buf[..n], u64::from(eip), DecoderOptions::NO_INVALID_CHECK);
         let inst = decoder.decode();
-        if inst.is_invalid() {
-            if decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
-                if n < want {
-                    // The instruction runs into a page we could not fetch: re-fetch to get its fault.
-                    let next = lin.wrapping_add(n as u32);
-                    let mut one = [0u8; 1];
-                    self.fetch_linear(bus, next, &mut one)?;
-                }
-                if n == MAX_INSN_LEN {
-                    return Err(Fault::gp(0));
-                }
-                return Err(Fault::gp(0));
-            }
-            return Err(Fault::ud());
+        if !inst.is_invalid() {
+            return Ok(inst);
         }
-        Ok(inst)
+        if decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
+            if n < want {
+                // The instruction runs into a page we could not fetch: re-fetch to get its fault.
+                let next = lin.wrapping_add(n as u32);
+                let mut one = [0u8; 1];
+                self.fetch_linear(bus, next, &mut one)?;
+            }
+            // Longer than 15 bytes, or running past the CS limit (SDM Vol. 2A, 2.1; Vol. 3A, 5.3).
+            return Err(Fault::gp(0));
+        }
+        if let Some(esc) = x87::decode_reserved_esc(bitness, &buf[..n], eip) {
+            return Ok(esc);
+        }
+        Err(Fault::ud())
     }
 
     /// Decodes and executes one instruction (or one iteration of a REP string
@@ -100,8 +104,21 @@ impl Cpu {
         self.execute(bus, &inst)
     }
 
-    /// Executes one decoded instruction whose first byte is at the current EIP.
+    /// Executes one decoded instruction whose first byte is at the current EIP,
+    /// delivering any fault it raises.
     pub fn execute<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> StepOutcome {
+        match self.execute_or_fault(bus, inst) {
+            Ok(outcome) => outcome,
+            Err(f) => self.raise(bus, f),
+        }
+    }
+
+    /// Executes one decoded instruction like [`Cpu::execute`], but a fault the
+    /// instruction raises is not delivered: the general registers, EFLAGS and EIP
+    /// are rolled back to their values before the instruction (fault semantics,
+    /// SDM Vol. 3A, 6.5) and the fault is returned for the caller to deliver with
+    /// [`Cpu::raise`]. Faults while delivering the single-step trap are delivered.
+    pub fn execute_or_fault<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> Result<StepOutcome> {
         let start = self.state.eip;
         self.start_eip = start;
         self.start_regs = self.state.regs;
@@ -120,17 +137,17 @@ impl Cpu {
                     // Single-step trap after the instruction (SDM Vol. 3A, 17.3.1.4).
                     self.state.dr[6] |= 1 << 14;
                     if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
-                        return self.raise(bus, f);
+                        return Ok(self.raise(bus, f));
                     }
                 }
-                StepOutcome::Retired
+                Ok(StepOutcome::Retired)
             }
             Err(f) => {
                 self.state.regs = self.start_regs;
                 self.state.eflags = self.start_eflags;
                 self.state.eip = start;
                 self.state.interrupt_shadow = false;
-                self.raise(bus, f)
+                Err(f)
             }
         }
     }
@@ -138,7 +155,7 @@ impl Cpu {
     fn dispatch<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> Result<Flow> {
         use Mnemonic as M;
         let m = inst.mnemonic();
-        if inst.has_lock_prefix() && !lockable(inst) {
+        if lock_is_invalid(inst) {
             // LOCK is valid only on read-modify-write memory forms (SDM Vol. 2A, LOCK).
             return Err(Fault::ud());
         }
@@ -287,6 +304,7 @@ impl Cpu {
             | M::Setge
             | M::Setle
             | M::Setg => datamov::setcc(self, bus, inst),
+            _ if x87::is_esc(inst) => x87::exec(self, bus, inst),
             _ => system::exec(self, bus, inst),
         }
     }
@@ -441,6 +459,14 @@ pub fn stack_op_size(inst: &Instruction) -> u8 {
     } else {
         4
     }
+}
+
+/// Whether the instruction carries a LOCK prefix it may not have, so that it
+/// raises #UD (SDM Vol. 2A, "LOCK": only the read-modify-write forms of the
+/// listed instructions with a memory destination accept it).
+#[inline]
+pub fn lock_is_invalid(inst: &Instruction) -> bool {
+    inst.has_lock_prefix() && !lockable(inst)
 }
 
 fn lockable(inst: &Instruction) -> bool {

@@ -226,23 +226,9 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.state.regs[ESP] = cpu.state.regs[ECX];
             cpu.state.eip = cpu.state.regs[EDX];
         }
-        _ => {
-            // x87 escapes: no coprocessor is modelled yet, so they raise #NM when
-            // CR0 asks for emulation or a task switch, and #UD otherwise.
-            if is_x87(inst) && cpu.state.cr0 & (cr0::EM | cr0::TS) != 0 {
-                return Err(Fault::new(vector::NM));
-            }
-            return Err(Fault::ud());
-        }
+        _ => return Err(Fault::ud()),
     }
     Ok(Flow::Next)
-}
-
-fn is_x87(inst: &Instruction) -> bool {
-    let op = inst.op_code();
-    op.encoding() == iced_x86::EncodingKind::Legacy
-        && op.table() == iced_x86::OpCodeTableKind::Normal
-        && matches!(op.op_code(), 0xD8..=0xDF)
 }
 
 fn operand16(inst: &Instruction) -> bool {
