@@ -1,10 +1,25 @@
 //! The `ringback` command line.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+mod bench;
+mod console;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use vm::boot::Module;
+use vm::machine::{Kernel, Machine, StopReason};
+
+/// The demo kernel (guests/demo.c), built from source by build.rs.
+const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));
+
+/// Exit status for a triple fault: even, so it never collides with an
+/// isa-debug-exit status (always odd) or with 2, our own error status.
+const EXIT_TRIPLE_FAULT: u8 = 4;
+const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +34,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot a kernel and connect its serial console to the terminal.
+    Run(RunArgs),
+    /// Boot the built-in demo kernel: protected mode, paging, PIT interrupts
+    /// and a ring 3 task making system calls.
+    Demo {
+        /// Stop after this many instructions.
+        #[arg(long)]
+        max_insns: Option<u64>,
+    },
+    /// Measure guest MIPS of the reference engine on the CPU-bound benchmark
+    /// kernel, and the same kernel under qemu-system-i386 when it is installed.
+    Bench {
+        /// Benchmark rounds (each is roughly 5 million instructions).
+        #[arg(long, default_value_t = 40)]
+        rounds: u32,
+        /// Skip the QEMU comparison.
+        #[arg(long)]
+        no_qemu: bool,
+    },
     /// Run a folder of single-instruction test vectors and print pass rates.
     Conformance {
         /// Folder in the SingleStepTests JSON-lines format.
@@ -32,24 +66,134 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// A multiboot v1 kernel (ELF or a.out kludge), a 512-byte boot sector,
+    /// or, with --flat, any flat binary.
+    kernel: PathBuf,
+    /// Kernel command line (appended to the kernel's file name, as QEMU does).
+    #[arg(long, default_value = "")]
+    append: String,
+    /// A multiboot module: "FILE" or "FILE ARGS"; the whole string is the
+    /// module's command line, as with QEMU's -initrd. Repeatable.
+    #[arg(long = "module", value_name = "FILE[ ARGS]")]
+    modules: Vec<String>,
+    /// RAM size: MiB, or with a K/M/G suffix.
+    #[arg(long, default_value = "128M")]
+    mem: String,
+    /// Stop after this many instructions.
+    #[arg(long)]
+    max_insns: Option<u64>,
+    /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
+    #[arg(long, default_value = "stdio")]
+    serial: String,
+    /// Load the kernel as a flat binary at this physical address (e.g. 0x7c00)
+    /// and enter it in real mode.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    flat: Option<u32>,
+}
+
+fn parse_addr(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    r.map_err(|e| format!("'{s}' is not an address: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ringback: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_command(&args),
+        Command::Demo { max_insns } => {
+            let kernel = Kernel::Multiboot {
+                image: DEMO_KERNEL.to_vec(),
+                cmdline: "demo".into(),
+                modules: vec![],
+            };
+            run_kernel(&kernel, 32 << 20, max_insns, "stdio")
+        }
         Command::Conformance { dir, json, verbose } => conformance(&dir, json, verbose),
+        Command::Bench { rounds, no_qemu } => bench::run(rounds, !no_qemu),
     }
 }
 
-fn conformance(dir: &std::path::Path, json: bool, verbose: bool) -> Result<ExitCode> {
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn run_command(args: &RunArgs) -> Result<ExitCode> {
+    let ram = vm::boot::parse_mem_size(&args.mem)?;
+    let image = read_file(&args.kernel, "kernel")?;
+    let kernel = if let Some(addr) = args.flat {
+        Kernel::Flat { image, addr }
+    } else if !vm::boot::is_multiboot(&image) && vm::boot::is_boot_sector(&image) {
+        Kernel::Flat { image, addr: 0x7C00 }
+    } else {
+        let mut modules = Vec::new();
+        for spec in &args.modules {
+            let file = spec.split_whitespace().next().context("--module needs a file name")?;
+            modules.push(Module {
+                data: read_file(Path::new(file), "module")?,
+                cmdline: spec.clone(),
+            });
+        }
+        let cmdline = format!("{} {}", args.kernel.display(), args.append);
+        Kernel::Multiboot {
+            image,
+            cmdline,
+            modules,
+        }
+    };
+    if args.flat.is_some() && !args.modules.is_empty() {
+        bail!("--module needs a multiboot kernel, not a flat binary");
+    }
+    run_kernel(&kernel, ram, args.max_insns, &args.serial)
+}
+
+fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -> Result<ExitCode> {
+    let (mut console, mut input) = console::open(serial)?;
+    let mut machine = Machine::boot(ram, kernel, &mut input)?;
+    let started = Instant::now();
+    let stop = machine.run(max_insns.unwrap_or(u64::MAX), &mut input, &mut console);
+    let wall = started.elapsed().as_secs_f64();
+    console.finish()?;
+    let insns = machine.icount();
+    let e = machine.exits;
+    let s = machine.platform.stats;
+    let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
+    eprintln!(
+        "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS); exits: port-io {} \
+         (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}",
+        e.port_io, s.unmapped_port_reads, s.unmapped_port_writes, e.interrupts, e.exceptions, e.halts
+    );
+    Ok(match stop {
+        StopReason::ExitDevice(status) => ExitCode::from(status as u8),
+        StopReason::TripleFault { state, .. } => {
+            eprintln!(
+                "ringback: the guest shut the processor down; CPU state:\n{}",
+                state.dump()
+            );
+            ExitCode::from(EXIT_TRIPLE_FAULT)
+        }
+        StopReason::HaltedForever | StopReason::IdleForever | StopReason::InsnLimit | StopReason::Reset => {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
     let report = vm::conformance::run_dir(dir, |_| {})?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

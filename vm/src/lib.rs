@@ -3,14 +3,19 @@
 //!
 //! Guest execution is a pure function of the initial machine state and the
 //! input log: nothing in this crate reads the host clock or host randomness, and
-//! every value from outside enters through [`machine::HostInput`].
+//! every value from outside enters through [`host::HostInput`].
 
+pub mod boot;
 pub mod bus;
 pub mod conformance;
 pub mod cpu;
+pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod host;
+pub mod machine;
 pub mod mem;
+pub mod platform;
 pub mod time;
 
 pub use error::VmError;

@@ -102,11 +102,11 @@ impl Pic8259 {
             if self.pins & bit == 0 {
                 self.irr |= bit;
             }
-        } else {
-            // The edge latch is only held while the input stays high: a
-            // request that drops before INTA is lost, as on the real part.
-            self.irr &= !bit;
         }
+        // Edge mode keeps a latched request when the input drops before INTA.
+        // The datasheet asks the input to stay high until then, but PC timer
+        // lines (PIT mode 3) drop while interrupts are off, and guests written
+        // for QEMU, whose PIC keeps the request, expect the tick to survive.
         if level {
             self.pins |= bit;
         } else {

@@ -1,0 +1,127 @@
+//! The `ringback` command line: the demo, limits, and bad input answered with
+//! a clear message and a non-zero exit, never a panic.
+
+use std::process::{Command, Output, Stdio};
+
+const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+const OUT_DIR: &str = env!("OUT_DIR");
+
+fn ringback(args: &[&str]) -> Output {
+    Command::new(RINGBACK)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringback")
+}
+
+fn scratch(name: &str, bytes: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("ringback-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write scratch file");
+    path.to_string_lossy().into_owned()
+}
+
+fn assert_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn demo_prints_its_ring3_task_and_a_summary() {
+    let out = ringback(&["demo"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ring 3 task says: goodbye"), "{stdout}");
+    assert!(stderr.contains("guest exit (status 1)") && stderr.contains("instructions") && stderr.contains("MIPS"));
+}
+
+#[test]
+fn max_insns_stops_the_run() {
+    let out = ringback(&["demo", "--max-insns", "1000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("instruction limit reached: 1000 instructions"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serial_output_to_a_file() {
+    let file = scratch("serial.txt", b"");
+    let kernel = format!("{OUT_DIR}/syscall.elf");
+    let out = ringback(&["run", &kernel, "--serial", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let text = std::fs::read_to_string(&file).expect("serial file");
+    assert!(text.contains("syscall: all checks passed"), "{text}");
+}
+
+#[test]
+fn missing_kernel_file() {
+    assert_error(
+        &ringback(&["run", "/nonexistent/kernel.elf"]),
+        "cannot read kernel /nonexistent/kernel.elf",
+    );
+}
+
+#[test]
+fn non_multiboot_elf() {
+    // A real ELF with no multiboot header: the ringback binary itself.
+    assert_error(&ringback(&["run", RINGBACK]), "not a multiboot kernel");
+}
+
+#[test]
+fn garbage_file() {
+    let f = scratch("garbage.bin", &[0x5A; 3000]);
+    assert_error(&ringback(&["run", &f]), "no multiboot v1 header");
+}
+
+#[test]
+fn kernel_that_does_not_fit_in_memory() {
+    // hello.elf loads at 1 MiB; with 2 MiB of RAM a 1.5 MiB module cannot fit after it.
+    let module = scratch("big-module.bin", &vec![0u8; 3 << 19]);
+    let kernel = format!("{OUT_DIR}/hello.elf");
+    assert_error(
+        &ringback(&["run", &kernel, "--mem", "2M", "--module", &module]),
+        "does not fit in memory",
+    );
+}
+
+#[test]
+fn bad_mem_values() {
+    let kernel = format!("{OUT_DIR}/hello.elf");
+    for bad in ["lots", "1K", "0", "99999G", "3X"] {
+        assert_error(&ringback(&["run", &kernel, "--mem", bad]), "bad memory size");
+    }
+}
+
+#[test]
+fn missing_module_file() {
+    let kernel = format!("{OUT_DIR}/hello.elf");
+    assert_error(
+        &ringback(&["run", &kernel, "--module", "/nonexistent/mod args"]),
+        "cannot read module",
+    );
+}
+
+#[test]
+fn wild_guest_jumping_into_garbage_stops_with_a_report() {
+    // A boot sector that loads an empty IDT and jumps into 0xFF bytes: #UD
+    // with no IDT entry escalates to a triple fault.
+    let mut sector = vec![0u8; 512];
+    // lidt [0x7c10] ; jmp 0x7c20   (real mode)
+    sector[..9].copy_from_slice(&[0x0F, 0x01, 0x1E, 0x10, 0x7C, 0xE9, 0x18, 0x00, 0x90]);
+    sector[0x20..0x30].fill(0xFF);
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    let f = scratch("wild.bin", &sector);
+    let out = ringback(&["run", &f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("triple fault") && err.contains("CPU state"), "{err}");
+}

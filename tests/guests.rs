@@ -1,0 +1,214 @@
+//! End-to-end: boot the test kernels in guests/ (built from source by build.rs)
+//! on the reference engine and check what they print and how they exit.
+//! Each kernel checks its own feature and reports on COM1; exit statuses are
+//! QEMU's isa-debug-exit ones: 1 = all checks passed, 3 = a check failed,
+//! 5 = an unexpected interrupt or exception.
+
+use vm::boot::Module;
+use vm::host::{NoInput, ScriptedInput};
+use vm::machine::{CaptureConsole, Kernel, Machine, StopReason};
+
+const OUT_DIR: &str = env!("OUT_DIR");
+const LIMIT: u64 = 200_000_000;
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = format!("{OUT_DIR}/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("test kernel {path} (built by build.rs): {e}"))
+}
+
+fn multiboot(name: &str, append: &str, modules: Vec<Module>) -> Kernel {
+    Kernel::Multiboot {
+        image: guest(&format!("{name}.elf")),
+        cmdline: format!("{name}.elf {append}"),
+        modules,
+    }
+}
+
+fn boot(kernel: &Kernel) -> (StopReason, String, Machine) {
+    let mut host = NoInput {
+        rtc_start: 1_700_000_000,
+    };
+    let mut m = Machine::boot(32 << 20, kernel, &mut host).expect("boot");
+    let mut console = CaptureConsole::default();
+    let stop = m.run(LIMIT, &mut host, &mut console);
+    (stop, String::from_utf8_lossy(&console.serial).into_owned(), m)
+}
+
+fn assert_passes(name: &str, last_line: &str) -> (String, Machine) {
+    let (stop, out, m) = boot(&multiboot(name, "", vec![]));
+    assert_eq!(stop, StopReason::ExitDevice(1), "{name} output:\n{out}");
+    assert!(!out.contains("FAIL"), "{name} reported a failure:\n{out}");
+    assert!(out.trim_end().ends_with(last_line), "{name} output:\n{out}");
+    (out, m)
+}
+
+#[test]
+fn multiboot_info_command_line_memory_map_and_modules() {
+    let modules = vec![
+        Module {
+            data: b"This is module one, some text\n".to_vec(),
+            cmdline: "mod1.txt modarg".into(),
+        },
+        Module {
+            data: b"second module data 0123456789\n".to_vec(),
+            cmdline: "mod2.txt".into(),
+        },
+    ];
+    let (stop, out, _) = boot(&multiboot("hello", "hello arg1 arg2", modules));
+    assert_eq!(stop, StopReason::ExitDevice(1), "{out}");
+    for line in [
+        "magic: 2badb002",
+        "flags: 0000024f",
+        "cmdline: 'hello.elf hello arg1 arg2'",
+        "mem_lower: 639 KiB, mem_upper: 31616 KiB",
+        "mmap[3]: base 0000000000100000 len 0000000001ee0000 type 1",
+        "mmap[5]: base 00000000fffc0000 len 0000000000040000 type 2",
+        "modules: 2",
+        "module[0]: size 30, page aligned: yes, cmdline 'mod1.txt modarg'",
+        "  first bytes: 'This is module o'",
+        "module[1]: size 30, page aligned: yes, cmdline 'mod2.txt'",
+        "hello done",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing line {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn real_mode_boot_sector_switches_to_protected_mode() {
+    let (stop, out, m) = boot(&Kernel::Flat {
+        image: guest("realmode.bin"),
+        addr: 0x7C00,
+    });
+    assert_eq!(stop, StopReason::ExitDevice(1), "{out}");
+    assert_eq!(
+        out,
+        "real mode\nprotected mode\na20 on: 0x500 and 0x100500 are distinct\n"
+    );
+    assert!(m.cpu.state.protected_mode());
+}
+
+#[test]
+fn paging_4k_and_4m_pages_accessed_dirty_wp_invlpg() {
+    let (out, m) = assert_passes("paging", "paging: all checks passed");
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 15, "{out}");
+    assert!(m.cpu.state.paging());
+}
+
+#[test]
+fn page_faults_are_handled_by_the_guest() {
+    let (out, m) = assert_passes("pagefault", "pagefault: all faults handled as expected");
+    for code in [
+        "err 0x0 from ring 0",
+        "err 0x2 from ring 0",
+        "err 0x4 from ring 3",
+        "err 0x7 from ring 3",
+    ] {
+        assert!(out.contains(code), "missing {code} in:\n{out}");
+    }
+    assert!(m.exits.exceptions >= 4);
+}
+
+#[test]
+fn pit_interrupts_are_counted() {
+    let (out, m) = assert_passes("pit", "latched counter counts down: ok");
+    assert!(out.contains("ticks: 50\n"), "{out}");
+    assert!(
+        m.exits.interrupts >= 50,
+        "only {} interrupts delivered",
+        m.exits.interrupts
+    );
+}
+
+#[test]
+fn ring3_system_calls_through_an_interrupt_gate() {
+    let (out, _) = assert_passes("syscall", "syscall: all checks passed");
+    for line in [
+        "hello from ring 3",
+        "ring 3 task exited with code 42",
+        "syscall runs on the TSS esp0 stack: ok",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("vector 13 error code 0").count(), 2, "{out}");
+}
+
+#[test]
+fn triple_fault_stops_the_machine_with_its_state() {
+    let (stop, out, _) = boot(&multiboot("triplefault", "", vec![]));
+    assert_eq!(out, "triplefault test: loading an empty IDT and executing int3\n");
+    match stop {
+        StopReason::TripleFault { state, .. } => {
+            assert_eq!(state.idtr.limit, 0);
+            assert!(state.protected_mode());
+        }
+        other => panic!("expected a triple fault, got {other:?}"),
+    }
+}
+
+#[test]
+fn demo_kernel_runs_its_ring3_task() {
+    let (out, _) = assert_passes("demo", "ringback demo kernel: done");
+    assert!(
+        out.contains("ring 3 task says: the primes below 1000 add up to 76127"),
+        "{out}"
+    );
+    assert!(out.contains("task exited with code 0 after 5 writes"), "{out}");
+}
+
+#[test]
+fn cpu_self_test_completes() {
+    let (out, _) = assert_passes("cpu", "cpu self-test done");
+    assert!(out.contains("#DE count: 17"), "{out}");
+}
+
+#[test]
+fn same_input_same_machine_state() {
+    // The determinism invariant on a guest with timer interrupts: two runs
+    // from the same image end in identical machine states.
+    let kernel = multiboot("demo", "", vec![]);
+    let (_, out1, a) = boot(&kernel);
+    let (_, out2, b) = boot(&kernel);
+    assert_eq!(out1, out2);
+    assert_eq!(a.state(), b.state());
+    assert_eq!(a.platform.mem.ram(), b.platform.mem.ram());
+}
+
+#[test]
+fn instruction_limit_stops_exactly() {
+    let kernel = multiboot("cpu", "", vec![]);
+    let mut host = NoInput {
+        rtc_start: 1_700_000_000,
+    };
+    let mut m = Machine::boot(32 << 20, &kernel, &mut host).expect("boot");
+    let stop = m.run(12_345, &mut host, &mut CaptureConsole::default());
+    assert_eq!(stop, StopReason::InsnLimit);
+    assert_eq!(m.icount(), 12_345);
+    // Running on from there reaches the same end as running straight through.
+    let stop = m.run(LIMIT, &mut host, &mut CaptureConsole::default());
+    let (straight_stop, _, straight) = boot(&kernel);
+    assert_eq!(stop, straight_stop);
+    assert_eq!(m.state(), straight.state());
+}
+
+#[test]
+fn serial_input_reaches_the_guest_through_the_host_interface() {
+    let kernel = multiboot("echo", "", vec![]);
+    let mut host = ScriptedInput::new(0, b"hello there\nsecond line\nquit\nnever read\n");
+    let mut m = Machine::boot(32 << 20, &kernel, &mut host).expect("boot");
+    let mut console = CaptureConsole::default();
+    let stop = m.run(LIMIT, &mut host, &mut console);
+    let out = String::from_utf8_lossy(&console.serial);
+    assert_eq!(stop, StopReason::ExitDevice(1), "{out}");
+    assert!(
+        out.starts_with("echo ready\necho: hello there\necho: second line\necho: quit\necho done after "),
+        "{out}"
+    );
+    assert!(m.exits.interrupts >= 3);
+    // Without input the guest idles and the run ends instead of hanging.
+    let mut none = NoInput::default();
+    let mut idle = Machine::boot(32 << 20, &kernel, &mut none).expect("boot");
+    assert_eq!(
+        idle.run(LIMIT, &mut none, &mut CaptureConsole::default()),
+        StopReason::IdleForever
+    );
+}

@@ -1,0 +1,181 @@
+//! `ringback run` against Debian's `qemu-system-i386 -kernel` on the same
+//! kernels: the serial output and the exit status must be the same. The
+//! README's set-up command installs QEMU.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const OUT_DIR: &str = env!("OUT_DIR");
+const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+const QEMU: &str = "qemu-system-i386";
+
+fn guest(name: &str) -> PathBuf {
+    PathBuf::from(OUT_DIR).join(name)
+}
+
+fn qemu_available() {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{QEMU} is not installed; run the README's set-up command (bash scripts/setup.sh)"
+    );
+}
+
+fn run_qemu(args: &[&str]) -> Output {
+    let mut cmd = Command::new(QEMU);
+    cmd.args([
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-m",
+        "32",
+    ])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .args(args)
+    .stdin(Stdio::null());
+    cmd.output().expect("run qemu-system-i386")
+}
+
+fn run_ringback(args: &[&str]) -> Output {
+    Command::new(RINGBACK)
+        .args(["run", "--mem", "32"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ringback")
+}
+
+fn compare(name: &str, qemu_args: &[&str], ringback_args: &[&str]) -> (String, i32) {
+    qemu_available();
+    let q = run_qemu(qemu_args);
+    let r = run_ringback(ringback_args);
+    let q_out = String::from_utf8_lossy(&q.stdout).into_owned();
+    let r_out = String::from_utf8_lossy(&r.stdout).into_owned();
+    assert_eq!(
+        r_out,
+        q_out,
+        "{name}: serial output differs from QEMU's\nringback stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(
+        r.status.code(),
+        q.status.code(),
+        "{name}: exit status differs from QEMU's"
+    );
+    (r_out, r.status.code().unwrap_or(-1))
+}
+
+fn compare_kernel(name: &str) -> (String, i32) {
+    let path = guest(&format!("{name}.elf"));
+    let p = path.to_str().expect("utf-8 path");
+    compare(name, &["-kernel", p], &[p])
+}
+
+#[test]
+fn hello_matches_qemu() {
+    let (out, status) = compare_kernel("hello");
+    assert_eq!(status, 1);
+    assert!(out.contains("mmap[5]"));
+}
+
+#[test]
+fn hello_with_modules_and_append_matches_qemu() {
+    let dir = std::env::temp_dir().join(format!("ringback-qemu-mods-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let m1 = dir.join("mod1.txt");
+    let m2 = dir.join("mod2.txt");
+    std::fs::write(&m1, "This is module one, some text\n").expect("write module");
+    std::fs::write(&m2, "second module data 0123456789\n").expect("write module");
+    let kernel = guest("hello.elf");
+    let k = kernel.to_str().expect("utf-8 path");
+    let (m1, m2) = (m1.to_str().expect("utf-8"), m2.to_str().expect("utf-8"));
+    let initrd = format!("{m1} modarg,{m2}");
+    let mod1 = format!("{m1} modarg");
+    let (out, _) = compare(
+        "hello+modules",
+        &["-kernel", k, "-append", "hello arg1 arg2", "-initrd", &initrd],
+        &[k, "--append", "hello arg1 arg2", "--module", &mod1, "--module", m2],
+    );
+    assert!(out.contains("modules: 2"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn paging_matches_qemu() {
+    assert_eq!(compare_kernel("paging").1, 1);
+}
+
+#[test]
+fn pagefault_matches_qemu() {
+    assert_eq!(compare_kernel("pagefault").1, 1);
+}
+
+#[test]
+fn pit_matches_qemu() {
+    assert_eq!(compare_kernel("pit").1, 1);
+}
+
+#[test]
+fn syscall_matches_qemu() {
+    assert_eq!(compare_kernel("syscall").1, 1);
+}
+
+#[test]
+fn cpu_self_test_matches_qemu() {
+    let (out, status) = compare_kernel("cpu");
+    assert_eq!(status, 1);
+    assert!(out.lines().count() > 400);
+}
+
+#[test]
+fn boot_sector_matches_qemu_with_seabios() {
+    let path = guest("realmode.bin");
+    let p = path.to_str().expect("utf-8 path");
+    let drive = format!("format=raw,file={p}");
+    let (out, status) = compare("realmode", &["-drive", &drive], &[p]);
+    assert_eq!(status, 1);
+    assert!(out.ends_with("are distinct\n"));
+}
+
+#[test]
+fn demo_matches_qemu_except_the_timing_line() {
+    qemu_available();
+    let path = guest("demo.elf");
+    let p = path.to_str().expect("utf-8 path");
+    let q = run_qemu(&["-kernel", p]);
+    let r = run_ringback(&[p]);
+    // The tick count after the task depends on how fast the host ran it under
+    // QEMU; under ringback it is a function of the instruction count.
+    let strip = |o: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("tick count"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(strip(&r), strip(&q));
+    assert_eq!(r.status.code(), q.status.code());
+}
+
+#[test]
+fn triple_fault_output_matches_qemu_status_is_ours() {
+    qemu_available();
+    let path = guest("triplefault.elf");
+    let p = path.to_str().expect("utf-8 path");
+    let q = run_qemu(&["-kernel", p]);
+    let r = run_ringback(&[p]);
+    assert_eq!(r.stdout, q.stdout);
+    // QEMU with -no-reboot turns the shutdown into a silent exit 0; ringback
+    // reports it and exits 4 so scripts can tell a crash from a clean halt.
+    assert_eq!(q.status.code(), Some(0));
+    assert_eq!(r.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("triple fault") && err.contains("eip="), "{err}");
+}

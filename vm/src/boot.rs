@@ -1,0 +1,610 @@
+//! Boot loaders: multiboot v1 kernels (ELF32 or with the a.out-kludge address
+//! fields) as GRUB and `qemu -kernel` load them, and flat binaries entered in
+//! real mode (boot sectors at 0000:7C00).
+//!
+//! Multiboot Specification 0.6.96: 3.1 (the OS image header), 3.2 (machine
+//! state at entry), 3.3 (the boot information structure).
+
+use goblin::elf::{header, program_header, Elf};
+
+use crate::cpu::state::{attr, cr0, flags, reg, SegReg, Segment, TableReg};
+use crate::cpu::CpuState;
+use crate::mem::PAGE_SIZE;
+use crate::platform::Platform;
+use crate::VmError;
+
+pub const MULTIBOOT_HEADER_MAGIC: u32 = 0x1BAD_B002;
+pub const MULTIBOOT_BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
+/// The header must lie 32-bit aligned within the first 8192 bytes.
+const HEADER_SEARCH: usize = 8192;
+/// Header flag 16: the a.out-kludge address fields are valid.
+const FLAG_AOUT_KLUDGE: u32 = 1 << 16;
+/// Required-feature bits we cannot honour (bits 0-2 are alignment, memory
+/// info and video mode; the rest of 0-15 are reserved and must be refused).
+const UNSUPPORTED_REQUIRED: u32 = 0xFFF8;
+
+/// Where the loader puts its own structures: the GDT, then the boot
+/// information structure and everything it points to. Below 0x9FC00 and
+/// above the real-mode IVT and BIOS data area, where GRUB puts them too.
+const GDT_ADDR: u32 = 0x800;
+const INFO_ADDR: u32 = 0x1000;
+const INFO_END: u32 = 0x9_0000;
+
+/// Smallest RAM we boot with: 1 MiB of conventional memory plus 1 MiB above.
+pub const MIN_RAM: u64 = 2 << 20;
+/// Largest: below the 32-bit PCI hole, as QEMU's `pc` machine keeps low RAM.
+pub const MAX_RAM: u64 = 0xE000_0000;
+
+/// A module for the kernel: its contents and its command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub data: Vec<u8>,
+    pub cmdline: String,
+}
+
+/// One BIOS E820 memory map entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct E820Entry {
+    pub base: u64,
+    pub len: u64,
+    /// 1 = usable RAM, 2 = reserved.
+    pub kind: u32,
+}
+
+/// The memory map the machine reports, shaped like SeaBIOS's on QEMU's `pc`
+/// machine (EBDA below 640 KiB, the BIOS area, the top 128 KiB of RAM kept
+/// for firmware tables, the BIOS ROM alias below 4 GiB), so a kernel sees the
+/// same map under ringback as under `qemu -kernel`.
+pub fn e820_map(ram: u64) -> Vec<E820Entry> {
+    let top_reserved = 0x2_0000;
+    vec![
+        E820Entry {
+            base: 0,
+            len: 0x9_FC00,
+            kind: 1,
+        },
+        E820Entry {
+            base: 0x9_FC00,
+            len: 0x400,
+            kind: 2,
+        },
+        E820Entry {
+            base: 0xF_0000,
+            len: 0x1_0000,
+            kind: 2,
+        },
+        E820Entry {
+            base: 0x10_0000,
+            len: ram - 0x10_0000 - top_reserved,
+            kind: 1,
+        },
+        E820Entry {
+            base: ram - top_reserved,
+            len: top_reserved,
+            kind: 2,
+        },
+        E820Entry {
+            base: 0xFFFC_0000,
+            len: 0x4_0000,
+            kind: 2,
+        },
+    ]
+}
+
+/// What a loaded image asks of the CPU at entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootInfo {
+    pub entry: u32,
+    /// Highest physical address the kernel image (with bss) occupies.
+    pub image_end: u32,
+    pub info_addr: Option<u32>,
+}
+
+/// The parsed multiboot header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    offset: usize,
+    flags: u32,
+    header_addr: u32,
+    load_addr: u32,
+    load_end_addr: u32,
+    bss_end_addr: u32,
+    entry_addr: u32,
+}
+
+fn le32(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn find_header(image: &[u8]) -> Option<Header> {
+    let limit = image.len().min(HEADER_SEARCH);
+    (0..limit.saturating_sub(11)).step_by(4).find_map(|off| {
+        let magic = le32(image, off)?;
+        let flags = le32(image, off + 4)?;
+        let checksum = le32(image, off + 8)?;
+        if magic != MULTIBOOT_HEADER_MAGIC || magic.wrapping_add(flags).wrapping_add(checksum) != 0 {
+            return None;
+        }
+        let field = |i: usize| le32(image, off + 12 + 4 * i).unwrap_or(0);
+        Some(Header {
+            offset: off,
+            flags,
+            header_addr: field(0),
+            load_addr: field(1),
+            load_end_addr: field(2),
+            bss_end_addr: field(3),
+            entry_addr: field(4),
+        })
+    })
+}
+
+/// Whether `image` carries a multiboot v1 header.
+pub fn is_multiboot(image: &[u8]) -> bool {
+    find_header(image).is_some()
+}
+
+/// Whether `image` looks like a boot sector (512 bytes ending in 55 AA).
+pub fn is_boot_sector(image: &[u8]) -> bool {
+    image.len() == 512 && image[510] == 0x55 && image[511] == 0xAA
+}
+
+/// Loads a multiboot kernel and its modules into RAM, writes the boot
+/// information structure, and returns the entry state the spec defines.
+pub fn load_multiboot(
+    platform: &mut Platform,
+    image: &[u8],
+    cmdline: &str,
+    modules: &[Module],
+) -> Result<(CpuState, BootInfo), VmError> {
+    let hdr = find_header(image).ok_or_else(|| {
+        let what = if image.starts_with(b"\x7fELF") {
+            "an ELF file"
+        } else {
+            "a file"
+        };
+        VmError::NotMultiboot(format!(
+            "{what} with no multiboot v1 header (magic 0x1BADB002 with a valid checksum) in its first 8192 bytes"
+        ))
+    })?;
+    if hdr.flags & UNSUPPORTED_REQUIRED != 0 {
+        return Err(VmError::NotMultiboot(format!(
+            "the header requires features this loader does not have (flags {:#x})",
+            hdr.flags
+        )));
+    }
+    let (entry, image_end) = if hdr.flags & FLAG_AOUT_KLUDGE != 0 {
+        load_aout_kludge(platform, image, &hdr)?
+    } else {
+        load_elf(platform, image)?
+    };
+    install_boot_gdt(platform)?;
+    let info_addr = write_boot_info(platform, cmdline, modules, image_end)?;
+    let mut st = protected_flat_state();
+    st.eip = entry;
+    st.regs[reg::EAX] = MULTIBOOT_BOOTLOADER_MAGIC;
+    st.regs[reg::EBX] = info_addr;
+    Ok((
+        st,
+        BootInfo {
+            entry,
+            image_end,
+            info_addr: Some(info_addr),
+        },
+    ))
+}
+
+fn load_aout_kludge(platform: &mut Platform, image: &[u8], hdr: &Header) -> Result<(u32, u32), VmError> {
+    let bad = |why: String| VmError::BadImage(format!("multiboot a.out-kludge fields: {why}"));
+    if hdr.header_addr < hdr.load_addr {
+        return Err(bad(format!(
+            "header_addr {:#x} is below load_addr {:#x}",
+            hdr.header_addr, hdr.load_addr
+        )));
+    }
+    let skip = (hdr.header_addr - hdr.load_addr) as usize;
+    let file_start = hdr
+        .offset
+        .checked_sub(skip)
+        .ok_or_else(|| bad("load_addr is before the file's start".into()))?;
+    let load_len = if hdr.load_end_addr == 0 {
+        image.len() - file_start
+    } else {
+        hdr.load_end_addr
+            .checked_sub(hdr.load_addr)
+            .ok_or_else(|| bad(format!("load_end_addr {:#x} is below load_addr", hdr.load_end_addr)))? as usize
+    };
+    let data = image.get(file_start..file_start + load_len).ok_or_else(|| {
+        bad(format!(
+            "{load_len} bytes to load but the file has {}",
+            image.len() - file_start
+        ))
+    })?;
+    let load_end = hdr.load_addr.checked_add(load_len as u32).ok_or_else(|| {
+        bad(format!(
+            "the image would end beyond 4 GiB (load_addr {:#x})",
+            hdr.load_addr
+        ))
+    })?;
+    check_clear_of_loader(u64::from(hdr.load_addr), u64::from(hdr.bss_end_addr.max(load_end)))?;
+    platform.mem.load(hdr.load_addr, data)?;
+    let mut end = load_end;
+    if hdr.bss_end_addr != 0 {
+        if hdr.bss_end_addr < load_end {
+            return Err(bad(format!(
+                "bss_end_addr {:#x} is below the loaded image's end",
+                hdr.bss_end_addr
+            )));
+        }
+        platform
+            .mem
+            .load(load_end, &vec![0; (hdr.bss_end_addr - load_end) as usize])?;
+        end = hdr.bss_end_addr;
+    }
+    Ok((hdr.entry_addr, end))
+}
+
+fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u32), VmError> {
+    let elf = Elf::parse(image).map_err(|e| VmError::BadElf {
+        reason: "the multiboot header has no a.out-kludge fields, so the kernel must be ELF, but it does not parse"
+            .into(),
+        source: Some(e),
+    })?;
+    let bad = |reason: String| VmError::BadElf { reason, source: None };
+    if elf.is_64 || elf.header.e_machine != header::EM_386 {
+        return Err(bad(format!(
+            "a multiboot kernel must be a 32-bit x86 ELF (this one is {}-bit, machine {})",
+            if elf.is_64 { 64 } else { 32 },
+            elf.header.e_machine
+        )));
+    }
+    if elf.header.e_type != header::ET_EXEC {
+        return Err(bad(format!("not an executable ELF (type {})", elf.header.e_type)));
+    }
+    let mut entry = elf.header.e_entry as u32;
+    let mut end = 0u32;
+    let mut loaded = 0;
+    for ph in elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0)
+    {
+        let (off, filesz, memsz) = (ph.p_offset as usize, ph.p_filesz as usize, ph.p_memsz);
+        if ph.p_filesz > ph.p_memsz {
+            return Err(bad(format!(
+                "segment at {:#x} has filesz larger than memsz",
+                ph.p_paddr
+            )));
+        }
+        let data = off.checked_add(filesz).and_then(|e| image.get(off..e)).ok_or_else(|| {
+            bad(format!(
+                "segment data at file offset {off:#x} (+{filesz:#x}) is beyond the file"
+            ))
+        })?;
+        let paddr = u32::try_from(ph.p_paddr)
+            .map_err(|_| bad(format!("segment physical address {:#x} is not 32-bit", ph.p_paddr)))?;
+        let seg_end = u64::from(paddr) + memsz;
+        if seg_end > platform.mem.ram_size() as u64 {
+            return Err(VmError::DoesNotFit {
+                addr: u64::from(paddr),
+                len: memsz,
+                ram: platform.mem.ram_size() as u64,
+            });
+        }
+        check_clear_of_loader(u64::from(paddr), seg_end)?;
+        platform.mem.load(paddr, data)?;
+        platform
+            .mem
+            .load(paddr + filesz as u32, &vec![0; memsz as usize - filesz])?;
+        end = end.max(seg_end as u32);
+        // A kernel linked at a virtual address gets its entry translated to
+        // the physical load address, as QEMU does.
+        let vaddr = ph.p_vaddr as u32;
+        if ph.p_vaddr != ph.p_paddr && entry >= vaddr && u64::from(entry) < u64::from(vaddr) + memsz {
+            entry = entry - vaddr + paddr;
+        }
+        loaded += 1;
+    }
+    if loaded == 0 {
+        return Err(bad("no loadable segments".into()));
+    }
+    Ok((entry, end))
+}
+
+/// Refuses an image that would overlap the loader's own structures.
+fn check_clear_of_loader(start: u64, end: u64) -> Result<(), VmError> {
+    if start < u64::from(INFO_END) && end > u64::from(GDT_ADDR) {
+        return Err(VmError::BadImage(format!(
+            "the kernel loads at {start:#x}-{end:#x}, over the boot information area \
+             {GDT_ADDR:#x}-{INFO_END:#x}; multiboot kernels normally load at 1 MiB or above"
+        )));
+    }
+    Ok(())
+}
+
+/// A simple bump allocator for the loader's structures below 640 KiB.
+struct InfoArea {
+    next: u32,
+}
+
+impl InfoArea {
+    fn put(&mut self, platform: &mut Platform, bytes: &[u8]) -> Result<u32, VmError> {
+        let addr = self.next;
+        let end = addr as usize + bytes.len();
+        if end > INFO_END as usize {
+            return Err(VmError::BadImage(format!(
+                "boot information (command lines, module list) does not fit below {INFO_END:#x}"
+            )));
+        }
+        platform.mem.load(addr, bytes)?;
+        self.next = (end as u32 + 3) & !3;
+        Ok(addr)
+    }
+
+    fn put_str(&mut self, platform: &mut Platform, s: &str) -> Result<u32, VmError> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.put(platform, &b)
+    }
+}
+
+fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], image_end: u32) -> Result<u32, VmError> {
+    let ram = platform.mem.ram_size() as u64;
+    let mut area = InfoArea { next: INFO_ADDR + 0x80 };
+    let cmdline_addr = area.put_str(platform, cmdline)?;
+    let loader_name = area.put_str(platform, concat!("ringback ", env!("CARGO_PKG_VERSION")))?;
+
+    let mut mmap = Vec::new();
+    for e in e820_map(ram) {
+        mmap.extend_from_slice(&20u32.to_le_bytes());
+        mmap.extend_from_slice(&e.base.to_le_bytes());
+        mmap.extend_from_slice(&e.len.to_le_bytes());
+        mmap.extend_from_slice(&e.kind.to_le_bytes());
+    }
+    let mmap_addr = area.put(platform, &mmap)?;
+
+    // Modules go page-aligned after the kernel, as QEMU places them.
+    let mut next = (image_end as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut mod_list = Vec::new();
+    for m in modules {
+        let start = u32::try_from(next).map_err(|_| VmError::DoesNotFit {
+            addr: next as u64,
+            len: m.data.len() as u64,
+            ram,
+        })?;
+        platform.mem.load(start, &m.data)?;
+        let string = area.put_str(platform, &m.cmdline)?;
+        let end = start + m.data.len() as u32;
+        for v in [start, end, string, 0] {
+            mod_list.extend_from_slice(&v.to_le_bytes());
+        }
+        next = (end as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    }
+    let mods_addr = if mod_list.is_empty() {
+        area.next
+    } else {
+        area.put(platform, &mod_list)?
+    };
+
+    let low = e820_map(ram)[0].len / 1024;
+    let upper = e820_map(ram)[3].len / 1024;
+    let mut info = [0u32; 22];
+    info[0] = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9);
+    info[1] = low as u32;
+    info[2] = upper as u32;
+    info[3] = 0x8000_FFFF; // boot device: first hard disk, no partition
+    info[4] = cmdline_addr;
+    info[5] = modules.len() as u32;
+    info[6] = mods_addr;
+    info[11] = mmap.len() as u32;
+    info[12] = mmap_addr;
+    info[16] = loader_name;
+    let bytes: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
+    platform.mem.load(INFO_ADDR, &bytes)?;
+    Ok(INFO_ADDR)
+}
+
+/// Multiboot entry state (spec 3.2): protected mode without paging, flat
+/// 4 GiB code and data segments, interrupts off. We also install a GDT with
+/// those descriptors (0x08 code, 0x10 data) so a kernel that reloads a
+/// segment register before its own LGDT keeps working, as under GRUB.
+fn protected_flat_state() -> CpuState {
+    let mut st = CpuState::reset();
+    let code = Segment {
+        selector: 0x08,
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        attr: code_attr(),
+    };
+    let data = Segment {
+        selector: 0x10,
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        attr: data_attr(),
+    };
+    for s in SegReg::ALL {
+        st.segs[s as usize] = if s == SegReg::Cs { code } else { data };
+    }
+    st.gdtr = TableReg {
+        base: GDT_ADDR,
+        limit: 3 * 8 - 1,
+    };
+    st.idtr = TableReg { base: 0, limit: 0x3FF };
+    st.cr0 = cr0::PE | cr0::ET;
+    st.eflags = flags::FIXED1;
+    st
+}
+
+fn code_attr() -> u16 {
+    attr::P | attr::S | attr::CODE | attr::RW | attr::ACCESSED | attr::DB | attr::G
+}
+
+fn data_attr() -> u16 {
+    attr::P | attr::S | attr::RW | attr::ACCESSED | attr::DB | attr::G
+}
+
+/// The GDT the multiboot entry state refers to.
+fn install_boot_gdt(platform: &mut Platform) -> Result<(), VmError> {
+    let desc = |a: u16| -> u64 {
+        // limit 0xFFFFF with G=1, base 0
+        let a = u64::from(a);
+        0xFFFF | ((a & 0xFF) << 40) | (0xF << 48) | (((a >> 12) & 0xF) << 52)
+    };
+    let mut gdt = Vec::with_capacity(24);
+    for d in [0, desc(code_attr()), desc(data_attr())] {
+        gdt.extend_from_slice(&d.to_le_bytes());
+    }
+    platform.mem.load(GDT_ADDR, &gdt)
+}
+
+/// Loads a flat binary at `addr` and enters it in real mode at that address,
+/// with CS:IP = (addr >> 4):(addr & 0xF) normalised to segment 0 when the
+/// address is below 64 KiB (so a boot sector runs at 0000:7C00), DS = ES =
+/// SS = 0 and SP just below the image, as a BIOS hands over a boot sector.
+pub fn load_flat(platform: &mut Platform, image: &[u8], addr: u32) -> Result<(CpuState, BootInfo), VmError> {
+    if addr >= 0x10_0000 {
+        return Err(VmError::BadImage(format!(
+            "flat binaries are entered in real mode, so they must load below 1 MiB (asked for {addr:#x})"
+        )));
+    }
+    platform.mem.load(addr, image)?;
+    let mut st = CpuState::reset();
+    let (cs, ip) = if addr < 0x1_0000 {
+        (0, addr)
+    } else {
+        ((addr >> 4) as u16, addr & 0xF)
+    };
+    for s in SegReg::ALL {
+        st.segs[s as usize] = Segment::real_mode(0);
+    }
+    let mut code = Segment::real_mode(cs);
+    code.attr |= attr::CODE;
+    st.segs[SegReg::Cs as usize] = code;
+    st.eip = ip;
+    st.regs[reg::ESP] = if addr < 0x1_0000 { addr } else { 0xFFFE };
+    st.regs[reg::EDX] = 0x80; // boot drive: first hard disk
+    st.cr0 = cr0::ET;
+    st.eflags = flags::FIXED1;
+    Ok((
+        st,
+        BootInfo {
+            entry: addr,
+            image_end: addr + image.len() as u32,
+            info_addr: None,
+        },
+    ))
+}
+
+/// Parses a RAM size the way QEMU's `-m` does: a number of MiB, or a number
+/// with a K, M or G suffix. It must lie within [`MIN_RAM`]..=[`MAX_RAM`] and
+/// be a whole number of 4 KiB pages.
+pub fn parse_mem_size(text: &str) -> Result<u64, VmError> {
+    let bad = |why: &str| VmError::BadMemorySize(format!("'{text}': {why}"));
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, "M"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| bad("expected a number with an optional K, M or G suffix"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(bad("unknown unit (use K, M or G)")),
+    };
+    let bytes = n.checked_mul(mult).ok_or_else(|| bad("too large"))?;
+    if bytes < MIN_RAM {
+        return Err(bad(&format!("at least {} MiB are needed", MIN_RAM >> 20)));
+    }
+    if bytes > MAX_RAM {
+        return Err(bad(&format!("at most {} MiB fit below the PCI hole", MAX_RAM >> 20)));
+    }
+    if bytes % PAGE_SIZE as u64 != 0 {
+        return Err(bad("must be a whole number of 4 KiB pages"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_sizes_parse_like_qemu() {
+        assert_eq!(parse_mem_size("32").unwrap(), 32 << 20);
+        assert_eq!(parse_mem_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_mem_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_mem_size("4096k").unwrap(), 4 << 20);
+        for bad in ["", "abc", "1", "12X", "5000G", "2049K", "-3"] {
+            assert!(parse_mem_size(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn e820_matches_qemu_for_32_mib() {
+        let m = e820_map(32 << 20);
+        assert_eq!(m.len(), 6);
+        assert_eq!(
+            m[3],
+            E820Entry {
+                base: 0x10_0000,
+                len: 0x1ee_0000,
+                kind: 1
+            }
+        );
+        assert_eq!(
+            m[4],
+            E820Entry {
+                base: 0x1fe_0000,
+                len: 0x2_0000,
+                kind: 2
+            }
+        );
+    }
+
+    #[test]
+    fn header_must_checksum() {
+        let mut img = vec![0u8; 64];
+        img[8..12].copy_from_slice(&MULTIBOOT_HEADER_MAGIC.to_le_bytes());
+        img[12..16].copy_from_slice(&3u32.to_le_bytes());
+        img[16..20].copy_from_slice(&0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC + 3).to_le_bytes());
+        assert_eq!(find_header(&img).map(|h| h.offset), Some(8));
+        img[16] ^= 1;
+        assert!(find_header(&img).is_none());
+        assert!(find_header(&img[..10]).is_none());
+    }
+
+    #[test]
+    fn garbage_images_are_refused_with_errors() {
+        let mut p = Platform::new(4 << 20, 0);
+        assert!(matches!(
+            load_multiboot(&mut p, b"\x7fELF garbage", "", &[]),
+            Err(VmError::NotMultiboot(_))
+        ));
+        // A valid header claiming ELF, followed by no ELF at all.
+        let mut img = vec![0u8; 64];
+        img[0..4].copy_from_slice(&MULTIBOOT_HEADER_MAGIC.to_le_bytes());
+        img[8..12].copy_from_slice(&0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC).to_le_bytes());
+        assert!(matches!(
+            load_multiboot(&mut p, &img, "", &[]),
+            Err(VmError::BadElf { .. })
+        ));
+        // a.out kludge whose load range runs past the file.
+        let flags = FLAG_AOUT_KLUDGE;
+        img[4..8].copy_from_slice(&flags.to_le_bytes());
+        img[8..12].copy_from_slice(
+            &0u32
+                .wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags))
+                .to_le_bytes(),
+        );
+        for (i, v) in [0x10_0000u32, 0x10_0000, 0x20_0000, 0, 0x10_0000].iter().enumerate() {
+            img[12 + 4 * i..16 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        assert!(matches!(
+            load_multiboot(&mut p, &img, "", &[]),
+            Err(VmError::BadImage(_))
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! The PC platform around the CPU: physical memory with the A20 gate, the
+//! port-I/O bus and the ISA devices on it, and the wiring of device interrupt
+//! lines into the PIC pair. It implements [`Bus`], so instruction semantics see
+//! it exactly as they see any other bus.
+//!
+//! Port map (as on a PC/AT and QEMU's `pc` machine):
+//! 0x20/0x21, 0xA0/0xA1 PIC pair; 0x40-0x43 PIT; 0x60/0x64 i8042; 0x61 system
+//! control port B; 0x70/0x71 CMOS/RTC; 0x92 system control port A; 0xE9 debug
+//! console; 0xF4-0xF7 isa-debug-exit; 0x3F8-0x3FF COM1; 0x510/0x511 fw_cfg.
+//! Reads of any other port return all ones; writes to them are dropped and
+//! counted.
+
+use crate::bus::Bus;
+use crate::devices::cmos::Cmos;
+use crate::devices::debug::{DebugCon, ExitDevice, Port92};
+use crate::devices::fw_cfg::FwCfg;
+use crate::devices::i8042::I8042;
+use crate::devices::pic::PicPair;
+use crate::devices::pit::Pit;
+use crate::devices::uart::Uart;
+use crate::devices::IrqLine;
+use crate::exec::flags::mask;
+use crate::mem::PhysMem;
+
+pub const COM1_BASE: u16 = 0x3F8;
+pub const COM1_IRQ: u8 = 4;
+
+/// Counters of guest activity on the buses, for the run summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BusStats {
+    pub port_reads: u64,
+    pub port_writes: u64,
+    pub unmapped_port_reads: u64,
+    pub unmapped_port_writes: u64,
+}
+
+/// Something the machine loop must look at after an instruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attention {
+    /// Console output is waiting to be drained.
+    pub output: bool,
+    /// A device line or timer changed; the PIC may have a new request.
+    pub irq: bool,
+    /// Exit device written, or a reset requested.
+    pub stop: bool,
+}
+
+/// The devices' saved state, all together.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DevicesState {
+    pub pic: crate::devices::pic::PicState,
+    pub pit: crate::devices::pit::PitState,
+    pub uart: crate::devices::uart::UartState,
+    pub cmos: crate::devices::cmos::CmosState,
+    pub i8042: crate::devices::i8042::I8042State,
+    pub port92: crate::devices::debug::Port92State,
+    pub debugcon: crate::devices::debug::DebugConState,
+    pub exit: crate::devices::debug::ExitDeviceState,
+    pub fw_cfg: crate::devices::fw_cfg::FwCfgState,
+    /// Virtual ticks spent halted (time advances while the CPU waits).
+    pub idle_ticks: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Platform {
+    pub mem: PhysMem,
+    pub pic: PicPair,
+    pub pit: Pit,
+    pub uart: Uart,
+    pub cmos: Cmos,
+    pub i8042: I8042,
+    pub port92: Port92,
+    pub debugcon: DebugCon,
+    pub exit: ExitDevice,
+    pub fw_cfg: FwCfg,
+    pub stats: BusStats,
+    pub attention: Attention,
+    /// Virtual ticks the CPU spent halted; virtual time = icount + idle_ticks.
+    pub idle_ticks: u64,
+    reset_requested: bool,
+    a20_mask: u32,
+}
+
+impl Platform {
+    pub fn new(ram_bytes: usize, rtc_start: u64) -> Self {
+        let mut p = Platform {
+            mem: PhysMem::new(ram_bytes),
+            pic: PicPair::new(),
+            pit: Pit::new(),
+            uart: Uart::new(COM1_IRQ),
+            cmos: Cmos::new(rtc_start, ram_bytes as u64),
+            i8042: I8042::new(),
+            port92: Port92::new(),
+            debugcon: DebugCon::new(),
+            exit: ExitDevice::new(),
+            fw_cfg: FwCfg::new(ram_bytes as u64, 1),
+            stats: BusStats::default(),
+            attention: Attention::default(),
+            idle_ticks: 0,
+            reset_requested: false,
+            a20_mask: 0,
+        };
+        p.update_a20();
+        p
+    }
+
+    /// Virtual time at instruction count `icount`.
+    #[inline]
+    pub fn now(&self, icount: u64) -> u64 {
+        icount + self.idle_ticks
+    }
+
+    /// Whether A20 is enabled (the i8042 output port or port 0x92 bit 1).
+    pub fn a20(&self) -> bool {
+        self.a20_mask & (1 << 20) != 0
+    }
+
+    fn update_a20(&mut self) {
+        let on = self.i8042.a20() || self.port92.a20();
+        self.a20_mask = if on { 0xFFFF_FFFF } else { !(1 << 20) };
+    }
+
+    pub fn take_reset_request(&mut self) -> bool {
+        std::mem::take(&mut self.reset_requested)
+    }
+
+    /// The earliest virtual tick at which a device timer fires.
+    pub fn next_timer_deadline(&self) -> Option<u64> {
+        match (self.pit.next_deadline(), self.cmos.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Brings the timers up to `now` and routes their lines into the PIC.
+    pub fn advance_timers(&mut self, now: u64) {
+        let edges = self.pit.advance(now);
+        if edges > 0 {
+            // Each period is a distinct edge, even if the line is high again by now.
+            self.pic.set_irq(0, false);
+            self.pic.set_irq(0, true);
+        }
+        self.route(self.pit.irq0());
+        self.cmos.advance(now);
+        self.route(self.cmos.irq());
+    }
+
+    #[inline]
+    fn route(&mut self, line: IrqLine) {
+        self.pic.set_irq(line.irq, line.level);
+    }
+
+    /// Moves every device's output line into the PIC.
+    pub fn route_all(&mut self) {
+        self.route(self.uart.irq());
+        self.route(self.cmos.irq());
+        self.route(self.pit.irq0());
+        self.route(self.i8042.irq());
+    }
+
+    /// Appends what the guest printed (COM1 and port 0xE9) since the last call.
+    pub fn drain_console(&mut self, serial: &mut Vec<u8>, debugcon: &mut Vec<u8>) {
+        self.uart.drain_output(serial);
+        self.debugcon.drain_output(debugcon);
+        self.attention.output = false;
+    }
+
+    pub fn save_devices(&self) -> DevicesState {
+        DevicesState {
+            pic: self.pic.save(),
+            pit: self.pit.save(),
+            uart: self.uart.save(),
+            cmos: self.cmos.save(),
+            i8042: self.i8042.save(),
+            port92: self.port92.save(),
+            debugcon: self.debugcon.save(),
+            exit: self.exit.save(),
+            fw_cfg: self.fw_cfg.save(),
+            idle_ticks: self.idle_ticks,
+        }
+    }
+
+    pub fn restore_devices(&mut self, s: &DevicesState) {
+        self.pic.restore(&s.pic);
+        self.pit.restore(&s.pit);
+        self.uart.restore(&s.uart);
+        self.cmos.restore(&s.cmos);
+        self.i8042.restore(&s.i8042);
+        self.port92.restore(&s.port92);
+        self.debugcon.restore(&s.debugcon);
+        self.exit.restore(&s.exit);
+        self.fw_cfg.restore(&s.fw_cfg);
+        self.idle_ticks = s.idle_ticks;
+        self.update_a20();
+    }
+
+    fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
+        Some(match port {
+            0x20 | 0x21 | 0xA0 | 0xA1 => self.pic.io_read(port),
+            0x40..=0x43 => self.pit.io_read(port, now),
+            0x61 => self.pit.port61_read(now),
+            0x60 | 0x64 => self.i8042.io_read(port),
+            0x70 | 0x71 => self.cmos.io_read(port, now),
+            0x92 => self.port92.io_read(),
+            0xE9 => self.debugcon.io_read(),
+            0x3F8..=0x3FF => self.uart.io_read(port - COM1_BASE),
+            _ => return None,
+        })
+    }
+
+    fn write_port8(&mut self, port: u16, value: u8, now: u64) -> bool {
+        match port {
+            0x20 | 0x21 | 0xA0 | 0xA1 => self.pic.io_write(port, value),
+            0x40..=0x43 => {
+                self.pit.io_write(port, value, now);
+                self.attention.irq = true;
+            }
+            0x61 => self.pit.port61_write(value, now),
+            0x60 | 0x64 => {
+                self.i8042.io_write(port, value);
+                self.update_a20();
+                if self.i8042.take_reset_request() {
+                    self.reset_requested = true;
+                    self.attention.stop = true;
+                }
+            }
+            0x70 | 0x71 => self.cmos.io_write(port, value, now),
+            0x92 => {
+                self.port92.io_write(value);
+                self.update_a20();
+                if self.port92.take_reset_request() {
+                    self.reset_requested = true;
+                    self.attention.stop = true;
+                }
+            }
+            0xE9 => {
+                self.debugcon.io_write(value);
+                self.attention.output = true;
+            }
+            0x3F8..=0x3FF => {
+                self.uart.io_write(port - COM1_BASE, value);
+                if self.uart.has_output() {
+                    self.attention.output = true;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Bus for Platform {
+    #[inline]
+    fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
+        self.mem.read(addr & self.a20_mask, size)
+    }
+
+    #[inline]
+    fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
+        self.mem.write(addr & self.a20_mask, size, value)
+    }
+
+    fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32 {
+        let now = self.now(icount);
+        self.stats.port_reads += 1;
+        let value = match port {
+            0x510 | 0x511 => Some(self.fw_cfg.io_read(port, size)),
+            _ => {
+                // A wide access to byte-wide registers reads consecutive ports.
+                let mut v = 0u32;
+                let mut mapped = false;
+                for i in 0..u16::from(size) {
+                    let b = match self.read_port8(port.wrapping_add(i), now) {
+                        Some(b) => {
+                            mapped = true;
+                            b
+                        }
+                        None => 0xFF,
+                    };
+                    v |= u32::from(b) << (8 * i);
+                }
+                mapped.then_some(v)
+            }
+        };
+        // Reads can clear interrupt conditions (UART IIR/RBR, CMOS register C).
+        self.attention.irq = true;
+        match value {
+            Some(v) => v & mask(size),
+            None => {
+                self.stats.unmapped_port_reads += 1;
+                mask(size)
+            }
+        }
+    }
+
+    fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64) {
+        let now = self.now(icount);
+        self.stats.port_writes += 1;
+        let mapped = match port {
+            0x510 | 0x511 => {
+                self.fw_cfg.io_write(port, size, value);
+                true
+            }
+            0xF4..=0xF7 => {
+                self.exit.io_write(value, size);
+                self.attention.stop = true;
+                true
+            }
+            _ => {
+                let mut mapped = false;
+                for i in 0..u16::from(size) {
+                    mapped |= self.write_port8(port.wrapping_add(i), (value >> (8 * i)) as u8, now);
+                }
+                mapped
+            }
+        };
+        if !mapped {
+            self.stats.unmapped_port_writes += 1;
+        }
+        self.attention.irq = true;
+    }
+}
