@@ -193,7 +193,8 @@ fn instruction_limit_stops_exactly() {
 #[test]
 fn serial_input_reaches_the_guest_through_the_host_interface() {
     let kernel = multiboot("echo", "", vec![]);
-    let mut host = ScriptedInput::new(0, b"hello there\nsecond line\nquit\nnever read\n");
+    // Typing starts 10 ms (virtual) after power-on, once the guest is up.
+    let mut host = ScriptedInput::new(0, b"hello there\nsecond line\nquit\nnever read\n").starting_at(1_000_000);
     let mut m = Machine::boot(32 << 20, &kernel, &mut host).expect("boot");
     let mut console = CaptureConsole::default();
     let stop = m.run(LIMIT, &mut host, &mut console);

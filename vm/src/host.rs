@@ -42,20 +42,25 @@ impl HostInput for NoInput {
     }
 }
 
-/// Scripted input: bytes delivered in order, one per poll, for tests and for
-/// feeding a file to the console.
+/// Scripted input: bytes delivered in order, one per poll from virtual time
+/// `start` on, for tests and for feeding a file to the console.
 #[derive(Clone, Debug, Default)]
 pub struct ScriptedInput {
     pub rtc_start: u64,
     pub bytes: std::collections::VecDeque<u8>,
+    /// No byte arrives before this virtual time (a user types once the guest
+    /// is up; bytes sent before it initialises its UART would be lost).
+    pub start: u64,
 }
 
 impl ScriptedInput {
     pub fn new(rtc_start: u64, bytes: &[u8]) -> Self {
-        ScriptedInput {
-            rtc_start,
-            bytes: bytes.iter().copied().collect(),
-        }
+        ScriptedInput { rtc_start, bytes: bytes.iter().copied().collect(), start: 0 }
+    }
+
+    pub fn starting_at(mut self, start: u64) -> Self {
+        self.start = start;
+        self
     }
 }
 
@@ -63,10 +68,15 @@ impl HostInput for ScriptedInput {
     fn rtc_start(&mut self) -> u64 {
         self.rtc_start
     }
-    fn serial_input(&mut self, _now: u64) -> Option<u8> {
+    fn serial_input(&mut self, now: u64) -> Option<u8> {
+        if now < self.start {
+            return None;
+        }
         self.bytes.pop_front()
     }
-    fn wait_for_input(&mut self, _now: u64) -> bool {
+    fn wait_for_input(&mut self, now: u64) -> bool {
+        // Nothing else can wake the guest, so the script's clock jumps ahead.
+        self.start = self.start.min(now);
         !self.bytes.is_empty()
     }
 }
