@@ -66,3 +66,129 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
     }
     Ok(Flow::Next)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{CF, ZF};
+    use crate::cpu::state::reg::{EAX, EBX};
+    use crate::cpu::vector;
+    use crate::exec::testutil::*;
+
+    // SDM Vol. 2A, BT: CF <- Bit(BitBase, BitOffset); a register operand takes the
+    // offset modulo 32 (16).
+    #[test]
+    fn bt_register_offset_masked() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 1 << 3).set_reg(EBX, 35);
+        assert_retired(m.exec(&[0x0F, 0xA3, 0xD8])); // bt eax, ebx
+        assert_eq!(m.status() & CF, CF);
+        m.set_reg(EBX, 36);
+        assert_retired(m.exec(&[0x0F, 0xA3, 0xD8]));
+        assert_eq!(m.status() & CF, 0);
+    }
+
+    // SDM Vol. 2A, BTS/BTR/BTC: CF gets the old bit, then the bit is set, cleared or complemented.
+    #[test]
+    fn bts_btr_btc_register() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0xBA, 0xE8, 0x1F])); // bts eax, 31
+        assert_eq!(m.reg(EAX), 0x8000_0000);
+        assert_eq!(m.status() & CF, 0);
+        assert_retired(m.exec(&[0x0F, 0xBA, 0xF8, 0x1F])); // btc eax, 31
+        assert_eq!(m.reg(EAX), 0);
+        assert_eq!(m.status() & CF, CF);
+        m.set_reg(EAX, 0x10);
+        assert_retired(m.exec(&[0x0F, 0xBA, 0xF0, 0x04])); // btr eax, 4
+        assert_eq!(m.reg(EAX), 0);
+        assert_eq!(m.status() & CF, CF);
+    }
+
+    // SDM Vol. 2A, BT, "bit offset operand": with a memory base and a register
+    // offset the offset is a signed integer addressing memory beyond the operand.
+    #[test]
+    fn bt_memory_register_offset_reaches_beyond() {
+        let mut m = Machine::flat32();
+        m.w32(DATA + 4, 1 << 3);
+        m.set_reg(EBX, DATA).set_reg(EAX, 35);
+        assert_retired(m.exec(&[0x0F, 0xA3, 0x03])); // bt [ebx], eax -> dword at +4, bit 3
+        assert_eq!(m.status() & CF, CF);
+    }
+
+    #[test]
+    fn bt_memory_negative_offset() {
+        let mut m = Machine::flat32();
+        m.w32(DATA - 4, 0x8000_0000);
+        m.set_reg(EBX, DATA).set_reg(EAX, u32::MAX); // -1: bit 31 of the dword below
+        assert_retired(m.exec(&[0x0F, 0xA3, 0x03]));
+        assert_eq!(m.status() & CF, CF);
+        // bts [ebx], eax with -33: dword at -8, bit 31.
+        m.set_reg(EAX, (-33i32) as u32);
+        assert_retired(m.exec(&[0x0F, 0xAB, 0x03]));
+        assert_eq!(m.r32(DATA - 8), 0x8000_0000);
+        assert_eq!(m.status() & CF, 0);
+        // 16-bit: bt [ebx], ax with AX = -1 reads the word below, bit 15.
+        m.w16(DATA - 2, 0x8000);
+        m.set_reg(EAX, 0xFFFF);
+        assert_retired(m.exec(&[0x66, 0x0F, 0xA3, 0x03]));
+        assert_eq!(m.status() & CF, CF);
+    }
+
+    // SDM Vol. 2A, BT: an immediate offset is taken modulo the operand size, also
+    // for memory operands.
+    #[test]
+    fn bt_memory_immediate_offset_masked() {
+        let mut m = Machine::flat32();
+        m.w32(DATA, 1 << 3);
+        m.set_reg(EBX, DATA);
+        assert_retired(m.exec(&[0x0F, 0xBA, 0x23, 35])); // bt dword [ebx], 35
+        assert_eq!(m.status() & CF, CF);
+        assert_retired(m.exec(&[0x0F, 0xBA, 0x2B, 35])); // bts dword [ebx], 35 (bit 3 already set)
+        assert_eq!(m.r32(DATA), 1 << 3);
+    }
+
+    // SDM Vol. 2A, BSF/BSR: ZF = 1 and the destination undefined if the source is
+    // 0 (we leave it unchanged, as current processors do); else ZF = 0 and the index.
+    #[test]
+    fn bsf_bsr() {
+        let mut m = Machine::flat32();
+        m.set_reg(EBX, 0x0010_0100).set_reg(EAX, 0xDEAD);
+        assert_retired(m.exec(&[0x0F, 0xBC, 0xC3])); // bsf eax, ebx
+        assert_eq!(m.reg(EAX), 8);
+        assert_eq!(m.status() & ZF, 0);
+        assert_retired(m.exec(&[0x0F, 0xBD, 0xC3])); // bsr eax, ebx
+        assert_eq!(m.reg(EAX), 20);
+        m.set_reg(EBX, 0).set_reg(EAX, 0xDEAD);
+        assert_retired(m.exec(&[0x0F, 0xBC, 0xC3]));
+        assert_eq!(m.status() & ZF, ZF);
+        assert_eq!(m.reg(EAX), 0xDEAD);
+        assert_retired(m.exec(&[0x0F, 0xBD, 0xC3]));
+        assert_eq!(m.status() & ZF, ZF);
+        assert_eq!(m.reg(EAX), 0xDEAD);
+        // 16-bit BSR writes only AX.
+        m.set_reg(EBX, 0x8000).set_reg(EAX, 0xFFFF_FFFF);
+        assert_retired(m.exec(&[0x66, 0x0F, 0xBD, 0xC3]));
+        assert_eq!(m.reg(EAX), 0xFFFF_000F);
+    }
+
+    // SDM Vol. 2A, BTS: LOCK allowed with a memory destination, #UD with a register.
+    #[test]
+    fn lock_bts() {
+        let mut m = Machine::flat32();
+        m.set_reg(EBX, DATA).set_reg(EAX, 0);
+        assert_retired(m.exec(&[0xF0, 0x0F, 0xAB, 0x03]));
+        assert_eq!(m.r32(DATA), 1);
+        let mut m = Machine::flat32();
+        assert_fault(m.exec(&[0xF0, 0x0F, 0xAB, 0xC3]), vector::UD, None); // lock bts ebx, eax
+    }
+
+    // Real mode: BT with a register offset addresses relative to the 16-bit EA.
+    #[test]
+    fn real_mode_bt_word() {
+        let mut m = Machine::real16();
+        m.w16(0x20000 + 0x102, 0x0002);
+        m.set_reg(EBX, 0x100).set_reg(EAX, 17); // word at +2, bit 1
+        assert_retired(m.exec(&[0x0F, 0xA3, 0x07])); // bt [bx], ax
+        assert_eq!(m.status() & CF, CF);
+    }
+}
