@@ -130,22 +130,23 @@ fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Resul
     let m = flags::mask(size);
     // Shift the concatenation dest:src (SHLD) or src:dest (SHRD); counts above the
     // operand size (undefined for 16-bit operands) keep shifting in the source.
+    // 128 bits: for 32-bit operands the carry sits at bit 64.
+    let (dest_w, src_w) = (u128::from(dest), u128::from(src));
     let (r, cf) = if inst.mnemonic() == Mnemonic::Shld {
-        let wide = (u64::from(dest) << bits) | u64::from(src);
-        let wide = if count > bits {
-            (wide << bits) | u64::from(dest)
+        let wide = (dest_w << bits) | src_w;
+        let (wide, c) = if count > bits {
+            ((wide << bits) | dest_w, count - bits)
         } else {
-            wide
+            (wide, count)
         };
-        let c = if count > bits { count - bits } else { count };
         let shifted = wide << c;
         let r = (shifted >> bits) as u32 & m;
         let cf = (shifted >> (2 * bits)) as u32 & 1;
         (r, cf)
     } else {
-        let wide = (u64::from(src) << bits) | u64::from(dest);
+        let wide = (src_w << bits) | dest_w;
         let wide = if count > bits {
-            (u64::from(dest) << (2 * bits)) | wide
+            (dest_w << (2 * bits)) | wide
         } else {
             wide
         };
@@ -163,4 +164,182 @@ fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Resul
     }
     cpu.set_status(f);
     Ok(Flow::Next)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{CF, OF, PF, SF, ZF};
+    use crate::cpu::state::reg::{EAX, EBX, ECX};
+    use crate::exec::testutil::*;
+
+    // SDM Vol. 2B, SAL/SHL: CF gets the last bit shifted out; OF (1-bit shifts) is
+    // MSB(result) XOR CF; SF, ZF, PF per result.
+    #[test]
+    fn shl_by_one_sets_of() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x4000_0000);
+        assert_retired(m.exec(&[0xD1, 0xE0])); // shl eax, 1
+        assert_eq!(m.reg(EAX), 0x8000_0000);
+        assert_eq!(m.status() & (CF | OF | SF | ZF | PF), OF | SF | PF);
+    }
+
+    // SDM Vol. 2B, SAL/SHL: "If the count is 0, the flags are not affected."
+    #[test]
+    fn shift_by_zero_changes_nothing() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x1234).set_flags(CF | OF | ZF);
+        assert_retired(m.exec(&[0xC1, 0xE0, 0x00])); // shl eax, 0
+        assert_eq!(m.reg(EAX), 0x1234);
+        assert_eq!(m.status(), CF | OF | ZF);
+        // A count of 32 is masked to 0 too.
+        m.set_reg(ECX, 32);
+        assert_retired(m.exec(&[0xD3, 0xE0])); // shl eax, cl
+        assert_eq!(m.reg(EAX), 0x1234);
+        assert_eq!(m.status(), CF | OF | ZF);
+    }
+
+    // SDM Vol. 2B, SAL/SHL: the count is masked to 5 bits.
+    #[test]
+    fn shift_count_masked() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 1).set_reg(ECX, 33);
+        assert_retired(m.exec(&[0xD3, 0xE0])); // shl eax, cl (33 -> 1)
+        assert_eq!(m.reg(EAX), 2);
+        m.set_reg(EAX, 3);
+        assert_retired(m.exec(&[0xC1, 0xE0, 31])); // shl eax, 31
+        assert_eq!(m.reg(EAX), 0x8000_0000);
+        assert_eq!(m.status() & CF, CF, "bit 1 was shifted out last");
+    }
+
+    // SDM Vol. 2B, SHR: OF (1-bit) = MSB of the original operand. SAR: OF = 0,
+    // the sign fills in.
+    #[test]
+    fn shr_sar() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8000_0001);
+        assert_retired(m.exec(&[0xD1, 0xE8])); // shr eax, 1
+        assert_eq!(m.reg(EAX), 0x4000_0000);
+        assert_eq!(m.status() & (CF | OF), CF | OF);
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8000_0001).set_flags(OF);
+        assert_retired(m.exec(&[0xD1, 0xF8])); // sar eax, 1
+        assert_eq!(m.reg(EAX), 0xC000_0000);
+        assert_eq!(m.status() & (CF | OF | SF), CF | SF);
+        assert_retired(m.exec(&[0xC1, 0xF8, 31])); // sar eax, 31
+        assert_eq!(m.reg(EAX), 0xFFFF_FFFF);
+        // Byte SAR by 7 of a positive value.
+        m.set_reg(EAX, 0x7F);
+        assert_retired(m.exec(&[0xC0, 0xF8, 7])); // sar al, 7
+        assert_eq!(m.reg(EAX) & 0xFF, 0);
+        assert_eq!(m.status() & (CF | ZF), CF | ZF);
+    }
+
+    // SDM Vol. 2B, RCL/RCR/ROL/ROR: only CF and OF are affected; OF (1-bit) is
+    // MSB(result) XOR CF for left rotates, XOR of the two top bits for right rotates.
+    #[test]
+    fn rol_ror() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8000_0001).set_flags(ZF | SF);
+        assert_retired(m.exec(&[0xD1, 0xC0])); // rol eax, 1
+        assert_eq!(m.reg(EAX), 3);
+        assert_eq!(m.status(), CF | OF | ZF | SF, "SF and ZF untouched");
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 1);
+        assert_retired(m.exec(&[0xD1, 0xC8])); // ror eax, 1
+        assert_eq!(m.reg(EAX), 0x8000_0000);
+        assert_eq!(m.status() & (CF | OF), CF | OF);
+
+        // Byte rotate by 8: the value comes back, CF = its low (ROL) bit.
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x81);
+        assert_retired(m.exec(&[0xC0, 0xC0, 8])); // rol al, 8
+        assert_eq!(m.reg(EAX), 0x81);
+        assert_eq!(m.status() & CF, CF);
+    }
+
+    // SDM Vol. 2B, RCL/RCR: rotate through CF; byte counts are taken modulo 9
+    // (16-bit modulo 17), so a count of 9 leaves AL and CF unchanged.
+    #[test]
+    fn rcl_rcr_through_carry() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x81).set_flags(CF);
+        assert_retired(m.exec(&[0xC0, 0xD0, 9])); // rcl al, 9
+        assert_eq!(m.reg(EAX), 0x81);
+        assert_eq!(m.status() & CF, CF);
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x81);
+        assert_retired(m.exec(&[0xC0, 0xD0, 8])); // rcl al, 8 = rcr al, 1 on 9 bits
+        assert_eq!(m.reg(EAX), 0x40);
+        assert_eq!(m.status() & CF, CF);
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 2).set_flags(CF);
+        assert_retired(m.exec(&[0xD1, 0xD8])); // rcr eax, 1
+        assert_eq!(m.reg(EAX), 0x8000_0001);
+        assert_eq!(m.status() & (CF | OF), OF, "OF = MSB(dest) XOR CF before");
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8000_0000);
+        assert_retired(m.exec(&[0xD1, 0xD0])); // rcl eax, 1
+        assert_eq!(m.reg(EAX), 0);
+        assert_eq!(m.status() & (CF | OF), CF | OF);
+
+        // 16-bit: count 17 is a full turn.
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8001).set_reg(ECX, 17);
+        assert_retired(m.exec(&[0x66, 0xD3, 0xD0])); // rcl ax, cl
+        assert_eq!(m.reg(EAX), 0x8001);
+        assert_eq!(m.status() & CF, 0);
+    }
+
+    // SDM Vol. 2B, SHLD/SHRD: bits shift in from the source; CF is the last bit out;
+    // a masked count of 0 changes nothing.
+    #[test]
+    fn shld_shrd() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x1234_5678).set_reg(EBX, 0x9ABC_DEF0);
+        assert_retired(m.exec(&[0x0F, 0xA4, 0xD8, 4])); // shld eax, ebx, 4
+        assert_eq!(m.reg(EAX), 0x2345_6789);
+        assert_eq!(m.status() & CF, CF);
+        assert_eq!(m.reg(EBX), 0x9ABC_DEF0, "source unchanged");
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x1234_5678).set_reg(EBX, 0x9ABC_DEF0);
+        assert_retired(m.exec(&[0x0F, 0xAC, 0xD8, 4])); // shrd eax, ebx, 4
+        assert_eq!(m.reg(EAX), 0x0123_4567);
+        assert_eq!(m.status() & CF, CF);
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x8000_0000).set_reg(EBX, 0);
+        assert_retired(m.exec(&[0x0F, 0xA4, 0xD8, 1])); // shld eax, ebx, 1
+        assert_eq!(m.reg(EAX), 0);
+        assert_eq!(m.status() & (CF | OF | ZF), CF | OF | ZF);
+
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x1234).set_reg(ECX, 64).set_flags(SF);
+        assert_retired(m.exec(&[0x0F, 0xA5, 0xD8])); // shld eax, ebx, cl (64 -> 0)
+        assert_eq!(m.reg(EAX), 0x1234);
+        assert_eq!(m.status(), SF);
+    }
+
+    #[test]
+    fn shift_memory_operand() {
+        let mut m = Machine::flat32();
+        m.w32(DATA, 0x0000_00F0);
+        m.set_reg(EBX, DATA);
+        assert_retired(m.exec(&[0xC1, 0x23, 4])); // shl dword [ebx], 4
+        assert_eq!(m.r32(DATA), 0xF00);
+    }
+
+    #[test]
+    fn real_mode_shl_word() {
+        let mut m = Machine::real16();
+        m.set_reg(EAX, 0x0001_8001);
+        assert_retired(m.exec(&[0xD1, 0xE0])); // shl ax, 1
+        assert_eq!(m.reg(EAX), 0x0001_0002);
+        assert_eq!(m.status() & (CF | OF), CF | OF);
+    }
 }
