@@ -305,3 +305,96 @@ impl Machine {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::Bus;
+    use crate::host::NoInput;
+
+    const HANDLER: u32 = 0x600;
+    const MAIN: u32 = 0x700;
+    /// Where the handler stores the IP the interrupt pushed.
+    const SAVED_IP: u32 = 0x500;
+
+    /// A real-mode machine with the PIC at vector 0x20, IRQ0 unmasked, PIT
+    /// channel 0 in mode 2 with `divisor`, and `main` at 0000:0700. The IRQ0
+    /// handler stores the interrupted IP at 0x500 and halts with IF=0.
+    fn machine(main: &[u8], divisor: u16) -> Machine {
+        let mut host = NoInput::default();
+        let image = main.to_vec();
+        let mut m = Machine::boot(2 << 20, &Kernel::Flat { image, addr: MAIN }, &mut host).unwrap();
+        let p = &mut m.platform;
+        // IVT[0x20] = 0000:0600
+        p.write_phys(0x20 * 4, 4, HANDLER);
+        // mov bp,sp; mov ax,[bp+0]; mov [0x500],ax; hlt
+        p.mem.load(HANDLER, &[0x89, 0xE5, 0x8B, 0x46, 0x00, 0xA3, 0x00, 0x05, 0xF4]).unwrap();
+        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xFE)] {
+            p.io_write(port, 1, v, 0);
+        }
+        for (port, v) in [(0xA0, 0x11), (0xA1, 0x28), (0xA1, 0x02), (0xA1, 0x01), (0xA1, 0xFF)] {
+            p.io_write(port, 1, v, 0);
+        }
+        p.io_write(0x43, 1, 0x34, 0);
+        p.io_write(0x40, 1, u32::from(divisor & 0xFF), 0);
+        p.io_write(0x40, 1, u32::from(divisor >> 8), 0);
+        m.platform.attention = Attention::default();
+        m
+    }
+
+    use crate::platform::Attention;
+
+    fn run_to_handler(m: &mut Machine) -> u16 {
+        let stop = m.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        assert_eq!(stop, StopReason::HaltedForever);
+        m.platform.read_phys(SAVED_IP, 2) as u16
+    }
+
+    #[test]
+    fn irq_is_taken_at_the_first_boundary_at_or_after_its_deadline() {
+        // sti; jmp $
+        let mut m = machine(&[0xFB, 0xEB, 0xFE], 100);
+        let deadline = m.platform.next_timer_deadline().expect("PIT armed");
+        // Step one instruction at a time: the handler's first instruction
+        // runs in the call that crosses the boundary where the IRQ is taken.
+        let mut taken_at = None;
+        for limit in 1..deadline + 10 {
+            m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+            if (HANDLER..HANDLER + 9).contains(&m.cpu.state.eip) {
+                taken_at = Some(limit - 1);
+                break;
+            }
+        }
+        assert_eq!(taken_at, Some(deadline));
+    }
+
+    #[test]
+    fn sti_delays_a_pending_irq_by_one_instruction() {
+        // cli; mov cx,2000; loop $; sti; nop; nop; nop; jmp $
+        let main = [0xFA, 0xB9, 0xD0, 0x07, 0xE2, 0xFE, 0xFB, 0x90, 0x90, 0x90, 0xEB, 0xFE];
+        let mut m = machine(&main, 10);
+        assert!(m.platform.next_timer_deadline().unwrap() < 2000, "the IRQ must be pending before STI");
+        // Taken after the NOP that follows STI: the pushed IP is the second NOP.
+        assert_eq!(u32::from(run_to_handler(&mut m)), MAIN + 8);
+    }
+
+    #[test]
+    fn mov_ss_extends_the_interrupt_shadow() {
+        // cli; mov cx,2000; loop $; sti; mov ss,ax; nop; jmp $
+        let main = [0xFA, 0xB9, 0xD0, 0x07, 0xE2, 0xFE, 0xFB, 0x8E, 0xD0, 0x90, 0xEB, 0xFE];
+        let mut m = machine(&main, 10);
+        // STI shadows the boundary after itself, MOV SS the one after it.
+        assert_eq!(u32::from(run_to_handler(&mut m)), MAIN + 10);
+    }
+
+    #[test]
+    fn halted_cpu_waits_in_virtual_time_for_the_timer() {
+        // sti; hlt; jmp $
+        let mut m = machine(&[0xFB, 0xF4, 0xEB, 0xFE], 1193);
+        let deadline = m.platform.next_timer_deadline().unwrap();
+        assert_eq!(u32::from(run_to_handler(&mut m)), MAIN + 2);
+        // Two instructions ran before HLT; the rest of the wait was idle time.
+        assert_eq!(m.platform.idle_ticks + 2, deadline);
+        assert_eq!(m.exits.halts, 2);
+    }
+}

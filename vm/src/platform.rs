@@ -25,6 +25,29 @@ use crate::mem::PhysMem;
 pub const COM1_BASE: u16 = 0x3F8;
 pub const COM1_IRQ: u8 = 4;
 
+/// A device mapped into guest-physical memory above RAM (LAPIC, IOAPIC and
+/// frame buffers arrive this way). Accesses never cross a page.
+pub trait MmioDevice: std::fmt::Debug + Send {
+    fn read(&mut self, offset: u32, size: u8) -> u32;
+    fn write(&mut self, offset: u32, size: u8, value: u32);
+    /// Machines are cloned for checkpoints; so are their devices.
+    fn box_clone(&self) -> Box<dyn MmioDevice>;
+}
+
+impl Clone for Box<dyn MmioDevice> {
+    fn clone(&self) -> Self {
+        self.box_clone()
+    }
+}
+
+/// An MMIO device and the physical range it decodes.
+#[derive(Clone, Debug)]
+pub struct MmioRegion {
+    pub base: u32,
+    pub len: u32,
+    pub device: Box<dyn MmioDevice>,
+}
+
 /// Counters of guest activity on the buses, for the run summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BusStats {
@@ -32,6 +55,8 @@ pub struct BusStats {
     pub port_writes: u64,
     pub unmapped_port_reads: u64,
     pub unmapped_port_writes: u64,
+    pub mmio_reads: u64,
+    pub mmio_writes: u64,
 }
 
 /// Something the machine loop must look at after an instruction.
@@ -73,6 +98,7 @@ pub struct Platform {
     pub debugcon: DebugCon,
     pub exit: ExitDevice,
     pub fw_cfg: FwCfg,
+    pub mmio: Vec<MmioRegion>,
     pub stats: BusStats,
     pub attention: Attention,
     /// Virtual ticks the CPU spent halted; virtual time = icount + idle_ticks.
@@ -94,6 +120,7 @@ impl Platform {
             debugcon: DebugCon::new(),
             exit: ExitDevice::new(),
             fw_cfg: FwCfg::new(ram_bytes as u64, 1),
+            mmio: Vec::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
             idle_ticks: 0,
@@ -108,6 +135,25 @@ impl Platform {
     #[inline]
     pub fn now(&self, icount: u64) -> u64 {
         icount + self.idle_ticks
+    }
+
+    /// Maps an MMIO device at `base..base + len`, above RAM.
+    pub fn map_mmio(&mut self, base: u32, len: u32, device: Box<dyn MmioDevice>) -> Result<(), crate::VmError> {
+        let end = u64::from(base) + u64::from(len);
+        let clash = u64::from(base) < self.mem.ram_size() as u64
+            || self.mmio.iter().any(|r| u64::from(base) < u64::from(r.base) + u64::from(r.len) && end > u64::from(r.base));
+        if len == 0 || end > 1 << 32 || clash {
+            return Err(crate::VmError::BadImage(format!("MMIO range {base:#x}+{len:#x} overlaps RAM or a device")));
+        }
+        self.mmio.push(MmioRegion { base, len, device });
+        Ok(())
+    }
+
+    fn mmio_at(&mut self, addr: u32) -> Option<(&mut MmioRegion, u32)> {
+        self.mmio.iter_mut().find(|r| addr.wrapping_sub(r.base) < r.len).map(|r| {
+            let off = addr - r.base;
+            (r, off)
+        })
     }
 
     /// Whether A20 is enabled (the i8042 output port or port 0x92 bit 1).
@@ -134,13 +180,14 @@ impl Platform {
 
     /// Brings the timers up to `now` and routes their lines into the PIC.
     pub fn advance_timers(&mut self, now: u64) {
-        let edges = self.pit.advance(now);
-        if edges > 0 {
-            // Each period is a distinct edge, even if the line is high again by now.
+        // IRQ0 is driven by the PIT's rising edges only, never its level: the
+        // OUT pin rising when the guest writes a control word is no tick (QEMU
+        // raises none either), and a mode 2 period is one edge even though OUT
+        // is high again by the time we look.
+        if self.pit.advance(now) > 0 {
             self.pic.set_irq(0, false);
             self.pic.set_irq(0, true);
         }
-        self.route(self.pit.irq0());
         self.cmos.advance(now);
         self.route(self.cmos.irq());
     }
@@ -154,7 +201,6 @@ impl Platform {
     pub fn route_all(&mut self) {
         self.route(self.uart.irq());
         self.route(self.cmos.irq());
-        self.route(self.pit.irq0());
         self.route(self.i8042.irq());
     }
 
@@ -252,12 +298,34 @@ impl Platform {
 impl Bus for Platform {
     #[inline]
     fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
-        self.mem.read(addr & self.a20_mask, size)
+        let addr = addr & self.a20_mask;
+        if (addr as usize) < self.mem.ram_size() || self.mmio.is_empty() {
+            return self.mem.read(addr, size);
+        }
+        match self.mmio_at(addr) {
+            Some((r, off)) => {
+                let v = r.device.read(off, size) & mask(size);
+                self.stats.mmio_reads += 1;
+                v
+            }
+            None => self.mem.read(addr, size),
+        }
     }
 
     #[inline]
     fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
-        self.mem.write(addr & self.a20_mask, size, value)
+        let addr = addr & self.a20_mask;
+        if (addr as usize) < self.mem.ram_size() {
+            return self.mem.write(addr, size, value);
+        }
+        match self.mmio_at(addr) {
+            Some((r, off)) => {
+                r.device.write(off, size, value & mask(size));
+                self.stats.mmio_writes += 1;
+            }
+            // ROM or nothing: PhysMem drops the bytes and counts them.
+            None => self.mem.write(addr, size, value),
+        }
     }
 
     fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32 {
@@ -318,5 +386,75 @@ impl Bus for Platform {
             self.stats.unmapped_port_writes += 1;
         }
         self.attention.irq = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch register file that records accesses.
+    #[derive(Clone, Debug, Default)]
+    struct Scratch {
+        regs: [u32; 4],
+    }
+
+    impl MmioDevice for Scratch {
+        fn read(&mut self, offset: u32, _size: u8) -> u32 {
+            self.regs[(offset as usize / 4) % 4]
+        }
+        fn write(&mut self, offset: u32, _size: u8, value: u32) {
+            self.regs[(offset as usize / 4) % 4] = value;
+        }
+        fn box_clone(&self) -> Box<dyn MmioDevice> {
+            Box::new(self.clone())
+        }
+    }
+
+    #[test]
+    fn unmapped_ports_read_all_ones_and_writes_are_counted() {
+        let mut p = Platform::new(2 << 20, 0);
+        assert_eq!(p.io_read(0x1234, 1, 0), 0xFF);
+        assert_eq!(p.io_read(0x1234, 2, 0), 0xFFFF);
+        assert_eq!(p.io_read(0x1234, 4, 0), 0xFFFF_FFFF);
+        p.io_write(0x1234, 4, 7, 0);
+        p.io_write(0x80, 1, 7, 0);
+        assert_eq!(p.stats.unmapped_port_reads, 3);
+        assert_eq!(p.stats.unmapped_port_writes, 2);
+    }
+
+    #[test]
+    fn mmio_regions_decode_above_ram_and_clone_with_the_platform() {
+        let mut p = Platform::new(2 << 20, 0);
+        p.map_mmio(0xFEE0_0000, 0x1000, Box::new(Scratch::default())).unwrap();
+        assert!(p.map_mmio(0x1000, 0x1000, Box::new(Scratch::default())).is_err(), "overlaps RAM");
+        assert!(p.map_mmio(0xFEE0_0800, 0x1000, Box::new(Scratch::default())).is_err(), "overlaps a device");
+        p.write_phys(0xFEE0_0008, 4, 0xDEAD_BEEF);
+        assert_eq!(p.read_phys(0xFEE0_0008, 4), 0xDEAD_BEEF);
+        assert_eq!(p.read_phys(0xFEE0_0008, 2), 0xBEEF);
+        let mut copy = p.clone();
+        p.write_phys(0xFEE0_0008, 4, 1);
+        assert_eq!(copy.read_phys(0xFEE0_0008, 4), 0xDEAD_BEEF);
+        // Beyond RAM and every device: all ones, writes dropped and counted.
+        assert_eq!(p.read_phys(0x4000_0000, 4), 0xFFFF_FFFF);
+        p.write_phys(0x4000_0000, 4, 0);
+        assert_eq!(p.mem.dropped_writes, 4);
+        assert_eq!(p.stats.mmio_reads, 2);
+    }
+
+    #[test]
+    fn a20_gate_wraps_the_megabyte_when_off() {
+        let mut p = Platform::new(4 << 20, 0);
+        // The i8042 output port starts with A20 on; turn it off (command 0xD1).
+        p.io_write(0x64, 1, 0xD1, 0);
+        p.io_write(0x60, 1, 0xDD, 0);
+        assert!(!p.a20());
+        p.write_phys(0x10_0500, 1, 0x42);
+        assert_eq!(p.read_phys(0x500, 1), 0x42);
+        // Port 0x92 bit 1 turns it back on.
+        p.io_write(0x92, 1, 0x02, 0);
+        assert!(p.a20());
+        p.write_phys(0x10_0500, 1, 0x99);
+        assert_eq!(p.read_phys(0x500, 1), 0x42);
     }
 }
