@@ -156,3 +156,226 @@ impl Cpu {
         self.state.eflags = (self.state.eflags & !changeable) | (v & changeable) | fl::FIXED1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{AF, CF, DF, IF, IOPL, OF, RF, TF, VM, ZF};
+    use crate::cpu::state::reg::{EAX, EBP, EBX, ECX, EDI, EDX, ESI, ESP};
+    use crate::cpu::state::SegReg;
+    use crate::cpu::{vector, StepOutcome};
+    use crate::exec::testutil::*;
+
+    // SDM Vol. 2B, PUSH/POP: ESP moves by the operand size; PUSH imm8 is sign-extended.
+    #[test]
+    fn push_pop_basic() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0xDEAD_BEEF);
+        assert_retired(m.exec(&[0x50])); // push eax
+        assert_eq!(m.reg(ESP), STACK_TOP - 4);
+        assert_eq!(m.r32(STACK_TOP - 4), 0xDEAD_BEEF);
+        assert_retired(m.exec(&[0x5B])); // pop ebx
+        assert_eq!((m.reg(EBX), m.reg(ESP)), (0xDEAD_BEEF, STACK_TOP));
+        assert_retired(m.exec(&[0x6A, 0xFF])); // push -1
+        assert_eq!(m.r32(STACK_TOP - 4), 0xFFFF_FFFF);
+        assert_retired(m.exec(&[0x66, 0x50])); // push ax
+        assert_eq!(m.reg(ESP), STACK_TOP - 6);
+        assert_eq!(m.r16(STACK_TOP - 6), 0xBEEF);
+    }
+
+    // SDM Vol. 2B, PUSH: "pushes the value of ESP as it existed before the instruction".
+    #[test]
+    fn push_esp_pushes_old_value() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0x54])); // push esp
+        assert_eq!(m.r32(STACK_TOP - 4), STACK_TOP);
+        // push dword [esp+4]: the address is computed before ESP moves.
+        m.w32(STACK_TOP, 0x1234_5678);
+        assert_retired(m.exec(&[0xFF, 0x74, 0x24, 0x04]));
+        assert_eq!(m.r32(STACK_TOP - 8), 0x1234_5678);
+    }
+
+    // SDM Vol. 2B, POP: POP ESP loads the popped value; with ESP as the base of a
+    // memory destination the address is computed after the increment.
+    #[test]
+    fn pop_esp_cases() {
+        let mut m = Machine::flat32();
+        m.set_reg(ESP, STACK_TOP - 4);
+        m.w32(STACK_TOP - 4, 0x5_0000);
+        assert_retired(m.exec(&[0x5C])); // pop esp
+        assert_eq!(m.reg(ESP), 0x5_0000);
+
+        let mut m = Machine::flat32();
+        m.set_reg(ESP, STACK_TOP - 8);
+        m.w32(STACK_TOP - 8, 0xAAAA_AAAA);
+        m.w32(STACK_TOP - 4, 0);
+        assert_retired(m.exec(&[0x8F, 0x04, 0x24])); // pop dword [esp]
+        assert_eq!(m.reg(ESP), STACK_TOP - 4);
+        assert_eq!(m.r32(STACK_TOP - 4), 0xAAAA_AAAA, "stored at the new ESP");
+    }
+
+    // SDM Vol. 2B, PUSH Sreg with a 32-bit operand: ESP moves by 4, only the low
+    // 16 bits are written (P6 and later); POP Sreg checks the selector.
+    #[test]
+    fn push_pop_segment() {
+        let mut m = Machine::flat32();
+        m.w32(STACK_TOP - 4, 0xAAAA_AAAA);
+        assert_retired(m.exec(&[0x1E])); // push ds
+        assert_eq!(m.reg(ESP), STACK_TOP - 4);
+        assert_eq!(m.r32(STACK_TOP - 4), 0xAAAA_0000 | u32::from(KDATA));
+        m.w32(STACK_TOP - 4, 0x0800);
+        assert_fault(m.exec(&[0x07]), vector::GP, Some(0x0800)); // pop es: beyond the GDT
+                                                                 // ESP was restored before the frame (error code, EIP, CS, EFLAGS) went on.
+        assert_eq!(m.reg(ESP), STACK_TOP - 4 - 16);
+        assert_eq!(m.r32(m.reg(ESP) + 4), CODE + 1, "saved EIP: the POP ES");
+
+        let mut m = Machine::flat32();
+        m.set_reg(ESP, STACK_TOP - 4);
+        m.w32(STACK_TOP - 4, u32::from(KDATA));
+        assert_retired(m.exec(&[0x17])); // pop ss
+        assert!(
+            m.cpu.state.interrupt_shadow,
+            "POP SS inhibits interrupts (SDM Vol. 3A, 6.8.3)"
+        );
+        assert_eq!(m.reg(ESP), STACK_TOP);
+    }
+
+    // SDM Vol. 2B, PUSHA/PUSHAD and POPA/POPAD: the original ESP is pushed, and
+    // skipped on the way back.
+    #[test]
+    fn pushad_popad() {
+        let mut m = Machine::flat32();
+        for (r, v) in [(EAX, 1), (ECX, 2), (EDX, 3), (EBX, 4), (EBP, 6), (ESI, 7), (EDI, 8)] {
+            m.set_reg(r, v);
+        }
+        assert_retired(m.exec(&[0x60]));
+        assert_eq!(m.reg(ESP), STACK_TOP - 32);
+        let want = [8, 7, 6, STACK_TOP, 4, 3, 2, 1];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(m.r32(STACK_TOP - 32 + 4 * i as u32), *w, "slot {i}");
+        }
+        m.w32(STACK_TOP - 20, 0x1234); // the saved ESP slot
+        for r in [EAX, ECX, EDX, EBX, EBP, ESI, EDI] {
+            m.set_reg(r, 0);
+        }
+        assert_retired(m.exec(&[0x61]));
+        assert_eq!(m.reg(ESP), STACK_TOP);
+        assert_eq!((m.reg(EAX), m.reg(EBX), m.reg(EDI)), (1, 4, 8));
+    }
+
+    // SDM Vol. 2B, PUSHF/PUSHFD: the image has VM and RF clear.
+    #[test]
+    fn pushfd_image() {
+        let mut m = Machine::flat32();
+        m.cpu.state.eflags |= RF | CF | ZF;
+        assert_retired(m.exec(&[0x9C]));
+        assert_eq!(m.r32(STACK_TOP - 4), 0x2 | CF | ZF);
+        assert_retired(m.exec(&[0x66, 0x9C])); // pushf (16-bit)
+        assert_eq!(m.reg(ESP), STACK_TOP - 6);
+    }
+
+    // SDM Vol. 2B, POPF/POPFD (table "Effect of POPF"): at CPL 0 IOPL and IF
+    // change; at CPL 3 IOPL never changes and IF only if CPL <= IOPL; VM is never
+    // loaded; no fault in protected mode.
+    #[test]
+    fn popfd_privilege_rules() {
+        let image = CF | OF | DF | IF | IOPL | TF | VM;
+        let mut m = Machine::flat32();
+        m.set_reg(ESP, STACK_TOP - 4);
+        m.w32(STACK_TOP - 4, image);
+        assert_retired(m.exec(&[0x9D]));
+        assert_eq!(m.eflags(), 0x2 | CF | OF | DF | IF | IOPL | TF);
+
+        let mut m = Machine::flat32().user();
+        m.set_reg(ESP, USER_STACK_TOP - 4);
+        m.w32(USER_STACK_TOP - 4, image);
+        assert_retired(m.exec(&[0x9D]));
+        assert_eq!(m.eflags(), 0x2 | CF | OF | DF | TF, "IF and IOPL kept at CPL 3, IOPL 0");
+
+        let mut m = Machine::flat32().user();
+        m.cpu.state.eflags |= IOPL;
+        m.set_reg(ESP, USER_STACK_TOP - 4);
+        m.w32(USER_STACK_TOP - 4, IF);
+        assert_retired(m.exec(&[0x9D]));
+        assert_eq!(
+            m.eflags(),
+            0x2 | IF | IOPL,
+            "IF loads when CPL <= IOPL; IOPL still kept"
+        );
+    }
+
+    // SDM Vol. 2B, POPF: a 16-bit POPF changes only the low 16 bits.
+    #[test]
+    fn popf_16_bit() {
+        let mut m = Machine::flat32();
+        m.cpu.state.eflags |= crate::cpu::state::flags::AC;
+        m.set_reg(ESP, STACK_TOP - 2);
+        m.w16(STACK_TOP - 2, (AF | ZF) as u16);
+        assert_retired(m.exec(&[0x66, 0x9D]));
+        assert_eq!(m.eflags(), 0x2 | AF | ZF | crate::cpu::state::flags::AC);
+        assert_eq!(m.reg(ESP), STACK_TOP);
+    }
+
+    // SDM Vol. 2A, ENTER: push EBP, copy level-1 frame pointers from the old
+    // frame, push the new frame pointer, EBP <- frame, ESP -= size.
+    #[test]
+    fn enter_levels() {
+        let mut m = Machine::flat32();
+        m.set_reg(EBP, 0x7_F000);
+        assert_retired(m.exec(&[0xC8, 0x10, 0x00, 0x00])); // enter 16, 0
+        assert_eq!(m.r32(STACK_TOP - 4), 0x7_F000);
+        assert_eq!((m.reg(EBP), m.reg(ESP)), (STACK_TOP - 4, STACK_TOP - 4 - 16));
+
+        let mut m = Machine::flat32();
+        m.set_reg(EBP, 0x7_F000);
+        m.w32(0x7_F000 - 4, 0x1111_1111);
+        assert_retired(m.exec(&[0xC8, 0x08, 0x00, 0x02])); // enter 8, 2
+        assert_eq!(m.r32(STACK_TOP - 4), 0x7_F000);
+        assert_eq!(m.r32(STACK_TOP - 8), 0x1111_1111, "outer frame pointer copied");
+        assert_eq!(m.r32(STACK_TOP - 12), STACK_TOP - 4, "new frame pointer");
+        assert_eq!(m.reg(EBP), STACK_TOP - 4);
+        assert_eq!(m.reg(ESP), STACK_TOP - 12 - 8);
+
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xC8, 0x00, 0x00, 0x01])); // enter 0, 1
+        assert_eq!(m.r32(STACK_TOP - 8), STACK_TOP - 4);
+        assert_eq!(m.reg(ESP), STACK_TOP - 8);
+    }
+
+    // SDM Vol. 2A, LEAVE: ESP <- EBP; EBP <- Pop().
+    #[test]
+    fn leave() {
+        let mut m = Machine::flat32();
+        m.set_reg(EBP, STACK_TOP - 16).set_reg(ESP, STACK_TOP - 64);
+        m.w32(STACK_TOP - 16, 0x7_F000);
+        assert_retired(m.exec(&[0xC9]));
+        assert_eq!((m.reg(EBP), m.reg(ESP)), (0x7_F000, STACK_TOP - 12));
+    }
+
+    // Real mode: SP wraps within the 64 KiB segment; PUSH SP pushes the old SP.
+    #[test]
+    fn real_mode_push_wraps() {
+        let mut m = Machine::real16();
+        m.set_reg(ESP, 0);
+        m.set_reg(EAX, 0xABCD);
+        assert_retired(m.exec(&[0x50])); // push ax
+        assert_eq!(m.reg(ESP), 0xFFFE);
+        assert_eq!(m.r16(0x20000 + 0xFFFE), 0xABCD);
+        assert_retired(m.exec(&[0x54])); // push sp
+        assert_eq!(m.r16(0x20000 + 0xFFFC), 0xFFFE);
+    }
+
+    // SDM Vol. 3A, 22.33.1: a real-mode stack access across offset FFFFh raises
+    // #SS; pushing the exception frame wraps again, which shuts the processor down.
+    #[test]
+    fn real_mode_push_at_sp_1_shuts_down() {
+        let mut m = Machine::real16();
+        m.set_reg(ESP, 1);
+        assert!(matches!(m.exec(&[0x50]), StepOutcome::TripleFault(_)));
+        let mut m = Machine::real16();
+        m.set_reg(ESP, 0xFFFF);
+        m.cpu.state.segs[SegReg::Ss as usize] = crate::cpu::state::Segment::real_mode(0x3000);
+        // pop ax at SP = FFFFh: #SS; the frame (at FFFDh..) fits, so it is delivered.
+        assert_fault(m.exec(&[0x58]), vector::SS, Some(0));
+        assert_eq!(m.reg(ESP), 0xFFFF - 6);
+    }
+}

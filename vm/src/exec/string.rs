@@ -137,3 +137,184 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
     }
     Ok(Flow::Repeat)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{CF, DF, IOPL, ZF};
+    use crate::cpu::state::reg::{EAX, ECX, EDI, EDX, ESI};
+    use crate::cpu::vector;
+    use crate::exec::testutil::*;
+
+    // SDM Vol. 2B, MOVS: ESI and EDI advance by the size, backwards when DF = 1.
+    #[test]
+    fn movs_forward_and_backward() {
+        let mut m = Machine::flat32();
+        m.w32(DATA, 0x1122_3344);
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 0x100);
+        assert_retired(m.exec(&[0xA5])); // movsd
+        assert_eq!(m.r32(DATA + 0x100), 0x1122_3344);
+        assert_eq!((m.reg(ESI), m.reg(EDI)), (DATA + 4, DATA + 0x104));
+
+        let mut m = Machine::flat32();
+        m.w8(DATA, 0x5A);
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 0x100).set_flags(DF);
+        assert_retired(m.exec(&[0xA4])); // movsb
+        assert_eq!(m.r8(DATA + 0x100), 0x5A);
+        assert_eq!((m.reg(ESI), m.reg(EDI)), (DATA - 1, DATA + 0xFF));
+    }
+
+    // SDM Vol. 2B, REP: each iteration is interruptible; we retire every iteration
+    // as one step (EIP stays on the instruction until ECX reaches 0).
+    #[test]
+    fn rep_movsb_retires_each_iteration() {
+        let mut m = Machine::flat32();
+        m.write(DATA, b"abc");
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 0x100).set_reg(ECX, 3);
+        m.code(&[0xF3, 0xA4]); // rep movsb
+        let icount = m.cpu.icount;
+        for left in [2, 1] {
+            assert_retired(m.step());
+            assert_eq!((m.eip(), m.reg(ECX)), (CODE, left));
+        }
+        assert_retired(m.step());
+        assert_eq!((m.eip(), m.reg(ECX)), (CODE + 2, 0));
+        assert_eq!(m.cpu.icount, icount + 3);
+        assert_eq!(&m.bus.mem[(DATA + 0x100) as usize..][..3], b"abc");
+    }
+
+    // SDM Vol. 2B, REP: with ECX = 0 nothing is done; the instruction retires once.
+    #[test]
+    fn rep_with_zero_count() {
+        let mut m = Machine::flat32();
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 0x100).set_reg(ECX, 0);
+        m.w8(DATA, 1);
+        let icount = m.cpu.icount;
+        assert_retired(m.exec(&[0xF3, 0xA4]));
+        assert_eq!(m.eip(), CODE + 2);
+        assert_eq!(m.cpu.icount, icount + 1);
+        assert_eq!((m.reg(ESI), m.reg(EDI), m.r8(DATA + 0x100)), (DATA, DATA + 0x100, 0));
+    }
+
+    // SDM Vol. 2B, REP STOS with DF = 1 runs downwards.
+    #[test]
+    fn rep_stosw_backward() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0xBEEF)
+            .set_reg(EDI, DATA + 4)
+            .set_reg(ECX, 3)
+            .set_flags(DF);
+        m.code(&[0x66, 0xF3, 0xAB]); // rep stosw
+        for _ in 0..3 {
+            assert_retired(m.step());
+        }
+        assert_eq!(m.eip(), CODE + 3);
+        assert_eq!(
+            (m.r16(DATA), m.r16(DATA + 2), m.r16(DATA + 4)),
+            (0xBEEF, 0xBEEF, 0xBEEF)
+        );
+        assert_eq!(m.reg(EDI), DATA - 2);
+    }
+
+    // SDM Vol. 2B, REPE/REPNE: the ZF test after each iteration ends the loop.
+    #[test]
+    fn repe_cmpsb_stops_at_mismatch() {
+        let mut m = Machine::flat32();
+        m.write(DATA, b"abcx");
+        m.write(DATA + 0x100, b"abdx");
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 0x100).set_reg(ECX, 4);
+        m.code(&[0xF3, 0xA6]); // repe cmpsb
+        while m.eip() == CODE {
+            assert_retired(m.step());
+        }
+        assert_eq!(m.reg(ECX), 1);
+        assert_eq!((m.reg(ESI), m.reg(EDI)), (DATA + 3, DATA + 0x103));
+        assert_eq!(m.status() & (ZF | CF), CF, "c < d");
+    }
+
+    #[test]
+    fn repne_scasb_finds_byte() {
+        let mut m = Machine::flat32();
+        m.write(DATA, b"hello\0");
+        m.set_reg(EAX, 0).set_reg(EDI, DATA).set_reg(ECX, 10);
+        m.code(&[0xF2, 0xAE]); // repne scasb
+        let mut steps = 0;
+        while m.eip() == CODE {
+            assert_retired(m.step());
+            steps += 1;
+        }
+        assert_eq!(steps, 6);
+        assert_eq!((m.reg(ECX), m.reg(EDI)), (4, DATA + 6));
+        assert_eq!(m.status() & ZF, ZF);
+    }
+
+    // SDM Vol. 2A, LODS and Vol. 2B, STOS; a segment override applies to the source only.
+    #[test]
+    fn lods_stos_and_override() {
+        let mut m = Machine::flat32();
+        m.w32(DATA, 0xCAFE_F00D);
+        m.set_reg(ESI, DATA).set_reg(EDI, DATA + 8);
+        assert_retired(m.exec(&[0xAD])); // lodsd
+        assert_eq!((m.reg(EAX), m.reg(ESI)), (0xCAFE_F00D, DATA + 4));
+        assert_retired(m.exec(&[0xAB])); // stosd
+        assert_eq!((m.r32(DATA + 8), m.reg(EDI)), (0xCAFE_F00D, DATA + 12));
+        // A null DS does not matter with an ES override on the source.
+        m.cpu.state.segs[crate::cpu::state::SegReg::Ds as usize] = Default::default();
+        m.set_reg(ESI, DATA);
+        assert_retired(m.exec(&[0x26, 0xAC])); // lodsb es:[esi]
+        assert_eq!(m.reg(EAX) & 0xFF, 0x0D);
+    }
+
+    // SDM Vol. 2A, INS and Vol. 2B, OUTS: port DX; above IOPL the TSS I/O bitmap
+    // decides (Vol. 1, 19.5.2), #GP(0) when a bit is set.
+    #[test]
+    fn ins_outs_and_io_bitmap() {
+        let mut m = Machine::flat32();
+        m.bus.io_value = 0x1234_5678;
+        m.set_reg(EDX, 0x60).set_reg(EDI, DATA);
+        assert_retired(m.exec(&[0x6D])); // insd
+        assert_eq!((m.r32(DATA), m.reg(EDI)), (0x1234_5678, DATA + 4));
+        m.set_reg(ESI, DATA);
+        assert_retired(m.exec(&[0x66, 0x6F])); // outsw
+        assert_eq!(m.bus.io_log.last(), Some(&(true, 0x60, 2, 0x5678)));
+
+        let mut m = Machine::flat32().user();
+        m.w8(TSS + 0x68 + 0x61 / 8, 1 << (0x61 % 8)); // deny port 61h
+        m.set_reg(EDX, 0x60).set_reg(ESI, DATA);
+        assert_retired(m.exec(&[0x6E])); // outsb to 60h: allowed
+        assert_fault(m.exec(&[0x66, 0x6F]), vector::GP, Some(0)); // outsw covers 60h-61h
+        assert_eq!(m.reg(ESI), DATA + 1);
+        assert_eq!(m.bus.io_log.len(), 1);
+
+        let mut m = Machine::flat32().user();
+        m.cpu.state.eflags |= IOPL;
+        m.w8(TSS + 0x68, 0xFF);
+        m.set_reg(EDX, 0).set_reg(EDI, DATA);
+        assert_retired(m.exec(&[0x6C])); // insb: IOPL 3 skips the bitmap
+    }
+
+    // Address-size prefix: 16-bit SI/DI/CX wrap at 64 KiB (SDM Vol. 1, 7.3.9).
+    #[test]
+    fn address_size_16_wraps() {
+        let mut m = Machine::flat32();
+        m.set_reg(ESI, 0x1_FFFF).set_reg(EDI, 0x2_0000).set_reg(ECX, 0x1_0001);
+        m.w8(0xFFFF, 0x77);
+        assert_retired(m.exec(&[0x67, 0xF3, 0xA4])); // rep movsb with SI, DI, CX
+        assert_eq!((m.reg(ESI), m.reg(EDI), m.reg(ECX)), (0x1_0000, 0x2_0001, 0x1_0000));
+        assert_eq!(m.r8(0), 0x77);
+        assert_eq!(m.eip(), CODE + 3, "CX reached 0");
+    }
+
+    // SDM Vol. 3A, 22.33.1: in real mode a word at offset FFFFh raises #GP(0) (the
+    // 80286 also faults, but leaves SI advanced; we report the state before).
+    #[test]
+    fn real_mode_word_at_ffff_faults() {
+        let mut m = Machine::real16();
+        m.set_reg(ESI, 0xFFFF).set_reg(EDI, 0x10);
+        assert_fault(m.exec(&[0xA5]), vector::GP, Some(0)); // movsw
+        assert_eq!((m.reg(ESI), m.reg(EDI)), (0xFFFF, 0x10));
+        let mut m = Machine::real16();
+        m.set_reg(ESI, 0xFFFE).set_reg(EDI, 0x10);
+        assert_retired(m.exec(&[0xA5]));
+        assert_eq!(m.reg(ESI), 0);
+    }
+}
