@@ -571,3 +571,320 @@ impl Cpu {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{IF, OF, TF, ZF};
+    use crate::cpu::state::reg::{EAX, EBX, ECX, ESP};
+    use crate::cpu::state::SegReg;
+    use crate::cpu::vector;
+    use crate::exec::testutil::*;
+
+    /// Where the tests put a second code segment's or a handler's code.
+    const TARGET: u32 = 0x4_0000;
+
+    fn sel(slot: usize, rpl: u16) -> u16 {
+        (slot as u16) << 3 | rpl
+    }
+
+    // SDM Vol. 2A, Jcc and JMP: relative targets from the next instruction.
+    #[test]
+    fn jumps() {
+        let mut m = Machine::flat32();
+        m.set_flags(ZF);
+        assert_retired(m.exec(&[0x74, 0x10])); // je +10h
+        assert_eq!(m.eip(), CODE + 0x12);
+        m.cpu.state.eip = CODE;
+        m.set_flags(0);
+        assert_retired(m.exec(&[0x74, 0x10]));
+        assert_eq!(m.eip(), CODE + 2);
+        m.cpu.state.eip = CODE;
+        m.set_flags(OF);
+        assert_retired(m.exec(&[0x0F, 0x8C, 0x00, 0x01, 0x00, 0x00])); // jl +100h (SF != OF)
+        assert_eq!(m.eip(), CODE + 6 + 0x100);
+        m.cpu.state.eip = CODE;
+        assert_retired(m.exec(&[0xEB, 0xFE])); // jmp $
+        assert_eq!(m.eip(), CODE);
+        m.set_reg(EAX, 0x1234);
+        assert_retired(m.exec(&[0xFF, 0xE0])); // jmp eax
+        assert_eq!(m.eip(), 0x1234);
+    }
+
+    // SDM Vol. 2A, JMP: #GP(0) if the target is beyond the CS limit; EIP unchanged.
+    #[test]
+    fn jump_beyond_cs_limit() {
+        let mut m = Machine::flat32();
+        m.set_gdt(FREE_SLOT, seg_desc(0, CODE + 0xFF, ACC_CODE0, 0x4));
+        m.load_seg(SegReg::Cs, sel(FREE_SLOT, 0));
+        assert_fault(m.exec(&[0xE9, 0x00, 0x02, 0x00, 0x00]), vector::GP, Some(0)); // jmp +200h
+        assert_eq!(m.r32(m.reg(ESP) + 4), CODE, "saved EIP is the JMP's");
+    }
+
+    // SDM Vol. 2A, CALL and Vol. 2B, RET: near forms push/pop EIP; RET imm16 also
+    // releases imm16 bytes.
+    #[test]
+    fn near_call_ret() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xE8, 0x00, 0x01, 0x00, 0x00])); // call +100h
+        assert_eq!(m.eip(), CODE + 5 + 0x100);
+        assert_eq!((m.reg(ESP), m.r32(STACK_TOP - 4)), (STACK_TOP - 4, CODE + 5));
+        assert_retired(m.exec(&[0xC2, 0x08, 0x00])); // ret 8
+        assert_eq!((m.eip(), m.reg(ESP)), (CODE + 5, STACK_TOP + 8));
+
+        let mut m = Machine::flat32();
+        m.w32(DATA, 0x2_0000);
+        m.set_reg(EBX, DATA);
+        assert_retired(m.exec(&[0xFF, 0x13])); // call [ebx]
+        assert_eq!((m.eip(), m.r32(STACK_TOP - 4)), (0x2_0000, CODE + 2));
+    }
+
+    // SDM Vol. 2A, LOOP/LOOPcc: ECX (CX with a 16-bit address size) is
+    // decremented first; JECXZ tests without decrementing.
+    #[test]
+    fn loops() {
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 2);
+        assert_retired(m.exec(&[0xE2, 0xFE])); // loop $
+        assert_eq!((m.eip(), m.reg(ECX)), (CODE, 1));
+        assert_retired(m.step());
+        assert_eq!((m.eip(), m.reg(ECX)), (CODE + 2, 0));
+
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 5);
+        assert_retired(m.exec(&[0xE1, 0xFE])); // loope $ with ZF = 0
+        assert_eq!((m.eip(), m.reg(ECX)), (CODE + 2, 4));
+
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 0x1_0001);
+        assert_retired(m.exec(&[0x67, 0xE2, 0xFD])); // loop with CX: 1 -> 0
+        assert_eq!((m.eip(), m.reg(ECX)), (CODE + 3, 0x1_0000));
+
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xE3, 0x10])); // jecxz +10h
+        assert_eq!(m.eip(), CODE + 0x12);
+    }
+
+    // SDM Vol. 2A, CALL (far, same privilege) and Vol. 2B, RET (far): CS and EIP
+    // pushed as 32-bit values; the offset must lie within the new CS limit.
+    #[test]
+    fn far_call_and_return_same_privilege() {
+        let mut m = Machine::flat32();
+        m.set_gdt(FREE_SLOT, seg_desc(TARGET, 0xFFFF, ACC_CODE0, 0x4));
+        let target_sel = sel(FREE_SLOT, 0);
+        assert_retired(m.exec(&[0x9A, 0x10, 0x00, 0x00, 0x00, target_sel as u8, 0x00]));
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, target_sel);
+        assert_eq!(m.eip(), 0x10);
+        assert_eq!(
+            (m.r32(STACK_TOP - 4), m.r32(STACK_TOP - 8)),
+            (u32::from(KCODE), CODE + 7)
+        );
+        assert_retired(m.exec(&[0xCB])); // retf (at TARGET + 10h)
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, KCODE);
+        assert_eq!((m.eip(), m.reg(ESP)), (CODE + 7, STACK_TOP));
+
+        let mut m = Machine::flat32();
+        m.set_gdt(FREE_SLOT, seg_desc(TARGET, 0xFFFF, ACC_CODE0, 0x4));
+        let far = [0x9A, 0x00, 0x00, 0x01, 0x00, target_sel as u8, 0x00]; // offset 10000h > limit
+        assert_fault(m.exec(&far), vector::GP, Some(0));
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, KCODE);
+    }
+
+    // SDM Vol. 3A, 5.8.2 and Vol. 2A, JMP: a far JMP to non-conforming code needs
+    // DPL = CPL; conforming code may be more privileged and keeps CPL.
+    #[test]
+    fn far_jump_privilege() {
+        let mut m = Machine::flat32();
+        assert_fault(
+            m.exec(&[0xEA, 0x00, 0x00, 0x01, 0x00, UCODE as u8, 0x00]),
+            vector::GP,
+            Some(u32::from(UCODE & !3)),
+        );
+
+        let mut m = Machine::flat32().user();
+        m.set_gdt(FREE_SLOT, seg_desc(0, 0xF_FFFF, 0x9E, FLAGS_4G32)); // conforming, DPL 0
+        let conf = sel(FREE_SLOT, 0);
+        assert_retired(m.exec(&[0xEA, 0x00, 0x00, 0x04, 0x00, conf as u8, 0x00]));
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, conf | 3);
+        assert_eq!((m.cpu.state.cpl(), m.eip()), (3, TARGET));
+    }
+
+    // SDM Vol. 3A, 5.8.5-5.8.6 and Vol. 2A, CALL "call gate to more privilege":
+    // the stack switches to SS0:ESP0 from the TSS, the old SS:ESP and the gate's
+    // parameter count of parameters are copied, then CS:EIP. RET imm16 back to the
+    // outer level releases the parameters on both stacks and nulls data segments
+    // the outer level may not use (Vol. 2B, RET).
+    #[test]
+    fn call_gate_to_ring0_and_back() {
+        let mut m = Machine::flat32().user();
+        m.set_gdt(FREE_SLOT, gate_desc(KCODE, TARGET, 0xC, 3, 2));
+        let gate = sel(FREE_SLOT, 3);
+        m.set_reg(ESP, USER_STACK_TOP - 8);
+        m.w32(USER_STACK_TOP - 8, 0xA);
+        m.w32(USER_STACK_TOP - 4, 0xB);
+        assert_retired(m.exec(&[0x9A, 0x00, 0x00, 0x00, 0x00, gate as u8, 0x00]));
+        assert_eq!(m.cpu.state.cpl(), 0);
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, KCODE);
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, KDATA);
+        assert_eq!(m.eip(), TARGET);
+        let esp = m.reg(ESP);
+        assert_eq!(esp, STACK0_TOP - 24);
+        let frame: Vec<u32> = (0..6).map(|i| m.r32(esp + 4 * i)).collect();
+        let want = [
+            CODE + 7,
+            u32::from(UCODE),
+            0xA,
+            0xB,
+            USER_STACK_TOP - 8,
+            u32::from(UDATA),
+        ];
+        assert_eq!(frame, want);
+
+        m.load_seg(SegReg::Ds, KDATA); // a ring-0 data segment
+        assert_retired(m.exec(&[0xCA, 0x08, 0x00])); // retf 8
+        assert_eq!(m.cpu.state.cpl(), 3);
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, UCODE);
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, UDATA);
+        assert_eq!((m.eip(), m.reg(ESP)), (CODE + 7, USER_STACK_TOP));
+        assert_eq!(m.cpu.state.segs[SegReg::Ds as usize].selector, 0, "DS nulled");
+        assert_eq!(m.cpu.state.segs[SegReg::Es as usize].selector, UDATA, "ES kept");
+    }
+
+    // SDM Vol. 3A, 6.12.1 and 6.12.1.1: INT n from CPL 3 through a DPL-3 interrupt
+    // gate switches to the ring-0 stack, pushes SS, ESP, EFLAGS, CS, EIP and
+    // clears IF; IRET returns to ring 3 (Vol. 2A, IRET "return to outer level").
+    #[test]
+    fn int_and_iret_between_rings() {
+        let mut m = Machine::flat32().user();
+        m.set_idt(0x80, gate_desc(KCODE, TARGET, 0xE, 3, 0));
+        m.cpu.state.eflags |= IF;
+        let flags_before = m.eflags();
+        assert_retired(m.exec(&[0xCD, 0x80]));
+        assert_eq!((m.cpu.state.cpl(), m.eip()), (0, TARGET));
+        assert_eq!(m.eflags() & IF, 0);
+        let esp = m.reg(ESP);
+        assert_eq!(esp, STACK0_TOP - 20);
+        let frame: Vec<u32> = (0..5).map(|i| m.r32(esp + 4 * i)).collect();
+        let want = [
+            CODE + 2,
+            u32::from(UCODE),
+            flags_before,
+            USER_STACK_TOP,
+            u32::from(UDATA),
+        ];
+        assert_eq!(frame, want);
+        assert_retired(m.exec(&[0xCF])); // iretd
+        assert_eq!((m.cpu.state.cpl(), m.eip(), m.reg(ESP)), (3, CODE + 2, USER_STACK_TOP));
+        assert_eq!(m.eflags(), flags_before);
+    }
+
+    // SDM Vol. 3A, 6.12.1.1: INT n with gate DPL < CPL raises #GP with the error
+    // code vector * 8 + 2 (IDT bit).
+    #[test]
+    fn int_gate_dpl_check() {
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0xCD, 0x81]), vector::GP, Some(0x81 * 8 + 2));
+        assert_eq!(m.cpu.state.cpl(), 0, "#GP handled in ring 0");
+        assert_eq!(m.r32(m.reg(ESP) + 4), CODE, "saved EIP is the INT's");
+    }
+
+    // SDM Vol. 3A, 6.12.1.2: a trap gate leaves IF set; same privilege: no stack switch.
+    #[test]
+    fn trap_gate_keeps_if() {
+        let mut m = Machine::flat32();
+        m.set_idt(0x82, gate_desc(KCODE, TARGET, 0xF, 0, 0));
+        m.cpu.state.eflags |= IF | TF;
+        assert_retired(m.exec(&[0xCD, 0x82]));
+        assert_eq!(m.eip(), TARGET);
+        assert_eq!(m.eflags() & (IF | TF), IF, "TF cleared, IF kept");
+        assert_eq!(m.reg(ESP), STACK_TOP - 12);
+    }
+
+    // SDM Vol. 2A, INT3/INTO: software interrupts (they retire; control is in the
+    // handler), the saved EIP is the next instruction; INTO does nothing when OF = 0.
+    #[test]
+    fn int3_and_into() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xCC]));
+        assert_eq!(m.eip(), HANDLERS + 4 * u32::from(vector::BP));
+        assert_eq!(m.r32(m.reg(ESP)), CODE + 1);
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xCE]));
+        assert_eq!(m.eip(), CODE + 1);
+        m.set_flags(OF);
+        assert_retired(m.exec(&[0xCE]));
+        assert_eq!(m.eip(), HANDLERS + 4 * u32::from(vector::OF));
+        assert_eq!(m.r32(m.reg(ESP)), CODE + 2);
+    }
+
+    // SDM Vol. 3A, 17.3.1.4: with TF set, an ordinary instruction is followed by a
+    // single-step trap (#DB, saved EIP = next instruction); INT n is not, since it
+    // clears TF on the way to its handler.
+    #[test]
+    fn single_step_trap() {
+        let mut m = Machine::flat32();
+        m.cpu.state.eflags |= TF;
+        assert_retired(m.exec(&[0x90])); // nop
+        assert_eq!(m.eip(), HANDLERS + 4 * u32::from(vector::DB));
+        assert_eq!(m.r32(m.reg(ESP)), CODE + 1);
+        assert_eq!(m.cpu.state.dr[6] & (1 << 14), 1 << 14, "DR6.BS");
+
+        let mut m = Machine::flat32();
+        m.cpu.state.eflags |= TF;
+        assert_retired(m.exec(&[0xCD, 0x40]));
+        assert_eq!(m.eip(), HANDLERS + 4 * 0x40);
+        assert_eq!(m.r32(m.reg(ESP) + 8) & TF, TF, "the saved EFLAGS keep TF for the IRET");
+    }
+
+    // SDM Vol. 2A, BOUND: #BR (a fault) outside [lower, upper]; #UD for a register operand.
+    #[test]
+    fn bound() {
+        let mut m = Machine::flat32();
+        m.w32(DATA, 10);
+        m.w32(DATA + 4, 20);
+        m.set_reg(EBX, DATA).set_reg(EAX, 20);
+        assert_retired(m.exec(&[0x62, 0x03])); // bound eax, [ebx]
+        m.set_reg(EAX, 21);
+        assert_fault(m.exec(&[0x62, 0x03]), vector::BR, None);
+        assert_eq!(m.r32(m.reg(ESP)), CODE + 2, "saved EIP is the BOUND's");
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, (-1i32) as u32);
+        m.w32(DATA, (-5i32) as u32);
+        m.w32(DATA + 4, 5);
+        m.set_reg(EBX, DATA);
+        assert_retired(m.exec(&[0x62, 0x03])); // -5 <= -1 <= 5: signed bounds
+    }
+
+    // SDM Vol. 3A, 20.1.4: real-mode INT pushes FLAGS, CS, IP and clears IF and
+    // TF; IRET pops them back.
+    #[test]
+    fn real_mode_int_iret() {
+        let mut m = Machine::real16();
+        m.cpu.state.eflags |= IF | TF;
+        m.w8(HANDLERS + 4 * 0x21, 0xCF); // the handler is an IRET
+        assert_retired(m.exec(&[0xCD, 0x21]));
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, 0);
+        assert_eq!(m.eip(), HANDLERS + 4 * 0x21, "no single-step trap after INT n");
+        assert_eq!(m.eflags() & (IF | TF), 0);
+        assert_eq!(m.reg(ESP), 0xFFF8);
+        let ss = 0x2_0000;
+        assert_eq!((m.r16(ss + 0xFFF8), m.r16(ss + 0xFFFA)), (2, 0x1000));
+        assert_eq!(u32::from(m.r16(ss + 0xFFFC)), 0x2 | IF | TF);
+        assert_retired(m.step()); // iret
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, 0x1000);
+        assert_eq!((m.eip(), m.reg(ESP)), (2, 0xFFFE));
+        assert_eq!(m.eflags() & (IF | TF), IF | TF);
+    }
+
+    // Real mode far CALL / RETF: CS:IP pushed as words, CS base = selector * 16.
+    #[test]
+    fn real_mode_far_call() {
+        let mut m = Machine::real16();
+        assert_retired(m.exec(&[0x9A, 0x34, 0x12, 0x00, 0x20])); // call 2000:1234
+        let cs = m.cpu.state.segs[SegReg::Cs as usize];
+        assert_eq!((cs.selector, cs.base, m.eip()), (0x2000, 0x2_0000, 0x1234));
+        assert_eq!((m.r16(0x2_0000 + 0xFFFC), m.r16(0x2_0000 + 0xFFFA)), (0x1000, 5));
+        assert_retired(m.exec(&[0xCB])); // retf
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].base, 0x1_0000);
+        assert_eq!((m.eip(), m.reg(ESP)), (5, 0xFFFE));
+    }
+}

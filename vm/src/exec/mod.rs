@@ -133,7 +133,7 @@ impl Cpu {
                 if flow == Flow::Repeat {
                     self.state.eip = start;
                 }
-                if tf && !self.state.halted {
+                if tf && !self.state.halted && !software_interrupt(inst, self.start_eflags) {
                     // Single-step trap after the instruction (SDM Vol. 3A, 17.3.1.4).
                     self.state.dr[6] |= 1 << 14;
                     if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
@@ -421,6 +421,17 @@ impl Cpu {
     #[inline]
     pub fn flag(&self, f: u32) -> bool {
         self.state.eflags & f != 0
+    }
+}
+
+/// Whether the instruction raised a software interrupt. INT n, INT3 and INTO
+/// clear TF on the way to the handler, and no single-step trap is reported after
+/// them (SDM Vol. 3A, 17.3.1.4: debuggers must emulate them to step through).
+fn software_interrupt(inst: &Instruction, eflags_before: u32) -> bool {
+    match inst.mnemonic() {
+        Mnemonic::Int | Mnemonic::Int3 | Mnemonic::Int1 => true,
+        Mnemonic::Into => eflags_before & fl::OF != 0,
+        _ => false,
     }
 }
 
