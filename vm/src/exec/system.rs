@@ -254,10 +254,11 @@ fn flat_segment(selector: u16, code: bool, dpl: u16) -> Segment {
 fn cpuid(cpu: &mut Cpu) {
     let leaf = cpu.state.regs[EAX];
     let (a, b, c, d) = match leaf {
-        // "GenuineIntel" in EBX, EDX, ECX.
+        // "GenuineIntel" in EBX, EDX, ECX; the highest basic leaf is 1.
         0 => (1, 0x756E_6547, 0x6C65_746E, 0x4965_6E69),
-        1 => (CPUID_1_EAX, 0, 0, CPUID_1_EDX),
-        _ => (0, 0, 0, 0),
+        // Leaf 1, and any leaf above the maximum (basic or extended: we have no
+        // extended leaves), which returns the highest basic leaf (SDM Vol. 2A, CPUID).
+        _ => (CPUID_1_EAX, 0, 0, CPUID_1_EDX),
     };
     cpu.state.regs[EAX] = a;
     cpu.state.regs[EBX] = b;
@@ -518,5 +519,398 @@ impl Cpu {
         seg.attr |= 2;
         self.state.tr = seg;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::flags::{CF, DF, IF, IOPL, ZF};
+    use crate::cpu::state::reg::{EAX, EBX, ECX, EDX, ESP};
+    use crate::cpu::state::{cr0, cr4, SegReg};
+    use crate::cpu::{vector, StepOutcome};
+    use crate::exec::testutil::*;
+    use crate::time::TSC_PER_INSN;
+
+    fn d32(v: u32) -> [u8; 4] {
+        v.to_le_bytes()
+    }
+
+    // SDM Vol. 2A/2B, CLC, STC, CMC, CLD, STD.
+    #[test]
+    fn flag_instructions() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xF9])); // stc
+        assert_eq!(m.status(), CF);
+        assert_retired(m.exec(&[0xF5])); // cmc
+        assert_eq!(m.status(), 0);
+        assert_retired(m.exec(&[0xF5]));
+        assert_retired(m.exec(&[0xF8])); // clc
+        assert_eq!(m.status(), 0);
+        assert_retired(m.exec(&[0xFD])); // std
+        assert_eq!(m.eflags() & DF, DF);
+        assert_retired(m.exec(&[0xFC])); // cld
+        assert_eq!(m.eflags() & DF, 0);
+    }
+
+    // SDM Vol. 2A, CLI and Vol. 2B, STI: #GP(0) when CPL > IOPL in protected mode;
+    // STI inhibits interrupts until after the next instruction (Vol. 3A, 6.8.3).
+    #[test]
+    fn cli_sti_iopl() {
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0xFA]), vector::GP, Some(0));
+        let mut m = Machine::flat32().user();
+        m.cpu.state.eflags |= IOPL;
+        assert_retired(m.exec(&[0xFB])); // sti
+        assert_eq!(m.eflags() & IF, IF);
+        assert!(m.cpu.state.interrupt_shadow);
+        assert_retired(m.exec(&[0xFB])); // IF already set: no new shadow
+        assert!(!m.cpu.state.interrupt_shadow);
+        let mut m = Machine::real16();
+        m.cpu.state.eflags |= IF;
+        assert_retired(m.exec(&[0xFA]));
+        assert_eq!(m.eflags() & IF, 0);
+    }
+
+    // SDM Vol. 2A, IN and Vol. 2B, OUT; Vol. 1, 19.5.2: at CPL > IOPL each byte of
+    // the access needs a clear bit in the TSS I/O bitmap, else #GP(0); a TSS too
+    // short for the bitmap denies everything.
+    #[test]
+    fn in_out_and_io_bitmap() {
+        let mut m = Machine::flat32();
+        m.bus.io_value = 0xA1B2_C3D4;
+        assert_retired(m.exec(&[0xE4, 0x60])); // in al, 60h
+        assert_eq!(m.reg(EAX), 0xD4);
+        m.set_reg(EDX, 0x3F8);
+        assert_retired(m.exec(&[0xED])); // in eax, dx
+        assert_eq!(m.reg(EAX), 0xA1B2_C3D4);
+        assert_retired(m.exec(&[0x66, 0xEF])); // out dx, ax
+        assert_eq!(m.bus.io_log.last(), Some(&(true, 0x3F8, 2, 0xC3D4)));
+
+        let user_without_port_68 = || {
+            let mut m = Machine::flat32().user();
+            m.w8(TSS + 0x68 + 0x68 / 8, 1);
+            m
+        };
+        let mut m = user_without_port_68();
+        assert_retired(m.exec(&[0xE6, 0x67])); // out 67h, al
+        assert_eq!(m.bus.io_log.len(), 1);
+        let mut m = user_without_port_68();
+        assert_fault(m.exec(&[0x66, 0xE5, 0x67]), vector::GP, Some(0)); // in ax, 67h: 67h-68h
+        let mut m = user_without_port_68();
+        assert_fault(m.exec(&[0xE4, 0x68]), vector::GP, Some(0));
+        assert!(m.bus.io_log.is_empty());
+
+        let mut m = Machine::flat32().user();
+        m.set_gdt(5, seg_desc(TSS, 0x67, 0x8B, 0));
+        m.cpu.state.tr = m.gdt_segment(TSS_SEL);
+        assert_fault(m.exec(&[0xE4, 0x00]), vector::GP, Some(0));
+        m.cpu.state.eflags |= IOPL;
+        m.cpu.state.eip = CODE;
+        assert_retired(m.exec(&[0xE4, 0x00])); // CPL <= IOPL: no bitmap
+    }
+
+    // SDM Vol. 2A, HLT: privileged (#GP(0) at CPL > 0); halts until an interrupt.
+    #[test]
+    fn hlt() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xF4]));
+        assert!(m.cpu.state.halted);
+        assert_eq!(m.step(), StepOutcome::Halted);
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0xF4]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2A, CPUID: leaf 0 gives the vendor, leaf 1 the signature and
+    // features (no x87: EDX bit 0 clear); a leaf above the maximum returns the
+    // highest basic leaf.
+    #[test]
+    fn cpuid() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0xA2]));
+        let mut vendor = Vec::new();
+        for r in [EBX, EDX, ECX] {
+            vendor.extend_from_slice(&m.reg(r).to_le_bytes());
+        }
+        assert_eq!((m.reg(EAX), vendor.as_slice()), (1, &b"GenuineIntel"[..]));
+        m.set_reg(EAX, 1);
+        assert_retired(m.exec(&[0x0F, 0xA2]));
+        assert_eq!(m.reg(EAX) >> 8 & 0xF, 6, "family 6");
+        let edx = m.reg(EDX);
+        assert_eq!(edx & 1, 0, "no FPU");
+        for bit in [4, 5, 8, 15] {
+            assert_ne!(edx & (1 << bit), 0, "TSC, MSR, CX8, CMOV: bit {bit}");
+        }
+        let leaf1 = (m.reg(EAX), m.reg(EBX), m.reg(ECX), m.reg(EDX));
+        m.set_reg(EAX, 0x8000_0000);
+        assert_retired(m.exec(&[0x0F, 0xA2]));
+        assert_eq!((m.reg(EAX), m.reg(EBX), m.reg(ECX), m.reg(EDX)), leaf1);
+    }
+
+    // SDM Vol. 2B, RDTSC: EDX:EAX <- TSC; #GP(0) at CPL > 0 when CR4.TSD = 1. Our
+    // TSC is virtual time: retired instructions times TSC_PER_INSN, plus the
+    // offset a WRMSR to IA32_TIME_STAMP_COUNTER sets.
+    #[test]
+    fn rdtsc_from_virtual_time() {
+        let mut m = Machine::flat32();
+        m.cpu.icount = 0x1_0000_0000;
+        assert_retired(m.exec(&[0x0F, 0x31]));
+        let tsc = 0x1_0000_0000u64 * TSC_PER_INSN;
+        assert_eq!((m.reg(EDX), m.reg(EAX)), ((tsc >> 32) as u32, tsc as u32));
+
+        let mut m = Machine::flat32();
+        m.cpu.icount = 5;
+        m.set_reg(ECX, 0x10).set_reg(EDX, 1).set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0x30])); // wrmsr IA32_TSC = 1_0000_0000h at icount 5
+        assert_retired(m.exec(&[0x0F, 0x31])); // one instruction later
+        assert_eq!((m.reg(EDX), m.reg(EAX)), (1, TSC_PER_INSN as u32));
+
+        let mut m = Machine::flat32().user();
+        assert_retired(m.exec(&[0x0F, 0x31]));
+        m.cpu.state.cr4 |= cr4::TSD;
+        assert_fault(m.exec(&[0x0F, 0x31]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2B, RDMSR/WRMSR: #GP(0) for an MSR the processor does not have and
+    // at CPL > 0.
+    #[test]
+    fn msrs() {
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 0x174).set_reg(EAX, u32::from(KCODE)).set_reg(EDX, 0);
+        assert_retired(m.exec(&[0x0F, 0x30])); // wrmsr IA32_SYSENTER_CS
+        m.set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0x32])); // rdmsr
+        assert_eq!(m.reg(EAX), u32::from(KCODE));
+        m.set_reg(ECX, 0x1234_5678);
+        assert_fault(m.exec(&[0x0F, 0x32]), vector::GP, Some(0));
+        assert_fault(m.exec(&[0x0F, 0x30]), vector::GP, Some(0));
+        let mut m = Machine::flat32().user();
+        m.set_reg(ECX, 0x174);
+        assert_fault(m.exec(&[0x0F, 0x32]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2B, MOV to/from control registers: CPL 0 only; CR0 with PG and
+    // not PE, or NW and not CD, is #GP(0); CR4 reserved bits are #GP(0).
+    #[test]
+    fn mov_control_registers() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0x0F, 0x20, 0xC0])); // mov eax, cr0
+        assert_eq!(m.reg(EAX), cr0::PE | cr0::ET);
+        m.set_reg(EAX, cr0::PG);
+        assert_fault(m.exec(&[0x0F, 0x22, 0xC0]), vector::GP, Some(0));
+        m.set_reg(EAX, cr0::PE | cr0::NW);
+        assert_fault(m.exec(&[0x0F, 0x22, 0xC0]), vector::GP, Some(0));
+        m.set_reg(EAX, cr0::PE | cr0::MP);
+        assert_retired(m.exec(&[0x0F, 0x22, 0xC0]));
+        assert_eq!(m.cpu.state.cr0, cr0::PE | cr0::MP | cr0::ET, "ET reads as 1");
+        m.set_reg(EAX, cr4::PSE | cr4::PGE);
+        assert_retired(m.exec(&[0x0F, 0x22, 0xE0])); // mov cr4, eax
+        assert_eq!(m.cpu.state.cr4, cr4::PSE | cr4::PGE);
+        m.set_reg(EAX, 1 << 5); // PAE: not supported
+        assert_fault(m.exec(&[0x0F, 0x22, 0xE0]), vector::GP, Some(0));
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0x0F, 0x20, 0xC0]), vector::GP, Some(0));
+    }
+
+    /// Points the 4 KiB page at `linear` to `phys` in the identity-mapped tables.
+    fn remap(m: &mut Machine, linear: u32, phys: u32) {
+        m.w32(PAGE_TABLE + 4 * (linear >> 12), phys | 7);
+    }
+
+    // SDM Vol. 3A, 4.10.4.1: a MOV to CR3 invalidates the (non-global) TLB
+    // entries; until then a changed PTE may still be served from the TLB.
+    #[test]
+    fn mov_cr3_flushes_tlb() {
+        let mut m = Machine::flat32().paging();
+        m.w32(0x20_0000, 0xAAAA);
+        m.w32(0x30_0000, 0xBBBB);
+        m.set_reg(EBX, 0x20_0000);
+        assert_retired(m.exec(&[0x8B, 0x03])); // mov eax, [ebx]: fills the TLB
+        assert_eq!(m.reg(EAX), 0xAAAA);
+        remap(&mut m, 0x20_0000, 0x30_0000);
+        assert_retired(m.exec(&[0x8B, 0x03]));
+        assert_eq!(m.reg(EAX), 0xAAAA, "stale translation until the flush");
+        m.set_reg(ECX, PAGE_DIR);
+        assert_retired(m.exec(&[0x0F, 0x22, 0xD9])); // mov cr3, ecx
+        assert_retired(m.exec(&[0x8B, 0x03]));
+        assert_eq!(m.reg(EAX), 0xBBBB);
+    }
+
+    // SDM Vol. 2A, INVLPG: invalidates the TLB entry of one page; CPL 0 only.
+    #[test]
+    fn invlpg() {
+        let mut m = Machine::flat32().paging();
+        m.w32(0x20_0000, 0xAAAA);
+        m.w32(0x30_0000, 0xBBBB);
+        m.w32(0x20_1000, 0xCCCC);
+        m.set_reg(EBX, 0x20_0000).set_reg(ECX, 0x20_1000);
+        assert_retired(m.exec(&[0x8B, 0x03])); // mov eax, [ebx]
+        assert_retired(m.exec(&[0x8B, 0x11])); // mov edx, [ecx]
+        remap(&mut m, 0x20_0000, 0x30_0000);
+        remap(&mut m, 0x20_1000, 0x30_0000);
+        assert_retired(m.exec(&[0x0F, 0x01, 0x3B])); // invlpg [ebx]
+        assert_retired(m.exec(&[0x8B, 0x03]));
+        assert_retired(m.exec(&[0x8B, 0x11]));
+        assert_eq!((m.reg(EAX), m.reg(EDX)), (0xBBBB, 0xCCCC), "only [ebx]'s page flushed");
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0x0F, 0x01, 0x38]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2A, LGDT/LIDT (CPL 0) and Vol. 2B, SGDT/SIDT; with a 16-bit operand
+    // size only 24 bits of the base are used.
+    #[test]
+    fn descriptor_table_registers() {
+        let mut m = Machine::flat32();
+        m.w16(DATA, 0x1234);
+        m.w32(DATA + 2, 0xAABB_CCDD);
+        let a = d32(DATA);
+        assert_retired(m.exec(&[0x0F, 0x01, 0x1D, a[0], a[1], a[2], a[3]])); // lidt [DATA]
+        assert_eq!((m.cpu.state.idtr.base, m.cpu.state.idtr.limit), (0xAABB_CCDD, 0x1234));
+        assert_retired(m.exec(&[0x66, 0x0F, 0x01, 0x15, a[0], a[1], a[2], a[3]])); // o16 lgdt
+        assert_eq!((m.cpu.state.gdtr.base, m.cpu.state.gdtr.limit), (0x00BB_CCDD, 0x1234));
+        let b = d32(DATA + 8);
+        assert_retired(m.exec(&[0x0F, 0x01, 0x0D, b[0], b[1], b[2], b[3]])); // sidt [DATA+8]
+        assert_eq!((m.r16(DATA + 8), m.r32(DATA + 10)), (0x1234, 0xAABB_CCDD));
+
+        let mut m = Machine::flat32().user();
+        let u = d32(DATA);
+        assert_retired(m.exec(&[0x0F, 0x01, 0x05, u[0], u[1], u[2], u[3]])); // sgdt: allowed at CPL 3
+        assert_eq!(m.r32(DATA + 2), GDT);
+        assert_fault(m.exec(&[0x0F, 0x01, 0x15, u[0], u[1], u[2], u[3]]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2A, LTR: loads TR from an available TSS descriptor and marks it
+    // busy; a busy TSS or a null selector is #GP. STR stores the selector.
+    #[test]
+    fn ltr_and_str() {
+        let mut m = Machine::flat32();
+        let slot = FREE_SLOT;
+        m.set_gdt(slot, seg_desc(0x5000, 0x67, 0x89, 0));
+        m.set_reg(EAX, (slot * 8) as u32);
+        assert_retired(m.exec(&[0x0F, 0x00, 0xD8])); // ltr ax
+        assert_eq!(m.cpu.state.tr.selector, (slot * 8) as u16);
+        assert_eq!(m.cpu.state.tr.base, 0x5000);
+        assert_eq!(m.r8(GDT + 8 * slot as u32 + 5), 0x8B, "busy");
+        assert_fault(m.exec(&[0x0F, 0x00, 0xD8]), vector::GP, Some((slot * 8) as u32));
+        m.set_reg(EAX, 0);
+        assert_fault(m.exec(&[0x0F, 0x00, 0xD8]), vector::GP, Some(0));
+        m.set_reg(EBX, 0xFFFF_FFFF);
+        assert_retired(m.exec(&[0x0F, 0x00, 0xCB])); // str ebx
+        assert_eq!(m.reg(EBX), (slot * 8) as u32);
+    }
+
+    // SDM Vol. 2A, LLDT: loads LDTR from an LDT descriptor (a null selector makes
+    // it unusable); selectors with TI = 1 then refer to that LDT (Vol. 3A, 3.5.1).
+    #[test]
+    fn lldt_and_ldt_selectors() {
+        let mut m = Machine::flat32();
+        const LDT: u32 = 0x8000;
+        m.set_gdt(FREE_SLOT, seg_desc(LDT, 0xF, 0x82, 0));
+        m.w32(LDT + 8, seg_desc(0x12_0000, 0xFFFF, ACC_DATA0, 0x4) as u32);
+        m.w32(LDT + 12, (seg_desc(0x12_0000, 0xFFFF, ACC_DATA0, 0x4) >> 32) as u32);
+        m.set_reg(EAX, (FREE_SLOT * 8) as u32);
+        assert_retired(m.exec(&[0x0F, 0x00, 0xD0])); // lldt ax
+        assert_eq!((m.cpu.state.ldtr.base, m.cpu.state.ldtr.limit), (LDT, 0xF));
+        m.set_reg(EAX, 0x0C); // index 1, TI = 1, RPL 0
+        assert_retired(m.exec(&[0x8E, 0xD8])); // mov ds, ax
+        assert_eq!(m.cpu.state.segs[SegReg::Ds as usize].base, 0x12_0000);
+        m.set_reg(EAX, 0x14); // index 2: beyond the LDT limit
+        assert_fault(m.exec(&[0x8E, 0xD8]), vector::GP, Some(0x14));
+        m.set_reg(EBX, 0);
+        assert_retired(m.exec(&[0x0F, 0x00, 0xC3])); // sldt ebx
+        assert_eq!(m.reg(EBX), (FREE_SLOT * 8) as u32);
+        m.set_reg(EAX, u32::from(KDATA)); // not an LDT descriptor
+        assert_fault(m.exec(&[0x0F, 0x00, 0xD0]), vector::GP, Some(u32::from(KDATA)));
+    }
+
+    // SDM Vol. 2A, LAR and LSL; Vol. 2B, VERR/VERW: ZF = 1 and the access rights
+    // or limit when the descriptor is valid and visible at CPL/RPL, else ZF = 0
+    // and the destination unchanged. Real mode: #UD. LAR's bits 19:16 are
+    // undefined; we return them as 0.
+    #[test]
+    fn lar_lsl_verr_verw() {
+        let mut m = Machine::flat32();
+        m.set_reg(EBX, u32::from(KDATA)).set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0x02, 0xC3])); // lar eax, ebx
+        assert_eq!((m.reg(EAX), m.status() & ZF), (0x00C0_9200, ZF));
+        assert_retired(m.exec(&[0x0F, 0x03, 0xC3])); // lsl eax, ebx
+        assert_eq!(m.reg(EAX), 0xFFFF_FFFF);
+        m.set_reg(EBX, u32::from(TSS_SEL));
+        assert_retired(m.exec(&[0x0F, 0x03, 0xC3]));
+        assert_eq!((m.reg(EAX), m.status() & ZF), (0x2068, ZF), "LSL of a TSS");
+        m.set_reg(EBX, 0).set_reg(EAX, 0x77);
+        assert_retired(m.exec(&[0x0F, 0x02, 0xC3]));
+        assert_eq!((m.reg(EAX), m.status() & ZF), (0x77, 0), "null selector");
+        m.set_reg(EBX, 0x800);
+        assert_retired(m.exec(&[0x0F, 0x02, 0xC3]));
+        assert_eq!(m.status() & ZF, 0, "beyond the GDT limit");
+
+        m.set_reg(EBX, u32::from(KCODE));
+        assert_retired(m.exec(&[0x0F, 0x00, 0xE3])); // verr bx
+        assert_eq!(m.status() & ZF, ZF);
+        assert_retired(m.exec(&[0x0F, 0x00, 0xEB])); // verw bx
+        assert_eq!(m.status() & ZF, 0, "code is never writable");
+        m.set_reg(EBX, u32::from(KDATA));
+        assert_retired(m.exec(&[0x0F, 0x00, 0xEB]));
+        assert_eq!(m.status() & ZF, ZF);
+
+        let mut m = Machine::flat32().user();
+        m.set_reg(EBX, u32::from(KDATA));
+        assert_retired(m.exec(&[0x0F, 0x00, 0xE3])); // verr: DPL 0 < CPL 3
+        assert_eq!(m.status() & ZF, 0);
+        m.set_reg(EBX, u32::from(UDATA));
+        assert_retired(m.exec(&[0x0F, 0x02, 0xC3]));
+        assert_eq!(m.status() & ZF, ZF);
+
+        let mut m = Machine::real16();
+        assert_fault(m.exec(&[0x0F, 0x02, 0xC3]), vector::UD, None);
+    }
+
+    // SDM Vol. 2A, LMSW: loads PE, MP, EM, TS but cannot clear PE; CLTS clears TS
+    // (CPL 0 only); SMSW stores CR0's low bits.
+    #[test]
+    fn lmsw_clts_smsw() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, u32::from(cr0::TS as u16));
+        assert_retired(m.exec(&[0x0F, 0x01, 0xF0])); // lmsw ax
+        assert_eq!(m.cpu.state.cr0 & 0xF, cr0::PE | cr0::TS, "PE not cleared");
+        assert_retired(m.exec(&[0x0F, 0x01, 0xE3])); // smsw ebx
+        assert_eq!(m.reg(EBX) & 0xFFFF, cr0::PE | cr0::TS | cr0::ET);
+        assert_retired(m.exec(&[0x0F, 0x06])); // clts
+        assert_eq!(m.cpu.state.cr0 & cr0::TS, 0);
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0x0F, 0x06]), vector::GP, Some(0));
+    }
+
+    // SDM Vol. 2B, SYSENTER/SYSEXIT: flat segments derived from IA32_SYSENTER_CS;
+    // SYSENTER with a null SYSENTER_CS is #GP(0).
+    #[test]
+    fn sysenter_sysexit() {
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0x0F, 0x34]), vector::GP, Some(0));
+        let mut m = Machine::flat32().user();
+        m.cpu.state.msrs.sysenter_cs = u32::from(KCODE);
+        m.cpu.state.msrs.sysenter_esp = STACK0_TOP;
+        m.cpu.state.msrs.sysenter_eip = 0x4_0000;
+        assert_retired(m.exec(&[0x0F, 0x34]));
+        assert_eq!(m.cpu.state.cpl(), 0);
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, KDATA);
+        assert_eq!((m.eip(), m.reg(ESP)), (0x4_0000, STACK0_TOP));
+        m.set_reg(ECX, USER_STACK_TOP).set_reg(EDX, CODE + 0x40);
+        assert_retired(m.exec(&[0x0F, 0x35])); // sysexit
+        assert_eq!(m.cpu.state.segs[SegReg::Cs as usize].selector, UCODE);
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, UDATA);
+        assert_eq!((m.eip(), m.reg(ESP)), (CODE + 0x40, USER_STACK_TOP));
+    }
+
+    // SDM Vol. 2B, UD2: always #UD; WBINVD: CPL 0 only.
+    #[test]
+    fn ud2_and_wbinvd() {
+        let mut m = Machine::flat32();
+        assert_fault(m.exec(&[0x0F, 0x0B]), vector::UD, None);
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0x0F, 0x09]));
+        let mut m = Machine::flat32().user();
+        assert_fault(m.exec(&[0x0F, 0x09]), vector::GP, Some(0));
     }
 }
