@@ -138,6 +138,55 @@ mod tests {
         assert_eq!(f & OF, OF);
     }
 
+    // SDM Vol. 1, 3.4.3.1: PF is set when the low byte has an even number of ones.
+    #[test]
+    fn parity_and_szp() {
+        assert_eq!(parity(0), PF);
+        assert_eq!(parity(0x0103), PF, "only the low byte counts");
+        assert_eq!(parity(0x07), 0);
+        assert_eq!(szp(0x8000, 2), SF | PF);
+        assert_eq!(szp(0x1_0000, 2), ZF | PF, "bits above the size are ignored");
+        assert_eq!(sext(0x80, 1), 0xFFFF_FF80);
+        assert_eq!(sext(0x7FFF, 2), 0x7FFF);
+    }
+
+    // SDM Vol. 1, appendix B, table B-1: every condition code, checked through
+    // SETcc (0F 90+cc) on the reference engine against the table's definitions.
+    #[test]
+    fn all_condition_codes_through_setcc() {
+        use crate::cpu::state::reg::EAX;
+        use crate::exec::testutil::{assert_retired, Machine};
+        let combos = [0, CF, ZF, SF, OF, PF, CF | ZF, SF | OF, ZF | SF, ZF | OF, CF | PF | SF];
+        for f in combos {
+            let (cf, zf, sf, of, pf) = (f & CF != 0, f & ZF != 0, f & SF != 0, f & OF != 0, f & PF != 0);
+            let table = [
+                of,
+                !of,
+                cf,
+                !cf,
+                zf,
+                !zf,
+                cf || zf,
+                !cf && !zf,
+                sf,
+                !sf,
+                pf,
+                !pf,
+                sf != of,
+                sf == of,
+                zf || sf != of,
+                !zf && sf == of,
+            ];
+            for (cc, want) in table.iter().enumerate() {
+                let mut m = Machine::flat32();
+                m.set_flags(f).set_reg(EAX, 0xFF);
+                assert_retired(m.exec(&[0x0F, 0x90 + cc as u8, 0xC0])); // setcc al
+                assert_eq!(m.reg(EAX), u32::from(*want), "cc {cc:x} with flags {f:#x}");
+                assert_eq!(condition(f, cc as u8), *want);
+            }
+        }
+    }
+
     #[test]
     fn conditions() {
         assert!(condition(ZF, 0x4)); // E

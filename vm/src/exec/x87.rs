@@ -120,3 +120,123 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, _bus: &mut B, inst: &Instruction) -> Result<F
     }
     Ok(Flow::Next)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::reg::{EAX, EBX, ESI};
+    use crate::cpu::state::{cr0, SegReg};
+    use crate::cpu::vector;
+    use crate::exec::testutil::*;
+
+    fn d32(v: u32) -> [u8; 4] {
+        v.to_le_bytes()
+    }
+
+    // SDM Vol. 3A, 2.5 and table 2-2: with CR0.EM or CR0.TS set every escape,
+    // register or memory form, raises #NM (a fault: EIP stays on the escape).
+    #[test]
+    fn em_or_ts_raise_nm() {
+        for bits in [cr0::EM, cr0::TS, cr0::EM | cr0::TS] {
+            let mut m = Machine::flat32();
+            m.cpu.state.cr0 |= bits;
+            assert_fault(m.exec(&[0xD8, 0xC1]), vector::NM, None); // fadd st, st(1)
+            assert_eq!(m.r32(m.reg(crate::cpu::state::reg::ESP)), CODE);
+            let mut m = Machine::flat32();
+            m.cpu.state.cr0 |= bits;
+            let a = d32(DATA);
+            assert_fault(m.exec(&[0xD9, 0x05, a[0], a[1], a[2], a[3]]), vector::NM, None);
+            // fld dword [DATA]
+        }
+    }
+
+    // No FPU and EM = TS = 0: an escape is a no-op, so the classic probe
+    // "fninit; fnstsw ax" leaves AX as preloaded, and stores never write.
+    #[test]
+    fn no_fpu_escapes_do_nothing() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 0x5A5A);
+        m.w32(DATA, 0x1234_5678);
+        let a = d32(DATA);
+        assert_retired(m.exec(&[0xDB, 0xE3])); // fninit
+        assert_retired(m.exec(&[0xDF, 0xE0])); // fnstsw ax
+        assert_eq!(m.reg(EAX), 0x5A5A);
+        assert_retired(m.exec(&[0xD9, 0x3D, a[0], a[1], a[2], a[3]])); // fnstcw [DATA]
+        assert_retired(m.exec(&[0xDD, 0x3D, a[0], a[1], a[2], a[3]])); // fnstsw [DATA]
+        assert_eq!(m.r32(DATA), 0x1234_5678);
+        assert_retired(m.exec(&[0xD9, 0xC0])); // fld st(0)
+        assert_eq!(m.eip(), CODE + 2 + 2 + 6 + 6 + 2);
+    }
+
+    // Forming the memory operand's address still applies the segment checks (SDM
+    // Vol. 3A, 5.3-5.4): the whole operand within the limit, writes need a
+    // writable segment.
+    #[test]
+    fn memory_operand_segment_checks() {
+        let mut m = Machine::flat32();
+        m.set_gdt(FREE_SLOT, seg_desc(DATA, 0xFF, ACC_DATA0, 0x4));
+        m.load_seg(SegReg::Ds, (FREE_SLOT * 8) as u16);
+        m.set_reg(EBX, 0xFC);
+        assert_retired(m.exec(&[0xD9, 0x03])); // fld dword [ebx]: FCh..FFh fits
+        m.set_reg(EBX, 0xFD);
+        assert_fault(m.exec(&[0xD9, 0x03]), vector::GP, Some(0));
+
+        let mut m = Machine::flat32();
+        m.set_gdt(FREE_SLOT, seg_desc(DATA, 0xFFFF, 0x90, 0x4)); // read-only data
+        m.load_seg(SegReg::Ds, (FREE_SLOT * 8) as u16);
+        m.set_reg(EBX, 0);
+        assert_retired(m.exec(&[0xD9, 0x03])); // a load reads: fine
+        assert_fault(m.exec(&[0xD9, 0x3B]), vector::GP, Some(0)); // fnstcw [ebx] writes
+    }
+
+    // Every D8-DF opcode is an escape, including encodings the x87 leaves
+    // reserved (D9 D1, D9 /1 with memory): they decode with their full length.
+    #[test]
+    fn reserved_escapes_decode() {
+        let mut m = Machine::flat32();
+        assert_retired(m.exec(&[0xD9, 0xD1]));
+        assert_eq!(m.eip(), CODE + 2);
+        let a = d32(DATA);
+        assert_retired(m.exec(&[0xD9, 0x0D, a[0], a[1], a[2], a[3]])); // D9 /1 [disp32]
+        assert_eq!(m.eip(), CODE + 8);
+        assert_retired(m.exec(&[0x66, 0xDA, 0xE0]));
+        assert_eq!(m.eip(), CODE + 11);
+        let mut m = Machine::flat32();
+        m.cpu.state.cr0 |= cr0::EM;
+        assert_fault(m.exec(&[0xD9, 0xD1]), vector::NM, None);
+    }
+
+    // SDM Vol. 2B, WAIT/FWAIT: #NM only when both CR0.MP and CR0.TS are set (it is
+    // not an escape, so EM does not matter).
+    #[test]
+    fn wait() {
+        let mut m = Machine::flat32();
+        m.cpu.state.cr0 |= cr0::MP | cr0::TS;
+        assert_fault(m.exec(&[0x9B]), vector::NM, None);
+        for bits in [cr0::TS, cr0::EM, cr0::MP] {
+            let mut m = Machine::flat32();
+            m.cpu.state.cr0 |= bits;
+            assert_retired(m.exec(&[0x9B]));
+        }
+    }
+
+    // SDM Vol. 2A, LOCK: #UD on an escape.
+    #[test]
+    fn lock_escape_is_ud() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, DATA);
+        assert_fault(m.exec(&[0xF0, 0xD8, 0x00]), vector::UD, None);
+    }
+
+    // Real mode, as on a coprocessor-less 80286: the operand at offset FFFFh
+    // crosses the segment end and raises #GP(0); otherwise nothing happens.
+    #[test]
+    fn real_mode_escape() {
+        let mut m = Machine::real16();
+        m.set_reg(ESI, 0xFFFF);
+        assert_fault(m.exec(&[0xD8, 0x04]), vector::GP, Some(0)); // fadd dword [si]
+        let mut m = Machine::real16();
+        m.set_reg(ESI, 0x10);
+        assert_retired(m.exec(&[0xD8, 0x04]));
+        assert_eq!(m.eip(), 2);
+    }
+}
