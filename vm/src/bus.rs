@@ -8,9 +8,10 @@ pub trait Bus {
     fn read_phys(&mut self, addr: u32, size: u8) -> u32;
     /// Writes `size` (1, 2 or 4) bytes at a physical address inside one page.
     fn write_phys(&mut self, addr: u32, size: u8, value: u32);
-    /// Port input of `size` bytes at instruction count `icount` (devices derive
-    /// virtual time from it).
-    fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32;
-    /// Port output of `size` bytes at instruction count `icount`.
-    fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64);
+    /// Port input of `size` bytes at virtual time `now` (see [`Cpu::now`]).
+    ///
+    /// [`Cpu::now`]: crate::cpu::Cpu::now
+    fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32;
+    /// Port output of `size` bytes at virtual time `now`.
+    fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64);
 }

@@ -68,10 +68,10 @@ impl Bus for VectorBus {
     fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
         self.mem.write(addr, size, value)
     }
-    fn io_read(&mut self, _port: u16, size: u8, _icount: u64) -> u32 {
+    fn io_read(&mut self, _port: u16, size: u8, _now: u64) -> u32 {
         crate::exec::flags::mask(size)
     }
-    fn io_write(&mut self, _port: u16, _size: u8, _value: u32, _icount: u64) {}
+    fn io_write(&mut self, _port: u16, _size: u8, _value: u32, _now: u64) {}
 }
 
 /// Differences between the 80286 the vectors were captured on and the i686 we

@@ -55,7 +55,11 @@ pub struct ScriptedInput {
 
 impl ScriptedInput {
     pub fn new(rtc_start: u64, bytes: &[u8]) -> Self {
-        ScriptedInput { rtc_start, bytes: bytes.iter().copied().collect(), start: 0 }
+        ScriptedInput {
+            rtc_start,
+            bytes: bytes.iter().copied().collect(),
+            start: 0,
+        }
     }
 
     pub fn starting_at(mut self, start: u64) -> Self {

@@ -92,6 +92,7 @@ pub struct Machine {
 pub struct MachineState {
     pub cpu: CpuState,
     pub icount: u64,
+    pub idle_ticks: u64,
     pub devices: DevicesState,
 }
 
@@ -115,13 +116,14 @@ impl Machine {
 
     /// Current virtual time in ticks.
     pub fn now(&self) -> u64 {
-        self.platform.now(self.cpu.icount)
+        self.cpu.now()
     }
 
     pub fn state(&self) -> MachineState {
         MachineState {
             cpu: self.cpu.state.clone(),
             icount: self.cpu.icount,
+            idle_ticks: self.cpu.idle_ticks,
             devices: self.platform.save_devices(),
         }
     }
@@ -257,7 +259,7 @@ impl Machine {
             Some(_) => {
                 // Warp to the next timer or input poll, whichever comes first.
                 let target = self.next_deadline().max(now);
-                self.platform.idle_ticks += target - now;
+                self.cpu.idle_ticks += target - now;
                 self.service(target, host);
             }
             None => {
@@ -328,7 +330,9 @@ mod tests {
         // IVT[0x20] = 0000:0600
         p.write_phys(0x20 * 4, 4, HANDLER);
         // mov bp,sp; mov ax,[bp+0]; mov [0x500],ax; hlt
-        p.mem.load(HANDLER, &[0x89, 0xE5, 0x8B, 0x46, 0x00, 0xA3, 0x00, 0x05, 0xF4]).unwrap();
+        p.mem
+            .load(HANDLER, &[0x89, 0xE5, 0x8B, 0x46, 0x00, 0xA3, 0x00, 0x05, 0xF4])
+            .unwrap();
         for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xFE)] {
             p.io_write(port, 1, v, 0);
         }
@@ -373,7 +377,10 @@ mod tests {
         // cli; mov cx,2000; loop $; sti; nop; nop; nop; jmp $
         let main = [0xFA, 0xB9, 0xD0, 0x07, 0xE2, 0xFE, 0xFB, 0x90, 0x90, 0x90, 0xEB, 0xFE];
         let mut m = machine(&main, 10);
-        assert!(m.platform.next_timer_deadline().unwrap() < 2000, "the IRQ must be pending before STI");
+        assert!(
+            m.platform.next_timer_deadline().unwrap() < 2000,
+            "the IRQ must be pending before STI"
+        );
         // Taken after the NOP that follows STI: the pushed IP is the second NOP.
         assert_eq!(u32::from(run_to_handler(&mut m)), MAIN + 8);
     }
@@ -394,7 +401,7 @@ mod tests {
         let deadline = m.platform.next_timer_deadline().unwrap();
         assert_eq!(u32::from(run_to_handler(&mut m)), MAIN + 2);
         // Two instructions ran before HLT; the rest of the wait was idle time.
-        assert_eq!(m.platform.idle_ticks + 2, deadline);
+        assert_eq!(m.cpu.idle_ticks + 2, deadline);
         assert_eq!(m.exits.halts, 2);
     }
 }

@@ -82,8 +82,6 @@ pub struct DevicesState {
     pub debugcon: crate::devices::debug::DebugConState,
     pub exit: crate::devices::debug::ExitDeviceState,
     pub fw_cfg: crate::devices::fw_cfg::FwCfgState,
-    /// Virtual ticks spent halted (time advances while the CPU waits).
-    pub idle_ticks: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -101,8 +99,6 @@ pub struct Platform {
     pub mmio: Vec<MmioRegion>,
     pub stats: BusStats,
     pub attention: Attention,
-    /// Virtual ticks the CPU spent halted; virtual time = icount + idle_ticks.
-    pub idle_ticks: u64,
     reset_requested: bool,
     a20_mask: u32,
 }
@@ -123,7 +119,6 @@ impl Platform {
             mmio: Vec::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
-            idle_ticks: 0,
             reset_requested: false,
             a20_mask: 0,
         };
@@ -131,29 +126,31 @@ impl Platform {
         p
     }
 
-    /// Virtual time at instruction count `icount`.
-    #[inline]
-    pub fn now(&self, icount: u64) -> u64 {
-        icount + self.idle_ticks
-    }
-
     /// Maps an MMIO device at `base..base + len`, above RAM.
     pub fn map_mmio(&mut self, base: u32, len: u32, device: Box<dyn MmioDevice>) -> Result<(), crate::VmError> {
         let end = u64::from(base) + u64::from(len);
         let clash = u64::from(base) < self.mem.ram_size() as u64
-            || self.mmio.iter().any(|r| u64::from(base) < u64::from(r.base) + u64::from(r.len) && end > u64::from(r.base));
+            || self
+                .mmio
+                .iter()
+                .any(|r| u64::from(base) < u64::from(r.base) + u64::from(r.len) && end > u64::from(r.base));
         if len == 0 || end > 1 << 32 || clash {
-            return Err(crate::VmError::BadImage(format!("MMIO range {base:#x}+{len:#x} overlaps RAM or a device")));
+            return Err(crate::VmError::BadImage(format!(
+                "MMIO range {base:#x}+{len:#x} overlaps RAM or a device"
+            )));
         }
         self.mmio.push(MmioRegion { base, len, device });
         Ok(())
     }
 
     fn mmio_at(&mut self, addr: u32) -> Option<(&mut MmioRegion, u32)> {
-        self.mmio.iter_mut().find(|r| addr.wrapping_sub(r.base) < r.len).map(|r| {
-            let off = addr - r.base;
-            (r, off)
-        })
+        self.mmio
+            .iter_mut()
+            .find(|r| addr.wrapping_sub(r.base) < r.len)
+            .map(|r| {
+                let off = addr - r.base;
+                (r, off)
+            })
     }
 
     /// Whether A20 is enabled (the i8042 output port or port 0x92 bit 1).
@@ -222,7 +219,6 @@ impl Platform {
             debugcon: self.debugcon.save(),
             exit: self.exit.save(),
             fw_cfg: self.fw_cfg.save(),
-            idle_ticks: self.idle_ticks,
         }
     }
 
@@ -236,7 +232,6 @@ impl Platform {
         self.debugcon.restore(&s.debugcon);
         self.exit.restore(&s.exit);
         self.fw_cfg.restore(&s.fw_cfg);
-        self.idle_ticks = s.idle_ticks;
         self.update_a20();
     }
 
@@ -328,8 +323,7 @@ impl Bus for Platform {
         }
     }
 
-    fn io_read(&mut self, port: u16, size: u8, icount: u64) -> u32 {
-        let now = self.now(icount);
+    fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
         self.stats.port_reads += 1;
         let value = match port {
             0x510 | 0x511 => Some(self.fw_cfg.io_read(port, size)),
@@ -361,8 +355,7 @@ impl Bus for Platform {
         }
     }
 
-    fn io_write(&mut self, port: u16, size: u8, value: u32, icount: u64) {
-        let now = self.now(icount);
+    fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
         self.stats.port_writes += 1;
         let mapped = match port {
             0x510 | 0x511 => {
@@ -427,8 +420,14 @@ mod tests {
     fn mmio_regions_decode_above_ram_and_clone_with_the_platform() {
         let mut p = Platform::new(2 << 20, 0);
         p.map_mmio(0xFEE0_0000, 0x1000, Box::new(Scratch::default())).unwrap();
-        assert!(p.map_mmio(0x1000, 0x1000, Box::new(Scratch::default())).is_err(), "overlaps RAM");
-        assert!(p.map_mmio(0xFEE0_0800, 0x1000, Box::new(Scratch::default())).is_err(), "overlaps a device");
+        assert!(
+            p.map_mmio(0x1000, 0x1000, Box::new(Scratch::default())).is_err(),
+            "overlaps RAM"
+        );
+        assert!(
+            p.map_mmio(0xFEE0_0800, 0x1000, Box::new(Scratch::default())).is_err(),
+            "overlaps a device"
+        );
         p.write_phys(0xFEE0_0008, 4, 0xDEAD_BEEF);
         assert_eq!(p.read_phys(0xFEE0_0008, 4), 0xDEAD_BEEF);
         assert_eq!(p.read_phys(0xFEE0_0008, 2), 0xBEEF);

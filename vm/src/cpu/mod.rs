@@ -117,8 +117,12 @@ pub enum StepOutcome {
 pub struct Cpu {
     pub state: CpuState,
     pub tlb: Tlb,
-    /// Instructions retired since reset; the machine's only clock.
+    /// Instructions retired since reset.
     pub icount: u64,
+    /// Virtual ticks spent halted. Virtual time is `icount + idle_ticks`:
+    /// one tick per retired instruction, and while the CPU waits in HLT, time
+    /// jumps to the next timer deadline.
+    pub idle_ticks: u64,
     /// EIP of the instruction being executed (for fault restarts).
     pub(crate) start_eip: u32,
     /// General registers at instruction start, restored when it faults.
@@ -138,6 +142,7 @@ impl Cpu {
             state: CpuState::reset(),
             tlb: Tlb::new(),
             icount: 0,
+            idle_ticks: 0,
             start_eip: 0,
             start_regs: [0; 8],
             start_eflags: 0,
@@ -148,6 +153,13 @@ impl Cpu {
         let mut cpu = Cpu::new();
         cpu.state = state;
         cpu
+    }
+
+    /// Virtual time in ticks (see [`crate::time`]): what every device, the
+    /// TSC and the RTC read.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.icount + self.idle_ticks
     }
 
     /// Replaces the architectural state, dropping every cached translation.

@@ -158,11 +158,7 @@ impl I8042 {
             0xE0 => self.push(0x00),
             // Pulse output bits 0-3 low where the command's bit is 0; only
             // bit 0 (reset) has an effect.
-            0xF0..=0xFF => {
-                if cmd & 1 == 0 {
-                    self.reset_request = true;
-                }
-            }
+            0xF0..=0xFF if cmd & 1 == 0 => self.reset_request = true,
             _ => {}
         }
     }

@@ -98,10 +98,8 @@ impl Pic8259 {
             } else {
                 self.irr &= !bit;
             }
-        } else if level {
-            if self.pins & bit == 0 {
-                self.irr |= bit;
-            }
+        } else if level && self.pins & bit == 0 {
+            self.irr |= bit;
         }
         // Edge mode keeps a latched request when the input drops before INTA.
         // The datasheet asks the input to stay high until then, but PC timer
@@ -412,10 +410,18 @@ mod tests {
     }
 
     #[test]
-    fn edge_dropped_before_ack_is_lost() {
+    fn edge_latched_survives_the_line_dropping_before_ack() {
         let mut pic = PicPair::new();
         init(&mut pic, 0x20, 0x28, 0x01);
         pulse(&mut pic, 4);
+        assert!(pic.interrupt_pending(), "the edge stays latched in IRR");
+        assert_eq!(pic.acknowledge(), 0x24);
+    }
+
+    #[test]
+    fn ack_with_nothing_pending_is_spurious_irq7() {
+        let mut pic = PicPair::new();
+        init(&mut pic, 0x20, 0x28, 0x01);
         assert!(!pic.interrupt_pending());
         assert_eq!(pic.acknowledge(), 0x27, "spurious IRQ7");
         pic.io_write(0x20, 0x0B);

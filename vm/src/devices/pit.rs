@@ -164,7 +164,7 @@ impl PitChannel {
                 // Decrements by two; the high half lasts (N+1)/2 clocks.
                 let n = self.period();
                 let phase = e % n;
-                let high = (n + 1) / 2;
+                let high = n.div_ceil(2);
                 let into_half = if phase < high { phase } else { phase - high };
                 (n - 2 * into_half) as u32
             }
@@ -196,7 +196,7 @@ impl PitChannel {
             }
             _ => {
                 let n = self.period();
-                e % n < (n + 1) / 2
+                e % n < n.div_ceil(2)
             }
         }
     }

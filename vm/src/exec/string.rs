@@ -99,12 +99,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let lin = cpu.seg_linear(SegReg::Es, di, u32::from(size), crate::cpu::mmu::Access::Write)?;
             let user = cpu.state.cpl() == 3;
             cpu.probe_write(bus, lin, u32::from(size), user)?;
-            let v = bus.io_read(port, size, cpu.icount);
+            let v = bus.io_read(port, size, cpu.now());
             cpu.write_mem(bus, SegReg::Es, di, size, v)?;
         }
         Op::Outs => {
             let v = cpu.read_mem(bus, src_seg, si, size)?;
-            bus.io_write(port, size, v, cpu.icount);
+            bus.io_write(port, size, v, cpu.now());
         }
     }
     let upd = |r: u32, cpu: &mut Cpu| {

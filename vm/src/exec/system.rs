@@ -55,11 +55,11 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             };
             cpu.check_io_permission(bus, port, size)?;
             if is_in {
-                let v = bus.io_read(port, size, cpu.icount);
+                let v = bus.io_read(port, size, cpu.now());
                 cpu.write_reg(inst.op0_register(), v);
             } else {
                 let v = cpu.read_reg(inst.op1_register());
-                bus.io_write(port, size, v, cpu.icount);
+                bus.io_write(port, size, v, cpu.now());
             }
         }
         M::Hlt => {
@@ -398,7 +398,7 @@ impl Cpu {
 
     /// The time-stamp counter: virtual time plus the guest's own offset.
     pub fn tsc(&self) -> u64 {
-        self.icount
+        self.now()
             .wrapping_mul(TSC_PER_INSN)
             .wrapping_add(self.state.msrs.tsc_offset)
     }
@@ -437,7 +437,7 @@ impl Cpu {
     pub fn write_msr(&mut self, index: u32, v: u64) -> Result<()> {
         match index {
             0x10 => {
-                let now = self.icount.wrapping_mul(TSC_PER_INSN);
+                let now = self.now().wrapping_mul(TSC_PER_INSN);
                 self.state.msrs.tsc_offset = v.wrapping_sub(now);
             }
             0x8B => {}

@@ -93,12 +93,12 @@ impl Bus for TestBus {
             }
         }
     }
-    fn io_read(&mut self, port: u16, size: u8, _icount: u64) -> u32 {
+    fn io_read(&mut self, port: u16, size: u8, _now: u64) -> u32 {
         let v = self.io_value & super::flags::mask(size);
         self.io_log.push((false, port, size, v));
         v
     }
-    fn io_write(&mut self, port: u16, size: u8, value: u32, _icount: u64) {
+    fn io_write(&mut self, port: u16, size: u8, value: u32, _now: u64) {
         self.io_log.push((true, port, size, value));
     }
 }
