@@ -8,6 +8,14 @@ pub trait Bus {
     fn read_phys(&mut self, addr: u32, size: u8) -> u32;
     /// Writes `size` (1, 2 or 4) bytes at a physical address inside one page.
     fn write_phys(&mut self, addr: u32, size: u8, value: u32);
+    /// Reads instruction bytes at a physical address; `out` does not cross a
+    /// page. Buses backed by RAM override this with a slice copy.
+    #[inline]
+    fn fetch_phys(&mut self, addr: u32, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.read_phys(addr.wrapping_add(i as u32), 1) as u8;
+        }
+    }
     /// Port input of `size` bytes at virtual time `now` (see [`Cpu::now`]).
     ///
     /// [`Cpu::now`]: crate::cpu::Cpu::now

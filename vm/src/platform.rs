@@ -308,6 +308,19 @@ impl Bus for Platform {
     }
 
     #[inline]
+    fn fetch_phys(&mut self, addr: u32, out: &mut [u8]) {
+        let addr = addr & self.a20_mask;
+        match self.mem.ram().get(addr as usize..addr as usize + out.len()) {
+            Some(bytes) => out.copy_from_slice(bytes),
+            None => {
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = self.read_phys(addr.wrapping_add(i as u32), 1) as u8;
+                }
+            }
+        }
+    }
+
+    #[inline]
     fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
         let addr = addr & self.a20_mask;
         if (addr as usize) < self.mem.ram_size() {

@@ -226,9 +226,7 @@ impl Cpu {
             };
             let in_page = (0x1000 - (lin & 0xFFF)) as usize;
             let take = in_page.min(out.len() - n);
-            for i in 0..take {
-                out[n + i] = bus.read_phys(phys + i as u32, 1) as u8;
-            }
+            bus.fetch_phys(phys, &mut out[n..n + take]);
             n += take;
         }
         Ok(n)
