@@ -83,21 +83,27 @@ fn main() {
             .args(&objs));
     }
 
-    let obj = out.join("realmode.o");
+    flat_image(&guests, &out, "aout", "aout.S", "aout.ld");
+    flat_image(&guests, &out, "realmode", "realmode.S", "realmode.ld");
+}
+
+/// An assembly guest linked by its own script and stripped to a flat binary.
+fn flat_image(guests: &Path, out: &Path, name: &str, source: &str, script: &str) {
+    let obj = out.join(format!("{name}.o"));
+    let elf = out.join(format!("{name}.elf"));
     run(Command::new("gcc")
         .args(["-m32", "-c"])
-        .arg(guests.join("realmode.S"))
+        .arg(guests.join(source))
         .arg("-o")
         .arg(&obj));
-    let elf = out.join("realmode.elf");
     run(Command::new("ld")
         .args(["-m", "elf_i386", "-T"])
-        .arg(guests.join("realmode.ld"))
+        .arg(guests.join(script))
         .arg("-o")
         .arg(&elf)
         .arg(&obj));
     run(Command::new("objcopy")
         .args(["-O", "binary"])
         .arg(&elf)
-        .arg(out.join("realmode.bin")));
+        .arg(out.join(format!("{name}.bin"))));
 }

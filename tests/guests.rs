@@ -213,3 +213,15 @@ fn serial_input_reaches_the_guest_through_the_host_interface() {
         StopReason::IdleForever
     );
 }
+
+#[test]
+fn aout_kludge_kernel_loads_with_zeroed_bss() {
+    let kernel = Kernel::Multiboot {
+        image: guest("aout.bin"),
+        cmdline: "aout.bin".into(),
+        modules: vec![],
+    };
+    let (stop, out, _) = boot(&kernel);
+    assert_eq!(out, "a.out kludge kernel: loaded, bss zeroed, info ok\n");
+    assert_eq!(stop, StopReason::ExitDevice(1));
+}

@@ -179,3 +179,12 @@ fn triple_fault_output_matches_qemu_status_is_ours() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("triple fault") && err.contains("eip="), "{err}");
 }
+
+#[test]
+fn aout_kludge_kernel_matches_qemu() {
+    let path = guest("aout.bin");
+    let p = path.to_str().expect("utf-8 path");
+    let (out, status) = compare("aout", &["-kernel", p], &[p]);
+    assert_eq!(status, 1);
+    assert!(out.contains("bss zeroed"));
+}
