@@ -16,9 +16,10 @@ use vm::machine::{Kernel, Machine, StopReason};
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));
 
-/// Exit status for a triple fault: even, so it never collides with an
-/// isa-debug-exit status (always odd) or with 2, our own error status.
-const EXIT_TRIPLE_FAULT: u8 = 4;
+/// Exit status for a guest that crashed the machine (triple fault, fault
+/// loop): even, so it never collides with an isa-debug-exit status (always
+/// odd) or with 2, our own error status.
+const EXIT_GUEST_CRASH: u8 = 4;
 const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
@@ -185,7 +186,11 @@ fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -
                 "ringback: the guest shut the processor down; CPU state:\n{}",
                 state.dump()
             );
-            ExitCode::from(EXIT_TRIPLE_FAULT)
+            ExitCode::from(EXIT_GUEST_CRASH)
+        }
+        StopReason::FaultLoop { state, .. } => {
+            eprintln!("ringback: the guest is stuck faulting; CPU state:\n{}", state.dump());
+            ExitCode::from(EXIT_GUEST_CRASH)
         }
         StopReason::HaltedForever | StopReason::IdleForever | StopReason::InsnLimit | StopReason::Reset => {
             ExitCode::SUCCESS

@@ -236,9 +236,15 @@ fn load_aout_kludge(platform: &mut Platform, image: &[u8], hdr: &Header) -> Resu
                 hdr.bss_end_addr
             )));
         }
-        platform
-            .mem
-            .load(load_end, &vec![0; (hdr.bss_end_addr - load_end) as usize])?;
+        let bss_len = hdr.bss_end_addr - load_end;
+        if u64::from(hdr.bss_end_addr) > platform.mem.ram_size() as u64 {
+            return Err(VmError::DoesNotFit {
+                addr: u64::from(load_end),
+                len: u64::from(bss_len),
+                ram: platform.mem.ram_size() as u64,
+            });
+        }
+        platform.mem.load(load_end, &vec![0; bss_len as usize])?;
         end = hdr.bss_end_addr;
     }
     Ok((hdr.entry_addr, end))
@@ -363,8 +369,9 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
     }
     let mmap_addr = area.put(platform, &mmap)?;
 
-    // Modules go page-aligned after the kernel, as QEMU places them.
-    let mut next = (image_end as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    // Modules go page-aligned after the kernel, as QEMU places them, and
+    // never into the loader's own area below INFO_END.
+    let mut next = (image_end.max(INFO_END) as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
     let mut mod_list = Vec::new();
     for m in modules {
         let start = u32::try_from(next).map_err(|_| VmError::DoesNotFit {

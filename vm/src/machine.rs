@@ -11,6 +11,14 @@ use crate::cpu::{Cpu, CpuState, Fault, StepOutcome};
 use crate::host::{HostInput, INPUT_POLL_TICKS};
 use crate::platform::{DevicesState, Platform};
 
+/// How many timer deadlines a halted CPU may pass without an interrupt
+/// reaching it before the machine concludes no timer can wake it.
+const MAX_IDLE_DEADLINES: u64 = 1 << 20;
+
+/// How many exceptions may be delivered in a row without an instruction
+/// retiring before the machine reports a fault loop instead of spinning.
+const MAX_FAULTS_WITHOUT_PROGRESS: u64 = 1 << 20;
+
 /// Where the guest's console output goes.
 pub trait Console {
     /// Bytes the guest wrote to COM1.
@@ -51,6 +59,9 @@ pub enum StopReason {
     Reset,
     /// A fault while delivering a double fault shut the processor down.
     TripleFault { fault: Fault, state: Box<CpuState> },
+    /// Exceptions kept being delivered without any instruction retiring (a
+    /// handler that faults at once, forever): the guest can make no progress.
+    FaultLoop { fault: Fault, state: Box<CpuState> },
 }
 
 impl std::fmt::Display for StopReason {
@@ -62,6 +73,12 @@ impl std::fmt::Display for StopReason {
             StopReason::InsnLimit => write!(f, "instruction limit reached"),
             StopReason::Reset => write!(f, "guest requested a reset"),
             StopReason::TripleFault { fault, .. } => write!(f, "triple fault ({fault})"),
+            StopReason::FaultLoop { fault, .. } => {
+                write!(
+                    f,
+                    "fault loop: {fault} delivered {MAX_FAULTS_WITHOUT_PROGRESS} times with no instruction retiring"
+                )
+            }
         }
     }
 }
@@ -83,6 +100,10 @@ pub struct Machine {
     pub exits: ExitCounts,
     /// Virtual time of the next host-input poll.
     next_poll: u64,
+    /// Timer deadlines passed while halted since the last interrupt.
+    idle_without_wakeup: u64,
+    /// (icount, count) of exceptions delivered with no instruction retiring.
+    fault_loop: (u64, u64),
     serial_buf: Vec<u8>,
     debugcon_buf: Vec<u8>,
 }
@@ -93,6 +114,10 @@ pub struct MachineState {
     pub cpu: CpuState,
     pub icount: u64,
     pub idle_ticks: u64,
+    /// The run loop's own schedule: it decides when input is next asked for
+    /// and when idling gives up on timers, so it is part of the state.
+    pub next_input_poll: u64,
+    pub idle_without_wakeup: u64,
     pub devices: DevicesState,
 }
 
@@ -105,6 +130,8 @@ impl Machine {
             platform: Platform::new(ram_bytes, rtc_start),
             exits: ExitCounts::default(),
             next_poll: 0,
+            idle_without_wakeup: 0,
+            fault_loop: (u64::MAX, 0),
             serial_buf: Vec::with_capacity(256),
             debugcon_buf: Vec::with_capacity(256),
         }
@@ -124,6 +151,8 @@ impl Machine {
             cpu: self.cpu.state.clone(),
             icount: self.cpu.icount,
             idle_ticks: self.cpu.idle_ticks,
+            next_input_poll: self.next_poll,
+            idle_without_wakeup: self.idle_without_wakeup,
             devices: self.platform.save_devices(),
         }
     }
@@ -173,6 +202,7 @@ impl Machine {
         }
         let vector = self.platform.pic.acknowledge();
         self.exits.interrupts += 1;
+        self.idle_without_wakeup = 0;
         match self
             .cpu
             .deliver_interrupt(&mut self.platform, vector, IntSource::External)
@@ -212,7 +242,21 @@ impl Machine {
             }
             match self.cpu.step(&mut self.platform) {
                 StepOutcome::Retired | StepOutcome::Halted => {}
-                StepOutcome::Exception(_) => self.exits.exceptions += 1,
+                StepOutcome::Exception(fault) => {
+                    self.exits.exceptions += 1;
+                    if self.cpu.icount == self.fault_loop.0 {
+                        self.fault_loop.1 += 1;
+                        if self.fault_loop.1 >= MAX_FAULTS_WITHOUT_PROGRESS {
+                            self.flush_console(console);
+                            return StopReason::FaultLoop {
+                                fault,
+                                state: Box::new(self.cpu.state.clone()),
+                            };
+                        }
+                    } else {
+                        self.fault_loop = (self.cpu.icount, 1);
+                    }
+                }
                 StepOutcome::TripleFault(fault) => {
                     self.flush_console(console);
                     return StopReason::TripleFault {
@@ -249,13 +293,23 @@ impl Machine {
 
     /// The CPU is halted: let virtual time pass to the next event.
     fn idle(&mut self, host: &mut dyn HostInput, console: &mut dyn Console) -> Option<StopReason> {
-        self.exits.halts += 1;
         self.flush_console(console);
+        if self.idle_without_wakeup == 0 {
+            self.exits.halts += 1;
+        }
+        self.idle_without_wakeup += 1;
         if self.cpu.state.eflags & flags::IF == 0 {
             return Some(StopReason::HaltedForever);
         }
         let now = self.now();
-        match self.platform.next_timer_deadline() {
+        // A timer that fires into a masked line or one blocked by an
+        // unacknowledged in-service IRQ wakes nothing; after this many such
+        // deadlines only input can help.
+        let timer = self
+            .platform
+            .next_timer_deadline()
+            .filter(|_| self.idle_without_wakeup <= MAX_IDLE_DEADLINES);
+        match timer {
             Some(_) => {
                 // Warp to the next timer or input poll, whichever comes first.
                 let target = self.next_deadline().max(now);
@@ -263,7 +317,7 @@ impl Machine {
                 self.service(target, host);
             }
             None => {
-                if !host.wait_for_input(now) {
+                if self.platform.uart.rx_space() == 0 || !host.wait_for_input(now) {
                     return Some(StopReason::IdleForever);
                 }
                 self.next_poll = now;
@@ -403,5 +457,62 @@ mod tests {
         // Two instructions ran before HLT; the rest of the wait was idle time.
         assert_eq!(m.cpu.idle_ticks + 2, deadline);
         assert_eq!(m.exits.halts, 2);
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+    use crate::host::ScriptedInput;
+
+    fn flat(code: &[u8]) -> Machine {
+        Machine::boot(
+            2 << 20,
+            &Kernel::Flat {
+                image: code.to_vec(),
+                addr: 0x7C00,
+            },
+            &mut NoInputHost,
+        )
+        .unwrap()
+    }
+
+    struct NoInputHost;
+    impl HostInput for NoInputHost {
+        fn rtc_start(&mut self) -> u64 {
+            0
+        }
+        fn serial_input(&mut self, _now: u64) -> Option<u8> {
+            None
+        }
+        fn wait_for_input(&mut self, _now: u64) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_timer_into_a_masked_line_does_not_spin_forever() {
+        // PIT channel 0 mode 2; mask every PIC line; sti; hlt
+        let code = [
+            0xB0, 0x34, 0xE6, 0x43, 0xB0, 0x00, 0xE6, 0x40, 0xE6, 0x40, // mov al,34h; out 43h,al; out 40h,al x2
+            0xB0, 0xFF, 0xE6, 0x21, // mov al,0FFh; out 21h,al
+            0xFB, 0xF4, // sti; hlt
+        ];
+        let mut m = flat(&code);
+        let stop = m.run(1000, &mut NoInputHost, &mut CaptureConsole::default());
+        assert_eq!(stop, StopReason::IdleForever);
+        assert_eq!(m.exits.halts, 1);
+        assert_eq!(m.icount(), 9);
+    }
+
+    #[test]
+    fn a_full_receive_buffer_ends_the_wait_for_input() {
+        // sti; hlt with the UART's IRQ off: the first byte fills the 1-byte
+        // buffer (FIFOs off) and no further input can be taken.
+        let mut m = flat(&[0xFB, 0xF4]);
+        let mut host = ScriptedInput::new(0, b"ab");
+        let stop = m.run(1000, &mut host, &mut CaptureConsole::default());
+        assert_eq!(stop, StopReason::IdleForever);
+        assert_eq!(host.bytes.len(), 1, "one byte taken, one left");
     }
 }

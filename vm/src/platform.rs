@@ -280,6 +280,10 @@ impl Platform {
             }
             0x3F8..=0x3FF => {
                 self.uart.io_write(port - COM1_BASE, value);
+                if self.uart.take_thre_retrigger() {
+                    // The line dropped and rose again; route_all raises it.
+                    self.pic.set_irq(self.uart.irq().irq, false);
+                }
                 if self.uart.has_output() {
                     self.attention.output = true;
                 }
@@ -468,5 +472,26 @@ mod tests {
         assert!(p.a20());
         p.write_phys(0x10_0500, 1, 0x99);
         assert_eq!(p.read_phys(0x500, 1), 0x42);
+    }
+}
+
+#[cfg(test)]
+mod uart_irq_tests {
+    use super::*;
+
+    #[test]
+    fn each_thr_write_is_a_new_thre_interrupt_edge() {
+        let mut p = Platform::new(2 << 20, 0);
+        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xEF)] {
+            p.io_write(port, 1, v, 0);
+        }
+        p.io_write(0x3FC, 1, 0x08, 0); // MCR.OUT2
+        p.io_write(0x3F9, 1, 0x02, 0); // IER.THRI: THR is empty, so THRE is pending
+        p.route_all();
+        assert_eq!(p.pic.acknowledge(), 0x24);
+        p.io_write(0x20, 1, 0x20, 0); // EOI without reading IIR
+        p.io_write(0x3F8, 1, u32::from(b'x'), 0);
+        p.route_all();
+        assert!(p.pic.interrupt_pending(), "the THR write re-raised THRE as a new edge");
     }
 }

@@ -86,7 +86,7 @@ impl Cpu {
         let addr = self.state.idtr.base.wrapping_add(u32::from(vec) * 8);
         let gate = Descriptor {
             low: self.read_linear(bus, addr, 4, false)?,
-            high: self.read_linear(bus, addr + 4, 4, false)?,
+            high: self.read_linear(bus, addr.wrapping_add(4), 4, false)?,
         };
         let gate_type = gate.typ();
         let (gate32, trap) = match (gate.is_code_data(), gate_type) {
@@ -120,6 +120,11 @@ impl Cpu {
         }
         let conforming = cs_desc.typ() & 4 != 0;
         let v86 = self.state.v86_mode();
+        // Leaving virtual-8086 mode is only possible to a ring-0 non-conforming
+        // handler (SDM Vol. 3A, 20.3.1.1; Vol. 2A, INT n operation).
+        if v86 && (conforming || cs_desc.dpl() != 0) {
+            return Err(Fault::gp(sel_err));
+        }
         let new_cpl = if conforming { cpl } else { cs_desc.dpl() };
         let size: u8 = if gate32 { 4 } else { 2 };
         let old_flags = self.state.eflags;
@@ -135,7 +140,7 @@ impl Cpu {
         let mut new_ss_seg = None;
         let mut writer = if new_cpl < cpl {
             // Inter-privilege: the new stack comes from the TSS (SDM 6.12.1).
-            let (ss_sel, esp) = self.tss_stack(bus, new_cpl)?;
+            let (ss_sel, esp) = self.tss_stack(bus, new_cpl).map_err(|f| add_ext(f, ext))?;
             let ss_err = Fault::with_error(vector::TS, sel_error(ss_sel) + ext);
             if ss_sel & 0xFFFC == 0 {
                 return Err(Fault::with_error(vector::TS, ext));
@@ -171,7 +176,11 @@ impl Cpu {
                 user: new_cpl == 3,
             }
         };
-        let stack_fault = Fault::with_error(vector::SS, ext);
+        // Overflowing a new inner stack names its selector (SDM Vol. 3A, 6.12.1).
+        let stack_fault = match new_ss_seg {
+            Some(ss) => Fault::with_error(vector::SS, sel_error(ss.selector) + ext),
+            None => Fault::with_error(vector::SS, ext),
+        };
         if v86 {
             for s in [SegReg::Gs, SegReg::Fs, SegReg::Ds, SegReg::Es] {
                 let v = u32::from(self.state.segs[s as usize].selector);
@@ -245,36 +254,24 @@ impl Cpu {
     /// Delivers a fault raised by the instruction at `start_eip`, applying the
     /// double-fault and triple-fault rules (SDM Vol. 3A, 6.15, table 6-5).
     pub fn raise<B: Bus>(&mut self, bus: &mut B, fault: Fault) -> StepOutcome {
-        let first = fault;
-        match self.deliver_interrupt(bus, first.vector, IntSource::Exception(first.error)) {
-            Ok(()) => StepOutcome::Exception(first),
-            Err(second) => {
-                if first.vector == vector::DF {
-                    return StepOutcome::TripleFault(second);
-                }
-                let benign_pair = !((first.contributory() && second.contributory())
-                    || (first.vector == vector::PF && (second.contributory() || second.vector == vector::PF)));
-                if benign_pair {
-                    // Handled serially: deliver the second exception instead.
-                    return match self.deliver_interrupt(bus, second.vector, IntSource::Exception(second.error)) {
-                        Ok(()) => StepOutcome::Exception(second),
-                        Err(third) => self
-                            .raise(
-                                bus,
-                                Fault {
-                                    vector: vector::DF,
-                                    error: Some(0),
-                                },
-                            )
-                            .or_triple(third),
-                    };
-                }
-                match self.deliver_interrupt(bus, vector::DF, IntSource::Exception(Some(0))) {
-                    Ok(()) => StepOutcome::Exception(Fault::with_error(vector::DF, 0)),
-                    Err(third) => StepOutcome::TripleFault(third),
-                }
+        let mut current = fault;
+        // Delivery can only fail with #TS/#NP/#SS/#GP/#PF, so after at most a
+        // few serial steps a pair escalates to #DF; the bound is a backstop.
+        for _ in 0..8 {
+            let next = match self.deliver_interrupt(bus, current.vector, IntSource::Exception(current.error)) {
+                Ok(()) => return StepOutcome::Exception(current),
+                Err(next) => next,
+            };
+            if current.vector == vector::DF {
+                return StepOutcome::TripleFault(next);
             }
+            let double = (current.contributory() && next.contributory())
+                || (current.vector == vector::PF && (next.contributory() || next.vector == vector::PF));
+            // A benign pair is handled serially: the second exception becomes
+            // the one being delivered, and the rules apply to it in turn.
+            current = if double { Fault::with_error(vector::DF, 0) } else { next };
         }
+        StepOutcome::TripleFault(current)
     }
 }
 
@@ -285,14 +282,5 @@ fn add_ext(f: Fault, ext: u32) -> Fault {
             error: Some(e | ext),
         },
         _ => f,
-    }
-}
-
-impl StepOutcome {
-    fn or_triple(self, third: Fault) -> StepOutcome {
-        match self {
-            StepOutcome::Exception(_) => self,
-            _ => StepOutcome::TripleFault(third),
-        }
     }
 }

@@ -33,6 +33,8 @@ struct TlbEntry {
     writable: bool,
     dirty: bool,
     global: bool,
+    /// Part of a 4 MiB page: INVLPG of any address in it drops every piece.
+    large: bool,
 }
 
 /// A direct-mapped software TLB. It only caches what the page tables say; the
@@ -68,11 +70,19 @@ impl Tlb {
         }
     }
 
+    /// Drops the translation of `linear`; for a 4 MiB page, of the whole page
+    /// (SDM Vol. 2A, INVLPG), which this TLB caches as 4 KiB pieces.
     pub fn invlpg(&mut self, linear: u32) {
         let vpn = linear >> 12;
         let e = &mut self.entries[vpn as usize % TLB_ENTRIES];
         if e.tag == vpn + 1 {
             *e = TlbEntry::default();
+        }
+        let region = linear >> 22;
+        for e in self.entries.iter_mut() {
+            if e.large && e.tag != 0 && (e.tag - 1) >> 10 == region {
+                *e = TlbEntry::default();
+            }
         }
     }
 }
@@ -151,6 +161,7 @@ impl Cpu {
             writable,
             dirty: new_pte & PTE_D != 0,
             global: pte & PTE_G != 0 && self.state.cr4 & cr4::PGE != 0,
+            large,
         };
         Ok(phys_page | (linear & 0xFFF))
     }

@@ -213,9 +213,18 @@ impl Cpu {
 
     #[inline]
     pub fn push<B: Bus>(&mut self, bus: &mut B, size: u8, value: u32) -> Result<()> {
+        let user = self.state.cpl() == 3;
+        self.push_with_privilege(bus, size, value, user)
+    }
+
+    /// Pushes with the page-level privilege given explicitly: during a far
+    /// transfer to an inner ring the stack is already the inner one while CS
+    /// (and so the CPL) is still the caller's (SDM Vol. 3A, 5.8.5).
+    pub fn push_with_privilege<B: Bus>(&mut self, bus: &mut B, size: u8, value: u32, user: bool) -> Result<()> {
         let mask = self.sp_mask();
         let sp = self.state.regs[super::state::reg::ESP].wrapping_sub(u32::from(size)) & mask;
-        self.write_mem(bus, SegReg::Ss, sp, size, value)?;
+        let lin = self.seg_linear(SegReg::Ss, sp, u32::from(size), Access::Write)?;
+        self.write_linear(bus, lin, size, value, user)?;
         self.set_sp(sp);
         Ok(())
     }

@@ -73,6 +73,9 @@ pub struct Uart {
     pub msr_delta: u8,
     /// Transmitted bytes not yet drained by the host.
     pub output: Vec<u8>,
+    /// A THR write cleared and re-raised the THRE interrupt within one
+    /// access; the platform turns this into a low-high pulse on the line.
+    pub thre_retriggered: bool,
 }
 
 /// Saved state of a [`Uart`]: its full register state, including
@@ -103,6 +106,7 @@ impl Uart {
             msr_lines: MSR_HOST_LINES,
             msr_delta: 0,
             output: Vec::new(),
+            thre_retriggered: false,
         }
     }
 
@@ -220,8 +224,15 @@ impl Uart {
         } else {
             self.output.push(byte);
         }
-        // The byte left THR at once: THR is empty again.
+        // Writing THR clears the THRE interrupt; the byte leaves at once and
+        // THR is empty again, which raises it anew: a fresh edge for the PIC.
+        self.thre_retriggered = self.ier & IER_THRI != 0;
         self.thr_int = true;
+    }
+
+    /// Whether the last access re-raised THRE (see `thre_retriggered`).
+    pub fn take_thre_retrigger(&mut self) -> bool {
+        std::mem::take(&mut self.thre_retriggered)
     }
 
     pub fn io_read(&mut self, offset: u16) -> u8 {

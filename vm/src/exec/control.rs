@@ -355,18 +355,25 @@ impl Cpu {
             let saved_ss = self.state.segs[SegReg::Ss as usize];
             self.state.segs[SegReg::Ss as usize] = new_ss;
             self.state.regs[ESP] = esp;
+            let user = new_cpl == 3;
             let pushed = (|| {
-                self.push(bus, size, old_ss)?;
-                self.push(bus, size, old_esp)?;
+                self.push_with_privilege(bus, size, old_ss, user)?;
+                self.push_with_privilege(bus, size, old_esp, user)?;
                 for i in (0..params as usize).rev() {
-                    self.push(bus, size, copied[i])?;
+                    self.push_with_privilege(bus, size, copied[i], user)?;
                 }
-                self.push(bus, size, old_cs)?;
-                self.push(bus, size, old_eip)
+                self.push_with_privilege(bus, size, old_cs, user)?;
+                self.push_with_privilege(bus, size, old_eip, user)
             })();
             if let Err(f) = pushed {
                 self.state.segs[SegReg::Ss as usize] = saved_ss;
-                return Err(f);
+                self.state.regs[ESP] = old_esp;
+                // The new stack overflowing its limit is #SS(new SS) (SDM Vol. 2A, CALL).
+                return Err(if f.vector == vector::SS {
+                    Fault::with_error(vector::SS, sel_error(ss_sel))
+                } else {
+                    f
+                });
             }
             self.mark_accessed(bus, sel, &desc)?;
             self.set_cs(desc.to_segment((sel & !3) | u16::from(new_cpl)));

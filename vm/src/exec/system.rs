@@ -212,7 +212,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             }
             cpu.state.eflags &= !(fl::VM | fl::IF | fl::RF);
             cpu.state.segs[SegReg::Cs as usize] = flat_segment(cs & 0xFFFC, true, 0);
-            cpu.state.segs[SegReg::Ss as usize] = flat_segment((cs & 0xFFFC) + 8, false, 0);
+            cpu.state.segs[SegReg::Ss as usize] = flat_segment((cs & 0xFFFC).wrapping_add(8), false, 0);
             cpu.state.regs[ESP] = cpu.state.msrs.sysenter_esp;
             cpu.state.eip = cpu.state.msrs.sysenter_eip;
         }
@@ -221,8 +221,8 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             if !pm || cpu.state.cpl() != 0 || cs & 0xFFFC == 0 {
                 return Err(Fault::gp(0));
             }
-            cpu.state.segs[SegReg::Cs as usize] = flat_segment((cs + 16) | 3, true, 3);
-            cpu.state.segs[SegReg::Ss as usize] = flat_segment((cs + 24) | 3, false, 3);
+            cpu.state.segs[SegReg::Cs as usize] = flat_segment(cs.wrapping_add(16) | 3, true, 3);
+            cpu.state.segs[SegReg::Ss as usize] = flat_segment(cs.wrapping_add(24) | 3, false, 3);
             cpu.state.regs[ESP] = cpu.state.regs[ECX];
             cpu.state.eip = cpu.state.regs[EDX];
         }
