@@ -34,6 +34,7 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "cpu",
     "echo",
     "bench",
+    "platform",
 ];
 
 fn run(cmd: &mut Command) {

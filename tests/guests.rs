@@ -225,3 +225,16 @@ fn aout_kludge_kernel_loads_with_zeroed_bss() {
     assert_eq!(out, "a.out kludge kernel: loaded, bss zeroed, info ok\n");
     assert_eq!(stop, StopReason::ExitDevice(1));
 }
+
+#[test]
+fn platform_registers_read_as_on_a_pc() {
+    let (out, _) = assert_passes("platform", "unmapped port 0x2f0: ff ffff ffffffff");
+    for line in [
+        "fw_cfg signature: QEMU",
+        "fw_cfg cpus: 1",
+        "fw_cfg ram: 0000000002000000",
+        "cmos extended memory: 31744 KiB",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}

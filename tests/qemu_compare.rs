@@ -188,3 +188,11 @@ fn aout_kludge_kernel_matches_qemu() {
     assert_eq!(status, 1);
     assert!(out.contains("bss zeroed"));
 }
+
+#[test]
+fn platform_registers_match_qemu() {
+    // fw_cfg, CMOS memory sizes, RTC format, i8042 self test, unmapped ports.
+    let (out, status) = compare_kernel("platform");
+    assert_eq!(status, 1);
+    assert!(out.contains("fw_cfg signature: QEMU"), "{out}");
+}
