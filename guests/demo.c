@@ -152,16 +152,7 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     write_cr0(read_cr0() | 0x80000000u | 0x00010000u); /* PG and WP */
     puts("ringback demo kernel: paging on, 3 page tables (0-4 MiB, 4-8 MiB, task pages at 0x40000000)\n");
 
-    outb(0x20, 0x11);
-    outb(0xA0, 0x11);
-    outb(0x21, 0x20);
-    outb(0xA1, 0x28);
-    outb(0x21, 0x04);
-    outb(0xA1, 0x02);
-    outb(0x21, 0x01);
-    outb(0xA1, 0x01);
-    outb(0x21, 0xFE); /* IRQ0 only */
-    outb(0xA1, 0xFF);
+    pic_remap(0xFE, 0xFF); /* IRQ0 only */
     uint16_t divisor = 11932; /* 1193182 Hz / 100 */
     outb(0x43, 0x34);
     outb(0x40, divisor & 0xFF);

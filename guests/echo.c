@@ -37,16 +37,7 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
 {
     (void)magic;
     (void)mbi;
-    outb(0x20, 0x11);
-    outb(0xA0, 0x11);
-    outb(0x21, 0x20);
-    outb(0xA1, 0x28);
-    outb(0x21, 0x04);
-    outb(0xA1, 0x02);
-    outb(0x21, 0x01);
-    outb(0xA1, 0x01);
-    outb(0x21, 0xEF); /* only IRQ4 (COM1) */
-    outb(0xA1, 0xFF);
+    pic_remap(0xEF, 0xFF); /* only IRQ4 (COM1) */
     idt_set_handler(0x24, irq4);
     outb(COM1 + 4, 0x0B); /* DTR, RTS, OUT2: let the UART drive IRQ4 */
     outb(COM1 + 1, 0x01); /* IER: received data available */

@@ -20,20 +20,6 @@ static void irq0(struct regs *r)
     outb(0x20, 0x20); /* non-specific EOI to the master PIC */
 }
 
-static void pic_remap(void)
-{
-    outb(0x20, 0x11); /* ICW1: edge, cascade, ICW4 follows */
-    outb(0xA0, 0x11);
-    outb(0x21, 0x20); /* ICW2: master vectors 0x20-0x27 */
-    outb(0xA1, 0x28); /* slave vectors 0x28-0x2F */
-    outb(0x21, 0x04); /* ICW3: slave on IRQ2 */
-    outb(0xA1, 0x02); /* slave identity 2 */
-    outb(0x21, 0x01); /* ICW4: 8086 mode, normal EOI */
-    outb(0xA1, 0x01);
-    outb(0x21, 0xFF); /* mask everything for now */
-    outb(0xA1, 0xFF);
-}
-
 static uint16_t pit_latch_read(void)
 {
     outb(0x43, 0x00); /* counter latch command, channel 0 */
@@ -48,7 +34,7 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     (void)mbi;
     puts("pit test\n");
     idt_set_handler(0x20, irq0);
-    pic_remap();
+    pic_remap(0xFF, 0xFF); /* everything masked for now */
 
     uint16_t divisor = (uint16_t)((PIT_HZ + 500) / 1000); /* 1193 */
     outb(0x43, 0x34); /* channel 0, lobyte/hibyte, mode 2, binary */

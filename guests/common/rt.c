@@ -244,3 +244,17 @@ size_t strlen(const char *s)
         n++;
     return n;
 }
+
+void pic_remap(uint8_t master_mask, uint8_t slave_mask)
+{
+    outb(0x20, 0x11); /* ICW1: edge, cascade, ICW4 follows */
+    outb(0xA0, 0x11);
+    outb(0x21, 0x20); /* ICW2: master vectors 0x20-0x27 */
+    outb(0xA1, 0x28); /* slave vectors 0x28-0x2F */
+    outb(0x21, 0x04); /* ICW3: slave on IRQ2 */
+    outb(0xA1, 0x02); /* slave identity 2 */
+    outb(0x21, 0x01); /* ICW4: 8086 mode, normal EOI */
+    outb(0xA1, 0x01);
+    outb(0x21, master_mask);
+    outb(0xA1, slave_mask);
+}

@@ -112,6 +112,8 @@ void idt_init(void);
 void idt_set_handler(int vector, isr_handler_t fn);
 void idt_set_dpl(int vector, int dpl);
 void tss_set_esp0(uint32_t esp0);
+/* Remap the 8259A pair to vectors 0x20-0x2F and set both masks. */
+void pic_remap(uint8_t master_mask, uint8_t slave_mask);
 
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
