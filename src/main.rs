@@ -245,10 +245,14 @@ fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
             }
         }
         println!(
-            "{} passed, {} failed ({:.3}% pass rate, {} revoked skipped)",
+            "{} passed, {} failed, {} known differences ({:.3}% of the vectors without a known difference, \
+             {:.3}% of all {}; {} revoked skipped)",
             report.passed,
             report.failed,
+            report.known,
+            100.0 * report.passed as f64 / (report.passed + report.failed).max(1) as f64,
             100.0 * report.pass_rate(),
+            report.passed + report.failed + report.known,
             report.skipped
         );
     }
