@@ -123,7 +123,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cmdline: "demo".into(),
                 modules: vec![],
             };
-            run_kernel(&kernel, 32 << 20, max_insns, "stdio")
+            // The demo kernel reports success as QEMU's isa-debug-exit status 1;
+            // for the README's first command that is a plain success.
+            Ok(match run_kernel(&kernel, 32 << 20, max_insns, "stdio")? {
+                StopReason::ExitDevice(1) => ExitCode::SUCCESS,
+                stop => exit_code(&stop),
+            })
         }
         Command::Conformance { dir, json, verbose } => conformance(&dir, json, verbose),
         Command::Bench { rounds, no_qemu } => bench::run(rounds, !no_qemu),
@@ -160,10 +165,11 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
     if args.flat.is_some() && !args.modules.is_empty() {
         bail!("--module needs a multiboot kernel, not a flat binary");
     }
-    run_kernel(&kernel, ram, args.max_insns, &args.serial)
+    Ok(exit_code(&run_kernel(&kernel, ram, args.max_insns, &args.serial)?))
 }
 
-fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -> Result<ExitCode> {
+/// Boots and runs a kernel, then reports on stderr how the run went.
+fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -> Result<StopReason> {
     let (mut console, mut input) = console::open(serial)?;
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
     let started = Instant::now();
@@ -179,23 +185,30 @@ fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -
          (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}",
         e.port_io, s.unmapped_port_reads, s.unmapped_port_writes, e.interrupts, e.exceptions, e.halts
     );
-    Ok(match stop {
-        StopReason::ExitDevice(status) => ExitCode::from(status as u8),
+    match &stop {
         StopReason::TripleFault { state, .. } => {
             eprintln!(
                 "ringback: the guest shut the processor down; CPU state:\n{}",
                 state.dump()
-            );
-            ExitCode::from(EXIT_GUEST_CRASH)
+            )
         }
         StopReason::FaultLoop { state, .. } => {
-            eprintln!("ringback: the guest is stuck faulting; CPU state:\n{}", state.dump());
-            ExitCode::from(EXIT_GUEST_CRASH)
+            eprintln!("ringback: the guest is stuck faulting; CPU state:\n{}", state.dump())
         }
+        _ => {}
+    }
+    Ok(stop)
+}
+
+/// The process status for how a run ended (see the README).
+fn exit_code(stop: &StopReason) -> ExitCode {
+    match stop {
+        StopReason::ExitDevice(status) => ExitCode::from(*status as u8),
+        StopReason::TripleFault { .. } | StopReason::FaultLoop { .. } => ExitCode::from(EXIT_GUEST_CRASH),
         StopReason::HaltedForever | StopReason::IdleForever | StopReason::InsnLimit | StopReason::Reset => {
             ExitCode::SUCCESS
         }
-    })
+    }
 }
 
 fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
