@@ -125,3 +125,34 @@ fn wild_guest_jumping_into_garbage_stops_with_a_report() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("triple fault") && err.contains("CPU state"), "{err}");
 }
+
+#[test]
+fn serial_input_from_stdin_reaches_the_guest() {
+    use std::io::Write;
+    let kernel = format!("{OUT_DIR}/echo.elf");
+    let mut child = Command::new(RINGBACK)
+        .args(["run", &kernel])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringback");
+    // A leading newline: a byte that arrives before the guest sets up its
+    // UART may be dropped by the FIFO reset, as on QEMU; the lines after it
+    // must all arrive.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\nhello from the host\nquit\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("echo: hello from the host\necho: quit\n"), "{stdout}");
+}
