@@ -197,10 +197,10 @@ impl Machine {
     /// Takes a pending external interrupt if the CPU can take one now.
     fn maybe_interrupt(&mut self) -> Option<StepOutcome> {
         let st = &self.cpu.state;
-        if st.eflags & flags::IF == 0 || st.interrupt_shadow || !self.platform.pic.interrupt_pending() {
+        if st.eflags & flags::IF == 0 || st.interrupt_shadow || !self.platform.intr() {
             return None;
         }
-        let vector = self.platform.pic.acknowledge();
+        let vector = self.platform.acknowledge_interrupt();
         self.exits.interrupts += 1;
         self.idle_without_wakeup = 0;
         match self

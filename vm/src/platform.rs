@@ -99,6 +99,10 @@ pub struct Platform {
     pub mmio: Vec<MmioRegion>,
     pub stats: BusStats,
     pub attention: Attention,
+    /// Cached PIC INTR output, refreshed by `route_all` (every PIC change
+    /// passes through it: port accesses raise `attention.irq`, timers are
+    /// serviced before it).
+    intr: bool,
     reset_requested: bool,
     a20_mask: u32,
 }
@@ -119,6 +123,7 @@ impl Platform {
             mmio: Vec::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
+            intr: false,
             reset_requested: false,
             a20_mask: 0,
         };
@@ -199,6 +204,21 @@ impl Platform {
         self.route(self.uart.irq());
         self.route(self.cmos.irq());
         self.route(self.i8042.irq());
+        self.intr = self.pic.interrupt_pending();
+    }
+
+    /// The PIC's INTR output as of the last routing; the machine loop reads
+    /// this instead of asking the PIC before every instruction.
+    #[inline]
+    pub fn intr(&self) -> bool {
+        self.intr
+    }
+
+    /// The CPU's interrupt-acknowledge cycle: the vector, with INTR updated.
+    pub fn acknowledge_interrupt(&mut self) -> u8 {
+        let vector = self.pic.acknowledge();
+        self.intr = self.pic.interrupt_pending();
+        vector
     }
 
     /// Appends what the guest printed (COM1 and port 0xE9) since the last call.
@@ -233,6 +253,7 @@ impl Platform {
         self.exit.restore(&s.exit);
         self.fw_cfg.restore(&s.fw_cfg);
         self.update_a20();
+        self.intr = self.pic.interrupt_pending();
     }
 
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
