@@ -156,3 +156,20 @@ fn serial_input_from_stdin_reaches_the_guest() {
     );
     assert!(stdout.contains("echo: hello from the host\necho: quit\n"), "{stdout}");
 }
+
+#[test]
+fn conformance_on_garbage_vectors() {
+    let dir = std::env::temp_dir().join(format!("ringback-cli-vectors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let d = dir.to_str().expect("utf-8");
+    std::fs::write(dir.join("00.jsonl"), "not json\n").expect("write");
+    assert_error(&ringback(&["conformance", d]), "bad test vector file");
+    std::fs::remove_file(dir.join("00.jsonl")).expect("remove");
+    std::fs::write(dir.join("00.jsonl.gz"), b"\x1f\x8b garbage").expect("write");
+    assert_error(&ringback(&["conformance", d]), "gzip");
+    assert_error(
+        &ringback(&["conformance", "/nonexistent/vectors"]),
+        "cannot read /nonexistent/vectors",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
