@@ -75,22 +75,27 @@ impl Cpu {
             return Err(Fault::gp(0));
         }
         let lin = self.seg_linear(SegReg::Cs, eip, 1, Access::Execute)?;
-        let n = self.fetch_linear(bus, lin, &mut buf[..want])?;
         let bitness = if code32 { 32 } else { 16 };
-        let mut decoder = Decoder::with_ip(bitness, &buf[..n], u64::from(eip), DecoderOptions::NO_INVALID_CHECK);
-        decoder.decode_out(inst);
-        if !inst.is_invalid() {
-            return Ok(());
-        }
-        if decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            if n < want {
-                // The instruction runs into a page we could not fetch: re-fetch to get its fault.
-                let next = lin.wrapping_add(n as u32);
-                let mut one = [0u8; 1];
-                self.fetch_linear(bus, next, &mut one)?;
+        // Fetch from the instruction's first page only; the next page is
+        // translated (its accessed bit set, or its #PF raised) only when the
+        // instruction really continues there. So an engine that runs cached
+        // instructions touches exactly the pages this one does.
+        let in_page = (0x1000 - (lin & 0xFFF)) as usize;
+        let mut n = self.fetch_linear(bus, lin, &mut buf[..want.min(in_page)])?;
+        loop {
+            let mut decoder = Decoder::with_ip(bitness, &buf[..n], u64::from(eip), DecoderOptions::NO_INVALID_CHECK);
+            decoder.decode_out(inst);
+            if !inst.is_invalid() {
+                return Ok(());
             }
-            // Longer than 15 bytes, or running past the CS limit (SDM Vol. 2A, 2.1; Vol. 3A, 5.3).
-            return Err(Fault::gp(0));
+            if decoder.last_error() != iced_x86::DecoderError::NoMoreBytes {
+                break;
+            }
+            if n == want {
+                // Longer than 15 bytes, or running past the CS limit (SDM Vol. 2A, 2.1; Vol. 3A, 5.3).
+                return Err(Fault::gp(0));
+            }
+            n += self.fetch_linear(bus, lin.wrapping_add(n as u32), &mut buf[n..want])?;
         }
         if let Some(esc) = x87::decode_reserved_esc(bitness, &buf[..n], eip) {
             *inst = esc;
@@ -529,4 +534,47 @@ fn is_control_or_debug(inst: &Instruction) -> bool {
     let r0 = inst.op0_register();
     let r1 = inst.op1_register();
     r0.is_cr() || r0.is_dr() || r1.is_cr() || r1.is_dr() || r0.is_tr() || r1.is_tr()
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::testutil::{Machine, PAGE_TABLE};
+    use crate::cpu::state::reg::EAX;
+    use crate::cpu::{vector, StepOutcome};
+
+    const PAGE_END: u32 = 0x1_0FFF;
+    const NEXT_PTE: u32 = PAGE_TABLE + 4 * 0x11;
+
+    // SDM Vol. 3A, 4.7 and 4.8: instruction fetches translate the pages the
+    // instruction occupies; the page after a short instruction at a page's
+    // end is neither faulted on nor marked accessed.
+    #[test]
+    fn an_instruction_ending_at_a_page_end_does_not_touch_the_next_page() {
+        let mut m = Machine::flat32().paging();
+        m.w32(NEXT_PTE, 0x11_000 | 7); // present, accessed clear
+        m.cpu.state.eip = PAGE_END;
+        assert_eq!(m.exec(&[0x40]), StepOutcome::Retired); // inc eax
+        assert_eq!(m.reg(EAX), 1);
+        assert_eq!(m.r32(NEXT_PTE) & 0x20, 0, "next page's accessed bit untouched");
+        m.cpu.state.eip = PAGE_END;
+        m.w32(NEXT_PTE, 0); // not present
+        m.cpu.tlb.flush_all();
+        assert_eq!(m.exec(&[0x40]), StepOutcome::Retired);
+    }
+
+    // An instruction that does continue on a not-present page raises #PF for
+    // that page, with CR2 at its first byte there.
+    #[test]
+    fn an_instruction_crossing_into_a_missing_page_faults_there() {
+        let mut m = Machine::flat32().paging();
+        m.w32(NEXT_PTE, 0);
+        m.cpu.tlb.flush_all();
+        m.cpu.state.eip = PAGE_END;
+        m.code(&[0xB8]); // mov eax, imm32: four more bytes on the next page
+        match m.step() {
+            StepOutcome::Exception(f) => assert_eq!((f.vector, f.error), (vector::PF, Some(0))),
+            other => panic!("expected #PF, got {other:?}"),
+        }
+        assert_eq!(m.cpu.state.cr2, PAGE_END + 1);
+    }
 }
