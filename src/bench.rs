@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use vm::host::NoInput;
-use vm::machine::{CaptureConsole, Kernel, Machine, StopReason};
+use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
 const QEMU_ROUNDS_FACTOR: u32 = 10;
 
@@ -22,7 +22,7 @@ struct Sample {
     output: String,
 }
 
-fn run_reference(rounds: u32) -> Result<Sample> {
+fn run_engine(engine: Engine, rounds: u32) -> Result<Sample> {
     let kernel = Kernel::Multiboot {
         image: BENCH_KERNEL.to_vec(),
         cmdline: format!("bench.elf {rounds}"),
@@ -30,6 +30,7 @@ fn run_reference(rounds: u32) -> Result<Sample> {
     };
     let mut host = NoInput::default();
     let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
+    m.engine = engine;
     let mut console = CaptureConsole::default();
     let start = Instant::now();
     let stop = m.run(u64::MAX, &mut host, &mut console);
@@ -79,8 +80,8 @@ pub fn run(rounds: u32, with_qemu: bool) -> Result<ExitCode> {
     if rounds < 2 {
         bail!("--rounds must be at least 2");
     }
-    let one = run_reference(1)?;
-    let many = run_reference(rounds)?;
+    let one = run_engine(Engine::Emulate, 1)?;
+    let many = run_engine(Engine::Emulate, rounds)?;
     let insns = many.icount - one.icount;
     let secs = many.seconds - one.seconds;
     println!(
@@ -92,6 +93,21 @@ pub fn run(rounds: u32, with_qemu: bool) -> Result<ExitCode> {
     println!(
         "reference engine (emulate): {:.1} MIPS ({insns} instructions in {secs:.3} s)",
         insns as f64 / secs / 1e6
+    );
+    let b_one = run_engine(Engine::Blocks, 1)?;
+    let b_many = run_engine(Engine::Blocks, rounds)?;
+    if b_many.icount != many.icount || b_many.output != many.output {
+        bail!(
+            "the blocks engine disagrees with the reference: {} vs {} instructions",
+            b_many.icount,
+            many.icount
+        );
+    }
+    let b_secs = b_many.seconds - b_one.seconds;
+    println!(
+        "block cache (blocks): {:.1} MIPS ({:.2}x the reference, same instructions and output)",
+        insns as f64 / b_secs / 1e6,
+        secs / b_secs
     );
 
     let qemu_ok = with_qemu

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use vm::boot::Module;
-use vm::machine::{Kernel, Machine, StopReason};
+use vm::machine::{Engine, Kernel, Machine, StopReason};
 
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));
@@ -43,6 +43,10 @@ enum Command {
         /// Stop after this many instructions.
         #[arg(long)]
         max_insns: Option<u64>,
+        /// The engine that runs guest code: emulate (decode each instruction)
+        /// or blocks (decode once per block).
+        #[arg(long, default_value = "emulate")]
+        engine: Engine,
     },
     /// Measure guest MIPS of the reference engine on the CPU-bound benchmark
     /// kernel, and the same kernel under qemu-system-i386 when it is installed.
@@ -85,6 +89,10 @@ struct RunArgs {
     /// Stop after this many instructions.
     #[arg(long)]
     max_insns: Option<u64>,
+    /// The engine that runs guest code: emulate (decode each instruction) or
+    /// blocks (decode once per block); both give the same results.
+    #[arg(long, default_value = "emulate")]
+    engine: Engine,
     /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
     #[arg(long, default_value = "stdio")]
     serial: String,
@@ -117,7 +125,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run_command(&args),
-        Command::Demo { max_insns } => {
+        Command::Demo { max_insns, engine } => {
             let kernel = Kernel::Multiboot {
                 image: DEMO_KERNEL.to_vec(),
                 cmdline: "demo".into(),
@@ -125,7 +133,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             // The demo kernel reports success as QEMU's isa-debug-exit status 1;
             // for the README's first command that is a plain success.
-            Ok(match run_kernel(&kernel, 32 << 20, max_insns, "stdio")? {
+            Ok(match run_kernel(&kernel, 32 << 20, max_insns, engine, "stdio")? {
                 StopReason::ExitDevice(1) => ExitCode::SUCCESS,
                 stop => exit_code(&stop),
             })
@@ -165,13 +173,20 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
     if args.flat.is_some() && !args.modules.is_empty() {
         bail!("--module needs a multiboot kernel, not a flat binary");
     }
-    Ok(exit_code(&run_kernel(&kernel, ram, args.max_insns, &args.serial)?))
+    Ok(exit_code(&run_kernel(
+        &kernel,
+        ram,
+        args.max_insns,
+        args.engine,
+        &args.serial,
+    )?))
 }
 
 /// Boots and runs a kernel, then reports on stderr how the run went.
-fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -> Result<StopReason> {
+fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, engine: Engine, serial: &str) -> Result<StopReason> {
     let (mut console, mut input) = console::open(serial)?;
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
+    machine.engine = engine;
     let started = Instant::now();
     let stop = machine.run(max_insns.unwrap_or(u64::MAX), &mut input, &mut console);
     let wall = started.elapsed().as_secs_f64();
@@ -180,9 +195,19 @@ fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, serial: &str) -
     let e = machine.exits;
     let s = machine.platform.stats;
     let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
+    let blocks = match engine {
+        Engine::Emulate => String::new(),
+        Engine::Blocks => {
+            let b = machine.blocks.stats;
+            format!(
+                "; blocks: {} built, {} run, {} dropped by writes",
+                b.built, b.executed, b.invalidated
+            )
+        }
+    };
     eprintln!(
-        "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS); exits: port-io {} \
-         (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}",
+        "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS, {engine:?}); exits: port-io {} \
+         (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}{blocks}",
         e.port_io, s.unmapped_port_reads, s.unmapped_port_writes, e.interrupts, e.exceptions, e.halts
     );
     match &stop {

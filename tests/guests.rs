@@ -238,3 +238,94 @@ fn platform_registers_read_as_on_a_pc() {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
 }
+
+/// Boots `kernel` on `engine` with scripted serial input.
+fn boot_on(kernel: &Kernel, engine: vm::machine::Engine, input: &[u8]) -> (StopReason, Vec<u8>, Machine) {
+    let mut host = ScriptedInput::new(1_700_000_000, input).starting_at(1_000_000);
+    let mut m = Machine::boot(32 << 20, kernel, &mut host).expect("boot");
+    m.engine = engine;
+    let mut console = CaptureConsole::default();
+    let stop = m.run(LIMIT, &mut host, &mut console);
+    (stop, console.serial, m)
+}
+
+#[test]
+fn every_guest_runs_identically_on_both_engines() {
+    use vm::machine::Engine;
+    let mut kernels: Vec<(&str, Kernel)> = [
+        "hello",
+        "paging",
+        "pagefault",
+        "pit",
+        "syscall",
+        "triplefault",
+        "demo",
+        "cpu",
+    ]
+    .iter()
+    .chain(["echo", "platform"].iter())
+    .map(|name| (*name, multiboot(name, "", vec![])))
+    .collect();
+    kernels.push((
+        "realmode",
+        Kernel::Flat {
+            image: guest("realmode.bin"),
+            addr: 0x7C00,
+        },
+    ));
+    kernels.push((
+        "aout",
+        Kernel::Multiboot {
+            image: guest("aout.bin"),
+            cmdline: "aout.bin".into(),
+            modules: vec![],
+        },
+    ));
+    for (name, kernel) in &kernels {
+        let input = b"some typed input\nquit\n";
+        let (stop_e, out_e, e) = boot_on(kernel, Engine::Emulate, input);
+        let (stop_b, out_b, b) = boot_on(kernel, Engine::Blocks, input);
+        assert_eq!(stop_e, stop_b, "{name}: stop reasons differ");
+        assert_eq!(
+            String::from_utf8_lossy(&out_e),
+            String::from_utf8_lossy(&out_b),
+            "{name}: output differs"
+        );
+        assert_eq!(e.state(), b.state(), "{name}: machine states differ");
+        assert!(e.platform.mem.ram() == b.platform.mem.ram(), "{name}: RAM differs");
+        assert!(b.blocks.stats.executed > 0, "{name}: the blocks engine ran no block");
+    }
+}
+
+#[test]
+fn self_modifying_code_is_seen_at_once_by_the_blocks_engine() {
+    // Real mode at 0000:7C00: a loop that rewrites the immediate of an
+    // instruction it executes next, in the same block.
+    //   mov cx, 3
+    // top:
+    //   mov byte [patch+1], cl   ; patch the imm8 of "mov al, imm8" below
+    //   mov al, 0                ; patch: B0 imm8
+    //   add bl, al
+    //   loop top
+    //   mov al, bl ; out 0xF4, al  (exit code = 3 + 2 + 1 = 6)
+    let program: Vec<u8> = vec![
+        0xB9, 0x03, 0x00, // 7C00: mov cx, 3
+        0x88, 0x0E, 0x08, 0x7C, // 7C03: mov [7C08], cl
+        0xB0, 0x00, // 7C07: mov al, 0   (imm8 at 7C08)
+        0x00, 0xC3, // 7C09: add bl, al
+        0xE2, 0xF6, // 7C0B: loop 7C03
+        0x88, 0xD8, // 7C0D: mov al, bl
+        0xE6, 0xF4, // 7C0F: out 0xF4, al
+    ];
+    let kernel = Kernel::Flat {
+        image: program,
+        addr: 0x7C00,
+    };
+    for engine in [vm::machine::Engine::Emulate, vm::machine::Engine::Blocks] {
+        let (stop, _, m) = boot_on(&kernel, engine, b"");
+        assert_eq!(stop, StopReason::ExitDevice((6 << 1) | 1), "{engine:?}");
+        if engine == vm::machine::Engine::Blocks {
+            assert!(m.blocks.stats.invalidated >= 3, "{:?}", m.blocks.stats);
+        }
+    }
+}

@@ -1,12 +1,12 @@
 //! Wild guests: random bytes executed as code, in real mode and in 32-bit
 //! protected mode, with random descriptor tables and random port I/O. The
 //! machine must always stop with a reason (a limit, a halt, a triple fault,
-//! an exit or reset) and never panic or hang. Deterministic seeds, so a
-//! failure reproduces.
+//! an exit or reset) and never panic or hang, and both engines must end in
+//! the same state. Deterministic seeds, so a failure reproduces.
 
 use vm::cpu::state::{attr, cr0, flags, SegReg, Segment, TableReg};
 use vm::host::NoInput;
-use vm::machine::{CaptureConsole, Kernel, Machine, StopReason};
+use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
 /// Cases per mode; RINGBACK_WILD_CASES raises it for a deeper local hunt.
 fn cases() -> u64 {
@@ -91,6 +91,16 @@ fn run_cases(protected: bool) {
         }
         let mut m = random_machine(seed, protected);
         let stop = m.run(STEPS, &mut NoInput::default(), &mut CaptureConsole::default());
+        // The same chaos on the block-caching engine ends the same way.
+        let mut b = random_machine(seed, protected);
+        b.engine = Engine::Blocks;
+        let b_stop = b.run(STEPS, &mut NoInput::default(), &mut CaptureConsole::default());
+        assert_eq!(stop, b_stop, "seed {seed}: engines stop differently");
+        assert_eq!(m.state(), b.state(), "seed {seed}: engines end in different states");
+        assert!(
+            m.platform.mem.ram() == b.platform.mem.ram(),
+            "seed {seed}: engines leave different RAM"
+        );
         let kind = match stop {
             StopReason::InsnLimit => {
                 assert_eq!(m.icount(), STEPS, "seed {seed}");

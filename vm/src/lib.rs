@@ -5,6 +5,7 @@
 //! input log: nothing in this crate reads the host clock or host randomness, and
 //! every value from outside enters through [`host::HostInput`].
 
+pub mod blocks;
 pub mod boot;
 pub mod bus;
 pub mod conformance;

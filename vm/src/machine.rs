@@ -5,6 +5,7 @@
 //! shadow is active (SDM Vol. 3A, 6.8.3), so the instruction that takes it is a
 //! pure function of the instruction stream.
 
+use crate::blocks::BlockCache;
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::state::flags;
 use crate::cpu::{Cpu, CpuState, Fault, StepOutcome};
@@ -18,6 +19,28 @@ const MAX_IDLE_DEADLINES: u64 = 1 << 20;
 /// How many exceptions may be delivered in a row without an instruction
 /// retiring before the machine reports a fault loop instead of spinning.
 const MAX_FAULTS_WITHOUT_PROGRESS: u64 = 1 << 20;
+
+/// The engines that execute guest code. Guest-visible results never depend
+/// on the choice (the differential tests hold them to it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// The reference: decode and execute each instruction.
+    #[default]
+    Emulate,
+    /// Decode once per block, run cached blocks with the same semantics.
+    Blocks,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "emulate" => Ok(Engine::Emulate),
+            "blocks" => Ok(Engine::Blocks),
+            _ => Err(format!("unknown engine '{s}' (emulate or blocks)")),
+        }
+    }
+}
 
 /// Where the guest's console output goes.
 pub trait Console {
@@ -98,6 +121,9 @@ pub struct Machine {
     pub cpu: Cpu,
     pub platform: Platform,
     pub exits: ExitCounts,
+    /// Which engine executes guest code; both give the same results.
+    pub engine: Engine,
+    pub blocks: BlockCache,
     /// Virtual time of the next host-input poll.
     next_poll: u64,
     /// Timer deadlines passed while halted since the last interrupt.
@@ -129,6 +155,8 @@ impl Machine {
             cpu: Cpu::new(),
             platform: Platform::new(ram_bytes, rtc_start),
             exits: ExitCounts::default(),
+            engine: Engine::Emulate,
+            blocks: BlockCache::default(),
             next_poll: 0,
             idle_without_wakeup: 0,
             fault_loop: (u64::MAX, 0),
@@ -240,7 +268,16 @@ impl Machine {
                 deadline = self.next_deadline();
                 continue;
             }
-            match self.cpu.step(&mut self.platform) {
+            let outcome = match self.engine {
+                Engine::Emulate => self.cpu.step(&mut self.platform),
+                Engine::Blocks => {
+                    // Blocks end at the next deadline, so timers and input are
+                    // serviced at the same instruction as under the reference.
+                    let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
+                    self.blocks.run(&mut self.cpu, &mut self.platform, stop)
+                }
+            };
+            match outcome {
                 StepOutcome::Retired | StepOutcome::Halted => {}
                 StepOutcome::Exception(fault) => {
                     self.exits.exceptions += 1;

@@ -18,6 +18,10 @@ pub struct PhysMem {
     roms: Vec<Rom>,
     /// Writes that hit ROM or nothing at all.
     pub dropped_writes: u64,
+    /// Pages an engine caches decoded code from: a write to one is reported
+    /// once (in `watch_hits`) and the watch ends.
+    watched: Vec<u64>,
+    watch_hits: Vec<u32>,
 }
 
 impl PhysMem {
@@ -29,6 +33,36 @@ impl PhysMem {
             dirty: vec![0; pages.div_ceil(64)],
             roms: Vec::new(),
             dropped_writes: 0,
+            watched: vec![0; pages.div_ceil(64)],
+            watch_hits: Vec::new(),
+        }
+    }
+
+    /// Reports the next write to `page` through [`PhysMem::take_watch_hits`].
+    pub fn watch_page(&mut self, page: u32) {
+        if let Some(w) = self.watched.get_mut(page as usize / 64) {
+            *w |= 1 << (page % 64);
+        }
+    }
+
+    /// Whether a watched page was written since the last `take_watch_hits`.
+    #[inline]
+    pub fn watch_hit(&self) -> bool {
+        !self.watch_hits.is_empty()
+    }
+
+    /// The watched pages written since the last call (each watch fires once).
+    pub fn take_watch_hits(&mut self, out: &mut Vec<u32>) {
+        out.append(&mut self.watch_hits);
+    }
+
+    #[inline]
+    fn check_watch(&mut self, addr: usize) {
+        let page = addr >> PAGE_SHIFT;
+        let w = &mut self.watched[page / 64];
+        if *w & (1 << (page % 64)) != 0 {
+            *w &= !(1 << (page % 64));
+            self.watch_hits.push(page as u32);
         }
     }
 
@@ -83,8 +117,10 @@ impl PhysMem {
         if a + n <= self.ram.len() {
             self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]);
             self.mark_dirty(a);
+            self.check_watch(a);
             if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
                 self.mark_dirty(a + n - 1);
+                self.check_watch(a + n - 1);
             }
             return;
         }
@@ -93,6 +129,7 @@ impl PhysMem {
             if b < self.ram.len() {
                 self.ram[b] = (value >> (8 * i)) as u8;
                 self.mark_dirty(b);
+                self.check_watch(b);
             } else {
                 self.dropped_writes += 1;
             }
@@ -113,6 +150,7 @@ impl PhysMem {
         self.ram[start..end].copy_from_slice(data);
         for p in (start >> PAGE_SHIFT)..=((end.max(start + 1) - 1) >> PAGE_SHIFT) {
             self.dirty[p / 64] |= 1 << (p % 64);
+            self.check_watch(p << PAGE_SHIFT);
         }
         Ok(())
     }

@@ -104,6 +104,41 @@ impl Cpu {
         Err(Fault::ud())
     }
 
+    /// The fetch of an instruction already decoded, `len` bytes at CS:EIP and
+    /// within one page, with every check and side effect `decode_into`'s fetch
+    /// has (CS limit, page translation, accessed bits, TLB fill), so an engine
+    /// that reuses decoded instructions stays indistinguishable from decoding
+    /// each one. Returns the instruction's physical address. A fault is
+    /// returned undelivered; [`Cpu::step`] reproduces it exactly.
+    #[inline]
+    pub fn refetch<B: Bus>(&mut self, bus: &mut B, len: u32) -> Result<u32> {
+        let eip = self.state.eip;
+        let cs = &self.state.segs[SegReg::Cs as usize];
+        let room = if cs.limit >= eip {
+            (cs.limit - eip).saturating_add(1)
+        } else {
+            0
+        };
+        if room == 0 {
+            return Err(Fault::gp(0));
+        }
+        let lin = self.seg_linear(SegReg::Cs, eip, 1, Access::Execute)?;
+        let user = self.state.cpl() == 3;
+        let phys = self.translate(bus, lin, Access::Execute, user)?;
+        if len > room {
+            return Err(Fault::gp(0));
+        }
+        Ok(phys)
+    }
+
+    /// Whether an instruction of `len` bytes at CS:EIP ends within the CS limit.
+    #[inline]
+    pub fn fits_cs_limit(&self, len: u32) -> bool {
+        let eip = self.state.eip;
+        let cs = &self.state.segs[SegReg::Cs as usize];
+        cs.limit >= eip && cs.limit - eip >= len - 1
+    }
+
     /// Decodes and executes one instruction (or one iteration of a REP string
     /// instruction). This is the reference engine's whole inner loop.
     pub fn step<B: Bus>(&mut self, bus: &mut B) -> StepOutcome {

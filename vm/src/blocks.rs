@@ -1,0 +1,186 @@
+//! The block cache: guest code decoded once per block and reused until the
+//! guest writes to its page. It is the first piece of the raw engine (see the
+//! issue on ring compression); this engine, `blocks`, runs cached blocks with
+//! the reference semantics at the guest's true privilege.
+//!
+//! Equivalence with the reference engine is by construction: a cached
+//! instruction is executed by the same `Cpu::execute`, after
+//! `Cpu::refetch` has repeated every check and side effect of its fetch (CS
+//! limit, translation, accessed bits, TLB fill). A block holds only
+//! instructions wholly inside one physical page; an instruction that crosses
+//! a page is left to the reference step. Blocks are keyed by physical
+//! address, EIP (the decoder's IP, which relative branches depend on) and
+//! operand size, and dropped when their page is written (self-modifying
+//! code), which `PhysMem`'s page watch reports.
+
+use std::collections::HashMap;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+
+use crate::bus::Bus;
+use crate::cpu::state::flags;
+use crate::cpu::{Cpu, StepOutcome};
+use crate::exec::MAX_INSN_LEN;
+use crate::mem::PAGE_SIZE;
+use crate::platform::Platform;
+
+/// Instructions per block at most.
+const MAX_BLOCK: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct BlockKey {
+    phys: u32,
+    eip: u32,
+    code32: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    insts: Vec<Instruction>,
+}
+
+/// Counters for the run summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockStats {
+    pub built: u64,
+    pub executed: u64,
+    pub invalidated: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BlockCache {
+    blocks: HashMap<BlockKey, Block>,
+    /// Block keys by physical page, for invalidation.
+    by_page: HashMap<u32, Vec<BlockKey>>,
+    hits: Vec<u32>,
+    pub stats: BlockStats,
+}
+
+impl BlockCache {
+    /// Drops the blocks on pages the guest wrote.
+    fn invalidate_written(&mut self, platform: &mut Platform) {
+        platform.mem.take_watch_hits(&mut self.hits);
+        for page in self.hits.drain(..) {
+            if let Some(keys) = self.by_page.remove(&page) {
+                for k in keys {
+                    self.blocks.remove(&k);
+                    self.stats.invalidated += 1;
+                }
+            }
+        }
+    }
+
+    /// Decodes a block from physical memory, without touching the guest's
+    /// view of anything (no translation, no accessed bits).
+    fn build(&mut self, platform: &mut Platform, key: BlockKey) {
+        let page_end = (key.phys | (PAGE_SIZE as u32 - 1)) + 1;
+        let mut bytes = [0u8; MAX_BLOCK * MAX_INSN_LEN];
+        let avail = ((page_end - key.phys) as usize).min(bytes.len());
+        platform.fetch_phys(key.phys, &mut bytes[..avail]);
+        let bitness = if key.code32 { 32 } else { 16 };
+        let mut decoder = Decoder::with_ip(
+            bitness,
+            &bytes[..avail],
+            u64::from(key.eip),
+            DecoderOptions::NO_INVALID_CHECK,
+        );
+        let mut insts = Vec::with_capacity(8);
+        while insts.len() < MAX_BLOCK && decoder.can_decode() {
+            let inst = decoder.decode();
+            // Invalid bytes, or an instruction cut by the page end (the decoder
+            // ran out of bytes): the reference step handles those.
+            if inst.is_invalid() {
+                break;
+            }
+            let ends = inst.flow_control() != FlowControl::Next;
+            insts.push(inst);
+            if ends {
+                break;
+            }
+        }
+        self.stats.built += 1;
+        platform.mem.watch_page(key.phys >> 12);
+        self.by_page.entry(key.phys >> 12).or_default().push(key);
+        self.blocks.insert(key, Block { insts });
+    }
+
+    /// Runs instructions from the block at CS:EIP until the block ends,
+    /// `stop_icount` is reached, or something needs the outer loop (an
+    /// exception, a halt, port I/O, a change of IF, a write to cached code).
+    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+        if cpu.state.halted {
+            return StepOutcome::Halted;
+        }
+        if platform.mem.watch_hit() {
+            self.invalidate_written(platform);
+        }
+        // The first byte's fetch, exactly as the reference does it (CS checks,
+        // translation); its physical address selects the block.
+        let phys = match cpu.refetch(platform, 1) {
+            Ok(p) => p,
+            Err(_) => return cpu.step(platform),
+        };
+        let key = BlockKey {
+            phys,
+            eip: cpu.state.eip,
+            code32: cpu.state.code32(),
+        };
+        if !self.blocks.contains_key(&key) {
+            self.build(platform, key);
+        }
+        match self.blocks.get(&key) {
+            Some(block) if !block.insts.is_empty() => {
+                self.stats.executed += 1;
+                run_block(&block.insts, cpu, platform, stop_icount, phys)
+            }
+            _ => cpu.step(platform),
+        }
+    }
+}
+
+fn run_block(
+    insts: &[Instruction],
+    cpu: &mut Cpu,
+    platform: &mut Platform,
+    stop_icount: u64,
+    phys0: u32,
+) -> StepOutcome {
+    let if_at_start = cpu.state.eflags & flags::IF;
+    let code32 = cpu.state.code32();
+    let ip0 = insts[0].ip32();
+    for (i, inst) in insts.iter().enumerate() {
+        let len = inst.len() as u32;
+        if i > 0 {
+            // The previous instruction fell through to this one. Nothing at
+            // this boundary can differ from the block's start (the checks
+            // below leave on any change), except the deadline.
+            if cpu.state.eip != inst.ip32() || cpu.icount >= stop_icount {
+                return StepOutcome::Retired;
+            }
+            let expected = phys0.wrapping_add(inst.ip32().wrapping_sub(ip0));
+            match cpu.refetch(platform, len) {
+                Ok(p) if p == expected => {}
+                // A fault (repeated and delivered by the reference step next
+                // time round) or a changed mapping: leave the block.
+                _ => return StepOutcome::Retired,
+            }
+        } else if !cpu.fits_cs_limit(len) {
+            // The reference raises #GP for an instruction cut by the CS limit.
+            return cpu.step(platform);
+        }
+        let outcome = cpu.execute(platform, inst);
+        if outcome != StepOutcome::Retired {
+            return outcome;
+        }
+        if platform.attention != Default::default()
+            || platform.mem.watch_hit()
+            || cpu.state.halted
+            || cpu.state.interrupt_shadow
+            || cpu.state.eflags & flags::IF != if_at_start
+            || cpu.state.code32() != code32
+        {
+            return StepOutcome::Retired;
+        }
+    }
+    StepOutcome::Retired
+}
