@@ -73,9 +73,8 @@ impl BlockCache {
     /// Decodes a block from physical memory, without touching the guest's
     /// view of anything (no translation, no accessed bits).
     fn build(&mut self, platform: &mut Platform, key: BlockKey) {
-        let page_end = (key.phys | (PAGE_SIZE as u32 - 1)) + 1;
         let mut bytes = [0u8; MAX_BLOCK * MAX_INSN_LEN];
-        let avail = ((page_end - key.phys) as usize).min(bytes.len());
+        let avail = (PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1))).min(bytes.len());
         platform.fetch_phys(key.phys, &mut bytes[..avail]);
         let bitness = if key.code32 { 32 } else { 16 };
         let mut decoder = Decoder::with_ip(
@@ -120,6 +119,11 @@ impl BlockCache {
             Ok(p) => p,
             Err(_) => return cpu.step(platform),
         };
+        if phys as usize >= platform.mem.ram_size() {
+            // Code outside RAM (ROM, MMIO, nothing): reading ahead to build a
+            // block could touch device registers; run it instruction by instruction.
+            return cpu.step(platform);
+        }
         let key = BlockKey {
             phys,
             eip: cpu.state.eip,
