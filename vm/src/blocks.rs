@@ -57,7 +57,7 @@ impl Hasher for KeyHasher {
         self.write_u64(u64::from(v));
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7CC1_B727_220A_95);
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517C_C1B7_2722_0A95);
     }
 }
 
