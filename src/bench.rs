@@ -1,10 +1,11 @@
-//! `ringback bench`: guest MIPS on the CPU-bound benchmark kernel
-//! (guests/bench.c), for ringback's engines and for Debian's qemu-system-i386
-//! on the same kernel in the same run.
+//! `ringback bench`: guest MIPS on the benchmark kernel's workloads
+//! (guests/bench.c: int, mem, paging, trap), for each of ringback's engines
+//! and for Debian's qemu-system-i386 on the same kernel in the same run.
 //!
-//! Both are timed for one round and for N rounds; the difference removes
+//! Every run is timed for one round and for N rounds; the difference removes
 //! boot and start-up costs, so the figures are per executed guest instruction.
 
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
@@ -12,20 +13,26 @@ use anyhow::{bail, Context, Result};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
+/// QEMU runs this many times the rounds: it is so much faster that its
+/// start-up noise would swamp a difference over the same rounds.
 const QEMU_ROUNDS_FACTOR: u32 = 10;
 
 const BENCH_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.elf"));
+
+/// Workloads and their default rounds (a few seconds each on the reference).
+pub const WORKLOADS: &[(&str, u32)] = &[("int", 20), ("mem", 6), ("paging", 300), ("trap", 40)];
 
 struct Sample {
     icount: u64,
     seconds: f64,
     output: String,
+    port_io: u64,
 }
 
-fn run_engine(engine: Engine, rounds: u32) -> Result<Sample> {
+fn run_engine(engine: Engine, workload: &str, rounds: u32) -> Result<Sample> {
     let kernel = Kernel::Multiboot {
         image: BENCH_KERNEL.to_vec(),
-        cmdline: format!("bench.elf {rounds}"),
+        cmdline: format!("bench.elf {workload} {rounds}"),
         modules: vec![],
     };
     let mut host = NoInput::default();
@@ -43,10 +50,11 @@ fn run_engine(engine: Engine, rounds: u32) -> Result<Sample> {
         icount: m.icount(),
         seconds,
         output,
+        port_io: m.exits.port_io,
     })
 }
 
-fn run_qemu(kernel: &std::path::Path, rounds: u32) -> Result<(f64, String)> {
+fn run_qemu(kernel: &Path, workload: &str, rounds: u32) -> Result<(f64, String)> {
     let start = Instant::now();
     let out = Command::new("qemu-system-i386")
         .args([
@@ -62,7 +70,7 @@ fn run_qemu(kernel: &std::path::Path, rounds: u32) -> Result<(f64, String)> {
         ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-kernel"])
         .arg(kernel)
-        .args(["-append", &rounds.to_string()])
+        .args(["-append", &format!("{workload} {rounds}")])
         .stdin(Stdio::null())
         .output()
         .context("running qemu-system-i386")?;
@@ -76,74 +84,95 @@ fn run_qemu(kernel: &std::path::Path, rounds: u32) -> Result<(f64, String)> {
     Ok((seconds, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-pub fn run(rounds: u32, with_qemu: bool) -> Result<ExitCode> {
-    if rounds < 2 {
-        bail!("--rounds must be at least 2");
-    }
-    let one = run_engine(Engine::Emulate, 1)?;
-    let many = run_engine(Engine::Emulate, rounds)?;
-    let insns = many.icount - one.icount;
-    let secs = many.seconds - one.seconds;
+/// One workload on every engine (and QEMU when `qemu` names the kernel file).
+fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()> {
+    let e1 = run_engine(Engine::Emulate, workload, 1)?;
+    let en = run_engine(Engine::Emulate, workload, rounds)?;
+    let insns = en.icount - e1.icount;
+    let e_secs = en.seconds - e1.seconds;
     println!(
-        "benchmark kernel: {} rounds, {} instructions; {}",
-        rounds,
-        many.icount,
-        many.output.trim()
+        "{workload}: {rounds} rounds, {insns} instructions after boot; {}",
+        en.output.trim()
     );
     println!(
-        "reference engine (emulate): {:.1} MIPS ({insns} instructions in {secs:.3} s)",
-        insns as f64 / secs / 1e6
+        "  emulate: {:8.1} MIPS ({e_secs:.3} s, {} port I/O exits)",
+        insns as f64 / e_secs / 1e6,
+        en.port_io
     );
-    let b_one = run_engine(Engine::Blocks, 1)?;
-    let b_many = run_engine(Engine::Blocks, rounds)?;
-    if b_many.icount != many.icount || b_many.output != many.output {
+    let b1 = run_engine(Engine::Blocks, workload, 1)?;
+    let bn = run_engine(Engine::Blocks, workload, rounds)?;
+    if bn.icount != en.icount || bn.output != en.output {
         bail!(
-            "the blocks engine disagrees with the reference: {} vs {} instructions",
-            b_many.icount,
-            many.icount
+            "{workload}: the blocks engine disagrees with the reference ({} vs {} instructions)",
+            bn.icount,
+            en.icount
         );
     }
-    let b_secs = b_many.seconds - b_one.seconds;
+    let b_secs = bn.seconds - b1.seconds;
     println!(
-        "block cache (blocks): {:.1} MIPS ({:.2}x the reference, same instructions and output)",
+        "  blocks:  {:8.1} MIPS ({b_secs:.3} s, {:.2}x emulate)",
         insns as f64 / b_secs / 1e6,
-        secs / b_secs
+        e_secs / b_secs
     );
+    if let Some(path) = qemu {
+        let (q1, _) = run_qemu(path, workload, 1)?;
+        let (_, qout) = run_qemu(path, workload, rounds)?;
+        let q_rounds = rounds * QEMU_ROUNDS_FACTOR;
+        let (qbig, _) = run_qemu(path, workload, q_rounds)?;
+        let same = if qout.trim() == en.output.trim() {
+            "same checksum"
+        } else {
+            "DIFFERENT OUTPUT"
+        };
+        // The instructions QEMU ran, counted as ringback counts them.
+        let q_insns = insns as f64 / f64::from(rounds - 1) * f64::from(q_rounds - 1);
+        let q_secs = qbig - q1;
+        println!(
+            "  qemu:    {:8.1} MIPS-equivalent ({q_rounds} rounds in {q_secs:.3} s; {same}); blocks is {:.1}x slower",
+            q_insns / q_secs / 1e6,
+            (q_insns / q_secs) / (insns as f64 / b_secs)
+        );
+    }
+    Ok(())
+}
 
+pub fn run(workload: Option<&str>, rounds: Option<u32>, with_qemu: bool) -> Result<ExitCode> {
+    let selected: Vec<(&str, u32)> = match workload {
+        Some(w) => match WORKLOADS.iter().find(|(name, _)| *name == w) {
+            Some(&(name, default)) => vec![(name, rounds.unwrap_or(default))],
+            None => bail!("unknown workload '{w}' (int, mem, paging or trap)"),
+        },
+        None => WORKLOADS
+            .iter()
+            .map(|&(name, default)| (name, rounds.unwrap_or(default)))
+            .collect(),
+    };
+    if selected.iter().any(|&(_, r)| r < 2) {
+        bail!("--rounds must be at least 2");
+    }
     let qemu_ok = with_qemu
         && Command::new("qemu-system-i386")
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success());
-    if qemu_ok {
-        let dir = std::env::temp_dir().join(format!("ringback-bench-{}", std::process::id()));
+    if with_qemu && !qemu_ok {
+        println!("qemu-system-i386 not found: no comparison (bash scripts/setup.sh installs it)");
+    }
+    let dir = std::env::temp_dir().join(format!("ringback-bench-{}", std::process::id()));
+    let kernel_path = if qemu_ok {
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("bench.elf");
         std::fs::write(&path, BENCH_KERNEL)?;
-        // QEMU is so much faster that its start-up noise would swamp a
-        // difference over the same rounds: give it ten times as many, and
-        // count the guest instructions those rounds take under ringback.
-        let (q1, _) = run_qemu(&path, 1)?;
-        let (_, qout) = run_qemu(&path, rounds)?;
-        let q_rounds = rounds * QEMU_ROUNDS_FACTOR;
-        let (qbig, _) = run_qemu(&path, q_rounds)?;
+        Some(path)
+    } else {
+        None
+    };
+    let result = selected
+        .iter()
+        .try_for_each(|&(w, r)| bench_workload(w, r, kernel_path.as_deref()));
+    if kernel_path.is_some() {
         let _ = std::fs::remove_dir_all(&dir);
-        let same = if qout.trim() == many.output.trim() {
-            "same checksum"
-        } else {
-            "DIFFERENT OUTPUT"
-        };
-        let per_round = insns as f64 / f64::from(rounds - 1);
-        let q_insns = per_round * f64::from(q_rounds - 1);
-        println!(
-            "qemu-system-i386 (TCG): {:.1} MIPS-equivalent ({q_rounds} rounds, about {:.0} million instructions, \
-             in {:.3} s; at {rounds} rounds: {same})",
-            q_insns / (qbig - q1) / 1e6,
-            q_insns / 1e6,
-            qbig - q1
-        );
-    } else if with_qemu {
-        println!("qemu-system-i386 not found: no comparison (bash scripts/setup.sh installs it)");
     }
+    result?;
     Ok(ExitCode::SUCCESS)
 }

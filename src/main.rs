@@ -51,9 +51,12 @@ enum Command {
     /// Measure guest MIPS of the reference engine on the CPU-bound benchmark
     /// kernel, and the same kernel under qemu-system-i386 when it is installed.
     Bench {
-        /// Benchmark rounds (each is roughly 5 million instructions).
-        #[arg(long, default_value_t = 40)]
-        rounds: u32,
+        /// One workload (int, mem, paging, trap) instead of all.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Rounds per workload (default: a few seconds' worth each).
+        #[arg(long)]
+        rounds: Option<u32>,
         /// Skip the QEMU comparison.
         #[arg(long)]
         no_qemu: bool,
@@ -139,7 +142,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Conformance { dir, json, verbose } => conformance(&dir, json, verbose),
-        Command::Bench { rounds, no_qemu } => bench::run(rounds, !no_qemu),
+        Command::Bench {
+            workload,
+            rounds,
+            no_qemu,
+        } => bench::run(workload.as_deref(), rounds, !no_qemu),
     }
 }
 

@@ -329,3 +329,20 @@ fn self_modifying_code_is_seen_at_once_by_the_blocks_engine() {
         }
     }
 }
+
+#[test]
+fn benchmark_workloads_run_identically_on_both_engines() {
+    use vm::machine::Engine;
+    for workload in ["int 2", "mem 1", "paging 20", "trap 2"] {
+        let kernel = Kernel::Multiboot {
+            image: guest("bench.elf"),
+            cmdline: format!("bench.elf {workload}"),
+            modules: vec![],
+        };
+        let (stop_e, out_e, e) = boot_on(&kernel, Engine::Emulate, b"");
+        let (stop_b, out_b, b) = boot_on(&kernel, Engine::Blocks, b"");
+        assert_eq!((stop_e, out_e), (stop_b, out_b), "{workload}");
+        assert_eq!(e.state(), b.state(), "{workload}");
+        assert!(e.platform.mem.ram() == b.platform.mem.ram(), "{workload}: RAM differs");
+    }
+}

@@ -196,3 +196,18 @@ fn platform_registers_match_qemu() {
     assert_eq!(status, 1);
     assert!(out.contains("fw_cfg signature: QEMU"), "{out}");
 }
+
+#[test]
+fn benchmark_workloads_compute_the_same_checksums_as_qemu() {
+    let path = guest("bench.elf");
+    let p = path.to_str().expect("utf-8 path");
+    for workload in ["int 2", "mem 1", "paging 20", "trap 2"] {
+        let (out, status) = compare(
+            workload,
+            &["-kernel", p, "-append", workload],
+            &[p, "--append", workload],
+        );
+        assert_eq!(status, 1, "{workload}");
+        assert!(out.contains("checksum"), "{workload}: {out}");
+    }
+}
