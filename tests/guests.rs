@@ -24,14 +24,10 @@ fn multiboot(name: &str, append: &str, modules: Vec<Module>) -> Kernel {
     }
 }
 
+/// Boots `kernel` on the reference engine with no input.
 fn boot(kernel: &Kernel) -> (StopReason, String, Machine) {
-    let mut host = NoInput {
-        rtc_start: 1_700_000_000,
-    };
-    let mut m = Machine::boot(32 << 20, kernel, &mut host).expect("boot");
-    let mut console = CaptureConsole::default();
-    let stop = m.run(LIMIT, &mut host, &mut console);
-    (stop, String::from_utf8_lossy(&console.serial).into_owned(), m)
+    let (stop, serial, m) = boot_on(kernel, vm::machine::Engine::Emulate, b"");
+    (stop, String::from_utf8_lossy(&serial).into_owned(), m)
 }
 
 fn assert_passes(name: &str, last_line: &str) -> (String, Machine) {
