@@ -21,7 +21,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 use crate::bus::Bus;
 use crate::cpu::state::flags;
 use crate::cpu::{Cpu, StepOutcome};
-use crate::exec::MAX_INSN_LEN;
+use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
 use crate::mem::PAGE_SIZE;
 use crate::platform::Platform;
 
@@ -66,6 +66,8 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 #[derive(Clone, Debug)]
 struct Block {
     insts: Vec<Instruction>,
+    /// Each instruction's family handler, looked up once.
+    handlers: Vec<Handler<Platform>>,
 }
 
 /// Counters for the run summary.
@@ -129,7 +131,8 @@ impl BlockCache {
         self.stats.built += 1;
         platform.mem.watch_page(key.phys >> 12);
         self.by_page.entry(key.phys >> 12).or_default().push(key);
-        self.blocks.insert(key, Block { insts });
+        let handlers = insts.iter().map(handler_for::<Platform>).collect();
+        self.blocks.insert(key, Block { insts, handlers });
     }
 
     /// Runs instructions from the block at CS:EIP until the block ends,
@@ -164,24 +167,19 @@ impl BlockCache {
         match self.blocks.get(&key) {
             Some(block) if !block.insts.is_empty() => {
                 self.stats.executed += 1;
-                run_block(&block.insts, cpu, platform, stop_icount, phys)
+                run_block(block, cpu, platform, stop_icount, phys)
             }
             _ => cpu.step(platform),
         }
     }
 }
 
-fn run_block(
-    insts: &[Instruction],
-    cpu: &mut Cpu,
-    platform: &mut Platform,
-    stop_icount: u64,
-    phys0: u32,
-) -> StepOutcome {
+fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64, phys0: u32) -> StepOutcome {
     let if_at_start = cpu.state.eflags & flags::IF;
     let code32 = cpu.state.code32();
+    let insts = &block.insts;
     let ip0 = insts[0].ip32();
-    for (i, inst) in insts.iter().enumerate() {
+    for (i, (inst, &handler)) in insts.iter().zip(&block.handlers).enumerate() {
         let len = inst.len() as u32;
         if i > 0 {
             // The previous instruction fell through to this one. Nothing at
@@ -201,7 +199,7 @@ fn run_block(
             // The reference raises #GP for an instruction cut by the CS limit.
             return cpu.step(platform);
         }
-        let outcome = cpu.execute(platform, inst);
+        let outcome = cpu.execute_with(platform, inst, handler);
         if outcome != StepOutcome::Retired {
             return outcome;
         }

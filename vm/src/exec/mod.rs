@@ -156,7 +156,14 @@ impl Cpu {
     /// Executes one decoded instruction whose first byte is at the current EIP,
     /// delivering any fault it raises.
     pub fn execute<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> StepOutcome {
-        match self.execute_or_fault(bus, inst) {
+        self.execute_with(bus, inst, handler_for::<B>(inst))
+    }
+
+    /// [`Cpu::execute`] with the instruction's handler already looked up
+    /// (engines that cache decoded code keep it).
+    #[inline]
+    pub fn execute_with<B: Bus>(&mut self, bus: &mut B, inst: &Instruction, handler: Handler<B>) -> StepOutcome {
+        match self.execute_or_fault_with(bus, inst, handler) {
             Ok(outcome) => outcome,
             Err(f) => self.raise(bus, f),
         }
@@ -168,6 +175,16 @@ impl Cpu {
     /// SDM Vol. 3A, 6.5) and the fault is returned for the caller to deliver with
     /// [`Cpu::raise`]. Faults while delivering the single-step trap are delivered.
     pub fn execute_or_fault<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> Result<StepOutcome> {
+        self.execute_or_fault_with(bus, inst, handler_for::<B>(inst))
+    }
+
+    #[inline]
+    fn execute_or_fault_with<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        inst: &Instruction,
+        handler: Handler<B>,
+    ) -> Result<StepOutcome> {
         let start = self.state.eip;
         self.start_eip = start;
         self.start_regs = self.state.regs;
@@ -176,7 +193,7 @@ impl Cpu {
         self.state.interrupt_shadow = false;
         let mask = if self.state.code32() { 0xFFFF_FFFF } else { 0xFFFF };
         self.state.eip = start.wrapping_add(inst.len() as u32) & mask;
-        match self.dispatch(bus, inst) {
+        match handler(self, bus, inst) {
             Ok(flow) => {
                 self.icount += 1;
                 if flow == Flow::Repeat {
@@ -200,164 +217,178 @@ impl Cpu {
             }
         }
     }
+}
 
-    fn dispatch<B: Bus>(&mut self, bus: &mut B, inst: &Instruction) -> Result<Flow> {
-        use Mnemonic as M;
-        let m = inst.mnemonic();
-        if lock_is_invalid(inst) {
-            // LOCK is valid only on read-modify-write memory forms (SDM Vol. 2A, LOCK).
-            return Err(Fault::ud());
-        }
-        match m {
-            M::Add
-            | M::Or
-            | M::Adc
-            | M::Sbb
-            | M::And
-            | M::Sub
-            | M::Xor
-            | M::Cmp
-            | M::Test
-            | M::Inc
-            | M::Dec
-            | M::Neg
-            | M::Not => alu::exec(self, bus, inst),
-            M::Mul | M::Imul | M::Div | M::Idiv => muldiv::exec(self, bus, inst),
-            M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => {
-                shift::exec(self, bus, inst)
-            }
-            M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr => bit::exec(self, bus, inst),
-            M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => bcd::exec(self, bus, inst),
-            M::Push
-            | M::Pop
-            | M::Pusha
-            | M::Pushad
-            | M::Popa
-            | M::Popad
-            | M::Pushf
-            | M::Pushfd
-            | M::Popf
-            | M::Popfd
-            | M::Enter
-            | M::Leave => stack::exec(self, bus, inst),
-            M::Movsb
-            | M::Movsw
-            | M::Movsd
-            | M::Cmpsb
-            | M::Cmpsw
-            | M::Cmpsd
-            | M::Scasb
-            | M::Scasw
-            | M::Scasd
-            | M::Lodsb
-            | M::Lodsw
-            | M::Lodsd
-            | M::Stosb
-            | M::Stosw
-            | M::Stosd
-            | M::Insb
-            | M::Insw
-            | M::Insd
-            | M::Outsb
-            | M::Outsw
-            | M::Outsd
-                if is_string_op(inst) =>
-            {
-                string::exec(self, bus, inst)
-            }
-            M::Jmp
-            | M::Call
-            | M::Ret
-            | M::Retf
-            | M::Loop
-            | M::Loope
-            | M::Loopne
-            | M::Jcxz
-            | M::Jecxz
-            | M::Int
-            | M::Int3
-            | M::Into
-            | M::Int1
-            | M::Iret
-            | M::Iretd
-            | M::Bound => control::exec(self, bus, inst),
-            M::Jo
-            | M::Jno
-            | M::Jb
-            | M::Jae
-            | M::Je
-            | M::Jne
-            | M::Jbe
-            | M::Ja
-            | M::Js
-            | M::Jns
-            | M::Jp
-            | M::Jnp
-            | M::Jl
-            | M::Jge
-            | M::Jle
-            | M::Jg => control::jcc(self, inst),
-            M::Mov if is_control_or_debug(inst) => system::exec(self, bus, inst),
-            M::Mov
-            | M::Movzx
-            | M::Movsx
-            | M::Xchg
-            | M::Lea
-            | M::Cbw
-            | M::Cwde
-            | M::Cwd
-            | M::Cdq
-            | M::Bswap
-            | M::Xadd
-            | M::Cmpxchg
-            | M::Cmpxchg8b
-            | M::Lahf
-            | M::Sahf
-            | M::Xlatb
-            | M::Lds
-            | M::Les
-            | M::Lfs
-            | M::Lgs
-            | M::Lss
-            | M::Salc
-            | M::Nop => datamov::exec(self, bus, inst),
-            M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg => datamov::cmov(self, bus, inst),
-            M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg => datamov::setcc(self, bus, inst),
-            _ if x87::is_esc(inst) => x87::exec(self, bus, inst),
-            _ => system::exec(self, bus, inst),
-        }
+/// How an instruction family executes a decoded instruction.
+pub type Handler<B> = fn(&mut Cpu, &mut B, &Instruction) -> Result<Flow>;
+
+fn invalid_lock<B: Bus>(_: &mut Cpu, _: &mut B, _: &Instruction) -> Result<Flow> {
+    // LOCK is valid only on read-modify-write memory forms (SDM Vol. 2A, LOCK).
+    Err(Fault::ud())
+}
+
+fn jcc<B: Bus>(cpu: &mut Cpu, _: &mut B, inst: &Instruction) -> Result<Flow> {
+    control::jcc(cpu, inst)
+}
+
+/// The family handler for a decoded instruction. The reference engine looks
+/// it up per instruction; engines that cache decoded code keep it with the
+/// instruction, so both run exactly the same semantics.
+pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
+    use Mnemonic as M;
+    let m = inst.mnemonic();
+    if lock_is_invalid(inst) {
+        return invalid_lock::<B>;
     }
+    match m {
+        M::Add
+        | M::Or
+        | M::Adc
+        | M::Sbb
+        | M::And
+        | M::Sub
+        | M::Xor
+        | M::Cmp
+        | M::Test
+        | M::Inc
+        | M::Dec
+        | M::Neg
+        | M::Not => alu::exec::<B>,
+        M::Mul | M::Imul | M::Div | M::Idiv => muldiv::exec::<B>,
+        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => shift::exec::<B>,
+        M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr => bit::exec::<B>,
+        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => bcd::exec::<B>,
+        M::Push
+        | M::Pop
+        | M::Pusha
+        | M::Pushad
+        | M::Popa
+        | M::Popad
+        | M::Pushf
+        | M::Pushfd
+        | M::Popf
+        | M::Popfd
+        | M::Enter
+        | M::Leave => stack::exec::<B>,
+        M::Movsb
+        | M::Movsw
+        | M::Movsd
+        | M::Cmpsb
+        | M::Cmpsw
+        | M::Cmpsd
+        | M::Scasb
+        | M::Scasw
+        | M::Scasd
+        | M::Lodsb
+        | M::Lodsw
+        | M::Lodsd
+        | M::Stosb
+        | M::Stosw
+        | M::Stosd
+        | M::Insb
+        | M::Insw
+        | M::Insd
+        | M::Outsb
+        | M::Outsw
+        | M::Outsd
+            if is_string_op(inst) =>
+        {
+            string::exec::<B>
+        }
+        M::Jmp
+        | M::Call
+        | M::Ret
+        | M::Retf
+        | M::Loop
+        | M::Loope
+        | M::Loopne
+        | M::Jcxz
+        | M::Jecxz
+        | M::Int
+        | M::Int3
+        | M::Into
+        | M::Int1
+        | M::Iret
+        | M::Iretd
+        | M::Bound => control::exec::<B>,
+        M::Jo
+        | M::Jno
+        | M::Jb
+        | M::Jae
+        | M::Je
+        | M::Jne
+        | M::Jbe
+        | M::Ja
+        | M::Js
+        | M::Jns
+        | M::Jp
+        | M::Jnp
+        | M::Jl
+        | M::Jge
+        | M::Jle
+        | M::Jg => jcc::<B>,
+        M::Mov if is_control_or_debug(inst) => system::exec::<B>,
+        M::Mov
+        | M::Movzx
+        | M::Movsx
+        | M::Xchg
+        | M::Lea
+        | M::Cbw
+        | M::Cwde
+        | M::Cwd
+        | M::Cdq
+        | M::Bswap
+        | M::Xadd
+        | M::Cmpxchg
+        | M::Cmpxchg8b
+        | M::Lahf
+        | M::Sahf
+        | M::Xlatb
+        | M::Lds
+        | M::Les
+        | M::Lfs
+        | M::Lgs
+        | M::Lss
+        | M::Salc
+        | M::Nop => datamov::exec::<B>,
+        M::Cmovo
+        | M::Cmovno
+        | M::Cmovb
+        | M::Cmovae
+        | M::Cmove
+        | M::Cmovne
+        | M::Cmovbe
+        | M::Cmova
+        | M::Cmovs
+        | M::Cmovns
+        | M::Cmovp
+        | M::Cmovnp
+        | M::Cmovl
+        | M::Cmovge
+        | M::Cmovle
+        | M::Cmovg => datamov::cmov::<B>,
+        M::Seto
+        | M::Setno
+        | M::Setb
+        | M::Setae
+        | M::Sete
+        | M::Setne
+        | M::Setbe
+        | M::Seta
+        | M::Sets
+        | M::Setns
+        | M::Setp
+        | M::Setnp
+        | M::Setl
+        | M::Setge
+        | M::Setle
+        | M::Setg => datamov::setcc::<B>,
+        _ if x87::is_esc(inst) => x87::exec::<B>,
+        _ => system::exec::<B>,
+    }
+}
 
+impl Cpu {
     // ---- operand access -------------------------------------------------------
 
     /// Reads a general, segment or (for MOV) control register operand.
