@@ -247,7 +247,6 @@ fn boot_on(kernel: &Kernel, engine: vm::machine::Engine, input: &[u8]) -> (StopR
 
 #[test]
 fn every_guest_runs_identically_on_both_engines() {
-    use vm::machine::Engine;
     let mut kernels: Vec<(&str, Kernel)> = [
         "hello",
         "paging",
@@ -278,18 +277,7 @@ fn every_guest_runs_identically_on_both_engines() {
         },
     ));
     for (name, kernel) in &kernels {
-        let input = b"some typed input\nquit\n";
-        let (stop_e, out_e, e) = boot_on(kernel, Engine::Emulate, input);
-        let (stop_b, out_b, b) = boot_on(kernel, Engine::Blocks, input);
-        assert_eq!(stop_e, stop_b, "{name}: stop reasons differ");
-        assert_eq!(
-            String::from_utf8_lossy(&out_e),
-            String::from_utf8_lossy(&out_b),
-            "{name}: output differs"
-        );
-        assert_eq!(e.state(), b.state(), "{name}: machine states differ");
-        assert!(e.platform.mem.ram() == b.platform.mem.ram(), "{name}: RAM differs");
-        assert!(b.blocks.stats.executed > 0, "{name}: the blocks engine ran no block");
+        assert_engines_agree(name, kernel, b"some typed input\nquit\n");
     }
 }
 
@@ -328,17 +316,28 @@ fn self_modifying_code_is_seen_at_once_by_the_blocks_engine() {
 
 #[test]
 fn benchmark_workloads_run_identically_on_both_engines() {
-    use vm::machine::Engine;
     for workload in ["int 2", "mem 1", "paging 20", "trap 2"] {
         let kernel = Kernel::Multiboot {
             image: guest("bench.elf"),
             cmdline: format!("bench.elf {workload}"),
             modules: vec![],
         };
-        let (stop_e, out_e, e) = boot_on(&kernel, Engine::Emulate, b"");
-        let (stop_b, out_b, b) = boot_on(&kernel, Engine::Blocks, b"");
-        assert_eq!((stop_e, out_e), (stop_b, out_b), "{workload}");
-        assert_eq!(e.state(), b.state(), "{workload}");
-        assert!(e.platform.mem.ram() == b.platform.mem.ram(), "{workload}: RAM differs");
+        assert_engines_agree(workload, &kernel, b"");
     }
+}
+
+/// Runs `kernel` on both engines: same stop, output, machine state and RAM.
+fn assert_engines_agree(name: &str, kernel: &Kernel, input: &[u8]) {
+    use vm::machine::Engine;
+    let (stop_e, out_e, e) = boot_on(kernel, Engine::Emulate, input);
+    let (stop_b, out_b, b) = boot_on(kernel, Engine::Blocks, input);
+    assert_eq!(stop_e, stop_b, "{name}: stop reasons differ");
+    assert_eq!(
+        String::from_utf8_lossy(&out_e),
+        String::from_utf8_lossy(&out_b),
+        "{name}: output differs"
+    );
+    assert_eq!(e.state(), b.state(), "{name}: machine states differ");
+    assert!(e.platform.mem.ram() == b.platform.mem.ram(), "{name}: RAM differs");
+    assert!(b.blocks.stats.executed > 0, "{name}: the blocks engine ran no block");
 }
