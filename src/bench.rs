@@ -50,7 +50,7 @@ fn run_engine(engine: Engine, workload: &str, rounds: u32) -> Result<Sample> {
         icount: m.icount(),
         seconds,
         output,
-        port_io: m.exits.port_io,
+        port_io: m.platform.stats.port_reads + m.platform.stats.port_writes,
     })
 }
 

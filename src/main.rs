@@ -215,7 +215,12 @@ fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, engine: Engine,
     eprintln!(
         "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS, {engine:?}); exits: port-io {} \
          (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}{blocks}",
-        e.port_io, s.unmapped_port_reads, s.unmapped_port_writes, e.interrupts, e.exceptions, e.halts
+        s.port_reads + s.port_writes,
+        s.unmapped_port_reads,
+        s.unmapped_port_writes,
+        e.interrupts,
+        e.exceptions,
+        e.halts
     );
     match &stop {
         StopReason::TripleFault { state, .. } => {

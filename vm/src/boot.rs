@@ -91,15 +91,6 @@ pub fn e820_map(ram: u64) -> Vec<E820Entry> {
     ]
 }
 
-/// What a loaded image asks of the CPU at entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BootInfo {
-    pub entry: u32,
-    /// Highest physical address the kernel image (with bss) occupies.
-    pub image_end: u32,
-    pub info_addr: Option<u32>,
-}
-
 /// The parsed multiboot header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Header {
@@ -156,7 +147,7 @@ pub fn load_multiboot(
     image: &[u8],
     cmdline: &str,
     modules: &[Module],
-) -> Result<(CpuState, BootInfo), VmError> {
+) -> Result<CpuState, VmError> {
     let hdr = find_header(image).ok_or_else(|| {
         let what = if image.starts_with(b"\x7fELF") {
             "an ELF file"
@@ -184,14 +175,7 @@ pub fn load_multiboot(
     st.eip = entry;
     st.regs[reg::EAX] = MULTIBOOT_BOOTLOADER_MAGIC;
     st.regs[reg::EBX] = info_addr;
-    Ok((
-        st,
-        BootInfo {
-            entry,
-            image_end,
-            info_addr: Some(info_addr),
-        },
-    ))
+    Ok(st)
 }
 
 fn load_aout_kludge(platform: &mut Platform, image: &[u8], hdr: &Header) -> Result<(u32, u32), VmError> {
@@ -361,7 +345,8 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
     let loader_name = area.put_str(platform, concat!("ringback ", env!("CARGO_PKG_VERSION")))?;
 
     let mut mmap = Vec::new();
-    for e in e820_map(ram) {
+    let map = e820_map(ram);
+    for e in &map {
         mmap.extend_from_slice(&20u32.to_le_bytes());
         mmap.extend_from_slice(&e.base.to_le_bytes());
         mmap.extend_from_slice(&e.len.to_le_bytes());
@@ -393,8 +378,8 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
         area.put(platform, &mod_list)?
     };
 
-    let low = e820_map(ram)[0].len / 1024;
-    let upper = e820_map(ram)[3].len / 1024;
+    let low = map[0].len / 1024;
+    let upper = map[3].len / 1024;
     let mut info = [0u32; 22];
     info[0] = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9);
     info[1] = low as u32;
@@ -468,7 +453,7 @@ fn install_boot_gdt(platform: &mut Platform) -> Result<(), VmError> {
 /// with CS:IP = (addr >> 4):(addr & 0xF) normalised to segment 0 when the
 /// address is below 64 KiB (so a boot sector runs at 0000:7C00), DS = ES =
 /// SS = 0 and SP just below the image, as a BIOS hands over a boot sector.
-pub fn load_flat(platform: &mut Platform, image: &[u8], addr: u32) -> Result<(CpuState, BootInfo), VmError> {
+pub fn load_flat(platform: &mut Platform, image: &[u8], addr: u32) -> Result<CpuState, VmError> {
     if addr >= 0x10_0000 {
         return Err(VmError::BadImage(format!(
             "flat binaries are entered in real mode, so they must load below 1 MiB (asked for {addr:#x})"
@@ -492,14 +477,7 @@ pub fn load_flat(platform: &mut Platform, image: &[u8], addr: u32) -> Result<(Cp
     st.regs[reg::EDX] = 0x80; // boot drive: first hard disk
     st.cr0 = cr0::ET;
     st.eflags = flags::FIXED1;
-    Ok((
-        st,
-        BootInfo {
-            entry: addr,
-            image_end: addr + image.len() as u32,
-            info_addr: None,
-        },
-    ))
+    Ok(st)
 }
 
 /// Parses a RAM size the way QEMU's `-m` does: a number of MiB, or a number

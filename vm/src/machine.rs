@@ -111,7 +111,6 @@ impl std::fmt::Display for StopReason {
 pub struct ExitCounts {
     pub exceptions: u64,
     pub interrupts: u64,
-    pub port_io: u64,
     pub halts: u64,
 }
 
@@ -304,7 +303,6 @@ impl Machine {
             }
             let att = self.platform.attention;
             if att != Default::default() {
-                self.exits.port_io += 1;
                 if att.output {
                     self.flush_console(console);
                 }
@@ -386,7 +384,7 @@ impl Machine {
             return Err(crate::VmError::BadMemorySize(format!("{ram_bytes} bytes")));
         }
         let mut m = Machine::new(ram_bytes as usize, host);
-        let (state, _) = match kernel {
+        let state = match kernel {
             Kernel::Multiboot {
                 image,
                 cmdline,
@@ -404,6 +402,7 @@ mod tests {
     use super::*;
     use crate::bus::Bus;
     use crate::host::NoInput;
+    use crate::platform::Attention;
 
     const HANDLER: u32 = 0x600;
     const MAIN: u32 = 0x700;
@@ -436,8 +435,6 @@ mod tests {
         m.platform.attention = Attention::default();
         m
     }
-
-    use crate::platform::Attention;
 
     fn run_to_handler(m: &mut Machine) -> u16 {
         let stop = m.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
@@ -500,7 +497,7 @@ mod tests {
 #[cfg(test)]
 mod idle_tests {
     use super::*;
-    use crate::host::ScriptedInput;
+    use crate::host::{NoInput, ScriptedInput};
 
     fn flat(code: &[u8]) -> Machine {
         Machine::boot(
@@ -509,22 +506,9 @@ mod idle_tests {
                 image: code.to_vec(),
                 addr: 0x7C00,
             },
-            &mut NoInputHost,
+            &mut NoInput::default(),
         )
         .unwrap()
-    }
-
-    struct NoInputHost;
-    impl HostInput for NoInputHost {
-        fn rtc_start(&mut self) -> u64 {
-            0
-        }
-        fn serial_input(&mut self, _now: u64) -> Option<u8> {
-            None
-        }
-        fn wait_for_input(&mut self, _now: u64) -> bool {
-            false
-        }
     }
 
     #[test]
@@ -536,7 +520,7 @@ mod idle_tests {
             0xFB, 0xF4, // sti; hlt
         ];
         let mut m = flat(&code);
-        let stop = m.run(1000, &mut NoInputHost, &mut CaptureConsole::default());
+        let stop = m.run(1000, &mut NoInput::default(), &mut CaptureConsole::default());
         assert_eq!(stop, StopReason::IdleForever);
         assert_eq!(m.exits.halts, 1);
         assert_eq!(m.icount(), 9);
