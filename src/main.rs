@@ -2,6 +2,7 @@
 
 mod bench;
 mod console;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use vm::boot::Module;
 use vm::machine::{Engine, Kernel, Machine, StopReason};
+use vm::raw::{Injection, RawConfig};
 
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));
@@ -43,10 +45,8 @@ enum Command {
         /// Stop after this many instructions.
         #[arg(long)]
         max_insns: Option<u64>,
-        /// The engine that runs guest code: emulate (decode each instruction)
-        /// or blocks (decode once per block).
-        #[arg(long, default_value = "emulate")]
-        engine: Engine,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Measure guest MIPS of the reference engine on the CPU-bound benchmark
     /// kernel, and the same kernel under qemu-system-i386 when it is installed.
@@ -92,10 +92,8 @@ struct RunArgs {
     /// Stop after this many instructions.
     #[arg(long)]
     max_insns: Option<u64>,
-    /// The engine that runs guest code: emulate (decode each instruction) or
-    /// blocks (decode once per block); both give the same results.
-    #[arg(long, default_value = "emulate")]
-    engine: Engine,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
     #[arg(long, default_value = "stdio")]
     serial: String,
@@ -103,6 +101,40 @@ struct RunArgs {
     /// and enter it in real mode.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     flat: Option<u32>,
+}
+
+/// How guest code runs. Every choice computes the same guest results (the
+/// injected bugs excepted: they exist to be found).
+#[derive(Args, Clone, Copy)]
+struct EngineArgs {
+    /// raw: cached blocks with guest ring 0 compressed into ring 1, the
+    /// monitor, code scanner and patch manager; emulate: the reference,
+    /// decoding each instruction; blocks: cached blocks at the guest's true
+    /// privilege (raw without ring compression).
+    #[arg(long, default_value = "raw")]
+    engine: Engine,
+    /// Raw engine: no patches; every sensitive or privileged site traps.
+    #[arg(long)]
+    no_patch: bool,
+    /// Raw engine: no code scanner, so sensitive instructions run at ring 1
+    /// and show ring-1 values (to see what ring compression leaks).
+    #[arg(long)]
+    no_scan: bool,
+    /// Raw engine: inject patch bugs, comma-separated: pushf-leak,
+    /// sti-shadow, scan-miss, stale-patch.
+    #[arg(long, value_name = "BUGS")]
+    inject: Option<Injection>,
+}
+
+impl EngineArgs {
+    fn apply(&self, machine: &mut Machine) {
+        machine.engine = self.engine;
+        machine.raw.config = RawConfig {
+            patching: !self.no_patch,
+            scanner: !self.no_scan,
+            inject: self.inject.unwrap_or_default(),
+        };
+    }
 }
 
 fn parse_addr(s: &str) -> Result<u32, String> {
@@ -190,38 +222,21 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
 }
 
 /// Boots and runs a kernel, then reports on stderr how the run went.
-fn run_kernel(kernel: &Kernel, ram: u64, max_insns: Option<u64>, engine: Engine, serial: &str) -> Result<StopReason> {
+fn run_kernel(
+    kernel: &Kernel,
+    ram: u64,
+    max_insns: Option<u64>,
+    engine: EngineArgs,
+    serial: &str,
+) -> Result<StopReason> {
     let (mut console, mut input) = console::open(serial)?;
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
-    machine.engine = engine;
+    engine.apply(&mut machine);
     let started = Instant::now();
     let stop = machine.run(max_insns.unwrap_or(u64::MAX), &mut input, &mut console);
     let wall = started.elapsed().as_secs_f64();
     console.finish()?;
-    let insns = machine.icount();
-    let e = machine.exits;
-    let s = machine.platform.stats;
-    let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
-    let blocks = match engine {
-        Engine::Emulate => String::new(),
-        Engine::Blocks => {
-            let b = machine.blocks.stats;
-            format!(
-                "; blocks: {} built, {} run, {} dropped by writes",
-                b.built, b.executed, b.invalidated
-            )
-        }
-    };
-    eprintln!(
-        "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS, {engine:?}); exits: port-io {} \
-         (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}{blocks}",
-        s.port_reads + s.port_writes,
-        s.unmapped_port_reads,
-        s.unmapped_port_writes,
-        e.interrupts,
-        e.exceptions,
-        e.halts
-    );
+    eprint!("{}", summary::render(&machine, &stop, wall));
     match &stop {
         StopReason::TripleFault { state, .. } => {
             eprintln!(

@@ -90,17 +90,24 @@ fn run_cases(protected: bool) {
             eprintln!("seed {seed} protected {protected}");
         }
         let mut m = random_machine(seed, protected);
+        m.engine = Engine::Emulate;
         let stop = m.run(STEPS, &mut NoInput::default(), &mut CaptureConsole::default());
-        // The same chaos on the block-caching engine ends the same way.
-        let mut b = random_machine(seed, protected);
-        b.engine = Engine::Blocks;
-        let b_stop = b.run(STEPS, &mut NoInput::default(), &mut CaptureConsole::default());
-        assert_eq!(stop, b_stop, "seed {seed}: engines stop differently");
-        assert_eq!(m.state(), b.state(), "seed {seed}: engines end in different states");
-        assert!(
-            m.platform.mem.ram() == b.platform.mem.ram(),
-            "seed {seed}: engines leave different RAM"
-        );
+        // The same chaos on the block-caching and raw engines ends the same way.
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let mut b = random_machine(seed, protected);
+            b.engine = engine;
+            let b_stop = b.run(STEPS, &mut NoInput::default(), &mut CaptureConsole::default());
+            assert_eq!(stop, b_stop, "seed {seed}: {engine:?} stops differently");
+            assert_eq!(
+                m.state(),
+                b.state(),
+                "seed {seed}: {engine:?} ends in a different state"
+            );
+            assert!(
+                m.platform.mem.ram() == b.platform.mem.ram(),
+                "seed {seed}: {engine:?} leaves different RAM"
+            );
+        }
         let kind = match stop {
             StopReason::InsnLimit => {
                 assert_eq!(m.icount(), STEPS, "seed {seed}");

@@ -12,11 +12,13 @@ pub mod conformance;
 pub mod cpu;
 pub mod devices;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod host;
 pub mod machine;
 pub mod mem;
 pub mod platform;
+pub mod raw;
 pub mod time;
 
 pub use error::VmError;

@@ -5,12 +5,14 @@
 //! shadow is active (SDM Vol. 3A, 6.8.3), so the instruction that takes it is a
 //! pure function of the instruction stream.
 
-use crate::blocks::BlockCache;
+use crate::blocks::{BlockCache, RawOutcome};
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::state::flags;
 use crate::cpu::{Cpu, CpuState, Fault, StepOutcome};
+use crate::events::{EngineKind, Event, SinkSlot};
 use crate::host::{HostInput, INPUT_POLL_TICKS};
 use crate::platform::{DevicesState, Platform};
+use crate::raw::RawEngine;
 
 /// How many timer deadlines a halted CPU may pass without an interrupt
 /// reaching it before the machine concludes no timer can wake it.
@@ -24,10 +26,14 @@ const MAX_FAULTS_WITHOUT_PROGRESS: u64 = 1 << 20;
 /// on the choice (the differential tests hold them to it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Engine {
-    /// The reference: decode and execute each instruction.
+    /// The fast path: cached blocks, guest ring 0 compressed into ring 1,
+    /// the monitor, the code scanner and the patch manager.
     #[default]
+    Raw,
+    /// The reference: decode and execute each instruction.
     Emulate,
-    /// Decode once per block, run cached blocks with the same semantics.
+    /// Cached blocks at the guest's true privilege: the raw engine without
+    /// ring compression, for telling the two apart when diagnosing.
     Blocks,
 }
 
@@ -35,9 +41,10 @@ impl std::str::FromStr for Engine {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "raw" => Ok(Engine::Raw),
             "emulate" => Ok(Engine::Emulate),
             "blocks" => Ok(Engine::Blocks),
-            _ => Err(format!("unknown engine '{s}' (emulate or blocks)")),
+            _ => Err(format!("unknown engine '{s}' (raw, emulate or blocks)")),
         }
     }
 }
@@ -123,6 +130,10 @@ pub struct Machine {
     /// Which engine executes guest code; both give the same results.
     pub engine: Engine,
     pub blocks: BlockCache,
+    /// The raw engine's monitor, scanner and patches.
+    pub raw: RawEngine,
+    /// Where events go (none by default).
+    pub events: SinkSlot,
     /// Virtual time of the next host-input poll.
     next_poll: u64,
     /// Timer deadlines passed while halted since the last interrupt.
@@ -154,8 +165,10 @@ impl Machine {
             cpu: Cpu::new(),
             platform: Platform::new(ram_bytes, rtc_start),
             exits: ExitCounts::default(),
-            engine: Engine::Emulate,
+            engine: Engine::default(),
             blocks: BlockCache::default(),
+            raw: RawEngine::default(),
+            events: SinkSlot::default(),
             next_poll: 0,
             idle_without_wakeup: 0,
             fault_loop: (u64::MAX, 0),
@@ -229,6 +242,8 @@ impl Machine {
         }
         let vector = self.platform.acknowledge_interrupt();
         self.exits.interrupts += 1;
+        let pc = crate::raw::pc(&self.cpu);
+        self.events.emit(self.cpu.icount, pc, || Event::Interrupt { vector });
         self.idle_without_wakeup = 0;
         match self
             .cpu
@@ -275,11 +290,18 @@ impl Machine {
                     let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
                     self.blocks.run(&mut self.cpu, &mut self.platform, stop)
                 }
+                Engine::Raw => {
+                    let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
+                    self.raw_step(stop)
+                }
             };
             match outcome {
                 StepOutcome::Retired | StepOutcome::Halted => {}
                 StepOutcome::Exception(fault) => {
                     self.exits.exceptions += 1;
+                    let pc = self.cpu.last_fault_pc;
+                    self.events
+                        .emit(self.cpu.icount, pc, || Event::GuestException { fault });
                     if self.cpu.icount == self.fault_loop.0 {
                         self.fault_loop.1 += 1;
                         if self.fault_loop.1 >= MAX_FAULTS_WITHOUT_PROGRESS {
@@ -322,6 +344,37 @@ impl Machine {
                         return StopReason::Reset;
                     }
                 }
+            }
+        }
+    }
+
+    /// One step of the raw engine: the monitor picks the engine for CS:EIP
+    /// (a switch is an event), a raw block runs, and an exit is handled.
+    fn raw_step(&mut self, stop_icount: u64) -> StepOutcome {
+        let (kind, view) = self.raw.choose(&mut self.cpu, &mut self.platform, &mut self.events);
+        self.raw.switch_to(kind, &self.cpu, &mut self.events);
+        if kind == EngineKind::Reference {
+            self.raw.monitor.reference_steps += 1;
+            return self.cpu.step(&mut self.platform);
+        }
+        self.raw.monitor.raw_blocks += 1;
+        match self.blocks.run_raw(
+            &mut self.cpu,
+            &mut self.platform,
+            stop_icount,
+            view,
+            &mut self.raw,
+            &mut self.events,
+        ) {
+            RawOutcome::Step(outcome) => outcome,
+            RawOutcome::Exit(reason) => {
+                let (outcome, patched) = self
+                    .raw
+                    .exit(&mut self.cpu, &mut self.platform, reason, &mut self.events);
+                if let Some(page) = patched {
+                    self.blocks.drop_page(page);
+                }
+                outcome
             }
         }
     }

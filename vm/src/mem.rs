@@ -115,21 +115,31 @@ impl PhysMem {
         let a = addr as usize;
         let n = size as usize;
         if a + n <= self.ram.len() {
-            self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            let new = &value.to_le_bytes()[..n];
+            // A write of the bytes already there changes no code: the watch
+            // ignores it (guests rewrite data that shares a page with code).
+            if self.ram[a..a + n] != *new {
+                self.check_watch(a);
+                if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
+                    self.check_watch(a + n - 1);
+                }
+            }
+            self.ram[a..a + n].copy_from_slice(new);
             self.mark_dirty(a);
-            self.check_watch(a);
             if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
                 self.mark_dirty(a + n - 1);
-                self.check_watch(a + n - 1);
             }
             return;
         }
         for i in 0..n {
             let b = addr.wrapping_add(i as u32) as usize;
             if b < self.ram.len() {
-                self.ram[b] = (value >> (8 * i)) as u8;
+                let byte = (value >> (8 * i)) as u8;
+                if self.ram[b] != byte {
+                    self.check_watch(b);
+                }
+                self.ram[b] = byte;
                 self.mark_dirty(b);
-                self.check_watch(b);
             } else {
                 self.dropped_writes += 1;
             }

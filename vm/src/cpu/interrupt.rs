@@ -48,6 +48,11 @@ impl StackWriter {
 impl Cpu {
     /// Delivers an interrupt or exception with the current EIP as return address.
     pub fn deliver_interrupt<B: Bus>(&mut self, bus: &mut B, vec: u8, source: IntSource) -> Result<()> {
+        if self.ring_view != super::RingView::True {
+            // Run raw, every vector goes to the monitor, which delivers it
+            // with the guest's true state.
+            return Err(Fault::new(vec));
+        }
         self.state.halted = false;
         if !self.state.protected_mode() {
             return self.deliver_real(bus, vec);
@@ -254,6 +259,9 @@ impl Cpu {
     /// Delivers a fault raised by the instruction at `start_eip`, applying the
     /// double-fault and triple-fault rules (SDM Vol. 3A, 6.15, table 6-5).
     pub fn raise<B: Bus>(&mut self, bus: &mut B, fault: Fault) -> StepOutcome {
+        self.last_fault_pc = self.state.segs[super::SegReg::Cs as usize]
+            .base
+            .wrapping_add(self.state.eip);
         let mut current = fault;
         // Delivery can only fail with #TS/#NP/#SS/#GP/#PF, so after at most a
         // few serial steps a pair escalates to #DF; the bound is a backstop.

@@ -211,6 +211,25 @@ impl Cpu {
         Ok(())
     }
 
+    /// The physical address a linear address maps to, looked up in the page
+    /// tables without any side effect: no accessed bits, no TLB fill, no
+    /// fault. For the monitor's own reads of guest code and for debuggers;
+    /// `None` when the page is not present.
+    pub fn probe_translate<B: Bus>(&self, bus: &mut B, linear: u32) -> Option<u32> {
+        if !self.state.paging() {
+            return Some(linear);
+        }
+        let pde = bus.read_phys((self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2), 4);
+        if pde & PTE_P == 0 {
+            return None;
+        }
+        if pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0 {
+            return Some((pde & 0xFFC0_0000) | (linear & 0x003F_FFFF));
+        }
+        let pte = bus.read_phys((pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2), 4);
+        (pte & PTE_P != 0).then_some((pte & 0xFFFF_F000) | (linear & 0xFFF))
+    }
+
     /// Checks that a write to `size` bytes at `linear` would succeed, without writing.
     pub fn probe_write<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u32, user: bool) -> Result<()> {
         self.translate(bus, linear, Access::Write, user)?;

@@ -112,6 +112,29 @@ pub enum StepOutcome {
     TripleFault(Fault),
 }
 
+/// The monitor's own GDT and IDT, which the processor's GDTR and IDTR point
+/// at while guest ring-0 code runs compressed into ring 1. Like VirtualBox's,
+/// they sit in a hypervisor area at the top of the linear address space; the
+/// guest's tables stay where it put them and descriptor loads read those.
+/// SGDT and SIDT are not privileged, so run raw they reveal these bases.
+pub const MONITOR_GDT_BASE: u32 = 0xFFC0_0000;
+pub const MONITOR_IDT_BASE: u32 = 0xFFC0_1000;
+
+/// How the executing state relates to the guest's true state: the raw
+/// engine's ring compression (see docs/raw-engine.md). Outside the raw engine
+/// the view is always `True`, and `CpuState` is the guest's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RingView {
+    #[default]
+    True,
+    /// Guest ring 3 run raw: the state is the guest's, but exceptions and
+    /// software interrupts go to the monitor instead of the guest IDT.
+    Ring3,
+    /// Guest ring 0 run as ring 1: CS and SS carry RPL 1, EFLAGS.IF is 1 and
+    /// IOPL 0; the guest's own IF and IOPL are kept in `virtual_flags`.
+    Compressed { virtual_flags: u32 },
+}
+
 /// A processor: architectural state plus the structures that only cache it.
 #[derive(Clone, Debug)]
 pub struct Cpu {
@@ -128,6 +151,11 @@ pub struct Cpu {
     /// General registers at instruction start, restored when it faults.
     pub(crate) start_regs: [u32; 8],
     pub(crate) start_eflags: u32,
+    /// Ring compression in effect (the raw engine sets and clears it around
+    /// each block it runs).
+    pub ring_view: RingView,
+    /// Linear address of the instruction whose fault was delivered last.
+    pub last_fault_pc: u32,
 }
 
 impl Default for Cpu {
@@ -146,6 +174,8 @@ impl Cpu {
             start_eip: 0,
             start_regs: [0; 8],
             start_eflags: 0,
+            ring_view: RingView::True,
+            last_fault_pc: 0,
         }
     }
 
@@ -166,5 +196,52 @@ impl Cpu {
     pub fn set_state(&mut self, state: CpuState) {
         self.state = state;
         self.tlb.flush_all();
+    }
+}
+
+impl Cpu {
+    /// Switches the executing state to `view` (from the true view). Guest
+    /// ring 0 becomes ring 1 with IF forced on and IOPL 0. A pure function of
+    /// the state, undone exactly by [`Cpu::leave_view`].
+    #[inline]
+    pub fn enter_view(&mut self, view: RingView) {
+        debug_assert_eq!(self.ring_view, RingView::True);
+        let st = &mut self.state;
+        self.ring_view = match view {
+            RingView::Compressed { .. } => {
+                let virtual_flags = st.eflags & (state::flags::IF | state::flags::IOPL);
+                st.eflags = (st.eflags & !state::flags::IOPL) | state::flags::IF;
+                st.segs[SegReg::Cs as usize].selector |= 1;
+                st.segs[SegReg::Ss as usize].selector |= 1;
+                RingView::Compressed { virtual_flags }
+            }
+            other => other,
+        };
+    }
+
+    /// Returns to the guest's true state.
+    #[inline]
+    pub fn leave_view(&mut self) {
+        if let RingView::Compressed { virtual_flags } = self.ring_view {
+            let st = &mut self.state;
+            st.eflags = (st.eflags & !(state::flags::IF | state::flags::IOPL)) | virtual_flags;
+            // Ring 1 is the compressed ring 0; a raw return to ring 3 keeps RPL 3.
+            for s in [SegReg::Cs, SegReg::Ss] {
+                let seg = &mut st.segs[s as usize];
+                if seg.selector & 3 == 1 {
+                    seg.selector &= !3;
+                }
+            }
+        }
+        self.ring_view = RingView::True;
+    }
+
+    /// The guest's IF, whatever the view.
+    #[inline]
+    pub fn virtual_if(&self) -> bool {
+        match self.ring_view {
+            RingView::Compressed { virtual_flags } => virtual_flags & state::flags::IF != 0,
+            _ => self.state.eflags & state::flags::IF != 0,
+        }
     }
 }

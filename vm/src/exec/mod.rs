@@ -179,7 +179,7 @@ impl Cpu {
     }
 
     #[inline]
-    fn execute_or_fault_with<B: Bus>(
+    pub fn execute_or_fault_with<B: Bus>(
         &mut self,
         bus: &mut B,
         inst: &Instruction,

@@ -14,7 +14,7 @@ use crate::bus::Bus;
 use crate::cpu::seg::sel_error;
 use crate::cpu::state::reg::{EAX, EBX, ECX, EDX, ESP};
 use crate::cpu::state::{attr, cr0, cr4, flags as fl, SegReg, Segment};
-use crate::cpu::{vector, Cpu, Fault, Result};
+use crate::cpu::{vector, Cpu, Fault, Result, RingView, MONITOR_GDT_BASE, MONITOR_IDT_BASE};
 use crate::time::TSC_PER_INSN;
 
 /// CPUID leaf 1 EDX: FPU absent for now; PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
@@ -115,7 +115,13 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
                 cpu.state.idtr
             };
             let (seg, ea) = cpu.mem_operand(inst);
-            let base = if operand16(inst) { t.base & 0x00FF_FFFF } else { t.base };
+            // Compressed into ring 1, GDTR and IDTR hold the monitor's tables.
+            let base = match cpu.ring_view {
+                RingView::Compressed { .. } if inst.mnemonic() == M::Sgdt => MONITOR_GDT_BASE,
+                RingView::Compressed { .. } => MONITOR_IDT_BASE,
+                _ => t.base,
+            };
+            let base = if operand16(inst) { base & 0x00FF_FFFF } else { base };
             cpu.write_mem(bus, seg, ea, 2, u32::from(t.limit))?;
             cpu.write_mem(bus, seg, ea.wrapping_add(2), 4, base)?;
         }
@@ -458,6 +464,11 @@ impl Cpu {
         let st = &self.state;
         if !st.protected_mode() || (!st.v86_mode() && st.cpl() <= st.iopl()) {
             return Ok(());
+        }
+        // Compressed into ring 1, TR holds the monitor's TSS, which has no
+        // I/O bitmap: every port faults to the monitor.
+        if matches!(self.ring_view, RingView::Compressed { .. }) {
+            return Err(Fault::gp(0));
         }
         let tr = st.tr;
         let tss32 = matches!(tr.attr & 0xF, 0x9 | 0xB);

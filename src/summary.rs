@@ -1,0 +1,91 @@
+//! The run summary printed when a run ends: how it stopped, guest MIPS, and
+//! for the raw engine where the guest paid for virtualization (exits by
+//! reason, the hottest trap sites, patches).
+
+use std::fmt::Write;
+
+use vm::machine::{Engine, Machine, StopReason};
+use vm::raw::patm::PatchState;
+
+/// Trap sites listed at most.
+const TOP_SITES: usize = 5;
+
+pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
+    let mut out = String::new();
+    let insns = machine.icount();
+    let e = machine.exits;
+    let s = machine.platform.stats;
+    let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
+    let engine = match machine.engine {
+        Engine::Raw => "raw",
+        Engine::Emulate => "emulate",
+        Engine::Blocks => "blocks",
+    };
+    let _ = writeln!(
+        out,
+        "ringback: {stop}: {insns} instructions in {wall:.3} s ({mips:.1} MIPS, {engine}); port-io {} \
+         (unmapped reads {}, writes {}), interrupts {}, exceptions {}, halts {}",
+        s.port_reads + s.port_writes,
+        s.unmapped_port_reads,
+        s.unmapped_port_writes,
+        e.interrupts,
+        e.exceptions,
+        e.halts
+    );
+    if machine.engine == Engine::Emulate {
+        return out;
+    }
+    let b = machine.blocks.stats;
+    let _ = writeln!(
+        out,
+        "ringback: blocks: {} built, {} run, {} dropped by writes",
+        b.built, b.executed, b.invalidated
+    );
+    if machine.engine != Engine::Raw {
+        return out;
+    }
+    let raw = &machine.raw;
+    let m = &raw.monitor;
+    let mut reasons: Vec<_> = m.exits_by_reason.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let _ = writeln!(
+        out,
+        "ringback: monitor: {} exits ({} emulated, {} delivered to the guest){}{}; {} engine switches, \
+         {} reference steps",
+        m.exits,
+        m.emulated,
+        m.delivered,
+        if reasons.is_empty() { "" } else { " - " },
+        reasons.join(", "),
+        m.engine_switches,
+        m.reference_steps
+    );
+    let top = m.top_sites(TOP_SITES);
+    if !top.is_empty() {
+        let sites: Vec<String> = top.iter().map(|(pc, n)| format!("{pc:#x} ({n})")).collect();
+        let _ = writeln!(out, "ringback: top trap sites: {}", sites.join(", "));
+    }
+    let sc = raw.scanner.stats;
+    let patches = &raw.patches.patches;
+    let enabled = patches.iter().filter(|p| p.state == PatchState::Enabled).count();
+    let refused = patches
+        .iter()
+        .filter(|p| matches!(p.state, PatchState::Refused(_)))
+        .count();
+    let hits: u64 = patches.iter().map(|p| p.hits).sum();
+    let avoided: u64 = patches.iter().map(|p| p.traps_avoided).sum();
+    let _ = writeln!(
+        out,
+        "ringback: scanner: {} scans, {} instructions, {} sensitive marked; patches: {enabled} installed, \
+         {refused} refused, {} dirty; {hits} patch hits, {avoided} traps avoided",
+        sc.scans,
+        sc.instructions,
+        sc.marked,
+        patches.iter().filter(|p| p.state == PatchState::Dirty).count(),
+    );
+    if raw.config.inject.any() {
+        let _ = writeln!(out, "ringback: INJECTED PATCH BUGS: {:?}", raw.config.inject);
+    }
+    out
+}

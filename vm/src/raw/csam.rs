@@ -1,0 +1,163 @@
+//! The code scanner (CSAM in VirtualBox): before guest ring-0 code first runs
+//! raw, walk it from the entry point, following direct jumps and calls to a
+//! depth limit, and mark every sensitive instruction so that it traps or is
+//! patched before it can run with ring-1 state. Scanned pages are watched;
+//! a write that changes one drops what was learned about it.
+//!
+//! The scan reads guest code through the page tables without side effects
+//! (no accessed bits, no TLB fill): the guest cannot tell it happened.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+
+use super::sensitive::{classify, Class};
+use crate::blocks::KeyHasher;
+use crate::bus::Bus;
+use crate::cpu::state::SegReg;
+use crate::cpu::Cpu;
+use crate::exec::MAX_INSN_LEN;
+use crate::platform::Platform;
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
+
+/// Direct jumps and calls followed from an entry point at most.
+pub const SCAN_DEPTH: u32 = 8;
+/// Instructions one scan decodes at most.
+pub const SCAN_BUDGET: u32 = 4096;
+
+/// A guest instruction by physical address and code size.
+pub type Site = (u32, bool);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    pub scans: u64,
+    pub instructions: u64,
+    pub marked: u64,
+}
+
+/// What one scan found, for its event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanResult {
+    pub instructions: u32,
+    pub marked: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Scanner {
+    scanned: FastSet<Site>,
+    marked: FastSet<Site>,
+    /// Scanned sites by physical page, to forget them when the page changes.
+    by_page: FastMap<u32, Vec<Site>>,
+    pub stats: ScanStats,
+}
+
+/// Decodes the instruction at `phys` if it lies wholly inside its page.
+pub fn decode_at(platform: &mut Platform, phys: u32, eip: u32, code32: bool) -> Option<Instruction> {
+    if phys as usize >= platform.mem.ram_size() {
+        return None;
+    }
+    let mut bytes = [0u8; MAX_INSN_LEN];
+    let avail = (0x1000 - (phys as usize & 0xFFF)).min(MAX_INSN_LEN);
+    platform.fetch_phys(phys, &mut bytes[..avail]);
+    let bitness = if code32 { 32 } else { 16 };
+    let inst = Decoder::with_ip(
+        bitness,
+        &bytes[..avail],
+        u64::from(eip),
+        DecoderOptions::NO_INVALID_CHECK,
+    )
+    .decode();
+    (!inst.is_invalid()).then_some(inst)
+}
+
+impl Scanner {
+    pub fn is_scanned(&self, site: Site) -> bool {
+        self.scanned.contains(&site)
+    }
+
+    pub fn is_marked(&self, site: Site) -> bool {
+        self.marked.contains(&site)
+    }
+
+    /// Whether any code on `page` was scanned (what a scanner that tracks
+    /// whole pages would go by).
+    pub fn page_scanned(&self, page: u32) -> bool {
+        self.by_page.contains_key(&page)
+    }
+
+    /// Scans from `eip` in the current code segment.
+    pub fn scan(&mut self, cpu: &Cpu, platform: &mut Platform, eip: u32) -> ScanResult {
+        let code32 = cpu.state.code32();
+        let cs_base = cpu.state.segs[SegReg::Cs as usize].base;
+        let cs_limit = cpu.state.segs[SegReg::Cs as usize].limit;
+        let mask = if code32 { u32::MAX } else { 0xFFFF };
+        let mut result = ScanResult::default();
+        let mut work = vec![(eip, 0u32)];
+        while let Some((mut ip, depth)) = work.pop() {
+            loop {
+                if result.instructions >= SCAN_BUDGET || ip > cs_limit {
+                    break;
+                }
+                let Some(phys) = cpu.probe_translate(platform, cs_base.wrapping_add(ip)) else {
+                    break;
+                };
+                let site = (phys, code32);
+                if self.scanned.contains(&site) {
+                    break;
+                }
+                let Some(inst) = decode_at(platform, phys, ip, code32) else {
+                    break;
+                };
+                self.scanned.insert(site);
+                let page = phys >> 12;
+                self.by_page.entry(page).or_default().push(site);
+                platform.mem.watch_page(page);
+                result.instructions += 1;
+                if classify(&inst) == Class::Sensitive {
+                    self.marked.insert(site);
+                    result.marked += 1;
+                }
+                let next = ip.wrapping_add(inst.len() as u32) & mask;
+                let target = inst.near_branch_target() as u32;
+                match inst.flow_control() {
+                    FlowControl::Next | FlowControl::Interrupt => ip = next,
+                    FlowControl::ConditionalBranch => {
+                        if depth < SCAN_DEPTH {
+                            work.push((target, depth + 1));
+                        }
+                        ip = next;
+                    }
+                    FlowControl::Call => {
+                        if depth < SCAN_DEPTH && !inst.is_call_far() {
+                            work.push((target, depth + 1));
+                        }
+                        ip = next;
+                    }
+                    FlowControl::IndirectCall => ip = next,
+                    FlowControl::UnconditionalBranch if !inst.is_jmp_far() && depth < SCAN_DEPTH => {
+                        work.push((target, depth + 1));
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.stats.scans += 1;
+        self.stats.instructions += u64::from(result.instructions);
+        self.stats.marked += u64::from(result.marked);
+        result
+    }
+
+    /// Forgets what was scanned on a page the guest changed.
+    pub fn forget_page(&mut self, page: u32) {
+        if let Some(sites) = self.by_page.remove(&page) {
+            for s in sites {
+                self.scanned.remove(&s);
+                self.marked.remove(&s);
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The raw engine's control side: ring compression policy, the monitor that
+//! handles every exit, the code scanner (`csam`) and the patch manager
+//! (`patm`). The block cache (`crate::blocks`) executes; this module decides
+//! what each cached instruction becomes (plain, an exit, a patch) and what
+//! happens at each exit. docs/raw-engine.md explains the design.
+
+pub mod csam;
+pub mod patm;
+pub mod sensitive;
+
+use std::collections::HashMap;
+
+use iced_x86::Instruction;
+
+use crate::cpu::state::{flags, SegReg};
+use crate::cpu::{Cpu, RingView, StepOutcome};
+use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, SinkSlot};
+use crate::platform::Platform;
+use csam::{decode_at, Scanner};
+use patm::{PatchKind, PatchState, PatchTable};
+use sensitive::{inlinable, software_interrupt};
+
+/// Traps at one site before the patch manager patches it.
+pub const PATCH_THRESHOLD: u32 = 8;
+
+/// Deliberate patch bugs, for proving that differential tests and bisect
+/// find each class (DESIGN.md, "Patch bugs are real").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injection {
+    /// PUSHF patches push the ring-1 flags (IF = 1, IOPL = 0) instead of the
+    /// guest's: wrong inline semantics.
+    pub pushf_leak: bool,
+    /// STI patches drop the one-instruction interrupt shadow.
+    pub sti_shadow: bool,
+    /// The scanner tracks whole pages: an entry reached through a jump table
+    /// on a page already scanned from elsewhere is not scanned.
+    pub scan_miss: bool,
+    /// Patches survive writes to their page: the old semantics run on.
+    pub stale_patch: bool,
+}
+
+impl Injection {
+    pub const NAMES: &'static [&'static str] = &["pushf-leak", "sti-shadow", "scan-miss", "stale-patch"];
+
+    pub fn any(&self) -> bool {
+        *self != Injection::default()
+    }
+}
+
+impl std::str::FromStr for Injection {
+    type Err = String;
+    /// A comma-separated list of bug names.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut inj = Injection::default();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "pushf-leak" => inj.pushf_leak = true,
+                "sti-shadow" => inj.sti_shadow = true,
+                "scan-miss" => inj.scan_miss = true,
+                "stale-patch" => inj.stale_patch = true,
+                _ => {
+                    return Err(format!(
+                        "unknown patch bug '{name}' (one of {})",
+                        Injection::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(inj)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawConfig {
+    pub patching: bool,
+    /// Off only to show what ring compression leaks without it.
+    pub scanner: bool,
+    pub inject: Injection,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            patching: true,
+            scanner: true,
+            inject: Injection::default(),
+        }
+    }
+}
+
+/// The monitor's counters.
+#[derive(Clone, Debug, Default)]
+pub struct MonitorStats {
+    pub exits_by_reason: HashMap<ExitReason, u64>,
+    /// Exits by guest site (linear address).
+    pub exits_by_site: HashMap<u32, u64>,
+    pub exits: u64,
+    pub emulated: u64,
+    pub delivered: u64,
+    pub engine_switches: u64,
+    /// Instructions retired on each engine under the raw engine's control.
+    pub raw_blocks: u64,
+    pub reference_steps: u64,
+}
+
+impl MonitorStats {
+    /// The `n` sites with the most exits, most first.
+    pub fn top_sites(&self, n: usize) -> Vec<(u32, u64)> {
+        let mut v: Vec<_> = self.exits_by_site.iter().map(|(s, c)| (*s, *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+}
+
+/// What a cached instruction becomes in a raw block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteKind {
+    Plain,
+    /// Exit to the monitor before running it (scanner-marked, unpatched).
+    Trap,
+    /// A software interrupt: goes through the monitor's IDT to the monitor.
+    SoftInt(u8),
+    /// Run the patch with this index instead.
+    Patch(u32),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RawEngine {
+    pub config: RawConfig,
+    pub scanner: Scanner,
+    pub patches: PatchTable,
+    pub monitor: MonitorStats,
+    /// Emulated traps per site (linear address), towards the threshold.
+    hot: HashMap<(u32, u32), u32>,
+    /// Switches to the reference with IF clear, per site.
+    hot_entries: HashMap<(u32, u32), u32>,
+    /// The engine that ran the guest last, for switch events.
+    current: Option<EngineKind>,
+}
+
+/// Linear address of CS:EIP.
+#[inline]
+pub fn pc(cpu: &Cpu) -> u32 {
+    cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(cpu.state.eip)
+}
+
+impl RawEngine {
+    pub fn new(config: RawConfig) -> Self {
+        RawEngine {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// Which engine runs the next instruction, and in which view. Guest ring
+    /// 0 runs compressed while its IF is set, or inside a patch region; ring
+    /// 3 runs raw with IF set and IOPL below 3; everything else (real mode,
+    /// V86, rings 1 and 2, single-stepping) runs on the reference.
+    pub fn choose(&mut self, cpu: &mut Cpu, platform: &mut Platform, events: &mut SinkSlot) -> (EngineKind, RingView) {
+        let st = &cpu.state;
+        if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
+            return (EngineKind::Reference, RingView::True);
+        }
+        let if_set = st.eflags & flags::IF != 0;
+        match st.cpl() {
+            0 if if_set => (EngineKind::RawRing0, RingView::Compressed { virtual_flags: 0 }),
+            0 => {
+                // The fetch the reference would start with anyway, so asking
+                // where CS:EIP is changes nothing the guest can see.
+                let code32 = cpu.state.code32();
+                let compressed = (EngineKind::RawRing0, RingView::Compressed { virtual_flags: 0 });
+                match cpu.refetch(platform, 1) {
+                    Ok(phys) if self.patches.in_region((phys, code32)) => compressed,
+                    Ok(phys)
+                        if self.current != Some(EngineKind::Reference)
+                            && self.hot_entry(cpu, platform, phys, events) =>
+                    {
+                        compressed
+                    }
+                    _ => (EngineKind::Reference, RingView::True),
+                }
+            }
+            3 if if_set && st.iopl() < 3 => (EngineKind::RawRing3, RingView::Ring3),
+            _ => (EngineKind::Reference, RingView::True),
+        }
+    }
+
+    /// Counts a switch to the reference with IF clear at a site (a handler
+    /// behind an interrupt gate, typically); at the threshold the site gets
+    /// an entry patch and runs raw from then on. Returns whether it did.
+    fn hot_entry(&mut self, cpu: &Cpu, platform: &mut Platform, phys: u32, events: &mut SinkSlot) -> bool {
+        let code32 = cpu.state.code32();
+        if !self.config.patching || self.patches.has_entry((phys, code32)) {
+            return false;
+        }
+        let lin = pc(cpu);
+        let n = self.hot_entries.entry((lin, phys)).or_default();
+        *n += 1;
+        if *n < PATCH_THRESHOLD {
+            return false;
+        }
+        let count = *n;
+        self.hot_entries.remove(&(lin, phys));
+        let Some(inst) = decode_at(platform, phys, cpu.state.eip, code32) else {
+            return false;
+        };
+        let index = self.install(
+            cpu,
+            platform,
+            lin,
+            phys,
+            inst,
+            PatchKind::Entry,
+            code32,
+            PatchState::Enabled,
+            Some(PatchCause::Hot(count)),
+            events,
+        );
+        self.patches.in_region((phys, code32)) && self.patches.get(index).is_some()
+    }
+
+    /// Notes which engine runs now; a change is an event.
+    pub fn switch_to(&mut self, kind: EngineKind, cpu: &Cpu, events: &mut SinkSlot) {
+        // Ring 0 to ring 3 and back is no switch: both run raw.
+        let is_ref = |k: EngineKind| k == EngineKind::Reference;
+        if let Some(from) = self.current {
+            if is_ref(from) != is_ref(kind) {
+                self.monitor.engine_switches += 1;
+                events.emit(cpu.icount, pc(cpu), || Event::EngineSwitch { from, to: kind });
+            }
+        }
+        self.current = Some(kind);
+    }
+
+    /// What the instruction at `phys` becomes in a block run compressed:
+    /// scans unscanned code first, patches marked sites when patching is on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn annotate(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        phys: u32,
+        inst: &Instruction,
+        compressed: bool,
+        events: &mut SinkSlot,
+    ) -> SiteKind {
+        if let Some(v) = software_interrupt(inst) {
+            return SiteKind::SoftInt(v);
+        }
+        if !compressed {
+            return SiteKind::Plain;
+        }
+        let code32 = cpu.state.code32();
+        let site = (phys, code32);
+        let lin = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(inst.ip32());
+        if self.config.scanner {
+            let covered = if self.config.inject.scan_miss {
+                self.scanner.page_scanned(phys >> 12)
+            } else {
+                self.scanner.is_scanned(site)
+            };
+            if !covered {
+                let r = self.scanner.scan(cpu, platform, inst.ip32());
+                events.emit(cpu.icount, lin, || Event::Scan {
+                    entry: lin,
+                    instructions: r.instructions,
+                    marked: r.marked,
+                });
+            }
+        }
+        if let Some(index) = self.patches.at(site) {
+            return match self.patches.get(index).map(|p| p.state) {
+                Some(PatchState::Enabled) => SiteKind::Patch(index),
+                _ if self.scanner.is_marked(site) => SiteKind::Trap,
+                _ => SiteKind::Plain,
+            };
+        }
+        if !self.scanner.is_marked(site) {
+            return SiteKind::Plain;
+        }
+        let (state, cause) = if !self.config.patching {
+            (PatchState::Refused(RefuseReason::PatchingOff), None)
+        } else if inlinable(inst) {
+            (PatchState::Enabled, Some(PatchCause::Scanned))
+        } else {
+            (PatchState::Refused(RefuseReason::NotInlinable), None)
+        };
+        let index = self.install(
+            cpu,
+            platform,
+            lin,
+            phys,
+            *inst,
+            PatchKind::Inline,
+            code32,
+            state,
+            cause,
+            events,
+        );
+        if state == PatchState::Enabled {
+            SiteKind::Patch(index)
+        } else {
+            SiteKind::Trap
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        lin: u32,
+        phys: u32,
+        inst: Instruction,
+        kind: PatchKind,
+        code32: bool,
+        state: PatchState,
+        cause: Option<PatchCause>,
+        events: &mut SinkSlot,
+    ) -> u32 {
+        let mnemonic = format!("{inst}");
+        match (state, cause) {
+            (PatchState::Refused(reason), _) => events.emit(cpu.icount, lin, || Event::PatchRefused {
+                site: lin,
+                phys,
+                mnemonic,
+                reason,
+            }),
+            (_, Some(cause)) => events.emit(cpu.icount, lin, || Event::PatchInstalled {
+                site: lin,
+                phys,
+                mnemonic,
+                cause,
+            }),
+            _ => {}
+        }
+        self.patches
+            .add(cpu, platform, lin, phys, inst, kind, code32, state, cause)
+    }
+
+    /// Drops what the scanner and patch manager knew about written pages.
+    pub fn invalidate_pages(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
+        for &page in pages {
+            if !self.scanner.page_scanned(page) && !self.patches.has_page(page) {
+                continue;
+            }
+            events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
+            self.scanner.forget_page(page);
+            if self.config.inject.stale_patch {
+                continue;
+            }
+            for (site, phys) in self.patches.invalidate_page(page) {
+                events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
+            }
+        }
+    }
+
+    /// The monitor: the raw engine exited at CS:EIP (the view already
+    /// undone). The instruction is run once by the reference engine at the
+    /// guest's true privilege: if it retires, the exit was the
+    /// virtualizer's and it is now emulated; if it faults, the fault was the
+    /// guest's and the reference has delivered it through the guest IDT. A
+    /// site that keeps needing emulation gets a patch; the page of a new
+    /// patch is returned, for the block cache to rebuild its blocks.
+    pub fn exit(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        reason: ExitReason,
+        events: &mut SinkSlot,
+    ) -> (StepOutcome, Option<u32>) {
+        let lin = pc(cpu);
+        self.monitor.exits += 1;
+        *self.monitor.exits_by_reason.entry(reason).or_default() += 1;
+        *self.monitor.exits_by_site.entry(lin).or_default() += 1;
+        events.emit(cpu.icount, lin, || Event::Trap { reason });
+        let phys = cpu.probe_translate(platform, lin);
+        let code32 = cpu.state.code32();
+        let eip = cpu.state.eip;
+        let outcome = cpu.step(platform);
+        let emulated = matches!(outcome, StepOutcome::Retired | StepOutcome::Halted);
+        if emulated {
+            self.monitor.emulated += 1;
+            events.emit(cpu.icount, lin, || Event::Emulated { reason });
+        } else {
+            self.monitor.delivered += 1;
+        }
+        let mut patched = None;
+        if emulated && matches!(reason, ExitReason::Fault(_) | ExitReason::Marked) {
+            if let Some(phys) = phys {
+                if self.count_trap(cpu, platform, lin, phys, eip, code32, events) {
+                    patched = Some(phys >> 12);
+                }
+            }
+        }
+        (outcome, patched)
+    }
+
+    /// Counts an emulated trap at a site; at the threshold, patches it (or
+    /// records why not). Returns whether a patch was installed.
+    #[allow(clippy::too_many_arguments)]
+    fn count_trap(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        lin: u32,
+        phys: u32,
+        eip: u32,
+        code32: bool,
+        events: &mut SinkSlot,
+    ) -> bool {
+        if self.patches.at((phys, code32)).is_some() {
+            return false;
+        }
+        let n = self.hot.entry((lin, phys)).or_default();
+        *n += 1;
+        if *n < PATCH_THRESHOLD {
+            return false;
+        }
+        let count = *n;
+        self.hot.remove(&(lin, phys));
+        let Some(inst) = decode_at(platform, phys, eip, code32) else {
+            return false;
+        };
+        let (state, cause) = if !self.config.patching {
+            (PatchState::Refused(RefuseReason::PatchingOff), None)
+        } else if inlinable(&inst) {
+            (PatchState::Enabled, Some(PatchCause::Hot(count)))
+        } else {
+            (PatchState::Refused(RefuseReason::NotInlinable), None)
+        };
+        // Only inlinable patches read CS (for their region), and those do
+        // not change it: the state after the emulated instruction serves.
+        self.install(
+            cpu,
+            platform,
+            lin,
+            phys,
+            inst,
+            PatchKind::Inline,
+            code32,
+            state,
+            cause,
+            events,
+        );
+        state == PatchState::Enabled
+    }
+}

@@ -1,0 +1,232 @@
+//! The patch manager (PATM in VirtualBox): a site that traps often, or that
+//! the scanner marked, gets a patch — the block runs the instruction's
+//! correct semantics inline, on the guest's true state (virtual IF and IOPL,
+//! RPL 0), instead of exiting to the monitor. Patches live in the block
+//! cache's annotations, never in guest-visible memory.
+//!
+//! A CLI or POPF patch also owns the code after it up to the next
+//! instruction that may set IF again: that code runs raw with the virtual IF
+//! clear, as PATM's patch blocks did; elsewhere such code runs on the
+//! reference engine.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use iced_x86::{FlowControl, Instruction};
+
+use super::csam::{decode_at, Site};
+use super::sensitive::{may_clear_if, may_set_if};
+use crate::blocks::KeyHasher;
+use crate::cpu::state::SegReg;
+use crate::cpu::Cpu;
+use crate::events::{PatchCause, RefuseReason};
+use crate::exec::{handler_for, Handler};
+use crate::platform::Platform;
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// Instructions a patch region covers at most.
+const REGION_LIMIT: u32 = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    /// The instruction runs inline with its reference semantics.
+    Inline,
+    /// An entry point reached with the guest's IF clear (an interrupt or
+    /// exception handler behind an interrupt gate, code after a CLI run on
+    /// the reference): the instruction itself is not replaced, but the code
+    /// from it up to the next instruction that may set IF runs raw, as
+    /// PATM's interrupt-handler patches did.
+    Entry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchState {
+    Enabled,
+    /// Switched off by hand (a debugger, delta debugging): the site traps.
+    Disabled,
+    /// Its page was written; it no longer describes the code there.
+    Dirty,
+    Refused(RefuseReason),
+}
+
+#[derive(Clone, Debug)]
+pub struct Patch {
+    /// Linear address of the site when the patch was made.
+    pub site: u32,
+    pub phys: u32,
+    pub code32: bool,
+    /// The instruction the patch runs (as it was when patched).
+    pub inst: Instruction,
+    pub handler: Handler<Platform>,
+    pub kind: PatchKind,
+    pub state: PatchState,
+    pub cause: Option<PatchCause>,
+    pub installed_at: u64,
+    pub hits: u64,
+    /// Hits that did not fall back to an exit.
+    pub traps_avoided: u64,
+    /// Sites after a CLI/POPF patch that run raw with the virtual IF clear.
+    pub region: Vec<Site>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PatchTable {
+    pub patches: Vec<Patch>,
+    /// Inline patches (and refusals) by site.
+    by_site: FastMap<Site, u32>,
+    /// Entry patches by site.
+    entries: FastMap<Site, u32>,
+    /// Sites inside some patch's region, with how many regions hold them.
+    in_region: FastMap<Site, u32>,
+    /// Patch indices by physical page, for invalidation.
+    by_page: FastMap<u32, Vec<u32>>,
+}
+
+impl PatchTable {
+    /// The inline patch (or refusal) at a site, enabled or not.
+    pub fn at(&self, site: Site) -> Option<u32> {
+        self.by_site.get(&site).copied()
+    }
+
+    /// Whether an entry patch exists for a site.
+    pub fn has_entry(&self, site: Site) -> bool {
+        self.entries.contains_key(&site)
+    }
+
+    pub fn get(&self, index: u32) -> Option<&Patch> {
+        self.patches.get(index as usize)
+    }
+
+    pub fn get_mut(&mut self, index: u32) -> Option<&mut Patch> {
+        self.patches.get_mut(index as usize)
+    }
+
+    /// Whether a site lies in an enabled patch's region.
+    #[inline]
+    pub fn in_region(&self, site: Site) -> bool {
+        self.in_region.contains_key(&site)
+    }
+
+    pub fn installed(&self) -> usize {
+        self.patches.iter().filter(|p| p.state == PatchState::Enabled).count()
+    }
+
+    /// Records a patch (or a refusal) for a site; returns its index.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        site: u32,
+        phys: u32,
+        inst: Instruction,
+        kind: PatchKind,
+        code32: bool,
+        state: PatchState,
+        cause: Option<PatchCause>,
+    ) -> u32 {
+        let index = self.patches.len() as u32;
+        let region = match kind {
+            _ if state != PatchState::Enabled => Vec::new(),
+            PatchKind::Entry => region_from(cpu, platform, inst.ip32(), code32),
+            PatchKind::Inline if may_clear_if(&inst) => region_from(cpu, platform, inst.next_ip32(), code32),
+            PatchKind::Inline => Vec::new(),
+        };
+        for s in &region {
+            *self.in_region.entry(*s).or_default() += 1;
+        }
+        match kind {
+            PatchKind::Inline => self.by_site.insert((phys, code32), index),
+            PatchKind::Entry => self.entries.insert((phys, code32), index),
+        };
+        self.by_page.entry(phys >> 12).or_default().push(index);
+        platform.mem.watch_page(phys >> 12);
+        self.patches.push(Patch {
+            site,
+            phys,
+            code32,
+            handler: handler_for::<Platform>(&inst),
+            inst,
+            kind,
+            state,
+            cause,
+            installed_at: cpu.icount,
+            hits: 0,
+            traps_avoided: 0,
+            region,
+        });
+        index
+    }
+
+    pub fn has_page(&self, page: u32) -> bool {
+        self.by_page.contains_key(&page)
+    }
+
+    /// Marks the patches on a written page dirty and takes them out of use;
+    /// returns the (site, phys) of each patch that was enabled.
+    pub fn invalidate_page(&mut self, page: u32) -> Vec<(u32, u32)> {
+        let mut removed = Vec::new();
+        for index in self.by_page.remove(&page).unwrap_or_default() {
+            let Some(p) = self.patches.get_mut(index as usize) else {
+                continue;
+            };
+            match p.kind {
+                PatchKind::Inline => self.by_site.remove(&(p.phys, p.code32)),
+                PatchKind::Entry => self.entries.remove(&(p.phys, p.code32)),
+            };
+            if p.state == PatchState::Enabled {
+                removed.push((p.site, p.phys));
+            }
+            for s in p.region.drain(..) {
+                if let Some(n) = self.in_region.get_mut(&s) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.in_region.remove(&s);
+                    }
+                }
+            }
+            if !matches!(p.state, PatchState::Refused(_)) {
+                p.state = PatchState::Dirty;
+            }
+        }
+        removed
+    }
+}
+
+/// The sites a patch region covers from `start` in the current code
+/// segment: straight code, direct jumps and calls, up to an instruction that
+/// may set IF again, a return or an indirect jump.
+fn region_from(cpu: &Cpu, platform: &mut Platform, start: u32, code32: bool) -> Vec<Site> {
+    let cs = cpu.state.segs[SegReg::Cs as usize];
+    let mask = if code32 { u32::MAX } else { 0xFFFF };
+    let mut sites = Vec::new();
+    let mut work = vec![start & mask];
+    while let Some(mut ip) = work.pop() {
+        while (sites.len() as u32) < REGION_LIMIT && ip <= cs.limit {
+            let Some(phys) = cpu.probe_translate(platform, cs.base.wrapping_add(ip)) else {
+                break;
+            };
+            if sites.contains(&(phys, code32)) {
+                break;
+            }
+            let Some(next) = decode_at(platform, phys, ip, code32) else {
+                break;
+            };
+            sites.push((phys, code32));
+            if may_set_if(&next) {
+                break;
+            }
+            match next.flow_control() {
+                FlowControl::Next | FlowControl::IndirectCall => ip = next.next_ip32() & mask,
+                FlowControl::ConditionalBranch | FlowControl::Call if !next.is_call_far() => {
+                    work.push(next.near_branch32());
+                    ip = next.next_ip32() & mask;
+                }
+                FlowControl::UnconditionalBranch if !next.is_jmp_far() => ip = next.near_branch32(),
+                _ => break,
+            }
+        }
+    }
+    sites
+}
