@@ -35,6 +35,8 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "echo",
     "bench",
     "platform",
+    "ringleak",
+    "patchbugs",
 ];
 
 fn run(cmd: &mut Command) {

@@ -27,9 +27,19 @@ struct Sample {
     seconds: f64,
     output: String,
     port_io: u64,
+    /// Raw engine: exits to the monitor, and instructions run on the reference.
+    exits: u64,
+    reference_steps: u64,
 }
 
-fn run_engine(engine: Engine, workload: &str, rounds: u32) -> Result<Sample> {
+/// The configurations measured, in order: the reference first.
+const CONFIGS: &[(&str, Engine, bool)] = &[
+    ("emulate", Engine::Emulate, true),
+    ("raw", Engine::Raw, true),
+    ("raw --no-patch", Engine::Raw, false),
+];
+
+fn run_engine(engine: Engine, patching: bool, workload: &str, rounds: u32) -> Result<Sample> {
     let kernel = Kernel::Multiboot {
         image: BENCH_KERNEL.to_vec(),
         cmdline: format!("bench.elf {workload} {rounds}"),
@@ -38,6 +48,7 @@ fn run_engine(engine: Engine, workload: &str, rounds: u32) -> Result<Sample> {
     let mut host = NoInput::default();
     let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
     m.engine = engine;
+    m.raw.config.patching = patching;
     let mut console = CaptureConsole::default();
     let start = Instant::now();
     let stop = m.run(u64::MAX, &mut host, &mut console);
@@ -51,6 +62,8 @@ fn run_engine(engine: Engine, workload: &str, rounds: u32) -> Result<Sample> {
         seconds,
         output,
         port_io: m.platform.stats.port_reads + m.platform.stats.port_writes,
+        exits: m.raw.monitor.exits,
+        reference_steps: m.raw.monitor.reference_steps,
     })
 }
 
@@ -86,40 +99,55 @@ fn run_qemu(kernel: &Path, workload: &str, rounds: u32) -> Result<(f64, String)>
 
 /// One workload on every engine (and QEMU when `qemu` names the kernel file).
 fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()> {
-    let e1 = run_engine(Engine::Emulate, workload, 1)?;
-    let en = run_engine(Engine::Emulate, workload, rounds)?;
-    let insns = en.icount - e1.icount;
-    let e_secs = en.seconds - e1.seconds;
-    println!(
-        "{workload}: {rounds} rounds, {insns} instructions after boot; {}",
-        en.output.trim()
-    );
-    println!(
-        "  emulate: {:8.1} MIPS ({e_secs:.3} s, {} port I/O exits)",
-        insns as f64 / e_secs / 1e6,
-        en.port_io
-    );
-    let b1 = run_engine(Engine::Blocks, workload, 1)?;
-    let bn = run_engine(Engine::Blocks, workload, rounds)?;
-    if bn.icount != en.icount || bn.output != en.output {
-        bail!(
-            "{workload}: the blocks engine disagrees with the reference ({} vs {} instructions)",
-            bn.icount,
-            en.icount
-        );
+    let mut reference: Option<(Sample, u64, f64)> = None;
+    let mut raw_mips = 0.0;
+    for &(label, engine, patching) in CONFIGS {
+        let one = run_engine(engine, patching, workload, 1)?;
+        let many = run_engine(engine, patching, workload, rounds)?;
+        let insns = many.icount - one.icount;
+        let secs = many.seconds - one.seconds;
+        let mips = insns as f64 / secs / 1e6;
+        let detail = match &reference {
+            None => {
+                println!(
+                    "{workload}: {rounds} rounds, {insns} instructions after boot; {}",
+                    many.output.trim()
+                );
+                format!("{} port I/O", many.port_io - one.port_io)
+            }
+            Some((r, _, r_secs)) => {
+                if many.icount != r.icount || many.output != r.output {
+                    bail!(
+                        "{workload}: {label} disagrees with the reference ({} vs {} instructions)",
+                        many.icount,
+                        r.icount
+                    );
+                }
+                format!(
+                    "{:.2}x emulate; {} exits, {} instructions on the reference",
+                    r_secs / secs,
+                    many.exits - one.exits,
+                    many.reference_steps - one.reference_steps
+                )
+            }
+        };
+        println!("  {label:15} {mips:8.1} MIPS ({secs:.3} s; {detail})");
+        if label == "raw" {
+            raw_mips = mips;
+        }
+        if reference.is_none() {
+            reference = Some((many, insns, secs));
+        }
     }
-    let b_secs = bn.seconds - b1.seconds;
-    println!(
-        "  blocks:  {:8.1} MIPS ({b_secs:.3} s, {:.2}x emulate)",
-        insns as f64 / b_secs / 1e6,
-        e_secs / b_secs
-    );
+    let Some((r, insns, _)) = reference else {
+        return Ok(());
+    };
     if let Some(path) = qemu {
         let (q1, _) = run_qemu(path, workload, 1)?;
         let (_, qout) = run_qemu(path, workload, rounds)?;
         let q_rounds = rounds * QEMU_ROUNDS_FACTOR;
         let (qbig, _) = run_qemu(path, workload, q_rounds)?;
-        let same = if qout.trim() == en.output.trim() {
+        let same = if qout.trim() == r.output.trim() {
             "same checksum"
         } else {
             "DIFFERENT OUTPUT"
@@ -127,10 +155,11 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         // The instructions QEMU ran, counted as ringback counts them.
         let q_insns = insns as f64 / f64::from(rounds - 1) * f64::from(q_rounds - 1);
         let q_secs = qbig - q1;
+        let q_mips = q_insns / q_secs / 1e6;
         println!(
-            "  qemu:    {:8.1} MIPS-equivalent ({q_rounds} rounds in {q_secs:.3} s; {same}); blocks is {:.1}x slower",
-            q_insns / q_secs / 1e6,
-            (q_insns / q_secs) / (insns as f64 / b_secs)
+            "  {:15} {q_mips:8.1} MIPS-equivalent ({q_rounds} rounds in {q_secs:.3} s; {same}); raw/qemu {:.3}",
+            "qemu-system-i386",
+            raw_mips / q_mips
         );
     }
     Ok(())

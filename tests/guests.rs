@@ -269,7 +269,7 @@ fn every_guest_runs_identically_on_both_engines() {
         "cpu",
     ]
     .iter()
-    .chain(["echo", "platform"].iter())
+    .chain(["echo", "platform", "ringleak", "patchbugs"].iter())
     .map(|name| (*name, multiboot(name, "", vec![])))
     .collect();
     kernels.push((

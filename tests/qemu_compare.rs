@@ -211,3 +211,12 @@ fn benchmark_workloads_compute_the_same_checksums_as_qemu() {
         assert!(out.contains("checksum"), "{workload}: {out}");
     }
 }
+
+#[test]
+fn ring_0_sees_its_true_flags_selectors_and_gdt_on_the_raw_engine() {
+    // PUSHF, MOV r/m,CS and SGDT in ring 0: on the raw engine (the default)
+    // the code scanner patches them, so the guest sees what QEMU shows it.
+    let (out, status) = compare_kernel("ringleak");
+    assert_eq!(status, 1);
+    assert!(out.contains("IOPL 3, IF 1, CS 0008"), "{out}");
+}

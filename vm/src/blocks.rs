@@ -288,6 +288,9 @@ fn run_block<const RAW: bool>(
     mut patches: Option<(&mut PatchTable, Injection)>,
 ) -> RawOutcome {
     let mut if_before = cpu.virtual_if();
+    // Entered in an interrupt shadow (after STI or MOV SS): an interrupt may
+    // be taken right after this first instruction, so the block ends there.
+    let shadowed = cpu.state.interrupt_shadow;
     let code32 = cpu.state.code32();
     let cpl = cpu.state.cpl();
     let insts = &block.insts;
@@ -342,6 +345,7 @@ fn run_block<const RAW: bool>(
             || platform.mem.watch_hit()
             || cpu.state.halted
             || cpu.state.interrupt_shadow
+            || shadowed
             || (vif && !if_before)
             || cpu.state.code32() != code32
             || (RAW && (cpu.state.cpl() != cpl || cpu.state.eflags & flags::TF != 0))
