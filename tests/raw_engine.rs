@@ -174,3 +174,22 @@ fn the_monitor_emits_typed_events_in_icount_order() {
     let traps = records.iter().filter(|r| matches!(r.event, Event::Trap { .. })).count() as u64;
     assert_eq!(traps, m.raw.monitor.exits);
 }
+
+#[test]
+fn patches_switched_off_mid_run_trap_again_with_the_same_results() {
+    let k = kernel("bench", "trap 3");
+    let (reference, e) = run(&k, Engine::Emulate, RawConfig::default());
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(32 << 20, &k, &mut host).expect("boot");
+    let mut console = CaptureConsole::default();
+    assert_eq!(m.run(e.icount() / 2, &mut host, &mut console), StopReason::InsnLimit);
+    let installed = m.raw.patches.patches.len() as u32;
+    assert!(installed > 0);
+    let exits_before = m.raw.monitor.exits;
+    let toggled = (0..installed).filter(|&i| m.set_patch_enabled(i, false)).count();
+    assert!(toggled >= 6, "the loop's inline patches: {toggled}");
+    assert_eq!(m.run(LIMIT, &mut host, &mut console), StopReason::ExitDevice(1));
+    assert_eq!(String::from_utf8_lossy(&console.serial), reference);
+    assert_eq!(m.state(), e.state());
+    assert!(m.raw.monitor.exits - exits_before > 10_000, "disabled sites trap again");
+}

@@ -102,6 +102,8 @@ pub enum Event {
     },
     /// A patch was dropped because the guest wrote to its page.
     PatchRemoved { site: u32, phys: u32 },
+    /// A patch was switched off or on again by hand (a debugger, a bisect).
+    PatchToggled { site: u32, phys: u32, enabled: bool },
     /// The guest changed bytes on a page holding scanned code or patches.
     SelfModifyingWrite { page: u32 },
 }
@@ -135,6 +137,13 @@ impl fmt::Display for Event {
                 site, mnemonic, reason, ..
             } => write!(f, "patch refused at {site:#x} ({mnemonic}): {reason}"),
             Event::PatchRemoved { site, .. } => write!(f, "patch removed at {site:#x} (code written)"),
+            Event::PatchToggled { site, enabled, .. } => {
+                write!(
+                    f,
+                    "patch at {site:#x} {}",
+                    if *enabled { "enabled" } else { "disabled" }
+                )
+            }
             Event::SelfModifyingWrite { page } => write!(f, "write to code page {:#x}", page << 12),
         }
     }

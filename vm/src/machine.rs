@@ -379,6 +379,34 @@ impl Machine {
         }
     }
 
+    /// Switches an inline patch off (its site traps again) or back on.
+    /// Returns false when there is no such inline patch, or it is dirty or
+    /// refused.
+    pub fn set_patch_enabled(&mut self, index: u32, enabled: bool) -> bool {
+        use crate::raw::patm::PatchState;
+        let Some(p) = self.raw.patches.get_mut(index) else {
+            return false;
+        };
+        let state = if enabled {
+            PatchState::Enabled
+        } else {
+            PatchState::Disabled
+        };
+        if p.kind != crate::raw::patm::PatchKind::Inline
+            || !matches!(p.state, PatchState::Enabled | PatchState::Disabled)
+        {
+            return false;
+        }
+        if p.state != state {
+            p.state = state;
+            let (site, phys) = (p.site, p.phys);
+            self.blocks.drop_page(phys >> 12);
+            self.events
+                .emit(self.cpu.icount, site, || Event::PatchToggled { site, phys, enabled });
+        }
+        true
+    }
+
     /// The CPU is halted: let virtual time pass to the next event.
     fn idle(&mut self, host: &mut dyn HostInput, console: &mut dyn Console) -> Option<StopReason> {
         self.flush_console(console);
