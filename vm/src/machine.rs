@@ -114,7 +114,7 @@ impl std::fmt::Display for StopReason {
 }
 
 /// Counts of the events that take the reference engine off its straight path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExitCounts {
     pub exceptions: u64,
     pub interrupts: u64,
@@ -145,7 +145,7 @@ pub struct Machine {
 }
 
 /// The machine's full state as plain data, for comparing and hashing.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MachineState {
     pub cpu: CpuState,
     pub icount: u64,

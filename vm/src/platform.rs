@@ -49,7 +49,7 @@ pub struct MmioRegion {
 }
 
 /// Counters of guest activity on the buses, for the run summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct BusStats {
     pub port_reads: u64,
     pub port_writes: u64,
@@ -71,7 +71,7 @@ pub struct Attention {
 }
 
 /// The devices' saved state, all together.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DevicesState {
     pub pic: crate::devices::pic::PicState,
     pub pit: crate::devices::pit::PitState,

@@ -55,7 +55,7 @@ pub mod vector {
 }
 
 /// A processor exception raised by an instruction (SDM Vol. 3A, 6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Fault {
     pub vector: u8,
     pub error: Option<u32>,

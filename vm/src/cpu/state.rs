@@ -58,7 +58,7 @@ pub mod cr4 {
 }
 
 /// Segment register numbers in the order of their ModRM encoding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum SegReg {
     Es = 0,
@@ -81,7 +81,7 @@ impl SegReg {
 ///
 /// `attr` holds descriptor byte 5 (type, S, DPL, P) in bits 0..8 and the high nibble
 /// of byte 6 (AVL, L, D/B, G) in bits 12..16, the layout VMX uses for access rights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     pub selector: u16,
     pub base: u32,
@@ -136,14 +136,14 @@ impl Segment {
 }
 
 /// GDTR / IDTR (SDM Vol. 3A, 2.4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TableReg {
     pub base: u32,
     pub limit: u16,
 }
 
 /// The model-specific registers a 32-bit kernel touches (SDM Vol. 4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Msrs {
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
@@ -170,7 +170,7 @@ pub mod reg {
 }
 
 /// The complete architectural state of the processor.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CpuState {
     pub regs: [u32; 8],
     pub eip: u32,

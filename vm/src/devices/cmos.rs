@@ -146,7 +146,7 @@ impl Calendar {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Cmos {
     /// Selected register (port 0x70 bits 6-0).
     pub index: u8,
@@ -154,6 +154,7 @@ pub struct Cmos {
     pub nmi_disabled: bool,
     /// Register file. Clock registers 0, 2, 4, 6-9 and 0x32 hold values only
     /// while register B's SET bit is on; otherwise they are computed.
+    #[serde(with = "serde_big_array::BigArray")]
     pub ram: [u8; 128],
     pub start_epoch_seconds: u64,
     /// Seconds added to the virtual-time clock by guest time writes.
@@ -165,7 +166,7 @@ pub struct Cmos {
 }
 
 /// Saved state of a [`Cmos`]: its full register state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CmosState {
     pub cmos: Cmos,
 }

@@ -9,7 +9,7 @@
 //!   Technical Reference): bit 1 gates A20, writing bit 0 = 1 pulses a reset.
 
 /// Debug console at port 0xE9.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DebugCon {
     /// Written bytes not yet drained by the host.
     pub output: Vec<u8>,
@@ -61,7 +61,7 @@ fn size_mask(size: u8) -> u32 {
 }
 
 /// QEMU isa-debug-exit at 0xF4.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExitDevice {
     pub status: Option<u32>,
 }
@@ -100,7 +100,7 @@ impl ExitDevice {
 }
 
 /// System Control Port A at 0x92.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Port92 {
     /// The register as last written, bit 0 excluded.
     pub value: u8,

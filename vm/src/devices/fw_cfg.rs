@@ -21,7 +21,7 @@ const ENTRY_MASK: u16 = 0x3FFF;
 pub const SELECTOR_PORT: u16 = 0x510;
 pub const DATA_PORT: u16 = 0x511;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FwCfg {
     pub ram_bytes: u64,
     pub cpus: u16,
@@ -33,7 +33,7 @@ pub struct FwCfg {
 
 /// Saved state of an [`FwCfg`]: its whole state (items are derived from
 /// `ram_bytes` and `cpus`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct FwCfgState {
     pub ram_bytes: u64,
     pub cpus: u16,

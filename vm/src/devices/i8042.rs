@@ -37,7 +37,7 @@ const OP_A20: u8 = 0x02;
 /// keeps multi-byte keyboard answers (0xFA 0xAA) in order.
 const OUT_QUEUE: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct I8042 {
     /// Bytes waiting in the output buffer, oldest first.
     pub out_queue: Vec<u8>,
@@ -55,7 +55,7 @@ pub struct I8042 {
 }
 
 /// Saved state of an [`I8042`]: its full register state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct I8042State {
     pub i8042: I8042,
 }

@@ -15,7 +15,7 @@ pub mod uart;
 
 /// An interrupt line a device drives. The platform copies its level into the
 /// PIC after every access and timer event (the PIC latches rising edges).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IrqLine {
     /// ISA IRQ number (0-15).
     pub irq: u8,

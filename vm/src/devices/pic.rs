@@ -9,7 +9,7 @@
 //! buffered-mode and MCS-80 bits (stored, no effect), and ELCR.
 
 /// One 8259A. The fields are its whole register state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Pic8259 {
     /// Interrupt request register: latched requests.
     pub irr: u8,
@@ -209,7 +209,7 @@ impl Pic8259 {
 }
 
 /// The master/slave pair of a PC/AT.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PicPair {
     pub master: Pic8259,
     pub slave: Pic8259,
@@ -219,7 +219,7 @@ pub struct PicPair {
 }
 
 /// Saved state of a [`PicPair`]: the pair's full register state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PicState {
     pub master: Pic8259,
     pub slave: Pic8259,

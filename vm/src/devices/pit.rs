@@ -51,7 +51,7 @@ fn bin_to_bcd(mut v: u32) -> u16 {
 }
 
 /// One counter. All times are in counter clocks.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PitChannel {
     /// Mode field as written (0-7); 6 and 7 behave as 2 and 3.
     pub mode_bits: u8,
@@ -406,7 +406,7 @@ impl PitChannel {
 }
 
 /// The 8254 and port 0x61.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Pit {
     pub channels: [PitChannel; 3],
     /// Port 0x61 bits 0-3 as written (bit 0 = channel 2 gate, bit 1 =
@@ -421,7 +421,7 @@ pub struct Pit {
 }
 
 /// Saved state of a [`Pit`]: its full register state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PitState {
     pub channels: [PitChannel; 3],
     pub port61: u8,

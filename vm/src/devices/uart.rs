@@ -44,7 +44,7 @@ const LSR_TEMT: u8 = 0x40;
 /// ready (DCD, DSR, CTS), so flow control never stalls the guest.
 const MSR_HOST_LINES: u8 = 0xB0;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Uart {
     /// ISA IRQ the port is wired to.
     pub irq_num: u8,
@@ -80,7 +80,7 @@ pub struct Uart {
 
 /// Saved state of a [`Uart`]: its full register state, including
 /// undrained output.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UartState {
     pub uart: Uart,
 }
