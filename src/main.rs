@@ -3,6 +3,7 @@
 mod bench;
 mod console;
 mod summary;
+mod trace_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,6 +62,39 @@ enum Command {
         #[arg(long)]
         no_qemu: bool,
     },
+    /// Boot a kernel like `run` and record the run into a trace file.
+    Record {
+        /// The trace file to write.
+        #[arg(short, long, value_name = "FILE.rbt")]
+        output: PathBuf,
+        /// Instructions between checkpoints (smaller: faster seeks, bigger file).
+        #[arg(long, default_value_t = replay::DEFAULT_CHECKPOINT_INTERVAL)]
+        checkpoint_interval: u64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Re-run a recorded guest from its trace, feeding the recorded inputs.
+    /// Exit status: 0 all matched, 1 divergence, 2 unusable trace.
+    Replay {
+        trace: PathBuf,
+        /// Run guest code with this engine instead of the recorded one.
+        #[arg(long)]
+        engine: Option<Engine>,
+        /// Replay without patches.
+        #[arg(long)]
+        no_patch: bool,
+        /// Compare machine digests at every checkpoint; stop at the first
+        /// mismatch with a report.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Describe a trace: instructions, speed, events, patches, sizes.
+    Info {
+        trace: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a folder of single-instruction test vectors and print pass rates.
     Conformance {
         /// Folder in the SingleStepTests JSON-lines format.
@@ -75,7 +109,7 @@ enum Command {
 }
 
 #[derive(Args)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// A multiboot v1 kernel (ELF or a.out kludge), a 512-byte boot sector,
     /// or, with --flat, any flat binary.
     kernel: PathBuf,
@@ -106,7 +140,7 @@ struct RunArgs {
 /// How guest code runs. Every choice computes the same guest results (the
 /// injected bugs excepted: they exist to be found).
 #[derive(Args, Clone, Copy)]
-struct EngineArgs {
+pub(crate) struct EngineArgs {
     /// raw: cached blocks with guest ring 0 compressed into ring 1, the
     /// monitor, code scanner and patch manager; emulate: the reference,
     /// decoding each instruction; blocks: cached blocks at the guest's true
@@ -174,6 +208,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Conformance { dir, json, verbose } => conformance(&dir, json, verbose),
+        Command::Record {
+            output,
+            checkpoint_interval,
+            run,
+        } => {
+            let (kernel, ram) = load_kernel(&run)?;
+            trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval)
+        }
+        Command::Replay {
+            trace,
+            engine,
+            no_patch,
+            verify,
+        } => trace_cmd::replay(&trace, engine, no_patch, verify),
+        Command::Info { trace, json } => trace_cmd::info(&trace, json),
         Command::Bench {
             workload,
             rounds,
@@ -186,9 +235,13 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-fn run_command(args: &RunArgs) -> Result<ExitCode> {
+/// The kernel and RAM size a `run` or `record` command line describes.
+fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
     let ram = vm::boot::parse_mem_size(&args.mem)?;
     let image = read_file(&args.kernel, "kernel")?;
+    if args.flat.is_some() && !args.modules.is_empty() {
+        bail!("--module needs a multiboot kernel, not a flat binary");
+    }
     let kernel = if let Some(addr) = args.flat {
         Kernel::Flat { image, addr }
     } else if !vm::boot::is_multiboot(&image) && vm::boot::is_boot_sector(&image) {
@@ -209,9 +262,11 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
             modules,
         }
     };
-    if args.flat.is_some() && !args.modules.is_empty() {
-        bail!("--module needs a multiboot kernel, not a flat binary");
-    }
+    Ok((kernel, ram))
+}
+
+fn run_command(args: &RunArgs) -> Result<ExitCode> {
+    let (kernel, ram) = load_kernel(args)?;
     Ok(exit_code(&run_kernel(
         &kernel,
         ram,

@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use vm::machine::{Engine, Machine, StopReason};
-use vm::raw::patm::PatchState;
 
 /// Trap sites listed at most.
 const TOP_SITES: usize = 5;
@@ -67,22 +66,12 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
         let _ = writeln!(out, "ringback: top trap sites: {}", sites.join(", "));
     }
     let sc = raw.scanner.stats;
-    let patches = &raw.patches.patches;
-    let enabled = patches.iter().filter(|p| p.state == PatchState::Enabled).count();
-    let refused = patches
-        .iter()
-        .filter(|p| matches!(p.state, PatchState::Refused(_)))
-        .count();
-    let hits: u64 = patches.iter().map(|p| p.hits).sum();
-    let avoided: u64 = patches.iter().map(|p| p.traps_avoided).sum();
+    let t = raw.patch_totals();
     let _ = writeln!(
         out,
-        "ringback: scanner: {} scans, {} instructions, {} sensitive marked; patches: {enabled} installed, \
-         {refused} refused, {} dirty; {hits} patch hits, {avoided} traps avoided",
-        sc.scans,
-        sc.instructions,
-        sc.marked,
-        patches.iter().filter(|p| p.state == PatchState::Dirty).count(),
+        "ringback: scanner: {} scans, {} instructions, {} sensitive marked; patches: {} installed, \
+         {} refused, {} dirty; {} patch hits, {} traps avoided",
+        sc.scans, sc.instructions, sc.marked, t.installed, t.refused, t.dirty, t.hits, t.traps_avoided
     );
     if raw.config.inject.any() {
         let _ = writeln!(out, "ringback: INJECTED PATCH BUGS: {:?}", raw.config.inject);

@@ -36,7 +36,7 @@ pub const MIN_RAM: u64 = 2 << 20;
 pub const MAX_RAM: u64 = 0xE000_0000;
 
 /// A module for the kernel: its contents and its command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Module {
     pub data: Vec<u8>,
     pub cmdline: String,

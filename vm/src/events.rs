@@ -9,7 +9,7 @@ use std::fmt;
 use crate::cpu::Fault;
 
 /// Why the raw engine handed control to the monitor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ExitReason {
     /// An exception raised while running raw (a privileged instruction at
     /// ring 1 raises #GP; page faults and the guest's own faults land here too).
@@ -36,7 +36,7 @@ impl fmt::Display for ExitReason {
 }
 
 /// Which engine runs the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EngineKind {
     /// Cached blocks, guest ring 0 compressed into ring 1.
     RawRing0,
@@ -47,7 +47,7 @@ pub enum EngineKind {
 }
 
 /// Why a site got no patch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RefuseReason {
     /// The instruction changes privilege, paging or descriptor tables, or
     /// halts: only the monitor can carry it out.
@@ -66,7 +66,7 @@ impl fmt::Display for RefuseReason {
 }
 
 /// Why a patch was installed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PatchCause {
     /// The scanner marked the site before it ever ran.
     Scanned,
@@ -74,7 +74,7 @@ pub enum PatchCause {
     Hot(u32),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// The raw engine exited to the monitor.
     Trap { reason: ExitReason },
@@ -109,7 +109,7 @@ pub enum Event {
 }
 
 /// An event with where and when it happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {
     pub icount: u64,
     /// Linear address (CS base + EIP) of the instruction concerned.
@@ -152,6 +152,8 @@ impl fmt::Display for Event {
 /// Where events go.
 pub trait EventSink: Send {
     fn event(&mut self, record: EventRecord);
+    /// Passes on anything buffered (the recorder calls it at checkpoints).
+    fn flush(&mut self) {}
 }
 
 /// A sink that keeps events in memory (tests, the run summary).
@@ -192,6 +194,12 @@ impl fmt::Debug for SinkSlot {
 }
 
 impl SinkSlot {
+    pub fn flush(&mut self) {
+        if let Some(sink) = &mut self.0 {
+            sink.flush();
+        }
+    }
+
     #[inline]
     pub fn emit(&mut self, icount: u64, pc: u32, event: impl FnOnce() -> Event) {
         if let Some(sink) = &mut self.0 {

@@ -24,7 +24,7 @@ const MAX_FAULTS_WITHOUT_PROGRESS: u64 = 1 << 20;
 
 /// The engines that execute guest code. Guest-visible results never depend
 /// on the choice (the differential tests hold them to it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Engine {
     /// The fast path: cached blocks, guest ring 0 compressed into ring 1,
     /// the monitor, the code scanner and the patch manager.
@@ -195,6 +195,33 @@ impl Machine {
             idle_without_wakeup: self.idle_without_wakeup,
             devices: self.platform.save_devices(),
         }
+    }
+
+    /// Puts the machine in a saved state (a checkpoint): CPU, devices, time
+    /// and the run loop's schedule; RAM is the caller's to restore. Cached
+    /// translations, blocks, scan results and patches are dropped: they
+    /// describe the old memory, and none of them is guest-visible.
+    pub fn restore_state(&mut self, s: &MachineState) {
+        self.cpu.set_state(s.cpu.clone());
+        self.cpu.icount = s.icount;
+        self.cpu.idle_ticks = s.idle_ticks;
+        self.next_poll = s.next_input_poll;
+        self.idle_without_wakeup = s.idle_without_wakeup;
+        self.platform.restore_devices(&s.devices);
+        self.fault_loop = (u64::MAX, 0);
+        self.forget_cached_code();
+    }
+
+    /// Drops every cached translation and everything the engines learned
+    /// about guest code. The TLB flush is guest-visible only to a guest that
+    /// edits page tables without invalidating (the SDM lets a processor
+    /// flush at any time); recorder and replayer flush at the same points.
+    pub fn forget_cached_code(&mut self) {
+        self.cpu.tlb.flush_all();
+        let stats = self.blocks.stats;
+        self.blocks = BlockCache::default();
+        self.blocks.stats = stats;
+        self.raw.reset_caches();
     }
 
     /// The next virtual time at which the loop must look outside the CPU.
@@ -445,7 +472,7 @@ impl Machine {
 }
 
 /// What to boot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kernel {
     /// A multiboot v1 kernel with its command line and modules.
     Multiboot {

@@ -25,7 +25,7 @@ pub const PATCH_THRESHOLD: u32 = 8;
 
 /// Deliberate patch bugs, for proving that differential tests and bisect
 /// find each class (DESIGN.md, "Patch bugs are real").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Injection {
     /// PUSHF patches push the ring-1 flags (IF = 1, IOPL = 0) instead of the
     /// guest's: wrong inline semantics.
@@ -70,7 +70,7 @@ impl std::str::FromStr for Injection {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RawConfig {
     pub patching: bool,
     /// Off only to show what ring compression leaks without it.
@@ -137,6 +137,32 @@ pub struct RawEngine {
     hot_entries: HashMap<(u32, u32), u32>,
     /// The engine that ran the guest last, for switch events.
     current: Option<EngineKind>,
+    /// Patches of tables dropped by `reset_caches`, for the run's totals.
+    pub retired: PatchTotals,
+}
+
+/// Patch counts over a whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatchTotals {
+    pub installed: u64,
+    pub refused: u64,
+    pub dirty: u64,
+    pub hits: u64,
+    pub traps_avoided: u64,
+}
+
+impl PatchTotals {
+    fn add(&mut self, t: &PatchTable) {
+        for p in &t.patches {
+            match p.state {
+                PatchState::Enabled | PatchState::Disabled => self.installed += 1,
+                PatchState::Refused(_) => self.refused += 1,
+                PatchState::Dirty => self.dirty += 1,
+            }
+            self.hits += p.hits;
+            self.traps_avoided += p.traps_avoided;
+        }
+    }
 }
 
 /// Linear address of CS:EIP.
@@ -151,6 +177,28 @@ impl RawEngine {
             config,
             ..Default::default()
         }
+    }
+
+    /// Forgets scan results, patches and trap counts (a checkpoint: memory
+    /// may be replaced), keeping the configuration and the run's counters.
+    pub fn reset_caches(&mut self) {
+        let scan_stats = self.scanner.stats;
+        self.retired.add(&self.patches);
+        *self = RawEngine {
+            config: self.config,
+            monitor: std::mem::take(&mut self.monitor),
+            retired: self.retired,
+            current: self.current,
+            ..Default::default()
+        };
+        self.scanner.stats = scan_stats;
+    }
+
+    /// Patch counts over the whole run, dropped tables included.
+    pub fn patch_totals(&self) -> PatchTotals {
+        let mut t = self.retired;
+        t.add(&self.patches);
+        t
     }
 
     /// Which engine runs the next instruction, and in which view. Guest ring

@@ -1,0 +1,32 @@
+//! ringback's deterministic traces: recording a run (header, input log,
+//! event log, checkpoints, index), opening a trace safely whatever state the
+//! file is in, and replaying it — straight through with digest checks, or
+//! by seeking to any icount. docs/trace-format.md describes the bytes.
+
+pub mod digest;
+pub mod error;
+pub mod format;
+pub mod model;
+pub mod reader;
+pub mod record;
+pub mod replay;
+
+pub use error::{Result, TraceError};
+pub use reader::Trace;
+pub use record::{record, RecordSummary, DEFAULT_CHECKPOINT_INTERVAL};
+pub use replay::{Divergence, ReplayOptions, Replayer};
+
+/// BLAKE3 of a guest image, hex.
+pub fn image_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// The hashes a header records: the kernel image, then each module.
+pub fn kernel_hashes(kernel: &vm::machine::Kernel) -> Vec<String> {
+    match kernel {
+        vm::machine::Kernel::Multiboot { image, modules, .. } => std::iter::once(image_hash(image))
+            .chain(modules.iter().map(|m| image_hash(&m.data)))
+            .collect(),
+        vm::machine::Kernel::Flat { image, .. } => vec![image_hash(image)],
+    }
+}

@@ -1,0 +1,94 @@
+//! What the frames hold. Everything but the index is postcard-encoded serde
+//! data; the index is rkyv, accessed zero-copy after validation.
+
+use serde::{Deserialize, Serialize};
+use vm::events::EventRecord;
+use vm::machine::{Engine, Kernel, MachineState};
+use vm::raw::RawConfig;
+
+/// The machine a trace was recorded on: everything needed to build it again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    pub ram_bytes: u64,
+    pub engine: Engine,
+    pub raw: RawConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    /// The ringback build that wrote the trace.
+    pub build: String,
+    pub config: MachineConfig,
+    /// The guest images themselves, so the trace is self-contained.
+    pub kernel: Kernel,
+    /// BLAKE3 of the kernel image and of each module, hex.
+    pub image_hashes: Vec<String>,
+    pub rtc_start: u64,
+    /// Instructions between checkpoints.
+    pub checkpoint_interval: u64,
+}
+
+/// One answer of the host input interface, in the order the machine asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputRecord {
+    /// A byte received on COM1 at virtual time `now`.
+    Serial { now: u64, byte: u8 },
+    /// The idle guest waited for input at `now`; `ready` is what the host said.
+    Wait { now: u64, ready: bool },
+}
+
+/// A checkpoint: the machine's state at `state.icount`, the RAM pages written
+/// since the previous checkpoint (every page with content for the first),
+/// and the digest of the whole machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub state: MachineState,
+    pub pages: Vec<(u32, Vec<u8>)>,
+    pub digest: [u8; 32],
+    /// Input records the machine consumed before this point.
+    pub inputs_consumed: u64,
+    /// Serial output the guest wrote since the previous checkpoint.
+    pub serial: Vec<u8>,
+    /// Events emitted before this point.
+    pub events_before: u64,
+}
+
+/// The last frame of a finished recording.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndInfo {
+    pub icount: u64,
+    pub stop: String,
+    pub exit_status: Option<u32>,
+    pub wall_seconds: f64,
+    pub serial_bytes: u64,
+    pub events: u64,
+}
+
+/// A batch of events, in icount order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<EventRecord>,
+}
+
+/// A batch of input records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputBatch {
+    pub records: Vec<InputRecord>,
+}
+
+/// Where each frame is, for seeking without reading the file through.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FrameEntry {
+    pub kind: u8,
+    pub offset: u64,
+    /// The frame header's icount.
+    pub icount: u64,
+    /// Compressed and uncompressed payload sizes.
+    pub payload_len: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TraceIndex {
+    pub frames: Vec<FrameEntry>,
+}

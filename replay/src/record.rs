@@ -1,0 +1,389 @@
+//! Recording: runs a machine in checkpoint-sized segments and writes the
+//! header, the input log, the event log and the checkpoints as frames.
+//! Compression and file writes happen on a writer thread, so the guest's
+//! thread only serializes; a recorder killed at any moment leaves every frame
+//! it finished readable.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::Serialize;
+use vm::events::{EventRecord, EventSink, SinkSlot};
+use vm::host::HostInput;
+use vm::machine::{Console, Machine, StopReason};
+
+use crate::digest::RamHasher;
+use crate::error::{Result, TraceError};
+use crate::format::{self, FrameKind};
+use crate::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex};
+
+/// Default instructions between checkpoints.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 20_000_000;
+/// Events per event frame at most.
+const EVENT_BATCH: usize = 8192;
+/// Frames queued for the writer thread before the guest waits for it.
+const QUEUE: usize = 64;
+
+enum Job {
+    Frame { kind: FrameKind, icount: u64, raw: Vec<u8> },
+    Finish,
+}
+
+/// The writer thread's side: compresses and appends frames, keeps the index.
+struct WriterThread {
+    out: BufWriter<File>,
+    offset: u64,
+    index: Vec<FrameEntry>,
+    compressed: u64,
+    raw: u64,
+}
+
+/// What the writer reports when it finishes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    pub compressed_bytes: u64,
+    pub raw_bytes: u64,
+    pub frames: u64,
+}
+
+impl WriterThread {
+    fn write(&mut self, kind: FrameKind, icount: u64, raw: &[u8]) -> std::io::Result<()> {
+        let start = self.offset;
+        let n = format::write_frame(&mut self.out, kind, icount, raw)?;
+        self.offset += n;
+        self.compressed += n;
+        self.raw += raw.len() as u64;
+        // Each frame reaches the file whole before the next is started, so a
+        // killed recorder leaves complete frames behind.
+        self.out.flush()?;
+        self.index.push(FrameEntry {
+            kind: kind as u8,
+            offset: start,
+            icount,
+            payload_len: (n - format::FRAME_HEADER_LEN as u64) as u32,
+            raw_len: raw.len() as u32,
+        });
+        Ok(())
+    }
+
+    fn run(mut self, jobs: Receiver<Job>) -> std::io::Result<WriteStats> {
+        while let Ok(job) = jobs.recv() {
+            match job {
+                Job::Frame { kind, icount, raw } => self.write(kind, icount, &raw)?,
+                Job::Finish => {
+                    let index = TraceIndex {
+                        frames: std::mem::take(&mut self.index),
+                    };
+                    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&index)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    let at = self.offset;
+                    let frames = index.frames.len() as u64;
+                    self.write(FrameKind::Index, 0, &bytes)?;
+                    self.out.write_all(&format::trailer(at))?;
+                    self.out.flush()?;
+                    return Ok(WriteStats {
+                        compressed_bytes: self.compressed,
+                        raw_bytes: self.raw,
+                        frames: frames + 1,
+                    });
+                }
+            }
+        }
+        Err(std::io::Error::other("the recorder went away"))
+    }
+}
+
+/// The guest thread's handle on the writer.
+pub struct TraceWriter {
+    jobs: SyncSender<Job>,
+    thread: Option<JoinHandle<std::io::Result<WriteStats>>>,
+    path: String,
+}
+
+impl TraceWriter {
+    pub fn create(path: &Path) -> Result<TraceWriter> {
+        let io = |source| TraceError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut out = BufWriter::new(File::create(path).map_err(io)?);
+        out.write_all(&format::preamble()).map_err(io)?;
+        out.flush().map_err(io)?;
+        let (jobs, rx) = sync_channel(QUEUE);
+        let writer = WriterThread {
+            out,
+            offset: format::PREAMBLE_LEN as u64,
+            index: Vec::new(),
+            compressed: format::PREAMBLE_LEN as u64,
+            raw: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("trace-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok(TraceWriter {
+            jobs,
+            thread: Some(thread),
+            path: path.display().to_string(),
+        })
+    }
+
+    pub fn sender(&self) -> FrameSender {
+        FrameSender(self.jobs.clone())
+    }
+
+    /// Writes the index and the trailer and waits for the writer.
+    pub fn finish(mut self) -> Result<WriteStats> {
+        let _ = self.jobs.send(Job::Finish);
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<WriteStats> {
+        let thread = self
+            .thread
+            .take()
+            .ok_or(TraceError::Writer("already finished".into()))?;
+        match thread.join() {
+            Ok(Ok(stats)) => Ok(stats),
+            Ok(Err(source)) => Err(TraceError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(_) => Err(TraceError::Writer("the writer thread panicked".into())),
+        }
+    }
+}
+
+/// Sends frames to the writer thread.
+#[derive(Clone)]
+pub struct FrameSender(SyncSender<Job>);
+
+impl FrameSender {
+    pub fn send<T: Serialize>(&self, kind: FrameKind, icount: u64, value: &T) -> Result<()> {
+        let raw = postcard::to_allocvec(value).map_err(|e| TraceError::Writer(e.to_string()))?;
+        self.0
+            .send(Job::Frame { kind, icount, raw })
+            .map_err(|_| TraceError::Writer("the writer thread stopped (see its error)".into()))
+    }
+}
+
+/// Buffers events and sends them in batches.
+struct EventWriter {
+    frames: FrameSender,
+    batch: Vec<EventRecord>,
+    count: Arc<Mutex<u64>>,
+    failed: Arc<Mutex<bool>>,
+}
+
+impl EventSink for EventWriter {
+    fn event(&mut self, record: EventRecord) {
+        self.batch.push(record);
+        if self.batch.len() >= EVENT_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let icount = self.batch[0].icount;
+        let n = self.batch.len() as u64;
+        let batch = EventBatch {
+            events: std::mem::take(&mut self.batch),
+        };
+        if self.frames.send(FrameKind::Events, icount, &batch).is_err() {
+            if let Ok(mut f) = self.failed.lock() {
+                *f = true;
+            }
+        }
+        if let Ok(mut c) = self.count.lock() {
+            *c += n;
+        }
+    }
+}
+
+/// A host input that logs every answer it passes on.
+pub struct RecordingInput<'a> {
+    pub host: &'a mut dyn HostInput,
+    pub log: Vec<InputRecord>,
+    pub consumed: u64,
+}
+
+impl HostInput for RecordingInput<'_> {
+    fn rtc_start(&mut self) -> u64 {
+        self.host.rtc_start()
+    }
+
+    fn serial_input(&mut self, now: u64) -> Option<u8> {
+        let b = self.host.serial_input(now);
+        if let Some(byte) = b {
+            self.log.push(InputRecord::Serial { now, byte });
+            self.consumed += 1;
+        }
+        b
+    }
+
+    fn wait_for_input(&mut self, now: u64) -> bool {
+        let ready = self.host.wait_for_input(now);
+        self.log.push(InputRecord::Wait { now, ready });
+        self.consumed += 1;
+        ready
+    }
+}
+
+/// A console that passes output on and keeps what was written since the
+/// last checkpoint.
+pub struct TeeConsole<'a> {
+    pub inner: &'a mut dyn Console,
+    pub serial: Vec<u8>,
+    pub total: u64,
+}
+
+impl Console for TeeConsole<'_> {
+    fn serial(&mut self, bytes: &[u8]) {
+        self.serial.extend_from_slice(bytes);
+        self.total += bytes.len() as u64;
+        self.inner.serial(bytes);
+    }
+    fn debugcon(&mut self, bytes: &[u8]) {
+        self.inner.debugcon(bytes);
+    }
+}
+
+/// How a recording went.
+#[derive(Clone, Debug)]
+pub struct RecordSummary {
+    pub stop: StopReason,
+    pub icount: u64,
+    pub wall_seconds: f64,
+    pub checkpoints: u64,
+    pub events: u64,
+    pub write: WriteStats,
+}
+
+/// Records a run of `machine` (already booted and configured as `header`
+/// says) into `path`, up to `max_icount`. `progress` is told the icount after
+/// every checkpoint.
+pub fn record(
+    path: &Path,
+    header: &TraceHeader,
+    machine: &mut Machine,
+    host: &mut dyn HostInput,
+    console: &mut dyn Console,
+    max_icount: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RecordSummary> {
+    let writer = TraceWriter::create(path)?;
+    let frames = writer.sender();
+    frames.send(FrameKind::Header, 0, header)?;
+    let count = Arc::new(Mutex::new(0u64));
+    let failed = Arc::new(Mutex::new(false));
+    machine.events = SinkSlot(Some(Box::new(EventWriter {
+        frames: frames.clone(),
+        batch: Vec::with_capacity(EVENT_BATCH),
+        count: count.clone(),
+        failed: failed.clone(),
+    })));
+    let mut input = RecordingInput {
+        host,
+        log: Vec::new(),
+        consumed: 0,
+    };
+    let mut tee = TeeConsole {
+        inner: console,
+        serial: Vec::new(),
+        total: 0,
+    };
+    let mut ram = RamHasher::new(&machine.platform.mem);
+    let started = Instant::now();
+    let mut checkpoints = 0u64;
+    let interval = header.checkpoint_interval.max(1);
+    let take_checkpoint = |machine: &mut Machine,
+                           input: &mut RecordingInput,
+                           tee: &mut TeeConsole,
+                           ram: &mut RamHasher,
+                           first: bool|
+     -> Result<()> {
+        machine.events.flush();
+        if !input.log.is_empty() {
+            let batch = InputBatch {
+                records: std::mem::take(&mut input.log),
+            };
+            frames.send(FrameKind::Inputs, machine.icount(), &batch)?;
+        }
+        machine.forget_cached_code();
+        let dirty = machine.platform.mem.take_dirty();
+        ram.update(&machine.platform.mem, &dirty);
+        let state = machine.state();
+        let pages = if first {
+            ram.nonzero_pages(&machine.platform.mem)
+        } else {
+            dirty
+                .iter()
+                .filter_map(|&p| machine.platform.mem.page(p).map(|b| (p as u32, b.to_vec())))
+                .collect()
+        };
+        let events_before = count.lock().map(|c| *c).unwrap_or(0);
+        let cp = Checkpoint {
+            digest: ram.digest(&state),
+            state,
+            pages,
+            inputs_consumed: input.consumed,
+            serial: std::mem::take(&mut tee.serial),
+            events_before,
+        };
+        frames.send(FrameKind::Checkpoint, machine.icount(), &cp)
+    };
+    take_checkpoint(machine, &mut input, &mut tee, &mut ram, true)?;
+    checkpoints += 1;
+    let stop = loop {
+        let target = (machine.icount() / interval + 1)
+            .saturating_mul(interval)
+            .min(max_icount);
+        let stop = machine.run(target, &mut input, &mut tee);
+        take_checkpoint(machine, &mut input, &mut tee, &mut ram, false)?;
+        checkpoints += 1;
+        progress(machine.icount());
+        if stop != StopReason::InsnLimit || machine.icount() >= max_icount {
+            break stop;
+        }
+    };
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let events = count.lock().map(|c| *c).unwrap_or(0);
+    let exit_status = match stop {
+        StopReason::ExitDevice(s) => Some(s),
+        _ => None,
+    };
+    frames.send(
+        FrameKind::End,
+        machine.icount(),
+        &EndInfo {
+            icount: machine.icount(),
+            stop: stop.to_string(),
+            exit_status,
+            wall_seconds,
+            serial_bytes: tee.total,
+            events,
+        },
+    )?;
+    machine.events = SinkSlot(None);
+    if failed.lock().map(|f| *f).unwrap_or(true) {
+        return Err(TraceError::Writer("events could not be written".into()));
+    }
+    drop(frames);
+    let write = writer.finish()?;
+    Ok(RecordSummary {
+        stop,
+        icount: machine.icount(),
+        wall_seconds,
+        checkpoints,
+        events,
+        write,
+    })
+}

@@ -1,0 +1,385 @@
+//! Replaying: the recorded machine built again from the trace's header, fed
+//! the recorded inputs at the icounts they arrived, stopping at every
+//! checkpoint to do what the recorder did there (and, verifying, to compare
+//! digests). Seeking restores the nearest checkpoint at or before the target
+//! and runs forward.
+
+use vm::host::HostInput;
+use vm::machine::{CaptureConsole, Engine, Machine, MachineState, StopReason};
+use vm::raw::RawConfig;
+
+use crate::digest::RamHasher;
+use crate::error::{Result, TraceError};
+use crate::model::{Checkpoint, FrameEntry, InputRecord};
+use crate::reader::Trace;
+
+/// Feeds recorded inputs back at the virtual times they were asked for.
+#[derive(Clone, Debug)]
+pub struct ReplayInput {
+    rtc_start: u64,
+    records: Vec<InputRecord>,
+    pub cursor: usize,
+    /// An ask the log did not expect: the replay has diverged.
+    pub mismatch: Option<(u64, String)>,
+}
+
+impl ReplayInput {
+    pub fn new(rtc_start: u64, records: Vec<InputRecord>) -> Self {
+        ReplayInput {
+            rtc_start,
+            records,
+            cursor: 0,
+            mismatch: None,
+        }
+    }
+}
+
+impl HostInput for ReplayInput {
+    fn rtc_start(&mut self) -> u64 {
+        self.rtc_start
+    }
+
+    fn serial_input(&mut self, now: u64) -> Option<u8> {
+        match self.records.get(self.cursor) {
+            Some(&InputRecord::Serial { now: t, byte }) if t == now => {
+                self.cursor += 1;
+                Some(byte)
+            }
+            _ => None,
+        }
+    }
+
+    fn wait_for_input(&mut self, now: u64) -> bool {
+        match self.records.get(self.cursor) {
+            Some(&InputRecord::Wait { now: t, ready }) if t == now => {
+                self.cursor += 1;
+                ready
+            }
+            other => {
+                if self.mismatch.is_none() {
+                    self.mismatch = Some((now, format!("the guest waited for input; the log has {other:?}")));
+                }
+                false
+            }
+        }
+    }
+}
+
+/// How guest code should run in the replay (default: as recorded).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOptions {
+    pub engine: Option<Engine>,
+    pub raw: Option<RawConfig>,
+}
+
+/// Where a replay first departed from the recording.
+#[derive(Clone, Debug)]
+pub struct Divergence {
+    pub icount: u64,
+    /// Linear address of the next instruction.
+    pub pc: u32,
+    /// Human-readable differences: registers, devices, pages.
+    pub differences: Vec<String>,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "divergence at icount {} (next instruction at {:#010x}):",
+            self.icount, self.pc
+        )?;
+        for d in &self.differences {
+            writeln!(f, "  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Replayer<'t> {
+    pub trace: &'t Trace,
+    pub machine: Machine,
+    pub input: ReplayInput,
+    /// Serial output from the start of the recording up to the position.
+    pub console: CaptureConsole,
+    checkpoints: Vec<FrameEntry>,
+    /// Index of the next checkpoint the replay will reach.
+    next_checkpoint: usize,
+    ram: Option<RamHasher>,
+    /// The recording's RAM as the checkpoints so far describe it (verify).
+    recorded_ram: Option<Vec<u8>>,
+}
+
+impl<'t> Replayer<'t> {
+    /// The machine at icount 0, as recorded.
+    pub fn new(trace: &'t Trace, options: ReplayOptions) -> Result<Self> {
+        let h = &trace.header;
+        let mut input = ReplayInput::new(h.rtc_start, trace.inputs()?);
+        let mut machine = Machine::boot(h.config.ram_bytes, &h.kernel, &mut input).map_err(TraceError::Boot)?;
+        machine.engine = options.engine.unwrap_or(h.config.engine);
+        machine.raw.config = options.raw.unwrap_or(h.config.raw);
+        let checkpoints = trace.checkpoint_frames();
+        if checkpoints.is_empty() {
+            return Err(TraceError::Missing("checkpoint"));
+        }
+        Ok(Replayer {
+            trace,
+            machine,
+            input,
+            console: CaptureConsole::default(),
+            checkpoints,
+            next_checkpoint: 0,
+            ram: None,
+            recorded_ram: None,
+        })
+    }
+
+    pub fn icount(&self) -> u64 {
+        self.machine.icount()
+    }
+
+    /// The last icount the trace covers.
+    pub fn end_icount(&self) -> u64 {
+        self.checkpoints.last().map_or(0, |c| c.icount)
+    }
+
+    pub fn checkpoint_icounts(&self) -> Vec<u64> {
+        self.checkpoints.iter().map(|c| c.icount).collect()
+    }
+
+    /// Does at a checkpoint what the recorder did there. With `verify`,
+    /// compares the digest; returns the divergence if it differs.
+    fn at_checkpoint(&mut self, index: usize, verify: bool) -> Result<Option<Divergence>> {
+        self.machine.forget_cached_code();
+        let dirty = self.machine.platform.mem.take_dirty();
+        if !verify {
+            return Ok(None);
+        }
+        let f = self.checkpoints[index].clone();
+        let cp = self.trace.checkpoint(&f)?;
+        let ram = self
+            .ram
+            .get_or_insert_with(|| RamHasher::new(&self.machine.platform.mem));
+        ram.update(&self.machine.platform.mem, &dirty);
+        let recorded = self
+            .recorded_ram
+            .get_or_insert_with(|| vec![0; self.machine.platform.mem.ram_size()]);
+        for (page, bytes) in &cp.pages {
+            let start = *page as usize * vm::mem::PAGE_SIZE;
+            if let Some(dst) = recorded.get_mut(start..start + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        let state = self.machine.state();
+        if ram.digest(&state) == cp.digest && self.input.mismatch.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.divergence(&cp, &state)))
+    }
+
+    fn divergence(&self, cp: &Checkpoint, state: &MachineState) -> Divergence {
+        let mut differences = state_differences(&cp.state, state);
+        if let Some(recorded) = &self.recorded_ram {
+            let mem = &self.machine.platform.mem;
+            let ps = vm::mem::PAGE_SIZE;
+            let pages: Vec<usize> = (0..mem.ram_size() / ps)
+                .filter(|&p| mem.page(p) != recorded.get(p * ps..(p + 1) * ps))
+                .collect();
+            if !pages.is_empty() {
+                let shown: Vec<String> = pages.iter().take(8).map(|p| format!("{:#x}", p * ps)).collect();
+                differences.push(format!(
+                    "RAM: {} page(s) differ, first at {}",
+                    pages.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
+        if let Some((now, what)) = &self.input.mismatch {
+            differences.push(format!("input at virtual time {now}: {what}"));
+        }
+        if differences.is_empty() {
+            differences.push("digests differ but no field does (hash collision or format bug)".into());
+        }
+        Divergence {
+            icount: state.icount,
+            pc: vm::raw::pc(&self.machine.cpu),
+            differences,
+        }
+    }
+
+    /// Runs forward to `target` (at most the trace's end), stopping at each
+    /// checkpoint on the way. Returns the first divergence when verifying.
+    pub fn run_to(&mut self, target: u64, verify: bool) -> Result<Option<Divergence>> {
+        let target = target.min(self.end_icount());
+        loop {
+            let Some(next) = self.checkpoints.get(self.next_checkpoint).map(|c| c.icount) else {
+                return Ok(None);
+            };
+            if next > target {
+                if self.machine.icount() < target {
+                    self.machine.run(target, &mut self.input, &mut self.console);
+                }
+                return Ok(None);
+            }
+            if self.machine.icount() < next {
+                self.machine.run(next, &mut self.input, &mut self.console);
+            }
+            let index = self.next_checkpoint;
+            self.next_checkpoint += 1;
+            if let Some(d) = self.at_checkpoint(index, verify)? {
+                return Ok(Some(d));
+            }
+            if next >= target {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Replays the whole trace, verifying every checkpoint when asked.
+    pub fn run_all(&mut self, verify: bool, progress: &mut dyn FnMut(u64)) -> Result<Option<Divergence>> {
+        let marks = self.checkpoint_icounts();
+        for icount in marks {
+            if let Some(d) = self.run_to(icount, verify)? {
+                return Ok(Some(d));
+            }
+            progress(icount);
+        }
+        Ok(None)
+    }
+
+    /// Moves to `target`: restores the nearest checkpoint at or before it
+    /// (unless the replay is already between it and the target) and runs.
+    pub fn seek(&mut self, target: u64) -> Result<()> {
+        let target = target.min(self.end_icount());
+        let k = self
+            .checkpoints
+            .iter()
+            .rposition(|c| c.icount <= target)
+            .ok_or(TraceError::Missing("checkpoint"))?;
+        let here = self.machine.icount();
+        if !(here >= self.checkpoints[k].icount && here <= target && self.next_checkpoint > k) {
+            self.restore(k)?;
+        }
+        self.run_to(target, false)?;
+        Ok(())
+    }
+
+    /// One instruction forward (or none at the trace's end).
+    pub fn step(&mut self) -> Result<()> {
+        let t = self.machine.icount() + 1;
+        self.run_to(t, false)?;
+        Ok(())
+    }
+
+    /// Puts the machine in the state of checkpoint `k`: CPU, devices, RAM
+    /// (rebuilt from the pages of every checkpoint up to `k`), input cursor
+    /// and serial output.
+    pub fn restore(&mut self, k: usize) -> Result<()> {
+        let mut ram = vec![0u8; self.machine.platform.mem.ram_size()];
+        let mut serial = Vec::new();
+        let mut last = None;
+        for f in &self.checkpoints[..=k] {
+            let cp = self.trace.checkpoint(f)?;
+            for (page, bytes) in &cp.pages {
+                let start = *page as usize * vm::mem::PAGE_SIZE;
+                if let Some(dst) = ram.get_mut(start..start + bytes.len()) {
+                    dst.copy_from_slice(bytes);
+                }
+            }
+            serial.extend_from_slice(&cp.serial);
+            last = Some(cp);
+        }
+        let cp = last.ok_or(TraceError::Missing("checkpoint"))?;
+        self.machine.platform.mem.load(0, &ram).map_err(TraceError::Boot)?;
+        self.machine.restore_state(&cp.state);
+        self.machine.platform.mem.take_dirty();
+        self.input.cursor = usize::try_from(cp.inputs_consumed).unwrap_or(usize::MAX);
+        self.input.mismatch = None;
+        self.console = CaptureConsole {
+            serial,
+            debugcon: Vec::new(),
+        };
+        self.next_checkpoint = k + 1;
+        self.ram = None;
+        self.recorded_ram = Some(ram);
+        Ok(())
+    }
+
+    /// The recorded stop reason, when the recording finished.
+    pub fn recorded_stop(&self) -> Option<&str> {
+        self.trace.end.as_ref().map(|e| e.stop.as_str())
+    }
+
+    /// Whether the replay has reached the end of the trace.
+    pub fn at_end(&self) -> bool {
+        self.machine.icount() >= self.end_icount()
+    }
+}
+
+/// What differs between two machine states, field by field.
+pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Vec<String> {
+    let mut out = Vec::new();
+    let (a, b) = (&recorded.cpu, &replayed.cpu);
+    const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
+    for (i, name) in NAMES.iter().enumerate() {
+        if a.regs[i] != b.regs[i] {
+            out.push(format!(
+                "{name}: recorded {:#010x}, replayed {:#010x}",
+                a.regs[i], b.regs[i]
+            ));
+        }
+    }
+    if a.eip != b.eip {
+        out.push(format!("eip: recorded {:#010x}, replayed {:#010x}", a.eip, b.eip));
+    }
+    if a.eflags != b.eflags {
+        out.push(format!(
+            "eflags: recorded {:#010x}, replayed {:#010x}",
+            a.eflags, b.eflags
+        ));
+    }
+    if a.segs != b.segs {
+        out.push(format!(
+            "segment registers: recorded {:?}, replayed {:?}",
+            a.segs, b.segs
+        ));
+    }
+    if a != b && out.is_empty() {
+        out.push("control or system registers differ".into());
+    }
+    if recorded.icount != replayed.icount {
+        out.push(format!(
+            "icount: recorded {}, replayed {}",
+            recorded.icount, replayed.icount
+        ));
+    }
+    if recorded.idle_ticks != replayed.idle_ticks {
+        out.push(format!(
+            "idle time: recorded {}, replayed {}",
+            recorded.idle_ticks, replayed.idle_ticks
+        ));
+    }
+    let (da, db) = (&recorded.devices, &replayed.devices);
+    let devices = [
+        ("PIC", da.pic != db.pic),
+        ("PIT", da.pit != db.pit),
+        ("UART", da.uart != db.uart),
+        ("CMOS/RTC", da.cmos != db.cmos),
+        ("i8042", da.i8042 != db.i8042),
+        ("port 0x92", da.port92 != db.port92),
+        ("debug console", da.debugcon != db.debugcon),
+        ("exit device", da.exit != db.exit),
+        ("fw_cfg", da.fw_cfg != db.fw_cfg),
+    ];
+    for (name, differs) in devices {
+        if differs {
+            out.push(format!("device {name} differs"));
+        }
+    }
+    out
+}
+
+/// A stop reason's text, for comparing with the recording's.
+pub fn stop_text(stop: &StopReason) -> String {
+    stop.to_string()
+}

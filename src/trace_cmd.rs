@@ -1,0 +1,271 @@
+//! `ringback record`, `replay` and `info`: the command-line side of the
+//! trace crate.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use replay::format::FrameKind;
+use replay::model::{MachineConfig, TraceHeader};
+use replay::{ReplayOptions, Replayer, Trace};
+use vm::events::Event;
+use vm::host::{HostInput, NoInput};
+use vm::machine::{Engine, Kernel, Machine};
+use vm::raw::RawConfig;
+
+use crate::{console, exit_code, summary, RunArgs};
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} instructions ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+pub fn record(output: &Path, kernel: &Kernel, ram: u64, args: &RunArgs, checkpoint_interval: u64) -> Result<ExitCode> {
+    let (mut console, mut input) = console::open(&args.serial)?;
+    // The RTC start is asked once; the trace keeps it.
+    let rtc_start = input.rtc_start();
+    let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
+    args.engine.apply(&mut machine);
+    let header = TraceHeader {
+        build: format!("ringback {}", env!("CARGO_PKG_VERSION")),
+        config: MachineConfig {
+            ram_bytes: ram,
+            engine: machine.engine,
+            raw: machine.raw.config,
+        },
+        kernel: kernel.clone(),
+        image_hashes: replay::kernel_hashes(kernel),
+        rtc_start,
+        checkpoint_interval,
+    };
+    let max = args.max_insns.unwrap_or(u64::MAX);
+    let bar = progress_bar(args.max_insns.unwrap_or(0), "recording");
+    let result = replay::record(
+        output,
+        &header,
+        &mut machine,
+        &mut input,
+        &mut console,
+        max,
+        &mut |icount| bar.set_position(icount),
+    );
+    bar.finish_and_clear();
+    console.finish()?;
+    let rec = result.with_context(|| format!("recording {}", output.display()))?;
+    eprint!("{}", summary::render(&machine, &rec.stop, rec.wall_seconds));
+    eprintln!(
+        "ringback: trace {}: {} checkpoints, {} events, {} bytes ({} uncompressed)",
+        output.display(),
+        rec.checkpoints,
+        rec.events,
+        rec.write.compressed_bytes,
+        rec.write.raw_bytes
+    );
+    Ok(exit_code(&rec.stop))
+}
+
+fn open(path: &Path) -> Result<Trace> {
+    let trace = Trace::open(path).with_context(|| format!("cannot use trace {}", path.display()))?;
+    if let Some(damage) = &trace.damage {
+        eprintln!(
+            "ringback: warning: {} is incomplete (the recorder stopped early); readable up to its last complete frame: {damage}",
+            path.display()
+        );
+    }
+    Ok(trace)
+}
+
+pub fn replay(path: &Path, engine: Option<Engine>, no_patch: bool, verify: bool) -> Result<ExitCode> {
+    let trace = open(path)?;
+    let raw = no_patch.then_some(RawConfig {
+        patching: false,
+        ..trace.header.config.raw
+    });
+    let mut r = Replayer::new(&trace, ReplayOptions { engine, raw })?;
+    let bar = progress_bar(r.end_icount(), if verify { "verifying" } else { "replaying" });
+    let started = std::time::Instant::now();
+    let divergence = r.run_all(verify, &mut |icount| bar.set_position(icount))?;
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&r.console.serial);
+    let _ = out.flush();
+    let insns = r.icount();
+    let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
+    if let Some(d) = divergence {
+        eprint!(
+            "ringback: replay of {} diverged from the recording\n{d}",
+            path.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let recorded = r.recorded_stop().unwrap_or("(recording cut short)");
+    eprintln!(
+        "ringback: replayed {insns} instructions in {wall:.3} s ({mips:.1} MIPS){}; recorded stop: {recorded}",
+        if verify {
+            format!(", {} checkpoints verified", r.checkpoint_icounts().len())
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct Info {
+    file: String,
+    format_version: u32,
+    build: String,
+    complete: bool,
+    damage: Option<String>,
+    instructions: u64,
+    stop: Option<String>,
+    wall_seconds: Option<f64>,
+    mips_when_recorded: Option<f64>,
+    engine: String,
+    checkpoints: usize,
+    checkpoint_interval: u64,
+    events: usize,
+    events_by_kind: BTreeMap<String, u64>,
+    top_trap_sites: Vec<(String, u64)>,
+    patches_installed: u64,
+    patches_refused: u64,
+    patches_removed: u64,
+    compressed_bytes: u64,
+    uncompressed_bytes: u64,
+    bytes_by_frame_kind: BTreeMap<String, u64>,
+    bytes_per_million_instructions: f64,
+    bytes_per_million_instructions_without_checkpoints: f64,
+}
+
+fn event_kind(e: &Event) -> &'static str {
+    match e {
+        Event::Trap { .. } => "trap",
+        Event::Emulated { .. } => "emulated",
+        Event::GuestException { .. } => "guest exception",
+        Event::Interrupt { .. } => "interrupt",
+        Event::EngineSwitch { .. } => "engine switch",
+        Event::Scan { .. } => "scan",
+        Event::PatchInstalled { .. } => "patch installed",
+        Event::PatchRefused { .. } => "patch refused",
+        Event::PatchRemoved { .. } => "patch removed",
+        Event::PatchToggled { .. } => "patch toggled",
+        Event::SelfModifyingWrite { .. } => "self-modifying write",
+    }
+}
+
+pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
+    let trace = open(path)?;
+    let events = trace.events(0, u64::MAX)?;
+    let mut by_kind = BTreeMap::<String, u64>::new();
+    let mut sites = BTreeMap::<u32, u64>::new();
+    for e in &events {
+        *by_kind.entry(event_kind(&e.event).into()).or_default() += 1;
+        if matches!(e.event, Event::Trap { .. }) {
+            *sites.entry(e.pc).or_default() += 1;
+        }
+    }
+    let mut top: Vec<(u32, u64)> = sites.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(10);
+    let mut bytes_by_kind = BTreeMap::<String, u64>::new();
+    let mut raw_bytes = 0;
+    for f in &trace.frames {
+        let name = FrameKind::from_u8(f.kind).map_or("unknown", |k| k.name());
+        *bytes_by_kind.entry(name.into()).or_default() += u64::from(f.payload_len) + 28;
+        raw_bytes += u64::from(f.raw_len);
+    }
+    let checkpoints = trace.checkpoint_frames();
+    let instructions = trace
+        .end
+        .as_ref()
+        .map_or_else(|| checkpoints.last().map_or(0, |c| c.icount), |e| e.icount);
+    let millions = (instructions as f64 / 1e6).max(1e-9);
+    let total = trace.file_len();
+    let cp_bytes = bytes_by_kind.get("checkpoint").copied().unwrap_or(0);
+    let count = |k: &str| by_kind.get(k).copied().unwrap_or(0);
+    let info = Info {
+        file: path.display().to_string(),
+        format_version: replay::format::FORMAT_VERSION,
+        build: trace.header.build.clone(),
+        complete: trace.end.is_some(),
+        damage: trace.damage.clone(),
+        instructions,
+        stop: trace.end.as_ref().map(|e| e.stop.clone()),
+        wall_seconds: trace.end.as_ref().map(|e| e.wall_seconds),
+        mips_when_recorded: trace
+            .end
+            .as_ref()
+            .filter(|e| e.wall_seconds > 0.0)
+            .map(|e| e.icount as f64 / e.wall_seconds / 1e6),
+        engine: format!("{:?}", trace.header.config.engine).to_lowercase(),
+        checkpoints: checkpoints.len(),
+        checkpoint_interval: trace.header.checkpoint_interval,
+        events: events.len(),
+        top_trap_sites: top.iter().map(|(pc, n)| (format!("{pc:#x}"), *n)).collect(),
+        patches_installed: count("patch installed"),
+        patches_refused: count("patch refused"),
+        patches_removed: count("patch removed"),
+        events_by_kind: by_kind,
+        compressed_bytes: total,
+        uncompressed_bytes: raw_bytes,
+        bytes_by_frame_kind: bytes_by_kind,
+        bytes_per_million_instructions: total as f64 / millions,
+        bytes_per_million_instructions_without_checkpoints: total.saturating_sub(cp_bytes) as f64 / millions,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("trace {} (format {}, {})", info.file, info.format_version, info.build);
+    match (&info.stop, info.wall_seconds, info.mips_when_recorded) {
+        (Some(stop), Some(w), Some(m)) => println!(
+            "  {} instructions, recorded in {w:.3} s ({m:.1} MIPS, engine {}); stopped: {stop}",
+            info.instructions, info.engine
+        ),
+        _ => println!("  {} instructions (recording incomplete)", info.instructions),
+    }
+    println!(
+        "  {} checkpoints every {} instructions",
+        info.checkpoints, info.checkpoint_interval
+    );
+    println!("  {} events:", info.events);
+    for (k, n) in &info.events_by_kind {
+        println!("    {k:22} {n}");
+    }
+    if !info.top_trap_sites.is_empty() {
+        let s: Vec<String> = info
+            .top_trap_sites
+            .iter()
+            .map(|(pc, n)| format!("{pc} ({n})"))
+            .collect();
+        println!("  top trap sites: {}", s.join(", "));
+    }
+    println!(
+        "  patches: {} installed, {} refused, {} removed",
+        info.patches_installed, info.patches_refused, info.patches_removed
+    );
+    println!(
+        "  size: {} bytes ({} uncompressed); {:.0} bytes per million instructions, {:.0} without checkpoints",
+        info.compressed_bytes,
+        info.uncompressed_bytes,
+        info.bytes_per_million_instructions,
+        info.bytes_per_million_instructions_without_checkpoints
+    );
+    for (k, n) in &info.bytes_by_frame_kind {
+        println!("    {k:12} {n} bytes");
+    }
+    Ok(ExitCode::SUCCESS)
+}
