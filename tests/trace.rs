@@ -1,0 +1,247 @@
+//! Traces end to end: every test guest recorded and replayed with digest
+//! checks on every engine; seeking equals running straight there; serial
+//! input replays with no host attached; damaged files give errors, not
+//! panics.
+
+use std::path::PathBuf;
+
+use replay::model::{MachineConfig, TraceHeader};
+use replay::{ReplayOptions, Replayer, Trace, TraceError};
+use vm::host::{HostInput, NoInput, ScriptedInput};
+use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
+use vm::raw::RawConfig;
+
+const OUT_DIR: &str = env!("OUT_DIR");
+const LIMIT: u64 = 200_000_000;
+
+fn guest(name: &str) -> Vec<u8> {
+    let path = format!("{OUT_DIR}/{name}");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("test kernel {path}: {e}"))
+}
+
+fn multiboot(name: &str, append: &str) -> Kernel {
+    Kernel::Multiboot {
+        image: guest(&format!("{name}.elf")),
+        cmdline: format!("{name}.elf {append}"),
+        modules: vec![],
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ringback-test-{}-{name}.rbt", std::process::id()))
+}
+
+/// Records `kernel` on `engine`; returns the trace bytes, the output and
+/// the final machine.
+fn record(
+    name: &str,
+    kernel: &Kernel,
+    engine: Engine,
+    raw: RawConfig,
+    input: &[u8],
+    interval: u64,
+) -> (Vec<u8>, String, Machine) {
+    let mut host = ScriptedInput::new(1_700_000_000, input).starting_at(1_000_000);
+    let rtc_start = host.rtc_start();
+    let mut m = Machine::boot(32 << 20, kernel, &mut NoInput { rtc_start }).expect("boot");
+    m.engine = engine;
+    m.raw.config = raw;
+    let header = TraceHeader {
+        build: "test".into(),
+        config: MachineConfig {
+            ram_bytes: 32 << 20,
+            engine,
+            raw,
+        },
+        kernel: kernel.clone(),
+        image_hashes: replay::kernel_hashes(kernel),
+        rtc_start,
+        checkpoint_interval: interval,
+    };
+    let path = temp(name);
+    let mut console = CaptureConsole::default();
+    let summary = replay::record(&path, &header, &mut m, &mut host, &mut console, LIMIT, &mut |_| {}).expect("record");
+    assert_ne!(summary.stop, StopReason::InsnLimit, "{name} did not finish");
+    let bytes = std::fs::read(&path).expect("read trace");
+    let _ = std::fs::remove_file(&path);
+    (bytes, String::from_utf8_lossy(&console.serial).into_owned(), m)
+}
+
+fn replay_all(trace: &Trace, engine: Engine, raw: RawConfig) -> (String, Replayer<'_>) {
+    let mut r = Replayer::new(
+        trace,
+        ReplayOptions {
+            engine: Some(engine),
+            raw: Some(raw),
+        },
+    )
+    .expect("replayer");
+    let divergence = r.run_all(true, &mut |_| {}).expect("replay");
+    assert!(
+        divergence.is_none(),
+        "diverged: {}",
+        divergence.map(|d| d.to_string()).unwrap_or_default()
+    );
+    (String::from_utf8_lossy(&r.console.serial).into_owned(), r)
+}
+
+const GUESTS: &[&str] = &[
+    "hello",
+    "paging",
+    "pagefault",
+    "pit",
+    "syscall",
+    "triplefault",
+    "demo",
+    "cpu",
+    "echo",
+    "platform",
+    "ringleak",
+    "patchbugs",
+];
+
+#[test]
+fn every_guest_replays_identically_on_every_engine() {
+    let no_patch = RawConfig {
+        patching: false,
+        ..RawConfig::default()
+    };
+    for name in GUESTS {
+        let kernel = multiboot(name, "");
+        let input = b"typed\nquit\n";
+        for (engine, raw) in [
+            (Engine::Raw, RawConfig::default()),
+            (Engine::Emulate, RawConfig::default()),
+        ] {
+            let (bytes, out, m) = record(name, &kernel, engine, raw, input, 300_000);
+            let trace = Trace::from_bytes(bytes).expect("open");
+            assert!(trace.indexed && trace.end.is_some(), "{name}: a finished trace");
+            for (r_engine, r_raw) in [
+                (Engine::Emulate, RawConfig::default()),
+                (Engine::Raw, no_patch),
+                (Engine::Raw, RawConfig::default()),
+            ] {
+                let (replayed, r) = replay_all(&trace, r_engine, r_raw);
+                assert_eq!(
+                    replayed, out,
+                    "{name}: recorded on {engine:?}, replayed on {r_engine:?}"
+                );
+                assert_eq!(r.machine.state(), m.state(), "{name}: final state");
+                assert!(
+                    r.machine.platform.mem.ram() == m.platform.mem.ram(),
+                    "{name}: final RAM"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn seeking_equals_running_straight_there() {
+    let kernel = multiboot("demo", "");
+    let (bytes, _, m) = record("seek", &kernel, Engine::Raw, RawConfig::default(), b"", 250_000);
+    let trace = Trace::from_bytes(bytes).expect("open");
+    let end = m.icount();
+    let mut seeker = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+    // A fixed pseudo-random sequence, forwards and backwards.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..12 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let target = x % end;
+        seeker.seek(target).expect("seek");
+        let mut straight = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+        straight.run_to(target, false).expect("run");
+        assert_eq!(seeker.icount(), target);
+        assert_eq!(seeker.machine.state(), straight.machine.state(), "at {target}");
+        assert!(
+            seeker.machine.platform.mem.ram() == straight.machine.platform.mem.ram(),
+            "RAM at {target}"
+        );
+        assert_eq!(
+            seeker.console.serial, straight.console.serial,
+            "serial output up to {target}"
+        );
+    }
+}
+
+#[test]
+fn serial_input_replays_without_a_host() {
+    let kernel = multiboot("echo", "");
+    let (bytes, out, _) = record(
+        "echo",
+        &kernel,
+        Engine::Raw,
+        RawConfig::default(),
+        b"hello there\nquit\n",
+        1_000_000,
+    );
+    assert!(out.contains("hello there"), "{out}");
+    let trace = Trace::from_bytes(bytes).expect("open");
+    assert!(!trace.inputs().expect("inputs").is_empty());
+    let (replayed, _) = replay_all(&trace, Engine::Raw, RawConfig::default());
+    assert_eq!(replayed, out);
+}
+
+/// A damaged trace opens with an error or as a readable prefix, and
+/// replaying whatever opened ends in a result, never a panic.
+fn survives(bytes: Vec<u8>) -> Result<(), TraceError> {
+    let trace = Trace::from_bytes(bytes)?;
+    let mut r = Replayer::new(&trace, ReplayOptions::default())?;
+    r.run_all(true, &mut |_| {})?;
+    Ok(())
+}
+
+#[test]
+fn damaged_traces_give_errors_not_panics() {
+    let kernel = multiboot("hello", "");
+    let (bytes, _, _) = record("damage", &kernel, Engine::Raw, RawConfig::default(), b"", 20_000);
+    let trace = Trace::from_bytes(bytes.clone()).expect("open");
+    // Truncated at every frame boundary and inside every frame.
+    let mut cuts = vec![0, 7, 15, 16];
+    for f in &trace.frames {
+        let o = f.offset as usize;
+        cuts.extend([o, o + 1, o + 27, o + 28, o + 28 + f.payload_len as usize / 2]);
+    }
+    cuts.push(bytes.len() - 1);
+    for cut in cuts {
+        let prefix = bytes[..cut.min(bytes.len())].to_vec();
+        match Trace::from_bytes(prefix) {
+            Err(e) => assert!(!e.to_string().is_empty()),
+            Ok(t) => {
+                assert!(!t.indexed, "a cut trace has no valid index (cut at {cut})");
+                let _ = survives(bytes[..cut].to_vec());
+            }
+        }
+    }
+    // Flipped bytes all over the file.
+    for pos in (0..bytes.len()).step_by(61) {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x5A;
+        let _ = survives(b);
+    }
+    // Wrong magic and a newer format.
+    let mut b = bytes.clone();
+    b[0] = b'X';
+    assert!(matches!(Trace::from_bytes(b), Err(TraceError::NotATrace)));
+    let mut b = bytes.clone();
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let e = Trace::from_bytes(b).expect_err("future version");
+    assert_eq!(e.to_string(), "trace written by format 2, this build reads 1");
+}
+
+#[test]
+fn a_killed_recorder_leaves_a_replayable_prefix() {
+    let kernel = multiboot("demo", "");
+    let (bytes, _, _) = record("killed", &kernel, Engine::Raw, RawConfig::default(), b"", 500_000);
+    let trace = Trace::from_bytes(bytes.clone()).expect("open");
+    // Cut in the middle of the fourth checkpoint frame, as SIGKILL could.
+    let cps = trace.checkpoint_frames();
+    let cut = cps[3].offset as usize + 40;
+    let partial = Trace::from_bytes(bytes[..cut].to_vec()).expect("a prefix opens");
+    assert!(partial.damage.is_some() && partial.end.is_none());
+    let mut r = Replayer::new(&partial, ReplayOptions::default()).expect("replayer");
+    assert_eq!(r.end_icount(), cps[2].icount);
+    assert!(r.run_all(true, &mut |_| {}).expect("replay").is_none());
+}
