@@ -245,3 +245,39 @@ fn a_killed_recorder_leaves_a_replayable_prefix() {
     assert_eq!(r.end_icount(), cps[2].icount);
     assert!(r.run_all(true, &mut |_| {}).expect("replay").is_none());
 }
+
+/// traces/ holds small recordings made by earlier builds: a change that
+/// alters what a guest computes, or the format, fails here.
+#[test]
+fn golden_traces_replay_and_verify() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("traces");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("traces/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rbt") {
+            continue;
+        }
+        let trace = Trace::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(trace.indexed, "{}: finished recording", path.display());
+        for engine in [Engine::Raw, Engine::Emulate] {
+            let mut r = Replayer::new(
+                &trace,
+                ReplayOptions {
+                    engine: Some(engine),
+                    raw: None,
+                },
+            )
+            .expect("replayer");
+            let d = r.run_all(true, &mut |_| {}).expect("replay");
+            assert!(
+                d.is_none(),
+                "{} on {engine:?}: {}",
+                path.display(),
+                d.map(|d| d.to_string()).unwrap_or_default()
+            );
+            assert!(r.at_end());
+        }
+        n += 1;
+    }
+    assert!(n >= 4, "golden traces found: {n}");
+}
