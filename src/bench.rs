@@ -32,14 +32,16 @@ struct Sample {
     reference_steps: u64,
 }
 
-/// The configurations measured, in order: the reference first.
-const CONFIGS: &[(&str, Engine, bool)] = &[
-    ("emulate", Engine::Emulate, true),
-    ("raw", Engine::Raw, true),
-    ("raw --no-patch", Engine::Raw, false),
+/// The configurations measured, in order: the reference first. The last
+/// records a trace (default checkpoint interval) while it runs.
+const CONFIGS: &[(&str, Engine, bool, bool)] = &[
+    ("emulate", Engine::Emulate, true, false),
+    ("raw", Engine::Raw, true, false),
+    ("raw --no-patch", Engine::Raw, false, false),
+    ("raw, recording", Engine::Raw, true, true),
 ];
 
-fn run_engine(engine: Engine, patching: bool, workload: &str, rounds: u32) -> Result<Sample> {
+fn run_engine(engine: Engine, patching: bool, record: bool, workload: &str, rounds: u32) -> Result<Sample> {
     let kernel = Kernel::Multiboot {
         image: BENCH_KERNEL.to_vec(),
         cmdline: format!("bench.elf {workload} {rounds}"),
@@ -51,7 +53,26 @@ fn run_engine(engine: Engine, patching: bool, workload: &str, rounds: u32) -> Re
     m.raw.config.patching = patching;
     let mut console = CaptureConsole::default();
     let start = Instant::now();
-    let stop = m.run(u64::MAX, &mut host, &mut console);
+    let stop = if record {
+        let path = std::env::temp_dir().join(format!("ringback-bench-{}.rbt", std::process::id()));
+        let header = replay::model::TraceHeader {
+            build: "bench".into(),
+            config: replay::model::MachineConfig {
+                ram_bytes: 32 << 20,
+                engine,
+                raw: m.raw.config,
+            },
+            kernel: kernel.clone(),
+            image_hashes: replay::kernel_hashes(&kernel),
+            rtc_start: host.rtc_start,
+            checkpoint_interval: replay::DEFAULT_CHECKPOINT_INTERVAL,
+        };
+        let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
+        let _ = std::fs::remove_file(&path);
+        rec?.stop
+    } else {
+        m.run(u64::MAX, &mut host, &mut console)
+    };
     let seconds = start.elapsed().as_secs_f64();
     let output = String::from_utf8_lossy(&console.serial).into_owned();
     if stop != StopReason::ExitDevice(1) {
@@ -101,9 +122,10 @@ fn run_qemu(kernel: &Path, workload: &str, rounds: u32) -> Result<(f64, String)>
 fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()> {
     let mut reference: Option<(Sample, u64, f64)> = None;
     let mut raw_mips = 0.0;
-    for &(label, engine, patching) in CONFIGS {
-        let one = run_engine(engine, patching, workload, 1)?;
-        let many = run_engine(engine, patching, workload, rounds)?;
+    let mut raw_secs = 0.0;
+    for &(label, engine, patching, record) in CONFIGS {
+        let one = run_engine(engine, patching, record, workload, 1)?;
+        let many = run_engine(engine, patching, record, workload, rounds)?;
         let insns = many.icount - one.icount;
         let secs = many.seconds - one.seconds;
         let mips = insns as f64 / secs / 1e6;
@@ -123,17 +145,26 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
                         r.icount
                     );
                 }
-                format!(
-                    "{:.2}x emulate; {} exits, {} instructions on the reference",
-                    r_secs / secs,
-                    many.exits - one.exits,
-                    many.reference_steps - one.reference_steps
-                )
+                if record {
+                    format!(
+                        "{:.2}x emulate; recording costs {:+.1}% over raw",
+                        r_secs / secs,
+                        (secs / raw_secs - 1.0) * 100.0
+                    )
+                } else {
+                    format!(
+                        "{:.2}x emulate; {} exits, {} instructions on the reference",
+                        r_secs / secs,
+                        many.exits,
+                        many.reference_steps
+                    )
+                }
             }
         };
         println!("  {label:15} {mips:8.1} MIPS ({secs:.3} s; {detail})");
         if label == "raw" {
             raw_mips = mips;
+            raw_secs = secs;
         }
         if reference.is_none() {
             reference = Some((many, insns, secs));
