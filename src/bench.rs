@@ -66,6 +66,7 @@ fn run_engine(engine: Engine, patching: bool, record: bool, workload: &str, roun
             image_hashes: replay::kernel_hashes(&kernel),
             rtc_start: host.rtc_start,
             checkpoint_interval: replay::DEFAULT_CHECKPOINT_INTERVAL,
+            adaptive_checkpoints: false,
         };
         let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
         let _ = std::fs::remove_file(&path);

@@ -70,6 +70,10 @@ enum Command {
         /// Instructions between checkpoints (smaller: faster seeks, bigger file).
         #[arg(long, default_value_t = replay::DEFAULT_CHECKPOINT_INTERVAL)]
         checkpoint_interval: u64,
+        /// Adapt the interval to the guest: longer while it writes little
+        /// memory, shorter while it writes much (within 8x either way).
+        #[arg(long)]
+        adaptive_checkpoints: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -211,10 +215,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Record {
             output,
             checkpoint_interval,
+            adaptive_checkpoints,
             run,
         } => {
             let (kernel, ram) = load_kernel(&run)?;
-            trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval)
+            trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval, adaptive_checkpoints)
         }
         Command::Replay {
             trace,

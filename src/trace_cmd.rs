@@ -31,7 +31,14 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-pub fn record(output: &Path, kernel: &Kernel, ram: u64, args: &RunArgs, checkpoint_interval: u64) -> Result<ExitCode> {
+pub fn record(
+    output: &Path,
+    kernel: &Kernel,
+    ram: u64,
+    args: &RunArgs,
+    checkpoint_interval: u64,
+    adaptive_checkpoints: bool,
+) -> Result<ExitCode> {
     let (mut console, mut input) = console::open(&args.serial)?;
     // The RTC start is asked once; the trace keeps it.
     let rtc_start = input.rtc_start();
@@ -48,6 +55,7 @@ pub fn record(output: &Path, kernel: &Kernel, ram: u64, args: &RunArgs, checkpoi
         image_hashes: replay::kernel_hashes(kernel),
         rtc_start,
         checkpoint_interval,
+        adaptive_checkpoints,
     };
     let max = args.max_insns.unwrap_or(u64::MAX);
     let bar = progress_bar(args.max_insns.unwrap_or(0), "recording");
@@ -163,6 +171,8 @@ fn event_kind(e: &Event) -> &'static str {
         Event::PatchRemoved { .. } => "patch removed",
         Event::PatchToggled { .. } => "patch toggled",
         Event::SelfModifyingWrite { .. } => "self-modifying write",
+        Event::Io { mmio: false, .. } => "port i/o",
+        Event::Io { mmio: true, .. } => "mmio",
     }
 }
 

@@ -41,6 +41,18 @@ fn record(
     input: &[u8],
     interval: u64,
 ) -> (Vec<u8>, String, Machine) {
+    record_with(name, kernel, engine, raw, input, interval, false)
+}
+
+fn record_with(
+    name: &str,
+    kernel: &Kernel,
+    engine: Engine,
+    raw: RawConfig,
+    input: &[u8],
+    interval: u64,
+    adaptive: bool,
+) -> (Vec<u8>, String, Machine) {
     let mut host = ScriptedInput::new(1_700_000_000, input).starting_at(1_000_000);
     let rtc_start = host.rtc_start();
     let mut m = Machine::boot(32 << 20, kernel, &mut NoInput { rtc_start }).expect("boot");
@@ -57,6 +69,7 @@ fn record(
         image_hashes: replay::kernel_hashes(kernel),
         rtc_start,
         checkpoint_interval: interval,
+        adaptive_checkpoints: adaptive,
     };
     let path = temp(name);
     let mut console = CaptureConsole::default();
@@ -139,8 +152,12 @@ fn every_guest_replays_identically_on_every_engine() {
 #[test]
 fn seeking_equals_running_straight_there() {
     let kernel = multiboot("demo", "");
-    let (bytes, _, m) = record("seek", &kernel, Engine::Raw, RawConfig::default(), b"", 250_000);
+    // Adaptive checkpoints: irregular positions to seek between.
+    let (bytes, _, m) = record_with("seek", &kernel, Engine::Raw, RawConfig::default(), b"", 100_000, true);
     let trace = Trace::from_bytes(bytes).expect("open");
+    let marks: Vec<u64> = trace.checkpoint_frames().iter().map(|f| f.icount).collect();
+    let gaps: std::collections::BTreeSet<u64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() > 2, "the interval adapted: {marks:?}");
     let end = m.icount();
     let mut seeker = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
     // A fixed pseudo-random sequence, forwards and backwards.

@@ -24,8 +24,10 @@ pub struct TraceHeader {
     /// BLAKE3 of the kernel image and of each module, hex.
     pub image_hashes: Vec<String>,
     pub rtc_start: u64,
-    /// Instructions between checkpoints.
+    /// Instructions between checkpoints (the starting interval when adaptive).
     pub checkpoint_interval: u64,
+    /// Whether the interval adapts to how much memory the guest writes.
+    pub adaptive_checkpoints: bool,
 }
 
 /// One answer of the host input interface, in the order the machine asked.

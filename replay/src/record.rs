@@ -24,6 +24,13 @@ use crate::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, Inpu
 
 /// Default instructions between checkpoints.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 20_000_000;
+/// Adaptive checkpoints: fewer dirty pages than this doubles the interval,
+/// more halves it, within a factor of 8 of the configured one. Seeks stay
+/// short where the guest computes, checkpoints stay small where it writes.
+const ADAPT_FEW_PAGES: usize = 256;
+const ADAPT_MANY_PAGES: usize = 2048;
+const ADAPT_RANGE: u64 = 8;
+
 /// Events per event frame at most.
 const EVENT_BATCH: usize = 8192;
 /// Frames queued for the writer thread before the guest waits for it.
@@ -303,13 +310,14 @@ pub fn record(
     let mut ram = RamHasher::new(&machine.platform.mem);
     let started = Instant::now();
     let mut checkpoints = 0u64;
-    let interval = header.checkpoint_interval.max(1);
+    let base = header.checkpoint_interval.max(1);
+    let mut interval = base;
     let take_checkpoint = |machine: &mut Machine,
                            input: &mut RecordingInput,
                            tee: &mut TeeConsole,
                            ram: &mut RamHasher,
                            first: bool|
-     -> Result<()> {
+     -> Result<usize> {
         machine.events.flush();
         if !input.log.is_empty() {
             let batch = InputBatch {
@@ -330,6 +338,7 @@ pub fn record(
                 .collect()
         };
         let events_before = count.lock().map(|c| *c).unwrap_or(0);
+        let dirtied = dirty.len();
         let cp = Checkpoint {
             digest: ram.digest(&state),
             state,
@@ -338,16 +347,25 @@ pub fn record(
             serial: std::mem::take(&mut tee.serial),
             events_before,
         };
-        frames.send(FrameKind::Checkpoint, machine.icount(), &cp)
+        frames.send(FrameKind::Checkpoint, machine.icount(), &cp)?;
+        Ok(dirtied)
     };
     take_checkpoint(machine, &mut input, &mut tee, &mut ram, true)?;
     checkpoints += 1;
     let stop = loop {
-        let target = (machine.icount() / interval + 1)
-            .saturating_mul(interval)
-            .min(max_icount);
+        let target = if header.adaptive_checkpoints {
+            machine.icount().saturating_add(interval)
+        } else {
+            (machine.icount() / base + 1).saturating_mul(base)
+        }
+        .min(max_icount);
         let stop = machine.run(target, &mut input, &mut tee);
-        take_checkpoint(machine, &mut input, &mut tee, &mut ram, false)?;
+        let dirtied = take_checkpoint(machine, &mut input, &mut tee, &mut ram, false)?;
+        if dirtied < ADAPT_FEW_PAGES {
+            interval = (interval * 2).min(base * ADAPT_RANGE);
+        } else if dirtied > ADAPT_MANY_PAGES {
+            interval = (interval / 2).max(base / ADAPT_RANGE).max(1);
+        }
         checkpoints += 1;
         progress(machine.icount());
         if stop != StopReason::InsnLimit || machine.icount() >= max_icount {

@@ -106,6 +106,14 @@ pub enum Event {
     PatchToggled { site: u32, phys: u32, enabled: bool },
     /// The guest changed bytes on a page holding scanned code or patches.
     SelfModifyingWrite { page: u32 },
+    /// A port access (`mmio` false, `addr` the port) or an MMIO access.
+    Io {
+        addr: u32,
+        mmio: bool,
+        size: u8,
+        value: u32,
+        write: bool,
+    },
 }
 
 /// An event with where and when it happened.
@@ -145,6 +153,17 @@ impl fmt::Display for Event {
                 )
             }
             Event::SelfModifyingWrite { page } => write!(f, "write to code page {:#x}", page << 12),
+            Event::Io {
+                addr,
+                mmio,
+                size,
+                value,
+                write,
+            } => {
+                let what = if *mmio { "mmio" } else { "port" };
+                let dir = if *write { "write" } else { "read" };
+                write!(f, "{what} {dir} {addr:#x} ({size} bytes): {value:#x}")
+            }
         }
     }
 }

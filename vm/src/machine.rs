@@ -284,6 +284,12 @@ impl Machine {
     /// Runs the reference engine until something stops the machine or the
     /// instruction count reaches `max_icount`.
     pub fn run(&mut self, max_icount: u64, host: &mut dyn HostInput, console: &mut dyn Console) -> StopReason {
+        // Port and MMIO accesses are events only while someone listens.
+        match (&self.events.0, &self.platform.io_log) {
+            (Some(_), None) => self.platform.io_log = Some(Vec::new()),
+            (None, Some(_)) => self.platform.io_log = None,
+            _ => {}
+        }
         let mut deadline = self.next_deadline();
         loop {
             if self.cpu.icount >= max_icount {
@@ -348,6 +354,25 @@ impl Machine {
                         fault,
                         state: Box::new(self.cpu.state.clone()),
                     };
+                }
+            }
+            if let Some(log) = &mut self.platform.io_log {
+                if !log.is_empty() {
+                    // Port I/O ends every block, so the access belongs to
+                    // the instruction that ran last.
+                    let pc = self.cpu.state.segs[crate::cpu::SegReg::Cs as usize]
+                        .base
+                        .wrapping_add(self.cpu.start_eip);
+                    let icount = self.cpu.icount.saturating_sub(1);
+                    for a in log.drain(..) {
+                        self.events.emit(icount, pc, || Event::Io {
+                            addr: a.addr,
+                            mmio: a.mmio,
+                            size: a.size,
+                            value: a.value,
+                            write: a.write,
+                        });
+                    }
                 }
             }
             let att = self.platform.attention;

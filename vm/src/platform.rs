@@ -59,6 +59,32 @@ pub struct BusStats {
     pub mmio_writes: u64,
 }
 
+impl Platform {
+    #[inline]
+    fn log_io(&mut self, addr: u32, mmio: bool, size: u8, value: u32, write: bool) {
+        if let Some(log) = &mut self.io_log {
+            log.push(IoAccess {
+                addr,
+                mmio,
+                size,
+                value,
+                write,
+            });
+        }
+    }
+}
+
+/// One port or MMIO access, logged while a recorder listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    /// Port number, or physical address for MMIO.
+    pub addr: u32,
+    pub mmio: bool,
+    pub size: u8,
+    pub value: u32,
+    pub write: bool,
+}
+
 /// Something the machine loop must look at after an instruction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Attention {
@@ -99,6 +125,9 @@ pub struct Platform {
     pub mmio: Vec<MmioRegion>,
     pub stats: BusStats,
     pub attention: Attention,
+    /// Port and MMIO accesses since the machine last drained them; `None`
+    /// (nothing logged) unless an event sink listens.
+    pub io_log: Option<Vec<IoAccess>>,
     /// Cached PIC INTR output, refreshed by `route_all` (every PIC change
     /// passes through it: port accesses raise `attention.irq`, timers are
     /// serviced before it).
@@ -123,6 +152,7 @@ impl Platform {
             mmio: Vec::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
+            io_log: None,
             intr: false,
             reset_requested: false,
             a20_mask: 0,
@@ -326,6 +356,7 @@ impl Bus for Platform {
             Some((r, off)) => {
                 let v = r.device.read(off, size) & mask(size);
                 self.stats.mmio_reads += 1;
+                self.log_io(addr, true, size, v, false);
                 v
             }
             None => self.mem.read(addr, size),
@@ -355,6 +386,7 @@ impl Bus for Platform {
             Some((r, off)) => {
                 r.device.write(off, size, value & mask(size));
                 self.stats.mmio_writes += 1;
+                self.log_io(addr, true, size, value & mask(size), true);
             }
             // ROM or nothing: PhysMem drops the bytes and counts them.
             None => self.mem.write(addr, size, value),
@@ -384,13 +416,15 @@ impl Bus for Platform {
         };
         // Reads can clear interrupt conditions (UART IIR/RBR, CMOS register C).
         self.attention.irq = true;
-        match value {
+        let value = match value {
             Some(v) => v & mask(size),
             None => {
                 self.stats.unmapped_port_reads += 1;
                 mask(size)
             }
-        }
+        };
+        self.log_io(u32::from(port), false, size, value, false);
+        value
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
@@ -417,6 +451,7 @@ impl Bus for Platform {
             self.stats.unmapped_port_writes += 1;
         }
         self.attention.irq = true;
+        self.log_io(u32::from(port), false, size, value, true);
     }
 }
 
