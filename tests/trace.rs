@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use replay::model::{MachineConfig, TraceHeader};
+use replay::replay::Predicate;
 use replay::{ReplayOptions, Replayer, Trace, TraceError};
 use vm::host::{HostInput, NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -297,4 +298,60 @@ fn golden_traces_replay_and_verify() {
         n += 1;
     }
     assert!(n >= 4, "golden traces found: {n}");
+}
+
+#[test]
+fn searching_backwards_finds_the_last_breakpoint_hit_and_the_last_write() {
+    let kernel = multiboot("pit", "");
+    let (bytes, _, m) = record("backwards", &kernel, Engine::Raw, RawConfig::default(), b"", 200_000);
+    let trace = Trace::from_bytes(bytes).expect("open");
+    let end = m.icount();
+    let from = end * 3 / 4;
+    // The oracle: replay straight to `from`, one instruction at a time,
+    // noting where each pc last ran and where a word of RAM last changed.
+    let mut straight = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+    straight.run_to(from / 2, false).expect("run");
+    let pc = vm::raw::pc(&straight.machine.cpu);
+    // A word of RAM that the code between `from / 2` and `from` changes.
+    let mut later = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+    later.run_to(from, false).expect("run");
+    let (a, b) = (straight.machine.platform.mem.ram(), later.machine.platform.mem.ram());
+    let phys = (0..a.len() / 4)
+        .map(|w| w * 4)
+        .find(|&o| a[o..o + 4] != b[o..o + 4])
+        .expect("some word changes") as u32;
+    let word = |r: &Replayer| r.machine.platform.mem.read(phys, 4);
+    let mut last_pc = None;
+    let mut last_change = None;
+    let mut before = word(&straight);
+    while straight.icount() < from {
+        let at = straight.icount();
+        if vm::raw::pc(&straight.machine.cpu) == pc {
+            last_pc = Some(at);
+        }
+        straight.step().expect("step");
+        let now = word(&straight);
+        if now != before {
+            last_change = Some(at);
+        }
+        before = now;
+    }
+    let mut r = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+    r.seek(from).expect("seek");
+    assert_eq!(r.find_previous(Predicate::Pc(pc)).expect("search"), last_pc);
+    assert_eq!(r.icount(), last_pc.expect("the pc ran"));
+    assert_eq!(vm::raw::pc(&r.machine.cpu), pc);
+    r.seek(from).expect("seek");
+    let found = r
+        .find_previous(Predicate::Writes {
+            start: phys,
+            end: phys + 4,
+        })
+        .expect("search")
+        .expect("a write");
+    let changed = last_change.expect("the word changed");
+    assert!(found >= changed && found < from, "found {found}, last change {changed}");
+    // Nothing before the start.
+    r.seek(0).expect("seek");
+    assert_eq!(r.find_previous(Predicate::Pc(pc)).expect("search"), None);
 }

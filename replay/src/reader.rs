@@ -120,6 +120,38 @@ impl Trace {
         Ok(out)
     }
 
+    /// The first event after `icount` (exclusive) that `filter` accepts.
+    pub fn next_event(&self, icount: u64, filter: &dyn Fn(&EventRecord) -> bool) -> Result<Option<EventRecord>> {
+        let batches: Vec<&FrameEntry> = self.frames_of(FrameKind::Events).collect();
+        for (i, f) in batches.iter().enumerate() {
+            let next_start = batches.get(i + 1).map_or(u64::MAX, |n| n.icount);
+            // Batch i holds events up to the next batch's first icount.
+            if next_start <= icount {
+                continue;
+            }
+            let b: EventBatch = self.decode_frame(f, "events")?;
+            if let Some(e) = b.events.into_iter().find(|e| e.icount > icount && filter(e)) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The last event before `icount` (exclusive) that `filter` accepts.
+    pub fn prev_event(&self, icount: u64, filter: &dyn Fn(&EventRecord) -> bool) -> Result<Option<EventRecord>> {
+        let batches: Vec<&FrameEntry> = self.frames_of(FrameKind::Events).collect();
+        for f in batches.iter().rev() {
+            if f.icount >= icount {
+                continue;
+            }
+            let b: EventBatch = self.decode_frame(f, "events")?;
+            if let Some(e) = b.events.into_iter().rev().find(|e| e.icount < icount && filter(e)) {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every frame's payload checks out (checksum, decompression, decoding).
     pub fn check_all(&self) -> Result<()> {
         for f in &self.frames {

@@ -316,6 +316,88 @@ impl<'t> Replayer<'t> {
     }
 }
 
+/// What to look for when searching backwards (reverse-continue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicate {
+    /// The next instruction is at this linear address (a breakpoint).
+    Pc(u32),
+    /// The next instruction writes guest-physical bytes in `[start, end)`
+    /// (a write watchpoint); any write counts, whatever the value.
+    Writes { start: u32, end: u32 },
+}
+
+impl Replayer<'_> {
+    /// The last position before the current one where `pred` holds: for
+    /// `Pc`, where the next instruction is at that address; for `Writes`,
+    /// where the next instruction writes the range. Searches checkpoint
+    /// intervals backwards, replaying each one instruction at a time, and
+    /// leaves the replay at the match (or where it was, when none).
+    pub fn find_previous(&mut self, pred: Predicate) -> Result<Option<u64>> {
+        let here = self.machine.icount();
+        let marks = self.checkpoint_icounts();
+        let Some(mut k) = marks.iter().rposition(|&c| c < here) else {
+            return Ok(None);
+        };
+        loop {
+            self.restore(k)?;
+            let mut found = None;
+            while self.machine.icount() < here {
+                let at = self.machine.icount();
+                let hit = match pred {
+                    Predicate::Pc(pc) => vm::raw::pc(&self.machine.cpu) == pc,
+                    Predicate::Writes { .. } => self.step_watching(pred)?,
+                };
+                if hit {
+                    found = Some(at);
+                }
+                if matches!(pred, Predicate::Pc(_)) {
+                    self.step()?;
+                }
+                if self.machine.icount() == at {
+                    break; // the end of the trace, or a halted guest
+                }
+            }
+            if let Some(at) = found {
+                self.seek(at)?;
+                return Ok(Some(at));
+            }
+            if k == 0 {
+                self.seek(here)?;
+                return Ok(None);
+            }
+            k -= 1;
+        }
+    }
+
+    /// Runs one instruction; whether it wrote the watched range.
+    fn step_watching(&mut self, pred: Predicate) -> Result<bool> {
+        let Predicate::Writes { start, end } = pred else {
+            self.step()?;
+            return Ok(false);
+        };
+        self.machine.platform.write_watch = Some(vm::platform::WriteWatch { start, end, hit: false });
+        let r = self.step();
+        let hit = self.machine.platform.write_watch.take().is_some_and(|w| w.hit);
+        r.map(|_| hit)
+    }
+
+    /// Reads guest memory at a linear address through the guest's page
+    /// tables, without side effects; `None` where a page is not mapped.
+    pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
+        use vm::bus::Bus;
+        let mut out = Vec::with_capacity(len);
+        for i in 0..len {
+            let lin = addr.wrapping_add(i as u32);
+            let phys = self.machine.cpu.probe_translate(&mut self.machine.platform, lin)?;
+            if phys as usize >= self.machine.platform.mem.ram_size() {
+                return None;
+            }
+            out.push(self.machine.platform.read_phys(phys, 1) as u8);
+        }
+        Some(out)
+    }
+}
+
 /// What differs between two machine states, field by field.
 pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Vec<String> {
     let mut out = Vec::new();

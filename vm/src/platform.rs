@@ -74,6 +74,15 @@ impl Platform {
     }
 }
 
+/// A watched physical range `[start, end)`; `hit` is set by any write that
+/// touches it (of any value, as a hardware watchpoint triggers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteWatch {
+    pub start: u32,
+    pub end: u32,
+    pub hit: bool,
+}
+
 /// One port or MMIO access, logged while a recorder listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IoAccess {
@@ -128,6 +137,8 @@ pub struct Platform {
     /// Port and MMIO accesses since the machine last drained them; `None`
     /// (nothing logged) unless an event sink listens.
     pub io_log: Option<Vec<IoAccess>>,
+    /// A physical range whose writes a debugger wants to know about.
+    pub write_watch: Option<WriteWatch>,
     /// Cached PIC INTR output, refreshed by `route_all` (every PIC change
     /// passes through it: port accesses raise `attention.irq`, timers are
     /// serviced before it).
@@ -153,6 +164,7 @@ impl Platform {
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,
+            write_watch: None,
             intr: false,
             reset_requested: false,
             a20_mask: 0,
@@ -379,6 +391,11 @@ impl Bus for Platform {
     #[inline]
     fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
         let addr = addr & self.a20_mask;
+        if let Some(w) = &mut self.write_watch {
+            if addr < w.end && addr.wrapping_add(u32::from(size)) > w.start {
+                w.hit = true;
+            }
+        }
         if (addr as usize) < self.mem.ram_size() {
             return self.mem.write(addr, size, value);
         }
