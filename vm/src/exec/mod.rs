@@ -394,18 +394,8 @@ impl Cpu {
     /// Reads a general, segment or (for MOV) control register operand.
     #[inline]
     pub fn read_reg(&self, r: Register) -> u32 {
-        let n = r as u32;
-        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
-            let i = (n - Register::AL as u32) as usize;
-            if i < 4 {
-                self.state.regs[i] & 0xFF
-            } else {
-                (self.state.regs[i - 4] >> 8) & 0xFF
-            }
-        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
-            self.state.regs[(n - Register::AX as u32) as usize] & 0xFFFF
-        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
-            self.state.regs[(n - Register::EAX as u32) as usize]
+        if let Some((g, size)) = Gpr::of(r) {
+            g.read(&self.state.regs, size)
         } else if r.is_segment_register() {
             u32::from(self.state.segs[seg_of(r) as usize].selector)
         } else {
@@ -416,39 +406,15 @@ impl Cpu {
     /// Writes a general register operand (8-, 16- or 32-bit).
     #[inline]
     pub fn write_reg(&mut self, r: Register, v: u32) {
-        let n = r as u32;
-        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
-            let i = (n - Register::AL as u32) as usize;
-            if i < 4 {
-                self.state.regs[i] = (self.state.regs[i] & !0xFF) | (v & 0xFF);
-            } else {
-                self.state.regs[i - 4] = (self.state.regs[i - 4] & !0xFF00) | ((v & 0xFF) << 8);
-            }
-        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
-            let i = (n - Register::AX as u32) as usize;
-            self.state.regs[i] = (self.state.regs[i] & !0xFFFF) | (v & 0xFFFF);
-        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
-            self.state.regs[(n - Register::EAX as u32) as usize] = v;
+        if let Some((g, size)) = Gpr::of(r) {
+            g.write(&mut self.state.regs, size, v);
         }
     }
 
     /// The effective address (offset within the segment) of the memory operand.
     #[inline]
     pub fn effective_address(&self, inst: &Instruction) -> u32 {
-        let base = inst.memory_base();
-        let index = inst.memory_index();
-        let mut ea = inst.memory_displacement32();
-        if base != Register::None {
-            ea = ea.wrapping_add(self.read_reg(base));
-        }
-        if index != Register::None {
-            ea = ea.wrapping_add(self.read_reg(index).wrapping_mul(inst.memory_index_scale()));
-        }
-        if addr16(inst) {
-            ea & 0xFFFF
-        } else {
-            ea
-        }
+        MemRef::of(inst).offset(&self.state.regs)
     }
 
     /// Segment and offset of the memory operand.
@@ -466,13 +432,7 @@ impl Cpu {
                 let (s, off) = self.mem_operand(inst);
                 self.read_mem(bus, s, off, size)?
             }
-            OpKind::Immediate8 => u32::from(inst.immediate8()),
-            OpKind::Immediate8_2nd => u32::from(inst.immediate8_2nd()),
-            OpKind::Immediate16 => u32::from(inst.immediate16()),
-            OpKind::Immediate32 => inst.immediate32(),
-            OpKind::Immediate8to16 => inst.immediate8to16() as u16 as u32,
-            OpKind::Immediate8to32 => inst.immediate8to32() as u32,
-            _ => return Err(Fault::ud()),
+            _ => immediate(inst, i).ok_or(Fault::ud())?,
         } & flags::mask(size))
     }
 
@@ -498,9 +458,167 @@ impl Cpu {
         self.state.eflags = (self.state.eflags & !fl::STATUS) | (f & fl::STATUS);
     }
 
+    /// Replaces the status flags in `mask` by those of `f`.
+    #[inline]
+    pub fn apply_status(&mut self, f: u32, mask: u32) {
+        self.state.eflags = (self.state.eflags & !mask) | (f & mask);
+    }
+
     #[inline]
     pub fn flag(&self, f: u32) -> bool {
         self.state.eflags & f != 0
+    }
+}
+
+/// Operand `i` when it is an immediate, as the instruction encodes it
+/// (sign-extended where the encoding says so), before masking to a size.
+#[inline]
+pub fn immediate(inst: &Instruction, i: u32) -> Option<u32> {
+    Some(match inst.op_kind(i) {
+        OpKind::Immediate8 => u32::from(inst.immediate8()),
+        OpKind::Immediate8_2nd => u32::from(inst.immediate8_2nd()),
+        OpKind::Immediate16 => u32::from(inst.immediate16()),
+        OpKind::Immediate32 => inst.immediate32(),
+        OpKind::Immediate8to16 => inst.immediate8to16() as u16 as u32,
+        OpKind::Immediate8to32 => inst.immediate8to32() as u32,
+        _ => return None,
+    })
+}
+
+/// A general register as an operand: its slot in `CpuState::regs` and, for
+/// AH..BH, the shift to the byte (SDM Vol. 1, 3.4.1). Sizes travel with the
+/// instruction, so one value names AL, AX and EAX alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpr {
+    idx: u8,
+    shift: u8,
+}
+
+impl Gpr {
+    /// The general register `r` names and its size in bytes; None for any
+    /// other register.
+    #[inline]
+    pub fn of(r: Register) -> Option<(Gpr, u8)> {
+        let n = r as u32;
+        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
+            let i = (n - Register::AL as u32) as u8;
+            Some(if i < 4 {
+                (Gpr { idx: i, shift: 0 }, 1)
+            } else {
+                (Gpr { idx: i - 4, shift: 8 }, 1)
+            })
+        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
+            Some((
+                Gpr {
+                    idx: (n - Register::AX as u32) as u8,
+                    shift: 0,
+                },
+                2,
+            ))
+        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
+            Some((
+                Gpr {
+                    idx: (n - Register::EAX as u32) as u8,
+                    shift: 0,
+                },
+                4,
+            ))
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub fn read(self, regs: &[u32; 8], size: u8) -> u32 {
+        let v = regs[usize::from(self.idx & 7)];
+        match size {
+            4 => v,
+            2 => v & 0xFFFF,
+            _ => (v >> self.shift) & 0xFF,
+        }
+    }
+
+    /// Writes the low `size` bytes of `v`; the rest of the register is kept.
+    #[inline]
+    pub fn write(self, regs: &mut [u32; 8], size: u8, v: u32) {
+        let r = &mut regs[usize::from(self.idx & 7)];
+        match size {
+            4 => *r = v,
+            2 => *r = (*r & !0xFFFF) | (v & 0xFFFF),
+            _ => *r = (*r & !(0xFF << self.shift)) | ((v & 0xFF) << self.shift),
+        }
+    }
+}
+
+/// A memory operand's addressing, taken from the instruction once: segment,
+/// base, index, scale, displacement and address size (SDM Vol. 1, 3.7.5;
+/// Vol. 2A, 2.1.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRef {
+    pub seg: SegReg,
+    base: AddrReg,
+    index: AddrReg,
+    scale: u8,
+    addr16: bool,
+    disp: u32,
+}
+
+/// A register in an address: its value is `(regs[slot] >> shift) & mask`; an
+/// absent register has mask 0. XLAT's index is AL, so widths matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AddrReg {
+    slot: u8,
+    shift: u8,
+    mask: u32,
+}
+
+impl AddrReg {
+    fn of(r: Register) -> AddrReg {
+        match Gpr::of(r) {
+            Some((g, size)) => AddrReg {
+                slot: g.idx,
+                shift: g.shift,
+                mask: flags::mask(size),
+            },
+            None => AddrReg {
+                slot: 0,
+                shift: 0,
+                mask: 0,
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn value(self, regs: &[u32; 8]) -> u32 {
+        (regs[usize::from(self.slot & 7)] >> self.shift) & self.mask
+    }
+}
+
+impl MemRef {
+    #[inline]
+    pub fn of(inst: &Instruction) -> MemRef {
+        MemRef {
+            seg: seg_of(inst.memory_segment()),
+            base: AddrReg::of(inst.memory_base()),
+            index: AddrReg::of(inst.memory_index()),
+            scale: inst.memory_index_scale() as u8,
+            addr16: addr16(inst),
+            disp: inst.memory_displacement32(),
+        }
+    }
+
+    /// The offset within the segment.
+    #[inline]
+    pub fn offset(&self, regs: &[u32; 8]) -> u32 {
+        let ea = self
+            .disp
+            .wrapping_add(self.base.value(regs))
+            .wrapping_add(self.index.value(regs).wrapping_mul(u32::from(self.scale)));
+        if self.addr16 {
+            ea & 0xFFFF
+        } else {
+            ea
+        }
     }
 }
 
