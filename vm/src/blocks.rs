@@ -4,9 +4,10 @@
 //! the reference semantics at the guest's true privilege.
 //!
 //! Equivalence with the reference engine is by construction: a cached
-//! instruction is executed by the same `Cpu::execute`, after
-//! `Cpu::refetch` has repeated every check and side effect of its fetch (CS
-//! limit, translation, accessed bits, TLB fill). A block holds only
+//! instruction is executed by the same `Cpu::execute`, or in its compact form
+//! (`exec::compact`) by the same operation functions the family handlers
+//! call, after `Cpu::refetch` has repeated every check and side effect of its
+//! fetch (CS limit, translation, accessed bits, TLB fill). A block holds only
 //! instructions wholly inside one physical page; an instruction that crosses
 //! a page is left to the reference step. Blocks are keyed by physical
 //! address, EIP (the decoder's IP, which relative branches depend on) and
@@ -21,6 +22,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 use crate::bus::Bus;
 use crate::cpu::state::flags;
 use crate::cpu::{Cpu, StepOutcome};
+use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
 use crate::mem::PAGE_SIZE;
 use crate::platform::Platform;
@@ -63,11 +65,25 @@ impl Hasher for KeyHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
+/// A cached instruction: its compact form, and the decoded instruction with
+/// its family handler for the generic path (and for display).
+#[derive(Clone, Debug)]
+struct CachedInst {
+    op: Op,
+    /// The family handler, looked up once.
+    handler: Handler<Platform>,
+    /// EIP at the instruction, and after it (masked to the code size).
+    ip: u32,
+    next_ip: u32,
+    /// Offset from the block's first byte.
+    offset: u32,
+    len: u32,
+    inst: Instruction,
+}
+
 #[derive(Clone, Debug)]
 struct Block {
-    insts: Vec<Instruction>,
-    /// Each instruction's family handler, looked up once.
-    handlers: Vec<Handler<Platform>>,
+    insts: Vec<CachedInst>,
 }
 
 /// Counters for the run summary.
@@ -131,8 +147,24 @@ impl BlockCache {
         self.stats.built += 1;
         platform.mem.watch_page(key.phys >> 12);
         self.by_page.entry(key.phys >> 12).or_default().push(key);
-        let handlers = insts.iter().map(handler_for::<Platform>).collect();
-        self.blocks.insert(key, Block { insts, handlers });
+        let mask = if key.code32 { 0xFFFF_FFFF } else { 0xFFFF };
+        let insts = insts
+            .into_iter()
+            .map(|inst| {
+                let ip = inst.ip32();
+                let len = inst.len() as u32;
+                CachedInst {
+                    op: Op::build(&inst),
+                    handler: handler_for::<Platform>(&inst),
+                    ip,
+                    next_ip: ip.wrapping_add(len) & mask,
+                    offset: ip.wrapping_sub(key.eip),
+                    len,
+                    inst,
+                }
+            })
+            .collect();
+        self.blocks.insert(key, Block { insts });
     }
 
     /// Runs instructions from the block at CS:EIP until the block ends,
@@ -177,18 +209,16 @@ impl BlockCache {
 fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64, phys0: u32) -> StepOutcome {
     let if_at_start = cpu.state.eflags & flags::IF;
     let code32 = cpu.state.code32();
-    let insts = &block.insts;
-    let ip0 = insts[0].ip32();
-    for (i, (inst, &handler)) in insts.iter().zip(&block.handlers).enumerate() {
-        let len = inst.len() as u32;
+    for (i, ci) in block.insts.iter().enumerate() {
+        let len = ci.len;
         if i > 0 {
             // The previous instruction fell through to this one. Nothing at
             // this boundary can differ from the block's start (the checks
             // below leave on any change), except the deadline.
-            if cpu.state.eip != inst.ip32() || cpu.icount >= stop_icount {
+            if cpu.state.eip != ci.ip || cpu.icount >= stop_icount {
                 return StepOutcome::Retired;
             }
-            let expected = phys0.wrapping_add(inst.ip32().wrapping_sub(ip0));
+            let expected = phys0.wrapping_add(ci.offset);
             match cpu.refetch(platform, len) {
                 Ok(p) if p == expected => {}
                 // A fault (repeated and delivered by the reference step next
@@ -199,7 +229,19 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
             // The reference raises #GP for an instruction cut by the CS limit.
             return cpu.step(platform);
         }
-        let outcome = cpu.execute_with(platform, inst, handler);
+        if ci.op != Op::Generic && cpu.state.eflags & flags::TF == 0 {
+            // The compact form changes nothing the checks below watch except
+            // through memory (a device, or a write to cached code).
+            let outcome = cpu.execute_compact(platform, &ci.op, ci.next_ip);
+            if outcome != StepOutcome::Retired {
+                return outcome;
+            }
+            if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.watch_hit()) {
+                return StepOutcome::Retired;
+            }
+            continue;
+        }
+        let outcome = cpu.execute_with(platform, &ci.inst, ci.handler);
         if outcome != StepOutcome::Retired {
             return outcome;
         }

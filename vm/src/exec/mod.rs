@@ -5,6 +5,7 @@
 pub mod alu;
 pub mod bcd;
 pub mod bit;
+pub mod compact;
 pub mod control;
 pub mod datamov;
 pub mod flags;
