@@ -7,7 +7,8 @@
 //! instruction is executed by the same `Cpu::execute`, or in its compact form
 //! (`exec::compact`) by the same operation functions the family handlers
 //! call, after `Cpu::refetch` has repeated every check and side effect of its
-//! fetch (CS limit, translation, accessed bits, TLB fill). A block holds only
+//! fetch (CS limit, translation, accessed bits, TLB fill), or after a check
+//! that shows `refetch` would find exactly what it found before. A block holds only
 //! instructions wholly inside one physical page; an instruction that crosses
 //! a page is left to the reference step. Blocks are keyed by physical
 //! address, EIP (the decoder's IP, which relative branches depend on) and
@@ -20,7 +21,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::bus::Bus;
-use crate::cpu::state::flags;
+use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, StepOutcome};
 use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
@@ -84,6 +85,51 @@ struct CachedInst {
 #[derive(Clone, Debug)]
 struct Block {
     insts: Vec<CachedInst>,
+    /// The instructions lie back to back from the block's EIP without
+    /// wrapping around the code size, ending before EIP `end`.
+    contiguous: bool,
+    end: u32,
+}
+
+/// What makes [`Cpu::refetch`] of the next instruction in a block a foregone
+/// conclusion, so it can be skipped: CS admits every byte from there to the
+/// block's end, and the code page is either untranslated or still held by
+/// the TLB with the block's physical page (a hit leaves no trace; a miss
+/// takes the full `refetch`, which walks and sets accessed bits as the
+/// reference does). Valid while CS, CR0 and the CPL stay as they were, which
+/// only a generic instruction can change: it is computed again after one.
+#[derive(Clone, Copy)]
+struct FetchCheck {
+    cs_ok: bool,
+    paging: bool,
+    user: bool,
+    /// Linear address of the block's first byte.
+    lin0: u32,
+}
+
+impl FetchCheck {
+    fn new(cpu: &Cpu, block: &Block, from: usize) -> FetchCheck {
+        let cs_ok = match block.insts.get(from) {
+            Some(ci) => block.contiguous && cpu.cs_admits(ci.ip, block.end),
+            None => false,
+        };
+        let first = block.insts.first().map_or(0, |ci| ci.ip);
+        FetchCheck {
+            cs_ok,
+            paging: cpu.state.paging(),
+            user: cpu.state.cpl() == 3,
+            lin0: cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(first),
+        }
+    }
+
+    /// Whether `refetch` at the instruction `offset` bytes into the block
+    /// would return `expected` with no side effect.
+    #[inline(always)]
+    fn passes(&self, cpu: &Cpu, offset: u32, expected: u32) -> bool {
+        self.cs_ok
+            && (!self.paging
+                || cpu.tlb.lookup(self.lin0.wrapping_add(offset), false, self.user, false) == Some(expected))
+    }
 }
 
 /// Counters for the run summary.
@@ -148,11 +194,15 @@ impl BlockCache {
         platform.mem.watch_page(key.phys >> 12);
         self.by_page.entry(key.phys >> 12).or_default().push(key);
         let mask = if key.code32 { 0xFFFF_FFFF } else { 0xFFFF };
+        let mut contiguous = true;
+        let mut end = key.eip;
         let insts = insts
             .into_iter()
             .map(|inst| {
                 let ip = inst.ip32();
                 let len = inst.len() as u32;
+                contiguous &= ip == end && u64::from(ip) + u64::from(len) <= u64::from(mask);
+                end = ip.wrapping_add(len);
                 CachedInst {
                     op: Op::build(&inst),
                     handler: handler_for::<Platform>(&inst),
@@ -164,7 +214,7 @@ impl BlockCache {
                 }
             })
             .collect();
-        self.blocks.insert(key, Block { insts });
+        self.blocks.insert(key, Block { insts, contiguous, end });
     }
 
     /// Runs instructions from the block at CS:EIP until the block ends,
@@ -209,6 +259,7 @@ impl BlockCache {
 fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64, phys0: u32) -> StepOutcome {
     let if_at_start = cpu.state.eflags & flags::IF;
     let code32 = cpu.state.code32();
+    let mut fetch = FetchCheck::new(cpu, block, 0);
     for (i, ci) in block.insts.iter().enumerate() {
         let len = ci.len;
         if i > 0 {
@@ -219,11 +270,13 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
                 return StepOutcome::Retired;
             }
             let expected = phys0.wrapping_add(ci.offset);
-            match cpu.refetch(platform, len) {
-                Ok(p) if p == expected => {}
-                // A fault (repeated and delivered by the reference step next
-                // time round) or a changed mapping: leave the block.
-                _ => return StepOutcome::Retired,
+            if !fetch.passes(cpu, ci.offset, expected) {
+                match cpu.refetch(platform, len) {
+                    Ok(p) if p == expected => {}
+                    // A fault (repeated and delivered by the reference step next
+                    // time round) or a changed mapping: leave the block.
+                    _ => return StepOutcome::Retired,
+                }
             }
         } else if !cpu.fits_cs_limit(len) {
             // The reference raises #GP for an instruction cut by the CS limit.
@@ -254,6 +307,8 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
         {
             return StepOutcome::Retired;
         }
+        // A generic instruction may have changed CR0, CS or the CPL.
+        fetch = FetchCheck::new(cpu, block, i + 1);
     }
     StepOutcome::Retired
 }

@@ -23,7 +23,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Reg
 use crate::bus::Bus;
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::mmu::Access;
-use crate::cpu::state::{flags as fl, SegReg};
+use crate::cpu::state::{attr, flags as fl, SegReg};
 use crate::cpu::{vector, Cpu, Fault, Result, StepOutcome};
 
 /// Maximum length of an x86 instruction (SDM Vol. 2, 2.1).
@@ -130,6 +130,21 @@ impl Cpu {
             return Err(Fault::gp(0));
         }
         Ok(phys)
+    }
+
+    /// Whether [`Cpu::refetch`]'s CS checks pass for every instruction within
+    /// `[first, end)` (offsets in CS, `end` past the last byte, no wrap):
+    /// then an engine may skip them there, as long as CS does not change.
+    #[inline]
+    pub fn cs_admits(&self, first: u32, end: u32) -> bool {
+        let cs = &self.state.segs[SegReg::Cs as usize];
+        // For an ordinary (not expand-down) segment the valid offsets are
+        // 0..=limit, so a range that passes holds only ranges that pass.
+        let expand_down = cs.attr & (attr::CODE | attr::DC) == attr::DC && cs.attr & attr::S != 0;
+        !expand_down
+            && end > first
+            && end - 1 <= cs.limit
+            && self.seg_linear(SegReg::Cs, first, end - first, Access::Execute).is_ok()
     }
 
     /// Whether an instruction of `len` bytes at CS:EIP ends within the CS limit.
