@@ -217,10 +217,29 @@ impl BlockCache {
         self.blocks.insert(key, Block { insts, contiguous, end });
     }
 
+    /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
+    /// something needs the outer loop (an exception, a halt, port I/O or any
+    /// device attention, an interrupt the CPU can take). Between blocks it
+    /// checks exactly what the outer loop would before calling again, so
+    /// going on here is the same as returning.
+    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+        loop {
+            let outcome = self.run_one(cpu, platform, stop_icount);
+            if outcome != StepOutcome::Retired
+                || cpu.icount >= stop_icount
+                || cpu.state.halted
+                || platform.attention != Default::default()
+                || (cpu.state.eflags & flags::IF != 0 && !cpu.state.interrupt_shadow && platform.intr())
+            {
+                return outcome;
+            }
+        }
+    }
+
     /// Runs instructions from the block at CS:EIP until the block ends,
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).
-    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+    fn run_one(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
         if cpu.state.halted {
             return StepOutcome::Halted;
         }
