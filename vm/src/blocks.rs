@@ -82,7 +82,7 @@ struct CachedInst {
     inst: Instruction,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Block {
     insts: Vec<CachedInst>,
     /// The instructions lie back to back from the block's EIP without
@@ -140,13 +140,56 @@ pub struct BlockStats {
     pub invalidated: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+/// Slots in the direct-mapped table in front of the block index.
+const RECENT: usize = 4096;
+
+/// A slot of the direct-mapped table: a key and its block, or `EMPTY`.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    key: BlockKey,
+    slot: u32,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
 pub struct BlockCache {
-    blocks: FastMap<BlockKey, Block>,
+    /// Blocks by slot; a dropped block's slot is emptied and reused.
+    blocks: Vec<Block>,
+    free: Vec<u32>,
+    index: FastMap<BlockKey, u32>,
+    /// Most blocks are found here with one comparison, before `index`.
+    recent: Box<[Recent]>,
     /// Block keys by physical page, for invalidation.
     by_page: FastMap<u32, Vec<BlockKey>>,
     hits: Vec<u32>,
     pub stats: BlockStats,
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        let none = Recent {
+            key: BlockKey {
+                phys: 0,
+                eip: 0,
+                code32: false,
+            },
+            slot: EMPTY,
+        };
+        BlockCache {
+            blocks: Vec::new(),
+            free: Vec::new(),
+            index: FastMap::default(),
+            recent: vec![none; RECENT].into_boxed_slice(),
+            by_page: FastMap::default(),
+            hits: Vec::new(),
+            stats: BlockStats::default(),
+        }
+    }
+}
+
+fn recent_slot(key: &BlockKey) -> usize {
+    (key.phys ^ (key.phys >> 12)) as usize % RECENT
 }
 
 impl BlockCache {
@@ -156,16 +199,38 @@ impl BlockCache {
         for page in self.hits.drain(..) {
             if let Some(keys) = self.by_page.remove(&page) {
                 for k in keys {
-                    self.blocks.remove(&k);
+                    if let Some(slot) = self.index.remove(&k) {
+                        self.blocks[slot as usize] = Block::default();
+                        self.free.push(slot);
+                        let r = &mut self.recent[recent_slot(&k)];
+                        if r.slot == slot {
+                            r.slot = EMPTY;
+                        }
+                    }
                     self.stats.invalidated += 1;
                 }
             }
         }
     }
 
+    /// The slot of the block for `key`, built if need be.
+    #[inline]
+    fn find(&mut self, platform: &mut Platform, key: BlockKey) -> usize {
+        let r = &mut self.recent[recent_slot(&key)];
+        if r.slot != EMPTY && r.key == key {
+            return r.slot as usize;
+        }
+        let slot = match self.index.get(&key) {
+            Some(&s) => s,
+            None => self.build(platform, key),
+        };
+        self.recent[recent_slot(&key)] = Recent { key, slot };
+        slot as usize
+    }
+
     /// Decodes a block from physical memory, without touching the guest's
     /// view of anything (no translation, no accessed bits).
-    fn build(&mut self, platform: &mut Platform, key: BlockKey) {
+    fn build(&mut self, platform: &mut Platform, key: BlockKey) -> u32 {
         let mut bytes = [0u8; MAX_BLOCK * MAX_INSN_LEN];
         let avail = (PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1))).min(bytes.len());
         platform.fetch_phys(key.phys, &mut bytes[..avail]);
@@ -214,7 +279,19 @@ impl BlockCache {
                 }
             })
             .collect();
-        self.blocks.insert(key, Block { insts, contiguous, end });
+        let block = Block { insts, contiguous, end };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.blocks[s as usize] = block;
+                s
+            }
+            None => {
+                self.blocks.push(block);
+                (self.blocks.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
+        slot
     }
 
     /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
@@ -262,16 +339,13 @@ impl BlockCache {
             eip: cpu.state.eip,
             code32: cpu.state.code32(),
         };
-        if !self.blocks.contains_key(&key) {
-            self.build(platform, key);
+        let slot = self.find(platform, key);
+        let block = &self.blocks[slot];
+        if block.insts.is_empty() {
+            return cpu.step(platform);
         }
-        match self.blocks.get(&key) {
-            Some(block) if !block.insts.is_empty() => {
-                self.stats.executed += 1;
-                run_block(block, cpu, platform, stop_icount, phys)
-            }
-            _ => cpu.step(platform),
-        }
+        self.stats.executed += 1;
+        run_block(block, cpu, platform, stop_icount, phys)
     }
 }
 
