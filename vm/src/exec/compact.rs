@@ -12,14 +12,16 @@
 //! instruction with nothing to roll back but EIP (fault semantics, SDM Vol.
 //! 3A, 6.5). Anything else is `Op::Generic`: the family handler runs it.
 
-use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+use iced_x86::{Code, Instruction, MemorySize, Mnemonic, OpKind};
 
 use super::alu::{self, AluOp};
 use super::shift::{self, ShiftOp};
-use super::{control, datamov, flags, immediate, muldiv, op_size, stack_op_size, Gpr, MemRef};
+use super::string::{self, StrOp};
+use super::{control, datamov, flags, immediate, is_string_op, muldiv, op_size, seg_of, stack_op_size, Gpr, MemRef};
 use crate::bus::Bus;
 use crate::cpu::state::flags::CF;
 use crate::cpu::state::reg::ECX;
+use crate::cpu::state::SegReg;
 use crate::cpu::{Cpu, Result, StepOutcome};
 
 /// One instruction's compact form. `R` is a general register, `M` the memory
@@ -137,6 +139,23 @@ pub enum Op {
         size: u8,
         target: u32,
     },
+    /// Near CALL and JMP through a register or memory (`size`: the target's).
+    CallR {
+        size: u8,
+        src: Gpr,
+    },
+    CallM {
+        size: u8,
+        mem: MemRef,
+    },
+    JmpR {
+        size: u8,
+        src: Gpr,
+    },
+    JmpM {
+        size: u8,
+        mem: MemRef,
+    },
     /// Near RET, popping `imm` more bytes.
     Ret {
         size: u8,
@@ -161,7 +180,15 @@ pub enum Op {
         size: u8,
         dst: Gpr,
     },
-    /// IMUL r, r/m and IMUL r, r/m, imm (`b` is the immediate or the r/m).
+    /// MOVS, CMPS, SCAS, LODS, STOS without a repeat prefix: `a32` for
+    /// ESI/EDI addressing, `src` the source segment.
+    Str {
+        op: StrOp,
+        size: u8,
+        a32: bool,
+        src: SegReg,
+    },
+    /// IMUL r, r/m and IMUL r, r/m, imm.
     ImulRR {
         size: u8,
         dst: Gpr,
@@ -388,6 +415,54 @@ impl Op {
             M::Jmp if n == 1 && matches!(k0, OpKind::NearBranch16 | OpKind::NearBranch32) => Op::JmpRel {
                 target: inst.near_branch_target() as u32,
             },
+            M::Call | M::Jmp if n == 1 => {
+                let call = m == M::Call;
+                let size = op_size(inst, 0);
+                match k0 {
+                    OpKind::Register => {
+                        let src = gpr(inst, 0, size)?;
+                        if call {
+                            Op::CallR { size, src }
+                        } else {
+                            Op::JmpR { size, src }
+                        }
+                    }
+                    // Far pointers in memory are far transfers.
+                    OpKind::Memory if !matches!(inst.memory_size(), MemorySize::SegPtr16 | MemorySize::SegPtr32) => {
+                        if call {
+                            Op::CallM { size, mem: mem() }
+                        } else {
+                            Op::JmpM { size, mem: mem() }
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            M::Movsb
+            | M::Movsw
+            | M::Movsd
+            | M::Cmpsb
+            | M::Cmpsw
+            | M::Cmpsd
+            | M::Scasb
+            | M::Scasw
+            | M::Scasd
+            | M::Lodsb
+            | M::Lodsw
+            | M::Lodsd
+            | M::Stosb
+            | M::Stosw
+            | M::Stosd
+                if is_string_op(inst) && !inst.has_rep_prefix() && !inst.has_repne_prefix() =>
+            {
+                let (op, size) = string::op_of(m);
+                Op::Str {
+                    op,
+                    size,
+                    a32: string::addr32(inst),
+                    src: seg_of(inst.memory_segment()),
+                }
+            }
             M::Ret => Op::Ret {
                 size: if matches!(inst.code(), Code::Retnw | Code::Retnw_imm16) {
                     2
@@ -477,6 +552,7 @@ impl Op {
                 | Op::MovxRR { .. }
                 | Op::Lea { .. }
                 | Op::JmpRel { .. }
+                | Op::JmpR { .. }
                 | Op::Jcc { .. }
                 | Op::ShiftRI { .. }
                 | Op::ShiftRCl { .. }
@@ -593,6 +669,22 @@ impl Cpu {
             Op::CallRel { size, target } => control::near_call(self, bus, target, size)?,
             Op::Ret { size, imm } => control::near_ret(self, bus, size, imm)?,
             Op::JmpRel { target } => self.near_jump(target)?,
+            Op::CallR { size, src } => {
+                let target = src.read(&self.state.regs, size);
+                control::near_call(self, bus, target, size)?;
+            }
+            Op::CallM { size, mem } => {
+                let target = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
+                control::near_call(self, bus, target, size)?;
+            }
+            Op::JmpR { size, src } => self.near_jump(src.read(&self.state.regs, size))?,
+            Op::JmpM { size, mem } => {
+                let target = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
+                self.near_jump(target)?;
+            }
+            Op::Str { op, size, a32, src } => {
+                string::once(self, bus, op, size, a32, src)?;
+            }
             Op::Jcc { cc, target } => control::jcc_to(self, cc, target)?,
             Op::ShiftRI { op, size, dst, count } => self.shift_reg(op, size, dst, u32::from(count)),
             Op::ShiftRCl { op, size, dst } => {

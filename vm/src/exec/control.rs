@@ -105,11 +105,10 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
                     let size = op_size(inst, 0);
                     let target = cpu.read_op(bus, inst, 0, size)?;
                     if call {
-                        let ret = cpu.state.eip;
-                        cpu.check_code_target(target)?;
-                        cpu.push(bus, size, ret)?;
+                        near_call(cpu, bus, target, size)?;
+                    } else {
+                        cpu.near_jump(target)?;
                     }
-                    cpu.near_jump(target)?;
                 }
             }
             Ok(Flow::Next)
