@@ -405,3 +405,100 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
     }
     StepOutcome::Retired
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
+    use crate::host::NoInput;
+    use crate::machine::{CaptureConsole, Engine, Kernel, Machine};
+
+    const CODE: u32 = 0x1_0000;
+    const PAGE_DIR: u32 = 0x10_0000;
+    const PT0: u32 = 0x10_1000;
+    const CODE_PTE: u32 = PT0 + 4 * (CODE >> 12);
+
+    /// Flat 32-bit ring 0 with paging: the first 8 MiB identity-mapped, the
+    /// code at CODE.
+    fn machine(code: &[u8], engine: Engine) -> Machine {
+        let mut image = vec![0u8; 0x1000];
+        image[..code.len()].copy_from_slice(code);
+        let kernel = Kernel::Flat { image, addr: CODE };
+        let mut m = Machine::boot(16 << 20, &kernel, &mut NoInput::default()).expect("boot");
+        for t in 0..2u32 {
+            m.platform.mem.write(PAGE_DIR + 4 * t, 4, (PT0 + 0x1000 * t) | 3);
+            for p in 0..1024u32 {
+                let page = (t << 22) | (p << 12);
+                m.platform.mem.write(PT0 + 0x1000 * t + 4 * p, 4, page | 3);
+            }
+        }
+        let st = &mut m.cpu.state;
+        let flat = |code: bool| Segment {
+            selector: 0x08,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if code { attr::CODE } else { 0 },
+        };
+        for s in SegReg::ALL {
+            st.segs[s as usize] = flat(s == SegReg::Cs);
+        }
+        st.cr3 = PAGE_DIR;
+        st.cr0 = cr0::PE | cr0::ET | cr0::PG;
+        st.eflags = flags::FIXED1;
+        st.eip = CODE;
+        st.regs[4] = 0x8_0000;
+        st.regs[2] = 50; // loop count in EDX
+        m.cpu.tlb.flush_all();
+        m.engine = engine;
+        m
+    }
+
+    // The fetch check a block skips `refetch` with must see what the
+    // reference's fetch sees: a TLB entry for the code page evicted by a data
+    // access (the next fetch walks and sets the accessed bit the guest just
+    // cleared), one still cached (the bit stays clear), CR3 reloads and
+    // paging switched off and on in the middle of a block.
+    #[test]
+    fn fetches_within_a_block_touch_what_the_reference_touches() {
+        let pte = CODE_PTE.to_le_bytes();
+        let mut code = vec![];
+        // loop: mov dword [CODE_PTE], CODE|3 (accessed clear)
+        code.extend([0xC7, 0x05, pte[0], pte[1], pte[2], pte[3], 0x03, 0x00, 0x01, 0x00]);
+        // mov eax, [0x410000]: the same TLB slot as the code page
+        code.extend([0xA1, 0x00, 0x00, 0x41, 0x00]);
+        code.extend([0x41]); // inc ecx: fetched after a walk
+        code.extend([0xC7, 0x05, pte[0], pte[1], pte[2], pte[3], 0x03, 0x00, 0x01, 0x00]);
+        code.extend([0x41]); // inc ecx: fetched from the TLB
+        code.extend([0x8B, 0x1D, pte[0], pte[1], pte[2], pte[3]]); // mov ebx, [CODE_PTE]
+        code.extend([0x01, 0xDE]); // add esi, ebx
+        code.extend([0x0F, 0x20, 0xD8, 0x0F, 0x22, 0xD8]); // mov eax, cr3; mov cr3, eax
+        code.extend([0x41]); // inc ecx
+        code.extend([0x0F, 0x20, 0xC0]); // mov eax, cr0
+        code.extend([0x25, 0xFF, 0xFF, 0xFF, 0x7F]); // and eax, 7FFFFFFFh
+        code.extend([0x0F, 0x22, 0xC0]); // mov cr0, eax (paging off)
+        code.extend([0x41]); // inc ecx
+        code.extend([0x0D, 0x00, 0x00, 0x00, 0x80]); // or eax, 80000000h
+        code.extend([0x0F, 0x22, 0xC0]); // mov cr0, eax (paging on)
+        code.extend([0x8B, 0x1D, pte[0], pte[1], pte[2], pte[3]]); // mov ebx, [CODE_PTE]
+        code.extend([0x01, 0xDF]); // add edi, ebx
+        code.extend([0x4A]); // dec edx
+        let back = -(code.len() as i32 + 2);
+        code.extend([0x75, back as u8]); // jnz loop
+        code.extend([0xF4]); // hlt
+        let run = |engine| {
+            let mut m = machine(&code, engine);
+            let stop = m.run(2_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (stop_e, e) = run(Engine::Emulate);
+        let (stop_b, b) = run(Engine::Blocks);
+        assert_eq!(stop_e, stop_b);
+        assert_eq!(e.state(), b.state());
+        assert!(e.platform.mem.ram() == b.platform.mem.ram());
+        assert!(b.blocks.stats.executed > 0);
+        // The loop saw both: the accessed bit left clear while the entry
+        // was cached (ESI), set again by the walk after the CR3 reload (EDI).
+        assert_eq!(e.cpu.state.regs[1], 50 * 4, "every instruction ran");
+        assert_eq!(e.cpu.state.regs[6], 50 * (CODE | 3));
+        assert_eq!(e.cpu.state.regs[7], 50 * (CODE | 0x23));
+    }
+}
