@@ -84,10 +84,31 @@ impl PhysMem {
     pub fn read(&self, addr: u32, size: u8) -> u32 {
         let a = addr as usize;
         let n = size as usize;
-        if let Some(bytes) = self.ram.get(a..a + n) {
-            let mut v = [0u8; 4];
-            v[..n].copy_from_slice(bytes);
-            return u32::from_le_bytes(v);
+        // Fixed sizes compile to single loads; a variable-length copy was a
+        // call to memcpy on every access.
+        match n {
+            1 => {
+                if let Some(&b) = self.ram.get(a) {
+                    return u32::from(b);
+                }
+            }
+            2 => {
+                if let Some(&[b0, b1]) = self.ram.get(a..a + 2) {
+                    return u32::from(u16::from_le_bytes([b0, b1]));
+                }
+            }
+            4 => {
+                if let Some(&[b0, b1, b2, b3]) = self.ram.get(a..a + 4) {
+                    return u32::from_le_bytes([b0, b1, b2, b3]);
+                }
+            }
+            _ => {
+                if let Some(bytes) = self.ram.get(a..a + n) {
+                    let mut v = [0u8; 4];
+                    v[..n].copy_from_slice(bytes);
+                    return u32::from_le_bytes(v);
+                }
+            }
         }
         let mut v = 0u32;
         for i in 0..n {
@@ -115,7 +136,12 @@ impl PhysMem {
         let a = addr as usize;
         let n = size as usize;
         if a + n <= self.ram.len() {
-            self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]);
+            match n {
+                1 => self.ram[a] = value as u8,
+                2 => self.ram[a..a + 2].copy_from_slice(&(value as u16).to_le_bytes()),
+                4 => self.ram[a..a + 4].copy_from_slice(&value.to_le_bytes()),
+                _ => self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]),
+            }
             self.mark_dirty(a);
             self.check_watch(a);
             if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
