@@ -352,7 +352,8 @@ impl BlockCache {
 fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64, phys0: u32) -> StepOutcome {
     let if_at_start = cpu.state.eflags & flags::IF;
     let code32 = cpu.state.code32();
-    let mut fetch = FetchCheck::new(cpu, block, 0);
+    // Made when first needed: one-instruction blocks never need it.
+    let mut fetch: Option<FetchCheck> = None;
     for (i, ci) in block.insts.iter().enumerate() {
         let len = ci.len;
         if i > 0 {
@@ -363,7 +364,8 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
                 return StepOutcome::Retired;
             }
             let expected = phys0.wrapping_add(ci.offset);
-            if !fetch.passes(cpu, ci.offset, expected) {
+            let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, i));
+            if !check.passes(cpu, ci.offset, expected) {
                 match cpu.refetch(platform, len) {
                     Ok(p) if p == expected => {}
                     // A fault (repeated and delivered by the reference step next
@@ -375,7 +377,7 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
             // The reference raises #GP for an instruction cut by the CS limit.
             return cpu.step(platform);
         }
-        if ci.op != Op::Generic && cpu.state.eflags & flags::TF == 0 {
+        if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 {
             // The compact form changes nothing the checks below watch except
             // through memory (a device, or a write to cached code).
             let outcome = cpu.execute_compact(platform, &ci.op, ci.next_ip);
@@ -401,7 +403,7 @@ fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount:
             return StepOutcome::Retired;
         }
         // A generic instruction may have changed CR0, CS or the CPL.
-        fetch = FetchCheck::new(cpu, block, i + 1);
+        fetch = None;
     }
     StepOutcome::Retired
 }

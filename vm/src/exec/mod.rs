@@ -111,7 +111,7 @@ impl Cpu {
     /// that reuses decoded instructions stays indistinguishable from decoding
     /// each one. Returns the instruction's physical address. A fault is
     /// returned undelivered; [`Cpu::step`] reproduces it exactly.
-    #[inline]
+    #[inline(always)]
     pub fn refetch<B: Bus>(&mut self, bus: &mut B, len: u32) -> Result<u32> {
         let eip = self.state.eip;
         let cs = &self.state.segs[SegReg::Cs as usize];
