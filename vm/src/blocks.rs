@@ -91,9 +91,8 @@ struct Block {
     end: u32,
 }
 
-/// What makes [`Cpu::refetch`] of the next instruction in a block a foregone
-/// conclusion, so it can be skipped: CS admits every byte from there to the
-/// block's end, and the code page is either untranslated or still held by
+/// What makes [`Cpu::refetch`] of an instruction in a block a foregone
+/// conclusion, so it can be skipped: CS admits every byte of the block, and the code page is either untranslated or still held by
 /// the TLB with the block's physical page (a hit leaves no trace; a miss
 /// takes the full `refetch`, which walks and sets accessed bits as the
 /// reference does). Valid while CS, CR0 and the CPL stay as they were, which
@@ -108,17 +107,20 @@ struct FetchCheck {
 }
 
 impl FetchCheck {
-    fn new(cpu: &Cpu, block: &Block, from: usize) -> FetchCheck {
-        let cs_ok = match block.insts.get(from) {
-            Some(ci) => block.contiguous && cpu.cs_admits(ci.ip, block.end),
-            None => false,
-        };
+    /// For `block`, whose first byte is at physical address `phys0`.
+    fn new(cpu: &Cpu, block: &Block, phys0: u32) -> FetchCheck {
         let first = block.insts.first().map_or(0, |ci| ci.ip);
+        let lin0 = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(first);
+        let paging = cpu.state.paging();
+        // Without paging the fetch finds the linear address itself, which is
+        // the block's only if the block was not entered through a mapping
+        // that paging has since dropped.
+        let cs_ok = block.contiguous && cpu.cs_admits(first, block.end) && (paging || lin0 == phys0);
         FetchCheck {
             cs_ok,
-            paging: cpu.state.paging(),
+            paging,
             user: cpu.state.cpl() == 3,
-            lin0: cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(first),
+            lin0,
         }
     }
 
@@ -302,12 +304,7 @@ impl BlockCache {
     pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
         loop {
             let outcome = self.run_one(cpu, platform, stop_icount);
-            if outcome != StepOutcome::Retired
-                || cpu.icount >= stop_icount
-                || cpu.state.halted
-                || platform.attention != Default::default()
-                || (cpu.state.eflags & flags::IF != 0 && !cpu.state.interrupt_shadow && platform.intr())
-            {
+            if outcome != StepOutcome::Retired || outer_loop_would_act(cpu, platform, stop_icount) {
                 return outcome;
             }
         }
@@ -344,68 +341,100 @@ impl BlockCache {
         if block.insts.is_empty() {
             return cpu.step(platform);
         }
-        self.stats.executed += 1;
-        run_block(block, cpu, platform, stop_icount, phys)
+        run_block(block, cpu, platform, stop_icount, phys, &mut self.stats.executed)
     }
 }
 
-fn run_block(block: &Block, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64, phys0: u32) -> StepOutcome {
+/// Whether `Machine::run` would do anything but call `BlockCache::run` again
+/// after an instruction retired: the instruction limit or a deadline
+/// (`stop_icount`), a halt, device attention, or an interrupt the CPU can
+/// take now.
+#[inline(always)]
+fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) -> bool {
+    cpu.icount >= stop_icount
+        || cpu.state.halted
+        || platform.attention != Default::default()
+        || (cpu.state.eflags & flags::IF != 0 && !cpu.state.interrupt_shadow && platform.intr())
+}
+
+fn run_block(
+    block: &Block,
+    cpu: &mut Cpu,
+    platform: &mut Platform,
+    stop_icount: u64,
+    phys0: u32,
+    executed: &mut u64,
+) -> StepOutcome {
     let if_at_start = cpu.state.eflags & flags::IF;
     let code32 = cpu.state.code32();
-    // Made when first needed: one-instruction blocks never need it.
+    let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
+    // Made when first needed: one-instruction blocks may never need it.
     let mut fetch: Option<FetchCheck> = None;
-    for (i, ci) in block.insts.iter().enumerate() {
-        let len = ci.len;
-        if i > 0 {
-            // The previous instruction fell through to this one. Nothing at
-            // this boundary can differ from the block's start (the checks
-            // below leave on any change), except the deadline.
-            if cpu.state.eip != ci.ip || cpu.icount >= stop_icount {
-                return StepOutcome::Retired;
-            }
-            let expected = phys0.wrapping_add(ci.offset);
-            let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, i));
-            if !check.passes(cpu, ci.offset, expected) {
-                match cpu.refetch(platform, len) {
-                    Ok(p) if p == expected => {}
-                    // A fault (repeated and delivered by the reference step next
-                    // time round) or a changed mapping: leave the block.
-                    _ => return StepOutcome::Retired,
+    loop {
+        *executed += 1;
+        for (i, ci) in block.insts.iter().enumerate() {
+            let len = ci.len;
+            if i > 0 {
+                // The previous instruction fell through to this one. Nothing at
+                // this boundary can differ from the block's start (the checks
+                // below leave on any change), except the deadline.
+                if cpu.state.eip != ci.ip || cpu.icount >= stop_icount {
+                    return StepOutcome::Retired;
                 }
+                let expected = phys0.wrapping_add(ci.offset);
+                let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
+                if !check.passes(cpu, ci.offset, expected) {
+                    match cpu.refetch(platform, len) {
+                        Ok(p) if p == expected => {}
+                        // A fault (repeated and delivered by the reference step next
+                        // time round) or a changed mapping: leave the block.
+                        _ => return StepOutcome::Retired,
+                    }
+                }
+            } else if !cpu.fits_cs_limit(len) {
+                // The reference raises #GP for an instruction cut by the CS limit.
+                return cpu.step(platform);
             }
-        } else if !cpu.fits_cs_limit(len) {
-            // The reference raises #GP for an instruction cut by the CS limit.
-            return cpu.step(platform);
-        }
-        if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 {
-            // The compact form changes nothing the checks below watch except
-            // through memory (a device, or a write to cached code).
-            let outcome = cpu.execute_compact(platform, &ci.op, ci.next_ip);
+            if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 {
+                // The compact form changes nothing the checks below watch except
+                // through memory (a device, or a write to cached code).
+                let outcome = cpu.execute_compact(platform, &ci.op, ci.next_ip);
+                if outcome != StepOutcome::Retired {
+                    return outcome;
+                }
+                if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.watch_hit()) {
+                    return StepOutcome::Retired;
+                }
+                continue;
+            }
+            let outcome = cpu.execute_with(platform, &ci.inst, ci.handler);
             if outcome != StepOutcome::Retired {
                 return outcome;
             }
-            if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.watch_hit()) {
+            if platform.attention != Default::default()
+                || platform.mem.watch_hit()
+                || cpu.state.halted
+                || cpu.state.interrupt_shadow
+                || cpu.state.eflags & flags::IF != if_at_start
+                || cpu.state.code32() != code32
+            {
                 return StepOutcome::Retired;
             }
-            continue;
+            // A generic instruction may have changed CR0, CS or the CPL.
+            fetch = None;
         }
-        let outcome = cpu.execute_with(platform, &ci.inst, ci.handler);
-        if outcome != StepOutcome::Retired {
-            return outcome;
-        }
-        if platform.attention != Default::default()
-            || platform.mem.watch_hit()
-            || cpu.state.halted
-            || cpu.state.interrupt_shadow
-            || cpu.state.eflags & flags::IF != if_at_start
-            || cpu.state.code32() != code32
-        {
+        // A branch back to the block's own start (a loop) runs it again here,
+        // after what `BlockCache::run` and the outer loop would check first:
+        // their conditions, no write to watched code, and the first byte's
+        // fetch (CS and the TLB as before, so the same block).
+        if cpu.state.eip != ip0 || platform.mem.watch_hit() || outer_loop_would_act(cpu, platform, stop_icount) {
             return StepOutcome::Retired;
         }
-        // A generic instruction may have changed CR0, CS or the CPL.
-        fetch = None;
+        let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
+        if !check.passes(cpu, 0, phys0) {
+            return StepOutcome::Retired;
+        }
     }
-    StepOutcome::Retired
 }
 
 #[cfg(test)]
@@ -459,6 +488,40 @@ mod tests {
     // access (the next fetch walks and sets the accessed bit the guest just
     // cleared), one still cached (the bit stays clear), CR3 reloads and
     // paging switched off and on in the middle of a block.
+    // Paging turned off in the middle of a block entered through a mapping
+    // that is not the identity: the next fetch reads the linear address as
+    // a physical one, other bytes than the block's.
+    #[test]
+    fn paging_off_in_a_block_fetches_from_the_linear_address() {
+        const LIN: u32 = 0x40_0000;
+        const PHYS: u32 = 0x2_0000;
+        let code = [
+            0x0F, 0x20, 0xC0, // mov eax, cr0
+            0x25, 0xFF, 0xFF, 0xFF, 0x7F, // and eax, 7FFFFFFFh
+            0x0F, 0x22, 0xC0, // mov cr0, eax
+            0x41, // inc ecx (at PHYS + 11)
+            0xF4, // hlt
+        ];
+        let run = |engine| {
+            let mut m = machine(&[], engine);
+            m.platform.mem.write(PT0 + 0x1000, 4, PHYS | 3); // LIN -> PHYS
+            m.platform.mem.load(PHYS, &code).expect("fits");
+            m.platform.mem.load(LIN + 11, &[0x42, 0xF4]).expect("fits"); // inc edx; hlt
+            m.cpu.state.eip = LIN;
+            let stop = m.run(1_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (stop_e, e) = run(Engine::Emulate);
+        let (stop_b, b) = run(Engine::Blocks);
+        assert_eq!(stop_e, stop_b);
+        assert_eq!(e.state(), b.state());
+        assert_eq!(
+            (e.cpu.state.regs[1], e.cpu.state.regs[2]),
+            (0, 51),
+            "the reference ran inc edx"
+        );
+    }
+
     #[test]
     fn fetches_within_a_block_touch_what_the_reference_touches() {
         let pte = CODE_PTE.to_le_bytes();
