@@ -92,11 +92,13 @@ struct Block {
 }
 
 /// What makes [`Cpu::refetch`] of an instruction in a block a foregone
-/// conclusion, so it can be skipped: CS admits every byte of the block, and the code page is either untranslated or still held by
-/// the TLB with the block's physical page (a hit leaves no trace; a miss
-/// takes the full `refetch`, which walks and sets accessed bits as the
-/// reference does). Valid while CS, CR0 and the CPL stay as they were, which
-/// only a generic instruction can change: it is computed again after one.
+/// conclusion, so it can be skipped: CS admits every byte of the block, and
+/// the code page is either untranslated (at the block's physical address)
+/// or still held by the TLB with the block's physical page (a hit leaves no
+/// trace; a miss takes the full `refetch`, which walks and sets accessed
+/// bits as the reference does). Valid while CS, CR0 and the CPL stay as they
+/// were, which only a generic instruction can change: it is computed again
+/// after one.
 #[derive(Clone, Copy)]
 struct FetchCheck {
     cs_ok: bool,
