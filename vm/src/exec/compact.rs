@@ -571,6 +571,7 @@ impl Cpu {
     #[inline(always)]
     pub fn execute_compact<B: Bus>(&mut self, bus: &mut B, op: &Op, next_eip: u32) -> StepOutcome {
         let start = self.state.eip;
+        self.start_eip = start;
         self.state.interrupt_shadow = false;
         self.state.eip = next_eip;
         match self.run_compact(bus, op) {
@@ -580,7 +581,6 @@ impl Cpu {
             }
             Err(f) => {
                 // Nothing but EIP was written before the fault.
-                self.start_eip = start;
                 self.state.eip = start;
                 self.raise(bus, f)
             }
