@@ -24,6 +24,18 @@ use crate::cpu::state::reg::ECX;
 use crate::cpu::state::SegReg;
 use crate::cpu::{Cpu, Result, StepOutcome};
 
+/// Calls `self.f::<SIZE>(args)` for an operand size known only at run time,
+/// so that each size's code is compiled with the size as a constant.
+macro_rules! by_size {
+    ($size:expr, $this:ident . $f:ident ( $($arg:expr),* )) => {
+        match $size {
+            4 => $this.$f::<4>($($arg),*),
+            2 => $this.$f::<2>($($arg),*),
+            _ => $this.$f::<1>($($arg),*),
+        }
+    };
+}
+
 /// One instruction's compact form. `R` is a general register, `M` the memory
 /// operand and `I` an immediate, destination first; `size` is the operand
 /// size in bytes.
@@ -592,39 +604,20 @@ impl Cpu {
         let cf = self.state.eflags & CF;
         match *op {
             Op::Generic | Op::Nop => {}
-            Op::AluRR { op, size, dst, src } => {
-                let a = dst.read(&self.state.regs, size);
-                let b = src.read(&self.state.regs, size);
-                self.alu_reg(op, size, dst, a, b, cf);
-            }
-            Op::AluRI { op, size, dst, imm } => {
-                let a = dst.read(&self.state.regs, size);
-                self.alu_reg(op, size, dst, a, imm, cf);
-            }
-            Op::AluRM { op, size, dst, mem } => {
-                let b = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
-                let a = dst.read(&self.state.regs, size);
-                self.alu_reg(op, size, dst, a, b, cf);
-            }
+            // The size is resolved once, so each operation is compiled for it.
+            Op::AluRR { op, size, dst, src } => by_size!(size, self.alu_rr(op, dst, src, cf)),
+            Op::AluRI { op, size, dst, imm } => by_size!(size, self.alu_ri(op, dst, imm, cf)),
+            Op::AluRM { op, size, dst, mem } => by_size!(size, self.alu_rm(bus, op, dst, mem, cf))?,
             Op::AluMR { op, size, mem, src } => {
                 let b = src.read(&self.state.regs, size);
-                self.alu_mem(bus, op, size, mem, b, cf)?;
+                by_size!(size, self.alu_mem(bus, op, mem, b, cf))?;
             }
-            Op::AluMI { op, size, mem, imm } => self.alu_mem(bus, op, size, mem, imm, cf)?,
-            Op::AluR { op, size, dst } => {
-                let a = dst.read(&self.state.regs, size);
-                self.alu_reg(op, size, dst, a, 0, cf);
-            }
-            Op::AluM { op, size, mem } => self.alu_mem(bus, op, size, mem, 0, cf)?,
-            Op::MovRR { size, dst, src } => {
-                let v = src.read(&self.state.regs, size);
-                dst.write(&mut self.state.regs, size, v);
-            }
+            Op::AluMI { op, size, mem, imm } => by_size!(size, self.alu_mem(bus, op, mem, imm, cf))?,
+            Op::AluR { op, size, dst } => by_size!(size, self.alu_ri(op, dst, 0, cf)),
+            Op::AluM { op, size, mem } => by_size!(size, self.alu_mem(bus, op, mem, 0, cf))?,
+            Op::MovRR { size, dst, src } => by_size!(size, self.mov_rr(dst, src)),
             Op::MovRI { size, dst, imm } => dst.write(&mut self.state.regs, size, imm),
-            Op::MovRM { size, dst, mem } => {
-                let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
-                dst.write(&mut self.state.regs, size, v);
-            }
+            Op::MovRM { size, dst, mem } => by_size!(size, self.mov_rm(bus, dst, mem))?,
             Op::MovMR { size, mem, src } => {
                 let v = src.read(&self.state.regs, size);
                 self.write_mem(bus, mem.seg, mem.offset(&self.state.regs), size, v)?;
@@ -714,25 +707,53 @@ impl Cpu {
     }
 
     #[inline(always)]
-    fn alu_reg(&mut self, op: AluOp, size: u8, dst: Gpr, a: u32, b: u32, cf: u32) {
-        let out = alu::compute(op, a, b, cf, size);
+    fn alu_rr<const SIZE: u8>(&mut self, op: AluOp, dst: Gpr, src: Gpr, cf: u32) {
+        let b = src.read(&self.state.regs, SIZE);
+        self.alu_ri::<SIZE>(op, dst, b, cf);
+    }
+
+    /// The operation on a register and `b` (ignored by the unary ones).
+    #[inline(always)]
+    fn alu_ri<const SIZE: u8>(&mut self, op: AluOp, dst: Gpr, b: u32, cf: u32) {
+        let a = dst.read(&self.state.regs, SIZE);
+        let out = alu::compute(op, a, b, cf, SIZE);
         if out.write {
-            dst.write(&mut self.state.regs, size, out.result);
+            dst.write(&mut self.state.regs, SIZE, out.result);
         }
         self.apply_status(out.flags, out.flag_mask);
+    }
+
+    #[inline(always)]
+    fn alu_rm<const SIZE: u8>(&mut self, bus: &mut impl Bus, op: AluOp, dst: Gpr, mem: MemRef, cf: u32) -> Result<()> {
+        let b = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), SIZE)?;
+        self.alu_ri::<SIZE>(op, dst, b, cf);
+        Ok(())
     }
 
     /// A read-modify-write (or, for CMP and TEST, read) of the memory operand;
     /// the flags change only once the write has succeeded.
     #[inline(always)]
-    fn alu_mem<B: Bus>(&mut self, bus: &mut B, op: AluOp, size: u8, mem: MemRef, b: u32, cf: u32) -> Result<()> {
+    fn alu_mem<const SIZE: u8>(&mut self, bus: &mut impl Bus, op: AluOp, mem: MemRef, b: u32, cf: u32) -> Result<()> {
         let off = mem.offset(&self.state.regs);
-        let a = self.read_mem(bus, mem.seg, off, size)?;
-        let out = alu::compute(op, a, b, cf, size);
+        let a = self.read_mem(bus, mem.seg, off, SIZE)?;
+        let out = alu::compute(op, a, b, cf, SIZE);
         if out.write {
-            self.write_mem(bus, mem.seg, off, size, out.result)?;
+            self.write_mem(bus, mem.seg, off, SIZE, out.result)?;
         }
         self.apply_status(out.flags, out.flag_mask);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn mov_rr<const SIZE: u8>(&mut self, dst: Gpr, src: Gpr) {
+        let v = src.read(&self.state.regs, SIZE);
+        dst.write(&mut self.state.regs, SIZE, v);
+    }
+
+    #[inline(always)]
+    fn mov_rm<const SIZE: u8>(&mut self, bus: &mut impl Bus, dst: Gpr, mem: MemRef) -> Result<()> {
+        let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), SIZE)?;
+        dst.write(&mut self.state.regs, SIZE, v);
         Ok(())
     }
 
