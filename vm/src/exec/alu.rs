@@ -116,7 +116,28 @@ pub fn compute(op: AluOp, a: u32, b: u32, cf: u32, size: u8) -> AluOut {
 }
 
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
-    let op = AluOp::of(inst.mnemonic()).ok_or(Fault::ud())?;
+    // One dispatch on the mnemonic, each arm compiled for its operation.
+    use Mnemonic as M;
+    match inst.mnemonic() {
+        M::Add => exec_op(cpu, bus, inst, AluOp::Add),
+        M::Or => exec_op(cpu, bus, inst, AluOp::Or),
+        M::Adc => exec_op(cpu, bus, inst, AluOp::Adc),
+        M::Sbb => exec_op(cpu, bus, inst, AluOp::Sbb),
+        M::And => exec_op(cpu, bus, inst, AluOp::And),
+        M::Sub => exec_op(cpu, bus, inst, AluOp::Sub),
+        M::Xor => exec_op(cpu, bus, inst, AluOp::Xor),
+        M::Cmp => exec_op(cpu, bus, inst, AluOp::Cmp),
+        M::Test => exec_op(cpu, bus, inst, AluOp::Test),
+        M::Inc => exec_op(cpu, bus, inst, AluOp::Inc),
+        M::Dec => exec_op(cpu, bus, inst, AluOp::Dec),
+        M::Neg => exec_op(cpu, bus, inst, AluOp::Neg),
+        M::Not => exec_op(cpu, bus, inst, AluOp::Not),
+        _ => Err(Fault::ud()),
+    }
+}
+
+#[inline(always)]
+fn exec_op<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction, op: AluOp) -> Result<Flow> {
     let size = op_size(inst, 0);
     let a = cpu.read_op(bus, inst, 0, size)?;
     let b = if op.binary() {

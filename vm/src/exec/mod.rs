@@ -410,8 +410,14 @@ impl Cpu {
     /// Reads a general, segment or (for MOV) control register operand.
     #[inline]
     pub fn read_reg(&self, r: Register) -> u32 {
-        if let Some((g, size)) = Gpr::of(r) {
-            g.read(&self.state.regs, size)
+        // One test per width, each with its size as a constant.
+        let regs = &self.state.regs;
+        if let Some(g) = Gpr::byte(r) {
+            g.read(regs, 1)
+        } else if let Some(g) = Gpr::word(r) {
+            g.read(regs, 2)
+        } else if let Some(g) = Gpr::dword(r) {
+            g.read(regs, 4)
         } else if r.is_segment_register() {
             u32::from(self.state.segs[seg_of(r) as usize].selector)
         } else {
@@ -422,15 +428,34 @@ impl Cpu {
     /// Writes a general register operand (8-, 16- or 32-bit).
     #[inline]
     pub fn write_reg(&mut self, r: Register, v: u32) {
-        if let Some((g, size)) = Gpr::of(r) {
-            g.write(&mut self.state.regs, size, v);
+        let regs = &mut self.state.regs;
+        if let Some(g) = Gpr::byte(r) {
+            g.write(regs, 1, v);
+        } else if let Some(g) = Gpr::word(r) {
+            g.write(regs, 2, v);
+        } else if let Some(g) = Gpr::dword(r) {
+            g.write(regs, 4, v);
         }
     }
 
     /// The effective address (offset within the segment) of the memory operand.
     #[inline]
     pub fn effective_address(&self, inst: &Instruction) -> u32 {
-        MemRef::of(inst).offset(&self.state.regs)
+        let base = inst.memory_base();
+        let index = inst.memory_index();
+        let b = if base != Register::None { self.read_reg(base) } else { 0 };
+        let i = if index != Register::None {
+            self.read_reg(index)
+        } else {
+            0
+        };
+        address(
+            inst.memory_displacement32(),
+            b,
+            i,
+            inst.memory_index_scale(),
+            addr16(inst),
+        )
     }
 
     /// Segment and offset of the memory operand.
@@ -515,36 +540,40 @@ impl Gpr {
     /// other register.
     #[inline]
     pub fn of(r: Register) -> Option<(Gpr, u8)> {
-        let n = r as u32;
-        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
-            let i = (n - Register::AL as u32) as u8;
-            Some(if i < 4 {
-                (Gpr { idx: i, shift: 0 }, 1)
-            } else {
-                (Gpr { idx: i - 4, shift: 8 }, 1)
-            })
-        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
-            Some((
-                Gpr {
-                    idx: (n - Register::AX as u32) as u8,
-                    shift: 0,
-                },
-                2,
-            ))
-        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
-            Some((
-                Gpr {
-                    idx: (n - Register::EAX as u32) as u8,
-                    shift: 0,
-                },
-                4,
-            ))
+        if let Some(g) = Gpr::byte(r) {
+            Some((g, 1))
+        } else if let Some(g) = Gpr::word(r) {
+            Some((g, 2))
         } else {
-            None
+            Gpr::dword(r).map(|g| (g, 4))
         }
     }
 
-    #[inline]
+    /// AL..BH (ModRM order: AL, CL, DL, BL, AH, CH, DH, BH).
+    #[inline(always)]
+    pub fn byte(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::AL as u32);
+        (i <= Register::BH as u32 - Register::AL as u32).then_some(Gpr {
+            idx: (i & 3) as u8,
+            shift: ((i >> 2) * 8) as u8,
+        })
+    }
+
+    /// AX..DI.
+    #[inline(always)]
+    pub fn word(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::AX as u32);
+        (i <= Register::DI as u32 - Register::AX as u32).then_some(Gpr { idx: i as u8, shift: 0 })
+    }
+
+    /// EAX..EDI.
+    #[inline(always)]
+    pub fn dword(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::EAX as u32);
+        (i <= Register::EDI as u32 - Register::EAX as u32).then_some(Gpr { idx: i as u8, shift: 0 })
+    }
+
+    #[inline(always)]
     pub fn read(self, regs: &[u32; 8], size: u8) -> u32 {
         let v = regs[usize::from(self.idx & 7)];
         match size {
@@ -555,7 +584,7 @@ impl Gpr {
     }
 
     /// Writes the low `size` bytes of `v`; the rest of the register is kept.
-    #[inline]
+    #[inline(always)]
     pub fn write(self, regs: &mut [u32; 8], size: u8, v: u32) {
         let r = &mut regs[usize::from(self.idx & 7)];
         match size {
@@ -626,15 +655,26 @@ impl MemRef {
     /// The offset within the segment.
     #[inline]
     pub fn offset(&self, regs: &[u32; 8]) -> u32 {
-        let ea = self
-            .disp
-            .wrapping_add(self.base.value(regs))
-            .wrapping_add(self.index.value(regs).wrapping_mul(u32::from(self.scale)));
-        if self.addr16 {
-            ea & 0xFFFF
-        } else {
-            ea
-        }
+        address(
+            self.disp,
+            self.base.value(regs),
+            self.index.value(regs),
+            u32::from(self.scale),
+            self.addr16,
+        )
+    }
+}
+
+/// An effective address from its parts: displacement, base and index
+/// register values and the scale, cut to 16 bits with 16-bit addressing
+/// (SDM Vol. 1, 3.7.5).
+#[inline(always)]
+pub fn address(disp: u32, base: u32, index: u32, scale: u32, addr16: bool) -> u32 {
+    let ea = disp.wrapping_add(base).wrapping_add(index.wrapping_mul(scale));
+    if addr16 {
+        ea & 0xFFFF
+    } else {
+        ea
     }
 }
 
