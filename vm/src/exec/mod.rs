@@ -553,24 +553,36 @@ impl Gpr {
     #[inline(always)]
     pub fn byte(r: Register) -> Option<Gpr> {
         let i = (r as u32).wrapping_sub(Register::AL as u32);
-        (i <= Register::BH as u32 - Register::AL as u32).then_some(Gpr {
-            idx: (i & 3) as u8,
-            shift: ((i >> 2) * 8) as u8,
-        })
+        if i <= Register::BH as u32 - Register::AL as u32 {
+            Some(Gpr {
+                idx: (i & 3) as u8,
+                shift: ((i >> 2) * 8) as u8,
+            })
+        } else {
+            None
+        }
     }
 
     /// AX..DI.
     #[inline(always)]
     pub fn word(r: Register) -> Option<Gpr> {
         let i = (r as u32).wrapping_sub(Register::AX as u32);
-        (i <= Register::DI as u32 - Register::AX as u32).then_some(Gpr { idx: i as u8, shift: 0 })
+        if i <= Register::DI as u32 - Register::AX as u32 {
+            Some(Gpr { idx: i as u8, shift: 0 })
+        } else {
+            None
+        }
     }
 
     /// EAX..EDI.
     #[inline(always)]
     pub fn dword(r: Register) -> Option<Gpr> {
         let i = (r as u32).wrapping_sub(Register::EAX as u32);
-        (i <= Register::EDI as u32 - Register::EAX as u32).then_some(Gpr { idx: i as u8, shift: 0 })
+        if i <= Register::EDI as u32 - Register::EAX as u32 {
+            Some(Gpr { idx: i as u8, shift: 0 })
+        } else {
+            None
+        }
     }
 
     #[inline(always)]
