@@ -1,12 +1,15 @@
 //! The block cache: guest code decoded once per block and reused until the
-//! guest writes to its page. It is the first piece of the raw engine (see the
-//! issue on ring compression); this engine, `blocks`, runs cached blocks with
-//! the reference semantics at the guest's true privilege.
+//! guest writes to its page. The `blocks` engine runs cached blocks at the
+//! guest's true privilege; the raw engine runs them in a ring view (guest
+//! ring 0 compressed into ring 1) with the annotations its scanner and patch
+//! manager give each instruction (`crate::raw`, docs/raw-engine.md).
 //!
 //! Equivalence with the reference engine is by construction: a cached
-//! instruction is executed by the same `Cpu::execute`, after
-//! `Cpu::refetch` has repeated every check and side effect of its fetch (CS
-//! limit, translation, accessed bits, TLB fill). A block holds only
+//! instruction is executed by the same `Cpu::execute`, or in its compact form
+//! (`exec::compact`) by the same operation functions the family handlers
+//! call, after `Cpu::refetch` has repeated every check and side effect of its
+//! fetch (CS limit, translation, accessed bits, TLB fill), or after a check
+//! that shows `refetch` would find exactly what it found before. A block holds only
 //! instructions wholly inside one physical page; an instruction that crosses
 //! a page is left to the reference step. Blocks are keyed by physical
 //! address, EIP (the decoder's IP, which relative branches depend on) and
@@ -19,9 +22,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
 
 use crate::bus::Bus;
-use crate::cpu::state::flags;
+use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
 use crate::events::{ExitReason, SinkSlot};
+use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
 use crate::mem::PAGE_SIZE;
 use crate::platform::Platform;
@@ -77,13 +81,76 @@ impl Hasher for KeyHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
+/// A cached instruction: its compact form, and the decoded instruction with
+/// its family handler for the generic path (and for display).
 #[derive(Clone, Debug)]
+struct CachedInst {
+    op: Op,
+    /// The family handler, looked up once.
+    handler: Handler<Platform>,
+    /// EIP at the instruction, and after it (masked to the code size).
+    ip: u32,
+    next_ip: u32,
+    /// Offset from the block's first byte.
+    offset: u32,
+    len: u32,
+    inst: Instruction,
+    /// What the raw engine does with it (always plain in the true view).
+    site: SiteKind,
+}
+
+#[derive(Clone, Debug, Default)]
 struct Block {
-    insts: Vec<Instruction>,
-    /// Each instruction's family handler, looked up once.
-    handlers: Vec<Handler<Platform>>,
-    /// What the raw engine does with each instruction.
-    sites: Vec<SiteKind>,
+    insts: Vec<CachedInst>,
+    /// The instructions lie back to back from the block's EIP without
+    /// wrapping around the code size, ending before EIP `end`.
+    contiguous: bool,
+    end: u32,
+}
+
+/// What makes [`Cpu::refetch`] of an instruction in a block a foregone
+/// conclusion, so it can be skipped: CS admits every byte of the block, and
+/// the code page is either untranslated (at the block's physical address)
+/// or still held by the TLB with the block's physical page (a hit leaves no
+/// trace; a miss takes the full `refetch`, which walks and sets accessed
+/// bits as the reference does). Valid while CS, CR0 and the CPL stay as they
+/// were, which only a generic instruction can change: it is computed again
+/// after one.
+#[derive(Clone, Copy)]
+struct FetchCheck {
+    cs_ok: bool,
+    paging: bool,
+    user: bool,
+    /// Linear address of the block's first byte.
+    lin0: u32,
+}
+
+impl FetchCheck {
+    /// For `block`, whose first byte is at physical address `phys0`.
+    fn new(cpu: &Cpu, block: &Block, phys0: u32) -> FetchCheck {
+        let first = block.insts.first().map_or(0, |ci| ci.ip);
+        let lin0 = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(first);
+        let paging = cpu.state.paging();
+        // Without paging the fetch finds the linear address itself, which is
+        // the block's only if the block was not entered through a mapping
+        // that paging has since dropped.
+        let cs_ok = block.contiguous && cpu.cs_admits(first, block.end) && (paging || lin0 == phys0);
+        FetchCheck {
+            cs_ok,
+            paging,
+            user: cpu.state.cpl() == 3,
+            lin0,
+        }
+    }
+
+    /// Whether `refetch` at the instruction `offset` bytes into the block
+    /// would return `expected` with no side effect.
+    #[inline(always)]
+    fn passes(&self, cpu: &Cpu, offset: u32, expected: u32) -> bool {
+        self.cs_ok
+            && (!self.paging
+                || cpu.tlb.lookup(self.lin0.wrapping_add(offset), false, self.user, false) == Some(expected))
+    }
 }
 
 /// How a raw block run ended.
@@ -102,18 +169,62 @@ pub struct BlockStats {
     pub invalidated: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+/// Slots in the direct-mapped table in front of the block index.
+const RECENT: usize = 4096;
+
+/// A slot of the direct-mapped table: a key and its block, or `EMPTY`.
+#[derive(Clone, Copy, Debug)]
+struct Recent {
+    key: BlockKey,
+    slot: u32,
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
 pub struct BlockCache {
-    blocks: FastMap<BlockKey, Block>,
+    /// Blocks by slot; a dropped block's slot is emptied and reused.
+    blocks: Vec<Block>,
+    free: Vec<u32>,
+    index: FastMap<BlockKey, u32>,
+    /// Most blocks are found here with one comparison, before `index`.
+    recent: Box<[Recent]>,
     /// Block keys by physical page, for invalidation.
     by_page: FastMap<u32, Vec<BlockKey>>,
     hits: Vec<u32>,
     pub stats: BlockStats,
 }
 
+impl Default for BlockCache {
+    fn default() -> Self {
+        let none = Recent {
+            key: BlockKey {
+                phys: 0,
+                eip: 0,
+                code32: false,
+                view: 0,
+            },
+            slot: EMPTY,
+        };
+        BlockCache {
+            blocks: Vec::new(),
+            free: Vec::new(),
+            index: FastMap::default(),
+            recent: vec![none; RECENT].into_boxed_slice(),
+            by_page: FastMap::default(),
+            hits: Vec::new(),
+            stats: BlockStats::default(),
+        }
+    }
+}
+
+fn recent_slot(key: &BlockKey) -> usize {
+    (key.phys ^ (key.phys >> 12)) as usize % RECENT
+}
+
 impl BlockCache {
     /// Drops the blocks on pages the guest wrote; `self.hits` keeps the
-    /// pages until the next call.
+    /// pages until the next call, for the raw engine to forget them too.
     fn invalidate_written(&mut self, platform: &mut Platform) {
         self.hits.clear();
         platform.mem.take_watch_hits(&mut self.hits);
@@ -123,14 +234,41 @@ impl BlockCache {
     }
 
     /// Drops every block on a physical page (its code changed, or a patch
-    /// was installed there).
+    /// was installed or switched there).
     pub fn drop_page(&mut self, page: u32) {
         if let Some(keys) = self.by_page.remove(&page) {
             for k in keys {
-                self.blocks.remove(&k);
+                if let Some(slot) = self.index.remove(&k) {
+                    self.blocks[slot as usize] = Block::default();
+                    self.free.push(slot);
+                    let r = &mut self.recent[recent_slot(&k)];
+                    if r.slot == slot {
+                        r.slot = EMPTY;
+                    }
+                }
                 self.stats.invalidated += 1;
             }
         }
+    }
+
+    /// The slot of the block for `key`, built (and annotated) if need be.
+    #[inline]
+    fn find(
+        &mut self,
+        platform: &mut Platform,
+        key: BlockKey,
+        annotate: impl FnMut(&mut Platform, u32, &Instruction) -> SiteKind,
+    ) -> usize {
+        let r = &mut self.recent[recent_slot(&key)];
+        if r.slot != EMPTY && r.key == key {
+            return r.slot as usize;
+        }
+        let slot = match self.index.get(&key) {
+            Some(&s) => s,
+            None => self.build(platform, key, annotate),
+        };
+        self.recent[recent_slot(&key)] = Recent { key, slot };
+        slot as usize
     }
 
     /// Decodes a block from physical memory, without touching the guest's
@@ -140,7 +278,7 @@ impl BlockCache {
         platform: &mut Platform,
         key: BlockKey,
         mut annotate: impl FnMut(&mut Platform, u32, &Instruction) -> SiteKind,
-    ) {
+    ) -> u32 {
         let mut bytes = [0u8; MAX_BLOCK * MAX_INSN_LEN];
         let avail = (PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1))).min(bytes.len());
         platform.fetch_phys(key.phys, &mut bytes[..avail]);
@@ -168,43 +306,102 @@ impl BlockCache {
         self.stats.built += 1;
         platform.mem.watch_page(key.phys >> 12);
         self.by_page.entry(key.phys >> 12).or_default().push(key);
-        let handlers = insts.iter().map(handler_for::<Platform>).collect();
-        let ip0 = key.eip;
-        let sites = insts
-            .iter()
-            .map(|inst| annotate(platform, key.phys.wrapping_add(inst.ip32().wrapping_sub(ip0)), inst))
+        let mask = if key.code32 { 0xFFFF_FFFF } else { 0xFFFF };
+        let mut contiguous = true;
+        let mut end = key.eip;
+        let insts = insts
+            .into_iter()
+            .map(|inst| {
+                let ip = inst.ip32();
+                let len = inst.len() as u32;
+                contiguous &= ip == end && u64::from(ip) + u64::from(len) <= u64::from(mask);
+                end = ip.wrapping_add(len);
+                let offset = ip.wrapping_sub(key.eip);
+                CachedInst {
+                    op: Op::build(&inst),
+                    handler: handler_for::<Platform>(&inst),
+                    ip,
+                    next_ip: ip.wrapping_add(len) & mask,
+                    offset,
+                    len,
+                    site: annotate(platform, key.phys.wrapping_add(offset), &inst),
+                    inst,
+                }
+            })
             .collect();
-        self.blocks.insert(key, Block { insts, handlers, sites });
+        let block = Block { insts, contiguous, end };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.blocks[s as usize] = block;
+                s
+            }
+            None => {
+                self.blocks.push(block);
+                (self.blocks.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, slot);
+        slot
+    }
+
+    /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
+    /// something needs the outer loop (an exception, a halt, port I/O or any
+    /// device attention, an interrupt the CPU can take). Between blocks it
+    /// checks exactly what the outer loop would before calling again, so
+    /// going on here is the same as returning.
+    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+        loop {
+            let outcome = self.run_one(cpu, platform, stop_icount);
+            if outcome != StepOutcome::Retired || outer_loop_would_act(cpu, platform, stop_icount) {
+                return outcome;
+            }
+        }
     }
 
     /// Runs instructions from the block at CS:EIP until the block ends,
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).
-    /// The `blocks` engine: cached code at the guest's true privilege.
-    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
-        let Some((key, phys)) = self.lookup(cpu, platform, RingView::True) else {
-            return cpu.step(platform);
-        };
-        if !self.blocks.contains_key(&key) {
-            self.build(platform, key, |_, _, _| SiteKind::Plain);
+    fn run_one(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+        if cpu.state.halted {
+            return StepOutcome::Halted;
         }
-        match self.blocks.get(&key) {
-            Some(block) if !block.insts.is_empty() => {
-                self.stats.executed += 1;
-                match run_block::<false>(block, cpu, platform, stop_icount, phys, None) {
-                    RawOutcome::Step(o) => o,
-                    // Only raw blocks exit to the monitor.
-                    RawOutcome::Exit(_) => cpu.step(platform),
-                }
-            }
-            _ => cpu.step(platform),
+        if platform.mem.watch_hit() {
+            self.invalidate_written(platform);
+        }
+        // The first byte's fetch, exactly as the reference does it (CS checks,
+        // translation); its physical address selects the block.
+        let phys = match cpu.refetch(platform, 1) {
+            Ok(p) => p,
+            Err(_) => return cpu.step(platform),
+        };
+        if phys as usize >= platform.mem.ram_size() {
+            // Code outside RAM (ROM, MMIO, nothing): reading ahead to build a
+            // block could touch device registers; run it instruction by instruction.
+            return cpu.step(platform);
+        }
+        let key = BlockKey {
+            phys,
+            eip: cpu.state.eip,
+            code32: cpu.state.code32(),
+            view: 0,
+        };
+        let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
+        let block = &self.blocks[slot];
+        if block.insts.is_empty() {
+            return cpu.step(platform);
+        }
+        match run_block::<false>(block, cpu, platform, stop_icount, phys, &mut self.stats.executed, None) {
+            RawOutcome::Step(outcome) => outcome,
+            // Only raw blocks exit to the monitor.
+            RawOutcome::Exit(_) => cpu.step(platform),
         }
     }
 
-    /// The raw engine: runs the block at CS:EIP in `view` (ring compression
-    /// for guest ring 0), with its scanner marks and patches. The CPU is in
-    /// the true view before and after. Code the block cache cannot hold runs
-    /// one reference step.
+    /// The raw engine: runs cached blocks from CS:EIP in `view` (ring
+    /// compression for guest ring 0) with their scanner marks and patches,
+    /// going on from block to block while the guest stays where the same
+    /// view applies. The CPU is in the true view before and after. Code the
+    /// cache cannot hold runs one reference step.
     pub fn run_raw(
         &mut self,
         cpu: &mut Cpu,
@@ -214,65 +411,66 @@ impl BlockCache {
         raw: &mut RawEngine,
         events: &mut SinkSlot,
     ) -> RawOutcome {
-        let lookup = self.lookup(cpu, platform, view);
-        if !self.hits.is_empty() {
-            raw.invalidate_pages(&self.hits, cpu, events);
-            self.hits.clear();
-        }
-        let Some((key, phys)) = lookup else {
-            return RawOutcome::Step(cpu.step(platform));
-        };
-        if !self.blocks.contains_key(&key) {
-            let compressed = key.view == 2;
-            self.build(platform, key, |platform, phys, inst| {
+        let compressed = matches!(view, RingView::Compressed { .. });
+        loop {
+            if cpu.state.halted {
+                return RawOutcome::Step(StepOutcome::Halted);
+            }
+            if platform.mem.watch_hit() {
+                self.invalidate_written(platform);
+                raw.invalidate_pages(&self.hits, cpu, events);
+            }
+            // The first byte's fetch, exactly as the reference does it.
+            let phys = match cpu.refetch(platform, 1) {
+                Ok(p) if (p as usize) < platform.mem.ram_size() => p,
+                _ => return RawOutcome::Step(cpu.step(platform)),
+            };
+            let key = BlockKey {
+                phys,
+                eip: cpu.state.eip,
+                code32: cpu.state.code32(),
+                view: view_code(view),
+            };
+            let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
-            // Scanning and patching watch pages too; a write since then
-            // cannot have happened, but a watch set now must not be lost.
-        }
-        match self.blocks.get(&key) {
-            Some(block) if !block.insts.is_empty() => {
-                self.stats.executed += 1;
-                cpu.enter_view(view);
-                let out = run_block::<true>(
-                    block,
-                    cpu,
-                    platform,
-                    stop_icount,
-                    phys,
-                    Some((&mut raw.patches, raw.config.inject)),
-                );
-                cpu.leave_view();
-                out
+            let block = &self.blocks[slot];
+            if block.insts.is_empty() {
+                return RawOutcome::Step(cpu.step(platform));
             }
-            _ => RawOutcome::Step(cpu.step(platform)),
+            cpu.enter_view(view);
+            let patches = Some((&mut raw.patches, raw.config.inject));
+            let out = run_block::<true>(
+                block,
+                cpu,
+                platform,
+                stop_icount,
+                phys,
+                &mut self.stats.executed,
+                patches,
+            );
+            cpu.leave_view();
+            if out != RawOutcome::Step(StepOutcome::Retired)
+                || outer_loop_would_act(cpu, platform, stop_icount)
+                || !raw.stays_in(cpu, view)
+            {
+                return out;
+            }
         }
     }
+}
 
-    /// The key and physical address of the block at CS:EIP, after the first
-    /// byte's fetch exactly as the reference does it (CS checks,
-    /// translation). `None` when the reference must step: a fetch fault (it
-    /// repeats and delivers it) or code outside RAM (reading ahead to build
-    /// a block could touch device registers).
-    fn lookup(&mut self, cpu: &mut Cpu, platform: &mut Platform, view: RingView) -> Option<(BlockKey, u32)> {
-        if platform.mem.watch_hit() {
-            self.invalidate_written(platform);
-        }
-        if cpu.state.halted {
-            return None;
-        }
-        let phys = cpu.refetch(platform, 1).ok()?;
-        if phys as usize >= platform.mem.ram_size() {
-            return None;
-        }
-        let key = BlockKey {
-            phys,
-            eip: cpu.state.eip,
-            code32: cpu.state.code32(),
-            view: view_code(view),
-        };
-        Some((key, phys))
-    }
+/// Whether `Machine::run` would do anything but call `BlockCache::run` again
+/// after an instruction retired: the instruction limit or a deadline
+/// (`stop_icount`), a halt, device attention, or an interrupt the CPU can
+/// take now.
+/// The guest's own IF counts, whatever the ring view.
+#[inline(always)]
+fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) -> bool {
+    cpu.icount >= stop_icount
+        || cpu.state.halted
+        || platform.attention != Default::default()
+        || (cpu.virtual_if() && !cpu.state.interrupt_shadow && platform.intr())
 }
 
 /// Runs a block. `RAW` blocks run in a ring view with the raw engine's
@@ -285,76 +483,123 @@ fn run_block<const RAW: bool>(
     platform: &mut Platform,
     stop_icount: u64,
     phys0: u32,
+    executed: &mut u64,
     mut patches: Option<(&mut PatchTable, Injection)>,
 ) -> RawOutcome {
+    use RawOutcome::{Exit, Step};
     let mut if_before = cpu.virtual_if();
     // Entered in an interrupt shadow (after STI or MOV SS): an interrupt may
-    // be taken right after this first instruction, so the block ends there.
+    // be taken right after the first instruction, so the block ends there.
     let shadowed = cpu.state.interrupt_shadow;
     let code32 = cpu.state.code32();
     let cpl = cpu.state.cpl();
-    let insts = &block.insts;
-    let ip0 = insts[0].ip32();
-    for (i, ((inst, &handler), &site)) in insts.iter().zip(&block.handlers).zip(&block.sites).enumerate() {
-        let len = inst.len() as u32;
-        if i > 0 {
-            // The previous instruction fell through to this one. Nothing at
-            // this boundary can differ from the block's start (the checks
-            // below leave on any change), except the deadline.
-            if cpu.state.eip != inst.ip32() || cpu.icount >= stop_icount {
-                return RawOutcome::Step(StepOutcome::Retired);
+    let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
+    // Made when first needed: one-instruction blocks may never need it.
+    let mut fetch: Option<FetchCheck> = None;
+    loop {
+        *executed += 1;
+        for (i, ci) in block.insts.iter().enumerate() {
+            let len = ci.len;
+            if i > 0 {
+                // The previous instruction fell through to this one. Nothing at
+                // this boundary can differ from the block's start (the checks
+                // below leave on any change), except the deadline.
+                if cpu.state.eip != ci.ip || cpu.icount >= stop_icount || shadowed {
+                    return Step(StepOutcome::Retired);
+                }
+                let expected = phys0.wrapping_add(ci.offset);
+                let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
+                if !check.passes(cpu, ci.offset, expected) {
+                    match cpu.refetch(platform, len) {
+                        Ok(p) if p == expected => {}
+                        // A fault (repeated and delivered by the reference step next
+                        // time round) or a changed mapping: leave the block.
+                        _ => return Step(StepOutcome::Retired),
+                    }
+                }
+            } else if !cpu.fits_cs_limit(len) {
+                // The reference raises #GP for an instruction cut by the CS limit.
+                return if RAW {
+                    Exit(ExitReason::Fault(crate::cpu::vector::GP))
+                } else {
+                    Step(cpu.step(platform))
+                };
             }
-            let expected = phys0.wrapping_add(inst.ip32().wrapping_sub(ip0));
-            match cpu.refetch(platform, len) {
-                Ok(p) if p == expected => {}
-                // A fault (repeated and delivered by the reference step next
-                // time round) or a changed mapping: leave the block.
-                _ => return RawOutcome::Step(StepOutcome::Retired),
-            }
-        } else if !cpu.fits_cs_limit(len) {
-            // The reference raises #GP for an instruction cut by the CS limit.
-            return if RAW {
-                RawOutcome::Exit(ExitReason::Fault(crate::cpu::vector::GP))
-            } else {
-                RawOutcome::Step(cpu.step(platform))
-            };
-        }
-        let result = if RAW {
-            match site {
-                SiteKind::Plain => cpu.execute_or_fault_with(platform, inst, handler),
-                SiteKind::Trap => return RawOutcome::Exit(ExitReason::Marked),
-                SiteKind::SoftInt(v) => return RawOutcome::Exit(ExitReason::SoftwareInterrupt(v)),
+            let result = match ci.site {
+                _ if !RAW => None,
+                SiteKind::Plain => None,
+                SiteKind::Trap => return Exit(ExitReason::Marked),
+                SiteKind::SoftInt(v) => return Exit(ExitReason::SoftwareInterrupt(v)),
                 SiteKind::Patch(index) => match run_patch(cpu, platform, &mut patches, index) {
-                    Some(r) => r,
-                    None => return RawOutcome::Exit(ExitReason::Marked),
+                    None => return Exit(ExitReason::Marked),
+                    Some(Err(_)) => return Exit(ExitReason::PatchFault),
+                    Some(Ok(outcome)) => Some(outcome),
                 },
+            };
+            let outcome = match result {
+                Some(outcome) => outcome,
+                None if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 => {
+                    // The compact form changes nothing the checks below watch except
+                    // through memory (a device, or a write to cached code).
+                    let outcome = if RAW {
+                        match cpu.execute_compact_or_fault(platform, &ci.op, ci.next_ip) {
+                            Ok(o) => o,
+                            Err(f) => return Exit(ExitReason::Fault(f.vector)),
+                        }
+                    } else {
+                        cpu.execute_compact(platform, &ci.op, ci.next_ip)
+                    };
+                    if outcome != StepOutcome::Retired {
+                        return Step(outcome);
+                    }
+                    if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.watch_hit())
+                    {
+                        return Step(StepOutcome::Retired);
+                    }
+                    continue;
+                }
+                None if RAW => match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
+                    Ok(o) => o,
+                    Err(f) => return Exit(ExitReason::Fault(f.vector)),
+                },
+                None => cpu.execute_with(platform, &ci.inst, ci.handler),
+            };
+            if outcome != StepOutcome::Retired {
+                return Step(outcome);
             }
-        } else {
-            Ok(cpu.execute_with(platform, inst, handler))
-        };
-        match result {
-            Ok(StepOutcome::Retired) => {}
-            Ok(other) => return RawOutcome::Step(other),
-            Err(f) if site == SiteKind::Plain => return RawOutcome::Exit(ExitReason::Fault(f.vector)),
-            Err(_) => return RawOutcome::Exit(ExitReason::PatchFault),
+            // Leave when the guest's IF comes on: a pending interrupt is taken
+            // at this boundary. (It going off needs nothing: none can be taken.)
+            let vif = cpu.virtual_if();
+            if platform.attention != Default::default()
+                || platform.mem.watch_hit()
+                || cpu.state.halted
+                || cpu.state.interrupt_shadow
+                || (vif && !if_before)
+                || cpu.state.code32() != code32
+                || (RAW && (cpu.state.cpl() != cpl || cpu.state.eflags & flags::TF != 0))
+            {
+                return Step(StepOutcome::Retired);
+            }
+            if_before = vif;
+            // A generic instruction or a patch may have changed CR0, CS or the CPL.
+            fetch = None;
         }
-        // Leave when the guest's IF comes on: a pending interrupt is taken
-        // at this boundary. (It going off needs nothing: none can be taken.)
-        let vif = cpu.virtual_if();
-        if platform.attention != Default::default()
-            || platform.mem.watch_hit()
-            || cpu.state.halted
-            || cpu.state.interrupt_shadow
+        // A branch back to the block's own start (a loop) runs it again here,
+        // after what `BlockCache::run` and the outer loop would check first:
+        // their conditions, no write to watched code, and the first byte's
+        // fetch (CS and the TLB as before, so the same block).
+        if cpu.state.eip != ip0
             || shadowed
-            || (vif && !if_before)
-            || cpu.state.code32() != code32
-            || (RAW && (cpu.state.cpl() != cpl || cpu.state.eflags & flags::TF != 0))
+            || platform.mem.watch_hit()
+            || outer_loop_would_act(cpu, platform, stop_icount)
         {
-            return RawOutcome::Step(StepOutcome::Retired);
+            return Step(StepOutcome::Retired);
         }
-        if_before = vif;
+        let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
+        if !check.passes(cpu, 0, phys0) {
+            return Step(StepOutcome::Retired);
+        }
     }
-    RawOutcome::Step(StepOutcome::Retired)
 }
 
 /// Runs a patch: the instruction's reference semantics on the guest's true
@@ -391,4 +636,135 @@ fn run_patch(
         patch.traps_avoided += 1;
     }
     Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
+    use crate::host::NoInput;
+    use crate::machine::{CaptureConsole, Engine, Kernel, Machine};
+
+    const CODE: u32 = 0x1_0000;
+    const PAGE_DIR: u32 = 0x10_0000;
+    const PT0: u32 = 0x10_1000;
+    const CODE_PTE: u32 = PT0 + 4 * (CODE >> 12);
+
+    /// Flat 32-bit ring 0 with paging: the first 8 MiB identity-mapped, the
+    /// code at CODE.
+    fn machine(code: &[u8], engine: Engine) -> Machine {
+        let mut image = vec![0u8; 0x1000];
+        image[..code.len()].copy_from_slice(code);
+        let kernel = Kernel::Flat { image, addr: CODE };
+        let mut m = Machine::boot(16 << 20, &kernel, &mut NoInput::default()).expect("boot");
+        for t in 0..2u32 {
+            m.platform.mem.write(PAGE_DIR + 4 * t, 4, (PT0 + 0x1000 * t) | 3);
+            for p in 0..1024u32 {
+                let page = (t << 22) | (p << 12);
+                m.platform.mem.write(PT0 + 0x1000 * t + 4 * p, 4, page | 3);
+            }
+        }
+        let st = &mut m.cpu.state;
+        let flat = |code: bool| Segment {
+            selector: 0x08,
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if code { attr::CODE } else { 0 },
+        };
+        for s in SegReg::ALL {
+            st.segs[s as usize] = flat(s == SegReg::Cs);
+        }
+        st.cr3 = PAGE_DIR;
+        st.cr0 = cr0::PE | cr0::ET | cr0::PG;
+        st.eflags = flags::FIXED1;
+        st.eip = CODE;
+        st.regs[4] = 0x8_0000;
+        st.regs[2] = 50; // loop count in EDX
+        m.cpu.tlb.flush_all();
+        m.engine = engine;
+        m
+    }
+
+    // The fetch check a block skips `refetch` with must see what the
+    // reference's fetch sees: a TLB entry for the code page evicted by a data
+    // access (the next fetch walks and sets the accessed bit the guest just
+    // cleared), one still cached (the bit stays clear), CR3 reloads and
+    // paging switched off and on in the middle of a block.
+    // Paging turned off in the middle of a block entered through a mapping
+    // that is not the identity: the next fetch reads the linear address as
+    // a physical one, other bytes than the block's.
+    #[test]
+    fn paging_off_in_a_block_fetches_from_the_linear_address() {
+        const LIN: u32 = 0x40_0000;
+        const PHYS: u32 = 0x2_0000;
+        let code = [
+            0x0F, 0x20, 0xC0, // mov eax, cr0
+            0x25, 0xFF, 0xFF, 0xFF, 0x7F, // and eax, 7FFFFFFFh
+            0x0F, 0x22, 0xC0, // mov cr0, eax
+            0x41, // inc ecx (at PHYS + 11)
+            0xF4, // hlt
+        ];
+        let run = |engine| {
+            let mut m = machine(&[], engine);
+            m.platform.mem.write(PT0 + 0x1000, 4, PHYS | 3); // LIN -> PHYS
+            m.platform.mem.load(PHYS, &code).expect("fits");
+            m.platform.mem.load(LIN + 11, &[0x42, 0xF4]).expect("fits"); // inc edx; hlt
+            m.cpu.state.eip = LIN;
+            let stop = m.run(1_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (stop_e, e) = run(Engine::Emulate);
+        let (stop_b, b) = run(Engine::Blocks);
+        assert_eq!(stop_e, stop_b);
+        assert_eq!(e.state(), b.state());
+        assert_eq!(
+            (e.cpu.state.regs[1], e.cpu.state.regs[2]),
+            (0, 51),
+            "the reference ran inc edx"
+        );
+    }
+
+    #[test]
+    fn fetches_within_a_block_touch_what_the_reference_touches() {
+        let pte = CODE_PTE.to_le_bytes();
+        let mut code = vec![];
+        // loop: mov dword [CODE_PTE], CODE|3 (accessed clear)
+        code.extend([0xC7, 0x05, pte[0], pte[1], pte[2], pte[3], 0x03, 0x00, 0x01, 0x00]);
+        // mov eax, [0x410000]: the same TLB slot as the code page
+        code.extend([0xA1, 0x00, 0x00, 0x41, 0x00]);
+        code.extend([0x41]); // inc ecx: fetched after a walk
+        code.extend([0xC7, 0x05, pte[0], pte[1], pte[2], pte[3], 0x03, 0x00, 0x01, 0x00]);
+        code.extend([0x41]); // inc ecx: fetched from the TLB
+        code.extend([0x8B, 0x1D, pte[0], pte[1], pte[2], pte[3]]); // mov ebx, [CODE_PTE]
+        code.extend([0x01, 0xDE]); // add esi, ebx
+        code.extend([0x0F, 0x20, 0xD8, 0x0F, 0x22, 0xD8]); // mov eax, cr3; mov cr3, eax
+        code.extend([0x41]); // inc ecx
+        code.extend([0x0F, 0x20, 0xC0]); // mov eax, cr0
+        code.extend([0x25, 0xFF, 0xFF, 0xFF, 0x7F]); // and eax, 7FFFFFFFh
+        code.extend([0x0F, 0x22, 0xC0]); // mov cr0, eax (paging off)
+        code.extend([0x41]); // inc ecx
+        code.extend([0x0D, 0x00, 0x00, 0x00, 0x80]); // or eax, 80000000h
+        code.extend([0x0F, 0x22, 0xC0]); // mov cr0, eax (paging on)
+        code.extend([0x8B, 0x1D, pte[0], pte[1], pte[2], pte[3]]); // mov ebx, [CODE_PTE]
+        code.extend([0x01, 0xDF]); // add edi, ebx
+        code.extend([0x4A]); // dec edx
+        let back = -(code.len() as i32 + 2);
+        code.extend([0x75, back as u8]); // jnz loop
+        code.extend([0xF4]); // hlt
+        let run = |engine| {
+            let mut m = machine(&code, engine);
+            let stop = m.run(2_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (stop_e, e) = run(Engine::Emulate);
+        let (stop_b, b) = run(Engine::Blocks);
+        assert_eq!(stop_e, stop_b);
+        assert_eq!(e.state(), b.state());
+        assert!(e.platform.mem.ram() == b.platform.mem.ram());
+        assert!(b.blocks.stats.executed > 0);
+        // The loop saw both: the accessed bit left clear while the entry
+        // was cached (ESI), set again by the walk after the CR3 reload (EDI).
+        assert_eq!(e.cpu.state.regs[1], 50 * 4, "every instruction ran");
+        assert_eq!(e.cpu.state.regs[6], 50 * (CODE | 3));
+        assert_eq!(e.cpu.state.regs[7], 50 * (CODE | 0x23));
+    }
 }

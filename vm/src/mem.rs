@@ -57,6 +57,12 @@ impl PhysMem {
     }
 
     #[inline]
+    fn is_watched(&self, addr: usize) -> bool {
+        let page = addr >> PAGE_SHIFT;
+        self.watched[page / 64] & (1 << (page % 64)) != 0
+    }
+
+    #[inline]
     fn check_watch(&mut self, addr: usize) {
         let page = addr >> PAGE_SHIFT;
         let w = &mut self.watched[page / 64];
@@ -84,10 +90,31 @@ impl PhysMem {
     pub fn read(&self, addr: u32, size: u8) -> u32 {
         let a = addr as usize;
         let n = size as usize;
-        if let Some(bytes) = self.ram.get(a..a + n) {
-            let mut v = [0u8; 4];
-            v[..n].copy_from_slice(bytes);
-            return u32::from_le_bytes(v);
+        // Fixed sizes compile to single loads; a variable-length copy was a
+        // call to memcpy on every access.
+        match n {
+            1 => {
+                if let Some(&b) = self.ram.get(a) {
+                    return u32::from(b);
+                }
+            }
+            2 => {
+                if let Some(&[b0, b1]) = self.ram.get(a..a + 2) {
+                    return u32::from(u16::from_le_bytes([b0, b1]));
+                }
+            }
+            4 => {
+                if let Some(&[b0, b1, b2, b3]) = self.ram.get(a..a + 4) {
+                    return u32::from_le_bytes([b0, b1, b2, b3]);
+                }
+            }
+            _ => {
+                if let Some(bytes) = self.ram.get(a..a + n) {
+                    let mut v = [0u8; 4];
+                    v[..n].copy_from_slice(bytes);
+                    return u32::from_le_bytes(v);
+                }
+            }
         }
         let mut v = 0u32;
         for i in 0..n {
@@ -115,16 +142,24 @@ impl PhysMem {
         let a = addr as usize;
         let n = size as usize;
         if a + n <= self.ram.len() {
-            let new = &value.to_le_bytes()[..n];
             // A write of the bytes already there changes no code: the watch
             // ignores it (guests rewrite data that shares a page with code).
-            if self.ram[a..a + n] != *new {
-                self.check_watch(a);
-                if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
-                    self.check_watch(a + n - 1);
+            // Compared only on watched pages, to keep the common store cheap.
+            if self.is_watched(a) || self.is_watched(a + n - 1) {
+                let changed = self.ram[a..a + n] != value.to_le_bytes()[..n];
+                if changed {
+                    self.check_watch(a);
+                    if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
+                        self.check_watch(a + n - 1);
+                    }
                 }
             }
-            self.ram[a..a + n].copy_from_slice(new);
+            match n {
+                1 => self.ram[a] = value as u8,
+                2 => self.ram[a..a + 2].copy_from_slice(&(value as u16).to_le_bytes()),
+                4 => self.ram[a..a + 4].copy_from_slice(&value.to_le_bytes()),
+                _ => self.ram[a..a + n].copy_from_slice(&value.to_le_bytes()[..n]),
+            }
             self.mark_dirty(a);
             if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
                 self.mark_dirty(a + n - 1);

@@ -70,6 +70,22 @@ impl Tlb {
         }
     }
 
+    /// The physical address of `linear` when a cached translation allows the
+    /// access as it stands, so that `Cpu::translate` needs no page walk (and
+    /// so touches nothing). `wp` is CR0.WP.
+    #[inline]
+    pub fn lookup(&self, linear: u32, write: bool, user: bool, wp: bool) -> Option<u32> {
+        let vpn = linear >> 12;
+        let e = &self.entries[vpn as usize % TLB_ENTRIES];
+        if e.tag == vpn + 1 {
+            let allowed = (!user || e.user) && (!write || e.writable || (!user && !wp));
+            if allowed && (!write || e.dirty) {
+                return Some(e.phys_page | (linear & 0xFFF));
+            }
+        }
+        None
+    }
+
     /// Drops the translation of `linear`; for a 4 MiB page, of the whole page
     /// (SDM Vol. 2A, INVLPG), which this TLB caches as 4 KiB pieces.
     pub fn invlpg(&mut self, linear: u32) {
@@ -95,15 +111,9 @@ impl Cpu {
         if !self.state.paging() {
             return Ok(linear);
         }
-        let vpn = linear >> 12;
-        let e = self.tlb.entries[vpn as usize % TLB_ENTRIES];
-        if e.tag == vpn + 1 {
-            let write = access == Access::Write;
-            let wp = self.state.cr0 & cr0::WP != 0;
-            let allowed = (!user || e.user) && (!write || e.writable || (!user && !wp));
-            if allowed && (!write || e.dirty) {
-                return Ok(e.phys_page | (linear & 0xFFF));
-            }
+        let wp = self.state.cr0 & cr0::WP != 0;
+        if let Some(phys) = self.tlb.lookup(linear, access == Access::Write, user, wp) {
+            return Ok(phys);
         }
         self.walk(bus, linear, access, user)
     }

@@ -7,67 +7,149 @@ use iced_x86::{Instruction, Mnemonic};
 use super::{flags, op_size, Flow};
 use crate::bus::Bus;
 use crate::cpu::state::flags::{CF, STATUS};
-use crate::cpu::{Cpu, Result};
+use crate::cpu::{Cpu, Fault, Result};
 
-pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
-    let size = op_size(inst, 0);
-    let m = inst.mnemonic();
-    let a = cpu.read_op(bus, inst, 0, size)?;
-    let cf = u32::from(cpu.flag(CF));
-    let (result, f, write) = match m {
-        Mnemonic::Inc | Mnemonic::Dec => {
-            // INC/DEC leave CF alone.
-            let (r, f) = if m == Mnemonic::Inc {
+/// The operation of an instruction of this family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AluOp {
+    Add,
+    Or,
+    Adc,
+    Sbb,
+    And,
+    Sub,
+    Xor,
+    Cmp,
+    Test,
+    Inc,
+    Dec,
+    Neg,
+    Not,
+}
+
+impl AluOp {
+    pub fn of(m: Mnemonic) -> Option<AluOp> {
+        Some(match m {
+            Mnemonic::Add => AluOp::Add,
+            Mnemonic::Or => AluOp::Or,
+            Mnemonic::Adc => AluOp::Adc,
+            Mnemonic::Sbb => AluOp::Sbb,
+            Mnemonic::And => AluOp::And,
+            Mnemonic::Sub => AluOp::Sub,
+            Mnemonic::Xor => AluOp::Xor,
+            Mnemonic::Cmp => AluOp::Cmp,
+            Mnemonic::Test => AluOp::Test,
+            Mnemonic::Inc => AluOp::Inc,
+            Mnemonic::Dec => AluOp::Dec,
+            Mnemonic::Neg => AluOp::Neg,
+            Mnemonic::Not => AluOp::Not,
+            _ => return None,
+        })
+    }
+
+    /// Whether the operation has a source operand besides the destination.
+    #[inline]
+    pub fn binary(self) -> bool {
+        !matches!(self, AluOp::Inc | AluOp::Dec | AluOp::Neg | AluOp::Not)
+    }
+}
+
+/// What an operation produces: the result, whether it is written back to the
+/// destination, and the new status flags with the mask of those it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AluOut {
+    pub result: u32,
+    pub write: bool,
+    pub flags: u32,
+    pub flag_mask: u32,
+}
+
+/// The operation on destination `a` and source `b` (ignored by the unary
+/// operations), with the carry flag `cf` (0 or 1) as input, at `size` bytes.
+#[inline(always)]
+pub fn compute(op: AluOp, a: u32, b: u32, cf: u32, size: u8) -> AluOut {
+    let arith = |(result, flags): (u32, u32), write: bool| AluOut {
+        result,
+        write,
+        flags,
+        flag_mask: STATUS,
+    };
+    let logic = |r: u32, write: bool| AluOut {
+        result: r,
+        write,
+        flags: flags::logic(r, size),
+        flag_mask: STATUS,
+    };
+    match op {
+        AluOp::Add => arith(flags::add(a, b, 0, size), true),
+        AluOp::Adc => arith(flags::add(a, b, cf, size), true),
+        AluOp::Sub => arith(flags::sub(a, b, 0, size), true),
+        AluOp::Sbb => arith(flags::sub(a, b, cf, size), true),
+        AluOp::Cmp => arith(flags::sub(a, b, 0, size), false),
+        AluOp::And => logic(a & b, true),
+        AluOp::Or => logic(a | b, true),
+        AluOp::Xor => logic(a ^ b, true),
+        AluOp::Test => logic(a & b, false),
+        // INC/DEC leave CF alone.
+        AluOp::Inc | AluOp::Dec => {
+            let (result, flags) = if op == AluOp::Inc {
                 flags::add(a, 1, 0, size)
             } else {
                 flags::sub(a, 1, 0, size)
             };
-            cpu.state.eflags = (cpu.state.eflags & !(STATUS & !CF)) | (f & !CF);
-            cpu.write_op(bus, inst, 0, size, r)?;
-            return Ok(Flow::Next);
-        }
-        Mnemonic::Not => {
-            cpu.write_op(bus, inst, 0, size, !a)?;
-            return Ok(Flow::Next);
-        }
-        Mnemonic::Neg => {
-            let (r, f) = flags::sub(0, a, 0, size);
-            (r, f, true)
-        }
-        _ => {
-            let b = cpu.read_op(bus, inst, 1, size)?;
-            match m {
-                Mnemonic::Add => {
-                    let (r, f) = flags::add(a, b, 0, size);
-                    (r, f, true)
-                }
-                Mnemonic::Adc => {
-                    let (r, f) = flags::add(a, b, cf, size);
-                    (r, f, true)
-                }
-                Mnemonic::Sub => {
-                    let (r, f) = flags::sub(a, b, 0, size);
-                    (r, f, true)
-                }
-                Mnemonic::Sbb => {
-                    let (r, f) = flags::sub(a, b, cf, size);
-                    (r, f, true)
-                }
-                Mnemonic::Cmp => {
-                    let (r, f) = flags::sub(a, b, 0, size);
-                    (r, f, false)
-                }
-                Mnemonic::And => (a & b, flags::logic(a & b, size), true),
-                Mnemonic::Or => (a | b, flags::logic(a | b, size), true),
-                Mnemonic::Xor => (a ^ b, flags::logic(a ^ b, size), true),
-                _ => (a & b, flags::logic(a & b, size), false), // TEST
+            AluOut {
+                result,
+                write: true,
+                flags,
+                flag_mask: STATUS & !CF,
             }
         }
-    };
-    if write {
-        cpu.write_op(bus, inst, 0, size, result)?;
+        AluOp::Neg => arith(flags::sub(0, a, 0, size), true),
+        // NOT changes no flags.
+        AluOp::Not => AluOut {
+            result: !a & flags::mask(size),
+            write: true,
+            flags: 0,
+            flag_mask: 0,
+        },
     }
-    cpu.set_status(f);
+}
+
+pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
+    // One dispatch on the mnemonic, each arm compiled for its operation.
+    use Mnemonic as M;
+    match inst.mnemonic() {
+        M::Add => exec_op(cpu, bus, inst, AluOp::Add),
+        M::Or => exec_op(cpu, bus, inst, AluOp::Or),
+        M::Adc => exec_op(cpu, bus, inst, AluOp::Adc),
+        M::Sbb => exec_op(cpu, bus, inst, AluOp::Sbb),
+        M::And => exec_op(cpu, bus, inst, AluOp::And),
+        M::Sub => exec_op(cpu, bus, inst, AluOp::Sub),
+        M::Xor => exec_op(cpu, bus, inst, AluOp::Xor),
+        M::Cmp => exec_op(cpu, bus, inst, AluOp::Cmp),
+        M::Test => exec_op(cpu, bus, inst, AluOp::Test),
+        M::Inc => exec_op(cpu, bus, inst, AluOp::Inc),
+        M::Dec => exec_op(cpu, bus, inst, AluOp::Dec),
+        M::Neg => exec_op(cpu, bus, inst, AluOp::Neg),
+        M::Not => exec_op(cpu, bus, inst, AluOp::Not),
+        _ => Err(Fault::ud()),
+    }
+}
+
+#[inline(always)]
+fn exec_op<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction, op: AluOp) -> Result<Flow> {
+    let size = op_size(inst, 0);
+    let a = cpu.read_op(bus, inst, 0, size)?;
+    let b = if op.binary() {
+        cpu.read_op(bus, inst, 1, size)?
+    } else {
+        0
+    };
+    let out = compute(op, a, b, u32::from(cpu.flag(CF)), size);
+    if out.write {
+        cpu.write_op(bus, inst, 0, size, out.result)?;
+    }
+    cpu.apply_status(out.flags, out.flag_mask);
     Ok(Flow::Next)
 }
 

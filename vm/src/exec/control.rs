@@ -16,10 +16,42 @@ use crate::cpu::state::{attr, SegReg, Segment};
 use crate::cpu::{vector, Cpu, Fault, Result};
 
 pub fn jcc(cpu: &mut Cpu, inst: &Instruction) -> Result<Flow> {
-    if flags::condition(cpu.state.eflags, super::datamov::condition_of(inst)) {
-        cpu.near_jump(inst.near_branch_target() as u32)?;
-    }
+    jcc_to(
+        cpu,
+        super::datamov::condition_of(inst),
+        inst.near_branch_target() as u32,
+    )?;
     Ok(Flow::Next)
+}
+
+/// Jcc: to `target` when condition `cc` holds.
+#[inline(always)]
+pub fn jcc_to(cpu: &mut Cpu, cc: u8, target: u32) -> Result<()> {
+    if flags::condition(cpu.state.eflags, cc) {
+        cpu.near_jump(target)?;
+    }
+    Ok(())
+}
+
+/// Near CALL to `target`, pushing the return address (the EIP after the
+/// CALL) with `size` bytes; the target is checked before anything is pushed.
+#[inline(always)]
+pub fn near_call<B: Bus>(cpu: &mut Cpu, bus: &mut B, target: u32, size: u8) -> Result<()> {
+    let ret = cpu.state.eip;
+    cpu.check_code_target(target)?;
+    cpu.push(bus, size, ret)?;
+    cpu.near_jump(target)
+}
+
+/// Near RET popping `size` bytes of return address, then `imm` bytes more;
+/// nothing changes unless the return address is within the CS limit.
+#[inline(always)]
+pub fn near_ret<B: Bus>(cpu: &mut Cpu, bus: &mut B, size: u8, imm: u32) -> Result<()> {
+    let target = cpu.peek_stack(bus, 0, size)?;
+    cpu.check_code_target(target)?;
+    cpu.set_sp(cpu.state.regs[ESP].wrapping_add(u32::from(size)).wrapping_add(imm));
+    cpu.state.eip = target;
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,11 +69,10 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
                 OpKind::NearBranch16 | OpKind::NearBranch32 => {
                     let target = inst.near_branch_target() as u32;
                     if call {
-                        let ret = cpu.state.eip;
-                        cpu.check_code_target(target)?;
-                        cpu.push(bus, stack_op_size(inst), ret)?;
+                        near_call(cpu, bus, target, stack_op_size(inst))?;
+                    } else {
+                        cpu.near_jump(target)?;
                     }
-                    cpu.near_jump(target)?;
                 }
                 OpKind::FarBranch16 | OpKind::FarBranch32 => {
                     let size = if inst.op0_kind() == OpKind::FarBranch16 { 2 } else { 4 };
@@ -74,11 +105,10 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
                     let size = op_size(inst, 0);
                     let target = cpu.read_op(bus, inst, 0, size)?;
                     if call {
-                        let ret = cpu.state.eip;
-                        cpu.check_code_target(target)?;
-                        cpu.push(bus, size, ret)?;
+                        near_call(cpu, bus, target, size)?;
+                    } else {
+                        cpu.near_jump(target)?;
                     }
-                    cpu.near_jump(target)?;
                 }
             }
             Ok(Flow::Next)
@@ -89,15 +119,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             } else {
                 4
             };
-            let target = cpu.peek_stack(bus, 0, size)?;
-            cpu.check_code_target(target)?;
             let imm = if inst.op_count() > 0 {
                 u32::from(inst.immediate16())
             } else {
                 0
             };
-            cpu.set_sp(cpu.state.regs[ESP].wrapping_add(u32::from(size)).wrapping_add(imm));
-            cpu.state.eip = target;
+            near_ret(cpu, bus, size, imm)?;
             Ok(Flow::Next)
         }
         M::Retf => {

@@ -18,13 +18,9 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         Mnemonic::Movzx | Mnemonic::Movsx => {
             let ssize = op_size(inst, 1);
             let v = cpu.read_op(bus, inst, 1, ssize)?;
-            let v = if inst.mnemonic() == Mnemonic::Movsx {
-                flags::sext(v, ssize)
-            } else {
-                v
-            };
             let dsize = op_size(inst, 0);
-            cpu.write_op(bus, inst, 0, dsize, v & flags::mask(dsize))?;
+            let v = extend(v, ssize, inst.mnemonic() == Mnemonic::Movsx, dsize);
+            cpu.write_op(bus, inst, 0, dsize, v)?;
             Ok(Flow::Next)
         }
         Mnemonic::Xchg => {
@@ -105,7 +101,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             }
             let ea = cpu.effective_address(inst);
             let size = op_size(inst, 0);
-            cpu.write_op(bus, inst, 0, size, ea & flags::mask(size))?;
+            cpu.write_op(bus, inst, 0, size, lea(ea, size))?;
             Ok(Flow::Next)
         }
         Mnemonic::Cbw => {
@@ -175,6 +171,20 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         }
         _ => Err(Fault::ud()),
     }
+}
+
+/// MOVZX/MOVSX: the `ssize`-byte source zero- or sign-extended to `dsize` bytes.
+#[inline(always)]
+pub fn extend(v: u32, ssize: u8, signed: bool, dsize: u8) -> u32 {
+    let v = if signed { flags::sext(v, ssize) } else { v };
+    v & flags::mask(dsize)
+}
+
+/// LEA: the effective address truncated to the operand size (SDM Vol. 2A,
+/// LEA, table 3-53; the address size was applied computing it).
+#[inline(always)]
+pub fn lea(ea: u32, size: u8) -> u32 {
+    ea & flags::mask(size)
 }
 
 fn mov<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {

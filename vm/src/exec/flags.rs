@@ -3,7 +3,7 @@
 
 use crate::cpu::state::flags::{AF, CF, OF, PF, SF, ZF};
 
-#[inline]
+#[inline(always)]
 pub fn mask(size: u8) -> u32 {
     match size {
         1 => 0xFF,
@@ -12,13 +12,13 @@ pub fn mask(size: u8) -> u32 {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub fn sign_bit(size: u8) -> u32 {
     1 << (u32::from(size) * 8 - 1)
 }
 
 /// Sign-extends the low `size` bytes of `v` to 32 bits.
-#[inline]
+#[inline(always)]
 pub fn sext(v: u32, size: u8) -> u32 {
     match size {
         1 => v as u8 as i8 as i32 as u32,
@@ -28,7 +28,7 @@ pub fn sext(v: u32, size: u8) -> u32 {
 }
 
 /// PF: set when the low byte has an even number of one bits.
-#[inline]
+#[inline(always)]
 pub fn parity(v: u32) -> u32 {
     if (v as u8).count_ones() & 1 == 0 {
         PF
@@ -38,7 +38,7 @@ pub fn parity(v: u32) -> u32 {
 }
 
 /// SF, ZF and PF of a result.
-#[inline]
+#[inline(always)]
 pub fn szp(result: u32, size: u8) -> u32 {
     let r = result & mask(size);
     let mut f = parity(r);
@@ -52,7 +52,7 @@ pub fn szp(result: u32, size: u8) -> u32 {
 }
 
 /// ADD/ADC: returns the result and the six status flags.
-#[inline]
+#[inline(always)]
 pub fn add(a: u32, b: u32, carry: u32, size: u8) -> (u32, u32) {
     let m = mask(size);
     let wide = u64::from(a & m) + u64::from(b & m) + u64::from(carry);
@@ -71,7 +71,7 @@ pub fn add(a: u32, b: u32, carry: u32, size: u8) -> (u32, u32) {
 }
 
 /// SUB/SBB/CMP/NEG: returns the result and the six status flags.
-#[inline]
+#[inline(always)]
 pub fn sub(a: u32, b: u32, borrow: u32, size: u8) -> (u32, u32) {
     let m = mask(size);
     let r = (a.wrapping_sub(b).wrapping_sub(borrow)) & m;
@@ -89,14 +89,14 @@ pub fn sub(a: u32, b: u32, borrow: u32, size: u8) -> (u32, u32) {
 }
 
 /// AND/OR/XOR/TEST: CF and OF cleared, AF cleared (undefined in the SDM).
-#[inline]
+#[inline(always)]
 pub fn logic(r: u32, size: u8) -> u32 {
     szp(r, size)
 }
 
 /// Evaluates a condition code (the low nibble of Jcc/SETcc/CMOVcc opcodes;
 /// SDM Vol. 1, appendix B).
-#[inline]
+#[inline(always)]
 pub fn condition(eflags: u32, cc: u8) -> bool {
     let f = |b: u32| eflags & b != 0;
     let r = match cc >> 1 {

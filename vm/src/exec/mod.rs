@@ -5,6 +5,7 @@
 pub mod alu;
 pub mod bcd;
 pub mod bit;
+pub mod compact;
 pub mod control;
 pub mod datamov;
 pub mod flags;
@@ -22,7 +23,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Reg
 use crate::bus::Bus;
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::mmu::Access;
-use crate::cpu::state::{flags as fl, SegReg};
+use crate::cpu::state::{attr, flags as fl, SegReg};
 use crate::cpu::{vector, Cpu, Fault, Result, StepOutcome};
 
 /// Maximum length of an x86 instruction (SDM Vol. 2, 2.1).
@@ -110,7 +111,7 @@ impl Cpu {
     /// that reuses decoded instructions stays indistinguishable from decoding
     /// each one. Returns the instruction's physical address. A fault is
     /// returned undelivered; [`Cpu::step`] reproduces it exactly.
-    #[inline]
+    #[inline(always)]
     pub fn refetch<B: Bus>(&mut self, bus: &mut B, len: u32) -> Result<u32> {
         let eip = self.state.eip;
         let cs = &self.state.segs[SegReg::Cs as usize];
@@ -129,6 +130,21 @@ impl Cpu {
             return Err(Fault::gp(0));
         }
         Ok(phys)
+    }
+
+    /// Whether [`Cpu::refetch`]'s CS checks pass for every instruction within
+    /// `[first, end)` (offsets in CS, `end` past the last byte, no wrap):
+    /// then an engine may skip them there, as long as CS does not change.
+    #[inline]
+    pub fn cs_admits(&self, first: u32, end: u32) -> bool {
+        let cs = &self.state.segs[SegReg::Cs as usize];
+        // For an ordinary (not expand-down) segment the valid offsets are
+        // 0..=limit, so a range that passes holds only ranges that pass.
+        let expand_down = cs.attr & (attr::CODE | attr::DC) == attr::DC && cs.attr & attr::S != 0;
+        !expand_down
+            && end > first
+            && end - 1 <= cs.limit
+            && self.seg_linear(SegReg::Cs, first, end - first, Access::Execute).is_ok()
     }
 
     /// Whether an instruction of `len` bytes at CS:EIP ends within the CS limit.
@@ -394,18 +410,14 @@ impl Cpu {
     /// Reads a general, segment or (for MOV) control register operand.
     #[inline]
     pub fn read_reg(&self, r: Register) -> u32 {
-        let n = r as u32;
-        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
-            let i = (n - Register::AL as u32) as usize;
-            if i < 4 {
-                self.state.regs[i] & 0xFF
-            } else {
-                (self.state.regs[i - 4] >> 8) & 0xFF
-            }
-        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
-            self.state.regs[(n - Register::AX as u32) as usize] & 0xFFFF
-        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
-            self.state.regs[(n - Register::EAX as u32) as usize]
+        // One test per width, each with its size as a constant.
+        let regs = &self.state.regs;
+        if let Some(g) = Gpr::byte(r) {
+            g.read(regs, 1)
+        } else if let Some(g) = Gpr::word(r) {
+            g.read(regs, 2)
+        } else if let Some(g) = Gpr::dword(r) {
+            g.read(regs, 4)
         } else if r.is_segment_register() {
             u32::from(self.state.segs[seg_of(r) as usize].selector)
         } else {
@@ -416,19 +428,13 @@ impl Cpu {
     /// Writes a general register operand (8-, 16- or 32-bit).
     #[inline]
     pub fn write_reg(&mut self, r: Register, v: u32) {
-        let n = r as u32;
-        if (Register::AL as u32..=Register::BH as u32).contains(&n) {
-            let i = (n - Register::AL as u32) as usize;
-            if i < 4 {
-                self.state.regs[i] = (self.state.regs[i] & !0xFF) | (v & 0xFF);
-            } else {
-                self.state.regs[i - 4] = (self.state.regs[i - 4] & !0xFF00) | ((v & 0xFF) << 8);
-            }
-        } else if (Register::AX as u32..=Register::DI as u32).contains(&n) {
-            let i = (n - Register::AX as u32) as usize;
-            self.state.regs[i] = (self.state.regs[i] & !0xFFFF) | (v & 0xFFFF);
-        } else if (Register::EAX as u32..=Register::EDI as u32).contains(&n) {
-            self.state.regs[(n - Register::EAX as u32) as usize] = v;
+        let regs = &mut self.state.regs;
+        if let Some(g) = Gpr::byte(r) {
+            g.write(regs, 1, v);
+        } else if let Some(g) = Gpr::word(r) {
+            g.write(regs, 2, v);
+        } else if let Some(g) = Gpr::dword(r) {
+            g.write(regs, 4, v);
         }
     }
 
@@ -437,18 +443,19 @@ impl Cpu {
     pub fn effective_address(&self, inst: &Instruction) -> u32 {
         let base = inst.memory_base();
         let index = inst.memory_index();
-        let mut ea = inst.memory_displacement32();
-        if base != Register::None {
-            ea = ea.wrapping_add(self.read_reg(base));
-        }
-        if index != Register::None {
-            ea = ea.wrapping_add(self.read_reg(index).wrapping_mul(inst.memory_index_scale()));
-        }
-        if addr16(inst) {
-            ea & 0xFFFF
+        let b = if base != Register::None { self.read_reg(base) } else { 0 };
+        let i = if index != Register::None {
+            self.read_reg(index)
         } else {
-            ea
-        }
+            0
+        };
+        address(
+            inst.memory_displacement32(),
+            b,
+            i,
+            inst.memory_index_scale(),
+            addr16(inst),
+        )
     }
 
     /// Segment and offset of the memory operand.
@@ -466,13 +473,7 @@ impl Cpu {
                 let (s, off) = self.mem_operand(inst);
                 self.read_mem(bus, s, off, size)?
             }
-            OpKind::Immediate8 => u32::from(inst.immediate8()),
-            OpKind::Immediate8_2nd => u32::from(inst.immediate8_2nd()),
-            OpKind::Immediate16 => u32::from(inst.immediate16()),
-            OpKind::Immediate32 => inst.immediate32(),
-            OpKind::Immediate8to16 => inst.immediate8to16() as u16 as u32,
-            OpKind::Immediate8to32 => inst.immediate8to32() as u32,
-            _ => return Err(Fault::ud()),
+            _ => immediate(inst, i).ok_or(Fault::ud())?,
         } & flags::mask(size))
     }
 
@@ -498,9 +499,194 @@ impl Cpu {
         self.state.eflags = (self.state.eflags & !fl::STATUS) | (f & fl::STATUS);
     }
 
+    /// Replaces the status flags in `mask` by those of `f`.
+    #[inline]
+    pub fn apply_status(&mut self, f: u32, mask: u32) {
+        self.state.eflags = (self.state.eflags & !mask) | (f & mask);
+    }
+
     #[inline]
     pub fn flag(&self, f: u32) -> bool {
         self.state.eflags & f != 0
+    }
+}
+
+/// Operand `i` when it is an immediate, as the instruction encodes it
+/// (sign-extended where the encoding says so), before masking to a size.
+#[inline]
+pub fn immediate(inst: &Instruction, i: u32) -> Option<u32> {
+    Some(match inst.op_kind(i) {
+        OpKind::Immediate8 => u32::from(inst.immediate8()),
+        OpKind::Immediate8_2nd => u32::from(inst.immediate8_2nd()),
+        OpKind::Immediate16 => u32::from(inst.immediate16()),
+        OpKind::Immediate32 => inst.immediate32(),
+        OpKind::Immediate8to16 => inst.immediate8to16() as u16 as u32,
+        OpKind::Immediate8to32 => inst.immediate8to32() as u32,
+        _ => return None,
+    })
+}
+
+/// A general register as an operand: its slot in `CpuState::regs` and, for
+/// AH..BH, the shift to the byte (SDM Vol. 1, 3.4.1). Sizes travel with the
+/// instruction, so one value names AL, AX and EAX alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpr {
+    idx: u8,
+    shift: u8,
+}
+
+impl Gpr {
+    /// The general register `r` names and its size in bytes; None for any
+    /// other register.
+    #[inline]
+    pub fn of(r: Register) -> Option<(Gpr, u8)> {
+        if let Some(g) = Gpr::byte(r) {
+            Some((g, 1))
+        } else if let Some(g) = Gpr::word(r) {
+            Some((g, 2))
+        } else {
+            Gpr::dword(r).map(|g| (g, 4))
+        }
+    }
+
+    /// AL..BH (ModRM order: AL, CL, DL, BL, AH, CH, DH, BH).
+    #[inline(always)]
+    pub fn byte(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::AL as u32);
+        if i <= Register::BH as u32 - Register::AL as u32 {
+            Some(Gpr {
+                idx: (i & 3) as u8,
+                shift: ((i >> 2) * 8) as u8,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// AX..DI.
+    #[inline(always)]
+    pub fn word(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::AX as u32);
+        if i <= Register::DI as u32 - Register::AX as u32 {
+            Some(Gpr { idx: i as u8, shift: 0 })
+        } else {
+            None
+        }
+    }
+
+    /// EAX..EDI.
+    #[inline(always)]
+    pub fn dword(r: Register) -> Option<Gpr> {
+        let i = (r as u32).wrapping_sub(Register::EAX as u32);
+        if i <= Register::EDI as u32 - Register::EAX as u32 {
+            Some(Gpr { idx: i as u8, shift: 0 })
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    pub fn read(self, regs: &[u32; 8], size: u8) -> u32 {
+        let v = regs[usize::from(self.idx & 7)];
+        match size {
+            4 => v,
+            2 => v & 0xFFFF,
+            _ => (v >> self.shift) & 0xFF,
+        }
+    }
+
+    /// Writes the low `size` bytes of `v`; the rest of the register is kept.
+    #[inline(always)]
+    pub fn write(self, regs: &mut [u32; 8], size: u8, v: u32) {
+        let r = &mut regs[usize::from(self.idx & 7)];
+        match size {
+            4 => *r = v,
+            2 => *r = (*r & !0xFFFF) | (v & 0xFFFF),
+            _ => *r = (*r & !(0xFF << self.shift)) | ((v & 0xFF) << self.shift),
+        }
+    }
+}
+
+/// A memory operand's addressing, taken from the instruction once: segment,
+/// base, index, scale, displacement and address size (SDM Vol. 1, 3.7.5;
+/// Vol. 2A, 2.1.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRef {
+    pub seg: SegReg,
+    base: AddrReg,
+    index: AddrReg,
+    scale: u8,
+    addr16: bool,
+    disp: u32,
+}
+
+/// A register in an address: its value is `(regs[slot] >> shift) & mask`; an
+/// absent register has mask 0. XLAT's index is AL, so widths matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AddrReg {
+    slot: u8,
+    shift: u8,
+    mask: u32,
+}
+
+impl AddrReg {
+    fn of(r: Register) -> AddrReg {
+        match Gpr::of(r) {
+            Some((g, size)) => AddrReg {
+                slot: g.idx,
+                shift: g.shift,
+                mask: flags::mask(size),
+            },
+            None => AddrReg {
+                slot: 0,
+                shift: 0,
+                mask: 0,
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn value(self, regs: &[u32; 8]) -> u32 {
+        (regs[usize::from(self.slot & 7)] >> self.shift) & self.mask
+    }
+}
+
+impl MemRef {
+    #[inline]
+    pub fn of(inst: &Instruction) -> MemRef {
+        MemRef {
+            seg: seg_of(inst.memory_segment()),
+            base: AddrReg::of(inst.memory_base()),
+            index: AddrReg::of(inst.memory_index()),
+            scale: inst.memory_index_scale() as u8,
+            addr16: addr16(inst),
+            disp: inst.memory_displacement32(),
+        }
+    }
+
+    /// The offset within the segment.
+    #[inline]
+    pub fn offset(&self, regs: &[u32; 8]) -> u32 {
+        address(
+            self.disp,
+            self.base.value(regs),
+            self.index.value(regs),
+            u32::from(self.scale),
+            self.addr16,
+        )
+    }
+}
+
+/// An effective address from its parts: displacement, base and index
+/// register values and the scale, cut to 16 bits with 16-bit addressing
+/// (SDM Vol. 1, 3.7.5).
+#[inline(always)]
+pub fn address(disp: u32, base: u32, index: u32, scale: u32, addr16: bool) -> u32 {
+    let ea = disp.wrapping_add(base).wrapping_add(index.wrapping_mul(scale));
+    if addr16 {
+        ea & 0xFFFF
+    } else {
+        ea
     }
 }
 

@@ -100,12 +100,20 @@ fn imul_multi<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<
     } else {
         (cpu.read_op(bus, inst, 0, size)?, cpu.read_op(bus, inst, 1, size)?)
     };
+    let (lo, f) = imul_trunc(a, b, size);
+    cpu.set_status(f);
+    cpu.write_op(bus, inst, 0, size, lo)?;
+    Ok(Flow::Next)
+}
+
+/// The signed product of `a` and `b` (`size` bytes) truncated to `size`, with
+/// the status flags: CF = OF = the product did not fit.
+#[inline(always)]
+pub fn imul_trunc(a: u32, b: u32, size: u8) -> (u32, u32) {
     let p = i64::from(flags::sext(a, size) as i32) * i64::from(flags::sext(b, size) as i32);
     let lo = (p as u32) & flags::mask(size);
     let fits = i64::from(flags::sext(lo, size) as i32) == p;
-    cpu.set_status(flags::szp(lo, size) | if fits { 0 } else { CF | OF });
-    cpu.write_op(bus, inst, 0, size, lo)?;
-    Ok(Flow::Next)
+    (lo, flags::szp(lo, size) | if fits { 0 } else { CF | OF })
 }
 
 #[cfg(test)]

@@ -10,33 +10,74 @@ use iced_x86::{Instruction, Mnemonic};
 use super::{flags, op_size, Flow};
 use crate::bus::Bus;
 use crate::cpu::state::flags::{CF, OF, STATUS};
-use crate::cpu::{Cpu, Result};
+use crate::cpu::{Cpu, Fault, Result};
+
+/// A single-operand shift or rotate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShiftOp {
+    Rol,
+    Ror,
+    Rcl,
+    Rcr,
+    /// SHL and SAL (the same operation).
+    Shl,
+    Shr,
+    Sar,
+}
+
+impl ShiftOp {
+    pub fn of(m: Mnemonic) -> Option<ShiftOp> {
+        Some(match m {
+            Mnemonic::Rol => ShiftOp::Rol,
+            Mnemonic::Ror => ShiftOp::Ror,
+            Mnemonic::Rcl => ShiftOp::Rcl,
+            Mnemonic::Rcr => ShiftOp::Rcr,
+            Mnemonic::Shl | Mnemonic::Sal => ShiftOp::Shl,
+            Mnemonic::Shr => ShiftOp::Shr,
+            Mnemonic::Sar => ShiftOp::Sar,
+            _ => return None,
+        })
+    }
+}
 
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
     let m = inst.mnemonic();
     if matches!(m, Mnemonic::Shld | Mnemonic::Shrd) {
         return double_shift(cpu, bus, inst);
     }
+    let op = ShiftOp::of(m).ok_or(Fault::ud())?;
     let size = op_size(inst, 0);
-    let bits = u32::from(size) * 8;
     let a = cpu.read_op(bus, inst, 0, size)?;
-    let count = cpu.read_op(bus, inst, 1, 1)? & 0x1F;
+    let count = cpu.read_op(bus, inst, 1, 1)?;
+    // Still a read-modify-write when the count is zero: a fault on the write
+    // must be raised.
+    let (r, f) = compute(op, a, count, cpu.state.eflags, size);
+    cpu.write_op(bus, inst, 0, size, r)?;
+    cpu.set_status(f);
+    Ok(Flow::Next)
+}
+
+/// Shifts or rotates `a` (`size` bytes) by `count` (masked to 5 bits here)
+/// with the flags `eflags` as input; returns the result and the new status
+/// flags (unchanged for a masked count of zero).
+#[inline(always)]
+pub fn compute(op: ShiftOp, a: u32, count: u32, eflags: u32, size: u8) -> (u32, u32) {
+    let count = count & 0x1F;
     if count == 0 {
-        // Still a read-modify-write: a fault on the write must be raised.
-        cpu.write_op(bus, inst, 0, size, a)?;
-        return Ok(Flow::Next);
+        return (a, eflags & STATUS);
     }
+    let bits = u32::from(size) * 8;
     let msb = |v: u32| (v >> (bits - 1)) & 1;
-    let cf_in = u32::from(cpu.flag(CF));
-    let old = cpu.state.eflags;
-    let (r, cf, of, arith) = match m {
-        Mnemonic::Shl | Mnemonic::Sal => {
+    let cf_in = eflags & CF;
+    let old = eflags;
+    let (r, cf, of, arith) = match op {
+        ShiftOp::Shl => {
             let wide = u64::from(a) << count;
             let r = wide as u32 & flags::mask(size);
             let cf = (wide >> bits) as u32 & 1;
             (r, cf, msb(r) ^ cf, true)
         }
-        Mnemonic::Shr => {
+        ShiftOp::Shr => {
             let r = (u64::from(a) >> count) as u32;
             let before_last = (u64::from(a) >> (count - 1)) as u32;
             let cf = before_last & 1;
@@ -44,13 +85,13 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             // one-bit shift the SDM's MSB(original), zero for longer shifts.
             (r, cf, msb(r) ^ msb(before_last), true)
         }
-        Mnemonic::Sar => {
+        ShiftOp::Sar => {
             let s = i64::from(flags::sext(a, size) as i32);
             let r = (s >> count) as u32 & flags::mask(size);
             let cf = (s >> (count - 1)) as u32 & 1;
             (r, cf, 0, true)
         }
-        Mnemonic::Rol => {
+        ShiftOp::Rol => {
             let c = count % bits;
             let r = if c == 0 {
                 a
@@ -60,7 +101,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let cf = r & 1;
             (r, cf, msb(r) ^ cf, false)
         }
-        Mnemonic::Ror => {
+        ShiftOp::Ror => {
             let c = count % bits;
             let r = if c == 0 {
                 a
@@ -70,7 +111,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let cf = msb(r);
             (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
         }
-        Mnemonic::Rcl => {
+        ShiftOp::Rcl => {
             let c = if bits == 32 { count } else { count % (bits + 1) };
             // Rotate the (bits+1)-wide value CF:dest.
             let wide = (u64::from(cf_in) << bits) | u64::from(a);
@@ -85,8 +126,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let cf = (rot >> bits) as u32 & 1;
             (r, cf, msb(r) ^ cf, false)
         }
-        _ => {
-            // RCR
+        ShiftOp::Rcr => {
             let c = if bits == 32 { count } else { count % (bits + 1) };
             let wide = (u64::from(cf_in) << bits) | u64::from(a);
             let w = u64::from(bits) + 1;
@@ -101,7 +141,6 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
         }
     };
-    cpu.write_op(bus, inst, 0, size, r)?;
     let mut f = if arith {
         flags::szp(r, size)
     } else {
@@ -113,8 +152,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
     if of != 0 {
         f |= OF;
     }
-    cpu.set_status(f);
-    Ok(Flow::Next)
+    (r, f)
 }
 
 fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {

@@ -15,8 +15,9 @@ use crate::cpu::state::reg::{EAX, ECX, EDI, EDX, ESI};
 use crate::cpu::state::SegReg;
 use crate::cpu::{Cpu, Result};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+/// A string operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrOp {
     Movs,
     Cmps,
     Scas,
@@ -27,98 +28,14 @@ enum Op {
 }
 
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
-    use Mnemonic as M;
-    let (op, size) = match inst.mnemonic() {
-        M::Movsb => (Op::Movs, 1),
-        M::Movsw => (Op::Movs, 2),
-        M::Movsd => (Op::Movs, 4),
-        M::Cmpsb => (Op::Cmps, 1),
-        M::Cmpsw => (Op::Cmps, 2),
-        M::Cmpsd => (Op::Cmps, 4),
-        M::Scasb => (Op::Scas, 1),
-        M::Scasw => (Op::Scas, 2),
-        M::Scasd => (Op::Scas, 4),
-        M::Lodsb => (Op::Lods, 1),
-        M::Lodsw => (Op::Lods, 2),
-        M::Lodsd => (Op::Lods, 4),
-        M::Stosb => (Op::Stos, 1),
-        M::Stosw => (Op::Stos, 2),
-        M::Stosd => (Op::Stos, 4),
-        M::Insb => (Op::Ins, 1),
-        M::Insw => (Op::Ins, 2),
-        M::Insd => (Op::Ins, 4),
-        M::Outsb => (Op::Outs, 1),
-        M::Outsw => (Op::Outs, 2),
-        _ => (Op::Outs, 4),
-    };
-    let a32 = (0..inst.op_count()).any(|i| matches!(inst.op_kind(i), OpKind::MemorySegESI | OpKind::MemoryESEDI));
+    let (op, size) = op_of(inst.mnemonic());
+    let a32 = addr32(inst);
     let amask: u32 = if a32 { 0xFFFF_FFFF } else { 0xFFFF };
     let rep = inst.has_rep_prefix() || inst.has_repne_prefix();
     if rep && cpu.state.regs[ECX] & amask == 0 {
         return Ok(Flow::Next);
     }
-    let port = (cpu.state.regs[EDX] & 0xFFFF) as u16;
-    if matches!(op, Op::Ins | Op::Outs) {
-        cpu.check_io_permission(bus, port, size)?;
-    }
-    let src_seg = seg_of(inst.memory_segment());
-    let si = cpu.state.regs[ESI] & amask;
-    let di = cpu.state.regs[EDI] & amask;
-    let step = if cpu.flag(DF) {
-        (u32::from(size)).wrapping_neg()
-    } else {
-        u32::from(size)
-    };
-    let mut cmp_flags = None;
-    match op {
-        Op::Movs => {
-            let v = cpu.read_mem(bus, src_seg, si, size)?;
-            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
-        }
-        Op::Cmps => {
-            let a = cpu.read_mem(bus, src_seg, si, size)?;
-            let b = cpu.read_mem(bus, SegReg::Es, di, size)?;
-            cmp_flags = Some(flags::sub(a, b, 0, size).1);
-        }
-        Op::Scas => {
-            let b = cpu.read_mem(bus, SegReg::Es, di, size)?;
-            let a = cpu.state.regs[EAX] & flags::mask(size);
-            cmp_flags = Some(flags::sub(a, b, 0, size).1);
-        }
-        Op::Lods => {
-            let v = cpu.read_mem(bus, src_seg, si, size)?;
-            let m = flags::mask(size);
-            cpu.state.regs[EAX] = (cpu.state.regs[EAX] & !m) | v;
-        }
-        Op::Stos => {
-            let v = cpu.state.regs[EAX] & flags::mask(size);
-            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
-        }
-        Op::Ins => {
-            // Probe the destination before the port read, which has side effects.
-            let lin = cpu.seg_linear(SegReg::Es, di, u32::from(size), crate::cpu::mmu::Access::Write)?;
-            let user = cpu.state.cpl() == 3;
-            cpu.probe_write(bus, lin, u32::from(size), user)?;
-            let v = bus.io_read(port, size, cpu.now());
-            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
-        }
-        Op::Outs => {
-            let v = cpu.read_mem(bus, src_seg, si, size)?;
-            bus.io_write(port, size, v, cpu.now());
-        }
-    }
-    let upd = |r: u32, cpu: &mut Cpu| {
-        (cpu.state.regs[r as usize] & !amask) | (cpu.state.regs[r as usize].wrapping_add(step) & amask)
-    };
-    if matches!(op, Op::Movs | Op::Cmps | Op::Lods | Op::Outs) {
-        cpu.state.regs[ESI] = upd(ESI as u32, cpu);
-    }
-    if matches!(op, Op::Movs | Op::Cmps | Op::Scas | Op::Stos | Op::Ins) {
-        cpu.state.regs[EDI] = upd(EDI as u32, cpu);
-    }
-    if let Some(f) = cmp_flags {
-        cpu.set_status(f);
-    }
+    let cmp_flags = once(cpu, bus, op, size, a32, seg_of(inst.memory_segment()))?;
     if !rep {
         return Ok(Flow::Next);
     }
@@ -136,6 +53,117 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         }
     }
     Ok(Flow::Repeat)
+}
+
+/// The operation and its size of a string instruction's mnemonic.
+pub fn op_of(m: Mnemonic) -> (StrOp, u8) {
+    use Mnemonic as M;
+    match m {
+        M::Movsb => (StrOp::Movs, 1),
+        M::Movsw => (StrOp::Movs, 2),
+        M::Movsd => (StrOp::Movs, 4),
+        M::Cmpsb => (StrOp::Cmps, 1),
+        M::Cmpsw => (StrOp::Cmps, 2),
+        M::Cmpsd => (StrOp::Cmps, 4),
+        M::Scasb => (StrOp::Scas, 1),
+        M::Scasw => (StrOp::Scas, 2),
+        M::Scasd => (StrOp::Scas, 4),
+        M::Lodsb => (StrOp::Lods, 1),
+        M::Lodsw => (StrOp::Lods, 2),
+        M::Lodsd => (StrOp::Lods, 4),
+        M::Stosb => (StrOp::Stos, 1),
+        M::Stosw => (StrOp::Stos, 2),
+        M::Stosd => (StrOp::Stos, 4),
+        M::Insb => (StrOp::Ins, 1),
+        M::Insw => (StrOp::Ins, 2),
+        M::Insd => (StrOp::Ins, 4),
+        M::Outsb => (StrOp::Outs, 1),
+        M::Outsw => (StrOp::Outs, 2),
+        _ => (StrOp::Outs, 4),
+    }
+}
+
+/// Whether the string instruction addresses with ESI/EDI rather than SI/DI.
+pub fn addr32(inst: &Instruction) -> bool {
+    (0..inst.op_count()).any(|i| matches!(inst.op_kind(i), OpKind::MemorySegESI | OpKind::MemoryESEDI))
+}
+
+/// One iteration of a string operation on `size` bytes, with 32-bit (`a32`)
+/// or 16-bit addressing and the source in `src_seg`: the accesses, then ESI
+/// and EDI stepped by DF. Returns the status flags CMPS and SCAS computed
+/// (and set).
+#[inline(always)]
+pub fn once<B: Bus>(
+    cpu: &mut Cpu,
+    bus: &mut B,
+    op: StrOp,
+    size: u8,
+    a32: bool,
+    src_seg: SegReg,
+) -> Result<Option<u32>> {
+    let amask: u32 = if a32 { 0xFFFF_FFFF } else { 0xFFFF };
+    let port = (cpu.state.regs[EDX] & 0xFFFF) as u16;
+    if matches!(op, StrOp::Ins | StrOp::Outs) {
+        cpu.check_io_permission(bus, port, size)?;
+    }
+    let si = cpu.state.regs[ESI] & amask;
+    let di = cpu.state.regs[EDI] & amask;
+    let step = if cpu.flag(DF) {
+        (u32::from(size)).wrapping_neg()
+    } else {
+        u32::from(size)
+    };
+    let mut cmp_flags = None;
+    match op {
+        StrOp::Movs => {
+            let v = cpu.read_mem(bus, src_seg, si, size)?;
+            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
+        }
+        StrOp::Cmps => {
+            let a = cpu.read_mem(bus, src_seg, si, size)?;
+            let b = cpu.read_mem(bus, SegReg::Es, di, size)?;
+            cmp_flags = Some(flags::sub(a, b, 0, size).1);
+        }
+        StrOp::Scas => {
+            let b = cpu.read_mem(bus, SegReg::Es, di, size)?;
+            let a = cpu.state.regs[EAX] & flags::mask(size);
+            cmp_flags = Some(flags::sub(a, b, 0, size).1);
+        }
+        StrOp::Lods => {
+            let v = cpu.read_mem(bus, src_seg, si, size)?;
+            let m = flags::mask(size);
+            cpu.state.regs[EAX] = (cpu.state.regs[EAX] & !m) | v;
+        }
+        StrOp::Stos => {
+            let v = cpu.state.regs[EAX] & flags::mask(size);
+            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
+        }
+        StrOp::Ins => {
+            // Probe the destination before the port read, which has side effects.
+            let lin = cpu.seg_linear(SegReg::Es, di, u32::from(size), crate::cpu::mmu::Access::Write)?;
+            let user = cpu.state.cpl() == 3;
+            cpu.probe_write(bus, lin, u32::from(size), user)?;
+            let v = bus.io_read(port, size, cpu.now());
+            cpu.write_mem(bus, SegReg::Es, di, size, v)?;
+        }
+        StrOp::Outs => {
+            let v = cpu.read_mem(bus, src_seg, si, size)?;
+            bus.io_write(port, size, v, cpu.now());
+        }
+    }
+    let upd = |r: u32, cpu: &mut Cpu| {
+        (cpu.state.regs[r as usize] & !amask) | (cpu.state.regs[r as usize].wrapping_add(step) & amask)
+    };
+    if matches!(op, StrOp::Movs | StrOp::Cmps | StrOp::Lods | StrOp::Outs) {
+        cpu.state.regs[ESI] = upd(ESI as u32, cpu);
+    }
+    if matches!(op, StrOp::Movs | StrOp::Cmps | StrOp::Scas | StrOp::Stos | StrOp::Ins) {
+        cpu.state.regs[EDI] = upd(EDI as u32, cpu);
+    }
+    if let Some(f) = cmp_flags {
+        cpu.set_status(f);
+    }
+    Ok(cmp_flags)
 }
 
 #[cfg(test)]

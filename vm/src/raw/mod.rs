@@ -234,6 +234,22 @@ impl RawEngine {
         }
     }
 
+    /// Whether `choose` would pick `view` again for the guest as it is now,
+    /// without looking at code (so no side effect): the raw engine may go
+    /// on to the next block without returning to the machine loop.
+    #[inline]
+    pub fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
+        let st = &cpu.state;
+        if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
+            return false;
+        }
+        match view {
+            RingView::Compressed { .. } => st.cpl() == 0 && st.eflags & flags::IF != 0,
+            RingView::Ring3 => st.cpl() == 3 && st.eflags & flags::IF != 0 && st.iopl() < 3,
+            RingView::True => false,
+        }
+    }
+
     /// Counts a switch to the reference with IF clear at a site (a handler
     /// behind an interrupt gate, typically); at the threshold the site gets
     /// an entry patch and runs raw from then on. Returns whether it did.
@@ -256,6 +272,7 @@ impl RawEngine {
         let index = self.install(
             cpu,
             platform,
+            cpu.icount,
             lin,
             phys,
             inst,
@@ -337,6 +354,7 @@ impl RawEngine {
         let index = self.install(
             cpu,
             platform,
+            cpu.icount,
             lin,
             phys,
             *inst,
@@ -358,6 +376,7 @@ impl RawEngine {
         &mut self,
         cpu: &Cpu,
         platform: &mut Platform,
+        icount: u64,
         lin: u32,
         phys: u32,
         inst: Instruction,
@@ -369,13 +388,13 @@ impl RawEngine {
     ) -> u32 {
         let mnemonic = format!("{inst}");
         match (state, cause) {
-            (PatchState::Refused(reason), _) => events.emit(cpu.icount, lin, || Event::PatchRefused {
+            (PatchState::Refused(reason), _) => events.emit(icount, lin, || Event::PatchRefused {
                 site: lin,
                 phys,
                 mnemonic,
                 reason,
             }),
-            (_, Some(cause)) => events.emit(cpu.icount, lin, || Event::PatchInstalled {
+            (_, Some(cause)) => events.emit(icount, lin, || Event::PatchInstalled {
                 site: lin,
                 phys,
                 mnemonic,
@@ -384,7 +403,7 @@ impl RawEngine {
             _ => {}
         }
         self.patches
-            .add(cpu, platform, lin, phys, inst, kind, code32, state, cause)
+            .add(cpu, platform, icount, lin, phys, inst, kind, code32, state, cause)
     }
 
     /// Drops what the scanner and patch manager knew about written pages.
@@ -426,18 +445,19 @@ impl RawEngine {
         let phys = cpu.probe_translate(platform, lin);
         let code32 = cpu.state.code32();
         let eip = cpu.state.eip;
+        let icount = cpu.icount;
         let outcome = cpu.step(platform);
         let emulated = matches!(outcome, StepOutcome::Retired | StepOutcome::Halted);
         if emulated {
             self.monitor.emulated += 1;
-            events.emit(cpu.icount, lin, || Event::Emulated { reason });
+            events.emit(icount, lin, || Event::Emulated { reason });
         } else {
             self.monitor.delivered += 1;
         }
         let mut patched = None;
         if emulated && matches!(reason, ExitReason::Fault(_) | ExitReason::Marked) {
             if let Some(phys) = phys {
-                if self.count_trap(cpu, platform, lin, phys, eip, code32, events) {
+                if self.count_trap(cpu, platform, icount, lin, phys, eip, code32, events) {
                     patched = Some(phys >> 12);
                 }
             }
@@ -452,6 +472,7 @@ impl RawEngine {
         &mut self,
         cpu: &Cpu,
         platform: &mut Platform,
+        icount: u64,
         lin: u32,
         phys: u32,
         eip: u32,
@@ -483,6 +504,7 @@ impl RawEngine {
         self.install(
             cpu,
             platform,
+            icount,
             lin,
             phys,
             inst,
