@@ -344,13 +344,7 @@ impl RawEngine {
         if !self.scanner.is_marked(site) {
             return SiteKind::Plain;
         }
-        let (state, cause) = if !self.config.patching {
-            (PatchState::Refused(RefuseReason::PatchingOff), None)
-        } else if inlinable(inst) {
-            (PatchState::Enabled, Some(PatchCause::Scanned))
-        } else {
-            (PatchState::Refused(RefuseReason::NotInlinable), None)
-        };
+        let (state, cause) = self.decide(inst, PatchCause::Scanned);
         let index = self.install(
             cpu,
             platform,
@@ -368,6 +362,17 @@ impl RawEngine {
             SiteKind::Patch(index)
         } else {
             SiteKind::Trap
+        }
+    }
+
+    /// Whether a site gets an inline patch, and why not if it does not.
+    fn decide(&self, inst: &Instruction, cause: PatchCause) -> (PatchState, Option<PatchCause>) {
+        if !self.config.patching {
+            (PatchState::Refused(RefuseReason::PatchingOff), None)
+        } else if inlinable(inst) {
+            (PatchState::Enabled, Some(cause))
+        } else {
+            (PatchState::Refused(RefuseReason::NotInlinable), None)
         }
     }
 
@@ -492,13 +497,7 @@ impl RawEngine {
         let Some(inst) = decode_at(platform, phys, eip, code32) else {
             return false;
         };
-        let (state, cause) = if !self.config.patching {
-            (PatchState::Refused(RefuseReason::PatchingOff), None)
-        } else if inlinable(&inst) {
-            (PatchState::Enabled, Some(PatchCause::Hot(count)))
-        } else {
-            (PatchState::Refused(RefuseReason::NotInlinable), None)
-        };
+        let (state, cause) = self.decide(&inst, PatchCause::Hot(count));
         // Only inlinable patches read CS (for their region), and those do
         // not change it: the state after the emulated instruction serves.
         self.install(
