@@ -173,3 +173,76 @@ fn conformance_on_garbage_vectors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn record_info_and_verified_replay() {
+    let trace = scratch("pit.rbt", b"");
+    let kernel = format!("{OUT_DIR}/pit.elf");
+    let out = ringback(&[
+        "record",
+        "-o",
+        &trace,
+        &kernel,
+        "--serial",
+        "none",
+        "--checkpoint-interval",
+        "200000",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = ringback(&["info", &trace, "--json"]);
+    assert_eq!(info.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["complete"], true);
+    assert!(json["checkpoints"].as_u64().unwrap_or(0) >= 3, "{json}");
+    assert!(
+        json["events_by_kind"]["interrupt"].as_u64().unwrap_or(0) >= 50,
+        "{json}"
+    );
+    let replay = ringback(&["replay", "--verify", "--engine", "emulate", &trace]);
+    let err = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(0), "{err}");
+    assert!(err.contains("checkpoints verified"), "{err}");
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("ticks: 50"));
+}
+
+#[test]
+fn a_replay_that_departs_from_the_recording_reports_where() {
+    // Recorded with an injected patch bug; the reference engine computes
+    // what the guest should have: the replay diverges, with a report.
+    let trace = scratch("bug.rbt", b"");
+    let kernel = format!("{OUT_DIR}/patchbugs.elf");
+    let out = ringback(&[
+        "record",
+        "-o",
+        &trace,
+        &kernel,
+        "--serial",
+        "none",
+        "--inject",
+        "pushf-leak",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let replay = ringback(&["replay", "--verify", "--engine", "emulate", &trace]);
+    let err = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("divergence at icount") && err.contains("recorded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unusable_traces_are_refused_with_a_reason() {
+    assert_error(
+        &ringback(&["replay", &scratch("garbage.rbt", b"not a trace at all")]),
+        "not a ringback trace",
+    );
+    assert_error(&ringback(&["info", &scratch("short.rbt", b"RINGBACK")]), "truncated");
+    let mut future = b"RINGBACK".to_vec();
+    future.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
+    assert_error(
+        &ringback(&["replay", &scratch("future.rbt", &future)]),
+        "written by format 9, this build reads 1",
+    );
+    assert_error(&ringback(&["replay", "/nonexistent/x.rbt"]), "cannot read");
+}

@@ -37,7 +37,17 @@ const EVENT_BATCH: usize = 8192;
 const QUEUE: usize = 64;
 
 enum Job {
-    Frame { kind: FrameKind, icount: u64, raw: Vec<u8> },
+    Frame {
+        kind: FrameKind,
+        icount: u64,
+        raw: Vec<u8>,
+    },
+    /// Events are encoded on the writer thread too: the guest's thread only
+    /// hands the batch over.
+    Events {
+        icount: u64,
+        batch: EventBatch,
+    },
     Finish,
 }
 
@@ -82,6 +92,10 @@ impl WriterThread {
         while let Ok(job) = jobs.recv() {
             match job {
                 Job::Frame { kind, icount, raw } => self.write(kind, icount, &raw)?,
+                Job::Events { icount, batch } => {
+                    let raw = postcard::to_allocvec(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
+                    self.write(FrameKind::Events, icount, &raw)?;
+                }
                 Job::Finish => {
                     let index = TraceIndex {
                         frames: std::mem::take(&mut self.index),
@@ -179,6 +193,14 @@ impl FrameSender {
     }
 }
 
+impl FrameSender {
+    fn send_events(&self, icount: u64, batch: EventBatch) -> Result<()> {
+        self.0
+            .send(Job::Events { icount, batch })
+            .map_err(|_| TraceError::Writer("the writer thread stopped (see its error)".into()))
+    }
+}
+
 /// Buffers events and sends them in batches.
 struct EventWriter {
     frames: FrameSender,
@@ -202,9 +224,9 @@ impl EventSink for EventWriter {
         let icount = self.batch[0].icount;
         let n = self.batch.len() as u64;
         let batch = EventBatch {
-            events: std::mem::take(&mut self.batch),
+            events: std::mem::replace(&mut self.batch, Vec::with_capacity(EVENT_BATCH)),
         };
-        if self.frames.send(FrameKind::Events, icount, &batch).is_err() {
+        if self.frames.send_events(icount, batch).is_err() {
             if let Ok(mut f) = self.failed.lock() {
                 *f = true;
             }
