@@ -23,9 +23,13 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} instructions ({eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    // With no known end (a run without --max-insns), a counter instead of a bar.
+    let (bar, template) = if len == 0 {
+        (ProgressBar::no_length(), "{spinner} {msg}: {pos} instructions ({per_sec})")
+    } else {
+        (ProgressBar::new(len), "{msg} [{bar:40}] {pos}/{len} instructions ({eta})")
+    };
+    let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
