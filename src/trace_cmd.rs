@@ -25,9 +25,15 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     }
     // With no known end (a run without --max-insns), a counter instead of a bar.
     let (bar, template) = if len == 0 {
-        (ProgressBar::no_length(), "{spinner} {msg}: {pos} instructions ({per_sec})")
+        (
+            ProgressBar::no_length(),
+            "{spinner} {msg}: {pos} instructions ({per_sec})",
+        )
     } else {
-        (ProgressBar::new(len), "{msg} [{bar:40}] {pos}/{len} instructions ({eta})")
+        (
+            ProgressBar::new(len),
+            "{msg} [{bar:40}] {pos}/{len} instructions ({eta})",
+        )
     };
     let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
@@ -89,11 +95,16 @@ pub fn record(
 
 fn open(path: &Path) -> Result<Trace> {
     let trace = Trace::open(path).with_context(|| format!("cannot use trace {}", path.display()))?;
-    if let Some(damage) = &trace.damage {
-        eprintln!(
+    match (&trace.damage, &trace.end) {
+        (Some(damage), _) => eprintln!(
             "ringback: warning: {} is incomplete (the recorder stopped early); readable up to its last complete frame: {damage}",
             path.display()
-        );
+        ),
+        (None, None) => eprintln!(
+            "ringback: warning: {} is incomplete (the recorder stopped early); all its frames are readable",
+            path.display()
+        ),
+        _ => {}
     }
     Ok(trace)
 }

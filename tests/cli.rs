@@ -246,3 +246,46 @@ fn unusable_traces_are_refused_with_a_reason() {
     );
     assert_error(&ringback(&["replay", "/nonexistent/x.rbt"]), "cannot read");
 }
+
+#[test]
+fn a_recorder_killed_with_sigkill_leaves_a_replayable_trace() {
+    let trace = scratch("killed.rbt", b"");
+    let kernel = format!("{OUT_DIR}/bench.elf");
+    let mut child = Command::new(RINGBACK)
+        .args([
+            "record",
+            "-o",
+            &trace,
+            &kernel,
+            "--append",
+            "int 100000",
+            "--serial",
+            "none",
+        ])
+        .args(["--checkpoint-interval", "1000000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringback record");
+    // Wait for a few checkpoints to reach the file, then SIGKILL.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&trace).map_or(0, |m| m.len()) < 60_000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let info = ringback(&["info", &trace, "--json"]);
+    let err = String::from_utf8_lossy(&info.stderr);
+    assert_eq!(info.status.code(), Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["complete"], false);
+    assert!(json["checkpoints"].as_u64().unwrap_or(0) >= 2, "{json}");
+    let replay = ringback(&["replay", "--verify", &trace]);
+    let err = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("incomplete") && err.contains("checkpoints verified"),
+        "{err}"
+    );
+}
