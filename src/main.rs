@@ -317,9 +317,12 @@ fn exit_code(stop: &StopReason) -> ExitCode {
     match stop {
         StopReason::ExitDevice(status) => ExitCode::from(*status as u8),
         StopReason::TripleFault { .. } | StopReason::FaultLoop { .. } => ExitCode::from(EXIT_GUEST_CRASH),
-        StopReason::HaltedForever | StopReason::IdleForever | StopReason::InsnLimit | StopReason::Reset => {
-            ExitCode::SUCCESS
-        }
+        StopReason::HaltedForever
+        | StopReason::IdleForever
+        | StopReason::InsnLimit
+        | StopReason::Reset
+        | StopReason::Breakpoint(_)
+        | StopReason::Watchpoint { .. } => ExitCode::SUCCESS,
     }
 }
 

@@ -118,6 +118,7 @@ fn run_cases(protected: bool) {
             StopReason::HaltedForever | StopReason::IdleForever => "halt",
             StopReason::ExitDevice(_) => "exit",
             StopReason::Reset => "reset",
+            StopReason::Breakpoint(_) | StopReason::Watchpoint { .. } => unreachable!("no debugger attached"),
         };
         *stops.entry(kind).or_default() += 1;
     }

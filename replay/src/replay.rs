@@ -324,6 +324,30 @@ pub enum Predicate {
     /// The next instruction writes guest-physical bytes in `[start, end)`
     /// (a write watchpoint); any write counts, whatever the value.
     Writes { start: u32, end: u32 },
+    /// The next instruction reads (`write` false) or writes the range.
+    Accesses {
+        start: u32,
+        end: u32,
+        read: bool,
+        write: bool,
+    },
+}
+
+/// Where a forward run stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The requested position.
+    Reached,
+    /// The end of the trace.
+    End,
+    Breakpoint(u32),
+    /// The last instruction accessed watched memory (`index` into the
+    /// watches given).
+    Watch {
+        index: usize,
+        addr: u32,
+        write: bool,
+    },
 }
 
 impl Replayer<'_> {
@@ -333,33 +357,74 @@ impl Replayer<'_> {
     /// intervals backwards, replaying each one instruction at a time, and
     /// leaves the replay at the match (or where it was, when none).
     pub fn find_previous(&mut self, pred: Predicate) -> Result<Option<u64>> {
+        Ok(self.find_previous_any(&[pred])?.map(|(at, _)| at))
+    }
+
+    /// [`Replayer::find_previous`] for the first of several predicates to
+    /// hold going backwards; also says which one held.
+    pub fn find_previous_any(&mut self, preds: &[Predicate]) -> Result<Option<(u64, usize)>> {
         let here = self.machine.icount();
         let marks = self.checkpoint_icounts();
         let Some(mut k) = marks.iter().rposition(|&c| c < here) else {
             return Ok(None);
         };
+        let pcs: Vec<(usize, u32)> = preds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Predicate::Pc(pc) => Some((i, *pc)),
+                _ => None,
+            })
+            .collect();
+        let watches: Vec<(usize, vm::platform::Watch)> = preds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match *p {
+                Predicate::Writes { start, end } => Some((
+                    i,
+                    vm::platform::Watch {
+                        start,
+                        end,
+                        read: false,
+                        write: true,
+                    },
+                )),
+                Predicate::Accesses {
+                    start,
+                    end,
+                    read,
+                    write,
+                } => Some((
+                    i,
+                    vm::platform::Watch {
+                        start,
+                        end,
+                        read,
+                        write,
+                    },
+                )),
+                Predicate::Pc(_) => None,
+            })
+            .collect();
         loop {
             self.restore(k)?;
             let mut found = None;
             while self.machine.icount() < here {
                 let at = self.machine.icount();
-                let hit = match pred {
-                    Predicate::Pc(pc) => vm::raw::pc(&self.machine.cpu) == pc,
-                    Predicate::Writes { .. } => self.step_watching(pred)?,
-                };
-                if hit {
-                    found = Some(at);
+                let pc = vm::raw::pc(&self.machine.cpu);
+                if let Some(&(i, _)) = pcs.iter().find(|(_, p)| *p == pc) {
+                    found = Some((at, i));
                 }
-                if matches!(pred, Predicate::Pc(_)) {
-                    self.step()?;
+                if let Some(w) = self.step_watching(&watches)? {
+                    found = Some((at, w));
                 }
                 if self.machine.icount() == at {
                     break; // the end of the trace, or a halted guest
                 }
             }
-            if let Some(at) = found {
-                self.seek(at)?;
-                return Ok(Some(at));
+            if let Some(hit) = found {
+                self.seek(hit.0)?;
+                return Ok(Some(hit));
             }
             if k == 0 {
                 self.seek(here)?;
@@ -369,22 +434,72 @@ impl Replayer<'_> {
         }
     }
 
-    /// Runs one instruction; whether it wrote the watched range.
-    fn step_watching(&mut self, pred: Predicate) -> Result<bool> {
-        let Predicate::Writes { start, end } = pred else {
+    /// Runs one instruction with `watches` armed; the predicate index of the
+    /// watch it touched, if any.
+    fn step_watching(&mut self, watches: &[(usize, vm::platform::Watch)]) -> Result<Option<usize>> {
+        if watches.is_empty() {
             self.step()?;
-            return Ok(false);
-        };
-        self.machine.platform.write_watch = Some(vm::platform::WriteWatch { start, end, hit: false });
+            return Ok(None);
+        }
+        let saved = std::mem::replace(
+            &mut self.machine.platform.watches,
+            watches.iter().map(|(_, w)| *w).collect(),
+        );
+        self.machine.platform.watch_hit = None;
         let r = self.step();
-        let hit = self.machine.platform.write_watch.take().is_some_and(|w| w.hit);
-        r.map(|_| hit)
+        let hit = self.machine.platform.watch_hit.take();
+        self.machine.platform.watches = saved;
+        r.map(|_| hit.and_then(|h| watches.get(h.index).map(|(i, _)| *i)))
+    }
+
+    /// Runs forward to `limit` (at most the end), stopping at a breakpoint
+    /// (before the instruction there; not at the first instruction, which
+    /// is being resumed from) or after an instruction that touches a watch.
+    pub fn resume(&mut self, limit: u64, breakpoints: &[u32], watches: &[vm::platform::Watch]) -> Result<Stop> {
+        let end = self.end_icount();
+        let limit = limit.min(end);
+        self.machine.breakpoints = breakpoints.to_vec();
+        self.machine.platform.watches = watches.to_vec();
+        self.machine.platform.watch_hit = None;
+        self.machine.resume_past_breakpoint = true;
+        let result = self.resume_inner(limit, end);
+        self.machine.breakpoints.clear();
+        self.machine.platform.watches.clear();
+        self.machine.platform.watch_hit = None;
+        self.machine.resume_past_breakpoint = false;
+        result
+    }
+
+    fn resume_inner(&mut self, limit: u64, end: u64) -> Result<Stop> {
+        loop {
+            let here = self.machine.icount();
+            if here >= limit {
+                return Ok(if here >= end { Stop::End } else { Stop::Reached });
+            }
+            let next_cp = self.checkpoints.get(self.next_checkpoint).map(|c| c.icount);
+            let target = next_cp.map_or(limit, |c| c.min(limit));
+            if here < target {
+                match self.machine.run(target, &mut self.input, &mut self.console) {
+                    StopReason::Breakpoint(pc) => return Ok(Stop::Breakpoint(pc)),
+                    StopReason::Watchpoint { index, addr, write } => return Ok(Stop::Watch { index, addr, write }),
+                    _ => {}
+                }
+                if self.machine.icount() == here {
+                    // Halted for good short of the target: nothing more runs.
+                    return Ok(Stop::End);
+                }
+            }
+            if Some(self.machine.icount()) == next_cp {
+                let index = self.next_checkpoint;
+                self.next_checkpoint += 1;
+                self.at_checkpoint(index, false)?;
+            }
+        }
     }
 
     /// Reads guest memory at a linear address through the guest's page
     /// tables, without side effects; `None` where a page is not mapped.
     pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
-        use vm::bus::Bus;
         let mut out = Vec::with_capacity(len);
         for i in 0..len {
             let lin = addr.wrapping_add(i as u32);
@@ -392,7 +507,7 @@ impl Replayer<'_> {
             if phys as usize >= self.machine.platform.mem.ram_size() {
                 return None;
             }
-            out.push(self.machine.platform.read_phys(phys, 1) as u8);
+            out.push(self.machine.platform.mem.read(phys, 1) as u8);
         }
         Some(out)
     }

@@ -92,6 +92,11 @@ pub enum StopReason {
     /// Exceptions kept being delivered without any instruction retiring (a
     /// handler that faults at once, forever): the guest can make no progress.
     FaultLoop { fault: Fault, state: Box<CpuState> },
+    /// A debugger's breakpoint: the next instruction is at this linear address.
+    Breakpoint(u32),
+    /// A debugger's watchpoint: the last instruction accessed this
+    /// guest-physical address (`Platform::watches[index]`).
+    Watchpoint { index: usize, addr: u32, write: bool },
 }
 
 impl std::fmt::Display for StopReason {
@@ -108,6 +113,10 @@ impl std::fmt::Display for StopReason {
                     f,
                     "fault loop: {fault} delivered {MAX_FAULTS_WITHOUT_PROGRESS} times with no instruction retiring"
                 )
+            }
+            StopReason::Breakpoint(pc) => write!(f, "breakpoint at {pc:#x}"),
+            StopReason::Watchpoint { addr, write, .. } => {
+                write!(f, "watchpoint: {} at {addr:#x}", if *write { "write" } else { "read" })
             }
         }
     }
@@ -134,6 +143,12 @@ pub struct Machine {
     pub raw: RawEngine,
     /// Where events go (none by default).
     pub events: SinkSlot,
+    /// A debugger's breakpoints (linear addresses). With any breakpoint or
+    /// watchpoint set, the loop runs one reference step at a time.
+    pub breakpoints: Vec<u32>,
+    /// The next run starts with the instruction at a breakpoint without
+    /// stopping there (a debugger resuming from it).
+    pub resume_past_breakpoint: bool,
     /// Virtual time of the next host-input poll.
     next_poll: u64,
     /// Timer deadlines passed while halted since the last interrupt.
@@ -169,6 +184,8 @@ impl Machine {
             blocks: BlockCache::default(),
             raw: RawEngine::default(),
             events: SinkSlot::default(),
+            breakpoints: Vec::new(),
+            resume_past_breakpoint: false,
             next_poll: 0,
             idle_without_wakeup: 0,
             fault_loop: (u64::MAX, 0),
@@ -315,7 +332,16 @@ impl Machine {
                 deadline = self.next_deadline();
                 continue;
             }
-            let outcome = match self.engine {
+            let debugging = !self.breakpoints.is_empty() || !self.platform.watches.is_empty();
+            if debugging && !std::mem::take(&mut self.resume_past_breakpoint) {
+                let pc = crate::raw::pc(&self.cpu);
+                if self.breakpoints.contains(&pc) {
+                    self.flush_console(console);
+                    return StopReason::Breakpoint(pc);
+                }
+            }
+            let engine = if debugging { Engine::Emulate } else { self.engine };
+            let outcome = match engine {
                 Engine::Emulate => self.cpu.step(&mut self.platform),
                 Engine::Blocks => {
                     // Blocks end at the next deadline, so timers and input are
@@ -396,6 +422,15 @@ impl Machine {
                         return StopReason::Reset;
                     }
                 }
+            }
+            // The hit stays noted until the debugger clears it.
+            if let Some(hit) = self.platform.watch_hit {
+                self.flush_console(console);
+                return StopReason::Watchpoint {
+                    index: hit.index,
+                    addr: hit.addr,
+                    write: hit.write,
+                };
             }
         }
     }

@@ -60,6 +60,21 @@ pub struct BusStats {
 }
 
 impl Platform {
+    #[cold]
+    fn check_watches(&mut self, addr: u32, size: u8, write: bool) {
+        if self.watch_hit.is_some() {
+            return;
+        }
+        let end = addr.wrapping_add(u32::from(size));
+        let hit = self
+            .watches
+            .iter()
+            .position(|w| (if write { w.write } else { w.read }) && addr < w.end && end > w.start);
+        if let Some(index) = hit {
+            self.watch_hit = Some(WatchHit { index, addr, write });
+        }
+    }
+
     #[inline]
     fn log_io(&mut self, addr: u32, mmio: bool, size: u8, value: u32, write: bool) {
         if let Some(log) = &mut self.io_log {
@@ -74,13 +89,24 @@ impl Platform {
     }
 }
 
-/// A watched physical range `[start, end)`; `hit` is set by any write that
-/// touches it (of any value, as a hardware watchpoint triggers).
+/// A watched physical range `[start, end)` (a debugger's watchpoint): any
+/// access of the watched kinds that touches it is noted, whatever the value,
+/// as a hardware watchpoint triggers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriteWatch {
+pub struct Watch {
     pub start: u32,
     pub end: u32,
-    pub hit: bool,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// The first watched access since the hit was last cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchHit {
+    /// Index into `Platform::watches`.
+    pub index: usize,
+    pub addr: u32,
+    pub write: bool,
 }
 
 /// One port or MMIO access, logged while a recorder listens.
@@ -137,8 +163,9 @@ pub struct Platform {
     /// Port and MMIO accesses since the machine last drained them; `None`
     /// (nothing logged) unless an event sink listens.
     pub io_log: Option<Vec<IoAccess>>,
-    /// A physical range whose writes a debugger wants to know about.
-    pub write_watch: Option<WriteWatch>,
+    /// Physical ranges whose accesses a debugger wants to know about.
+    pub watches: Vec<Watch>,
+    pub watch_hit: Option<WatchHit>,
     /// Cached PIC INTR output, refreshed by `route_all` (every PIC change
     /// passes through it: port accesses raise `attention.irq`, timers are
     /// serviced before it).
@@ -164,7 +191,8 @@ impl Platform {
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,
-            write_watch: None,
+            watches: Vec::new(),
+            watch_hit: None,
             intr: false,
             reset_requested: false,
             a20_mask: 0,
@@ -361,6 +389,9 @@ impl Bus for Platform {
     #[inline]
     fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
         let addr = addr & self.a20_mask;
+        if !self.watches.is_empty() {
+            self.check_watches(addr, size, false);
+        }
         if (addr as usize) < self.mem.ram_size() || self.mmio.is_empty() {
             return self.mem.read(addr, size);
         }
@@ -391,10 +422,8 @@ impl Bus for Platform {
     #[inline]
     fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
         let addr = addr & self.a20_mask;
-        if let Some(w) = &mut self.write_watch {
-            if addr < w.end && addr.wrapping_add(u32::from(size)) > w.start {
-                w.hit = true;
-            }
+        if !self.watches.is_empty() {
+            self.check_watches(addr, size, true);
         }
         if (addr as usize) < self.mem.ram_size() {
             return self.mem.write(addr, size, value);
