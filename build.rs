@@ -37,6 +37,7 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "platform",
     "ringleak",
     "patchbugs",
+    "gdbdemo",
 ];
 
 fn run(cmd: &mut Command) {

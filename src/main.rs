@@ -92,6 +92,16 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Serve a trace to gdb (`target remote :1234`), forwards and backwards.
+    Gdb {
+        trace: PathBuf,
+        /// Address to listen on (loopback unless told otherwise).
+        #[arg(long, default_value = "127.0.0.1:1234")]
+        listen: String,
+        /// Replay guest code with this engine instead of the recorded one.
+        #[arg(long)]
+        engine: Option<Engine>,
+    },
     /// Describe a trace: instructions, speed, events, patches, sizes.
     Info {
         trace: PathBuf,
@@ -228,6 +238,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             verify,
         } => trace_cmd::replay(&trace, engine, no_patch, verify),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
+        Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
         Command::Bench {
             workload,
             rounds,

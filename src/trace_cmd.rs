@@ -294,3 +294,13 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn gdb(path: &Path, listen: &str, engine: Option<Engine>) -> Result<ExitCode> {
+    let trace = open(path)?;
+    let replayer = Replayer::new(&trace, ReplayOptions { engine, raw: None })?;
+    let listener = gdb::listen(listen)?;
+    let mut target = gdb::DebugTarget::new(replayer);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    gdb::serve(&mut target, listener, stop)?;
+    Ok(ExitCode::SUCCESS)
+}

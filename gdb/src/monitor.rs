@@ -1,0 +1,116 @@
+//! `monitor` commands: where the replay is, moving it, and what the trace
+//! says around it.
+
+use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd};
+use vm::raw::patm::PatchState;
+
+use crate::target::DebugTarget;
+use crate::GdbError;
+
+const HELP: &str = "\
+ringback monitor commands:
+  icount            the current position (instructions retired)
+  seek N            move to icount N (forwards or backwards)
+  restart           move to the start of the trace
+  checkpoints       the trace's checkpoints
+  events [N]        the N trace events around the position (default 10)
+  patches           the raw engine's patch table at this position
+  quit              stop serving (the server exits)
+  help              this text";
+
+impl MonitorCmd for DebugTarget<'_> {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), GdbError> {
+        let Ok(cmd) = std::str::from_utf8(cmd) else {
+            outputln!(out, "monitor commands are text; try 'monitor help'");
+            return Ok(());
+        };
+        let mut words = cmd.split_whitespace();
+        let r = &mut self.replayer;
+        match (words.next(), words.next()) {
+            (Some("icount"), None) => {
+                outputln!(out, "icount {} of {}", r.icount(), r.end_icount());
+            }
+            (Some("seek"), Some(n)) => match n.parse::<u64>() {
+                Ok(n) => {
+                    let target = n.min(r.end_icount());
+                    r.seek(target).map_err(GdbError::Trace)?;
+                    outputln!(
+                        out,
+                        "at icount {} (pc {:#x}); 'stepi 0' or 'info registers' to refresh gdb",
+                        r.icount(),
+                        vm::raw::pc(&r.machine.cpu)
+                    );
+                }
+                Err(_) => outputln!(out, "seek needs an instruction count, not '{n}'"),
+            },
+            (Some("restart"), None) => {
+                r.seek(0).map_err(GdbError::Trace)?;
+                outputln!(out, "at icount 0");
+            }
+            (Some("checkpoints"), None) => {
+                for (i, c) in r.checkpoint_icounts().iter().enumerate() {
+                    outputln!(out, "checkpoint {i}: icount {c}");
+                }
+            }
+            (Some("events"), n) => {
+                let n: u64 = n.and_then(|v| v.parse().ok()).unwrap_or(10).max(1);
+                let here = r.icount();
+                let before = r
+                    .trace
+                    .events(here.saturating_sub(n * 1000), here)
+                    .map_err(GdbError::Trace)?;
+                let after = r
+                    .trace
+                    .events(here, here.saturating_add(n * 1000))
+                    .map_err(GdbError::Trace)?;
+                let half = (n as usize).div_ceil(2);
+                let shown = before
+                    .iter()
+                    .skip(before.len().saturating_sub(half))
+                    .chain(after.iter().take(n as usize - half.min(n as usize)));
+                let mut any = false;
+                for e in shown {
+                    any = true;
+                    let mark = if e.icount < here { ' ' } else { '>' };
+                    outputln!(out, "{mark} {:>12}  {:#010x}  {}", e.icount, e.pc, e.event);
+                }
+                if !any {
+                    outputln!(out, "no events near icount {here}");
+                }
+            }
+            (Some("patches"), None) => {
+                let patches = &r.machine.raw.patches.patches;
+                if patches.is_empty() {
+                    outputln!(
+                        out,
+                        "no patches at this position (patches are dropped at each checkpoint)"
+                    );
+                }
+                for p in patches {
+                    let state = match p.state {
+                        PatchState::Enabled => "enabled".to_string(),
+                        PatchState::Disabled => "disabled".to_string(),
+                        PatchState::Dirty => "dirty".to_string(),
+                        PatchState::Refused(why) => format!("refused: {why}"),
+                    };
+                    outputln!(
+                        out,
+                        "{:#010x}  {:<24} {:?} {state}; {} hits, {} traps avoided",
+                        p.site,
+                        p.inst.to_string(),
+                        p.kind,
+                        p.hits,
+                        p.traps_avoided
+                    );
+                }
+            }
+            (Some("quit"), None) => {
+                self.quit = true;
+                outputln!(out, "the server stops when this client disconnects");
+            }
+            (Some("help"), _) | (None, _) => outputln!(out, "{HELP}"),
+            _ => outputln!(out, "unknown command '{cmd}'; try 'monitor help'"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! The gdb server against Debian's real gdb, in batch mode, on a recorded
+//! guest built with symbols; and raw-socket abuse that must leave the
+//! server serving.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+const OUT_DIR: &str = env!("OUT_DIR");
+
+fn scratch(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("ringback-gdb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+fn record(name: &str, tag: &str) -> String {
+    let trace = scratch(&format!("{name}-{tag}.rbt"));
+    let kernel = format!("{OUT_DIR}/{name}.elf");
+    let out = Command::new(RINGBACK)
+        .args([
+            "record",
+            "-o",
+            &trace,
+            &kernel,
+            "--serial",
+            "none",
+            "--checkpoint-interval",
+            "2000",
+        ])
+        .output()
+        .expect("record");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    trace
+}
+
+/// A server on a free loopback port; returns it and the port.
+fn serve(trace: &str) -> (Child, u16) {
+    let mut child = Command::new(RINGBACK)
+        .args(["gdb", trace, "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ringback gdb");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("server output").expect("line");
+        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    // Keep draining the log so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
+fn gdb(tag: &str, script: &str) -> String {
+    let path = scratch(&format!("{tag}.gdb"));
+    std::fs::write(&path, script).expect("script");
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-x", &path])
+        .output()
+        .expect("run gdb (bash scripts/setup.sh installs it)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The value printed after `key=` on the line starting with `tag`.
+fn field(out: &str, tag: &str, key: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(tag))
+        .unwrap_or_else(|| panic!("no {tag} line in gdb output:\n{out}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .to_string()
+}
+
+const REGS: &str = r#"printf "eax=%x ecx=%x edx=%x ebx=%x esp=%x ebp=%x esi=%x edi=%x eip=%x eflags=%x\n", $eax, $ecx, $edx, $ebx, $esp, $ebp, $esi, $edi, $eip, $eflags"#;
+
+#[test]
+fn gdb_steps_and_continues_both_ways_on_a_trace() {
+    let trace = record("gdbdemo", "both-ways");
+    let (server, port) = serve(&trace);
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let script = format!(
+        r#"set pagination off
+set confirm off
+file {elf}
+target remote 127.0.0.1:{port}
+printf "START\n"
+monitor icount
+printf "SYMS bump=%x counter=%x\n", bump, &counter
+break bump
+continue
+printf "HIT1 eip=%x counter=%u\n", $eip, counter
+continue
+printf "HIT2 eip=%x counter=%u\n", $eip, counter
+printf "BEFORE "
+{REGS}
+stepi
+printf "STEPPED eip=%x\n", $eip
+reverse-stepi
+printf "AFTER "
+{REGS}
+reverse-continue
+printf "RC eip=%x counter=%u\n", $eip, counter
+delete
+monitor seek 500
+monitor icount
+continue
+printf "END eip=%x counter=%u\n", $eip, counter
+watch counter
+reverse-continue
+printf "WATCH pc=%x counter=%u\n", $pc, counter
+x/i $pc
+delete
+monitor seek 0
+reverse-stepi
+printf "BEGIN eip=%x\n", $eip
+monitor quit
+"#
+    );
+    let out = gdb("both-ways", &script);
+    finish(server);
+    let bump = field(&out, "SYMS", "bump");
+    let counter = field(&out, "SYMS", "counter");
+    assert!(out.contains("icount 0 of"), "gdb sees the guest at icount 0:\n{out}");
+    // break at a function, continue, check registers and memory
+    assert_eq!(field(&out, "HIT1", "eip"), bump);
+    assert_eq!(field(&out, "HIT1", "counter"), "0");
+    assert_eq!(field(&out, "HIT2", "counter"), "1");
+    // stepi then reverse-stepi: identical registers
+    let before = out
+        .lines()
+        .find(|l| l.starts_with("BEFORE"))
+        .expect("BEFORE")
+        .replace("BEFORE ", "");
+    let after = out
+        .lines()
+        .find(|l| l.starts_with("AFTER"))
+        .expect("AFTER")
+        .replace("AFTER ", "");
+    assert_eq!(before, after, "{out}");
+    assert_ne!(field(&out, "STEPPED", "eip"), bump);
+    // reverse-continue stops at the previous breakpoint hit
+    assert_eq!(field(&out, "RC", "eip"), bump);
+    assert_eq!(field(&out, "RC", "counter"), "0");
+    // monitor seek moves the position; the end of the trace is reported
+    assert!(out.contains("icount 500 of"), "{out}");
+    assert!(out.contains("No more reverse-execution history"), "{out}");
+    assert_eq!(field(&out, "END", "counter"), "5050");
+    // a watchpoint and reverse-continue: the instruction that last wrote
+    let pc = u32::from_str_radix(&field(&out, "WATCH", "pc"), 16).expect("pc");
+    let bump_at = u32::from_str_radix(&bump, 16).expect("bump");
+    assert!((bump_at..bump_at + 64).contains(&pc), "stopped in bump: {out}");
+    assert_eq!(
+        field(&out, "WATCH", "counter"),
+        "4950",
+        "the value before the last write"
+    );
+    let insn = out.lines().find(|l| l.starts_with("=> 0x")).expect("x/i line");
+    assert!(
+        insn.contains("mov") && insn.contains(&format!("0x{counter}")),
+        "the writer: {insn}"
+    );
+    // the start of the trace
+    assert_eq!(out.matches("No more reverse-execution history").count(), 2, "{out}");
+}
+
+/// Waits for the server to exit after `monitor quit`; kills it if it does
+/// not, and says so.
+fn finish(mut server: Child) {
+    for _ in 0..100 {
+        if let Ok(Some(_)) = server.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    panic!("the server did not stop after 'monitor quit'");
+}
+
+fn packet(body: &str) -> Vec<u8> {
+    let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("${body}#{sum:02x}").into_bytes()
+}
+
+#[test]
+fn hostile_packets_and_a_second_client_leave_the_server_serving() {
+    let trace = record("gdbdemo", "hostile");
+    let (server, port) = serve(&trace);
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        s
+    };
+    // Garbage, a bad checksum, a truncated packet, an oversized one, then
+    // a disconnect in the middle of a packet.
+    let mut s = connect();
+    let _ = s.write_all(b"\x00\xff garbage without framing \x03\x03");
+    let _ = s.write_all(b"$g#00");
+    let _ = s.write_all(b"$qSupported:multiprocess+");
+    let mut big = b"$m".to_vec();
+    big.extend(std::iter::repeat_n(b'f', 100_000));
+    big.extend(b"#00");
+    let _ = s.write_all(&big);
+    let _ = s.write_all(b"$m0,4");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    // A well-behaved client still gets answers; a second one is refused
+    // while it is connected.
+    let mut first = connect();
+    first.write_all(&packet("?")).expect("send");
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).expect("a reply");
+    assert!(n > 0);
+    let mut second = connect();
+    let mut refused = Vec::new();
+    let _ = second.read_to_end(&mut refused);
+    assert!(
+        String::from_utf8_lossy(&refused).contains("E01"),
+        "second client: {refused:?}"
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    // And real gdb works afterwards.
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let out = gdb(
+        "hostile",
+        &format!(
+        "set confirm off\nfile {elf}\ntarget remote 127.0.0.1:{port}\nbreak bump\ncontinue\nprintf \"OK counter=%u\\n\", counter\nmonitor quit\nx/4xb 0xfffff000\n"
+        ),
+    );
+    finish(server);
+    assert_eq!(field(&out, "OK", "counter"), "0", "{out}");
+    assert!(
+        out.contains("Cannot access memory at address 0xfffff000"),
+        "unmapped memory is an error: {out}"
+    );
+}
