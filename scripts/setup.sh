@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ringback's build, tests and benchmarks need beyond the Rust
 # toolchain: gcc/binutils that can build 32-bit freestanding guests (build.rs),
-# and Debian's qemu-system-i386, the peer the end-to-end tests compare against.
+# Debian's qemu-system-i386, the peer the end-to-end tests compare against,
+# and gdb, which the gdb server's tests drive.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v ld >/dev/null || need+=(binutils)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v qemu-system-i386 >/dev/null || need+=(qemu-system-x86)
+command -v gdb >/dev/null || need+=(gdb)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
