@@ -237,3 +237,85 @@ pub fn run(workload: Option<&str>, rounds: Option<u32>, with_qemu: bool) -> Resu
     result?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// The debugger's latencies on a trace of the integer workload: one step
+/// backwards from the end (cold, then repeated), and a reverse-continue to
+/// a watchpoint on memory the guest never writes, which has to search the
+/// whole trace.
+pub fn reverse(rounds: u32) -> Result<ExitCode> {
+    let kernel = Kernel::Multiboot {
+        image: BENCH_KERNEL.to_vec(),
+        cmdline: format!("bench.elf int {rounds}"),
+        modules: vec![],
+    };
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
+    let path = std::env::temp_dir().join(format!("ringback-bench-reverse-{}.rbt", std::process::id()));
+    let header = replay::model::TraceHeader {
+        build: "bench".into(),
+        config: replay::model::MachineConfig {
+            ram_bytes: 32 << 20,
+            engine: m.engine,
+            raw: m.raw.config,
+        },
+        kernel: kernel.clone(),
+        image_hashes: replay::kernel_hashes(&kernel),
+        rtc_start: host.rtc_start,
+        checkpoint_interval: replay::DEFAULT_CHECKPOINT_INTERVAL,
+        adaptive_checkpoints: false,
+    };
+    let mut console = CaptureConsole::default();
+    let start = Instant::now();
+    let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
+    let recorded = start.elapsed().as_secs_f64();
+    let trace = replay::Trace::open(&path);
+    let _ = std::fs::remove_file(&path);
+    let rec = rec?;
+    let trace = trace?;
+    println!(
+        "trace: {} instructions, {} checkpoints every {} instructions, recorded in {recorded:.2} s",
+        rec.icount,
+        rec.checkpoints,
+        replay::DEFAULT_CHECKPOINT_INTERVAL
+    );
+    let mut r = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
+    let t = Instant::now();
+    r.seek(r.end_icount())?;
+    println!(
+        "  seek to the end:              {:8.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        let here = r.icount();
+        let t = Instant::now();
+        r.seek(here - 1)?;
+        steps.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let rest = &steps[1..];
+    println!(
+        "  reverse-stepi from the end:   {:8.1} ms the first, {:.1} ms on average for the next {}, {:.1} ms at most",
+        steps[0],
+        rest.iter().sum::<f64>() / rest.len() as f64,
+        rest.len(),
+        rest.iter().cloned().fold(0.0, f64::max)
+    );
+    // Guest RAM the benchmark kernel never touches: the search must replay
+    // every checkpoint interval and finds nothing.
+    let never = 0x01F0_0000;
+    let t = Instant::now();
+    let hit = r.find_previous(replay::replay::Predicate::Writes {
+        start: never,
+        end: never + 4,
+    })?;
+    println!(
+        "  reverse-continue to a watchpoint over the whole trace: {:.2} s ({})",
+        t.elapsed().as_secs_f64(),
+        if hit.is_none() {
+            "no write, as expected"
+        } else {
+            "UNEXPECTED HIT"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

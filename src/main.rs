@@ -61,6 +61,11 @@ enum Command {
         /// Skip the QEMU comparison.
         #[arg(long)]
         no_qemu: bool,
+        /// Measure the debugger instead: record the integer workload (about
+        /// 100 million instructions by default) and time reverse-stepi and
+        /// a reverse-continue to a watchpoint over the whole trace.
+        #[arg(long)]
+        reverse: bool,
     },
     /// Boot a kernel like `run` and record the run into a trace file.
     Record {
@@ -240,9 +245,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
         Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
         Command::Bench {
+            rounds, reverse: true, ..
+        } => bench::reverse(rounds.unwrap_or(40)),
+        Command::Bench {
             workload,
             rounds,
             no_qemu,
+            ..
         } => bench::run(workload.as_deref(), rounds, !no_qemu),
     }
 }

@@ -28,8 +28,11 @@ fn multiboot(name: &str, append: &str) -> Kernel {
     }
 }
 
+/// A scratch path no other test (they run in parallel) uses.
 fn temp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("ringback-test-{}-{name}.rbt", std::process::id()))
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("ringback-test-{}-{n}-{name}.rbt", std::process::id()))
 }
 
 /// Records `kernel` on `engine`; returns the trace bytes, the output and

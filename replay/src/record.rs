@@ -23,7 +23,10 @@ use crate::format::{self, FrameKind};
 use crate::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex};
 
 /// Default instructions between checkpoints.
-pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 20_000_000;
+/// Small enough that a step backwards replays at most this many
+/// instructions (tens of milliseconds), large enough that a CPU-bound guest
+/// spends next to nothing on checkpoints.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 5_000_000;
 /// Adaptive checkpoints: fewer dirty pages than this doubles the interval,
 /// more halves it, within a factor of 8 of the configured one. Seeks stay
 /// short where the guest computes, checkpoints stay small where it writes.

@@ -108,6 +108,16 @@ pub struct Replayer<'t> {
     ram: Option<RamHasher>,
     /// The recording's RAM as the checkpoints so far describe it (verify).
     recorded_ram: Option<Vec<u8>>,
+    /// The RAM image and serial output last rebuilt by `restore`, for the
+    /// next restore of the same or a later checkpoint (stepping backwards
+    /// restores the same one again and again).
+    ram_cache: Option<RamCache>,
+}
+
+struct RamCache {
+    index: usize,
+    ram: Vec<u8>,
+    serial: Vec<u8>,
 }
 
 impl<'t> Replayer<'t> {
@@ -131,6 +141,7 @@ impl<'t> Replayer<'t> {
             next_checkpoint: 0,
             ram: None,
             recorded_ram: None,
+            ram_cache: None,
         })
     }
 
@@ -161,9 +172,16 @@ impl<'t> Replayer<'t> {
             .ram
             .get_or_insert_with(|| RamHasher::new(&self.machine.platform.mem));
         ram.update(&self.machine.platform.mem, &dirty);
-        let recorded = self
-            .recorded_ram
-            .get_or_insert_with(|| vec![0; self.machine.platform.mem.ram_size()]);
+        if self.recorded_ram.is_none() {
+            // After a restore, the recording's RAM is the image it rebuilt.
+            self.recorded_ram = Some(match &self.ram_cache {
+                Some(c) => c.ram.clone(),
+                None => vec![0; self.machine.platform.mem.ram_size()],
+            });
+        }
+        let Some(recorded) = self.recorded_ram.as_mut() else {
+            return Ok(None);
+        };
         for (page, bytes) in &cp.pages {
             let start = *page as usize * vm::mem::PAGE_SIZE;
             if let Some(dst) = recorded.get_mut(start..start + bytes.len()) {
@@ -272,13 +290,16 @@ impl<'t> Replayer<'t> {
     }
 
     /// Puts the machine in the state of checkpoint `k`: CPU, devices, RAM
-    /// (rebuilt from the pages of every checkpoint up to `k`), input cursor
-    /// and serial output.
+    /// (rebuilt from the pages of every checkpoint up to `k`, starting from
+    /// the last image rebuilt when that is not past `k`), input cursor and
+    /// serial output.
     pub fn restore(&mut self, k: usize) -> Result<()> {
-        let mut ram = vec![0u8; self.machine.platform.mem.ram_size()];
-        let mut serial = Vec::new();
+        let (mut ram, mut serial, from) = match self.ram_cache.take() {
+            Some(c) if c.index <= k => (c.ram, c.serial, c.index + 1),
+            _ => (vec![0u8; self.machine.platform.mem.ram_size()], Vec::new(), 0),
+        };
         let mut last = None;
-        for f in &self.checkpoints[..=k] {
+        for f in &self.checkpoints[from..=k] {
             let cp = self.trace.checkpoint(f)?;
             for (page, bytes) in &cp.pages {
                 let start = *page as usize * vm::mem::PAGE_SIZE;
@@ -289,19 +310,23 @@ impl<'t> Replayer<'t> {
             serial.extend_from_slice(&cp.serial);
             last = Some(cp);
         }
-        let cp = last.ok_or(TraceError::Missing("checkpoint"))?;
+        let cp = match last {
+            Some(cp) => cp,
+            None => self.trace.checkpoint(&self.checkpoints[k])?,
+        };
         self.machine.platform.mem.load(0, &ram).map_err(TraceError::Boot)?;
         self.machine.restore_state(&cp.state);
         self.machine.platform.mem.take_dirty();
         self.input.cursor = usize::try_from(cp.inputs_consumed).unwrap_or(usize::MAX);
         self.input.mismatch = None;
         self.console = CaptureConsole {
-            serial,
+            serial: serial.clone(),
             debugcon: Vec::new(),
         };
         self.next_checkpoint = k + 1;
         self.ram = None;
-        self.recorded_ram = Some(ram);
+        self.recorded_ram = None;
+        self.ram_cache = Some(RamCache { index: k, ram, serial });
         Ok(())
     }
 
@@ -407,9 +432,24 @@ impl Replayer<'_> {
             })
             .collect();
         loop {
+            // Interval k ends where interval k + 1 (already searched) begins.
+            let upto = marks.get(k + 1).map_or(here, |&m| m.min(here));
+            if pcs.is_empty() {
+                // Watches alone: searched at engine speed.
+                if let Some(hit) = self.last_watch_hit(k, upto, &watches)? {
+                    self.seek(hit.0)?;
+                    return Ok(Some(hit));
+                }
+                if k == 0 {
+                    self.seek(here)?;
+                    return Ok(None);
+                }
+                k -= 1;
+                continue;
+            }
             self.restore(k)?;
             let mut found = None;
-            while self.machine.icount() < here {
+            while self.machine.icount() < upto {
                 let at = self.machine.icount();
                 let pc = vm::raw::pc(&self.machine.cpu);
                 if let Some(&(i, _)) = pcs.iter().find(|(_, p)| *p == pc) {
@@ -456,18 +496,71 @@ impl Replayer<'_> {
     /// (before the instruction there; not at the first instruction, which
     /// is being resumed from) or after an instruction that touches a watch.
     pub fn resume(&mut self, limit: u64, breakpoints: &[u32], watches: &[vm::platform::Watch]) -> Result<Stop> {
+        self.resume_with(limit, breakpoints, watches, false)
+    }
+
+    /// `coarse`: a watch stops the run after the block that touched it
+    /// (`Machine::last_step_start` says where that block began).
+    fn resume_with(
+        &mut self,
+        limit: u64,
+        breakpoints: &[u32],
+        watches: &[vm::platform::Watch],
+        coarse: bool,
+    ) -> Result<Stop> {
         let end = self.end_icount();
         let limit = limit.min(end);
         self.machine.breakpoints = breakpoints.to_vec();
         self.machine.platform.watches = watches.to_vec();
         self.machine.platform.watch_hit = None;
         self.machine.resume_past_breakpoint = true;
+        self.machine.coarse_watch = coarse;
         let result = self.resume_inner(limit, end);
         self.machine.breakpoints.clear();
         self.machine.platform.watches.clear();
         self.machine.platform.watch_hit = None;
         self.machine.resume_past_breakpoint = false;
+        self.machine.coarse_watch = false;
         result
+    }
+
+    /// The last access to `watches` in `[from checkpoint k, here)`, found at
+    /// full engine speed: blocks run with the watches armed, the last block
+    /// that touched one is noted, and only that block is stepped through.
+    fn last_watch_hit(
+        &mut self,
+        k: usize,
+        here: u64,
+        watches: &[(usize, vm::platform::Watch)],
+    ) -> Result<Option<(u64, usize)>> {
+        self.restore(k)?;
+        let armed: Vec<vm::platform::Watch> = watches.iter().map(|(_, w)| *w).collect();
+        let mut window = None;
+        while self.machine.icount() < here {
+            let before = self.machine.icount();
+            match self.resume_with(here, &[], &armed, true)? {
+                Stop::Watch { .. } => window = Some((self.machine.last_step_start, self.machine.icount())),
+                _ => break,
+            }
+            if self.machine.icount() == before {
+                break;
+            }
+        }
+        let Some((start, stop)) = window else {
+            return Ok(None);
+        };
+        self.seek(start)?;
+        let mut found = None;
+        while self.machine.icount() < stop {
+            let at = self.machine.icount();
+            if let Some(i) = self.step_watching(watches)? {
+                found = Some((at, i));
+            }
+            if self.machine.icount() == at {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     fn resume_inner(&mut self, limit: u64, end: u64) -> Result<Stop> {

@@ -470,6 +470,7 @@ fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) -> boo
     cpu.icount >= stop_icount
         || cpu.state.halted
         || platform.attention != Default::default()
+        || platform.watch_hit.is_some()
         || (cpu.virtual_if() && !cpu.state.interrupt_shadow && platform.intr())
 }
 

@@ -149,6 +149,13 @@ pub struct Machine {
     /// The next run starts with the instruction at a breakpoint without
     /// stopping there (a debugger resuming from it).
     pub resume_past_breakpoint: bool,
+    /// Watchpoints stop the run after the block that made the access, not
+    /// the instruction: the engines keep their speed, and `last_step_start`
+    /// says where that block began (a backwards search narrows it down).
+    pub coarse_watch: bool,
+    /// Icount at the start of the last engine step (one instruction, or a
+    /// whole block on the cached engines).
+    pub last_step_start: u64,
     /// Virtual time of the next host-input poll.
     next_poll: u64,
     /// Timer deadlines passed while halted since the last interrupt.
@@ -186,6 +193,8 @@ impl Machine {
             events: SinkSlot::default(),
             breakpoints: Vec::new(),
             resume_past_breakpoint: false,
+            coarse_watch: false,
+            last_step_start: 0,
             next_poll: 0,
             idle_without_wakeup: 0,
             fault_loop: (u64::MAX, 0),
@@ -332,7 +341,7 @@ impl Machine {
                 deadline = self.next_deadline();
                 continue;
             }
-            let debugging = !self.breakpoints.is_empty() || !self.platform.watches.is_empty();
+            let debugging = !self.breakpoints.is_empty() || (!self.platform.watches.is_empty() && !self.coarse_watch);
             if debugging && !std::mem::take(&mut self.resume_past_breakpoint) {
                 let pc = crate::raw::pc(&self.cpu);
                 if self.breakpoints.contains(&pc) {
@@ -341,6 +350,7 @@ impl Machine {
                 }
             }
             let engine = if debugging { Engine::Emulate } else { self.engine };
+            self.last_step_start = self.cpu.icount;
             let outcome = match engine {
                 Engine::Emulate => self.cpu.step(&mut self.platform),
                 Engine::Blocks => {
