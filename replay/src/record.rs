@@ -51,6 +51,8 @@ enum Job {
         icount: u64,
         batch: EventBatch,
     },
+    /// Acknowledged once every earlier frame is in the file.
+    Sync(std::sync::mpsc::Sender<()>),
     Finish,
 }
 
@@ -95,6 +97,10 @@ impl WriterThread {
         while let Ok(job) = jobs.recv() {
             match job {
                 Job::Frame { kind, icount, raw } => self.write(kind, icount, &raw)?,
+                Job::Sync(ack) => {
+                    self.out.flush()?;
+                    let _ = ack.send(());
+                }
                 Job::Events { icount, batch } => {
                     let raw = postcard::to_allocvec(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
                     self.write(FrameKind::Events, icount, &raw)?;
@@ -186,6 +192,7 @@ impl TraceWriter {
 /// Sends frames to the writer thread.
 #[derive(Clone)]
 pub struct FrameSender(SyncSender<Job>);
+
 
 impl FrameSender {
     pub fn send<T: Serialize>(&self, kind: FrameKind, icount: u64, value: &T) -> Result<()> {
@@ -299,6 +306,191 @@ pub struct RecordSummary {
     pub write: WriteStats,
 }
 
+/// A recording in progress: `record` runs one start to finish; a live
+/// debugging session drives it piece by piece.
+pub struct Recorder {
+    writer: Option<TraceWriter>,
+    frames: FrameSender,
+    count: Arc<Mutex<u64>>,
+    failed: Arc<Mutex<bool>>,
+    log: Vec<InputRecord>,
+    consumed: u64,
+    serial: Vec<u8>,
+    serial_total: u64,
+    ram: RamHasher,
+    base: u64,
+    interval: u64,
+    adaptive: bool,
+    pub checkpoints: u64,
+    started: Instant,
+}
+
+impl Recorder {
+    /// Creates the trace, writes its header, attaches the event writer to
+    /// `machine` (booted and configured as `header` says) and takes the
+    /// first checkpoint.
+    pub fn start(path: &Path, header: &TraceHeader, machine: &mut Machine) -> Result<Recorder> {
+        let writer = TraceWriter::create(path)?;
+        let frames = writer.sender();
+        frames.send(FrameKind::Header, 0, header)?;
+        let count = Arc::new(Mutex::new(0u64));
+        let failed = Arc::new(Mutex::new(false));
+        machine.events = SinkSlot(Some(Box::new(EventWriter {
+            frames: frames.clone(),
+            batch: Vec::with_capacity(EVENT_BATCH),
+            count: count.clone(),
+            failed: failed.clone(),
+        })));
+        let base = header.checkpoint_interval.max(1);
+        let mut rec = Recorder {
+            writer: Some(writer),
+            frames,
+            count,
+            failed,
+            log: Vec::new(),
+            consumed: 0,
+            serial: Vec::new(),
+            serial_total: 0,
+            ram: RamHasher::new(&machine.platform.mem),
+            base,
+            interval: base,
+            adaptive: header.adaptive_checkpoints,
+            checkpoints: 0,
+            started: Instant::now(),
+        };
+        rec.checkpoint_inner(machine, true)?;
+        Ok(rec)
+    }
+
+    /// Runs `machine` to `max_icount` or until it stops, taking checkpoints
+    /// on the way and where it stopped. `progress` hears each checkpoint.
+    pub fn run(
+        &mut self,
+        machine: &mut Machine,
+        host: &mut dyn HostInput,
+        console: &mut dyn Console,
+        max_icount: u64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<StopReason> {
+        loop {
+            let target = if self.adaptive {
+                machine.icount().saturating_add(self.interval)
+            } else {
+                (machine.icount() / self.base + 1).saturating_mul(self.base)
+            }
+            .min(max_icount);
+            let mut input = RecordingInput {
+                host: &mut *host,
+                log: std::mem::take(&mut self.log),
+                consumed: self.consumed,
+            };
+            let mut tee = TeeConsole {
+                inner: &mut *console,
+                serial: std::mem::take(&mut self.serial),
+                total: self.serial_total,
+            };
+            let stop = machine.run(target, &mut input, &mut tee);
+            self.log = input.log;
+            self.consumed = input.consumed;
+            self.serial = tee.serial;
+            self.serial_total = tee.total;
+            let dirtied = self.checkpoint_inner(machine, false)?;
+            if dirtied < ADAPT_FEW_PAGES {
+                self.interval = (self.interval * 2).min(self.base * ADAPT_RANGE);
+            } else if dirtied > ADAPT_MANY_PAGES {
+                self.interval = (self.interval / 2).max(self.base / ADAPT_RANGE).max(1);
+            }
+            progress(machine.icount());
+            if stop != StopReason::InsnLimit || machine.icount() >= max_icount {
+                return Ok(stop);
+            }
+        }
+    }
+
+    /// Waits until everything sent so far is in the file.
+    pub fn sync(&self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.frames
+            .0
+            .send(Job::Sync(tx))
+            .map_err(|_| TraceError::Writer("the writer thread stopped".into()))?;
+        rx.recv()
+            .map_err(|_| TraceError::Writer("the writer thread stopped".into()))
+    }
+
+    /// Writes the inputs and events so far and a checkpoint; returns how
+    /// many pages were dirty.
+    fn checkpoint_inner(&mut self, machine: &mut Machine, first: bool) -> Result<usize> {
+        machine.events.flush();
+        if !self.log.is_empty() {
+            let batch = InputBatch {
+                records: std::mem::take(&mut self.log),
+            };
+            self.frames.send(FrameKind::Inputs, machine.icount(), &batch)?;
+        }
+        machine.forget_cached_code();
+        let dirty = machine.platform.mem.take_dirty();
+        self.ram.update(&machine.platform.mem, &dirty);
+        let state = machine.state();
+        let pages = if first {
+            self.ram.nonzero_pages(&machine.platform.mem)
+        } else {
+            dirty
+                .iter()
+                .filter_map(|&p| machine.platform.mem.page(p).map(|b| (p as u32, b.to_vec())))
+                .collect()
+        };
+        let events_before = self.count.lock().map(|c| *c).unwrap_or(0);
+        let cp = Checkpoint {
+            digest: self.ram.digest(&state),
+            state,
+            pages,
+            inputs_consumed: self.consumed,
+            serial: std::mem::take(&mut self.serial),
+            events_before,
+        };
+        self.frames.send(FrameKind::Checkpoint, machine.icount(), &cp)?;
+        self.checkpoints += 1;
+        Ok(dirty.len())
+    }
+
+    /// Writes the end record, the index and the trailer.
+    pub fn finish(mut self, machine: &mut Machine, stop: &StopReason) -> Result<RecordSummary> {
+        let wall_seconds = self.started.elapsed().as_secs_f64();
+        let events = self.count.lock().map(|c| *c).unwrap_or(0);
+        let exit_status = match stop {
+            StopReason::ExitDevice(s) => Some(*s),
+            _ => None,
+        };
+        self.frames.send(
+            FrameKind::End,
+            machine.icount(),
+            &EndInfo {
+                icount: machine.icount(),
+                stop: stop.to_string(),
+                exit_status,
+                wall_seconds,
+                serial_bytes: self.serial_total,
+                events,
+            },
+        )?;
+        machine.events = SinkSlot(None);
+        if self.failed.lock().map(|f| *f).unwrap_or(true) {
+            return Err(TraceError::Writer("events could not be written".into()));
+        }
+        let writer = self.writer.take().ok_or(TraceError::Writer("already finished".into()))?;
+        let write = writer.finish()?;
+        Ok(RecordSummary {
+            stop: stop.clone(),
+            icount: machine.icount(),
+            wall_seconds,
+            checkpoints: self.checkpoints,
+            events,
+            write,
+        })
+    }
+}
+
 /// Records a run of `machine` (already booted and configured as `header`
 /// says) into `path`, up to `max_icount`. `progress` is told the icount after
 /// every checkpoint.
@@ -311,122 +503,7 @@ pub fn record(
     max_icount: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecordSummary> {
-    let writer = TraceWriter::create(path)?;
-    let frames = writer.sender();
-    frames.send(FrameKind::Header, 0, header)?;
-    let count = Arc::new(Mutex::new(0u64));
-    let failed = Arc::new(Mutex::new(false));
-    machine.events = SinkSlot(Some(Box::new(EventWriter {
-        frames: frames.clone(),
-        batch: Vec::with_capacity(EVENT_BATCH),
-        count: count.clone(),
-        failed: failed.clone(),
-    })));
-    let mut input = RecordingInput {
-        host,
-        log: Vec::new(),
-        consumed: 0,
-    };
-    let mut tee = TeeConsole {
-        inner: console,
-        serial: Vec::new(),
-        total: 0,
-    };
-    let mut ram = RamHasher::new(&machine.platform.mem);
-    let started = Instant::now();
-    let mut checkpoints = 0u64;
-    let base = header.checkpoint_interval.max(1);
-    let mut interval = base;
-    let take_checkpoint = |machine: &mut Machine,
-                           input: &mut RecordingInput,
-                           tee: &mut TeeConsole,
-                           ram: &mut RamHasher,
-                           first: bool|
-     -> Result<usize> {
-        machine.events.flush();
-        if !input.log.is_empty() {
-            let batch = InputBatch {
-                records: std::mem::take(&mut input.log),
-            };
-            frames.send(FrameKind::Inputs, machine.icount(), &batch)?;
-        }
-        machine.forget_cached_code();
-        let dirty = machine.platform.mem.take_dirty();
-        ram.update(&machine.platform.mem, &dirty);
-        let state = machine.state();
-        let pages = if first {
-            ram.nonzero_pages(&machine.platform.mem)
-        } else {
-            dirty
-                .iter()
-                .filter_map(|&p| machine.platform.mem.page(p).map(|b| (p as u32, b.to_vec())))
-                .collect()
-        };
-        let events_before = count.lock().map(|c| *c).unwrap_or(0);
-        let dirtied = dirty.len();
-        let cp = Checkpoint {
-            digest: ram.digest(&state),
-            state,
-            pages,
-            inputs_consumed: input.consumed,
-            serial: std::mem::take(&mut tee.serial),
-            events_before,
-        };
-        frames.send(FrameKind::Checkpoint, machine.icount(), &cp)?;
-        Ok(dirtied)
-    };
-    take_checkpoint(machine, &mut input, &mut tee, &mut ram, true)?;
-    checkpoints += 1;
-    let stop = loop {
-        let target = if header.adaptive_checkpoints {
-            machine.icount().saturating_add(interval)
-        } else {
-            (machine.icount() / base + 1).saturating_mul(base)
-        }
-        .min(max_icount);
-        let stop = machine.run(target, &mut input, &mut tee);
-        let dirtied = take_checkpoint(machine, &mut input, &mut tee, &mut ram, false)?;
-        if dirtied < ADAPT_FEW_PAGES {
-            interval = (interval * 2).min(base * ADAPT_RANGE);
-        } else if dirtied > ADAPT_MANY_PAGES {
-            interval = (interval / 2).max(base / ADAPT_RANGE).max(1);
-        }
-        checkpoints += 1;
-        progress(machine.icount());
-        if stop != StopReason::InsnLimit || machine.icount() >= max_icount {
-            break stop;
-        }
-    };
-    let wall_seconds = started.elapsed().as_secs_f64();
-    let events = count.lock().map(|c| *c).unwrap_or(0);
-    let exit_status = match stop {
-        StopReason::ExitDevice(s) => Some(s),
-        _ => None,
-    };
-    frames.send(
-        FrameKind::End,
-        machine.icount(),
-        &EndInfo {
-            icount: machine.icount(),
-            stop: stop.to_string(),
-            exit_status,
-            wall_seconds,
-            serial_bytes: tee.total,
-            events,
-        },
-    )?;
-    machine.events = SinkSlot(None);
-    if failed.lock().map(|f| *f).unwrap_or(true) {
-        return Err(TraceError::Writer("events could not be written".into()));
-    }
-    drop(frames);
-    let write = writer.finish()?;
-    Ok(RecordSummary {
-        stop,
-        icount: machine.icount(),
-        wall_seconds,
-        checkpoints,
-        events,
-        write,
-    })
+    let mut rec = Recorder::start(path, header, machine)?;
+    let stop = rec.run(machine, host, console, max_icount, progress)?;
+    rec.finish(machine, &stop)
 }

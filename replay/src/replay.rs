@@ -17,7 +17,7 @@ use crate::reader::Trace;
 #[derive(Clone, Debug)]
 pub struct ReplayInput {
     rtc_start: u64,
-    records: Vec<InputRecord>,
+    pub(crate) records: Vec<InputRecord>,
     pub cursor: usize,
     /// An ask the log did not expect: the replay has diverged.
     pub mismatch: Option<(u64, String)>,
@@ -96,8 +96,25 @@ impl std::fmt::Display for Divergence {
     }
 }
 
+/// The trace a replayer reads: borrowed, or shared with a live recording
+/// that replaces it as the file grows.
+pub enum TraceRef<'t> {
+    Borrowed(&'t Trace),
+    Shared(std::sync::Arc<Trace>),
+}
+
+impl std::ops::Deref for TraceRef<'_> {
+    type Target = Trace;
+    fn deref(&self) -> &Trace {
+        match self {
+            TraceRef::Borrowed(t) => t,
+            TraceRef::Shared(t) => t,
+        }
+    }
+}
+
 pub struct Replayer<'t> {
-    pub trace: &'t Trace,
+    pub trace: TraceRef<'t>,
     pub machine: Machine,
     pub input: ReplayInput,
     /// Serial output from the start of the recording up to the position.
@@ -123,6 +140,24 @@ struct RamCache {
 impl<'t> Replayer<'t> {
     /// The machine at icount 0, as recorded.
     pub fn new(trace: &'t Trace, options: ReplayOptions) -> Result<Self> {
+        Replayer::over(TraceRef::Borrowed(trace), options)
+    }
+
+    /// A replayer over a shared trace (a live recording's, say).
+    pub fn shared(trace: std::sync::Arc<Trace>, options: ReplayOptions) -> Result<Replayer<'static>> {
+        Replayer::over(TraceRef::Shared(trace), options)
+    }
+
+    /// Takes a longer version of the same trace (a live recording that has
+    /// written more frames): what was replayed so far stays valid.
+    pub fn extend_trace(&mut self, longer: std::sync::Arc<Trace>) -> Result<()> {
+        self.input.records = longer.inputs()?;
+        self.checkpoints = longer.checkpoint_frames();
+        self.trace = TraceRef::Shared(longer);
+        Ok(())
+    }
+
+    fn over(trace: TraceRef<'t>, options: ReplayOptions) -> Result<Self> {
         let h = &trace.header;
         let mut input = ReplayInput::new(h.rtc_start, trace.inputs()?);
         let mut machine = Machine::boot(h.config.ram_bytes, &h.kernel, &mut input).map_err(TraceError::Boot)?;
