@@ -150,6 +150,11 @@ pub(crate) struct RunArgs {
     /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
     #[arg(long, default_value = "stdio")]
     serial: String,
+    /// Wait for gdb before the first instruction (`target remote ADDR`,
+    /// default 127.0.0.1:1234). The run records as it goes, so gdb can step
+    /// and continue backwards on a live session too.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:1234")]
+    gdb: Option<String>,
     /// Load the kernel as a flat binary at this physical address (e.g. 0x7c00)
     /// and enter it in real mode.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
@@ -234,6 +239,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             run,
         } => {
             let (kernel, ram) = load_kernel(&run)?;
+            if let Some(addr) = &run.gdb {
+                return trace_cmd::live_gdb(&output, &kernel, ram, &run, checkpoint_interval, addr);
+            }
             trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval, adaptive_checkpoints)
         }
         Command::Replay {
@@ -292,6 +300,13 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
 
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
     let (kernel, ram) = load_kernel(args)?;
+    if let Some(addr) = &args.gdb {
+        // Recorded into a scratch trace, removed when the session ends.
+        let path = std::env::temp_dir().join(format!("ringback-live-{}.rbt", std::process::id()));
+        let result = trace_cmd::live_gdb(&path, &kernel, ram, args, replay::DEFAULT_CHECKPOINT_INTERVAL, addr);
+        let _ = std::fs::remove_file(&path);
+        return result;
+    }
     Ok(exit_code(&run_kernel(
         &kernel,
         ram,

@@ -304,3 +304,43 @@ pub fn gdb(path: &Path, listen: &str, engine: Option<Engine>) -> Result<ExitCode
     gdb::serve(&mut target, listener, stop)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `run --gdb` / `record --gdb`: the guest waits for gdb before its first
+/// instruction and records into `path` as it runs.
+pub fn live_gdb(
+    path: &Path,
+    kernel: &Kernel,
+    ram: u64,
+    args: &RunArgs,
+    checkpoint_interval: u64,
+    listen: &str,
+) -> Result<ExitCode> {
+    let (console, mut input) = console::open(&args.serial)?;
+    let rtc_start = input.rtc_start();
+    let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
+    args.engine.apply(&mut machine);
+    let header = TraceHeader {
+        build: format!("ringback {}", env!("CARGO_PKG_VERSION")),
+        config: MachineConfig {
+            ram_bytes: ram,
+            engine: machine.engine,
+            raw: machine.raw.config,
+        },
+        kernel: kernel.clone(),
+        image_hashes: replay::kernel_hashes(kernel),
+        rtc_start,
+        checkpoint_interval,
+        adaptive_checkpoints: false,
+    };
+    let listener = gdb::listen(listen)?;
+    let (live, trace) = gdb::Live::start(path.to_path_buf(), &header, machine, Box::new(input), Box::new(console))?;
+    let replayer = Replayer::shared(trace, ReplayOptions::default())?;
+    let mut target = gdb::DebugTarget::new(replayer);
+    target.live = Some(live);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    gdb::serve(&mut target, listener, stop)?;
+    Ok(match target.live.as_ref().and_then(|l| l.stop.as_ref()) {
+        Some(stop) => exit_code(stop),
+        None => ExitCode::SUCCESS,
+    })
+}

@@ -26,7 +26,7 @@ use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use gdbstub::target::Target;
 use thiserror::Error;
 
-pub use target::DebugTarget;
+pub use target::{DebugTarget, Live};
 
 #[derive(Debug, Error)]
 pub enum GdbError {

@@ -18,15 +18,25 @@ use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86CoreRegs;
 use gdbstub_arch::x86::X86_SSE;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use replay::model::TraceHeader;
+use replay::record::Recorder;
 use replay::replay::{Predicate, Stop};
-use replay::Replayer;
+use replay::{Replayer, Trace};
 use vm::cpu::state::SegReg;
+use vm::host::HostInput;
+use vm::machine::{Console, Machine, StopReason};
 use vm::platform::Watch;
 
 use crate::GdbError;
 
-/// Instructions a forward continue runs between looks for a Ctrl-C.
+/// Instructions a forward continue runs between looks for a Ctrl-C (and,
+/// live, records at a time).
 const SLICE: u64 = 2_000_000;
+/// Instructions a live guest records ahead when a step reaches the end.
+const LIVE_STEP: u64 = 10_000;
 
 /// What gdb asked for last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +55,76 @@ struct GdbWatch {
     kind: WatchKind,
 }
 
+/// A live recording the debugger drives: the guest runs ahead of the
+/// replay only when the replay reaches the end of what was recorded.
+pub struct Live {
+    pub machine: Machine,
+    recorder: Option<Recorder>,
+    host: Box<dyn HostInput + Send>,
+    console: Box<dyn Console + Send>,
+    path: PathBuf,
+    /// How the guest stopped, once it has.
+    pub stop: Option<StopReason>,
+    pub summary: Option<replay::RecordSummary>,
+}
+
+impl Live {
+    /// Starts recording `machine` (configured as `header` says) into `path`;
+    /// nothing runs until the debugger asks.
+    pub fn start(
+        path: PathBuf,
+        header: &TraceHeader,
+        mut machine: Machine,
+        host: Box<dyn HostInput + Send>,
+        console: Box<dyn Console + Send>,
+    ) -> Result<(Live, Arc<Trace>), GdbError> {
+        let recorder = Recorder::start(&path, header, &mut machine).map_err(GdbError::Trace)?;
+        recorder.sync().map_err(GdbError::Trace)?;
+        let trace = Arc::new(Trace::open(&path).map_err(GdbError::Trace)?);
+        let live = Live {
+            machine,
+            recorder: Some(recorder),
+            host,
+            console,
+            path,
+            stop: None,
+            summary: None,
+        };
+        Ok((live, trace))
+    }
+
+    /// Records `n` more instructions (fewer if the guest stops) and returns
+    /// the trace as it now is; `None` once the guest has stopped.
+    fn extend(&mut self, n: u64) -> Result<Option<Arc<Trace>>, GdbError> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        let Some(rec) = self.recorder.as_mut() else {
+            return Ok(None);
+        };
+        let target = self.machine.icount().saturating_add(n);
+        let stop = rec
+            .run(
+                &mut self.machine,
+                &mut *self.host,
+                &mut *self.console,
+                target,
+                &mut |_| {},
+            )
+            .map_err(GdbError::Trace)?;
+        if stop == StopReason::InsnLimit {
+            rec.sync().map_err(GdbError::Trace)?;
+        } else if let Some(rec) = self.recorder.take() {
+            self.summary = Some(rec.finish(&mut self.machine, &stop).map_err(GdbError::Trace)?);
+            self.stop = Some(stop);
+        }
+        Ok(Some(Arc::new(Trace::open(&self.path).map_err(GdbError::Trace)?)))
+    }
+}
+
 pub struct DebugTarget<'t> {
     pub replayer: Replayer<'t>,
+    pub live: Option<Live>,
     breakpoints: Vec<u32>,
     watches: Vec<GdbWatch>,
     pub(crate) mode: Mode,
@@ -61,6 +139,22 @@ impl<'t> DebugTarget<'t> {
             watches: Vec::new(),
             mode: Mode::Stopped,
             quit: false,
+            live: None,
+        }
+    }
+
+    /// At the end of what was recorded: with a live guest, record `n` more
+    /// instructions and take them in. Whether there is more to replay.
+    fn grow(&mut self, n: u64) -> Result<bool, GdbError> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(false);
+        };
+        match live.extend(n)? {
+            Some(trace) => {
+                self.replayer.extend_trace(trace).map_err(GdbError::Trace)?;
+                Ok(!self.replayer.at_end())
+            }
+            None => Ok(false),
         }
     }
 
@@ -121,7 +215,7 @@ impl<'t> DebugTarget<'t> {
         let stop = match self.mode {
             Mode::Stopped => Some(SingleThreadStopReason::DoneStep),
             Mode::Step => {
-                if r.at_end() {
+                if r.at_end() && !self.grow(LIVE_STEP)? {
                     Some(end_of_log())
                 } else {
                     let (watches, owners) = self.physical_watches();
@@ -133,7 +227,7 @@ impl<'t> DebugTarget<'t> {
                 }
             }
             Mode::Continue => {
-                if r.at_end() {
+                if r.at_end() && !self.grow(SLICE)? {
                     Some(end_of_log())
                 } else {
                     let (watches, owners) = self.physical_watches();
@@ -144,6 +238,8 @@ impl<'t> DebugTarget<'t> {
                         .map_err(GdbError::Trace)?;
                     match stop {
                         Stop::Reached => None,
+                        // A live guest goes on: the next slice records more.
+                        Stop::End if self.live.as_ref().is_some_and(|l| l.stop.is_none()) => None,
                         Stop::End => Some(end_of_log()),
                         Stop::Breakpoint(_) => Some(SingleThreadStopReason::SwBreak(())),
                         Stop::Watch { index, .. } => owners.get(index).map(|&o| self.watch_stop(o)),

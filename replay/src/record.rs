@@ -193,7 +193,6 @@ impl TraceWriter {
 #[derive(Clone)]
 pub struct FrameSender(SyncSender<Job>);
 
-
 impl FrameSender {
     pub fn send<T: Serialize>(&self, kind: FrameKind, icount: u64, value: &T) -> Result<()> {
         let raw = postcard::to_allocvec(value).map_err(|e| TraceError::Writer(e.to_string()))?;
@@ -478,7 +477,10 @@ impl Recorder {
         if self.failed.lock().map(|f| *f).unwrap_or(true) {
             return Err(TraceError::Writer("events could not be written".into()));
         }
-        let writer = self.writer.take().ok_or(TraceError::Writer("already finished".into()))?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or(TraceError::Writer("already finished".into()))?;
         let write = writer.finish()?;
         Ok(RecordSummary {
             stop: stop.clone(),
