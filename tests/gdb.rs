@@ -36,29 +36,9 @@ fn record(name: &str, tag: &str) -> String {
     trace
 }
 
-/// A server on a free loopback port; returns it and the port.
+/// A server on a free loopback port for a trace; returns it and the port.
 fn serve(trace: &str) -> (Child, u16) {
-    let mut child = Command::new(RINGBACK)
-        .args(["gdb", trace, "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ringback gdb");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines.next().expect("server output").expect("line");
-        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    // Keep draining the log so the server never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+    serve_cmd(&["gdb", trace, "--listen", "127.0.0.1:0"])
 }
 
 fn gdb(tag: &str, script: &str) -> String {
@@ -89,10 +69,46 @@ fn field(out: &str, tag: &str, key: &str) -> String {
 
 const REGS: &str = r#"printf "eax=%x ecx=%x edx=%x ebx=%x esp=%x ebp=%x esi=%x edi=%x eip=%x eflags=%x\n", $eax, $ecx, $edx, $ebx, $esp, $ebp, $esi, $edi, $eip, $eflags"#;
 
+/// A server for `ringback ARGS --listen/--gdb 127.0.0.1:0` style
+/// commands: starts it and reads the port it listens on.
+fn serve_cmd(args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(RINGBACK)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ringback");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("server output").expect("line");
+        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
 #[test]
 fn gdb_steps_and_continues_both_ways_on_a_trace() {
     let trace = record("gdbdemo", "both-ways");
     let (server, port) = serve(&trace);
+    both_ways(server, port, "both-ways");
+}
+
+#[test]
+fn the_same_session_works_live_on_run_gdb() {
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let (server, port) = serve_cmd(&["run", &elf, "--serial", "none", "--gdb", "127.0.0.1:0"]);
+    both_ways(server, port, "live");
+}
+
+fn both_ways(server: Child, port: u16, tag: &str) {
     let elf = format!("{OUT_DIR}/gdbdemo.elf");
     let script = format!(
         r#"set pagination off
@@ -132,7 +148,7 @@ printf "BEGIN eip=%x\n", $eip
 monitor quit
 "#
     );
-    let out = gdb("both-ways", &script);
+    let out = gdb(tag, &script);
     finish(server);
     let bump = field(&out, "SYMS", "bump");
     let counter = field(&out, "SYMS", "counter");
