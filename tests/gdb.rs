@@ -266,3 +266,40 @@ fn hostile_packets_and_a_second_client_leave_the_server_serving() {
         "unmapped memory is an error: {out}"
     );
 }
+
+#[test]
+fn nexti_and_reverse_nexti_step_over_a_call_both_ways() {
+    let trace = record("gdbdemo", "nexti");
+    let (server, port) = serve(&trace);
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let script = format!(
+        r#"set confirm off
+file {elf}
+target remote 127.0.0.1:{port}
+break bump
+continue
+finish
+printf "CALLER pc=%x counter=%u\n", $pc, counter
+delete
+reverse-nexti
+printf "BACK pc=%x counter=%u\n", $pc, counter
+nexti
+printf "OVER pc=%x counter=%u\n", $pc, counter
+monitor quit
+"#
+    );
+    let out = gdb("nexti", &script);
+    finish(server);
+    // After `finish`, at the return address; reverse-nexti goes back over
+    // the whole call to the CALL itself, nexti forwards over it again.
+    assert_eq!(field(&out, "CALLER", "counter"), "1", "{out}");
+    assert_eq!(field(&out, "BACK", "counter"), "0", "{out}");
+    let (caller, back) = (field(&out, "CALLER", "pc"), field(&out, "BACK", "pc"));
+    let hex = |s: &str| u32::from_str_radix(s, 16).expect("hex pc");
+    assert!(
+        hex(&back) < hex(&caller) && hex(&caller) - hex(&back) <= 7,
+        "the call: {out}"
+    );
+    assert_eq!(field(&out, "OVER", "pc"), caller, "{out}");
+    assert_eq!(field(&out, "OVER", "counter"), "1", "{out}");
+}
