@@ -303,3 +303,36 @@ monitor quit
     assert_eq!(field(&out, "OVER", "pc"), caller, "{out}");
     assert_eq!(field(&out, "OVER", "counter"), "1", "{out}");
 }
+
+#[test]
+fn ctrl_c_interrupts_a_running_continue() {
+    // A live run long enough that `continue` would take minutes.
+    let elf = format!("{OUT_DIR}/bench.elf");
+    let (mut server, port) = serve_cmd(&[
+        "run",
+        &elf,
+        "--append",
+        "int 100000",
+        "--serial",
+        "none",
+        "--gdb",
+        "127.0.0.1:0",
+    ]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 512];
+    s.write_all(&packet("?")).expect("send");
+    let _ = s.read(&mut buf).expect("stop reply");
+    s.write_all(b"+").expect("ack");
+    s.write_all(&packet("c")).expect("continue");
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(b"\x03").expect("ctrl-c");
+    let mut reply = Vec::new();
+    while !String::from_utf8_lossy(&reply).contains("$S02") {
+        let n = s.read(&mut buf).expect("a stop reply to Ctrl-C");
+        assert!(n > 0, "server closed: {reply:?}");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
