@@ -336,3 +336,40 @@ fn ctrl_c_interrupts_a_running_continue() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn edits_change_what_runs_next_and_going_back_forgets_them() {
+    let trace = record("gdbdemo", "edit");
+    let (server, port) = serve(&trace);
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let script = format!(
+        r#"set confirm off
+file {elf}
+target remote 127.0.0.1:{port}
+break bump if i == 100
+continue
+set var counter = 1000
+set $saved = $ecx
+set $ecx = 0x1234
+printf "EDITED counter=%u ecx=%x\n", counter, $ecx
+set $ecx = $saved
+delete
+continue
+printf "END counter=%u\n", counter
+reverse-stepi
+reverse-stepi
+stepi
+stepi
+printf "REPLAYED counter=%u\n", counter
+monitor quit
+"#
+    );
+    let out = gdb("edit", &script);
+    finish(server);
+    assert_eq!(field(&out, "EDITED", "counter"), "1000", "{out}");
+    assert_eq!(field(&out, "EDITED", "ecx"), "1234", "{out}");
+    // The edited run adds 100 to 1000 instead of to 4950.
+    assert_eq!(field(&out, "END", "counter"), "1100", "{out}");
+    // Back and forth again: the recording's values, the edit forgotten.
+    assert_eq!(field(&out, "REPLAYED", "counter"), "5050", "{out}");
+}

@@ -343,9 +343,34 @@ impl SingleThreadBase for DebugTarget<'_> {
         Ok(())
     }
 
-    fn write_registers(&mut self, _regs: &X86CoreRegs) -> TargetResult<(), Self> {
-        // Changing a register would change recorded history.
-        Err(TargetError::NonFatal)
+    /// Edits the guest at the current position, as rr allows: going on
+    /// from here departs from the recording (the run is no longer the
+    /// recorded one), and any move backwards restores recorded state and
+    /// forgets the edit. Segment registers keep their descriptors; only an
+    /// unchanged selector is accepted.
+    fn write_registers(&mut self, regs: &X86CoreRegs) -> TargetResult<(), Self> {
+        let st = &mut self.replayer.machine.cpu.state;
+        let sel = |s: SegReg| u32::from(st.segs[s as usize].selector);
+        let segs = &regs.segments;
+        if [segs.cs, segs.ss, segs.ds, segs.es, segs.fs, segs.gs]
+            != [
+                sel(SegReg::Cs),
+                sel(SegReg::Ss),
+                sel(SegReg::Ds),
+                sel(SegReg::Es),
+                sel(SegReg::Fs),
+                sel(SegReg::Gs),
+            ]
+        {
+            return Err(TargetError::NonFatal);
+        }
+        st.regs = [
+            regs.eax, regs.ecx, regs.edx, regs.ebx, regs.esp, regs.ebp, regs.esi, regs.edi,
+        ];
+        st.eip = regs.eip;
+        // Reserved bits keep their fixed values.
+        st.eflags = (regs.eflags & 0x003F_7FD5) | 0x2;
+        Ok(())
     }
 
     fn read_addrs(&mut self, start_addr: u32, data: &mut [u8]) -> TargetResult<usize, Self> {
@@ -366,8 +391,24 @@ impl SingleThreadBase for DebugTarget<'_> {
         Ok(n)
     }
 
-    fn write_addrs(&mut self, _start_addr: u32, _data: &[u8]) -> TargetResult<(), Self> {
-        Err(TargetError::NonFatal)
+    /// Writes guest memory at linear addresses (see `write_registers` on
+    /// what an edit means for the replay); unmapped bytes are an error.
+    fn write_addrs(&mut self, start_addr: u32, data: &[u8]) -> TargetResult<(), Self> {
+        let m = &mut self.replayer.machine;
+        let mut phys = Vec::with_capacity(data.len());
+        for i in 0..data.len() {
+            match m
+                .cpu
+                .probe_translate(&mut m.platform, start_addr.wrapping_add(i as u32))
+            {
+                Some(p) if (p as usize) < m.platform.mem.ram_size() => phys.push(p),
+                _ => return Err(TargetError::Errno(14)),
+            }
+        }
+        for (p, b) in phys.into_iter().zip(data) {
+            m.platform.mem.write(p, 1, u32::from(*b));
+        }
+        Ok(())
     }
 
     #[inline(always)]
