@@ -55,19 +55,14 @@ fn run_engine(engine: Engine, patching: bool, record: bool, workload: &str, roun
     let start = Instant::now();
     let stop = if record {
         let path = std::env::temp_dir().join(format!("ringback-bench-{}.rbt", std::process::id()));
-        let header = replay::model::TraceHeader {
-            build: "bench".into(),
-            config: replay::model::MachineConfig {
-                ram_bytes: 32 << 20,
-                engine,
-                raw: m.raw.config,
-            },
-            kernel: kernel.clone(),
-            image_hashes: replay::kernel_hashes(&kernel),
-            rtc_start: host.rtc_start,
-            checkpoint_interval: replay::DEFAULT_CHECKPOINT_INTERVAL,
-            adaptive_checkpoints: false,
-        };
+        let header = replay::model::TraceHeader::for_machine(
+            "bench",
+            &kernel,
+            &m,
+            host.rtc_start,
+            replay::DEFAULT_CHECKPOINT_INTERVAL,
+            false,
+        );
         let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
         let _ = std::fs::remove_file(&path);
         rec?.stop
@@ -251,19 +246,14 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
     let mut host = NoInput::default();
     let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
     let path = std::env::temp_dir().join(format!("ringback-bench-reverse-{}.rbt", std::process::id()));
-    let header = replay::model::TraceHeader {
-        build: "bench".into(),
-        config: replay::model::MachineConfig {
-            ram_bytes: 32 << 20,
-            engine: m.engine,
-            raw: m.raw.config,
-        },
-        kernel: kernel.clone(),
-        image_hashes: replay::kernel_hashes(&kernel),
-        rtc_start: host.rtc_start,
-        checkpoint_interval: replay::DEFAULT_CHECKPOINT_INTERVAL,
-        adaptive_checkpoints: false,
-    };
+    let header = replay::model::TraceHeader::for_machine(
+        "bench",
+        &kernel,
+        &m,
+        host.rtc_start,
+        replay::DEFAULT_CHECKPOINT_INTERVAL,
+        false,
+    );
     let mut console = CaptureConsole::default();
     let start = Instant::now();
     let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});

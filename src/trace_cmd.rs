@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use replay::format::FrameKind;
-use replay::model::{MachineConfig, TraceHeader};
+use replay::model::TraceHeader;
 use replay::{ReplayOptions, Replayer, Trace};
 use vm::events::Event;
 use vm::host::{HostInput, NoInput};
@@ -54,19 +54,14 @@ pub fn record(
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);
-    let header = TraceHeader {
-        build: format!("ringback {}", env!("CARGO_PKG_VERSION")),
-        config: MachineConfig {
-            ram_bytes: ram,
-            engine: machine.engine,
-            raw: machine.raw.config,
-        },
-        kernel: kernel.clone(),
-        image_hashes: replay::kernel_hashes(kernel),
+    let header = TraceHeader::for_machine(
+        concat!("ringback ", env!("CARGO_PKG_VERSION")),
+        kernel,
+        &machine,
         rtc_start,
         checkpoint_interval,
         adaptive_checkpoints,
-    };
+    );
     let max = args.max_insns.unwrap_or(u64::MAX);
     let bar = progress_bar(args.max_insns.unwrap_or(0), "recording");
     let result = replay::record(
@@ -319,19 +314,14 @@ pub fn live_gdb(
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);
-    let header = TraceHeader {
-        build: format!("ringback {}", env!("CARGO_PKG_VERSION")),
-        config: MachineConfig {
-            ram_bytes: ram,
-            engine: machine.engine,
-            raw: machine.raw.config,
-        },
-        kernel: kernel.clone(),
-        image_hashes: replay::kernel_hashes(kernel),
+    let header = TraceHeader::for_machine(
+        concat!("ringback ", env!("CARGO_PKG_VERSION")),
+        kernel,
+        &machine,
         rtc_start,
         checkpoint_interval,
-        adaptive_checkpoints: false,
-    };
+        false,
+    );
     let listener = gdb::listen(listen)?;
     let (live, trace) = gdb::Live::start(path.to_path_buf(), &header, machine, Box::new(input), Box::new(console))?;
     let replayer = Replayer::shared(trace, ReplayOptions::default())?;

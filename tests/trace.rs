@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use replay::model::{MachineConfig, TraceHeader};
+use replay::model::TraceHeader;
 use replay::replay::Predicate;
 use replay::{ReplayOptions, Replayer, Trace, TraceError};
 use vm::host::{HostInput, NoInput, ScriptedInput};
@@ -62,19 +62,7 @@ fn record_with(
     let mut m = Machine::boot(32 << 20, kernel, &mut NoInput { rtc_start }).expect("boot");
     m.engine = engine;
     m.raw.config = raw;
-    let header = TraceHeader {
-        build: "test".into(),
-        config: MachineConfig {
-            ram_bytes: 32 << 20,
-            engine,
-            raw,
-        },
-        kernel: kernel.clone(),
-        image_hashes: replay::kernel_hashes(kernel),
-        rtc_start,
-        checkpoint_interval: interval,
-        adaptive_checkpoints: adaptive,
-    };
+    let header = TraceHeader::for_machine("test", kernel, &m, rtc_start, interval, adaptive);
     let path = temp(name);
     let mut console = CaptureConsole::default();
     let summary = replay::record(&path, &header, &mut m, &mut host, &mut console, LIMIT, &mut |_| {}).expect("record");

@@ -30,6 +30,33 @@ pub struct TraceHeader {
     pub adaptive_checkpoints: bool,
 }
 
+impl TraceHeader {
+    /// The header for recording `machine` (booted from `kernel`, configured)
+    /// from its current state.
+    pub fn for_machine(
+        build: &str,
+        kernel: &Kernel,
+        machine: &vm::machine::Machine,
+        rtc_start: u64,
+        checkpoint_interval: u64,
+        adaptive_checkpoints: bool,
+    ) -> TraceHeader {
+        TraceHeader {
+            build: build.to_string(),
+            config: MachineConfig {
+                ram_bytes: machine.platform.mem.ram_size() as u64,
+                engine: machine.engine,
+                raw: machine.raw.config,
+            },
+            kernel: kernel.clone(),
+            image_hashes: crate::kernel_hashes(kernel),
+            rtc_start,
+            checkpoint_interval,
+            adaptive_checkpoints,
+        }
+    }
+}
+
 /// One answer of the host input interface, in the order the machine asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InputRecord {
