@@ -41,16 +41,16 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-pub fn record(
-    output: &Path,
+/// The console, host input, booted machine and trace header for recording
+/// `kernel` as `args` say. The RTC start is asked once; the trace keeps it.
+fn prepare(
     kernel: &Kernel,
     ram: u64,
     args: &RunArgs,
     checkpoint_interval: u64,
     adaptive_checkpoints: bool,
-) -> Result<ExitCode> {
-    let (mut console, mut input) = console::open(&args.serial)?;
-    // The RTC start is asked once; the trace keeps it.
+) -> Result<(console::HostConsole, console::StdinInput, Machine, TraceHeader)> {
+    let (console, mut input) = console::open(&args.serial)?;
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);
@@ -62,6 +62,19 @@ pub fn record(
         checkpoint_interval,
         adaptive_checkpoints,
     );
+    Ok((console, input, machine, header))
+}
+
+pub fn record(
+    output: &Path,
+    kernel: &Kernel,
+    ram: u64,
+    args: &RunArgs,
+    checkpoint_interval: u64,
+    adaptive_checkpoints: bool,
+) -> Result<ExitCode> {
+    let (mut console, mut input, mut machine, header) =
+        prepare(kernel, ram, args, checkpoint_interval, adaptive_checkpoints)?;
     let max = args.max_insns.unwrap_or(u64::MAX);
     let bar = progress_bar(args.max_insns.unwrap_or(0), "recording");
     let result = replay::record(
@@ -310,18 +323,7 @@ pub fn live_gdb(
     checkpoint_interval: u64,
     listen: &str,
 ) -> Result<ExitCode> {
-    let (console, mut input) = console::open(&args.serial)?;
-    let rtc_start = input.rtc_start();
-    let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
-    args.engine.apply(&mut machine);
-    let header = TraceHeader::for_machine(
-        concat!("ringback ", env!("CARGO_PKG_VERSION")),
-        kernel,
-        &machine,
-        rtc_start,
-        checkpoint_interval,
-        false,
-    );
+    let (console, input, machine, header) = prepare(kernel, ram, args, checkpoint_interval, false)?;
     let listener = gdb::listen(listen)?;
     let (live, trace) = gdb::Live::start(path.to_path_buf(), &header, machine, Box::new(input), Box::new(console))?;
     let replayer = Replayer::shared(trace, ReplayOptions::default())?;

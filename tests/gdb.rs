@@ -256,7 +256,7 @@ fn hostile_packets_and_a_second_client_leave_the_server_serving() {
     let out = gdb(
         "hostile",
         &format!(
-        "set confirm off\nfile {elf}\ntarget remote 127.0.0.1:{port}\nbreak bump\ncontinue\nprintf \"OK counter=%u\\n\", counter\nmonitor quit\nx/4xb 0xfffff000\n"
+        "set confirm off\nfile {elf}\ntarget remote 127.0.0.1:{port}\nbreak bump\ncontinue\nprintf \"OK counter=%u\\n\", counter\nmonitor events 18446744073709551615\nmonitor seek nowhere\nmonitor frobnicate\nmonitor quit\nx/4xb 0xfffff000\n"
         ),
     );
     finish(server);
@@ -265,6 +265,8 @@ fn hostile_packets_and_a_second_client_leave_the_server_serving() {
         out.contains("Cannot access memory at address 0xfffff000"),
         "unmapped memory is an error: {out}"
     );
+    assert!(out.contains("seek needs an instruction count"), "{out}");
+    assert!(out.contains("unknown command 'frobnicate'"), "{out}");
 }
 
 #[test]

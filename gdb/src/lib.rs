@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 use gdbstub::common::Signal;
-use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
 use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use gdbstub::target::Target;
@@ -139,6 +139,3 @@ pub fn listen(addr: &str) -> Result<TcpListener, GdbError> {
         source,
     })
 }
-
-/// The Connection error type gdbstub needs for `TcpStream`.
-pub type ConnError = <TcpStream as Connection>::Error;

@@ -57,11 +57,11 @@ impl MonitorCmd for DebugTarget<'_> {
                 let here = r.icount();
                 let before = r
                     .trace
-                    .events(here.saturating_sub(n * 1000), here)
+                    .events(here.saturating_sub(n.saturating_mul(1000)), here)
                     .map_err(GdbError::Trace)?;
                 let after = r
                     .trace
-                    .events(here, here.saturating_add(n * 1000))
+                    .events(here, here.saturating_add(n.saturating_mul(1000)))
                     .map_err(GdbError::Trace)?;
                 let half = (n as usize).div_ceil(2);
                 let shown = before

@@ -30,10 +30,6 @@ impl RamHasher {
         }
     }
 
-    pub fn page_hash(&self, page: usize) -> Option<&[u8; 32]> {
-        self.pages.get(page)
-    }
-
     pub fn digest(&self, state: &MachineState) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         // postcard of plain data cannot fail; an empty encoding would still

@@ -703,8 +703,3 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
     }
     out
 }
-
-/// A stop reason's text, for comparing with the recording's.
-pub fn stop_text(stop: &StopReason) -> String {
-    stop.to_string()
-}

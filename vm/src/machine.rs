@@ -454,7 +454,6 @@ impl Machine {
             self.raw.monitor.reference_steps += 1;
             return self.cpu.step(&mut self.platform);
         }
-        self.raw.monitor.raw_blocks += 1;
         match self.blocks.run_raw(
             &mut self.cpu,
             &mut self.platform,

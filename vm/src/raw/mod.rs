@@ -98,8 +98,7 @@ pub struct MonitorStats {
     pub emulated: u64,
     pub delivered: u64,
     pub engine_switches: u64,
-    /// Instructions retired on each engine under the raw engine's control.
-    pub raw_blocks: u64,
+    /// Instructions run on the reference under the raw engine's control.
     pub reference_steps: u64,
 }
 

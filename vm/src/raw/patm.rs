@@ -108,10 +108,6 @@ impl PatchTable {
         self.in_region.contains_key(&site)
     }
 
-    pub fn installed(&self) -> usize {
-        self.patches.iter().filter(|p| p.state == PatchState::Enabled).count()
-    }
-
     /// Records a patch (or a refusal) for a site; returns its index.
     #[allow(clippy::too_many_arguments)]
     pub fn add(
