@@ -1,6 +1,7 @@
 //! The `ringback` command line.
 
 mod bench;
+mod bisect_cmd;
 mod console;
 mod summary;
 mod trace_cmd;
@@ -96,6 +97,29 @@ enum Command {
         /// mismatch with a report.
         #[arg(long)]
         verify: bool,
+    },
+    /// Find the first instruction where the raw engine with its patches
+    /// computes something else than the reference engine, and the patch
+    /// that causes it. Exit status (for `git bisect run`): 0 no
+    /// divergence, 1 divergence, 125 unusable input, 130 interrupted.
+    Bisect {
+        trace: PathBuf,
+        /// Compare with a second recording of the same guest and input
+        /// instead: digests, events, then each one's configuration replayed.
+        #[arg(long, value_name = "B.rbt")]
+        against: Option<PathBuf>,
+        /// Patch bugs to inject on the patched side (default: as recorded).
+        #[arg(long, value_name = "LIST")]
+        inject: Option<Injection>,
+        /// Threads comparing checkpoint intervals (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Replays the culprit search may run at most.
+        #[arg(long, default_value_t = 200)]
+        culprit_budget: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve a trace to gdb (`target remote :1234`), forwards and backwards.
     Gdb {
@@ -251,6 +275,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             verify,
         } => trace_cmd::replay(&trace, engine, no_patch, verify),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
+        Command::Bisect {
+            trace,
+            against,
+            inject,
+            jobs,
+            culprit_budget,
+            json,
+        } => bisect_cmd::bisect(&bisect_cmd::Options {
+            trace: &trace,
+            against: against.as_deref(),
+            inject,
+            jobs,
+            json,
+            budget: culprit_budget,
+        }),
         Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
         Command::Bench {
             rounds, reverse: true, ..

@@ -30,6 +30,8 @@ pub enum TraceError {
     Missing(&'static str),
     #[error("cannot boot the recorded machine")]
     Boot(#[source] vm::VmError),
+    #[error("the traces are not recordings of the same guest and input: {0}")]
+    NotComparable(String),
     #[error("the trace writer stopped: {0}")]
     Writer(String),
 }

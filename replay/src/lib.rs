@@ -3,6 +3,7 @@
 //! file is in, and replaying it — straight through with digest checks, or
 //! by seeking to any icount. docs/trace-format.md describes the bytes.
 
+pub mod bisect;
 pub mod digest;
 pub mod error;
 pub mod format;

@@ -105,6 +105,11 @@ impl Trace {
         Ok(out)
     }
 
+    /// The events of one batch frame.
+    pub fn event_batch(&self, f: &FrameEntry) -> Result<Vec<EventRecord>> {
+        Ok(self.decode_frame::<EventBatch>(f, "events")?.events)
+    }
+
     /// Events of the batches overlapping `[from, to)`, filtered to that range.
     pub fn events(&self, from: u64, to: u64) -> Result<Vec<EventRecord>> {
         let batches: Vec<&FrameEntry> = self.frames_of(FrameKind::Events).collect();

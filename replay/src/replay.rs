@@ -628,16 +628,7 @@ impl Replayer<'_> {
     /// Reads guest memory at a linear address through the guest's page
     /// tables, without side effects; `None` where a page is not mapped.
     pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(len);
-        for i in 0..len {
-            let lin = addr.wrapping_add(i as u32);
-            let phys = self.machine.cpu.probe_translate(&mut self.machine.platform, lin)?;
-            if phys as usize >= self.machine.platform.mem.ram_size() {
-                return None;
-            }
-            out.push(self.machine.platform.mem.read(phys, 1) as u8);
-        }
-        Some(out)
+        self.machine.read_linear(addr, len)
     }
 }
 

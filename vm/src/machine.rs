@@ -475,6 +475,39 @@ impl Machine {
         }
     }
 
+    /// Makes this machine a copy of `src`, given that their RAM differs at
+    /// most on `pages` (the pages either dirtied since they were last
+    /// equal): copies those pages and clones everything else. A clone of a
+    /// machine allocates and copies all of its RAM; this copies a few pages.
+    pub fn copy_from(&mut self, src: &mut Machine, pages: &[usize]) {
+        let src_ram = src.platform.mem.take_ram();
+        let mut ram = self.platform.mem.take_ram();
+        let ps = crate::mem::PAGE_SIZE;
+        for &p in pages {
+            if let (Some(dst), Some(from)) = (ram.get_mut(p * ps..(p + 1) * ps), src_ram.get(p * ps..(p + 1) * ps)) {
+                dst.copy_from_slice(from);
+            }
+        }
+        *self = src.clone();
+        self.platform.mem.put_ram(ram);
+        src.platform.mem.put_ram(src_ram);
+    }
+
+    /// Reads guest memory at a linear address through the guest's page
+    /// tables, without side effects; `None` where a page is not mapped.
+    pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        for i in 0..len {
+            let lin = addr.wrapping_add(i as u32);
+            let phys = self.cpu.probe_translate(&mut self.platform, lin)?;
+            if phys as usize >= self.platform.mem.ram_size() {
+                return None;
+            }
+            out.push(self.platform.mem.read(phys, 1) as u8);
+        }
+        Some(out)
+    }
+
     /// Switches an inline patch off (its site traps again) or back on.
     /// Returns false when there is no such inline patch, or it is dirty or
     /// refused.

@@ -211,6 +211,15 @@ impl PhysMem {
         &self.ram
     }
 
+    /// The RAM bytes, leaving none: for copying a machine without them.
+    pub(crate) fn take_ram(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.ram)
+    }
+
+    pub(crate) fn put_ram(&mut self, ram: Vec<u8>) {
+        self.ram = ram;
+    }
+
     pub fn page(&self, page: usize) -> Option<&[u8]> {
         self.ram.get(page * PAGE_SIZE..(page + 1) * PAGE_SIZE)
     }

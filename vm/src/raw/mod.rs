@@ -8,7 +8,7 @@ pub mod csam;
 pub mod patm;
 pub mod sensitive;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use iced_x86::Instruction;
 
@@ -17,7 +17,7 @@ use crate::cpu::{Cpu, RingView, StepOutcome};
 use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, SinkSlot};
 use crate::platform::Platform;
 use csam::{decode_at, Scanner};
-use patm::{PatchKind, PatchState, PatchTable};
+use patm::{PatchKey, PatchKind, PatchState, PatchTable};
 use sensitive::{inlinable, software_interrupt};
 
 /// Traps at one site before the patch manager patches it.
@@ -138,6 +138,9 @@ pub struct RawEngine {
     current: Option<EngineKind>,
     /// Patches of tables dropped by `reset_caches`, for the run's totals.
     pub retired: PatchTotals,
+    /// Patches installed switched off (their sites trap instead): bisect's
+    /// delta debugging runs with subsets of the patches suppressed.
+    pub suppressed: HashSet<PatchKey>,
 }
 
 /// Patch counts over a whole run.
@@ -188,6 +191,7 @@ impl RawEngine {
             monitor: std::mem::take(&mut self.monitor),
             retired: self.retired,
             current: self.current,
+            suppressed: std::mem::take(&mut self.suppressed),
             ..Default::default()
         };
         self.scanner.stats = scan_stats;
@@ -281,7 +285,7 @@ impl RawEngine {
             Some(PatchCause::Hot(count)),
             events,
         );
-        self.patches.in_region((phys, code32)) && self.patches.get(index).is_some()
+        self.patches.in_region((phys, code32)) && self.enabled(index)
     }
 
     /// Notes which engine runs now; a change is an event.
@@ -357,7 +361,7 @@ impl RawEngine {
             cause,
             events,
         );
-        if state == PatchState::Enabled {
+        if self.enabled(index) {
             SiteKind::Patch(index)
         } else {
             SiteKind::Trap
@@ -391,6 +395,8 @@ impl RawEngine {
         events: &mut SinkSlot,
     ) -> u32 {
         let mnemonic = format!("{inst}");
+        let key = PatchKey { phys, code32, kind };
+        let suppressed = state == PatchState::Enabled && self.suppressed.contains(&key);
         match (state, cause) {
             (PatchState::Refused(reason), _) => events.emit(icount, lin, || Event::PatchRefused {
                 site: lin,
@@ -406,10 +412,73 @@ impl RawEngine {
             }),
             _ => {}
         }
+        if suppressed {
+            events.emit(icount, lin, || Event::PatchToggled {
+                site: lin,
+                phys,
+                enabled: false,
+            });
+        }
+        let state = if suppressed { PatchState::Disabled } else { state };
         self.patches
             .add(cpu, platform, icount, lin, phys, inst, kind, code32, state, cause)
     }
 
+    /// What the raw engine knows and would do about the guest's next
+    /// instruction, without any side effect (no scan, no counting).
+    pub fn describe_site(&self, cpu: &Cpu, platform: &mut Platform) -> SiteView {
+        let lin = pc(cpu);
+        let code32 = cpu.state.code32();
+        let phys = cpu.probe_translate(platform, lin);
+        let site = phys.map(|p| (p, code32));
+        let st = &cpu.state;
+        let if_set = st.eflags & flags::IF != 0;
+        let in_region = site.is_some_and(|s| self.patches.in_region(s));
+        let engine = if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
+            EngineKind::Reference
+        } else {
+            match st.cpl() {
+                0 if if_set || in_region => EngineKind::RawRing0,
+                3 if if_set && st.iopl() < 3 => EngineKind::RawRing3,
+                _ => EngineKind::Reference,
+            }
+        };
+        SiteView {
+            linear: lin,
+            phys,
+            engine,
+            scanned: site.is_some_and(|s| self.scanner.is_scanned(s)),
+            marked: site.is_some_and(|s| self.scanner.is_marked(s)),
+            page_scanned: phys.is_some_and(|p| self.scanner.page_scanned(p >> 12)),
+            patch: site.and_then(|s| self.patches.at(s)),
+            entry: site.and_then(|s| self.patches.entry_at(s)),
+            regions: site.map(|s| self.patches.regions_holding(s)).unwrap_or_default(),
+        }
+    }
+}
+
+/// The raw engine's view of one guest instruction (`describe_site`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteView {
+    pub linear: u32,
+    /// None when the address does not translate.
+    pub phys: Option<u32>,
+    /// The engine that runs it, in its view (compressed ring 0, ring 3 or
+    /// the reference).
+    pub engine: EngineKind,
+    pub scanned: bool,
+    /// The scanner marked it sensitive.
+    pub marked: bool,
+    /// Some instruction on its page was scanned.
+    pub page_scanned: bool,
+    /// Its inline patch (or refusal) in the patch table.
+    pub patch: Option<u32>,
+    pub entry: Option<u32>,
+    /// Patches whose IF-clear region holds it.
+    pub regions: Vec<u32>,
+}
+
+impl RawEngine {
     /// Drops what the scanner and patch manager knew about written pages.
     pub fn invalidate_pages(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
         for &page in pages {
@@ -499,7 +568,7 @@ impl RawEngine {
         let (state, cause) = self.decide(&inst, PatchCause::Hot(count));
         // Only inlinable patches read CS (for their region), and those do
         // not change it: the state after the emulated instruction serves.
-        self.install(
+        let index = self.install(
             cpu,
             platform,
             icount,
@@ -512,6 +581,10 @@ impl RawEngine {
             cause,
             events,
         );
-        state == PatchState::Enabled
+        self.enabled(index)
+    }
+
+    fn enabled(&self, index: u32) -> bool {
+        self.patches.get(index).is_some_and(|p| p.state == PatchState::Enabled)
     }
 }

@@ -28,7 +28,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 /// Instructions a patch region covers at most.
 const REGION_LIMIT: u32 = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum PatchKind {
     /// The instruction runs inline with its reference semantics.
     Inline,
@@ -48,6 +48,15 @@ pub enum PatchState {
     /// Its page was written; it no longer describes the code there.
     Dirty,
     Refused(RefuseReason),
+}
+
+/// A patch as the same site and kind in any run: patch indices restart at
+/// every checkpoint, sites do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct PatchKey {
+    pub phys: u32,
+    pub code32: bool,
+    pub kind: PatchKind,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +92,16 @@ pub struct PatchTable {
     by_page: FastMap<u32, Vec<u32>>,
 }
 
+impl Patch {
+    pub fn key(&self) -> PatchKey {
+        PatchKey {
+            phys: self.phys,
+            code32: self.code32,
+            kind: self.kind,
+        }
+    }
+}
+
 impl PatchTable {
     /// The inline patch (or refusal) at a site, enabled or not.
     pub fn at(&self, site: Site) -> Option<u32> {
@@ -100,6 +119,21 @@ impl PatchTable {
 
     pub fn get_mut(&mut self, index: u32) -> Option<&mut Patch> {
         self.patches.get_mut(index as usize)
+    }
+
+    /// The entry patch at a site.
+    pub fn entry_at(&self, site: Site) -> Option<u32> {
+        self.entries.get(&site).copied()
+    }
+
+    /// The enabled patches whose region holds a site.
+    pub fn regions_holding(&self, site: Site) -> Vec<u32> {
+        if !self.in_region(site) {
+            return Vec::new();
+        }
+        (0..self.patches.len() as u32)
+            .filter(|&i| self.patches[i as usize].region.contains(&site))
+            .collect()
     }
 
     /// Whether a site lies in an enabled patch's region.
