@@ -18,6 +18,7 @@ use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 const QEMU_ROUNDS_FACTOR: u32 = 10;
 
 const BENCH_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.elf"));
+const PATCHBUGS_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/patchbugs.elf"));
 
 /// Workloads and their default rounds (a few seconds each on the reference).
 pub const WORKLOADS: &[(&str, u32)] = &[("int", 20), ("mem", 6), ("paging", 300), ("trap", 40)];
@@ -308,4 +309,109 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Records guests/patchbugs.c after `rounds` million instructions of warm-up
+/// once clean and once per injected bug class, on the raw engine at 128 MiB
+/// (the command line's default), and times a whole bisect of each trace: the
+/// interval scan, the narrowing to one instruction and the culprit search.
+pub fn bisect(rounds: u32) -> Result<ExitCode> {
+    use replay::bisect::{Bisector, Control, SideConfig};
+    use std::sync::atomic::AtomicBool;
+    use vm::raw::{Injection, RawConfig};
+
+    let kernel = Kernel::Multiboot {
+        image: PATCHBUGS_KERNEL.to_vec(),
+        cmdline: format!("patchbugs.elf {rounds}"),
+        modules: vec![],
+    };
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("bisect on guests/patchbugs.c with {rounds} warm-up rounds, {jobs} thread(s) for the interval scan");
+    println!(
+        "{:<12} {:>12} {:>8} {:>10} {:>14} {:>12}  culprit",
+        "injected", "instructions", "record s", "bisect s", "divergence at", "pc"
+    );
+    let mut all_right = true;
+    for name in ["none", "pushf-leak", "sti-shadow", "scan-miss", "stale-patch"] {
+        let inject: Injection = if name == "none" {
+            Injection::default()
+        } else {
+            name.parse().map_err(anyhow::Error::msg)?
+        };
+        let mut host = NoInput::default();
+        let mut m = Machine::boot(128 << 20, &kernel, &mut host)?;
+        m.engine = Engine::Raw;
+        m.raw.config = RawConfig {
+            inject,
+            ..RawConfig::default()
+        };
+        let path = std::env::temp_dir().join(format!("ringback-bench-bisect-{}-{name}.rbt", std::process::id()));
+        let header = replay::model::TraceHeader::for_machine(
+            "bench",
+            &kernel,
+            &m,
+            host.rtc_start,
+            replay::DEFAULT_CHECKPOINT_INTERVAL,
+            false,
+        );
+        let mut console = CaptureConsole::default();
+        let start = Instant::now();
+        let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
+        let recorded = start.elapsed().as_secs_f64();
+        let trace = replay::Trace::open(&path);
+        let _ = std::fs::remove_file(&path);
+        let (rec, trace) = (rec?, trace?);
+        let cancel = AtomicBool::new(false);
+        let ctl = Control {
+            cancel: &cancel,
+            progress: &|_| {},
+            jobs,
+            culprit_budget: 200,
+        };
+        let t = Instant::now();
+        let patched = crate::bisect_cmd::patched_side(&trace, None);
+        let report = Bisector::new(&trace, SideConfig::reference(), patched)?.run(None, &ctl)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let found = report.divergence.as_ref().and_then(|d| d.found.as_ref());
+        let culprit = match found.and_then(|f| f.culprit.as_ref()) {
+            Some(c) if c.patches.is_empty() => "none: the scanner (site not scanned)".to_string(),
+            Some(c) => c
+                .patches
+                .iter()
+                .map(|p| p.instruction.clone())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            None => "-".into(),
+        };
+        // What each class must be pinned on: the instruction the bug is in.
+        let expected = match name {
+            "pushf-leak" => Some("pushfd"),
+            "sti-shadow" => Some("sti"),
+            "scan-miss" => Some("none: the scanner (site not scanned)"),
+            "stale-patch" => Some("mov eax,cs"),
+            _ => None,
+        };
+        let right = match (expected, found) {
+            (None, None) => true,
+            (Some(e), Some(_)) => culprit == e,
+            _ => false,
+        };
+        all_right &= right;
+        println!(
+            "{:<12} {:>12} {:>8.2} {:>10.2} {:>14} {:>12}  {}{}",
+            name,
+            rec.icount,
+            recorded,
+            seconds,
+            found.map_or("none".into(), |f| f.icount.to_string()),
+            found.map_or("-".into(), |f| format!("{:#010x}", f.pc)),
+            culprit,
+            if right { "" } else { "  (WRONG)" }
+        );
+    }
+    Ok(if all_right {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

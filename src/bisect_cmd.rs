@@ -26,7 +26,7 @@ const EXIT_UNUSABLE: u8 = 125;
 /// bisect run`).
 const EXIT_INTERRUPTED: u8 = 130;
 
-static CANCEL: AtomicBool = AtomicBool::new(false);
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
 pub struct Options<'a> {
     pub trace: &'a Path,
@@ -114,17 +114,24 @@ fn open(path: &Path) -> Result<Trace> {
     Ok(t)
 }
 
+/// The side bisect holds against the reference: the raw engine with
+/// patches, configured as recorded (scanner, injected bugs) unless told
+/// which bugs to inject.
+pub fn patched_side(trace: &Trace, inject: Option<Injection>) -> SideConfig {
+    let mut raw = SideConfig::recorded(trace).raw;
+    if let Some(inject) = inject {
+        raw.inject = inject;
+    }
+    raw.patching = true;
+    SideConfig {
+        engine: Engine::Raw,
+        raw,
+    }
+}
+
 /// Reference against the raw engine with patches, over the whole trace.
 fn whole_trace(trace: &Trace, o: &Options, ctl: &Control) -> Result<Report> {
-    let recorded = SideConfig::recorded(trace);
-    let mut patched = SideConfig {
-        engine: Engine::Raw,
-        raw: recorded.raw,
-    };
-    if let Some(inject) = o.inject {
-        patched.raw.inject = inject;
-    }
-    patched.raw.patching = true;
+    let patched = patched_side(trace, o.inject);
     Ok(Bisector::new(trace, SideConfig::reference(), patched)?.run(None, ctl)?)
 }
 
@@ -132,8 +139,14 @@ fn whole_trace(trace: &Trace, o: &Options, ctl: &Control) -> Result<Report> {
 /// configuration replayed where the digests first differ.
 fn against(a: &Trace, b: &Trace, ctl: &Control) -> Result<(Option<RecordingComparison>, Option<Report>)> {
     let cmp = bisect::compare_recordings(a, b)?;
+    // From the last common checkpoint where the digests agree to the first
+    // where they differ, or else to the end of `a` (the recordings may end
+    // at different icounts, with no common checkpoint after the agreeing
+    // ones).
+    let a_last = a.checkpoint_frames().last().map_or(0, |f| f.icount);
     let range = match (cmp.last_agreeing, cmp.first_differing) {
         (Some(from), Some(to)) => bisect::interval_range(a, from, to),
+        (Some(from), None) if from < a_last => bisect::interval_range(a, from, a_last),
         _ => None,
     };
     let report = match range {
@@ -184,6 +197,11 @@ impl Progress {
                     hi - lo
                 ));
             }
+            Stage::Stepping { at, until } => {
+                bar.set_message(format!(
+                    "stepping both sides one instruction at a time: icount {at} of {until}"
+                ));
+            }
             Stage::Culprit { tests, candidates } => {
                 bar.set_message(format!(
                     "finding the culprit patch: replay {tests}, {candidates} patch(es) enabled"
@@ -229,7 +247,11 @@ fn render(o: &Options, cmp: Option<&RecordingComparison>, report: Option<&Report
     if let (Some(c), Some(b)) = (cmp, o.against) {
         let _ = writeln!(s, "  against {}", b.display());
         let _ = writeln!(s, "  builds: a {}, b {}", c.a_build, c.b_build);
-        let _ = writeln!(s, "  {} checkpoint(s) at the same icount in both", c.common_checkpoints);
+        let _ = writeln!(
+            s,
+            "  a ends at icount {}, b at {}; {} checkpoint(s) at the same icount in both",
+            c.a_instructions, c.b_instructions, c.common_checkpoints
+        );
         match (c.first_differing, c.last_agreeing) {
             (Some(d), Some(l)) => {
                 let _ = writeln!(s, "  machine digests agree up to icount {l} and differ at icount {d}");

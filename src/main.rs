@@ -67,6 +67,11 @@ enum Command {
         /// a reverse-continue to a watchpoint over the whole trace.
         #[arg(long)]
         reverse: bool,
+        /// Measure bisect instead: record the patch-bug guest (about 100
+        /// million instructions by default) once per injected bug class and
+        /// once clean, and time `ringback bisect` on each trace.
+        #[arg(long)]
+        bisect: bool,
     },
     /// Boot a kernel like `run` and record the run into a trace file.
     Record {
@@ -294,6 +299,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             rounds, reverse: true, ..
         } => bench::reverse(rounds.unwrap_or(40)),
+        Command::Bench {
+            rounds, bisect: true, ..
+        } => bench::bisect(rounds.unwrap_or(100)),
         Command::Bench {
             workload,
             rounds,

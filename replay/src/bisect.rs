@@ -121,6 +121,14 @@ impl Side {
         )
     }
 
+    /// Makes this side a copy of `src`, all of its RAM included (copied
+    /// into this side's own, nothing allocated).
+    fn reset_to(&mut self, src: &mut Side) {
+        let all: Vec<usize> = (0..src.machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE).collect();
+        self.copy_from(src, &all);
+        self.machine.platform.mem.take_dirty();
+    }
+
     /// Makes this side a copy of `src`, which differs from it in RAM only on
     /// `pages`.
     fn copy_from(&mut self, src: &mut Side, pages: &[usize]) {
@@ -161,11 +169,45 @@ fn agree(a: View, b: View, pages: Option<&[usize]>) -> bool {
             .all(|&p| ra.get(p * ps..(p + 1) * ps) == rb.get(p * ps..(p + 1) * ps)),
     };
     a.0.icount() == b.0.icount()
+        && a.0.cpu.state == b.0.cpu.state
         && ram_equal
         && a.0.state() == b.0.state()
         && a.2.serial == b.2.serial
         && a.1.cursor == b.1.cursor
         && a.1.mismatch == b.1.mismatch
+}
+
+/// Steps both sides (agreeing, their dirty pages taken) one instruction at
+/// a time up to `until`: the icount before the first step after which they
+/// differ.
+fn first_by_stepping(a: &mut Side, b: &mut Side, until: u64, ctl: &Control) -> Option<u64> {
+    let from = a.machine.icount();
+    while a.machine.icount() < until {
+        let before = a.machine.icount();
+        if (before - from) % (1 << 16) == 0 {
+            if ctl.cancelled() {
+                return None;
+            }
+            (ctl.progress)(Stage::Stepping { at: before, until });
+        }
+        a.run_to(before + 1);
+        b.run_to(before + 1);
+        let da = a.machine.platform.mem.take_dirty();
+        let db = b.machine.platform.mem.take_dirty();
+        let pages = if db.is_empty() { da } else { union(&da, &db) };
+        if !agree(
+            (&a.machine, &a.input, &a.console),
+            (&b.machine, &b.input, &b.console),
+            Some(&pages),
+        ) {
+            return Some(before);
+        }
+        if a.machine.icount() == before {
+            // The guest stopped (it exited, or can never run again).
+            return None;
+        }
+    }
+    None
 }
 
 fn union(a: &[usize], b: &[usize]) -> Vec<usize> {
@@ -182,6 +224,9 @@ pub enum Stage {
     Intervals { done: usize, total: usize },
     /// The first differing instruction lies in `(lo, hi]`.
     Narrowing { lo: u64, hi: u64 },
+    /// Stepping both sides one instruction at a time from the interval's
+    /// start, for a difference the probes did not stop at.
+    Stepping { at: u64, until: u64 },
     /// Culprit search: replays run, candidate patches left.
     Culprit { tests: u32, candidates: usize },
 }
@@ -596,12 +641,33 @@ impl<'t> Bisector<'t> {
             report.divergence = Some(div);
             return Ok(report);
         }
-        let Some((start_a, mut start_b)) = scan.start else {
+        let Some((mut start_a, mut start_b)) = scan.start else {
             return Err(TraceError::Missing("state at the differing interval"));
         };
-        let mut n = self.narrow(start_a, &start_b, lo, hi, ctl);
+        let mut n = self.narrow(&start_a, &start_b, lo, hi, ctl);
         div.bounds = (n.lo, n.hi);
-        if n.hi - n.lo == 1 {
+        if n.hi - n.lo == 1 && !ctl.cancelled() {
+            // The probes see states only where they stop: an earlier
+            // difference that healed in between (a dropped interrupt shadow
+            // with no interrupt pending) is found by stepping.
+            n.work_a.reset_to(&mut start_a);
+            n.work_b.reset_to(&mut start_b);
+            let first = first_by_stepping(&mut n.work_a, &mut n.work_b, n.lo, ctl);
+            match first {
+                Some(f) if f < n.lo => {
+                    n.a.reset_to(&mut start_a);
+                    n.b.reset_to(&mut start_b);
+                    n.a.run_to(f);
+                    n.b.run_to(f);
+                    (n.lo, n.hi) = (f, f + 1);
+                    div.bounds = (n.lo, n.hi);
+                }
+                _ => {}
+            }
+            n.work_a.reset_to(&mut n.a);
+            n.work_b.reset_to(&mut n.b);
+        }
+        if n.hi - n.lo == 1 && !ctl.cancelled() {
             let mut found = self.describe(&mut n, &start_b)?;
             if self.b.patches() && found.note.is_none() {
                 found.culprit = Some(self.culprit(&mut start_b, &mut n, ctl));
@@ -734,11 +800,11 @@ impl<'t> Bisector<'t> {
 
     /// Binary search inside an interval: the sides agree at `lo` and differ
     /// at `hi`.
-    fn narrow(&self, start_a: Side, start_b: &Side, lo: u64, hi: u64, ctl: &Control) -> Narrowed {
+    fn narrow(&self, start_a: &Side, start_b: &Side, lo: u64, hi: u64, ctl: &Control) -> Narrowed {
         // Snapshots at `lo` and working copies run ahead; after each probe
         // one is made equal to the other by copying the pages the run
         // dirtied, never the whole RAM.
-        let (mut sa, mut sb) = (start_a, start_b.clone());
+        let (mut sa, mut sb) = (start_a.clone(), start_b.clone());
         let (mut wa, mut wb) = (sa.clone(), sb.clone());
         for s in [&mut sa, &mut sb, &mut wa, &mut wb] {
             s.machine.platform.mem.take_dirty();
@@ -889,9 +955,8 @@ impl<'t> Bisector<'t> {
         start_b.machine.platform.mem.take_dirty();
         // The working copy becomes the interval's start: one full copy, then
         // only the pages each trial dirtied.
-        let everything: Vec<usize> = (0..start_b.machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE).collect();
         let work = &mut n.work_b;
-        work.copy_from(start_b, &everything);
+        work.reset_to(start_b);
         let reference_after = &n.work_a;
         let mut test = |enabled: &[PatchKey]| -> bool {
             tests += 1;
@@ -1109,6 +1174,9 @@ pub struct RecordingComparison {
     pub last_agreeing: Option<u64>,
     pub first_differing: Option<u64>,
     pub first_event_difference: Option<EventDifference>,
+    /// Where each recording ends (its last checkpoint).
+    pub a_instructions: u64,
+    pub b_instructions: u64,
     pub a_build: String,
     pub b_build: String,
 }
@@ -1179,6 +1247,8 @@ pub fn compare_recordings(a: &Trace, b: &Trace) -> Result<RecordingComparison> {
         last_agreeing,
         first_differing,
         first_event_difference: first_event_difference(a, b)?,
+        a_instructions: da.last().map_or(0, |c| c.0),
+        b_instructions: b.checkpoint_frames().last().map_or(0, |f| f.icount),
         a_build: ha.build.clone(),
         b_build: hb.build.clone(),
     })

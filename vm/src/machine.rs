@@ -746,4 +746,36 @@ mod idle_tests {
         assert_eq!(stop, StopReason::IdleForever);
         assert_eq!(host.bytes.len(), 1, "one byte taken, one left");
     }
+
+    #[test]
+    fn copy_from_with_the_dirty_pages_equals_a_clone() {
+        // A loop storing a counter across pages: mov ebx, 0x1000; l: inc dword
+        // [ebx]; add ebx, 0x1000; and ebx, 0xFFFFF; jmp l (real mode, 16-bit
+        // operands with 32-bit prefixes).
+        let code = [
+            0x66, 0xBB, 0x00, 0x10, 0x00, 0x00, // mov ebx, 0x1000
+            0x67, 0x66, 0xFF, 0x03, // inc dword [ebx]
+            0x66, 0x81, 0xC3, 0x00, 0x10, 0x00, 0x00, // add ebx, 0x1000
+            0x66, 0x81, 0xE3, 0xFF, 0xFF, 0x00, 0x00, // and ebx, 0xFFFF
+            0xEB, 0xEA, // jmp inc
+        ];
+        let mut a = flat(&code);
+        a.platform.mem.take_dirty();
+        let mut b = a.clone();
+        a.run(500, &mut NoInput::default(), &mut CaptureConsole::default());
+        let dirty = a.platform.mem.take_dirty();
+        assert!(dirty.len() > 3, "{dirty:?}");
+        assert!(dirty.windows(2).all(|w| w[0] < w[1]), "ascending: {dirty:?}");
+        b.copy_from(&mut a, &dirty);
+        assert_eq!(b.state(), a.state());
+        assert_eq!(b.platform.mem.ram(), a.platform.mem.ram());
+        // And back: the pages b has since written, copied from a, undo them.
+        let before = a.clone();
+        b.run(900, &mut NoInput::default(), &mut CaptureConsole::default());
+        let dirty = b.platform.mem.take_dirty();
+        b.copy_from(&mut a, &dirty);
+        assert_eq!(b.state(), before.state());
+        assert_eq!(b.platform.mem.ram(), before.platform.mem.ram());
+        assert!(b.platform.mem.take_dirty().is_empty());
+    }
 }

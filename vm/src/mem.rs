@@ -15,6 +15,9 @@ pub struct Rom {
 pub struct PhysMem {
     ram: Vec<u8>,
     dirty: Vec<u64>,
+    /// The pages set in `dirty`, in the order they were first written: taking
+    /// them costs the pages written, not a walk over the bitmap.
+    dirty_list: Vec<u32>,
     roms: Vec<Rom>,
     /// Writes that hit ROM or nothing at all.
     pub dropped_writes: u64,
@@ -31,6 +34,7 @@ impl PhysMem {
         PhysMem {
             ram: vec![0; pages * PAGE_SIZE],
             dirty: vec![0; pages.div_ceil(64)],
+            dirty_list: Vec::new(),
             roms: Vec::new(),
             dropped_writes: 0,
             watched: vec![0; pages.div_ceil(64)],
@@ -82,8 +86,16 @@ impl PhysMem {
 
     #[inline]
     fn mark_dirty(&mut self, addr: usize) {
-        let page = addr >> PAGE_SHIFT;
-        self.dirty[page / 64] |= 1 << (page % 64);
+        self.set_dirty(addr >> PAGE_SHIFT);
+    }
+
+    #[inline]
+    fn set_dirty(&mut self, page: usize) {
+        let (word, bit) = (page / 64, 1u64 << (page % 64));
+        if self.dirty[word] & bit == 0 {
+            self.dirty[word] |= bit;
+            self.dirty_list.push(page as u32);
+        }
     }
 
     #[inline]
@@ -194,7 +206,7 @@ impl PhysMem {
             })?;
         self.ram[start..end].copy_from_slice(data);
         for p in (start >> PAGE_SHIFT)..=((end.max(start + 1) - 1) >> PAGE_SHIFT) {
-            self.dirty[p / 64] |= 1 << (p % 64);
+            self.set_dirty(p);
             self.check_watch(p << PAGE_SHIFT);
         }
         Ok(())
@@ -228,18 +240,14 @@ impl PhysMem {
         self.dirty.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
     }
 
-    /// Returns the dirty page numbers and clears the bitmap.
+    /// Returns the dirty page numbers, in ascending order, and clears the
+    /// bitmap.
     pub fn take_dirty(&mut self) -> Vec<usize> {
-        let mut pages = Vec::new();
-        for (wi, w) in self.dirty.iter_mut().enumerate() {
-            let mut bits = *w;
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                pages.push(wi * 64 + b);
-                bits &= bits - 1;
-            }
-            *w = 0;
+        let mut pages: Vec<usize> = self.dirty_list.drain(..).map(|p| p as usize).collect();
+        for &p in &pages {
+            self.dirty[p / 64] = 0;
         }
+        pages.sort_unstable();
         pages
     }
 
