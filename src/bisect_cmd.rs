@@ -317,8 +317,7 @@ fn render(o: &Options, cmp: Option<&RecordingComparison>, report: Option<&Report
 
 fn render_divergence(s: &mut String, r: &Report, d: &DivergenceReport, o: &Options, seconds: f64) {
     let side = |x: &str| match x {
-        "a" => format!("a ({})", r.a),
-        "b" => format!("b ({})", r.b),
+        "a" | "b" => format!("side {x}"),
         _ => "neither side".to_string(),
     };
     let Some(f) = &d.found else {
@@ -387,7 +386,10 @@ fn render_divergence(s: &mut String, r: &Report, d: &DivergenceReport, o: &Optio
     }
     let _ = writeln!(s, "  The recording agrees with {}.", side(&d.recording_agrees_with));
     if let Some(e) = &f.engine {
-        let _ = writeln!(s, "\n  Side b at the instruction:");
+        let _ = writeln!(
+            s,
+            "\n  Side b at the instruction (scanner and patches as its block ran):"
+        );
         let _ = writeln!(
             s,
             "    engine: {}; guest CPL {}, guest IF {}",

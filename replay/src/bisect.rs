@@ -65,24 +65,22 @@ impl SideConfig {
             Engine::Emulate => "emulate (reference)".into(),
             Engine::Blocks => "blocks".into(),
             Engine::Raw => {
-                let mut parts = vec![if self.raw.patching { "patches on" } else { "no patches" }];
+                let mut parts = vec![if self.raw.patching { "patches on" } else { "no patches" }.to_string()];
                 if !self.raw.scanner {
-                    parts.push("no scanner");
+                    parts.push("no scanner".into());
                 }
+                let inject = self.raw.inject;
                 let bugs: Vec<&str> = [
-                    (self.raw.inject.pushf_leak, "pushf-leak"),
-                    (self.raw.inject.sti_shadow, "sti-shadow"),
-                    (self.raw.inject.scan_miss, "scan-miss"),
-                    (self.raw.inject.stale_patch, "stale-patch"),
+                    (inject.pushf_leak, "pushf-leak"),
+                    (inject.sti_shadow, "sti-shadow"),
+                    (inject.scan_miss, "scan-miss"),
+                    (inject.stale_patch, "stale-patch"),
                 ]
-                .iter()
-                .filter(|(on, _)| *on)
-                .map(|(_, n)| *n)
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
                 .collect();
-                let bugs = bugs.join(",");
                 if !bugs.is_empty() {
-                    parts.push(&bugs);
-                    return format!("raw ({}, injected {})", parts[..parts.len() - 1].join(", "), bugs);
+                    parts.push(format!("injected {}", bugs.join(",")));
                 }
                 format!("raw ({})", parts.join(", "))
             }
@@ -484,8 +482,7 @@ impl PatchReport {
             installed_at: p.installed_at,
             hits: p.hits,
             stale: now
-                .is_some_and(|i| i.len() == p.inst.len() && format_instruction(&i) != format_instruction(&p.inst))
-                || now.is_some_and(|i| i.len() != p.inst.len()),
+                .is_some_and(|i| i.len() != p.inst.len() || format_instruction(&i) != format_instruction(&p.inst)),
         }
     }
 }
@@ -653,6 +650,10 @@ impl<'t> Bisector<'t> {
             n.work_a.reset_to(&mut start_a);
             n.work_b.reset_to(&mut start_b);
             let first = first_by_stepping(&mut n.work_a, &mut n.work_b, n.lo, ctl);
+            if ctl.cancelled() {
+                // Stopped while stepping: an earlier instruction may differ.
+                div.bounds = (lo, n.hi);
+            }
             match first {
                 Some(f) if f < n.lo => {
                     n.a.reset_to(&mut start_a);
@@ -868,7 +869,7 @@ impl<'t> Bisector<'t> {
                 n.hi, n.hi
             )
         });
-        let engine = (self.b.engine == Engine::Raw).then(|| engine_report(&mut n.b.machine));
+        let engine = (self.b.engine == Engine::Raw).then(|| engine_report(&mut n.b.machine, &mut n.work_b.machine, pc));
         let (history_source, history) = self.history(start_b, n, phys)?;
         Ok(Found {
             icount: n.lo,
@@ -1066,17 +1067,21 @@ fn patch_sites_at(side: &Side, phys: Option<u32>) -> HashSet<u32> {
     out
 }
 
-fn engine_report(m: &mut Machine) -> EngineReport {
-    let view = m.raw.describe_site(&m.cpu, &mut m.platform);
-    let engine = match view.engine {
+/// The raw engine at the instruction: the engine and view it ran in (from
+/// `before`), and what the scanner and patch manager had decided about the
+/// site once the instruction's block was built (from `after`).
+fn engine_report(before: &mut Machine, after: &mut Machine, pc: u32) -> EngineReport {
+    let engine = match before.raw.describe_site(&before.cpu, &mut before.platform, pc).engine {
         EngineKind::RawRing0 => "raw: guest ring 0 compressed into ring 1",
         EngineKind::RawRing3 => "raw: guest ring 3 as ring 3",
         EngineKind::Reference => "reference (emulated at the guest's true privilege)",
     };
-    let guest_if = m.cpu.state.eflags & vm::cpu::state::flags::IF != 0;
-    let cpl = m.cpu.state.cpl();
-    let table = m.raw.patches.clone();
-    let mut report = |i: Option<u32>| i.and_then(|i| table.get(i)).map(|p| PatchReport::of(p, m));
+    let guest_if = before.cpu.state.eflags & vm::cpu::state::flags::IF != 0;
+    let cpl = before.cpu.state.cpl();
+    let cpu = before.cpu.clone();
+    let view = after.raw.describe_site(&cpu, &mut after.platform, pc);
+    let table = after.raw.patches.clone();
+    let mut report = |i: Option<u32>| i.and_then(|i| table.get(i)).map(|p| PatchReport::of(p, after));
     EngineReport {
         engine: engine.into(),
         cpl,

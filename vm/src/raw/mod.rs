@@ -424,10 +424,10 @@ impl RawEngine {
             .add(cpu, platform, icount, lin, phys, inst, kind, code32, state, cause)
     }
 
-    /// What the raw engine knows and would do about the guest's next
-    /// instruction, without any side effect (no scan, no counting).
-    pub fn describe_site(&self, cpu: &Cpu, platform: &mut Platform) -> SiteView {
-        let lin = pc(cpu);
+    /// What the raw engine knows about the instruction at `lin` (in the
+    /// guest's current code segment), and which engine would run the guest
+    /// as it is now, without any side effect (no scan, no counting).
+    pub fn describe_site(&self, cpu: &Cpu, platform: &mut Platform, lin: u32) -> SiteView {
         let code32 = cpu.state.code32();
         let phys = cpu.probe_translate(platform, lin);
         let site = phys.map(|p| (p, code32));
