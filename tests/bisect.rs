@@ -287,7 +287,7 @@ fn the_text_report_reads_as_a_story() {
         "DIVERGENCE at icount",
         "mov eax,ds",
         "eax",
-        "The recording agrees with b",
+        "The recording agrees with side b",
         "STALE",
         "write to code page",
         "Culprit",
