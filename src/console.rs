@@ -112,9 +112,10 @@ fn host_epoch_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Opens the console named by `--serial`: `stdio`, `none`, or a file path.
-pub fn open(spec: &str) -> Result<(HostConsole, StdinInput)> {
-    let rtc_start = host_epoch_seconds();
+/// Opens the console named by `--serial`: `stdio`, `none`, or a file path;
+/// the RTC starts at `rtc_base` or else the host's clock.
+pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInput)> {
+    let rtc_start = rtc_base.unwrap_or_else(host_epoch_seconds);
     let (out, rx) = match spec {
         "stdio" => {
             let (tx, rx) = mpsc::channel();

@@ -179,6 +179,10 @@ pub(crate) struct RunArgs {
     /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
     #[arg(long, default_value = "stdio")]
     serial: String,
+    /// Start the RTC at this Unix time instead of the host's clock (QEMU's
+    /// -rtc base=): two recordings of the same guest and input then match.
+    #[arg(long, value_name = "SECONDS")]
+    rtc_base: Option<u64>,
     /// Wait for gdb before the first instruction (`target remote ADDR`,
     /// default 127.0.0.1:1234). The run records as it goes, so gdb can step
     /// and continue backwards on a live session too.
@@ -255,7 +259,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             // The demo kernel reports success as QEMU's isa-debug-exit status 1;
             // for the README's first command that is a plain success.
-            Ok(match run_kernel(&kernel, 32 << 20, max_insns, engine, "stdio")? {
+            Ok(match run_kernel(&kernel, 32 << 20, max_insns, engine, "stdio", None)? {
                 StopReason::ExitDevice(1) => ExitCode::SUCCESS,
                 stop => exit_code(&stop),
             })
@@ -360,6 +364,7 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
         args.max_insns,
         args.engine,
         &args.serial,
+        args.rtc_base,
     )?))
 }
 
@@ -370,8 +375,9 @@ fn run_kernel(
     max_insns: Option<u64>,
     engine: EngineArgs,
     serial: &str,
+    rtc_base: Option<u64>,
 ) -> Result<StopReason> {
-    let (mut console, mut input) = console::open(serial)?;
+    let (mut console, mut input) = console::open(serial, rtc_base)?;
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
     engine.apply(&mut machine);
     let started = Instant::now();

@@ -50,7 +50,7 @@ fn prepare(
     checkpoint_interval: u64,
     adaptive_checkpoints: bool,
 ) -> Result<(console::HostConsole, console::StdinInput, Machine, TraceHeader)> {
-    let (console, mut input) = console::open(&args.serial)?;
+    let (console, mut input) = console::open(&args.serial, args.rtc_base)?;
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);

@@ -300,7 +300,20 @@ fn the_text_report_reads_as_a_story() {
 fn record(name: &str, inject: Option<&str>, append: &str, extra: &[&str]) -> String {
     let path = scratch(name);
     let kernel = format!("{OUT_DIR}/patchbugs.elf");
-    let mut args = vec!["record", "-o", &path, &kernel, "--serial", "none", "--append", append];
+    // One RTC start for every recording: two recordings of the same guest
+    // and input must agree on it.
+    let mut args = vec![
+        "record",
+        "-o",
+        &path,
+        &kernel,
+        "--serial",
+        "none",
+        "--rtc-base",
+        "1700000000",
+        "--append",
+        append,
+    ];
     args.extend(extra);
     if let Some(bug) = inject {
         args.extend(["--inject", bug]);
@@ -339,6 +352,24 @@ fn against_compares_two_recordings_digests_events_and_configurations() {
     let report = json(&out);
     assert!(report["recordings"]["first_differing"].is_null());
     assert_eq!(report["report"]["divergence"]["found"]["instruction"], "pushfd");
+
+    // Recorded with another RTC start: not the same input.
+    let other_clock = scratch("against-other-clock.rbt");
+    let kernel = format!("{OUT_DIR}/patchbugs.elf");
+    ringback(&[
+        "record",
+        "-o",
+        &other_clock,
+        &kernel,
+        "--serial",
+        "none",
+        "--rtc-base",
+        "1600000000",
+    ]);
+    let out = ringback(&["bisect", &clean, "--against", &other_clock]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("the RTC start times differ"), "{err}");
 
     // The same recording against itself: nothing differs.
     let out = ringback(&["bisect", &clean, "--against", &clean]);
