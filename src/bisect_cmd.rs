@@ -299,8 +299,8 @@ fn render(o: &Options, cmp: Option<&RecordingComparison>, report: Option<&Report
         } else {
             let _ = writeln!(
                 s,
-                "\nNo divergence: a and b agree at all {} checkpoint intervals ({} instructions; {seconds:.1} s)",
-                r.intervals, r.instructions
+                "\nNo divergence: a and b agree at all {} checkpoint intervals from icount {} to {} ({seconds:.1} s)",
+                r.intervals, r.compared.0, r.compared.1
             );
             if cmp.is_some_and(|c| c.first_differing.is_some()) {
                 let _ = writeln!(

@@ -131,8 +131,32 @@ impl Side {
     /// `pages`.
     fn copy_from(&mut self, src: &mut Side, pages: &[usize]) {
         self.machine.copy_from(&mut src.machine, pages);
-        self.input.clone_from(&src.input);
-        self.console.clone_from(&src.console);
+        copy_io(&mut self.input, &mut self.console, &src.input, &src.console);
+    }
+}
+
+impl Side {
+    /// A new side with the replayer's machine configured as `config`.
+    fn from_replayer_with(r: &Replayer, config: SideConfig) -> Side {
+        let mut side = Side {
+            machine: r.machine.clone(),
+            input: r.input.clone(),
+            console: r.console.clone(),
+        };
+        side.machine.engine = config.engine;
+        side.machine.raw.config = config.raw;
+        side
+    }
+
+    /// Makes this side the replayer's machine (all of RAM copied into this
+    /// side's own), configured as `config`.
+    fn copy_all_from_replayer(&mut self, r: &mut Replayer, config: SideConfig) {
+        let all: Vec<usize> = (0..r.machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE).collect();
+        self.machine.copy_from(&mut r.machine, &all);
+        copy_io(&mut self.input, &mut self.console, &r.input, &r.console);
+        self.machine.engine = config.engine;
+        self.machine.raw.config = config.raw;
+        self.machine.platform.mem.take_dirty();
     }
 }
 
@@ -150,6 +174,21 @@ impl From<Replayer<'_>> for Side {
             console,
         }
     }
+}
+
+/// Copies input position and output into existing buffers (the input log
+/// itself is shared).
+fn copy_io(
+    input: &mut ReplayInput,
+    console: &mut CaptureConsole,
+    src_input: &ReplayInput,
+    src_console: &CaptureConsole,
+) {
+    input.records = src_input.records.clone();
+    input.cursor = src_input.cursor;
+    input.mismatch.clone_from(&src_input.mismatch);
+    console.serial.clone_from(&src_console.serial);
+    console.debugcon.clone_from(&src_console.debugcon);
 }
 
 type View<'a> = (&'a Machine, &'a ReplayInput, &'a CaptureConsole);
@@ -179,10 +218,11 @@ fn agree(a: View, b: View, pages: Option<&[usize]>) -> bool {
 /// a time up to `until`: the icount before the first step after which they
 /// differ.
 fn first_by_stepping(a: &mut Side, b: &mut Side, until: u64, ctl: &Control) -> Option<u64> {
-    let from = a.machine.icount();
+    let mut steps = 0u64;
     while a.machine.icount() < until {
         let before = a.machine.icount();
-        if (before - from) % (1 << 16) == 0 {
+        steps += 1;
+        if steps % (1 << 16) == 1 {
             if ctl.cancelled() {
                 return None;
             }
@@ -400,13 +440,13 @@ fn other_fields(a: &MachineState, b: &MachineState) -> Vec<FieldDiff> {
         return out;
     };
     diff_values("", &va, &vb, &mut out);
-    out.retain(|d| !(d.field.starts_with("cpu.regs") || d.field == "cpu.eip" || d.field == "cpu.eflags"));
     out
 }
 
 fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<FieldDiff>) {
     use serde_json::Value;
-    if a == b || out.len() >= 32 {
+    // Listed on their own, with names.
+    if a == b || out.len() >= 32 || path.starts_with("cpu.regs") || path == "cpu.eip" || path == "cpu.eflags" {
         return;
     }
     let join = |k: &str| {
@@ -462,8 +502,9 @@ pub struct PatchReport {
 
 impl PatchReport {
     fn of(p: &Patch, machine: &mut Machine) -> PatchReport {
-        let now = machine
-            .read_linear(p.site, 15)
+        let now = (1..=15)
+            .rev()
+            .find_map(|len| machine.read_linear(p.site, len))
             .and_then(|bytes| decode_one(&bytes, p.inst.ip(), p.code32));
         PatchReport {
             site: p.site,
@@ -567,6 +608,8 @@ pub struct Report {
     pub b: String,
     pub instructions: u64,
     pub intervals: usize,
+    /// The icounts the compared intervals span.
+    pub compared: (u64, u64),
     /// Both sides agree at every checkpoint up to this icount.
     pub agreed_through: u64,
     pub divergence: Option<DivergenceReport>,
@@ -615,6 +658,10 @@ impl<'t> Bisector<'t> {
             b: self.b.describe(),
             instructions: self.checkpoints.last().copied().unwrap_or(0),
             intervals: intervals.len(),
+            compared: (
+                intervals.first().map_or(0, |&k| self.checkpoints[k]),
+                intervals.last().map_or(0, |&k| self.checkpoints[k + 1]),
+            ),
             agreed_through: self.checkpoints.get(from).copied().unwrap_or(0),
             divergence: None,
             interrupted: false,
@@ -643,6 +690,7 @@ impl<'t> Bisector<'t> {
         };
         let mut n = self.narrow(&start_a, &start_b, lo, hi, ctl);
         div.bounds = (n.lo, n.hi);
+        let mut stepping_note = None;
         if n.hi - n.lo == 1 && !ctl.cancelled() {
             // The probes see states only where they stop: an earlier
             // difference that healed in between (a dropped interrupt shadow
@@ -662,6 +710,12 @@ impl<'t> Bisector<'t> {
                     n.b.run_to(f);
                     (n.lo, n.hi) = (f, f + 1);
                     div.bounds = (n.lo, n.hi);
+                    if !n.a.agrees_with(&n.b) {
+                        stepping_note = Some(format!(
+                            "stepped one instruction at a time the sides agree up to {f}, but run straight \
+                             there they already differ: the result depends on where a run stops"
+                        ));
+                    }
                 }
                 _ => {}
             }
@@ -669,7 +723,10 @@ impl<'t> Bisector<'t> {
             n.work_b.reset_to(&mut n.b);
         }
         if n.hi - n.lo == 1 && !ctl.cancelled() {
-            let mut found = self.describe(&mut n, &start_b)?;
+            let mut found = self.describe(&mut n, &start_b, &div.recording_agrees_with)?;
+            if found.note.is_none() {
+                found.note = stepping_note;
+            }
             if self.b.patches() && found.note.is_none() {
                 found.culprit = Some(self.culprit(&mut start_b, &mut n, ctl));
             }
@@ -680,24 +737,18 @@ impl<'t> Bisector<'t> {
         Ok(report)
     }
 
-    /// A replayer for each side; both restore the same recorded states.
-    fn replayers(&self) -> Result<(Replayer<'t>, Replayer<'t>)> {
-        Ok((
-            Replayer::new(self.trace, self.a.options())?,
-            Replayer::new(self.trace, self.b.options())?,
-        ))
-    }
-
     /// Which side's machine has the digest the recording has at its
     /// position (a checkpoint).
-    fn recording_agrees_with(&self, k: usize, ra: &Replayer, rb: &Replayer) -> Result<String> {
+    fn recording_agrees_with(&self, k: usize, a: &Machine, b: &Machine) -> Result<String> {
         let f = self.trace.checkpoint_frames()[k].clone();
         let cp = self.trace.checkpoint(&f)?;
-        let digest = |r: &Replayer| RamHasher::new(&r.machine.platform.mem).digest(&r.machine.state());
-        Ok(match (digest(ra) == cp.digest, digest(rb) == cp.digest) {
-            (true, _) => "a".into(),
-            (_, true) => "b".into(),
-            _ => "neither".into(),
+        let digest = |m: &Machine| RamHasher::new(&m.platform.mem).digest(&m.state());
+        Ok(match (digest(a) == cp.digest, digest(b) == cp.digest) {
+            // Equal digests, yet the sides differ: in output or input only.
+            (true, true) => "both".into(),
+            (true, false) => "a".into(),
+            (false, true) => "b".into(),
+            (false, false) => "neither".into(),
         })
     }
 
@@ -719,9 +770,12 @@ impl<'t> Bisector<'t> {
             for _ in 0..jobs {
                 s.spawn(|| {
                     let work = || -> Result<()> {
-                        // Restoring reuses the replayers' RAM: nothing is
-                        // allocated per interval.
-                        let (mut ra, mut rb) = self.replayers()?;
+                        // One replayer restores (its RAM image cached);
+                        // side b is copied from it into its own machine.
+                        // Nothing is allocated per interval.
+                        let mut ra = Replayer::new(self.trace, self.a.options())?;
+                        ra.restore(0)?;
+                        let mut b = Side::from_replayer_with(&ra, self.b);
                         loop {
                             let pos = next.fetch_add(1, Ordering::SeqCst);
                             if pos >= intervals.len() || pos > first_bad.load(Ordering::SeqCst) || ctl.cancelled() {
@@ -729,24 +783,24 @@ impl<'t> Bisector<'t> {
                             }
                             let k = intervals[pos];
                             ra.restore(k)?;
-                            rb.restore(k)?;
+                            b.copy_all_from_replayer(&mut ra, self.b);
                             let end = self.checkpoints[k + 1];
                             ra.run_to(end, false)?;
-                            rb.run_to(end, false)?;
+                            b.run_to(end);
                             if !agree(
                                 (&ra.machine, &ra.input, &ra.console),
-                                (&rb.machine, &rb.input, &rb.console),
+                                (&b.machine, &b.input, &b.console),
                                 None,
                             ) {
                                 first_bad.fetch_min(pos, Ordering::SeqCst);
-                                let who = self.recording_agrees_with(k + 1, &ra, &rb)?;
+                                let who = self.recording_agrees_with(k + 1, &ra.machine, &b.machine)?;
                                 // Back to the start (from the RAM image the
                                 // replayer keeps): narrowing starts there.
                                 ra.restore(k)?;
-                                rb.restore(k)?;
+                                b.copy_all_from_replayer(&mut ra, self.b);
                                 if let Ok(mut slot) = found.lock() {
                                     if slot.as_ref().map_or(true, |f| pos < f.0) {
-                                        *slot = Some((pos, Side::from(ra), Side::from(rb), who));
+                                        *slot = Some((pos, Side::from(ra), b, who));
                                     }
                                 }
                                 if let Ok(mut d) = done.lock() {
@@ -845,7 +899,7 @@ impl<'t> Bisector<'t> {
 
     /// The instruction at `n.lo` and what it does differently; leaves the
     /// working copies at `n.hi`.
-    fn describe(&self, n: &mut Narrowed, start_b: &Side) -> Result<Found> {
+    fn describe(&self, n: &mut Narrowed, start_b: &Side, recording_agrees_with: &str) -> Result<Found> {
         let a = &mut n.a.machine;
         let pc = vm::raw::pc(&a.cpu);
         let code32 = a.cpu.state.code32();
@@ -864,13 +918,17 @@ impl<'t> Bisector<'t> {
         let differences = Differences::between(&n.work_a, &n.work_b);
         let note = differences.is_empty().then(|| {
             format!(
-                "the sides agree at {} when stopped there, but differ at {} when run through; \
+                "run from {} the sides agree at {}, but run through from earlier they differ there: \
                  the result depends on where a run stops",
-                n.hi, n.hi
+                n.lo, n.hi
             )
         });
         let engine = (self.b.engine == Engine::Raw).then(|| engine_report(&mut n.b.machine, &mut n.work_b.machine, pc));
-        let (history_source, history) = self.history(start_b, n, phys)?;
+        // The trace's events are side b's only if the recording computed
+        // what side b computes (the same configuration, and a build that
+        // behaves alike).
+        let trace_is_b = matches!(recording_agrees_with, "b" | "both");
+        let (history_source, history) = self.history(start_b, n, phys, trace_is_b)?;
         Ok(Found {
             icount: n.lo,
             pc,
@@ -888,12 +946,18 @@ impl<'t> Bisector<'t> {
 
     /// Events about the site from the interval's start to the instruction:
     /// from side B's recording when there is one, else from a replay.
-    fn history(&self, start_b: &Side, n: &Narrowed, phys: Option<u32>) -> Result<(String, Vec<HistoryEntry>)> {
+    fn history(
+        &self,
+        start_b: &Side,
+        n: &Narrowed,
+        phys: Option<u32>,
+        trace_is_b: bool,
+    ) -> Result<(String, Vec<HistoryEntry>)> {
         let pc = vm::raw::pc(&n.a.machine.cpu);
         let from = start_b.machine.icount();
         let (source, events) = match self.b_history {
-            Some(t) => ("trace", t.events(from, n.hi)?),
-            None => {
+            Some(t) if trace_is_b => ("trace", t.events(from, n.hi)?),
+            _ => {
                 let log = std::sync::Arc::new(std::sync::Mutex::new(EventLog::default()));
                 let mut b = start_b.clone();
                 b.machine.events.0 = Some(Box::new(log.clone()));
@@ -923,11 +987,16 @@ impl<'t> Bisector<'t> {
                 event: e.event.to_string(),
             })
             .collect();
-        // The most recent ones tell the story; keep the first (an install)
-        // and the last dozen.
+        // The first few (installs) and the most recent tell the story.
         if out.len() > 16 {
+            let omitted = out.len() - 16;
             let tail = out.split_off(out.len() - 12);
             out.truncate(4);
+            out.push(HistoryEntry {
+                icount: tail[0].icount,
+                pc,
+                event: format!("({omitted} more events about the site)"),
+            });
             out.extend(tail);
         }
         Ok((source.into(), out))
@@ -938,27 +1007,38 @@ impl<'t> Bisector<'t> {
     /// Each trial replays side B from the interval's start; the reference
     /// result is `n.work_a` (at `n.hi`, from `describe`).
     fn culprit(&self, start_b: &mut Side, n: &mut Narrowed, ctl: &Control) -> Culprit {
-        let all: Vec<PatchKey> = {
-            let mut keys: Vec<PatchKey> =
-                n.b.machine
-                    .raw
-                    .patches
-                    .patches
-                    .iter()
-                    .filter(|p| p.state == PatchState::Enabled)
-                    .map(Patch::key)
-                    .collect();
-            keys.sort();
-            keys.dedup();
-            keys
+        // Candidates: every patch enabled before the instruction, or made
+        // while its block was built (`work_b` is past it, from `describe`).
+        let enabled = |m: &Machine| -> Vec<Patch> {
+            m.raw
+                .patches
+                .patches
+                .iter()
+                .filter(|p| p.state == PatchState::Enabled)
+                .cloned()
+                .collect()
         };
+        let mut known = enabled(&n.work_b.machine);
+        known.extend(enabled(&n.b.machine));
+        let mut all: Vec<PatchKey> = known.iter().map(Patch::key).collect();
+        all.sort();
+        all.dedup();
+        let mut reports: Vec<(PatchKey, PatchReport)> = Vec::new();
+        for k in &all {
+            if let Some(p) = known.iter().find(|p| p.key() == *k) {
+                reports.push((*k, PatchReport::of(p, &mut n.work_b.machine)));
+            }
+        }
         let mut tests = 0u32;
         start_b.machine.platform.mem.take_dirty();
         // The working copy becomes the interval's start: one full copy, then
         // only the pages each trial dirtied.
         let work = &mut n.work_b;
         work.reset_to(start_b);
-        let reference_after = &n.work_a;
+        let (reference_before, reference_after) = (&n.a, &n.work_a);
+        let lo = n.lo;
+        // Does the run with only `enabled` patches give this divergence: the
+        // same as the reference up to the instruction, different after it?
         let mut test = |enabled: &[PatchKey]| -> bool {
             tests += 1;
             (ctl.progress)(Stage::Culprit {
@@ -966,28 +1046,30 @@ impl<'t> Bisector<'t> {
                 candidates: enabled.len(),
             });
             work.machine.raw.suppressed = all.iter().filter(|k| !enabled.contains(k)).copied().collect();
+            work.run_to(lo);
+            let same_before = work.agrees_with(reference_before);
             work.run_to(n.hi);
-            let differs = !work.agrees_with(reference_after);
+            let differs = same_before && !work.agrees_with(reference_after);
             let dirty = work.machine.platform.mem.take_dirty();
             work.copy_from(start_b, &dirty);
             differs
         };
-        let persists = test(&[]);
-        let (set, minimal) = if persists {
+        let reproduces = test(&all);
+        let persists = reproduces && test(&[]);
+        let (set, minimal) = if !reproduces || persists {
             (Vec::new(), true)
         } else {
             ddmin(all.clone(), &mut test, ctl.culprit_budget, ctl.cancel)
         };
-        let machine = &mut n.b.machine;
-        let table = machine.raw.patches.clone();
         let patches: Vec<PatchReport> = set
             .iter()
-            .filter_map(|k| {
-                let p = table.patches.iter().rev().find(|p| p.key() == *k)?;
-                Some(PatchReport::of(p, machine))
-            })
+            .filter_map(|k| reports.iter().find(|(key, _)| key == k).map(|(_, r)| r.clone()))
             .collect();
-        let verdict = if persists {
+        let verdict = if !reproduces {
+            "replayed again from the interval's start with every patch enabled, side b does not \
+             give this divergence: the culprit search cannot run"
+                .to_string()
+        } else if persists {
             "the divergence persists with every patch suppressed: no patch causes it; \
              look at the scanner's decision for the site (engine section)"
                 .to_string()

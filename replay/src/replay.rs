@@ -17,7 +17,8 @@ use crate::reader::Trace;
 #[derive(Clone, Debug)]
 pub struct ReplayInput {
     rtc_start: u64,
-    pub(crate) records: Vec<InputRecord>,
+    /// Shared: snapshots of a replay (bisect) copy the cursor, not the log.
+    pub(crate) records: std::sync::Arc<[InputRecord]>,
     pub cursor: usize,
     /// An ask the log did not expect: the replay has diverged.
     pub mismatch: Option<(u64, String)>,
@@ -27,7 +28,7 @@ impl ReplayInput {
     pub fn new(rtc_start: u64, records: Vec<InputRecord>) -> Self {
         ReplayInput {
             rtc_start,
-            records,
+            records: records.into(),
             cursor: 0,
             mismatch: None,
         }
@@ -151,7 +152,7 @@ impl<'t> Replayer<'t> {
     /// Takes a longer version of the same trace (a live recording that has
     /// written more frames): what was replayed so far stays valid.
     pub fn extend_trace(&mut self, longer: std::sync::Arc<Trace>) -> Result<()> {
-        self.input.records = longer.inputs()?;
+        self.input.records = longer.inputs()?.into();
         self.checkpoints = longer.checkpoint_frames();
         self.trace = TraceRef::Shared(longer);
         Ok(())
