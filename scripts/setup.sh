@@ -2,7 +2,8 @@
 # Installs what ringback's build, tests and benchmarks need beyond the Rust
 # toolchain: gcc/binutils that can build 32-bit freestanding guests (build.rs),
 # Debian's qemu-system-i386, the peer the end-to-end tests compare against,
-# and gdb, which the gdb server's tests drive.
+# gdb, which the gdb server's tests drive, and tmux, which the inspector's
+# end-to-end test drives.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v ld >/dev/null || need+=(binutils)
 command -v objcopy >/dev/null || need+=(binutils)
 command -v qemu-system-i386 >/dev/null || need+=(qemu-system-x86)
 command -v gdb >/dev/null || need+=(gdb)
+command -v tmux >/dev/null || need+=(tmux)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

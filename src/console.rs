@@ -112,7 +112,8 @@ fn host_epoch_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Opens the console named by `--serial`: `stdio`, `none`, or a file path;
+/// Opens the console named by `--serial`: `stdio`, `stdout` (no input),
+/// `none`, or a file path;
 /// the RTC starts at `rtc_base` or else the host's clock.
 pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInput)> {
     let rtc_start = rtc_base.unwrap_or_else(host_epoch_seconds);
@@ -130,6 +131,9 @@ pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInpu
             });
             (Output::Stdout(std::io::stdout()), Some(rx))
         }
+        // Output only: stdin stays with whoever else reads it (the
+        // inspector the demo ends in).
+        "stdout" => (Output::Stdout(std::io::stdout()), None),
         "none" => (Output::Discard, None),
         path => {
             let f = File::create(path).with_context(|| format!("cannot create serial output file {path}"))?;

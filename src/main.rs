@@ -6,6 +6,7 @@ mod console;
 mod summary;
 mod trace_cmd;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -126,6 +127,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Browse a trace in the terminal: events, disassembly, registers,
+    /// memory, serial output, patches; step forwards and backwards.
+    Tui { trace: PathBuf },
     /// Serve a trace to gdb (`target remote :1234`), forwards and backwards.
     Gdb {
         trace: PathBuf,
@@ -176,7 +180,8 @@ pub(crate) struct RunArgs {
     max_insns: Option<u64>,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Where COM1 and the port 0xE9 console go: stdio, none, or a file.
+    /// Where COM1 and the port 0xE9 console go: stdio, stdout (output
+    /// only, no input), none, or a file.
     #[arg(long, default_value = "stdio")]
     serial: String,
     /// Start the RTC at this Unix time instead of the host's clock (QEMU's
@@ -257,6 +262,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 cmdline: "demo".into(),
                 modules: vec![],
             };
+            if std::io::stdout().is_terminal() {
+                return demo_then_inspect(&kernel, max_insns, engine);
+            }
             // The demo kernel reports success as QEMU's isa-debug-exit status 1;
             // for the README's first command that is a plain success.
             Ok(match run_kernel(&kernel, 32 << 20, max_insns, engine, "stdio", None)? {
@@ -284,6 +292,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             verify,
         } => trace_cmd::replay(&trace, engine, no_patch, verify),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
+        Command::Tui { trace } => {
+            tui::run(&trace).map_err(anyhow::Error::new)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bisect {
             trace,
             against,
@@ -313,6 +325,39 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             ..
         } => bench::run(workload.as_deref(), rounds, !no_qemu),
     }
+}
+
+/// On a terminal the demo is recorded, then opened in the inspector.
+fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs) -> Result<ExitCode> {
+    let path = std::env::temp_dir().join(format!("ringback-demo-{}.rbt", std::process::id()));
+    let args = RunArgs {
+        kernel: "demo.elf".into(),
+        append: String::new(),
+        modules: Vec::new(),
+        mem: "32M".into(),
+        max_insns,
+        engine,
+        serial: "stdout".into(),
+        rtc_base: None,
+        gdb: None,
+        flat: None,
+    };
+    let recorded = trace_cmd::record(
+        &path,
+        kernel,
+        32 << 20,
+        &args,
+        replay::DEFAULT_CHECKPOINT_INTERVAL,
+        false,
+    );
+    let inspected = recorded.and_then(|_| {
+        eprintln!("ringback: opening the recording in the inspector (? lists the keys, q quits)");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        tui::run(&path).map_err(anyhow::Error::new)
+    });
+    let _ = std::fs::remove_file(&path);
+    inspected?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {

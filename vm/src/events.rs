@@ -116,6 +116,69 @@ pub enum Event {
     },
 }
 
+/// Events grouped as an inspector filters and counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Trap,
+    Emulated,
+    Exception,
+    Interrupt,
+    EngineSwitch,
+    Scan,
+    /// Installed, refused, removed or toggled.
+    Patch,
+    SelfModifyingWrite,
+    /// Port or MMIO access.
+    Io,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::Trap,
+        EventKind::Emulated,
+        EventKind::Exception,
+        EventKind::Interrupt,
+        EventKind::EngineSwitch,
+        EventKind::Scan,
+        EventKind::Patch,
+        EventKind::SelfModifyingWrite,
+        EventKind::Io,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Trap => "trap",
+            EventKind::Emulated => "emulated",
+            EventKind::Exception => "exception",
+            EventKind::Interrupt => "interrupt",
+            EventKind::EngineSwitch => "engine",
+            EventKind::Scan => "scan",
+            EventKind::Patch => "patch",
+            EventKind::SelfModifyingWrite => "smc",
+            EventKind::Io => "i/o",
+        }
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Trap { .. } => EventKind::Trap,
+            Event::Emulated { .. } => EventKind::Emulated,
+            Event::GuestException { .. } => EventKind::Exception,
+            Event::Interrupt { .. } => EventKind::Interrupt,
+            Event::EngineSwitch { .. } => EventKind::EngineSwitch,
+            Event::Scan { .. } => EventKind::Scan,
+            Event::PatchInstalled { .. }
+            | Event::PatchRefused { .. }
+            | Event::PatchRemoved { .. }
+            | Event::PatchToggled { .. } => EventKind::Patch,
+            Event::SelfModifyingWrite { .. } => EventKind::SelfModifyingWrite,
+            Event::Io { .. } => EventKind::Io,
+        }
+    }
+}
+
 /// An event with where and when it happened.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {

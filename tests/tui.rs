@@ -1,0 +1,131 @@
+//! The inspector end to end, in a real terminal: tmux runs `ringback tui`,
+//! the test sends keys and reads the screen back, and checks that quitting
+//! gives the terminal back.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+
+fn tmux(args: &[&str]) -> Output {
+    Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (scripts/setup.sh installs it)")
+}
+
+struct Session(String);
+
+impl Session {
+    fn start(command: &str) -> Session {
+        let name = format!("ringback-tui-{}", std::process::id());
+        let _ = tmux(&["kill-session", "-t", &name]);
+        let out = tmux(&["new-session", "-d", "-s", &name, "-x", "160", "-y", "48", "sh"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s = Session(name);
+        s.keys(&[command, "Enter"]);
+        s
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.0];
+        args.extend(keys);
+        assert!(tmux(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &self.0]).stdout).into_owned()
+    }
+
+    fn alternate_screen(&self) -> bool {
+        let out = tmux(&["display-message", "-p", "-t", &self.0, "#{alternate_on}"]);
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    }
+
+    /// Waits until the screen shows `text`.
+    fn wait_for(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no '{text}' on screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+#[test]
+fn the_inspector_answers_keys_and_gives_the_terminal_back() {
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/bisect/stale-patch.rbt");
+    let s = Session::start(&format!("{RINGBACK} tui {trace}; echo inspector-exited-$?"));
+    let first = s.wait_for("Timeline");
+    for pane in [
+        "Disassembly",
+        "Registers",
+        "Memory at esp",
+        "Serial (0 bytes)",
+        "Patches (0)",
+        "interrupts",
+    ] {
+        assert!(first.contains(pane), "{pane} missing:\n{first}");
+    }
+    assert!(first.contains("icount 0 / 918221"), "{first}");
+    assert!(s.alternate_screen());
+
+    // Go to the instruction bisect names, step over it and back.
+    s.keys(&["g"]);
+    s.wait_for("go to icount:");
+    s.keys(&["914473", "Enter"]);
+    let there = s.wait_for("icount 914473 / 918221");
+    assert!(there.contains("→ 0x00101d30  8c d8"), "{there}");
+    s.keys(&["s"]);
+    let stepped = s.wait_for("icount 914474 / 918221");
+    assert!(stepped.contains("eax 00000008"), "{stepped}");
+    s.keys(&["S"]);
+    s.wait_for("icount 914473 / 918221");
+
+    // Help lists the keys; Esc closes it.
+    s.keys(&["?"]);
+    let help = s.wait_for("Keys (? or Esc closes)");
+    assert!(help.contains("step one instruction backwards"), "{help}");
+    s.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!s.screen().contains("Keys (? or Esc closes)"));
+
+    // q quits: the shell is back on the normal screen.
+    s.keys(&["q"]);
+    let after = s.wait_for("inspector-exited-0");
+    assert!(!after.contains("Timeline"), "{after}");
+    assert!(!s.alternate_screen());
+}
+
+#[test]
+fn a_corrupt_trace_is_an_error_before_the_screen_is_taken() {
+    let dir = std::env::temp_dir().join(format!("ringback-tui-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("corrupt.rbt");
+    let mut bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/traces/hello.rbt")).expect("golden");
+    bytes.truncate(40);
+    std::fs::write(&path, &bytes).expect("write");
+    let out = Command::new(RINGBACK)
+        .args(["tui", path.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot use trace"), "{err}");
+    // Nothing was drawn: no escape sequences on stdout.
+    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
+}
