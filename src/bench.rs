@@ -415,3 +415,90 @@ pub fn bisect(rounds: u32) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// Records the integer workload (about 1 billion instructions at 360
+/// rounds) and times the inspector on it: opening the trace to the first
+/// drawn screen, and steps backwards from several positions.
+pub fn tui(rounds: u32) -> Result<ExitCode> {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    let kernel = Kernel::Multiboot {
+        image: BENCH_KERNEL.to_vec(),
+        cmdline: format!("bench.elf int {rounds}"),
+        modules: vec![],
+    };
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
+    let path = std::env::temp_dir().join(format!("ringback-bench-tui-{}.rbt", std::process::id()));
+    let header = replay::model::TraceHeader::for_machine(
+        "bench",
+        &kernel,
+        &m,
+        host.rtc_start,
+        replay::DEFAULT_CHECKPOINT_INTERVAL,
+        false,
+    );
+    let mut console = CaptureConsole::default();
+    let start = Instant::now();
+    let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
+    let recorded = start.elapsed().as_secs_f64();
+    let rec = match rec {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "trace: {} instructions, {} checkpoints, {} bytes, recorded in {recorded:.1} s",
+        rec.icount, rec.checkpoints, size
+    );
+    let result = (|| -> Result<()> {
+        let draw = |app: &mut tui::App| -> Result<()> {
+            let mut terminal = Terminal::new(TestBackend::new(160, 48))?;
+            terminal.draw(|f| tui::view::draw(f, app))?;
+            Ok(())
+        };
+        let t = Instant::now();
+        let session = tui::Session::open(&path)?;
+        let mut app = tui::App::new(session)?;
+        app.update(tui::Msg::Resize(160, 48));
+        draw(&mut app)?;
+        println!(
+            "  open to the first screen:       {:8.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        for (name, at) in [
+            ("end", rec.icount),
+            ("middle", rec.icount / 2 + 1_234_567),
+            (
+                "just after a checkpoint",
+                rec.icount / 2 / replay::DEFAULT_CHECKPOINT_INTERVAL * replay::DEFAULT_CHECKPOINT_INTERVAL + 1,
+            ),
+        ] {
+            app.session.seek(at)?;
+            app.refresh()?;
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                app.update(tui::Msg::StepBack);
+                while app.busy.is_some() {
+                    app.update(tui::Msg::Tick);
+                }
+                draw(&mut app)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            println!(
+                "  step backwards at the {name:<24} {:6.1} ms the first, {:.1} ms at most after",
+                times[0],
+                times[1..].iter().cloned().fold(0.0, f64::max)
+            );
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

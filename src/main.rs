@@ -73,6 +73,11 @@ enum Command {
         /// once clean, and time `ringback bisect` on each trace.
         #[arg(long)]
         bisect: bool,
+        /// Measure the inspector instead: record the integer workload (about
+        /// a billion instructions by default) and time opening it and
+        /// stepping backwards.
+        #[arg(long)]
+        tui: bool,
     },
     /// Boot a kernel like `run` and record the run into a trace file.
     Record {
@@ -318,6 +323,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Bench {
             rounds, bisect: true, ..
         } => bench::bisect(rounds.unwrap_or(100)),
+        Command::Bench { rounds, tui: true, .. } => bench::tui(rounds.unwrap_or(360)),
         Command::Bench {
             workload,
             rounds,

@@ -94,6 +94,9 @@ pub struct App {
     pub quit: bool,
     /// After a seek, move the timeline to the position.
     follow: bool,
+    /// After a jump to an event of a kind, select that event (not just the
+    /// first one at its icount), so [ and ] keep to the kind.
+    select_kind: Option<EventKind>,
 }
 
 impl App {
@@ -118,6 +121,7 @@ impl App {
             busy: None,
             quit: false,
             follow: true,
+            select_kind: None,
         };
         app.refresh()?;
         Ok(app)
@@ -353,11 +357,13 @@ impl App {
                 }
             }
             self.fill_timeline(top)?;
+            let here = self.session.icount();
+            let kind = self.select_kind.take();
             self.timeline.selected = self
                 .timeline
                 .rows
                 .iter()
-                .position(|(_, e)| e.icount >= self.session.icount())
+                .position(|(_, e)| e.icount >= here && kind.map_or(true, |k| k == e.event.kind()))
                 .unwrap_or(0);
         }
         self.follow = true;
@@ -472,7 +478,10 @@ impl App {
             self.session.trace.prev_event(here, &keep)?
         };
         match found {
-            Some(e) => self.seek(e.icount, &format!("{} event", kind.name())),
+            Some(e) => {
+                self.select_kind = Some(kind);
+                self.seek(e.icount, &format!("{} event", kind.name()))
+            }
             None => {
                 self.status = format!(
                     "no {} event {} here",

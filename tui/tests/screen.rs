@@ -254,3 +254,40 @@ fn the_patch_table_shows_the_raw_engines_patches_here() {
         "{stale}"
     );
 }
+
+#[test]
+fn events_of_the_selected_kind_and_the_event_under_the_cursor_are_gone_to() {
+    let mut app = app("bisect/stale-patch.rbt");
+    // Select the first patch event, go there.
+    let trace = golden("bisect/stale-patch.rbt");
+    let patches: Vec<u64> = trace
+        .events(0, u64::MAX)
+        .expect("events")
+        .iter()
+        .filter(|e| e.event.kind() == vm::events::EventKind::Patch)
+        .map(|e| e.icount)
+        .collect();
+    while app
+        .timeline
+        .selected_event()
+        .is_some_and(|(_, e)| e.event.kind() != vm::events::EventKind::Patch)
+    {
+        app.update(Msg::Down);
+    }
+    app.update(Msg::GotoSelected);
+    assert_eq!(app.session.icount(), patches[0]);
+    // ] goes to the next patch event after the position, [ back.
+    let next = *patches.iter().find(|&&i| i > patches[0]).expect("a second patch event");
+    app.update(Msg::NextOfKind);
+    while app.busy.is_some() {
+        app.update(Msg::Tick);
+    }
+    assert_eq!(app.session.icount(), next);
+    let status = screen(&mut app).join("\n");
+    assert!(status.contains(&format!("icount {next} /")), "{status}");
+    app.update(Msg::PrevOfKind);
+    while app.busy.is_some() {
+        app.update(Msg::Tick);
+    }
+    assert_eq!(app.session.icount(), patches[0]);
+}
