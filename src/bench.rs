@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
+use vm::raw::RawConfig;
 
 /// QEMU runs this many times the rounds: it is so much faster that its
 /// start-up noise would swamp a difference over the same rounds.
@@ -244,25 +245,9 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         cmdline: format!("bench.elf int {rounds}"),
         modules: vec![],
     };
-    let mut host = NoInput::default();
-    let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
-    let path = std::env::temp_dir().join(format!("ringback-bench-reverse-{}.rbt", std::process::id()));
-    let header = replay::model::TraceHeader::for_machine(
-        "bench",
-        &kernel,
-        &m,
-        host.rtc_start,
-        replay::DEFAULT_CHECKPOINT_INTERVAL,
-        false,
-    );
-    let mut console = CaptureConsole::default();
-    let start = Instant::now();
-    let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
-    let recorded = start.elapsed().as_secs_f64();
-    let trace = replay::Trace::open(&path);
-    let _ = std::fs::remove_file(&path);
-    let rec = rec?;
-    let trace = trace?;
+    let recording = record_temp(&kernel, 32 << 20, RawConfig::default(), "reverse")?;
+    let (rec, recorded) = (&recording.summary, recording.seconds);
+    let trace = recording.open()?;
     println!(
         "trace: {} instructions, {} checkpoints every {} instructions, recorded in {recorded:.2} s",
         rec.icount,
@@ -318,7 +303,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
 pub fn bisect(rounds: u32) -> Result<ExitCode> {
     use replay::bisect::{Bisector, Control, SideConfig};
     use std::sync::atomic::AtomicBool;
-    use vm::raw::{Injection, RawConfig};
+    use vm::raw::Injection;
 
     let kernel = Kernel::Multiboot {
         image: PATCHBUGS_KERNEL.to_vec(),
@@ -338,29 +323,17 @@ pub fn bisect(rounds: u32) -> Result<ExitCode> {
         } else {
             name.parse().map_err(anyhow::Error::msg)?
         };
-        let mut host = NoInput::default();
-        let mut m = Machine::boot(128 << 20, &kernel, &mut host)?;
-        m.engine = Engine::Raw;
-        m.raw.config = RawConfig {
-            inject,
-            ..RawConfig::default()
-        };
-        let path = std::env::temp_dir().join(format!("ringback-bench-bisect-{}-{name}.rbt", std::process::id()));
-        let header = replay::model::TraceHeader::for_machine(
-            "bench",
+        let recording = record_temp(
             &kernel,
-            &m,
-            host.rtc_start,
-            replay::DEFAULT_CHECKPOINT_INTERVAL,
-            false,
-        );
-        let mut console = CaptureConsole::default();
-        let start = Instant::now();
-        let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
-        let recorded = start.elapsed().as_secs_f64();
-        let trace = replay::Trace::open(&path);
-        let _ = std::fs::remove_file(&path);
-        let (rec, trace) = (rec?, trace?);
+            128 << 20,
+            RawConfig {
+                inject,
+                ..RawConfig::default()
+            },
+            name,
+        )?;
+        let (rec, recorded) = (&recording.summary, recording.seconds);
+        let trace = recording.open()?;
         let cancel = AtomicBool::new(false);
         let ctl = Control {
             cancel: &cancel,
@@ -428,29 +401,9 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
         cmdline: format!("bench.elf int {rounds}"),
         modules: vec![],
     };
-    let mut host = NoInput::default();
-    let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
-    let path = std::env::temp_dir().join(format!("ringback-bench-tui-{}.rbt", std::process::id()));
-    let header = replay::model::TraceHeader::for_machine(
-        "bench",
-        &kernel,
-        &m,
-        host.rtc_start,
-        replay::DEFAULT_CHECKPOINT_INTERVAL,
-        false,
-    );
-    let mut console = CaptureConsole::default();
-    let start = Instant::now();
-    let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
-    let recorded = start.elapsed().as_secs_f64();
-    let rec = match rec {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            return Err(e.into());
-        }
-    };
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let recording = record_temp(&kernel, 32 << 20, RawConfig::default(), "tui")?;
+    let (rec, recorded, path) = (&recording.summary, recording.seconds, &recording.path);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     println!(
         "trace: {} instructions, {} checkpoints, {} bytes, recorded in {recorded:.1} s",
         rec.icount, rec.checkpoints, size
@@ -462,7 +415,7 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
             Ok(())
         };
         let t = Instant::now();
-        let session = tui::Session::open(&path)?;
+        let session = tui::Session::open(path)?;
         let mut app = tui::App::new(session)?;
         app.update(tui::Msg::Resize(160, 48));
         draw(&mut app)?;
@@ -498,7 +451,54 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
         }
         Ok(())
     })();
-    let _ = std::fs::remove_file(&path);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A benchmark's recording in a temporary file, removed when dropped.
+struct TempTrace {
+    path: std::path::PathBuf,
+    summary: replay::RecordSummary,
+    seconds: f64,
+}
+
+impl TempTrace {
+    fn open(&self) -> Result<replay::Trace> {
+        Ok(replay::Trace::open(&self.path)?)
+    }
+}
+
+impl Drop for TempTrace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Records `kernel` on the raw engine configured as `raw`, with the default
+/// checkpoint interval, into a temporary file.
+fn record_temp(kernel: &Kernel, ram: u64, raw: RawConfig, name: &str) -> Result<TempTrace> {
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(ram, kernel, &mut host)?;
+    m.engine = Engine::Raw;
+    m.raw.config = raw;
+    let path = std::env::temp_dir().join(format!("ringback-bench-{name}-{}.rbt", std::process::id()));
+    let header = replay::model::TraceHeader::for_machine(
+        "bench",
+        kernel,
+        &m,
+        host.rtc_start,
+        replay::DEFAULT_CHECKPOINT_INTERVAL,
+        false,
+    );
+    let mut console = CaptureConsole::default();
+    let start = Instant::now();
+    let result = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
+    let seconds = start.elapsed().as_secs_f64();
+    match result {
+        Ok(summary) => Ok(TempTrace { path, summary, seconds }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e.into())
+        }
+    }
 }
