@@ -269,9 +269,8 @@ impl App {
                 self.follow = true;
                 self.refresh()?;
             }
-            Msg::Resize(_, h) => {
-                // The timeline gets about half the height, less its frame.
-                self.timeline.height = (usize::from(h) / 2).saturating_sub(3).max(3);
+            Msg::Resize(w, h) => {
+                self.timeline.height = crate::view::timeline_rows(w, h);
                 let c = self.timeline.top;
                 self.fill_timeline(c)?;
             }

@@ -119,6 +119,9 @@ impl EventPager {
 
     /// The cursor of the first event at or after `icount`.
     pub fn at_icount(&mut self, icount: u64) -> Result<Cursor> {
+        if self.frames.is_empty() {
+            return Ok(Cursor::default());
+        }
         // Batch b holds events from its first icount up to the next batch's.
         let b = self.frames.partition_point(|f| f.icount <= icount).saturating_sub(1);
         let events = self.batch(b)?;

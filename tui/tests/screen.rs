@@ -291,3 +291,35 @@ fn events_of_the_selected_kind_and_the_event_under_the_cursor_are_gone_to() {
     }
     assert_eq!(app.session.icount(), patches[0]);
 }
+
+#[test]
+fn a_trace_without_events_opens() {
+    // cli; hlt, on the reference engine: no port I/O, no interrupt, no
+    // exception, so the trace holds no event batch at all.
+    let kernel = vm::machine::Kernel::Flat {
+        image: vec![0xFA, 0xF4],
+        addr: 0x7C00,
+    };
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(2 << 20, &kernel, &mut host).expect("boot");
+    m.engine = vm::machine::Engine::Emulate;
+    let header = replay::model::TraceHeader::for_machine("test", &kernel, &m, host.rtc_start, 1000, false);
+    let path = std::env::temp_dir().join(format!("ringback-tui-empty-{}.rbt", std::process::id()));
+    let mut console = CaptureConsole::default();
+    replay::record(&path, &header, &mut m, &mut host, &mut console, 1000, &mut |_| {}).expect("record");
+    let trace = Arc::new(Trace::open(&path).expect("open"));
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(trace.events(0, u64::MAX).expect("events").len(), 0);
+    let mut app = App::new(Session::new(trace).expect("session")).expect("app");
+    app.update(Msg::Resize(WIDTH, HEIGHT));
+    let lines = screen(&mut app);
+    assert!(
+        pane(&lines, "Timeline").iter().any(|l| l.contains("no events")),
+        "{}",
+        lines.join("\n")
+    );
+    app.update(Msg::End);
+    app.update(Msg::NextOfKind);
+    app.update(Msg::StepForward);
+    assert_eq!(app.session.icount(), 1);
+}
