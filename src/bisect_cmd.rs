@@ -445,7 +445,9 @@ fn render_divergence(s: &mut String, r: &Report, d: &DivergenceReport, o: &Optio
     }
     let _ = writeln!(
         s,
-        "\n  To look at it: `ringback gdb {}`, then in gdb `monitor seek {}` and `stepi`.",
+        "\n  To look at it: `ringback tui {} --at {}`, or `ringback gdb {}` and in gdb `monitor seek {}`.",
+        o.trace.display(),
+        f.icount,
         o.trace.display(),
         f.icount
     );

@@ -134,7 +134,13 @@ enum Command {
     },
     /// Browse a trace in the terminal: events, disassembly, registers,
     /// memory, serial output, patches; step forwards and backwards.
-    Tui { trace: PathBuf },
+    Tui {
+        trace: PathBuf,
+        /// Open at this icount (for example the divergence `ringback
+        /// bisect --json` reports as report.divergence.found.icount).
+        #[arg(long, value_name = "ICOUNT")]
+        at: Option<u64>,
+    },
     /// Serve a trace to gdb (`target remote :1234`), forwards and backwards.
     Gdb {
         trace: PathBuf,
@@ -297,8 +303,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             verify,
         } => trace_cmd::replay(&trace, engine, no_patch, verify),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
-        Command::Tui { trace } => {
-            tui::run(&trace).map_err(anyhow::Error::new)?;
+        Command::Tui { trace, at } => {
+            tui::run(&trace, at).map_err(anyhow::Error::new)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bisect {
@@ -359,7 +365,7 @@ fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs
     let inspected = recorded.and_then(|_| {
         eprintln!("ringback: opening the recording in the inspector (? lists the keys, q quits)");
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        tui::run(&path).map_err(anyhow::Error::new)
+        tui::run(&path, None).map_err(anyhow::Error::new)
     });
     let _ = std::fs::remove_file(&path);
     inspected?;

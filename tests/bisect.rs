@@ -292,6 +292,7 @@ fn the_text_report_reads_as_a_story() {
         "write to code page",
         "Culprit",
         "monitor seek",
+        "--at 914473",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }

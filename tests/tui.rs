@@ -17,8 +17,9 @@ fn tmux(args: &[&str]) -> Output {
 struct Session(String);
 
 impl Session {
-    fn start(command: &str) -> Session {
-        let name = format!("ringback-tui-{}", std::process::id());
+    /// A tmux session of its own (`tag` tells the tests' sessions apart).
+    fn start(tag: &str, command: &str) -> Session {
+        let name = format!("ringback-tui-{}-{tag}", std::process::id());
         let _ = tmux(&["kill-session", "-t", &name]);
         let out = tmux(&["new-session", "-d", "-s", &name, "-x", "160", "-y", "48", "sh"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -68,7 +69,7 @@ impl Drop for Session {
 #[test]
 fn the_inspector_answers_keys_and_gives_the_terminal_back() {
     let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/bisect/stale-patch.rbt");
-    let s = Session::start(&format!("{RINGBACK} tui {trace}; echo inspector-exited-$?"));
+    let s = Session::start("keys", &format!("{RINGBACK} tui {trace}; echo inspector-exited-$?"));
     let first = s.wait_for("Timeline");
     for pane in [
         "Disassembly",
@@ -108,6 +109,15 @@ fn the_inspector_answers_keys_and_gives_the_terminal_back() {
     let after = s.wait_for("inspector-exited-0");
     assert!(!after.contains("Timeline"), "{after}");
     assert!(!s.alternate_screen());
+}
+
+#[test]
+fn the_inspector_opens_where_bisect_points() {
+    let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/bisect/stale-patch.rbt");
+    let s = Session::start("at", &format!("{RINGBACK} tui {trace} --at 914473"));
+    let screen = s.wait_for("icount 914473 / 918221");
+    assert!(screen.contains("→ 0x00101d30  8c d8"), "{screen}");
+    s.keys(&["q"]);
 }
 
 #[test]

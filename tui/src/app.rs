@@ -55,6 +55,8 @@ pub enum Msg {
     Home,
     End,
     GotoSelected,
+    /// Go to this icount.
+    GoTo(u64),
     ToggleKind(usize),
     Prompt(PromptKind),
     Input(char),
@@ -221,6 +223,7 @@ impl App {
                     self.seek(e.icount, "go to event")?;
                 }
             }
+            Msg::GoTo(icount) => self.seek(icount, "go to")?,
             Msg::ToggleKind(i) => {
                 if let Some(&k) = EventKind::ALL.get(i) {
                     if let Some(p) = self.timeline.kinds.iter().position(|&x| x == k) {

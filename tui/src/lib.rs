@@ -37,13 +37,18 @@ impl Drop for Restore {
 /// Opens `path` and runs the inspector until the user quits. The trace is
 /// opened and checked before the screen is taken over, so a bad trace is
 /// an ordinary error message.
-pub fn run(path: &Path) -> Result<()> {
+pub fn run(path: &Path, at: Option<u64>) -> Result<()> {
     let session = Session::open(path)?;
-    run_session(session)
+    run_session(session, at)
 }
 
-pub fn run_session(session: Session) -> Result<()> {
+/// Runs the inspector on an open session, starting at icount `at` (a
+/// divergence `ringback bisect` found, say) or at the start.
+pub fn run_session(session: Session, at: Option<u64>) -> Result<()> {
     let mut app = App::new(session)?;
+    if let Some(icount) = at {
+        app.update(Msg::GoTo(icount));
+    }
     let mut terminal = ratatui::try_init()?;
     let _restore = Restore;
     let size = terminal.size()?;
