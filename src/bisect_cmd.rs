@@ -48,11 +48,11 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
         eprintln!("ringback: bisect: {e}");
         Ok(ExitCode::from(EXIT_UNUSABLE))
     };
-    let a = match open(o.trace) {
+    let a = match crate::trace_cmd::open(o.trace) {
         Ok(t) => t,
         Err(e) => return unusable(&e),
     };
-    let b = match o.against.map(open).transpose() {
+    let b = match o.against.map(crate::trace_cmd::open).transpose() {
         Ok(t) => t,
         Err(e) => return unusable(&e),
     };
@@ -101,17 +101,6 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
     } else {
         EXIT_SAME
     }))
-}
-
-fn open(path: &Path) -> Result<Trace> {
-    let t = Trace::open(path).map_err(|e| anyhow::anyhow!("cannot use trace {}: {e}", path.display()))?;
-    if let Some(damage) = &t.damage {
-        eprintln!(
-            "ringback: warning: {} is incomplete; bisecting up to its last complete frame: {damage}",
-            path.display()
-        );
-    }
-    Ok(t)
 }
 
 /// The side bisect holds against the reference: the raw engine with

@@ -101,7 +101,8 @@ pub fn record(
     Ok(exit_code(&rec.stop))
 }
 
-fn open(path: &Path) -> Result<Trace> {
+/// Opens a trace for a command, warning on stderr when it is incomplete.
+pub(crate) fn open(path: &Path) -> Result<Trace> {
     let trace = Trace::open(path).with_context(|| format!("cannot use trace {}", path.display()))?;
     match (&trace.damage, &trace.end) {
         (Some(damage), _) => eprintln!(

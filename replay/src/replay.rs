@@ -304,6 +304,16 @@ impl<'t> Replayer<'t> {
     /// Moves to `target`: restores the nearest checkpoint at or before it
     /// (unless the replay is already between it and the target) and runs.
     pub fn seek(&mut self, target: u64) -> Result<()> {
+        let target = self.begin_seek(target)?;
+        self.run_to(target, false)?;
+        Ok(())
+    }
+
+    /// The first half of a seek, for callers that run the rest in chunks
+    /// (`run_to` on the way): restores the nearest checkpoint at or before
+    /// `target` unless the replay is already on the way there. Returns the
+    /// target, clamped to the trace's end.
+    pub fn begin_seek(&mut self, target: u64) -> Result<u64> {
         let target = target.min(self.end_icount());
         let k = self
             .checkpoints
@@ -314,8 +324,7 @@ impl<'t> Replayer<'t> {
         if !(here >= self.checkpoints[k].icount && here <= target && self.next_checkpoint > k) {
             self.restore(k)?;
         }
-        self.run_to(target, false)?;
-        Ok(())
+        Ok(target)
     }
 
     /// One instruction forward (or none at the trace's end).
@@ -394,6 +403,33 @@ pub enum Predicate {
     },
 }
 
+impl Predicate {
+    /// The watch that makes the machine report this access, for the
+    /// memory predicates.
+    pub fn watch(&self) -> Option<vm::platform::Watch> {
+        match *self {
+            Predicate::Writes { start, end } => Some(vm::platform::Watch {
+                start,
+                end,
+                read: false,
+                write: true,
+            }),
+            Predicate::Accesses {
+                start,
+                end,
+                read,
+                write,
+            } => Some(vm::platform::Watch {
+                start,
+                end,
+                read,
+                write,
+            }),
+            Predicate::Pc(_) => None,
+        }
+    }
+}
+
 /// Where a forward run stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -440,33 +476,9 @@ impl Replayer<'_> {
         let watches: Vec<(usize, vm::platform::Watch)> = preds
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| match *p {
-                Predicate::Writes { start, end } => Some((
-                    i,
-                    vm::platform::Watch {
-                        start,
-                        end,
-                        read: false,
-                        write: true,
-                    },
-                )),
-                Predicate::Accesses {
-                    start,
-                    end,
-                    read,
-                    write,
-                } => Some((
-                    i,
-                    vm::platform::Watch {
-                        start,
-                        end,
-                        read,
-                        write,
-                    },
-                )),
-                Predicate::Pc(_) => None,
-            })
+            .filter_map(|(i, p)| p.watch().map(|w| (i, w)))
             .collect();
+        let mut armed: Vec<vm::platform::Watch> = watches.iter().map(|(_, w)| *w).collect();
         loop {
             // Interval k ends where interval k + 1 (already searched) begins.
             let upto = marks.get(k + 1).map_or(here, |&m| m.min(here));
@@ -491,7 +503,7 @@ impl Replayer<'_> {
                 if let Some(&(i, _)) = pcs.iter().find(|(_, p)| *p == pc) {
                     found = Some((at, i));
                 }
-                if let Some(w) = self.step_watching(&watches)? {
+                if let Some(w) = self.step_watching(&watches, &mut armed)? {
                     found = Some((at, w));
                 }
                 if self.machine.icount() == at {
@@ -512,19 +524,22 @@ impl Replayer<'_> {
 
     /// Runs one instruction with `watches` armed; the predicate index of the
     /// watch it touched, if any.
-    fn step_watching(&mut self, watches: &[(usize, vm::platform::Watch)]) -> Result<Option<usize>> {
+    /// `armed` is `watches` without the indices, built once per search and
+    /// swapped in and out for each step (no allocation per instruction).
+    fn step_watching(
+        &mut self,
+        watches: &[(usize, vm::platform::Watch)],
+        armed: &mut Vec<vm::platform::Watch>,
+    ) -> Result<Option<usize>> {
         if watches.is_empty() {
             self.step()?;
             return Ok(None);
         }
-        let saved = std::mem::replace(
-            &mut self.machine.platform.watches,
-            watches.iter().map(|(_, w)| *w).collect(),
-        );
+        std::mem::swap(&mut self.machine.platform.watches, armed);
         self.machine.platform.watch_hit = None;
         let r = self.step();
         let hit = self.machine.platform.watch_hit.take();
-        self.machine.platform.watches = saved;
+        std::mem::swap(&mut self.machine.platform.watches, armed);
         r.map(|_| hit.and_then(|h| watches.get(h.index).map(|(i, _)| *i)))
     }
 
@@ -570,7 +585,7 @@ impl Replayer<'_> {
         watches: &[(usize, vm::platform::Watch)],
     ) -> Result<Option<(u64, usize)>> {
         self.restore(k)?;
-        let armed: Vec<vm::platform::Watch> = watches.iter().map(|(_, w)| *w).collect();
+        let mut armed: Vec<vm::platform::Watch> = watches.iter().map(|(_, w)| *w).collect();
         let mut window = None;
         while self.machine.icount() < here {
             let before = self.machine.icount();
@@ -589,7 +604,7 @@ impl Replayer<'_> {
         let mut found = None;
         while self.machine.icount() < stop {
             let at = self.machine.icount();
-            if let Some(i) = self.step_watching(watches)? {
+            if let Some(i) = self.step_watching(watches, &mut armed)? {
                 found = Some((at, i));
             }
             if self.machine.icount() == at {

@@ -199,7 +199,6 @@ pub struct Session {
     pub replayer: Replayer<'static>,
     pub events: EventPager,
     pub symbols: Symbols,
-    checkpoints: Vec<u64>,
     /// Where a seek in progress is going.
     target: Option<u64>,
     /// The CPU before the last move, to show what changed.
@@ -224,7 +223,6 @@ impl Session {
 
     pub fn new(trace: Arc<Trace>) -> Result<Session> {
         let replayer = Replayer::shared(trace.clone(), ReplayOptions::default())?;
-        let checkpoints = replayer.checkpoint_icounts();
         let symbols = Symbols::of(&trace.header.kernel);
         use capstone::arch::BuildsCapstone;
         let build = |mode| capstone::Capstone::new().x86().mode(mode).build().ok();
@@ -237,7 +235,6 @@ impl Session {
             trace,
             replayer,
             symbols,
-            checkpoints,
             target: None,
             previous: None,
             trail: Vec::new(),
@@ -265,19 +262,14 @@ impl Session {
     /// before it unless the replay is already on the way there. `advance`
     /// does the running.
     pub fn begin_seek(&mut self, target: u64) -> Result<()> {
-        let target = target.min(self.end());
         let here = self.icount();
         self.previous = Some(self.cpu().clone());
-        if target == here + 1 {
+        if target == here + 1 && target <= self.end() {
             self.trail.push(self.pc());
         } else {
             self.trail.clear();
         }
-        let k = self.checkpoints.iter().rposition(|&c| c <= target).unwrap_or(0);
-        if !(here >= self.checkpoints[k] && here <= target) {
-            self.replayer.restore(k)?;
-        }
-        self.target = Some(target);
+        self.target = Some(self.replayer.begin_seek(target)?);
         Ok(())
     }
 
