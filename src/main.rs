@@ -95,9 +95,16 @@ enum Command {
         run: RunArgs,
     },
     /// Re-run a recorded guest from its trace, feeding the recorded inputs.
-    /// Exit status: 0 all matched, 1 divergence, 2 unusable trace.
+    /// Exit status with --verify: 0 an intact, finished trace replayed to
+    /// identical digests; 1 a divergence (the file itself checked out); 2
+    /// anything wrong with the file, or a recording that never finished
+    /// (unless --allow-incomplete).
     Replay {
         trace: PathBuf,
+        /// Verify a trace whose recorder was killed, up to its last
+        /// complete checkpoint, and exit 0 if that part matches.
+        #[arg(long)]
+        allow_incomplete: bool,
         /// Run guest code with this engine instead of the recorded one.
         #[arg(long)]
         engine: Option<Engine>,
@@ -298,10 +305,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Replay {
             trace,
+            allow_incomplete,
             engine,
             no_patch,
             verify,
-        } => trace_cmd::replay(&trace, engine, no_patch, verify),
+        } => trace_cmd::replay(&trace, engine, no_patch, verify, allow_incomplete),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
         Command::Tui { trace, at } => {
             tui::run(&trace, at).map_err(anyhow::Error::new)?;

@@ -118,23 +118,53 @@ pub(crate) fn open(path: &Path) -> Result<Trace> {
     Ok(trace)
 }
 
-pub fn replay(path: &Path, engine: Option<Engine>, no_patch: bool, verify: bool) -> Result<ExitCode> {
+/// `replay`, and with `verify` the file check and digest comparison.
+/// Exit status: 0 replayed (verified: an intact, finished trace replayed to
+/// identical digests); 1 a divergence of a trace whose frames all check
+/// out; 2 anything wrong with the file (an error), or, verifying, a trace
+/// whose recording never finished unless `allow_incomplete`.
+pub fn replay(
+    path: &Path,
+    engine: Option<Engine>,
+    no_patch: bool,
+    verify: bool,
+    allow_incomplete: bool,
+) -> Result<ExitCode> {
     let trace = open(path)?;
-    let raw = no_patch.then_some(RawConfig {
-        patching: false,
-        ..trace.header.config.raw
-    });
-    let mut r = Replayer::new(&trace, ReplayOptions { engine, raw })?;
-    let bar = progress_bar(r.end_icount(), if verify { "verifying" } else { "replaying" });
+    let options = ReplayOptions {
+        engine,
+        raw: no_patch.then_some(RawConfig {
+            patching: false,
+            ..trace.header.config.raw
+        }),
+    };
+    let end = trace.checkpoint_frames().last().map_or(0, |c| c.icount);
     let started = std::time::Instant::now();
-    let divergence = r.run_all(verify, &mut |icount| bar.set_position(icount))?;
-    bar.finish_and_clear();
+    let (insns, serial, divergence, verified) = if verify {
+        let checking = progress_bar(end, "checking the file");
+        let replaying = progress_bar(end, "verifying");
+        let v = replay::verify(
+            &trace,
+            options,
+            &mut |icount| checking.set_position(icount),
+            &mut |icount| replaying.set_position(icount),
+        );
+        checking.finish_and_clear();
+        replaying.finish_and_clear();
+        let v = v.with_context(|| format!("cannot verify {}: the trace is damaged", path.display()))?;
+        (v.icount, v.serial, v.divergence, Some(v.contents.checkpoints))
+    } else {
+        let mut r = Replayer::new(&trace, options)?;
+        let bar = progress_bar(r.end_icount(), "replaying");
+        let d = r.run_all(false, &mut |icount| bar.set_position(icount))?;
+        bar.finish_and_clear();
+        (r.icount(), std::mem::take(&mut r.console.serial), d, None)
+    };
     let wall = started.elapsed().as_secs_f64();
     use std::io::Write;
     let mut out = std::io::stdout();
-    let _ = out.write_all(&r.console.serial);
+    let _ = out.write_all(&serial);
     let _ = out.flush();
-    let insns = r.icount();
     let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
     if let Some(d) = divergence {
         eprint!(
@@ -143,15 +173,29 @@ pub fn replay(path: &Path, engine: Option<Engine>, no_patch: bool, verify: bool)
         );
         return Ok(ExitCode::from(1));
     }
-    let recorded = r.recorded_stop().unwrap_or("(recording cut short)");
+    let recorded = trace.end.as_ref().map_or("(recording cut short)", |e| e.stop.as_str());
     eprintln!(
         "ringback: replayed {insns} instructions in {wall:.3} s ({mips:.1} MIPS){}; recorded stop: {recorded}",
-        if verify {
-            format!(", {} checkpoints verified", r.checkpoint_icounts().len())
-        } else {
-            String::new()
+        match verified {
+            Some(n) => format!(", {n} checkpoints verified"),
+            None => String::new(),
         }
     );
+    if verify && !trace.complete() {
+        if allow_incomplete {
+            eprintln!(
+                "ringback: {} is incomplete: verified up to its last complete checkpoint (icount {end}), as --allow-incomplete asks",
+                path.display()
+            );
+        } else {
+            eprintln!(
+                "ringback: {} is incomplete (the recording never finished): verified only up to icount {end}; \
+                 not reporting it as verified (exit 2); pass --allow-incomplete to accept a partial trace",
+                path.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -234,7 +278,7 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
         file: path.display().to_string(),
         format_version: replay::format::FORMAT_VERSION,
         build: trace.header.build.clone(),
-        complete: trace.end.is_some(),
+        complete: trace.complete(),
         damage: trace.damage.clone(),
         instructions,
         stop: trace.end.as_ref().map(|e| e.stop.clone()),

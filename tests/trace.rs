@@ -235,9 +235,16 @@ fn damaged_traces_give_errors_not_panics() {
     b[0] = b'X';
     assert!(matches!(Trace::from_bytes(b), Err(TraceError::NotATrace)));
     let mut b = bytes.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let next = replay::format::FORMAT_VERSION + 1;
+    b[8..12].copy_from_slice(&next.to_le_bytes());
     let e = Trace::from_bytes(b).expect_err("future version");
-    assert_eq!(e.to_string(), "trace written by format 2, this build reads 1");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "trace written by format {next}, this build reads {}",
+            replay::format::FORMAT_VERSION
+        )
+    );
 }
 
 #[test]

@@ -21,6 +21,21 @@ impl RamHasher {
         RamHasher { pages }
     }
 
+    /// The hashes of `pages` pages of zeros.
+    pub fn zeroed(pages: usize) -> Self {
+        let zero = *blake3::hash(&[0u8; PAGE_SIZE]).as_bytes();
+        RamHasher {
+            pages: vec![zero; pages],
+        }
+    }
+
+    /// Hashes `bytes` as page `page` (ignored past the end of RAM).
+    pub fn set_page(&mut self, page: usize, bytes: &[u8]) {
+        if let Some(slot) = self.pages.get_mut(page) {
+            *slot = *blake3::hash(bytes).as_bytes();
+        }
+    }
+
     /// Hashes again the given pages.
     pub fn update(&mut self, mem: &PhysMem, dirty: &[usize]) {
         for &p in dirty {

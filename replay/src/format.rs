@@ -8,7 +8,7 @@ use crate::error::TraceError;
 
 pub const FILE_MAGIC: &[u8; 8] = b"RINGBACK";
 /// Bumped on any change to the layout or to a frame's contents.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const PREAMBLE_LEN: usize = 16;
 
 pub const FRAME_MAGIC: &[u8; 4] = b"RBFR";
@@ -94,6 +94,12 @@ pub fn check_preamble(bytes: &[u8]) -> Result<(), TraceError> {
             supported: FORMAT_VERSION,
         });
     }
+    if bytes[12..PREAMBLE_LEN].iter().any(|&b| b != 0) {
+        return Err(TraceError::Corrupt {
+            offset: 12,
+            what: "the preamble's reserved bytes are not zero".into(),
+        });
+    }
     Ok(())
 }
 
@@ -139,6 +145,12 @@ pub fn read_frame_header(bytes: &[u8], offset: usize) -> Result<FrameHeader, Tra
         offset: offset as u64,
         what: format!("unknown frame kind {}", h[4]),
     })?;
+    if h[5..8].iter().any(|&b| b != 0) {
+        return Err(TraceError::Corrupt {
+            offset: offset as u64,
+            what: format!("{} frame header's reserved bytes are not zero", kind.name()),
+        });
+    }
     let le32 = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
     let mut icount = [0u8; 8];
     icount.copy_from_slice(&h[16..24]);
@@ -158,8 +170,13 @@ pub fn read_frame_header(bytes: &[u8], offset: usize) -> Result<FrameHeader, Tra
     Ok(header)
 }
 
-/// The payload of the frame at `offset`, checksum verified, decompressed.
-pub fn read_frame(bytes: &[u8], offset: usize) -> Result<(FrameHeader, Vec<u8>), TraceError> {
+/// The header of the frame at `offset`, with its payload present and its
+/// checksum verified (the payload is not decompressed).
+pub fn check_frame(bytes: &[u8], offset: usize) -> Result<FrameHeader, TraceError> {
+    Ok(checked_payload(bytes, offset)?.0)
+}
+
+fn checked_payload(bytes: &[u8], offset: usize) -> Result<(FrameHeader, &[u8]), TraceError> {
     let header = read_frame_header(bytes, offset)?;
     let start = offset + FRAME_HEADER_LEN;
     let payload = bytes
@@ -174,6 +191,12 @@ pub fn read_frame(bytes: &[u8], offset: usize) -> Result<(FrameHeader, Vec<u8>),
             what: format!("{} frame checksum mismatch", header.kind.name()),
         });
     }
+    Ok((header, payload))
+}
+
+/// The payload of the frame at `offset`, checksum verified, decompressed.
+pub fn read_frame(bytes: &[u8], offset: usize) -> Result<(FrameHeader, Vec<u8>), TraceError> {
+    let (header, payload) = checked_payload(bytes, offset)?;
     let raw = zstd::bulk::decompress(payload, header.raw_len as usize).map_err(|e| TraceError::Corrupt {
         offset: offset as u64,
         what: format!("{} frame does not decompress: {e}", header.kind.name()),

@@ -7,15 +7,18 @@ pub mod bisect;
 pub mod digest;
 pub mod error;
 pub mod format;
+pub mod integrity;
 pub mod model;
 pub mod reader;
 pub mod record;
 pub mod replay;
+pub mod verify;
 
 pub use error::{Result, TraceError};
 pub use reader::Trace;
 pub use record::{record, RecordSummary, DEFAULT_CHECKPOINT_INTERVAL};
 pub use replay::{Divergence, ReplayOptions, Replayer};
+pub use verify::{verify, Verification};
 
 /// BLAKE3 of a guest image, hex.
 pub fn image_hash(bytes: &[u8]) -> String {

@@ -80,6 +80,12 @@ pub struct Checkpoint {
     pub serial: Vec<u8>,
     /// Events emitted before this point.
     pub events_before: u64,
+    /// Where the run ended in a stop other than the instruction limit (a
+    /// halt with interrupts off, a triple fault, a fault loop, an exit),
+    /// how it stopped: such a stop can change the machine without retiring
+    /// an instruction, so a replay reaching this checkpoint runs the machine
+    /// on until it stops the same way. Only the last checkpoint has one.
+    pub stopped: Option<String>,
 }
 
 /// The last frame of a finished recording.

@@ -24,12 +24,33 @@ pub struct Trace {
     pub end: Option<EndInfo>,
     /// Whether the frames came from a valid index (a finished recording).
     pub indexed: bool,
-    /// Why the frames stop early, for a trace whose recorder died.
+    /// Why the frames stop early, for a trace whose recorder died in the
+    /// middle of a frame (`None` with no end frame: it died between frames).
     pub damage: Option<String>,
 }
 
-fn decode<T: DeserializeOwned>(raw: &[u8], offset: u64, frame: &'static str) -> Result<T> {
-    postcard::from_bytes(raw).map_err(|source| TraceError::Decode { offset, frame, source })
+/// Decodes a whole payload: bytes left over mean the frame is not what its
+/// kind says.
+pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8], offset: u64, frame: &'static str) -> Result<T> {
+    let (value, rest) =
+        postcard::take_from_bytes(raw).map_err(|source| TraceError::Decode { offset, frame, source })?;
+    if !rest.is_empty() {
+        return Err(TraceError::Corrupt {
+            offset,
+            what: format!("the {frame} frame has {} bytes after its contents", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// How the walk over the frames ended.
+enum Tail {
+    /// At the end of the file, between frames.
+    Clean,
+    /// At a trailer (the last 16 bytes) pointing at `index`.
+    Trailer { index: u64 },
+    /// In a frame the file ends before: where, and what is cut short.
+    Truncated(TraceError),
 }
 
 impl Trace {
@@ -41,22 +62,43 @@ impl Trace {
         Trace::from_bytes(bytes)
     }
 
+    /// Opens a trace from its bytes. Every frame header and checksum is
+    /// checked, and the frames' order and positions against each other and
+    /// against the index: a finished recording (one with an end frame, an
+    /// index or a trailer) must be whole, or this is an error naming what is
+    /// wrong. A recording whose recorder died opens up to its last complete
+    /// frame, with `end` `None`. Frame contents are checked by
+    /// [`Trace::check_contents`].
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Trace> {
         format::check_preamble(&bytes)?;
-        let (frames, indexed, damage) = match index_frames(&bytes) {
-            Some(frames) => (frames, true, None),
-            None => {
-                let (frames, damage) = scan_frames(&bytes);
-                (frames, false, damage)
-            }
-        };
-        let first = frames.first().ok_or(TraceError::Missing("header frame"))?;
+        let (frames, tail) = walk_frames(&bytes)?;
+        let first = frames.first().cloned().ok_or(match &tail {
+            Tail::Truncated(_) => TraceError::Truncated {
+                offset: format::PREAMBLE_LEN as u64,
+                what: "the header frame".into(),
+            },
+            _ => TraceError::Missing("header frame"),
+        })?;
         if first.kind != FrameKind::Header as u8 {
             return Err(TraceError::Corrupt {
                 offset: first.offset,
                 what: "the first frame is not the header".into(),
             });
         }
+        let finished = matches!(tail, Tail::Trailer { .. })
+            || frames
+                .iter()
+                .any(|f| f.kind == FrameKind::End as u8 || f.kind == FrameKind::Index as u8);
+        let (frames, damage) = if finished {
+            (check_finished(&bytes, frames, tail)?, None)
+        } else {
+            let damage = match tail {
+                Tail::Truncated(e) => Some(e.to_string()),
+                _ => None,
+            };
+            (frames, damage)
+        };
+        check_order(&frames, finished)?;
         let (_, raw) = format::read_frame(&bytes, first.offset as usize)?;
         let header: TraceHeader = decode(&raw, first.offset, "header")?;
         let mut trace = Trace {
@@ -64,13 +106,34 @@ impl Trace {
             header,
             frames,
             end: None,
-            indexed,
+            indexed: finished,
             damage,
         };
         if let Some(e) = trace.frames_of(FrameKind::End).last().cloned() {
-            trace.end = Some(trace.decode_frame(&e, "end")?);
+            let end: EndInfo = trace.decode_frame(&e, "end")?;
+            if end.icount != e.icount {
+                return Err(TraceError::Corrupt {
+                    offset: e.offset,
+                    what: format!(
+                        "the end frame's header says icount {} but its contents say {}",
+                        e.icount, end.icount
+                    ),
+                });
+            }
+            trace.end = Some(end);
         }
         Ok(trace)
+    }
+
+    /// Whether the recording finished: an end frame, a valid index and
+    /// trailer, every frame present.
+    pub fn complete(&self) -> bool {
+        self.indexed && self.end.is_some()
+    }
+
+    /// The file's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     pub fn file_len(&self) -> u64 {
@@ -156,63 +219,24 @@ impl Trace {
         }
         Ok(None)
     }
-
-    /// Every frame's payload checks out (checksum, decompression, decoding).
-    pub fn check_all(&self) -> Result<()> {
-        for f in &self.frames {
-            let (_, raw) = format::read_frame(&self.bytes, f.offset as usize)?;
-            match FrameKind::from_u8(f.kind) {
-                Some(FrameKind::Checkpoint) => drop(decode::<Checkpoint>(&raw, f.offset, "checkpoint")?),
-                Some(FrameKind::Events) => drop(decode::<EventBatch>(&raw, f.offset, "events")?),
-                Some(FrameKind::Inputs) => drop(decode::<InputBatch>(&raw, f.offset, "inputs")?),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
-/// The frames the index lists, if the file ends with a trailer whose index
-/// validates and agrees with every frame header it names.
-fn index_frames(bytes: &[u8]) -> Option<Vec<FrameEntry>> {
-    let at = format::read_trailer(bytes)? as usize;
-    let (h, raw) = format::read_frame(bytes, at).ok()?;
-    if h.kind != FrameKind::Index {
-        return None;
-    }
-    let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(&raw);
-    let archived = rkyv::access::<ArchivedTraceIndex, rkyv::rancor::Error>(&aligned).ok()?;
-    let mut frames = Vec::with_capacity(archived.frames.len());
-    for e in archived.frames.iter() {
-        let entry = FrameEntry {
-            kind: e.kind,
-            offset: e.offset.to_native(),
-            icount: e.icount.to_native(),
-            payload_len: e.payload_len.to_native(),
-            raw_len: e.raw_len.to_native(),
-        };
-        // Never trusted blindly: each entry must name a real frame header.
-        let fh = format::read_frame_header(bytes, usize::try_from(entry.offset).ok()?).ok()?;
-        if fh.kind as u8 != entry.kind || fh.icount != entry.icount || fh.payload_len != entry.payload_len {
-            return None;
-        }
-        frames.push(entry);
-    }
-    Some(frames)
-}
-
-/// Walks the frames from the start; stops at the end of the file or at the
-/// first frame that is cut short or damaged, saying why.
-fn scan_frames(bytes: &[u8]) -> (Vec<FrameEntry>, Option<String>) {
+/// Walks the frames from the start, checking each header and checksum (not
+/// the contents). Stops at the end of the file, at the trailer, or at a
+/// frame the file ends inside of; any other damage is an error.
+fn walk_frames(bytes: &[u8]) -> Result<(Vec<FrameEntry>, Tail)> {
+    // A file that ends with a trailer was finished: its frames end there.
+    let trailer = format::read_trailer(bytes);
+    let limit = match trailer {
+        Some(_) => bytes.len() - format::TRAILER_LEN,
+        None => bytes.len(),
+    };
+    let within = &bytes[..limit];
     let mut frames = Vec::new();
     let mut offset = format::PREAMBLE_LEN;
-    while offset < bytes.len() {
-        if bytes.len() - offset == format::TRAILER_LEN && format::read_trailer(bytes).is_some() {
-            break;
-        }
-        match format::read_frame(bytes, offset) {
-            Ok((h, _)) => {
+    while offset < limit {
+        match format::check_frame(within, offset) {
+            Ok(h) => {
                 frames.push(FrameEntry {
                     kind: h.kind as u8,
                     offset: offset as u64,
@@ -222,8 +246,200 @@ fn scan_frames(bytes: &[u8]) -> (Vec<FrameEntry>, Option<String>) {
                 });
                 offset += format::FRAME_HEADER_LEN + h.payload_len as usize;
             }
-            Err(e) => return (frames, Some(e.to_string())),
+            Err(e @ TraceError::Truncated { .. }) => return Ok((frames, Tail::Truncated(e))),
+            Err(e) => return Err(e),
         }
     }
-    (frames, None)
+    Ok((
+        frames,
+        match trailer {
+            Some(index) => Tail::Trailer { index },
+            None => Tail::Clean,
+        },
+    ))
+}
+
+fn corrupt(offset: u64, what: String) -> TraceError {
+    TraceError::Corrupt { offset, what }
+}
+
+/// A finished recording: the frames end with End, then Index, then the
+/// trailer pointing at it, and the index lists every frame before it
+/// exactly. Returns the frames without the index.
+fn check_finished(bytes: &[u8], mut frames: Vec<FrameEntry>, tail: Tail) -> Result<Vec<FrameEntry>> {
+    let index_at = match tail {
+        Tail::Trailer { index } => index,
+        Tail::Truncated(e) => {
+            return Err(corrupt(
+                frames.last().map_or(0, |f| f.offset),
+                format!("a finished recording (it has an end or index frame) is cut short: {e}"),
+            ))
+        }
+        Tail::Clean => {
+            return Err(corrupt(
+                bytes.len() as u64,
+                "a finished recording (it has an end or index frame) has no trailer".into(),
+            ))
+        }
+    };
+    let last = frames
+        .pop()
+        .ok_or_else(|| corrupt(index_at, "a trailer but no frames".into()))?;
+    if last.kind != FrameKind::Index as u8 {
+        return Err(corrupt(
+            last.offset,
+            format!(
+                "the last frame is a {} frame, not the index",
+                FrameKind::from_u8(last.kind).map_or("unknown", |k| k.name())
+            ),
+        ));
+    }
+    if last.offset != index_at {
+        return Err(corrupt(
+            (bytes.len() - format::TRAILER_LEN) as u64,
+            format!(
+                "the trailer points at byte {index_at} but the index frame is at byte {}",
+                last.offset
+            ),
+        ));
+    }
+    match frames.last() {
+        Some(f) if f.kind == FrameKind::End as u8 => {}
+        Some(f) => {
+            return Err(corrupt(
+                f.offset,
+                format!(
+                    "the frame before the index is a {} frame, not the end frame",
+                    FrameKind::from_u8(f.kind).map_or("unknown", |k| k.name())
+                ),
+            ))
+        }
+        None => return Err(corrupt(last.offset, "an index with no frames before it".into())),
+    }
+    let (_, raw) = format::read_frame(bytes, last.offset as usize)?;
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&raw);
+    let archived = rkyv::access::<ArchivedTraceIndex, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| corrupt(last.offset, format!("the index does not validate: {e}")))?;
+    if archived.frames.len() != frames.len() {
+        return Err(corrupt(
+            last.offset,
+            format!(
+                "the index lists {} frames but the file has {} before it",
+                archived.frames.len(),
+                frames.len()
+            ),
+        ));
+    }
+    for (i, (e, f)) in archived.frames.iter().zip(&frames).enumerate() {
+        let listed = FrameEntry {
+            kind: e.kind,
+            offset: e.offset.to_native(),
+            icount: e.icount.to_native(),
+            payload_len: e.payload_len.to_native(),
+            raw_len: e.raw_len.to_native(),
+        };
+        if listed != *f {
+            return Err(corrupt(
+                last.offset,
+                format!("index entry {i} says {listed:?} but the file has {f:?}"),
+            ));
+        }
+    }
+    Ok(frames)
+}
+
+/// The frames' order and icounts as the recorder writes them: the header
+/// first and only once; checkpoints from icount 0 on, never going back;
+/// event and input batches in order between the checkpoints that enclose
+/// them; each input batch right before the checkpoint it belongs to; in a
+/// finished recording, the end frame last, at the last checkpoint.
+fn check_order(frames: &[FrameEntry], finished: bool) -> Result<()> {
+    let name = |f: &FrameEntry| FrameKind::from_u8(f.kind).map_or("unknown", |k| k.name());
+    let mut last_checkpoint: Option<u64> = None;
+    let mut last_events: Option<u64> = None;
+    let mut last_inputs: Option<u64> = None;
+    for (i, f) in frames.iter().enumerate() {
+        let kind =
+            FrameKind::from_u8(f.kind).ok_or_else(|| corrupt(f.offset, format!("unknown frame kind {}", f.kind)))?;
+        let behind = |prev: Option<u64>, what: &str| match prev {
+            Some(p) if f.icount < p => Err(corrupt(
+                f.offset,
+                format!(
+                    "{} frame at icount {} comes after {what} at icount {p}",
+                    name(f),
+                    f.icount
+                ),
+            )),
+            _ => Ok(()),
+        };
+        match kind {
+            FrameKind::Header => {
+                if i != 0 {
+                    return Err(corrupt(f.offset, "a second header frame".into()));
+                }
+                if f.icount != 0 {
+                    return Err(corrupt(f.offset, format!("the header frame says icount {}", f.icount)));
+                }
+            }
+            FrameKind::Checkpoint => {
+                if last_checkpoint.is_none() && f.icount != 0 {
+                    return Err(corrupt(
+                        f.offset,
+                        format!("the first checkpoint is at icount {}, not 0", f.icount),
+                    ));
+                }
+                behind(last_checkpoint, "a checkpoint")?;
+                behind(last_events, "an event batch")?;
+                behind(last_inputs, "an input batch")?;
+                last_checkpoint = Some(f.icount);
+            }
+            FrameKind::Events => {
+                behind(last_events, "an event batch")?;
+                behind(last_checkpoint, "a checkpoint")?;
+                last_events = Some(f.icount);
+            }
+            FrameKind::Inputs => {
+                behind(last_inputs, "an input batch")?;
+                behind(last_checkpoint, "a checkpoint")?;
+                match frames.get(i + 1) {
+                    Some(n) if n.kind == FrameKind::Checkpoint as u8 && n.icount == f.icount => {}
+                    None if !finished => {}
+                    _ => {
+                        return Err(corrupt(
+                            f.offset,
+                            format!(
+                                "the input batch at icount {} is not followed by its checkpoint",
+                                f.icount
+                            ),
+                        ))
+                    }
+                }
+                last_inputs = Some(f.icount);
+            }
+            FrameKind::End => {
+                if i + 1 != frames.len() {
+                    return Err(corrupt(f.offset, "an end frame before the last frame".into()));
+                }
+                if last_checkpoint != Some(f.icount) {
+                    return Err(corrupt(
+                        f.offset,
+                        format!(
+                            "the end frame says icount {} but the last checkpoint is at {}",
+                            f.icount,
+                            last_checkpoint.map_or("(none)".into(), |c| c.to_string())
+                        ),
+                    ));
+                }
+                if last_events.is_some_and(|e| e > f.icount) {
+                    return Err(corrupt(f.offset, "events after the end of the recording".into()));
+                }
+            }
+            FrameKind::Index => return Err(corrupt(f.offset, "an index frame before the last frame".into())),
+        }
+    }
+    if finished && last_checkpoint.is_none() {
+        return Err(TraceError::Missing("checkpoint"));
+    }
+    Ok(())
 }

@@ -93,7 +93,21 @@ impl WriterThread {
         Ok(())
     }
 
-    fn run(mut self, jobs: Receiver<Job>) -> std::io::Result<WriteStats> {
+    /// Runs the jobs; an error is also left in `failure`, for the guest's
+    /// thread to report when its next send finds the writer gone.
+    fn run(self, jobs: Receiver<Job>, failure: Arc<Mutex<Option<std::io::Error>>>) -> std::io::Result<WriteStats> {
+        // The receiver is dropped only after the error is left, so a sender
+        // that finds the channel closed finds the error too.
+        let result = self.run_jobs(&jobs);
+        if let Err(e) = &result {
+            if let Ok(mut f) = failure.lock() {
+                *f = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        result
+    }
+
+    fn run_jobs(mut self, jobs: &Receiver<Job>) -> std::io::Result<WriteStats> {
         while let Ok(job) = jobs.recv() {
             match job {
                 Job::Frame { kind, icount, raw } => self.write(kind, icount, &raw)?,
@@ -133,6 +147,7 @@ pub struct TraceWriter {
     jobs: SyncSender<Job>,
     thread: Option<JoinHandle<std::io::Result<WriteStats>>>,
     path: String,
+    failure: Arc<Mutex<Option<std::io::Error>>>,
 }
 
 impl TraceWriter {
@@ -145,6 +160,8 @@ impl TraceWriter {
         out.write_all(&format::preamble()).map_err(io)?;
         out.flush().map_err(io)?;
         let (jobs, rx) = sync_channel(QUEUE);
+        let failure = Arc::new(Mutex::new(None));
+        let thread_failure = failure.clone();
         let writer = WriterThread {
             out,
             offset: format::PREAMBLE_LEN as u64,
@@ -154,17 +171,22 @@ impl TraceWriter {
         };
         let thread = std::thread::Builder::new()
             .name("trace-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, thread_failure))
             .map_err(io)?;
         Ok(TraceWriter {
             jobs,
             thread: Some(thread),
             path: path.display().to_string(),
+            failure,
         })
     }
 
     pub fn sender(&self) -> FrameSender {
-        FrameSender(self.jobs.clone())
+        FrameSender {
+            jobs: self.jobs.clone(),
+            failure: self.failure.clone(),
+            path: self.path.clone().into(),
+        }
     }
 
     /// Writes the index and the trailer and waits for the writer.
@@ -191,22 +213,37 @@ impl TraceWriter {
 
 /// Sends frames to the writer thread.
 #[derive(Clone)]
-pub struct FrameSender(SyncSender<Job>);
+pub struct FrameSender {
+    jobs: SyncSender<Job>,
+    failure: Arc<Mutex<Option<std::io::Error>>>,
+    path: Arc<str>,
+}
 
 impl FrameSender {
     pub fn send<T: Serialize>(&self, kind: FrameKind, icount: u64, value: &T) -> Result<()> {
         let raw = postcard::to_allocvec(value).map_err(|e| TraceError::Writer(e.to_string()))?;
-        self.0
+        self.jobs
             .send(Job::Frame { kind, icount, raw })
-            .map_err(|_| TraceError::Writer("the writer thread stopped (see its error)".into()))
+            .map_err(|_| self.writer_error())
     }
-}
 
-impl FrameSender {
     fn send_events(&self, icount: u64, batch: EventBatch) -> Result<()> {
-        self.0
+        self.jobs
             .send(Job::Events { icount, batch })
-            .map_err(|_| TraceError::Writer("the writer thread stopped (see its error)".into()))
+            .map_err(|_| self.writer_error())
+    }
+
+    /// Why the writer thread stopped: its I/O error (a full disk, say),
+    /// named with the file.
+    fn writer_error(&self) -> TraceError {
+        let copy = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self.failure.lock().ok().and_then(|f| f.as_ref().map(copy)) {
+            Some(source) => TraceError::Io {
+                path: self.path.to_string(),
+                source,
+            },
+            None => TraceError::Writer("the writer thread stopped without saying why".into()),
+        }
     }
 }
 
@@ -357,7 +394,7 @@ impl Recorder {
             checkpoints: 0,
             started: Instant::now(),
         };
-        rec.checkpoint_inner(machine, true)?;
+        rec.checkpoint_inner(machine, true, None)?;
         Ok(rec)
     }
 
@@ -393,7 +430,8 @@ impl Recorder {
             self.consumed = input.consumed;
             self.serial = tee.serial;
             self.serial_total = tee.total;
-            let dirtied = self.checkpoint_inner(machine, false)?;
+            let stopped = (stop != StopReason::InsnLimit).then(|| stop.to_string());
+            let dirtied = self.checkpoint_inner(machine, false, stopped)?;
             if dirtied < ADAPT_FEW_PAGES {
                 self.interval = (self.interval * 2).min(self.base * ADAPT_RANGE);
             } else if dirtied > ADAPT_MANY_PAGES {
@@ -410,16 +448,15 @@ impl Recorder {
     pub fn sync(&self) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.frames
-            .0
+            .jobs
             .send(Job::Sync(tx))
-            .map_err(|_| TraceError::Writer("the writer thread stopped".into()))?;
-        rx.recv()
-            .map_err(|_| TraceError::Writer("the writer thread stopped".into()))
+            .map_err(|_| self.frames.writer_error())?;
+        rx.recv().map_err(|_| self.frames.writer_error())
     }
 
     /// Writes the inputs and events so far and a checkpoint; returns how
     /// many pages were dirty.
-    fn checkpoint_inner(&mut self, machine: &mut Machine, first: bool) -> Result<usize> {
+    fn checkpoint_inner(&mut self, machine: &mut Machine, first: bool, stopped: Option<String>) -> Result<usize> {
         machine.events.flush();
         if !self.log.is_empty() {
             let batch = InputBatch {
@@ -447,6 +484,7 @@ impl Recorder {
             inputs_consumed: self.consumed,
             serial: std::mem::take(&mut self.serial),
             events_before,
+            stopped,
         };
         self.frames.send(FrameKind::Checkpoint, machine.icount(), &cp)?;
         self.checkpoints += 1;
@@ -475,7 +513,7 @@ impl Recorder {
         )?;
         machine.events = SinkSlot(None);
         if self.failed.lock().map(|f| *f).unwrap_or(true) {
-            return Err(TraceError::Writer("events could not be written".into()));
+            return Err(self.frames.writer_error());
         }
         let writer = self
             .writer

@@ -130,6 +130,11 @@ pub struct Replayer<'t> {
     /// next restore of the same or a later checkpoint (stepping backwards
     /// restores the same one again and again).
     ram_cache: Option<RamCache>,
+    /// The checkpoint where the recording stopped other than at an
+    /// instruction count (the last one, if so).
+    stop_checkpoint: Option<usize>,
+    /// How the replay stopped there, once it has.
+    replayed_stop: Option<String>,
 }
 
 struct RamCache {
@@ -154,6 +159,7 @@ impl<'t> Replayer<'t> {
     pub fn extend_trace(&mut self, longer: std::sync::Arc<Trace>) -> Result<()> {
         self.input.records = longer.inputs()?.into();
         self.checkpoints = longer.checkpoint_frames();
+        self.stop_checkpoint = stop_checkpoint(&longer, &self.checkpoints)?;
         self.trace = TraceRef::Shared(longer);
         Ok(())
     }
@@ -168,7 +174,10 @@ impl<'t> Replayer<'t> {
         if checkpoints.is_empty() {
             return Err(TraceError::Missing("checkpoint"));
         }
+        let stop_checkpoint = stop_checkpoint(&trace, &checkpoints)?;
         Ok(Replayer {
+            stop_checkpoint,
+            replayed_stop: None,
             trace,
             machine,
             input,
@@ -225,10 +234,57 @@ impl<'t> Replayer<'t> {
             }
         }
         let state = self.machine.state();
-        if ram.digest(&state) == cp.digest && self.input.mismatch.is_none() {
+        let stop_matches = Some(index) != self.stop_checkpoint || self.replayed_stop == cp.stopped;
+        if ram.digest(&state) == cp.digest && self.input.mismatch.is_none() && stop_matches {
             return Ok(None);
         }
         Ok(Some(self.divergence(&cp, &state)))
+    }
+
+    /// Whether the replay stands at the checkpoint where the recording
+    /// stopped, with that stop not replayed yet.
+    fn stop_pending(&self) -> bool {
+        self.stop_checkpoint == Some(self.next_checkpoint)
+            && self.replayed_stop.is_none()
+            && self
+                .checkpoints
+                .get(self.next_checkpoint)
+                .is_some_and(|c| c.icount == self.machine.icount())
+    }
+
+    /// Replays the recorded stop: a halt with interrupts off, a triple
+    /// fault or a fault loop changes the machine without retiring an
+    /// instruction, so the machine runs on from the stop's icount until it
+    /// stops again. Where the replay has diverged it retires one more
+    /// instruction instead, and the checkpoint's comparison says so. A
+    /// breakpoint or watchpoint there interrupts it (returned).
+    fn replay_stop(&mut self) -> Option<StopReason> {
+        let at = self.machine.icount();
+        match self.run_machine(at + 1) {
+            stop @ (StopReason::Breakpoint(_) | StopReason::Watchpoint { .. }) => Some(stop),
+            stop => {
+                self.replayed_stop = Some(stop.to_string());
+                None
+            }
+        }
+    }
+
+    /// Runs the machine to `target` at most. A stop that ends the run (an
+    /// exit, a reset: ones that retire their instruction) reached at the
+    /// checkpoint where the recording stopped is that stop, replayed.
+    fn run_machine(&mut self, target: u64) -> StopReason {
+        let stop = self.machine.run(target, &mut self.input, &mut self.console);
+        let ends_run = !matches!(
+            stop,
+            StopReason::InsnLimit | StopReason::Breakpoint(_) | StopReason::Watchpoint { .. }
+        );
+        if ends_run && self.stop_checkpoint == Some(self.next_checkpoint) {
+            let at = self.checkpoints.get(self.next_checkpoint).map(|c| c.icount);
+            if at == Some(self.machine.icount()) {
+                self.replayed_stop = Some(stop.to_string());
+            }
+        }
+        stop
     }
 
     fn divergence(&self, cp: &Checkpoint, state: &MachineState) -> Divergence {
@@ -251,6 +307,14 @@ impl<'t> Replayer<'t> {
         if let Some((now, what)) = &self.input.mismatch {
             differences.push(format!("input at virtual time {now}: {what}"));
         }
+        if self.replayed_stop != cp.stopped {
+            let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "(still running)".into());
+            differences.push(format!(
+                "how the run stopped: recorded \"{}\", replayed \"{}\"",
+                show(&cp.stopped),
+                show(&self.replayed_stop)
+            ));
+        }
         if differences.is_empty() {
             differences.push("digests differ but no field does (hash collision or format bug)".into());
         }
@@ -271,12 +335,15 @@ impl<'t> Replayer<'t> {
             };
             if next > target {
                 if self.machine.icount() < target {
-                    self.machine.run(target, &mut self.input, &mut self.console);
+                    self.run_machine(target);
                 }
                 return Ok(None);
             }
             if self.machine.icount() < next {
-                self.machine.run(next, &mut self.input, &mut self.console);
+                self.run_machine(next);
+            }
+            if self.stop_pending() {
+                self.replay_stop();
             }
             let index = self.next_checkpoint;
             self.next_checkpoint += 1;
@@ -369,6 +436,12 @@ impl<'t> Replayer<'t> {
             debugcon: Vec::new(),
         };
         self.next_checkpoint = k + 1;
+        // The stop checkpoint's state is the machine after the stop.
+        self.replayed_stop = if Some(k) == self.stop_checkpoint {
+            cp.stopped.clone()
+        } else {
+            None
+        };
         self.ram = None;
         self.recorded_ram = None;
         self.ram_cache = Some(RamCache { index: k, ram, serial });
@@ -615,28 +688,37 @@ impl Replayer<'_> {
     }
 
     fn resume_inner(&mut self, limit: u64, end: u64) -> Result<Stop> {
+        let debug_stop = |stop: StopReason| match stop {
+            StopReason::Breakpoint(pc) => Some(Stop::Breakpoint(pc)),
+            StopReason::Watchpoint { index, addr, write } => Some(Stop::Watch { index, addr, write }),
+            _ => None,
+        };
         loop {
             let here = self.machine.icount();
-            if here >= limit {
-                return Ok(if here >= end { Stop::End } else { Stop::Reached });
-            }
             let next_cp = self.checkpoints.get(self.next_checkpoint).map(|c| c.icount);
-            let target = next_cp.map_or(limit, |c| c.min(limit));
-            if here < target {
-                match self.machine.run(target, &mut self.input, &mut self.console) {
-                    StopReason::Breakpoint(pc) => return Ok(Stop::Breakpoint(pc)),
-                    StopReason::Watchpoint { index, addr, write } => return Ok(Stop::Watch { index, addr, write }),
-                    _ => {}
+            if next_cp == Some(here) {
+                // At a checkpoint: what the recorder did there, first the
+                // stop it recorded there, if any.
+                if self.stop_pending() {
+                    if let Some(stop) = self.replay_stop().and_then(debug_stop) {
+                        return Ok(stop);
+                    }
                 }
-                if self.machine.icount() == here {
-                    // Halted for good short of the target: nothing more runs.
-                    return Ok(Stop::End);
-                }
-            }
-            if Some(self.machine.icount()) == next_cp {
                 let index = self.next_checkpoint;
                 self.next_checkpoint += 1;
                 self.at_checkpoint(index, false)?;
+                continue;
+            }
+            if here >= limit {
+                return Ok(if here >= end { Stop::End } else { Stop::Reached });
+            }
+            let target = next_cp.map_or(limit, |c| c.min(limit));
+            if let Some(stop) = debug_stop(self.run_machine(target)) {
+                return Ok(stop);
+            }
+            if self.machine.icount() == here {
+                // Halted for good short of the target: nothing more runs.
+                return Ok(Stop::End);
             }
         }
     }
@@ -646,6 +728,15 @@ impl Replayer<'_> {
     pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
         self.machine.read_linear(addr, len)
     }
+}
+
+/// The last checkpoint, when the recording stopped there other than at an
+/// instruction count.
+fn stop_checkpoint(trace: &Trace, checkpoints: &[FrameEntry]) -> Result<Option<usize>> {
+    let Some(last) = checkpoints.last() else {
+        return Ok(None);
+    };
+    Ok(trace.checkpoint(last)?.stopped.is_some().then(|| checkpoints.len() - 1))
 }
 
 /// What differs between two machine states, field by field.
@@ -676,8 +767,31 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
             a.segs, b.segs
         ));
     }
+    let system = [
+        ("ldtr", format!("{:?}", a.ldtr), format!("{:?}", b.ldtr)),
+        ("tr", format!("{:?}", a.tr), format!("{:?}", b.tr)),
+        ("gdtr", format!("{:?}", a.gdtr), format!("{:?}", b.gdtr)),
+        ("idtr", format!("{:?}", a.idtr), format!("{:?}", b.idtr)),
+        ("cr0", format!("{:#010x}", a.cr0), format!("{:#010x}", b.cr0)),
+        ("cr2", format!("{:#010x}", a.cr2), format!("{:#010x}", b.cr2)),
+        ("cr3", format!("{:#010x}", a.cr3), format!("{:#010x}", b.cr3)),
+        ("cr4", format!("{:#010x}", a.cr4), format!("{:#010x}", b.cr4)),
+        ("debug registers", format!("{:x?}", a.dr), format!("{:x?}", b.dr)),
+        ("MSRs", format!("{:?}", a.msrs), format!("{:?}", b.msrs)),
+        ("halted", a.halted.to_string(), b.halted.to_string()),
+        (
+            "interrupt shadow",
+            a.interrupt_shadow.to_string(),
+            b.interrupt_shadow.to_string(),
+        ),
+    ];
+    for (name, x, y) in system {
+        if x != y {
+            out.push(format!("{name}: recorded {x}, replayed {y}"));
+        }
+    }
     if a != b && out.is_empty() {
-        out.push("control or system registers differ".into());
+        out.push("CPU state differs in a field with no name here".into());
     }
     if recorded.icount != replayed.icount {
         out.push(format!(
@@ -689,6 +803,18 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
         out.push(format!(
             "idle time: recorded {}, replayed {}",
             recorded.idle_ticks, replayed.idle_ticks
+        ));
+    }
+    if recorded.next_input_poll != replayed.next_input_poll {
+        out.push(format!(
+            "next input poll: recorded {}, replayed {}",
+            recorded.next_input_poll, replayed.next_input_poll
+        ));
+    }
+    if recorded.idle_without_wakeup != replayed.idle_without_wakeup {
+        out.push(format!(
+            "idle deadlines without a wakeup: recorded {}, replayed {}",
+            recorded.idle_without_wakeup, replayed.idle_without_wakeup
         ));
     }
     let (da, db) = (&recorded.devices, &replayed.devices);
