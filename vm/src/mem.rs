@@ -153,7 +153,8 @@ impl PhysMem {
     pub fn write(&mut self, addr: u32, size: u8, value: u32) {
         let a = addr as usize;
         let n = size as usize;
-        if a + n <= self.ram.len() {
+        // A zero-size write touches nothing; `a + n - 1` below needs n > 0.
+        if n != 0 && a + n <= self.ram.len() {
             // A write of the bytes already there changes no code: the watch
             // ignores it (guests rewrite data that shares a page with code).
             // Compared only on watched pages, to keep the common store cheap.
@@ -205,11 +206,39 @@ impl PhysMem {
                 ram: self.ram.len() as u64,
             })?;
         self.ram[start..end].copy_from_slice(data);
-        for p in (start >> PAGE_SHIFT)..=((end.max(start + 1) - 1) >> PAGE_SHIFT) {
+        self.touch(start, end);
+        Ok(())
+    }
+
+    /// Sets `len` bytes from `addr` to `byte` (loaders zeroing bss). Errors
+    /// when the range does not fit.
+    pub fn fill(&mut self, addr: u32, len: u64, byte: u8) -> Result<(), crate::VmError> {
+        let start = addr as usize;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| start.checked_add(len))
+            .filter(|&e| e <= self.ram.len())
+            .ok_or(crate::VmError::DoesNotFit {
+                addr: u64::from(addr),
+                len,
+                ram: self.ram.len() as u64,
+            })?;
+        self.ram[start..end].fill(byte);
+        self.touch(start, end);
+        Ok(())
+    }
+
+    /// Marks the pages of `start..end` dirty and reports their watches. An
+    /// empty range touches no page: its start may be the end of RAM, one
+    /// page past the bitmaps.
+    fn touch(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        for p in (start >> PAGE_SHIFT)..=((end - 1) >> PAGE_SHIFT) {
             self.set_dirty(p);
             self.check_watch(p << PAGE_SHIFT);
         }
-        Ok(())
     }
 
     /// Reads a range of RAM for host-side inspection; bytes outside RAM read as 0xFF.
@@ -233,7 +262,9 @@ impl PhysMem {
     }
 
     pub fn page(&self, page: usize) -> Option<&[u8]> {
-        self.ram.get(page * PAGE_SIZE..(page + 1) * PAGE_SIZE)
+        // Page numbers can come from a trace file: no overflow on nonsense.
+        let start = page.checked_mul(PAGE_SIZE)?;
+        self.ram.get(start..start.checked_add(PAGE_SIZE)?)
     }
 
     pub fn is_dirty(&self, page: usize) -> bool {
@@ -255,6 +286,108 @@ impl PhysMem {
     pub fn clear_dirty_pages(&mut self) {
         for p in self.take_dirty() {
             self.ram[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 128 pages: the bitmaps are exactly two words, so a page index one past
+    /// the end is outside them rather than a spare bit.
+    const RAM: usize = 128 * PAGE_SIZE;
+
+    #[test]
+    fn loads_and_fills_ending_at_the_top_of_ram_mark_the_last_page_only() {
+        for len in [0usize, 1, 2, PAGE_SIZE, PAGE_SIZE + 1] {
+            let mut m = PhysMem::new(RAM);
+            let top = RAM as u32;
+            let start = top - len as u32;
+            m.watch_page(127);
+            m.load(start, &vec![7; len]).unwrap();
+            m.fill(start, len as u64, 9).unwrap();
+            // And the empty range at the very top, which has no page at all.
+            m.load(top, &[]).unwrap();
+            m.fill(top, 0, 9).unwrap();
+            let first = (RAM - len) / PAGE_SIZE;
+            let expected: Vec<usize> = if len == 0 { vec![] } else { (first..128).collect() };
+            assert_eq!(m.take_dirty(), expected, "{len} bytes");
+            assert!(m.ram()[RAM - len..].iter().all(|&b| b == 9));
+            let mut hits = Vec::new();
+            m.take_watch_hits(&mut hits);
+            assert_eq!(hits, if len == 0 { vec![] } else { vec![127] }, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn empty_ranges_touch_no_page() {
+        let mut m = PhysMem::new(RAM);
+        m.load(0x1000, &[]).unwrap();
+        m.fill(0x2000, 0, 0).unwrap();
+        assert!(m.take_dirty().is_empty());
+    }
+
+    #[test]
+    fn ranges_past_the_top_or_4_gib_are_refused_untouched() {
+        let mut m = PhysMem::new(RAM);
+        let top = RAM as u32;
+        for (addr, len) in [
+            (top, 1u64),
+            (top - 1, 2),
+            (top + 1, 0),
+            (u32::MAX, 0),
+            (u32::MAX, 2),
+            (0, RAM as u64 + 1),
+            (0, u64::MAX),
+            (1, u64::MAX),
+        ] {
+            assert!(
+                matches!(m.fill(addr, len, 1), Err(crate::VmError::DoesNotFit { .. })),
+                "fill {addr:#x}+{len:#x}"
+            );
+            if len <= 2 {
+                assert!(m.load(addr, &vec![1; len as usize]).is_err(), "load {addr:#x}+{len}");
+            }
+        }
+        assert!(m.take_dirty().is_empty());
+        assert!(m.ram().iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn accesses_at_the_top_of_ram_and_4_gib() {
+        let mut m = PhysMem::new(RAM);
+        let top = RAM as u32;
+        for size in [1u8, 2, 4] {
+            m.write(top - u32::from(size), size, 0x0403_0201);
+            assert_eq!(
+                m.read(top - u32::from(size), size),
+                0x0403_0201 & (u32::MAX >> (32 - 8 * size))
+            );
+        }
+        assert_eq!(m.take_dirty(), vec![127]);
+        // Straddling the top: the bytes inside RAM land, the rest are dropped.
+        m.write(top - 1, 4, 0xAABB_CCDD);
+        assert_eq!(m.read(top - 1, 4), 0xFFFF_FFDD);
+        assert_eq!(m.dropped_writes, 3);
+        m.write(top, 4, 1);
+        m.write(u32::MAX, 2, 0x1234);
+        assert_eq!(m.read(u32::MAX, 2), u32::from(m.ram()[0]) << 8 | 0xFF);
+        // Zero-size accesses anywhere do nothing.
+        for addr in [0, top - 1, top, u32::MAX] {
+            m.write(addr, 0, 0xFF);
+            assert_eq!(m.read(addr, 0), 0);
+        }
+        assert_eq!(m.take_dirty(), vec![0, 127]);
+    }
+
+    #[test]
+    fn page_numbers_past_ram_have_no_page() {
+        let m = PhysMem::new(RAM);
+        assert_eq!(m.page(127).map(<[u8]>::len), Some(PAGE_SIZE));
+        for p in [128, usize::MAX / PAGE_SIZE, usize::MAX] {
+            assert!(m.page(p).is_none());
+            assert!(!m.is_dirty(p));
         }
     }
 }
