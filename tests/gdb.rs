@@ -375,3 +375,70 @@ monitor quit
     // Back and forth again: the recording's values, the edit forgotten.
     assert_eq!(field(&out, "REPLAYED", "counter"), "5050", "{out}");
 }
+
+/// The stop replies gdb received, from its `set debug remote 1` log.
+fn stop_replies(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.split("Packet received: ").nth(1))
+        .filter(|p| p.starts_with('T') || p.starts_with('S'))
+        .collect()
+}
+
+#[test]
+fn a_new_client_finds_none_of_the_last_ones_breakpoints_watchpoints_or_edits() {
+    let trace = record("gdbdemo", "sessions");
+    let (server, port) = serve(&trace);
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    // The first gdb inserts a breakpoint and a watchpoint at once (always
+    // inserted), edits memory, and dies without removing anything, as a
+    // crashed or killed gdb does.
+    let first = gdb(
+        "sessions-1",
+        &format!(
+            r#"set confirm off
+set breakpoint always-inserted on
+file {elf}
+target remote 127.0.0.1:{port}
+break bump
+watch counter
+set var counter = 1000
+printf "EDITED counter=%u\n", counter
+shell kill -9 $PPID
+"#
+        ),
+    );
+    assert_eq!(field(&first, "EDITED", "counter"), "1000", "{first}");
+    // Time for the server to see the connection close.
+    std::thread::sleep(Duration::from_millis(300));
+    // The second sets only its own breakpoint, after the loop that calls
+    // bump. gdb silently resumes from a stop it did not ask for, so a
+    // leaked breakpoint shows in its remote log: more than one stop reply.
+    let second = gdb(
+        "sessions-2",
+        &format!(
+            r#"set confirm off
+file {elf}
+target remote 127.0.0.1:{port}
+printf "START counter=%u\n", counter
+break printf
+set debug remote 1
+continue
+set debug remote 0
+printf "MINE pc=%x counter=%u\n", $pc, counter
+printf "SYMS printf=%x\n", printf
+monitor quit
+"#
+        ),
+    );
+    finish(server);
+    assert_eq!(field(&second, "START", "counter"), "0", "the edit is gone: {second}");
+    assert_eq!(
+        field(&second, "MINE", "pc"),
+        field(&second, "SYMS", "printf"),
+        "{second}"
+    );
+    assert_eq!(field(&second, "MINE", "counter"), "5050", "{second}");
+    let stops = stop_replies(&second);
+    assert_eq!(stops.len(), 1, "one stop, at its own breakpoint: {stops:?}");
+    assert!(stops[0].contains("swbreak"), "{stops:?}");
+}

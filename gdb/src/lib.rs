@@ -116,6 +116,7 @@ pub fn serve(target: &mut DebugTarget<'_>, listener: TcpListener, stop: Arc<Atom
         let Ok(stream) = rx.recv_timeout(std::time::Duration::from_millis(200)) else {
             continue;
         };
+        target.begin_session()?;
         let _ = stream.set_nodelay(true);
         let gdb = GdbStub::new(stream);
         match gdb.run_blocking::<EventLoop<'_>>(target) {

@@ -129,6 +129,8 @@ pub struct DebugTarget<'t> {
     watches: Vec<GdbWatch>,
     pub(crate) mode: Mode,
     pub(crate) quit: bool,
+    /// gdb wrote registers or memory: the machine may be off the recording.
+    edited: bool,
 }
 
 impl<'t> DebugTarget<'t> {
@@ -139,8 +141,35 @@ impl<'t> DebugTarget<'t> {
             watches: Vec::new(),
             mode: Mode::Stopped,
             quit: false,
+            edited: false,
             live: None,
         }
+    }
+
+    /// Readies the target for the next gdb. The replay stays where the last
+    /// one left it, but nothing else of that session does: a breakpoint or
+    /// watchpoint it never removed (a gdb that crashed, or a client that
+    /// just hung up) would stop this one where it never asked, and its
+    /// edits would show as if recorded.
+    pub(crate) fn begin_session(&mut self) -> Result<(), GdbError> {
+        self.breakpoints.clear();
+        self.watches.clear();
+        self.mode = Mode::Stopped;
+        self.quit = false;
+        if std::mem::take(&mut self.edited) {
+            // The recorded state at the same position: from the checkpoint
+            // before it, replayed (a seek from here would keep the edits).
+            let r = &mut self.replayer;
+            let here = r.icount();
+            let k = r
+                .checkpoint_icounts()
+                .iter()
+                .rposition(|&c| c <= here)
+                .ok_or(GdbError::Trace(replay::TraceError::Missing("checkpoint")))?;
+            r.restore(k).map_err(GdbError::Trace)?;
+            r.run_to(here, false).map_err(GdbError::Trace)?;
+        }
+        Ok(())
     }
 
     /// At the end of what was recorded: with a live guest, record `n` more
@@ -364,6 +393,7 @@ impl SingleThreadBase for DebugTarget<'_> {
         {
             return Err(TargetError::NonFatal);
         }
+        self.edited = true;
         st.regs = [
             regs.eax, regs.ecx, regs.edx, regs.ebx, regs.esp, regs.ebp, regs.esi, regs.edi,
         ];
@@ -405,6 +435,7 @@ impl SingleThreadBase for DebugTarget<'_> {
                 _ => return Err(TargetError::Errno(14)),
             }
         }
+        self.edited = true;
         for (p, b) in phys.into_iter().zip(data) {
             m.platform.mem.write(p, 1, u32::from(*b));
         }
