@@ -129,7 +129,7 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         let mips = insns as f64 / secs / 1e6;
         let detail = match &reference {
             None => {
-                println!(
+                outln!(
                     "{workload}: {rounds} rounds, {insns} instructions after boot; {}",
                     many.output.trim()
                 );
@@ -159,7 +159,7 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
                 }
             }
         };
-        println!("  {label:15} {mips:8.1} MIPS ({secs:.3} s; {detail})");
+        outln!("  {label:15} {mips:8.1} MIPS ({secs:.3} s; {detail})");
         if label == "raw" {
             raw_mips = mips;
             raw_secs = secs;
@@ -185,7 +185,7 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         let q_insns = insns as f64 / f64::from(rounds - 1) * f64::from(q_rounds - 1);
         let q_secs = qbig - q1;
         let q_mips = q_insns / q_secs / 1e6;
-        println!(
+        outln!(
             "  {:15} {q_mips:8.1} MIPS-equivalent ({q_rounds} rounds in {q_secs:.3} s; {same}); raw/qemu {:.3}",
             "qemu-system-i386",
             raw_mips / q_mips
@@ -214,7 +214,7 @@ pub fn run(workload: Option<&str>, rounds: Option<u32>, with_qemu: bool) -> Resu
             .output()
             .is_ok_and(|o| o.status.success());
     if with_qemu && !qemu_ok {
-        println!("qemu-system-i386 not found: no comparison (bash scripts/setup.sh installs it)");
+        outln!("qemu-system-i386 not found: no comparison (bash scripts/setup.sh installs it)");
     }
     let dir = std::env::temp_dir().join(format!("ringback-bench-{}", std::process::id()));
     let kernel_path = if qemu_ok {
@@ -248,7 +248,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
     let recording = record_temp(&kernel, 32 << 20, RawConfig::default(), "reverse")?;
     let (rec, recorded) = (&recording.summary, recording.seconds);
     let trace = recording.open()?;
-    println!(
+    outln!(
         "trace: {} instructions, {} checkpoints every {} instructions, recorded in {recorded:.2} s",
         rec.icount,
         rec.checkpoints,
@@ -257,7 +257,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
     let mut r = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
     let t = Instant::now();
     r.seek(r.end_icount())?;
-    println!(
+    outln!(
         "  seek to the end:              {:8.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
@@ -269,7 +269,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         steps.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let rest = &steps[1..];
-    println!(
+    outln!(
         "  reverse-stepi from the end:   {:8.1} ms the first, {:.1} ms on average for the next {}, {:.1} ms at most",
         steps[0],
         rest.iter().sum::<f64>() / rest.len() as f64,
@@ -284,7 +284,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         start: never,
         end: never + 4,
     })?;
-    println!(
+    outln!(
         "  reverse-continue to a watchpoint over the whole trace: {:.2} s ({})",
         t.elapsed().as_secs_f64(),
         if hit.is_none() {
@@ -311,10 +311,15 @@ pub fn bisect(rounds: u32) -> Result<ExitCode> {
         modules: vec![],
     };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("bisect on guests/patchbugs.c with {rounds} warm-up rounds, {jobs} thread(s) for the interval scan");
-    println!(
+    outln!("bisect on guests/patchbugs.c with {rounds} warm-up rounds, {jobs} thread(s) for the interval scan");
+    outln!(
         "{:<12} {:>12} {:>8} {:>10} {:>14} {:>12}  culprit",
-        "injected", "instructions", "record s", "bisect s", "divergence at", "pc"
+        "injected",
+        "instructions",
+        "record s",
+        "bisect s",
+        "divergence at",
+        "pc"
     );
     let mut all_right = true;
     for name in ["none", "pushf-leak", "sti-shadow", "scan-miss", "stale-patch"] {
@@ -370,7 +375,7 @@ pub fn bisect(rounds: u32) -> Result<ExitCode> {
             _ => false,
         };
         all_right &= right;
-        println!(
+        outln!(
             "{:<12} {:>12} {:>8.2} {:>10.2} {:>14} {:>12}  {}{}",
             name,
             rec.icount,
@@ -404,9 +409,11 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
     let recording = record_temp(&kernel, 32 << 20, RawConfig::default(), "tui")?;
     let (rec, recorded, path) = (&recording.summary, recording.seconds, &recording.path);
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    println!(
+    outln!(
         "trace: {} instructions, {} checkpoints, {} bytes, recorded in {recorded:.1} s",
-        rec.icount, rec.checkpoints, size
+        rec.icount,
+        rec.checkpoints,
+        size
     );
     let result = (|| -> Result<()> {
         let draw = |app: &mut tui::App| -> Result<()> {
@@ -419,7 +426,7 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
         let mut app = tui::App::new(session)?;
         app.update(tui::Msg::Resize(160, 48));
         draw(&mut app)?;
-        println!(
+        outln!(
             "  open to the first screen:       {:8.1} ms",
             t.elapsed().as_secs_f64() * 1e3
         );
@@ -443,7 +450,7 @@ pub fn tui(rounds: u32) -> Result<ExitCode> {
                 draw(&mut app)?;
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
-            println!(
+            outln!(
                 "  step backwards at the {name:<24} {:6.1} ms the first, {:.1} ms at most after",
                 times[0],
                 times[1..].iter().cloned().fold(0.0, f64::max)

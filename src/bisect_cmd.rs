@@ -35,6 +35,7 @@ pub struct Options<'a> {
     pub jobs: Option<usize>,
     pub json: bool,
     pub budget: u32,
+    pub allow_incomplete: bool,
 }
 
 pub fn bisect(o: &Options) -> Result<ExitCode> {
@@ -56,6 +57,19 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
         Ok(t) => t,
         Err(e) => return unusable(&e),
     };
+    // Every frame checked before any verdict: a damaged file is untestable
+    // (125), never "no divergence"; so is a partial one unless allowed.
+    for (trace, path) in std::iter::once((&a, o.trace)).chain(b.as_ref().zip(o.against)) {
+        if let Err(e) = trace.check_contents(&mut |_| {}) {
+            return unusable(&format!("{}: {e}", path.display()));
+        }
+        if !trace.complete() && !o.allow_incomplete {
+            return unusable(&format!(
+                "{} is incomplete (the recording never finished); pass --allow-incomplete to bisect what is there",
+                path.display()
+            ));
+        }
+    }
     let started = std::time::Instant::now();
     let bar = Progress::new();
     let ctl = Control {
@@ -80,7 +94,7 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
     let state_diverged = report.as_ref().is_some_and(|r| r.divergence.is_some())
         || comparison.as_ref().is_some_and(|c| c.first_differing.is_some());
     let interrupted = report.as_ref().is_some_and(|r| r.interrupted);
-    if o.json {
+    let text = if o.json {
         let out = serde_json::json!({
             "trace": o.trace.display().to_string(),
             "against": o.against.map(|p| p.display().to_string()),
@@ -90,9 +104,14 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
             "recordings": comparison,
             "report": report,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        format!("{}\n", serde_json::to_string_pretty(&out)?)
     } else {
-        print!("{}", render(o, comparison.as_ref(), report.as_ref(), seconds));
+        render(o, comparison.as_ref(), report.as_ref(), seconds)
+    };
+    // A report that cannot be written (a full disk) leaves no verdict for
+    // `git bisect run`: untestable, never good or bad.
+    if let Err(e) = crate::write_stdout(&text) {
+        return unusable(&format!("{e:#}"));
     }
     Ok(ExitCode::from(if state_diverged {
         EXIT_DIVERGED

@@ -1,5 +1,14 @@
 //! The `ringback` command line.
 
+/// `println!` for reports on standard output: a failed write (a full disk)
+/// is an error for the caller to report, not a panic; a reader that went
+/// away (`| head`) is not an error at all (see [`write_stdout`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 mod bench;
 mod bisect_cmd;
 mod console;
@@ -138,6 +147,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Bisect a trace whose recorder was killed, up to its last
+        /// complete checkpoint (otherwise it is unusable: 125).
+        #[arg(long)]
+        allow_incomplete: bool,
     },
     /// Browse a trace in the terminal: events, disassembly, registers,
     /// memory, serial output, patches; step forwards and backwards.
@@ -260,6 +273,19 @@ fn parse_addr(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("'{s}' is not an address: {e}"))
 }
 
+/// Writes report text to standard output. A reader that has gone away
+/// (`ringback info T | head`) ends the output quietly: the exit status stays
+/// the command's own verdict, as with well-behaved Unix tools that ignore
+/// SIGPIPE. Any other failure (a full disk) is an error naming the cause.
+pub(crate) fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to standard output"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -322,6 +348,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             culprit_budget,
             json,
+            allow_incomplete,
         } => bisect_cmd::bisect(&bisect_cmd::Options {
             trace: &trace,
             against: against.as_deref(),
@@ -329,6 +356,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             jobs,
             json,
             budget: culprit_budget,
+            allow_incomplete,
         }),
         Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
         Command::Bench {
@@ -482,7 +510,7 @@ fn exit_code(stop: &StopReason) -> ExitCode {
 fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
     let report = vm::conformance::run_dir(dir, |_| {})?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for f in &report.forms {
             let total = f.passed + f.failed;
@@ -500,12 +528,15 @@ fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "{:<8} {:>6} passed {:>6} failed {:>6.2}%{tag}",
-                f.form, f.passed, f.failed, rate
+                f.form,
+                f.passed,
+                f.failed,
+                rate
             );
             for fail in &f.failures {
-                println!("    {fail}");
+                outln!("    {fail}");
             }
         }
         if report.known > 0 {
@@ -515,17 +546,17 @@ fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {
                     *by_key.entry(k.as_str()).or_default() += n;
                 }
             }
-            println!(
+            outln!(
                 "known 286-versus-i686 differences ({} vectors, not counted as passes):",
                 report.known
             );
             for (key, reason) in vm::conformance::KNOWN_DIFFERENCES {
                 if let Some(n) = by_key.get(key) {
-                    println!("  {key}: {n} vectors: {reason}");
+                    outln!("  {key}: {n} vectors: {reason}");
                 }
             }
         }
-        println!(
+        outln!(
             "{} passed, {} failed, {} known differences ({:.3}% of the vectors without a known difference, \
              {:.3}% of all {}; {} revoked skipped)",
             report.passed,

@@ -304,24 +304,26 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
         bytes_per_million_instructions_without_checkpoints: total.saturating_sub(cp_bytes) as f64 / millions,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("trace {} (format {}, {})", info.file, info.format_version, info.build);
+    outln!("trace {} (format {}, {})", info.file, info.format_version, info.build);
     match (&info.stop, info.wall_seconds, info.mips_when_recorded) {
-        (Some(stop), Some(w), Some(m)) => println!(
+        (Some(stop), Some(w), Some(m)) => outln!(
             "  {} instructions, recorded in {w:.3} s ({m:.1} MIPS, engine {}); stopped: {stop}",
-            info.instructions, info.engine
+            info.instructions,
+            info.engine
         ),
-        _ => println!("  {} instructions (recording incomplete)", info.instructions),
+        _ => outln!("  {} instructions (recording incomplete)", info.instructions),
     }
-    println!(
+    outln!(
         "  {} checkpoints every {} instructions",
-        info.checkpoints, info.checkpoint_interval
+        info.checkpoints,
+        info.checkpoint_interval
     );
-    println!("  {} events:", info.events);
+    outln!("  {} events:", info.events);
     for (k, n) in &info.events_by_kind {
-        println!("    {k:22} {n}");
+        outln!("    {k:22} {n}");
     }
     if !info.top_trap_sites.is_empty() {
         let s: Vec<String> = info
@@ -329,13 +331,15 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
             .iter()
             .map(|(pc, n)| format!("{pc} ({n})"))
             .collect();
-        println!("  top trap sites: {}", s.join(", "));
+        outln!("  top trap sites: {}", s.join(", "));
     }
-    println!(
+    outln!(
         "  patches: {} installed, {} refused, {} removed",
-        info.patches_installed, info.patches_refused, info.patches_removed
+        info.patches_installed,
+        info.patches_refused,
+        info.patches_removed
     );
-    println!(
+    outln!(
         "  size: {} bytes ({} uncompressed); {:.0} bytes per million instructions, {:.0} without checkpoints",
         info.compressed_bytes,
         info.uncompressed_bytes,
@@ -343,7 +347,7 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
         info.bytes_per_million_instructions_without_checkpoints
     );
     for (k, n) in &info.bytes_by_frame_kind {
-        println!("    {k:12} {n} bytes");
+        outln!("    {k:12} {n} bytes");
     }
     Ok(ExitCode::SUCCESS)
 }

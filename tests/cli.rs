@@ -242,7 +242,10 @@ fn unusable_traces_are_refused_with_a_reason() {
     future.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
     assert_error(
         &ringback(&["replay", &scratch("future.rbt", &future)]),
-        "written by format 9, this build reads 1",
+        &format!(
+            "written by format 9, this build reads {}",
+            replay::format::FORMAT_VERSION
+        ),
     );
     assert_error(&ringback(&["replay", "/nonexistent/x.rbt"]), "cannot read");
 }
@@ -281,11 +284,127 @@ fn a_recorder_killed_with_sigkill_leaves_a_replayable_trace() {
     let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
     assert_eq!(json["complete"], false);
     assert!(json["checkpoints"].as_u64().unwrap_or(0) >= 2, "{json}");
+    // Not "verified" unless the user accepts a partial trace.
     let replay = ringback(&["replay", "--verify", &trace]);
+    let err = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("incomplete") && err.contains("--allow-incomplete"),
+        "{err}"
+    );
+    let replay = ringback(&["replay", "--verify", "--allow-incomplete", &trace]);
     let err = String::from_utf8_lossy(&replay.stderr);
     assert_eq!(replay.status.code(), Some(0), "{err}");
     assert!(
         err.contains("incomplete") && err.contains("checkpoints verified"),
         "{err}"
     );
+}
+
+/// The defects an outside test found, through the command line: a damaged
+/// finished trace is refused by verify (2), info (2) and bisect (125),
+/// never verified; one cut at a frame boundary is incomplete, not verified.
+#[test]
+fn damaged_traces_are_never_verified() {
+    let trace = scratch("intact.rbt", b"");
+    let kernel = format!("{OUT_DIR}/pit.elf");
+    let out = ringback(&[
+        "record",
+        "-o",
+        &trace,
+        &kernel,
+        "--serial",
+        "none",
+        "--checkpoint-interval",
+        "300000",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&trace).expect("trace");
+    let t = replay::Trace::from_bytes(bytes.clone()).expect("intact trace");
+    let events = t
+        .frames_of(replay::format::FrameKind::Events)
+        .next()
+        .expect("an event frame")
+        .clone();
+    let cps = t.checkpoint_frames();
+    let last_cp = cps.last().expect("checkpoints").clone();
+    let end = t
+        .frames_of(replay::format::FrameKind::End)
+        .next()
+        .expect("end frame")
+        .clone();
+    let frame_len = |f: &replay::model::FrameEntry| 28 + f.payload_len as usize;
+
+    let mut bad_events = bytes.clone();
+    bad_events[events.offset as usize + 28 + frame_len(&events) / 3] ^= 0x10;
+    let mut no_last_cp = bytes[..last_cp.offset as usize].to_vec();
+    no_last_cp.extend_from_slice(&bytes[last_cp.offset as usize + frame_len(&last_cp)..]);
+    let mut relabelled = bytes.clone();
+    relabelled[last_cp.offset as usize + 4] = replay::format::FrameKind::Events as u8;
+    let mut header_bit = bytes.clone();
+    header_bit[cps[1].offset as usize + 9] ^= 0x01;
+    for (name, damaged, needle) in [
+        ("bad-events.rbt", &bad_events, "events frame checksum"),
+        ("no-last-checkpoint.rbt", &no_last_cp, "trace corrupt at byte"),
+        ("relabelled.rbt", &relabelled, "checksum mismatch"),
+        ("header-bit.rbt", &header_bit, "trace corrupt at byte"),
+    ] {
+        let path = scratch(name, damaged);
+        assert_error(&ringback(&["replay", "--verify", &path]), needle);
+        assert_error(&ringback(&["info", "--json", &path]), needle);
+        let b = ringback(&["bisect", &path]);
+        assert_eq!(
+            b.status.code(),
+            Some(125),
+            "{name}: {}",
+            String::from_utf8_lossy(&b.stderr)
+        );
+    }
+
+    // Cut before the end frame: what a killed recorder leaves.
+    let cut = scratch("cut.rbt", &bytes[..end.offset as usize]);
+    let v = ringback(&["replay", "--verify", &cut]);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(2), "{err}");
+    assert!(err.contains("incomplete"), "{err}");
+    assert_eq!(
+        ringback(&["replay", "--verify", "--allow-incomplete", &cut])
+            .status
+            .code(),
+        Some(0)
+    );
+    let info = ringback(&["info", "--json", &cut]);
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["complete"], false, "{json}");
+    let v = ringback(&["replay", "--verify", &trace]);
+    assert_eq!(v.status.code(), Some(0), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+/// Honest recordings that end without retiring their last step verify:
+/// a halt with interrupts off, and a triple fault at the first instruction.
+#[test]
+fn stops_that_retire_nothing_verify_on_every_engine() {
+    // cli; hlt — and a real-mode guest that loads an IDT limit of zero, so
+    // its int3 cannot be delivered: #GP, #DF, shutdown.
+    let guests: [(&str, &[u8]); 2] = [
+        ("clihlt.bin", &[0xFA, 0xF4]),
+        ("lidt0.bin", &[0x0F, 0x01, 0x1E, 0x00, 0x7E, 0xCC]),
+    ];
+    for (name, code) in guests {
+        let bin = scratch(name, code);
+        for engine in ["raw", "blocks", "emulate"] {
+            let trace = scratch(&format!("{name}-{engine}.rbt"), b"");
+            let rec = ringback(&[
+                "record", "-o", &trace, "--flat", "0x7c00", &bin, "--serial", "none", "--engine", engine,
+            ]);
+            assert!(
+                matches!(rec.status.code(), Some(0) | Some(4)),
+                "{name} {engine}: {}",
+                String::from_utf8_lossy(&rec.stderr)
+            );
+            let v = ringback(&["replay", "--verify", &trace]);
+            let err = String::from_utf8_lossy(&v.stderr);
+            assert_eq!(v.status.code(), Some(0), "{name} {engine}: {err}");
+        }
+    }
 }

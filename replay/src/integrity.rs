@@ -91,6 +91,15 @@ impl Trace {
                     if let Some((_, true)) = last_checkpoint {
                         return Err(corrupt(f, "a checkpoint after the one where the run stopped".into()));
                     }
+                    if cp.sequence != c.checkpoints as u64 {
+                        return Err(corrupt(
+                            f,
+                            format!(
+                                "checkpoint number {} comes where number {} belongs",
+                                cp.sequence, c.checkpoints
+                            ),
+                        ));
+                    }
                     if cp.state.icount != f.icount {
                         return Err(corrupt(
                             f,

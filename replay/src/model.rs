@@ -71,6 +71,9 @@ pub enum InputRecord {
 /// and the digest of the whole machine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// Its place among the trace's checkpoints, from 0: a checkpoint lost
+    /// or repeated shows.
+    pub sequence: u64,
     pub state: MachineState,
     pub pages: Vec<(u32, Vec<u8>)>,
     pub digest: [u8; 32],
@@ -126,4 +129,13 @@ pub struct FrameEntry {
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct TraceIndex {
     pub frames: Vec<FrameEntry>,
+}
+
+impl TraceIndex {
+    /// The index frame's payload (uncompressed).
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map(|b| b.to_vec())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
 }

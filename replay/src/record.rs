@@ -123,8 +123,7 @@ impl WriterThread {
                     let index = TraceIndex {
                         frames: std::mem::take(&mut self.index),
                     };
-                    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&index)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    let bytes = index.to_bytes()?;
                     let at = self.offset;
                     let frames = index.frames.len() as u64;
                     self.write(FrameKind::Index, 0, &bytes)?;
@@ -478,6 +477,7 @@ impl Recorder {
         };
         let events_before = self.count.lock().map(|c| *c).unwrap_or(0);
         let cp = Checkpoint {
+            sequence: self.checkpoints,
             digest: self.ram.digest(&state),
             state,
             pages,
