@@ -5,6 +5,9 @@
 //! Multiboot Specification 0.6.96: 3.1 (the OS image header), 3.2 (machine
 //! state at entry), 3.3 (the boot information structure).
 
+use std::io::Read;
+use std::path::Path;
+
 use goblin::elf::{header, program_header, Elf};
 
 use crate::cpu::state::{attr, cr0, flags, reg, SegReg, Segment, TableReg};
@@ -34,6 +37,40 @@ const INFO_END: u32 = 0x9_0000;
 pub const MIN_RAM: u64 = 2 << 20;
 /// Largest: below the 32-bit PCI hole, as QEMU's `pc` machine keeps low RAM.
 pub const MAX_RAM: u64 = 0xE000_0000;
+
+/// Reads a kernel or module file of at most `limit` bytes; the CLI passes
+/// the guest RAM size, since nothing larger can load. At most `limit + 1`
+/// bytes are read, so a file that never ends (`/dev/zero`, a pipe) is
+/// refused instead of filling host memory.
+pub fn read_image(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, VmError> {
+    let io = |source| VmError::ReadImage {
+        what: what.into(),
+        path: path.display().to_string(),
+        source,
+    };
+    let too_large = || VmError::ImageTooLarge {
+        what: what.into(),
+        path: path.display().to_string(),
+        limit,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut data = Vec::new();
+    // A regular file's size is known up front: refuse it unread, or read it
+    // into one allocation.
+    if let Ok(meta) = file.metadata() {
+        if meta.is_file() {
+            if meta.len() > limit {
+                return Err(too_large());
+            }
+            data.reserve(usize::try_from(meta.len()).unwrap_or(0));
+        }
+    }
+    file.take(limit.saturating_add(1)).read_to_end(&mut data).map_err(io)?;
+    if data.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(data)
+}
 
 /// A module for the kernel: its contents and its command line.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -559,6 +596,47 @@ mod tests {
         img[16] ^= 1;
         assert!(find_header(&img).is_none());
         assert!(find_header(&img[..10]).is_none());
+    }
+
+    fn scratch_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ringback-boot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn read_image_stops_at_the_limit_of_a_file_that_never_ends() {
+        let err = read_image(Path::new("/dev/zero"), "kernel", 4096).unwrap_err();
+        assert!(matches!(err, VmError::ImageTooLarge { limit: 4096, .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "kernel /dev/zero is larger than guest RAM (4096 bytes); nothing that big can load"
+        );
+    }
+
+    #[test]
+    fn read_image_takes_a_file_of_exactly_the_limit() {
+        let path = scratch_dir().join("limit.bin");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(read_image(&path, "module", 100).unwrap(), vec![7u8; 100]);
+        let err = read_image(&path, "module", 99).unwrap_err();
+        assert!(
+            err.to_string().contains("module") && err.to_string().contains("(99 bytes)"),
+            "{err}"
+        );
+        std::fs::write(&path, []).unwrap();
+        assert_eq!(read_image(&path, "module", 0).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn read_image_keeps_the_io_error_as_its_source() {
+        let err = read_image(Path::new("/nonexistent/kernel.elf"), "kernel", 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "cannot read kernel /nonexistent/kernel.elf");
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(std::io::Error::kind), Some(std::io::ErrorKind::NotFound));
+        // A directory opens but does not read.
+        let err = read_image(&scratch_dir(), "kernel", 1 << 20).unwrap_err();
+        assert!(matches!(err, VmError::ReadImage { .. }), "{err:?}");
     }
 
     #[test]

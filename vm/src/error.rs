@@ -25,6 +25,16 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {what} {path}")]
+    ReadImage {
+        /// "kernel" or "module".
+        what: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {path} is larger than guest RAM ({limit} bytes); nothing that big can load")]
+    ImageTooLarge { what: String, path: String, limit: u64 },
     #[error("bad test vector file {path}: {reason}")]
     BadVectors { path: String, reason: String },
 }
