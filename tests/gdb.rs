@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
 const OUT_DIR: &str = env!("OUT_DIR");
@@ -441,4 +441,146 @@ monitor quit
     let stops = stop_replies(&second);
     assert_eq!(stops.len(), 1, "one stop, at its own breakpoint: {stops:?}");
     assert!(stops[0].contains("swbreak"), "{stops:?}");
+}
+
+/// The body of the next packet from the server, skipping acks; its
+/// checksum checked. Panics when none comes within 5 s (a hang).
+fn read_packet(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no complete reply within 5 s: {} bytes so far",
+            raw.len()
+        );
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            Ok(_) => panic!("the server closed the connection after {} bytes", raw.len()),
+            Err(e) => panic!("no complete reply within 5 s ({e}) after {} bytes", raw.len()),
+        }
+        if raw.first() == Some(&b'+') {
+            raw.clear();
+        }
+        if raw.len() >= 3 && raw[raw.len() - 3] == b'#' {
+            break;
+        }
+    }
+    assert_eq!(
+        raw[0],
+        b'$',
+        "a packet starts with $: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    let body = &raw[1..raw.len() - 3];
+    let sum = body.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    let given = std::str::from_utf8(&raw[raw.len() - 2..]).expect("checksum text");
+    assert_eq!(
+        format!("{sum:02x}"),
+        given,
+        "checksum of {:?}",
+        String::from_utf8_lossy(body)
+    );
+    String::from_utf8(body.to_vec()).expect("a text reply")
+}
+
+/// A reply body with gdb's run-length encoding (`X*n`: n - 29 more X)
+/// expanded.
+fn unrle(body: &str) -> String {
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c == '*' {
+            let n = chars.next().expect("a count after *") as usize - 29;
+            let last = out.chars().last().expect("something to repeat");
+            out.extend(std::iter::repeat_n(last, n));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_huge_memory_read_gets_one_packet_of_at_most_the_advertised_size() {
+    let trace = record("gdbdemo", "huge-read");
+    let (server, port) = serve(&trace);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(&packet("qSupported:multiprocess+")).expect("send");
+    let features = read_packet(&mut s);
+    let size = features
+        .split(';')
+        .find_map(|f| f.strip_prefix("PacketSize="))
+        .and_then(|v| usize::from_str_radix(v, 16).ok())
+        .unwrap_or_else(|| panic!("PacketSize in {features}"));
+    s.write_all(b"+").expect("ack");
+    // All of the address space: answered at once with as much as fits,
+    // from the start (gdb asks again for the rest).
+    for ask in ["m0,ffffffff", "m100000,ffffffffffffffff"] {
+        s.write_all(&packet(ask)).expect("send");
+        let body = read_packet(&mut s);
+        s.write_all(b"+").expect("ack");
+        let hex = unrle(&body);
+        assert!(body.len() <= size, "{ask}: {} bytes", body.len());
+        assert!(hex.len() <= size, "{ask}: {} hex digits", hex.len());
+        assert!(
+            !hex.is_empty() && hex.len().is_multiple_of(2) && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{ask}: memory, not an error: {body:.40}"
+        );
+    }
+    // Unmapped memory is still an error, and a read running into it is
+    // cut short there (the guest has 128 MiB of RAM and no paging yet).
+    s.write_all(&packet("mfffffff0,ffffffff")).expect("send");
+    assert!(read_packet(&mut s).starts_with('E'));
+    s.write_all(&packet("m7fffff8,100")).expect("send");
+    assert_eq!(unrle(&read_packet(&mut s)).len(), 16, "8 bytes, up to the end of RAM");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    // gdb reads as before: across pages, as the ELF loaded them, and short
+    // at the end of RAM.
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let dump = scratch("huge-read.bin");
+    let out = gdb(
+        "huge-read",
+        &format!(
+            r#"set confirm off
+file {elf}
+target remote 127.0.0.1:{port}
+dump binary memory {dump} 0x100000 0x101a38
+x/16xb 0x100ff8
+monitor quit
+x/16xb 0x7fffff8
+"#
+        ),
+    );
+    finish(server);
+    let image = std::fs::read(&elf).expect("elf");
+    let parsed = goblin::elf::Elf::parse(&image).expect("an ELF");
+    let load = parsed
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == goblin::elf::program_header::PT_LOAD && p.p_vaddr == 0x100000)
+        .expect("the segment at 1 MiB");
+    assert!(load.p_filesz >= 0x1a38, "{load:?}");
+    let file = &image[load.p_offset as usize..][..0x1a38];
+    assert!(
+        std::fs::read(&dump).expect("dump") == file,
+        "the dump is the loaded image"
+    );
+    let row = |addr: &str| {
+        out.lines()
+            .find(|l| l.starts_with(addr))
+            .and_then(|l| l.split_once(':'))
+            .unwrap_or_else(|| panic!("no {addr} row: {out}"))
+            .1
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).expect("a byte"))
+            .collect::<Vec<u8>>()
+    };
+    assert_eq!(row("0x100ff8"), file[0xff8..0x1000]);
+    assert_eq!(row("0x101000"), file[0x1000..0x1008]);
+    assert_eq!(row("0x7fffff8").len(), 8, "{out}");
+    assert!(out.contains("Cannot access memory at address 0x8000000"), "{out}");
 }

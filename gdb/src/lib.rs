@@ -10,6 +10,8 @@
 //! Reaching either end of the trace is reported as gdb expects
 //! (`ReplayLog` Begin/End), never by wrapping around.
 
+mod conn;
+mod mem;
 mod monitor;
 mod target;
 
@@ -22,10 +24,11 @@ use std::sync::{mpsc, Arc};
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStubBuilder, SingleThreadStopReason};
 use gdbstub::target::Target;
 use thiserror::Error;
 
+use conn::{Session, PACKET_SIZE};
 pub use target::{DebugTarget, Live};
 
 #[derive(Debug, Error)]
@@ -46,13 +49,13 @@ struct EventLoop<'t>(PhantomData<&'t ()>);
 
 impl<'t> BlockingEventLoop for EventLoop<'t> {
     type Target = DebugTarget<'t>;
-    type Connection = TcpStream;
+    type Connection = Session;
     type StopReason = SingleThreadStopReason<u32>;
 
     #[allow(clippy::type_complexity)]
     fn wait_for_stop_reason(
         target: &mut DebugTarget<'t>,
-        conn: &mut TcpStream,
+        conn: &mut Session,
     ) -> Result<
         run_blocking::Event<SingleThreadStopReason<u32>>,
         run_blocking::WaitForStopReasonError<<DebugTarget<'t> as Target>::Error, std::io::Error>,
@@ -117,8 +120,17 @@ pub fn serve(target: &mut DebugTarget<'_>, listener: TcpListener, stop: Arc<Atom
             continue;
         };
         target.begin_session()?;
-        let _ = stream.set_nodelay(true);
-        let gdb = GdbStub::new(stream);
+        let gdb = match GdbStubBuilder::new(Session::new(stream))
+            .packet_buffer_size(PACKET_SIZE)
+            .build()
+        {
+            Ok(gdb) => gdb,
+            Err(e) => {
+                eprintln!("ringback gdb: cannot start a session: {e}");
+                busy.store(false, Ordering::SeqCst);
+                continue;
+            }
+        };
         match gdb.run_blocking::<EventLoop<'_>>(target) {
             Ok(DisconnectReason::Disconnect) => eprintln!("ringback gdb: client disconnected"),
             Ok(DisconnectReason::Kill) => eprintln!("ringback gdb: client sent kill; the trace stays served"),

@@ -30,7 +30,7 @@ use vm::host::HostInput;
 use vm::machine::{Console, Machine, StopReason};
 use vm::platform::Watch;
 
-use crate::GdbError;
+use crate::{mem, GdbError};
 
 /// Instructions a forward continue runs between looks for a Ctrl-C (and,
 /// live, records at a time).
@@ -403,17 +403,11 @@ impl SingleThreadBase for DebugTarget<'_> {
         Ok(())
     }
 
+    /// Reads guest memory at linear addresses: as much as is mapped from
+    /// `start_addr` on (gdb asks again for the rest), or an error when
+    /// nothing is.
     fn read_addrs(&mut self, start_addr: u32, data: &mut [u8]) -> TargetResult<usize, Self> {
-        let mut n = 0;
-        for (i, b) in data.iter_mut().enumerate() {
-            match self.replayer.read_linear(start_addr.wrapping_add(i as u32), 1) {
-                Some(v) => {
-                    *b = v[0];
-                    n += 1;
-                }
-                None => break,
-            }
-        }
+        let n = mem::read(&mut self.replayer.machine, start_addr, data);
         if n == 0 && !data.is_empty() {
             // Not mapped: an error reply, as from a real target.
             return Err(TargetError::Errno(14));
@@ -422,23 +416,13 @@ impl SingleThreadBase for DebugTarget<'_> {
     }
 
     /// Writes guest memory at linear addresses (see `write_registers` on
-    /// what an edit means for the replay); unmapped bytes are an error.
+    /// what an edit means for the replay); any unmapped byte is an error,
+    /// and then nothing is written.
     fn write_addrs(&mut self, start_addr: u32, data: &[u8]) -> TargetResult<(), Self> {
-        let m = &mut self.replayer.machine;
-        let mut phys = Vec::with_capacity(data.len());
-        for i in 0..data.len() {
-            match m
-                .cpu
-                .probe_translate(&mut m.platform, start_addr.wrapping_add(i as u32))
-            {
-                Some(p) if (p as usize) < m.platform.mem.ram_size() => phys.push(p),
-                _ => return Err(TargetError::Errno(14)),
-            }
+        if !mem::write(&mut self.replayer.machine, start_addr, data) {
+            return Err(TargetError::Errno(14));
         }
         self.edited = true;
-        for (p, b) in phys.into_iter().zip(data) {
-            m.platform.mem.write(p, 1, u32::from(*b));
-        }
         Ok(())
     }
 
