@@ -378,6 +378,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// On a terminal the demo is recorded, then opened in the inspector.
 fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs) -> Result<ExitCode> {
     let path = std::env::temp_dir().join(format!("ringback-demo-{}.rbt", std::process::id()));
+    remove_on_signal(&path);
     let args = RunArgs {
         kernel: "demo.elf".into(),
         append: String::new(),
@@ -445,8 +446,10 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
     let (kernel, ram) = load_kernel(args)?;
     if let Some(addr) = &args.gdb {
-        // Recorded into a scratch trace, removed when the session ends.
+        // Recorded into a scratch trace, removed when the session ends,
+        // however it ends.
         let path = std::env::temp_dir().join(format!("ringback-live-{}.rbt", std::process::id()));
+        remove_on_signal(&path);
         let result = trace_cmd::live_gdb(&path, &kernel, ram, args, replay::DEFAULT_CHECKPOINT_INTERVAL, addr);
         let _ = std::fs::remove_file(&path);
         return result;
@@ -459,6 +462,19 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
         &args.serial,
         args.rtc_base,
     )?))
+}
+
+/// A scratch file that must not outlive the process: removed on SIGINT,
+/// SIGTERM or SIGHUP, after which the process exits with 130 (interrupted).
+fn remove_on_signal(path: &Path) {
+    let path = path.to_path_buf();
+    let handler = ctrlc::set_handler(move || {
+        let _ = std::fs::remove_file(&path);
+        std::process::exit(130);
+    });
+    if let Err(e) = handler {
+        eprintln!("ringback: warning: cannot catch signals ({e}); a scratch trace may be left behind");
+    }
 }
 
 /// Boots and runs a kernel, then reports on stderr how the run went.

@@ -408,3 +408,112 @@ fn stops_that_retire_nothing_verify_on_every_engine() {
         }
     }
 }
+
+/// `run --gdb` records into a scratch trace; ended by a signal before any
+/// debugger came, it leaves nothing behind.
+#[test]
+fn a_live_session_ended_by_a_signal_removes_its_scratch_trace() {
+    for signal in ["TERM", "INT"] {
+        let tmp = std::env::temp_dir().join(format!("ringback-cli-{}-signal-{signal}", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("temp dir");
+        let mut child = Command::new(RINGBACK)
+            .args([
+                "run",
+                "--gdb",
+                "127.0.0.1:0",
+                &format!("{OUT_DIR}/hello.elf"),
+                "--serial",
+                "none",
+            ])
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringback run --gdb");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let scratch = || std::fs::read_dir(&tmp).map_or(0, |d| d.count());
+        while scratch() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(scratch(), 1, "the live session's scratch trace in {}", tmp.display());
+        let killed = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {err}");
+        assert_eq!(scratch(), 0, "SIG{signal} left the scratch trace behind");
+        let _ = std::fs::remove_dir(&tmp);
+    }
+}
+
+/// Reports to a reader that went away (`| head`) end quietly with the
+/// command's own status; to a full disk, with an error naming the cause.
+#[test]
+fn reports_survive_a_closed_pipe_and_a_full_disk() {
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/patchbugs.rbt");
+    for args in [
+        vec!["info", golden],
+        vec!["info", "--json", golden],
+        vec!["bisect", "--json", golden],
+    ] {
+        let mut child = Command::new(RINGBACK)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take()); // the reader is gone before a byte is read
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if std::path::Path::new("/dev/full").exists() {
+            let full = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full");
+            let out = Command::new(RINGBACK)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(full)
+                .output()
+                .expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            let expected = if args[0] == "bisect" { 125 } else { 2 };
+            assert_eq!(out.status.code(), Some(expected), "{args:?} > /dev/full: {err}");
+            assert!(err.contains("No space left on device"), "{args:?}: {err}");
+        }
+    }
+}
+
+/// A recording whose file stops growing (a full disk; here a file-size
+/// limit, which fails writes the same way) ends with the writer's own error,
+/// not "the writer stopped".
+#[test]
+fn a_recorder_that_cannot_write_says_why() {
+    let trace = scratch("limited.rbt", b"");
+    let kernel = format!("{OUT_DIR}/bench.elf");
+    // SIGXFSZ ignored: the write fails with EFBIG instead of killing us.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec {RINGBACK} record -o {trace} {kernel} --append 'int 100000' \
+         --serial none --checkpoint-interval 1000000"
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("File too large") && err.contains(&trace), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // What was written is a readable, incomplete trace.
+    let info = ringback(&["info", "--json", &trace]);
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["complete"], false, "{json}");
+}
