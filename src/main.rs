@@ -409,14 +409,17 @@ fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+/// A kernel or module file: nothing larger than guest RAM can load, so
+/// nothing larger is read (a path like /dev/zero is refused, not read until
+/// memory runs out).
+fn read_file(path: &Path, what: &str, ram: u64) -> Result<Vec<u8>> {
+    Ok(vm::boot::read_image(path, what, ram)?)
 }
 
 /// The kernel and RAM size a `run` or `record` command line describes.
 fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
     let ram = vm::boot::parse_mem_size(&args.mem)?;
-    let image = read_file(&args.kernel, "kernel")?;
+    let image = read_file(&args.kernel, "kernel", ram)?;
     if args.flat.is_some() && !args.modules.is_empty() {
         bail!("--module needs a multiboot kernel, not a flat binary");
     }
@@ -429,7 +432,7 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
         for spec in &args.modules {
             let file = spec.split_whitespace().next().context("--module needs a file name")?;
             modules.push(Module {
-                data: read_file(Path::new(file), "module")?,
+                data: read_file(Path::new(file), "module", ram)?,
                 cmdline: spec.clone(),
             });
         }

@@ -517,3 +517,30 @@ fn a_recorder_that_cannot_write_says_why() {
     let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
     assert_eq!(json["complete"], false, "{json}");
 }
+
+/// A kernel or module that never ends is refused after reading one byte
+/// more than guest RAM, not read until host memory runs out.
+#[test]
+fn endless_kernel_and_module_files_are_refused() {
+    if !std::path::Path::new("/dev/zero").exists() {
+        return;
+    }
+    assert_error(
+        &ringback(&["run", "/dev/zero", "--mem", "4M"]),
+        "kernel /dev/zero is larger than guest RAM",
+    );
+    let hello = format!("{OUT_DIR}/hello.elf");
+    assert_error(
+        &ringback(&[
+            "run",
+            &hello,
+            "--module",
+            "/dev/zero",
+            "--mem",
+            "4M",
+            "--serial",
+            "none",
+        ]),
+        "module /dev/zero is larger than guest RAM",
+    );
+}
