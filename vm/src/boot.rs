@@ -8,7 +8,9 @@
 use std::io::Read;
 use std::path::Path;
 
-use goblin::elf::{header, program_header, Elf};
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::program_header::{self, ProgramHeader};
+use goblin::elf::{header, Elf};
 
 use crate::cpu::state::{attr, cr0, flags, reg, SegReg, Segment, TableReg};
 use crate::cpu::CpuState;
@@ -37,6 +39,8 @@ const INFO_END: u32 = 0x9_0000;
 pub const MIN_RAM: u64 = 2 << 20;
 /// Largest: below the 32-bit PCI hole, as QEMU's `pc` machine keeps low RAM.
 pub const MAX_RAM: u64 = 0xE000_0000;
+/// A 32-bit loader places nothing at or above 4 GiB, whatever the RAM.
+const ADDR_LIMIT: u64 = 1 << 32;
 
 /// Reads a kernel or module file of at most `limit` bytes; the CLI passes
 /// the guest RAM size, since nothing larger can load. At most `limit + 1`
@@ -110,13 +114,15 @@ pub fn e820_map(ram: u64) -> Vec<E820Entry> {
             len: 0x1_0000,
             kind: 2,
         },
+        // Saturating: a RAM too small for these regions (no machine boots
+        // one) gets empty ones rather than a panic.
         E820Entry {
             base: 0x10_0000,
-            len: ram - 0x10_0000 - top_reserved,
+            len: ram.saturating_sub(0x10_0000 + top_reserved),
             kind: 1,
         },
         E820Entry {
-            base: ram - top_reserved,
+            base: ram.saturating_sub(top_reserved),
             len: top_reserved,
             kind: 2,
         },
@@ -133,6 +139,13 @@ pub fn e820_map(ram: u64) -> Vec<E820Entry> {
 struct Header {
     offset: usize,
     flags: u32,
+    /// The a.out-kludge address fields, if the file holds all of them.
+    addrs: Option<AoutAddrs>,
+}
+
+/// The a.out-kludge address fields (spec 3.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AoutAddrs {
     header_addr: u32,
     load_addr: u32,
     load_end_addr: u32,
@@ -141,8 +154,8 @@ struct Header {
 }
 
 fn le32(b: &[u8], off: usize) -> Option<u32> {
-    b.get(off..off + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn find_header(image: &[u8]) -> Option<Header> {
@@ -154,15 +167,20 @@ fn find_header(image: &[u8]) -> Option<Header> {
         if magic != MULTIBOOT_HEADER_MAGIC || magic.wrapping_add(flags).wrapping_add(checksum) != 0 {
             return None;
         }
-        let field = |i: usize| le32(image, off + 12 + 4 * i).unwrap_or(0);
+        let field = |i: usize| le32(image, off + 12 + 4 * i);
+        let addrs = (|| {
+            Some(AoutAddrs {
+                header_addr: field(0)?,
+                load_addr: field(1)?,
+                load_end_addr: field(2)?,
+                bss_end_addr: field(3)?,
+                entry_addr: field(4)?,
+            })
+        })();
         Some(Header {
             offset: off,
             flags,
-            header_addr: field(0),
-            load_addr: field(1),
-            load_end_addr: field(2),
-            bss_end_addr: field(3),
-            entry_addr: field(4),
+            addrs,
         })
     })
 }
@@ -202,7 +220,14 @@ pub fn load_multiboot(
         )));
     }
     let (entry, image_end) = if hdr.flags & FLAG_AOUT_KLUDGE != 0 {
-        load_aout_kludge(platform, image, &hdr)?
+        let addrs = hdr.addrs.ok_or_else(|| {
+            VmError::BadImage(
+                "multiboot a.out-kludge fields: the header is truncated (flag 16 says its address fields \
+                 follow, but the file ends first)"
+                    .into(),
+            )
+        })?;
+        load_aout_kludge(platform, image, hdr.offset, &addrs)?
     } else {
         load_elf(platform, image)?
     };
@@ -215,125 +240,236 @@ pub fn load_multiboot(
     Ok(st)
 }
 
-fn load_aout_kludge(platform: &mut Platform, image: &[u8], hdr: &Header) -> Result<(u32, u32), VmError> {
-    let bad = |why: String| VmError::BadImage(format!("multiboot a.out-kludge fields: {why}"));
-    if hdr.header_addr < hdr.load_addr {
-        return Err(bad(format!(
-            "header_addr {:#x} is below load_addr {:#x}",
-            hdr.header_addr, hdr.load_addr
-        )));
-    }
-    let skip = (hdr.header_addr - hdr.load_addr) as usize;
-    let file_start = hdr
-        .offset
-        .checked_sub(skip)
-        .ok_or_else(|| bad("load_addr is before the file's start".into()))?;
-    let load_len = if hdr.load_end_addr == 0 {
-        image.len() - file_start
-    } else {
-        hdr.load_end_addr
-            .checked_sub(hdr.load_addr)
-            .ok_or_else(|| bad(format!("load_end_addr {:#x} is below load_addr", hdr.load_end_addr)))? as usize
-    };
-    let data = image.get(file_start..file_start + load_len).ok_or_else(|| {
-        bad(format!(
-            "{load_len} bytes to load but the file has {}",
-            image.len() - file_start
-        ))
-    })?;
-    let load_end = hdr.load_addr.checked_add(load_len as u32).ok_or_else(|| {
-        bad(format!(
-            "the image would end beyond 4 GiB (load_addr {:#x})",
-            hdr.load_addr
-        ))
-    })?;
-    check_clear_of_loader(u64::from(hdr.load_addr), u64::from(hdr.bss_end_addr.max(load_end)))?;
-    platform.mem.load(hdr.load_addr, data)?;
-    let mut end = load_end;
-    if hdr.bss_end_addr != 0 {
-        if hdr.bss_end_addr < load_end {
-            return Err(bad(format!(
-                "bss_end_addr {:#x} is below the loaded image's end",
-                hdr.bss_end_addr
-            )));
-        }
-        let bss_len = hdr.bss_end_addr - load_end;
-        if u64::from(hdr.bss_end_addr) > platform.mem.ram_size() as u64 {
-            return Err(VmError::DoesNotFit {
-                addr: u64::from(load_end),
-                len: u64::from(bss_len),
-                ram: platform.mem.ram_size() as u64,
-            });
-        }
-        platform.mem.load(load_end, &vec![0; bss_len as usize])?;
-        end = hdr.bss_end_addr;
-    }
-    Ok((hdr.entry_addr, end))
+/// The RAM a loader may fill: all of it, up to 4 GiB.
+fn loadable_ram(platform: &Platform) -> u64 {
+    (platform.mem.ram_size() as u64).min(ADDR_LIMIT)
 }
 
-fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u32), VmError> {
-    let elf = Elf::parse(image).map_err(|e| VmError::BadElf {
+/// Returns the entry point and the end of the image (bss included).
+fn load_aout_kludge(
+    platform: &mut Platform,
+    image: &[u8],
+    offset: usize,
+    a: &AoutAddrs,
+) -> Result<(u32, u64), VmError> {
+    let bad = |why: String| VmError::BadImage(format!("multiboot a.out-kludge fields: {why}"));
+    let ram = loadable_ram(platform);
+    // header_addr - load_addr is how far into the loaded image the header
+    // lies, which fixes the file offset loading starts from.
+    let skip = a.header_addr.checked_sub(a.load_addr).ok_or_else(|| {
+        bad(format!(
+            "header_addr {:#x} is below load_addr {:#x}",
+            a.header_addr, a.load_addr
+        ))
+    })?;
+    let file_start = usize::try_from(skip)
+        .ok()
+        .and_then(|skip| offset.checked_sub(skip))
+        .ok_or_else(|| {
+            bad(format!(
+                "header_addr - load_addr is {skip:#x} but the header is at file offset {offset:#x}, \
+                 so load_addr is before the file's start"
+            ))
+        })?;
+    let available = image.len().saturating_sub(file_start);
+    let load_len = if a.load_end_addr == 0 {
+        available
+    } else {
+        let len = a.load_end_addr.checked_sub(a.load_addr).ok_or_else(|| {
+            bad(format!(
+                "load_end_addr {:#x} is below load_addr {:#x}",
+                a.load_end_addr, a.load_addr
+            ))
+        })?;
+        usize::try_from(len).map_err(|_| bad(format!("{len} bytes to load do not fit in host memory")))?
+    };
+    let data = image
+        .get(file_start..)
+        .and_then(|rest| rest.get(..load_len))
+        .ok_or_else(|| bad(format!("{load_len} bytes to load but the file has {available}")))?;
+    let load_end = u64::from(a.load_addr) + load_len as u64;
+    if load_end > ADDR_LIMIT {
+        return Err(bad(format!(
+            "the image would end beyond 4 GiB (load_addr {:#x}, {load_len} bytes)",
+            a.load_addr
+        )));
+    }
+    let end = if a.bss_end_addr == 0 {
+        load_end
+    } else if u64::from(a.bss_end_addr) < load_end {
+        return Err(bad(format!(
+            "bss_end_addr {:#x} is below the loaded image's end {load_end:#x}",
+            a.bss_end_addr
+        )));
+    } else {
+        u64::from(a.bss_end_addr)
+    };
+    check_clear_of_loader(u64::from(a.load_addr), end)?;
+    if end > ram {
+        return Err(VmError::DoesNotFit {
+            addr: u64::from(a.load_addr),
+            len: end - u64::from(a.load_addr),
+            ram,
+        });
+    }
+    platform.mem.load(a.load_addr, data)?;
+    if end > load_end {
+        // RAM starts zeroed, but the loader writing the bss is what marks
+        // its pages written for snapshots.
+        let bss = u32::try_from(load_end).map_err(|_| VmError::DoesNotFit {
+            addr: load_end,
+            len: end - load_end,
+            ram,
+        })?;
+        platform.mem.fill(bss, end - load_end, 0)?;
+    }
+    Ok((a.entry_addr, end))
+}
+
+/// A PT_LOAD segment checked to lie in RAM.
+struct LoadSegment<'a> {
+    paddr: u32,
+    vaddr: u64,
+    /// End of its memory image (bss included), at most 4 GiB.
+    end: u64,
+    data: &'a [u8],
+}
+
+/// Returns the entry point and the end of the highest segment.
+fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64), VmError> {
+    let bad = |reason: String| VmError::BadElf { reason, source: None };
+    // Only the ELF header and the program headers: a loader needs nothing
+    // else, so mangled or stripped section headers cannot get a kernel
+    // refused, and less of the file is interpreted.
+    let eh = Elf::parse_header(image).map_err(|e| VmError::BadElf {
         reason: "the multiboot header has no a.out-kludge fields, so the kernel must be ELF, but it does not parse"
             .into(),
         source: Some(e),
     })?;
-    let bad = |reason: String| VmError::BadElf { reason, source: None };
-    if elf.is_64 || elf.header.e_machine != header::EM_386 {
+    let class = eh.e_ident[header::EI_CLASS];
+    if eh.e_ident[header::EI_DATA] != header::ELFDATA2LSB {
+        return Err(bad(
+            "a multiboot kernel must be a little-endian ELF (this one is not)".into()
+        ));
+    }
+    if class != header::ELFCLASS32 || eh.e_machine != header::EM_386 {
         return Err(bad(format!(
-            "a multiboot kernel must be a 32-bit x86 ELF (this one is {}-bit, machine {})",
-            if elf.is_64 { 64 } else { 32 },
-            elf.header.e_machine
+            "a multiboot kernel must be a 32-bit x86 ELF (this one is {}, machine {})",
+            match class {
+                header::ELFCLASS32 => "32-bit",
+                header::ELFCLASS64 => "64-bit",
+                _ => "of unknown class",
+            },
+            eh.e_machine
         )));
     }
-    if elf.header.e_type != header::ET_EXEC {
-        return Err(bad(format!("not an executable ELF (type {})", elf.header.e_type)));
+    if eh.e_type != header::ET_EXEC {
+        return Err(bad(format!("not an executable ELF (type {})", eh.e_type)));
     }
-    let mut entry = elf.header.e_entry as u32;
-    let mut end = 0u32;
-    let mut loaded = 0;
-    for ph in elf
-        .program_headers
-        .iter()
-        .filter(|p| p.p_type == program_header::PT_LOAD && p.p_memsz > 0)
-    {
-        let (off, filesz, memsz) = (ph.p_offset as usize, ph.p_filesz as usize, ph.p_memsz);
+    let phent = program_header::program_header32::SIZEOF_PHDR;
+    if eh.e_phnum > 0 && usize::from(eh.e_phentsize) != phent {
+        return Err(bad(format!(
+            "program header entries of {} bytes (ELF32 has {phent})",
+            eh.e_phentsize
+        )));
+    }
+    let phdrs = usize::try_from(eh.e_phoff)
+        .map_err(|_| bad(format!("program header offset {:#x} is beyond the file", eh.e_phoff)))
+        .and_then(|phoff| {
+            ProgramHeader::parse(
+                image,
+                phoff,
+                usize::from(eh.e_phnum),
+                Ctx::new(Container::Little, Endian::Little),
+            )
+            .map_err(|e| VmError::BadElf {
+                reason: format!(
+                    "{} program headers at file offset {:#x} run past the file's {} bytes",
+                    eh.e_phnum,
+                    eh.e_phoff,
+                    image.len()
+                ),
+                source: Some(e),
+            })
+        })?;
+    let ram = loadable_ram(platform);
+    let mut segs = Vec::new();
+    for ph in phdrs.iter().filter(|p| p.p_type == program_header::PT_LOAD) {
         if ph.p_filesz > ph.p_memsz {
             return Err(bad(format!(
-                "segment at {:#x} has filesz larger than memsz",
-                ph.p_paddr
+                "segment at {:#x} has filesz {:#x} larger than memsz {:#x}",
+                ph.p_paddr, ph.p_filesz, ph.p_memsz
             )));
         }
-        let data = off.checked_add(filesz).and_then(|e| image.get(off..e)).ok_or_else(|| {
-            bad(format!(
-                "segment data at file offset {off:#x} (+{filesz:#x}) is beyond the file"
-            ))
-        })?;
+        if ph.p_memsz == 0 {
+            continue;
+        }
+        let data = usize::try_from(ph.p_offset)
+            .ok()
+            .zip(usize::try_from(ph.p_filesz).ok())
+            .and_then(|(off, len)| image.get(off..off.checked_add(len)?))
+            .ok_or_else(|| {
+                bad(format!(
+                    "segment data at file offset {:#x} (+{:#x}) is beyond the file's {} bytes",
+                    ph.p_offset,
+                    ph.p_filesz,
+                    image.len()
+                ))
+            })?;
         let paddr = u32::try_from(ph.p_paddr)
             .map_err(|_| bad(format!("segment physical address {:#x} is not 32-bit", ph.p_paddr)))?;
-        let seg_end = u64::from(paddr) + memsz;
-        if seg_end > platform.mem.ram_size() as u64 {
+        let end = u64::from(paddr).saturating_add(ph.p_memsz);
+        if end > ram {
             return Err(VmError::DoesNotFit {
                 addr: u64::from(paddr),
-                len: memsz,
-                ram: platform.mem.ram_size() as u64,
+                len: ph.p_memsz,
+                ram,
             });
         }
-        check_clear_of_loader(u64::from(paddr), seg_end)?;
-        platform.mem.load(paddr, data)?;
-        platform
-            .mem
-            .load(paddr + filesz as u32, &vec![0; memsz as usize - filesz])?;
-        end = end.max(seg_end as u32);
+        check_clear_of_loader(u64::from(paddr), end)?;
+        segs.push(LoadSegment {
+            paddr,
+            vaddr: ph.p_vaddr,
+            end,
+            data,
+        });
+    }
+    if segs.is_empty() {
+        return Err(bad("no loadable segments".into()));
+    }
+    // Overlapping segments would overwrite each other (a later bss zeroing
+    // an earlier segment's code) in an order the file does not define.
+    let mut by_addr: Vec<&LoadSegment> = segs.iter().collect();
+    by_addr.sort_by_key(|s| s.paddr);
+    if let Some(w) = by_addr.windows(2).find(|w| u64::from(w[1].paddr) < w[0].end) {
+        return Err(bad(format!(
+            "segments at {:#x}-{:#x} and {:#x}-{:#x} overlap",
+            w[0].paddr, w[0].end, w[1].paddr, w[1].end
+        )));
+    }
+    let mut entry =
+        u32::try_from(eh.e_entry).map_err(|_| bad(format!("entry point {:#x} is not 32-bit", eh.e_entry)))?;
+    let mut end = 0;
+    for s in &segs {
+        platform.mem.load(s.paddr, s.data)?;
+        let bss = u64::from(s.paddr) + s.data.len() as u64;
+        if s.end > bss {
+            // Below `s.end`, itself at most 4 GiB: a 32-bit address.
+            let at = u32::try_from(bss).map_err(|_| VmError::DoesNotFit {
+                addr: bss,
+                len: s.end - bss,
+                ram,
+            })?;
+            platform.mem.fill(at, s.end - bss, 0)?;
+        }
+        end = end.max(s.end);
         // A kernel linked at a virtual address gets its entry translated to
         // the physical load address, as QEMU does.
-        let vaddr = ph.p_vaddr as u32;
-        if ph.p_vaddr != ph.p_paddr && entry >= vaddr && u64::from(entry) < u64::from(vaddr) + memsz {
-            entry = entry - vaddr + paddr;
+        let memsz = s.end - u64::from(s.paddr);
+        if s.vaddr != u64::from(s.paddr) && u64::from(entry) >= s.vaddr && u64::from(entry) - s.vaddr < memsz {
+            // Below `s.end` again.
+            entry = u32::try_from(u64::from(entry) - s.vaddr + u64::from(s.paddr)).unwrap_or(entry);
         }
-        loaded += 1;
-    }
-    if loaded == 0 {
-        return Err(bad("no loadable segments".into()));
     }
     Ok((entry, end))
 }
@@ -375,8 +511,9 @@ impl InfoArea {
     }
 }
 
-fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], image_end: u32) -> Result<u32, VmError> {
+fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], image_end: u64) -> Result<u32, VmError> {
     let ram = platform.mem.ram_size() as u64;
+    let page = PAGE_SIZE as u64;
     let mut area = InfoArea { next: INFO_ADDR + 0x80 };
     let cmdline_addr = area.put_str(platform, cmdline)?;
     let loader_name = area.put_str(platform, concat!("ringback ", env!("CARGO_PKG_VERSION")))?;
@@ -393,21 +530,24 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
 
     // Modules go page-aligned after the kernel, as QEMU places them, and
     // never into the loader's own area below INFO_END.
-    let mut next = (image_end.max(INFO_END) as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    // An empty module takes no room: it starts and ends where the next
+    // one starts, which may be the very top of RAM.
+    let mut next = image_end.max(u64::from(INFO_END)).div_ceil(page) * page;
     let mut mod_list = Vec::new();
     for m in modules {
-        let start = u32::try_from(next).map_err(|_| VmError::DoesNotFit {
-            addr: next as u64,
-            len: m.data.len() as u64,
-            ram,
-        })?;
+        let len = m.data.len() as u64;
+        let end = next.saturating_add(len);
+        let does_not_fit = VmError::DoesNotFit { addr: next, len, ram };
+        // Both ends go into 32-bit fields of the module list.
+        let (Ok(start), Ok(end32)) = (u32::try_from(next), u32::try_from(end)) else {
+            return Err(does_not_fit);
+        };
         platform.mem.load(start, &m.data)?;
         let string = area.put_str(platform, &m.cmdline)?;
-        let end = start + m.data.len() as u32;
-        for v in [start, end, string, 0] {
+        for v in [start, end32, string, 0] {
             mod_list.extend_from_slice(&v.to_le_bytes());
         }
-        next = (end as usize).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        next = end.div_ceil(page) * page;
     }
     let mods_addr = if mod_list.is_empty() {
         area.next
@@ -637,6 +777,34 @@ mod tests {
         // A directory opens but does not read.
         let err = read_image(&scratch_dir(), "kernel", 1 << 20).unwrap_err();
         assert!(matches!(err, VmError::ReadImage { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn e820_map_of_a_tiny_ram_does_not_underflow() {
+        for ram in [0, 0x10_0000, 0x11_FFFF] {
+            let m = e820_map(ram);
+            assert_eq!(m[3].len, 0, "{ram:#x}");
+        }
+    }
+
+    #[test]
+    fn a_kludge_header_cut_before_its_address_fields_is_refused() {
+        let mut p = Platform::new(4 << 20, 0);
+        let flags = FLAG_AOUT_KLUDGE;
+        for len in 12..32 {
+            let mut img = vec![0u8; len];
+            img[0..4].copy_from_slice(&MULTIBOOT_HEADER_MAGIC.to_le_bytes());
+            img[4..8].copy_from_slice(&flags.to_le_bytes());
+            img[8..12].copy_from_slice(
+                &0u32
+                    .wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags))
+                    .to_le_bytes(),
+            );
+            // Before, the missing fields read as zero: the file loaded at
+            // address 0, over the real-mode IVT.
+            let err = load_multiboot(&mut p, &img, "", &[]).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{len} bytes: {err}");
+        }
     }
 
     #[test]
