@@ -1182,22 +1182,3 @@ fn the_cli_runs_kernels_ending_at_the_top_of_ram() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
-
-/// Needs src/main.rs to read kernels and modules with `vm::boot::read_image`.
-#[test]
-#[ignore = "until the CLI reads images through vm::boot::read_image"]
-fn the_cli_refuses_a_kernel_that_never_ends() {
-    let kernel = scratch("small.elf", &small_elf());
-    for args in [
-        ["run", "/dev/zero", "--mem", "2M"],
-        ["run", &kernel, "--module", "/dev/zero"],
-    ] {
-        let out = ringback(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains("/dev/zero") && err.contains("larger than guest RAM"),
-            "{err}"
-        );
-    }
-}
