@@ -5,7 +5,9 @@
 //! run can end (a halt with interrupts off or waiting for input that never
 //! comes, a triple fault, a fault loop, the instruction limit, the exit
 //! port, a wild jump) must replay to the recorded state: verification may
-//! never report a divergence on an honest recording.
+//! never report a divergence on an honest recording, and neither may bisect
+//! (the reference against the raw engine with its patches) on the raw
+//! engine's recordings.
 //!
 //! RINGBACK_GUEST_SEED=N replays a failing run; a failure names the seed,
 //! the program's bytes and the engine.
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use replay::bisect::{Bisector, Control, SideConfig};
 use replay::model::TraceHeader;
 use replay::{ReplayOptions, Trace};
 use vm::host::{NoInput, ScriptedInput};
@@ -211,6 +214,7 @@ fn random_guests_verify_on_every_engine() {
     let mut stops = BTreeMap::<&'static str, usize>::new();
     let mut failures = Vec::new();
     let mut recordings = 0;
+    let mut bisected = 0;
     for n in 0..programs {
         let protected = n % 2 == 1;
         let ending = ENDINGS[(n / 2) % ENDINGS.len()];
@@ -270,9 +274,32 @@ fn random_guests_verify_on_every_engine() {
                     Err(e) => failures.push(format!("{what}: verify on {replay_engine:?}: {e}")),
                 }
             }
+            if engine == Engine::Raw {
+                let cancel = std::sync::atomic::AtomicBool::new(false);
+                let ctl = Control {
+                    cancel: &cancel,
+                    progress: &|_| {},
+                    jobs: 1,
+                    culprit_budget: 20,
+                };
+                let patched = SideConfig {
+                    engine: Engine::Raw,
+                    raw: RawConfig::default(),
+                };
+                match Bisector::new(&trace, SideConfig::reference(), patched).and_then(|b| b.run(None, &ctl)) {
+                    Ok(report) if report.divergence.is_none() => bisected += 1,
+                    Ok(report) => {
+                        failures.push(format!("{what}: bisect reports a divergence: {:?}", report.divergence))
+                    }
+                    Err(e) => failures.push(format!("{what}: bisect: {e}")),
+                }
+            }
         }
     }
-    eprintln!("random guests: {programs} programs, {recordings} recordings, each verified twice (seed {seed}); stops: {stops:?}");
+    eprintln!(
+        "random guests: {programs} programs, {recordings} recordings, each verified twice, {bisected} bisected \
+         (seed {seed}); stops: {stops:?}"
+    );
     assert!(
         failures.is_empty(),
         "seed {seed}: {} failures:\n{}",

@@ -30,7 +30,7 @@ use vm::raw::RawConfig;
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
 use crate::reader::Trace;
-use crate::replay::{ReplayInput, ReplayOptions, Replayer};
+use crate::replay::{FinalStop, ReplayInput, ReplayOptions, Replayer};
 
 /// How one side runs guest code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,13 +102,15 @@ pub struct Side {
     pub machine: Machine,
     pub input: ReplayInput,
     pub console: CaptureConsole,
+    /// The recording's stop, replayed where the side reaches it, as the
+    /// replayer does.
+    final_stop: FinalStop,
 }
 
 impl Side {
     fn run_to(&mut self, target: u64) {
-        if self.machine.icount() < target {
-            self.machine.run(target, &mut self.input, &mut self.console);
-        }
+        self.final_stop
+            .run(&mut self.machine, &mut self.input, &mut self.console, target, true);
     }
 
     fn agrees_with(&self, other: &Side) -> bool {
@@ -132,6 +134,7 @@ impl Side {
     fn copy_from(&mut self, src: &mut Side, pages: &[usize]) {
         self.machine.copy_from(&mut src.machine, pages);
         copy_io(&mut self.input, &mut self.console, &src.input, &src.console);
+        self.final_stop.clone_from(&src.final_stop);
     }
 }
 
@@ -142,6 +145,7 @@ impl Side {
             machine: r.machine.clone(),
             input: r.input.clone(),
             console: r.console.clone(),
+            final_stop: r.final_stop.clone(),
         };
         side.machine.engine = config.engine;
         side.machine.raw.config = config.raw;
@@ -154,6 +158,7 @@ impl Side {
         let all: Vec<usize> = (0..r.machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE).collect();
         self.machine.copy_from(&mut r.machine, &all);
         copy_io(&mut self.input, &mut self.console, &r.input, &r.console);
+        self.final_stop.clone_from(&r.final_stop);
         self.machine.engine = config.engine;
         self.machine.raw.config = config.raw;
         self.machine.platform.mem.take_dirty();
@@ -166,12 +171,14 @@ impl From<Replayer<'_>> for Side {
             machine,
             input,
             console,
+            final_stop,
             ..
         } = r;
         Side {
             machine,
             input,
             console,
+            final_stop,
         }
     }
 }

@@ -133,8 +133,57 @@ pub struct Replayer<'t> {
     /// The checkpoint where the recording stopped other than at an
     /// instruction count (the last one, if so).
     stop_checkpoint: Option<usize>,
+    pub(crate) final_stop: FinalStop,
+}
+
+/// The stop a recording ended in (a halt with interrupts off, a triple
+/// fault, a fault loop, an exit), replayed where it happened.
+#[derive(Clone, Debug, Default)]
+pub struct FinalStop {
+    /// The icount where the recording stopped other than at its limit.
+    pub at: Option<u64>,
     /// How the replay stopped there, once it has.
-    replayed_stop: Option<String>,
+    pub replayed: Option<String>,
+}
+
+impl FinalStop {
+    /// Runs `machine` to `target` at most. Reaching the stop's icount, a run
+    /// that stopped there (an exit: it retires its instruction) has
+    /// replayed the stop; otherwise, with `complete`, the machine runs on
+    /// until it stops: a halt, a triple fault or a fault loop changes the
+    /// machine without retiring anything. A replay that has diverged
+    /// retires one more instruction instead, which the digests show. A
+    /// breakpoint or watchpoint interrupts this (returned; the stop stays
+    /// to be replayed).
+    pub fn run(
+        &mut self,
+        machine: &mut Machine,
+        input: &mut ReplayInput,
+        console: &mut CaptureConsole,
+        target: u64,
+        complete: bool,
+    ) -> StopReason {
+        let debug = |s: &StopReason| matches!(s, StopReason::Breakpoint(_) | StopReason::Watchpoint { .. });
+        let mut stop = StopReason::InsnLimit;
+        if machine.icount() < target {
+            stop = machine.run(target, input, console);
+        }
+        if self.at != Some(machine.icount()) || self.replayed.is_some() || debug(&stop) {
+            return stop;
+        }
+        if stop == StopReason::InsnLimit {
+            if !complete {
+                return stop;
+            }
+            let at = machine.icount();
+            stop = machine.run(at + 1, input, console);
+            if debug(&stop) {
+                return stop;
+            }
+        }
+        self.replayed = Some(stop.to_string());
+        stop
+    }
 }
 
 struct RamCache {
@@ -160,6 +209,7 @@ impl<'t> Replayer<'t> {
         self.input.records = longer.inputs()?.into();
         self.checkpoints = longer.checkpoint_frames();
         self.stop_checkpoint = stop_checkpoint(&longer, &self.checkpoints)?;
+        self.final_stop.at = self.stop_checkpoint.map(|k| self.checkpoints[k].icount);
         self.trace = TraceRef::Shared(longer);
         Ok(())
     }
@@ -176,8 +226,11 @@ impl<'t> Replayer<'t> {
         }
         let stop_checkpoint = stop_checkpoint(&trace, &checkpoints)?;
         Ok(Replayer {
+            final_stop: FinalStop {
+                at: stop_checkpoint.map(|k| checkpoints[k].icount),
+                replayed: None,
+            },
             stop_checkpoint,
-            replayed_stop: None,
             trace,
             machine,
             input,
@@ -234,7 +287,7 @@ impl<'t> Replayer<'t> {
             }
         }
         let state = self.machine.state();
-        let stop_matches = Some(index) != self.stop_checkpoint || self.replayed_stop == cp.stopped;
+        let stop_matches = Some(index) != self.stop_checkpoint || self.final_stop.replayed == cp.stopped;
         if ram.digest(&state) == cp.digest && self.input.mismatch.is_none() && stop_matches {
             return Ok(None);
         }
@@ -245,7 +298,7 @@ impl<'t> Replayer<'t> {
     /// stopped, with that stop not replayed yet.
     fn stop_pending(&self) -> bool {
         self.stop_checkpoint == Some(self.next_checkpoint)
-            && self.replayed_stop.is_none()
+            && self.final_stop.replayed.is_none()
             && self
                 .checkpoints
                 .get(self.next_checkpoint)
@@ -260,31 +313,18 @@ impl<'t> Replayer<'t> {
     /// breakpoint or watchpoint there interrupts it (returned).
     fn replay_stop(&mut self) -> Option<StopReason> {
         let at = self.machine.icount();
-        match self.run_machine(at + 1) {
+        match self.run_machine(at) {
             stop @ (StopReason::Breakpoint(_) | StopReason::Watchpoint { .. }) => Some(stop),
-            stop => {
-                self.replayed_stop = Some(stop.to_string());
-                None
-            }
+            _ => None,
         }
     }
 
-    /// Runs the machine to `target` at most. A stop that ends the run (an
-    /// exit, a reset: ones that retire their instruction) reached at the
-    /// checkpoint where the recording stopped is that stop, replayed.
+    /// Runs the machine to `target` at most, replaying the recorded stop
+    /// where the replay reaches the checkpoint that holds it.
     fn run_machine(&mut self, target: u64) -> StopReason {
-        let stop = self.machine.run(target, &mut self.input, &mut self.console);
-        let ends_run = !matches!(
-            stop,
-            StopReason::InsnLimit | StopReason::Breakpoint(_) | StopReason::Watchpoint { .. }
-        );
-        if ends_run && self.stop_checkpoint == Some(self.next_checkpoint) {
-            let at = self.checkpoints.get(self.next_checkpoint).map(|c| c.icount);
-            if at == Some(self.machine.icount()) {
-                self.replayed_stop = Some(stop.to_string());
-            }
-        }
-        stop
+        let complete = self.stop_checkpoint == Some(self.next_checkpoint);
+        self.final_stop
+            .run(&mut self.machine, &mut self.input, &mut self.console, target, complete)
     }
 
     fn divergence(&self, cp: &Checkpoint, state: &MachineState) -> Divergence {
@@ -307,12 +347,12 @@ impl<'t> Replayer<'t> {
         if let Some((now, what)) = &self.input.mismatch {
             differences.push(format!("input at virtual time {now}: {what}"));
         }
-        if self.replayed_stop != cp.stopped {
+        if self.final_stop.replayed != cp.stopped {
             let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "(still running)".into());
             differences.push(format!(
                 "how the run stopped: recorded \"{}\", replayed \"{}\"",
                 show(&cp.stopped),
-                show(&self.replayed_stop)
+                show(&self.final_stop.replayed)
             ));
         }
         if differences.is_empty() {
@@ -437,7 +477,7 @@ impl<'t> Replayer<'t> {
         };
         self.next_checkpoint = k + 1;
         // The stop checkpoint's state is the machine after the stop.
-        self.replayed_stop = if Some(k) == self.stop_checkpoint {
+        self.final_stop.replayed = if Some(k) == self.stop_checkpoint {
             cp.stopped.clone()
         } else {
             None
