@@ -5,7 +5,7 @@
 /// away (`| head`) is not an error at all (see [`write_stdout`]).
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))?
+        $crate::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())?
     };
 }
 
@@ -273,14 +273,14 @@ fn parse_addr(s: &str) -> Result<u32, String> {
     r.map_err(|e| format!("'{s}' is not an address: {e}"))
 }
 
-/// Writes report text to standard output. A reader that has gone away
+/// Writes a report to standard output. A reader that has gone away
 /// (`ringback info T | head`) ends the output quietly: the exit status stays
 /// the command's own verdict, as with well-behaved Unix tools that ignore
 /// SIGPIPE. Any other failure (a full disk) is an error naming the cause.
-pub(crate) fn write_stdout(text: &str) -> Result<()> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("cannot write to standard output"),
     }

@@ -161,10 +161,7 @@ pub fn replay(
         (r.icount(), std::mem::take(&mut r.console.serial), d, None)
     };
     let wall = started.elapsed().as_secs_f64();
-    use std::io::Write;
-    let mut out = std::io::stdout();
-    let _ = out.write_all(&serial);
-    let _ = out.flush();
+    crate::write_stdout(&serial)?;
     let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
     if let Some(d) = divergence {
         eprint!(

@@ -459,6 +459,7 @@ fn reports_survive_a_closed_pipe_and_a_full_disk() {
         vec!["info", golden],
         vec!["info", "--json", golden],
         vec!["bisect", "--json", golden],
+        vec!["replay", golden],
     ] {
         let mut child = Command::new(RINGBACK)
             .args(&args)
