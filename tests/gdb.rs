@@ -584,3 +584,53 @@ x/16xb 0x7fffff8
     assert_eq!(row("0x7fffff8").len(), 8, "{out}");
     assert!(out.contains("Cannot access memory at address 0x8000000"), "{out}");
 }
+
+#[test]
+fn breakpoints_watchpoints_and_monitor_listings_are_bounded() {
+    let trace = record("hello", "bounds");
+    let (server, port) = serve(&trace);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    // Each ack goes out at once, not after the server's delayed ack.
+    s.set_nodelay(true).expect("nodelay");
+    let mut ask = |body: &str| {
+        s.write_all(&packet(body)).expect("send");
+        let reply = read_packet(&mut s);
+        s.write_all(b"+").expect("ack");
+        reply
+    };
+    // A watchpoint over the whole address space, or very many: each is
+    // translated page by page and compared with every memory access.
+    assert!(ask("Z2,0,ffffffff").starts_with('E'), "a 4 GiB watchpoint is refused");
+    assert!(ask("Z2,100000,10001").starts_with('E'), "64 KiB and a byte is refused");
+    assert_eq!(ask("Z2,100000,10000"), "OK");
+    let watches = (1..100)
+        .take_while(|i| ask(&format!("Z2,{:x},4", 0x200000 + 4 * i)) == "OK")
+        .count();
+    assert_eq!(watches + 1, 64, "watchpoints at once");
+    // Breakpoints: looked for at every instruction.
+    let breaks = (0..2000)
+        .take_while(|i| ask(&format!("Z0,{:x},1", 0x100000 + i)) == "OK")
+        .count();
+    assert_eq!(breaks, 1024, "breakpoints at once");
+    // Removing one makes room; one already set is still fine.
+    assert_eq!(ask("z0,100000,1"), "OK");
+    assert_eq!(ask("Z0,300000,1"), "OK");
+    assert_eq!(ask("Z0,300000,1"), "OK");
+    assert!(ask("Z0,300001,1").starts_with('E'));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    // `monitor events` with a huge count lists a bounded number (the trace
+    // has over a thousand).
+    let out = gdb(
+        "bounds",
+        &format!("set confirm off\ntarget remote 127.0.0.1:{port}\nmonitor events 1000000\nmonitor quit\n"),
+    );
+    finish(server);
+    assert!(out.contains("at most 100 events at a time"), "{out}");
+    let listed = out
+        .lines()
+        .filter(|l| l.starts_with('>') || l.starts_with("  "))
+        .filter(|l| l.contains("  0x"))
+        .count();
+    assert!((1..=100).contains(&listed), "{listed} events listed:\n{out}");
+}

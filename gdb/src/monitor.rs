@@ -7,13 +7,16 @@ use vm::raw::patm::PatchState;
 use crate::target::DebugTarget;
 use crate::GdbError;
 
+/// The most events `monitor events` lists.
+const MAX_EVENTS: u64 = 100;
+
 const HELP: &str = "\
 ringback monitor commands:
   icount            the current position (instructions retired)
   seek N            move to icount N (forwards or backwards)
   restart           move to the start of the trace
   checkpoints       the trace's checkpoints
-  events [N]        the N trace events around the position (default 10)
+  events [N]        the N trace events around the position (default 10, at most 100)
   patches           the raw engine's patch table at this position
   quit              stop serving (the server exits)
   help              this text";
@@ -53,7 +56,14 @@ impl MonitorCmd for DebugTarget<'_> {
                 }
             }
             (Some("events"), n) => {
-                let n: u64 = n.and_then(|v| v.parse().ok()).unwrap_or(10).max(1);
+                let asked: u64 = n.and_then(|v| v.parse().ok()).unwrap_or(10).max(1);
+                // The events are looked for within n thousand instructions
+                // either way and each is a packet: a huge n would decode
+                // the whole trace and send all of it.
+                let n = asked.min(MAX_EVENTS);
+                if n < asked {
+                    outputln!(out, "at most {MAX_EVENTS} events at a time");
+                }
                 let here = r.icount();
                 let before = r
                     .trace

@@ -37,6 +37,14 @@ use crate::{mem, GdbError};
 const SLICE: u64 = 2_000_000;
 /// Instructions a live guest records ahead when a step reaches the end.
 const LIVE_STEP: u64 = 10_000;
+/// Breakpoints at once: the machine looks for each at every instruction,
+/// so their number is a cost on every instruction run.
+const MAX_BREAKPOINTS: usize = 1024;
+/// Watchpoints at once, and the bytes one may cover: each is translated
+/// page by page at every step or continue, and every guest memory access
+/// is compared with each resulting range.
+const MAX_WATCHES: usize = 64;
+const MAX_WATCH_LEN: u32 = 64 * 1024;
 
 /// What gdb asked for last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -493,10 +501,15 @@ impl Breakpoints for DebugTarget<'_> {
 }
 
 impl DebugTarget<'_> {
+    /// False (gdb reports it cannot insert the breakpoint) past the limit.
     fn add_break(&mut self, addr: u32) -> bool {
-        if !self.breakpoints.contains(&addr) {
-            self.breakpoints.push(addr);
+        if self.breakpoints.contains(&addr) {
+            return true;
         }
+        if self.breakpoints.len() >= MAX_BREAKPOINTS {
+            return false;
+        }
+        self.breakpoints.push(addr);
         true
     }
 
@@ -528,7 +541,12 @@ impl HwBreakpoint for DebugTarget<'_> {
 }
 
 impl HwWatchpoint for DebugTarget<'_> {
+    /// Refused (gdb reports it cannot insert the watchpoint) past the
+    /// limits.
     fn add_hw_watchpoint(&mut self, addr: u32, len: u32, kind: WatchKind) -> TargetResult<bool, Self> {
+        if len > MAX_WATCH_LEN || self.watches.len() >= MAX_WATCHES {
+            return Ok(false);
+        }
         self.watches.push(GdbWatch { addr, len, kind });
         Ok(true)
     }
