@@ -416,7 +416,7 @@ fn a_live_session_ended_by_a_signal_removes_its_scratch_trace() {
     for signal in ["TERM", "INT"] {
         let tmp = std::env::temp_dir().join(format!("ringback-cli-{}-signal-{signal}", std::process::id()));
         std::fs::create_dir_all(&tmp).expect("temp dir");
-        let mut child = Command::new(RINGBACK)
+        let child = Command::new(RINGBACK)
             .args([
                 "run",
                 "--gdb",

@@ -471,7 +471,7 @@ fn no_damaged_trace_verifies_or_diverges() {
     let seed = std::env::var("RINGBACK_MUTATION_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_0F_7EA5u64);
+        .unwrap_or(0x005E_ED0F_7EA5_u64);
     let mut rng = Rng(seed | 1);
     let mut total = 0;
     let mut refused = 0;
