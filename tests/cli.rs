@@ -1,25 +1,16 @@
 //! The `ringback` command line: the demo, limits, and bad input answered with
 //! a clear message and a non-zero exit, never a panic.
 
+mod common;
+
 use std::process::{Command, Output, Stdio};
 
-const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+use common::{ringback, RINGBACK};
+
 const OUT_DIR: &str = env!("OUT_DIR");
 
-fn ringback(args: &[&str]) -> Output {
-    Command::new(RINGBACK)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ringback")
-}
-
 fn scratch(name: &str, bytes: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!("ringback-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write scratch file");
-    path.to_string_lossy().into_owned()
+    common::scratch("cli", name, bytes)
 }
 
 fn assert_error(out: &Output, needle: &str) {
@@ -384,18 +375,33 @@ fn damaged_traces_are_never_verified() {
 /// a halt with interrupts off, and a triple fault at the first instruction.
 #[test]
 fn stops_that_retire_nothing_verify_on_every_engine() {
-    // cli; hlt — and a real-mode guest that loads an IDT limit of zero, so
-    // its int3 cannot be delivered: #GP, #DF, shutdown.
-    let guests: [(&str, &[u8]); 2] = [
+    // cli; hlt — a real-mode guest that loads an IDT limit of zero, so its
+    // int3 cannot be delivered (#GP, #DF, shutdown) — a real-mode stack
+    // fault (a word pushed at SP 1: #SS, then nowhere to deliver it) — and
+    // #UD right after STI, vectored into the zeroed vector table.
+    let guests: [(&str, &[u8]); 4] = [
         ("clihlt.bin", &[0xFA, 0xF4]),
         ("lidt0.bin", &[0x0F, 0x01, 0x1E, 0x00, 0x7E, 0xCC]),
+        ("stackfault.bin", &[0xBC, 0x01, 0x00, 0x50]),
+        ("sti-ud.bin", &[0xFB, 0x0F, 0x0B]),
     ];
     for (name, code) in guests {
         let bin = scratch(name, code);
         for engine in ["raw", "blocks", "emulate"] {
             let trace = scratch(&format!("{name}-{engine}.rbt"), b"");
             let rec = ringback(&[
-                "record", "-o", &trace, "--flat", "0x7c00", &bin, "--serial", "none", "--engine", engine,
+                "record",
+                "-o",
+                &trace,
+                "--flat",
+                "0x7c00",
+                &bin,
+                "--serial",
+                "none",
+                "--engine",
+                engine,
+                "--max-insns",
+                "200000",
             ]);
             assert!(
                 matches!(rec.status.code(), Some(0) | Some(4)),

@@ -4,13 +4,16 @@
 //! the legitimate edges (an image ending exactly at the top of RAM, an empty
 //! module) must boot.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Command, Output, Stdio};
 
 use vm::boot::{Module, MULTIBOOT_BOOTLOADER_MAGIC, MULTIBOOT_HEADER_MAGIC};
 use vm::cpu::state::reg;
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Kernel, Machine};
+
+use common::ringback;
 
 /// 512 pages, a whole number of 64-page dirty-bitmap words: a page index one
 /// past the end falls outside the bitmap instead of into a spare bit.
@@ -1095,22 +1098,8 @@ fn every_prefix_of_a_valid_image() {
 // The command line, end to end: hostile files are refused with exit status 2
 // and a message naming the problem; legitimate edges run.
 
-const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
-
 fn scratch(name: &str, bytes: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!("ringback-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, bytes).expect("write scratch file");
-    path.to_string_lossy().into_owned()
-}
-
-fn ringback(args: &[&str]) -> Output {
-    Command::new(RINGBACK)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ringback")
+    common::scratch("hostile", name, bytes)
 }
 
 #[test]

@@ -12,6 +12,9 @@
 //! RINGBACK_GUEST_SEED=N replays a failing run; a failure names the seed,
 //! the program's bytes and the engine.
 
+mod common;
+
+use common::Rng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -32,20 +35,6 @@ const UD2_HANDLER: u16 = 0x1F0; // ud2, the #UD handler of the fault loops
 const IDT: u16 = 0x200; // 8 gates, all to UD2_HANDLER
 const CODE_LIMIT: usize = GDT as usize;
 const IMAGE_LEN: usize = IDT as usize + 64;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn lo(v: u16) -> u8 {
     v.to_le_bytes()[0]

@@ -10,6 +10,9 @@
 //! The random choices come from a seed: RINGBACK_MUTATION_SEED=N replays a
 //! failing run; a failure names the seed and the mutant.
 
+mod common;
+
+use common::Rng;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -84,21 +87,6 @@ fn bases() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ]
-}
-
-/// xorshift64*: small, seedable, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// A frame as the writer made it: kind, icount and uncompressed payload.

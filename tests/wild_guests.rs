@@ -4,6 +4,9 @@
 //! an exit or reset) and never panic or hang, and both engines must end in
 //! the same state. Deterministic seeds, so a failure reproduces.
 
+mod common;
+
+use common::Rng;
 use vm::cpu::state::{attr, cr0, flags, SegReg, Segment, TableReg};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -16,18 +19,6 @@ fn cases() -> u64 {
         .unwrap_or(300)
 }
 const STEPS: u64 = 20_000;
-
-/// xorshift64*: small, deterministic, good enough to scramble bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 fn random_machine(seed: u64, protected: bool) -> Machine {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
