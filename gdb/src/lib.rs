@@ -11,7 +11,6 @@
 //! (`ReplayLog` Begin/End), never by wrapping around.
 
 mod conn;
-mod mem;
 mod monitor;
 mod target;
 

@@ -30,7 +30,7 @@ use vm::host::HostInput;
 use vm::machine::{Console, Machine, StopReason};
 use vm::platform::Watch;
 
-use crate::{mem, GdbError};
+use crate::GdbError;
 
 /// Instructions a forward continue runs between looks for a Ctrl-C (and,
 /// live, records at a time).
@@ -415,7 +415,7 @@ impl SingleThreadBase for DebugTarget<'_> {
     /// `start_addr` on (gdb asks again for the rest), or an error when
     /// nothing is.
     fn read_addrs(&mut self, start_addr: u32, data: &mut [u8]) -> TargetResult<usize, Self> {
-        let n = mem::read(&mut self.replayer.machine, start_addr, data);
+        let n = vm::linear::read(&mut self.replayer.machine, start_addr, data);
         if n == 0 && !data.is_empty() {
             // Not mapped: an error reply, as from a real target.
             return Err(TargetError::Errno(14));
@@ -427,7 +427,7 @@ impl SingleThreadBase for DebugTarget<'_> {
     /// what an edit means for the replay); any unmapped byte is an error,
     /// and then nothing is written.
     fn write_addrs(&mut self, start_addr: u32, data: &[u8]) -> TargetResult<(), Self> {
-        if !mem::write(&mut self.replayer.machine, start_addr, data) {
+        if !vm::linear::write(&mut self.replayer.machine, start_addr, data) {
             return Err(TargetError::Errno(14));
         }
         self.edited = true;

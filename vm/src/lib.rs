@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod host;
+pub mod linear;
 pub mod machine;
 pub mod mem;
 pub mod platform;

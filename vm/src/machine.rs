@@ -496,16 +496,8 @@ impl Machine {
     /// Reads guest memory at a linear address through the guest's page
     /// tables, without side effects; `None` where a page is not mapped.
     pub fn read_linear(&mut self, addr: u32, len: usize) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(len);
-        for i in 0..len {
-            let lin = addr.wrapping_add(i as u32);
-            let phys = self.cpu.probe_translate(&mut self.platform, lin)?;
-            if phys as usize >= self.platform.mem.ram_size() {
-                return None;
-            }
-            out.push(self.platform.mem.read(phys, 1) as u8);
-        }
-        Some(out)
+        let mut out = vec![0; len];
+        (crate::linear::read(self, addr, &mut out) == len).then_some(out)
     }
 
     /// Switches an inline patch off (its site traps again) or back on.

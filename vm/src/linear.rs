@@ -1,8 +1,9 @@
-//! Guest memory at linear addresses for gdb, a page at a time: one
+//! Guest memory at linear addresses for debuggers (gdb, the inspector,
+//! bisect's reports), without side effects, a page at a time: one
 //! translation through the guest's page tables per page, then a copy of
 //! the run, where reading byte by byte walked the tables for every byte.
 
-use vm::machine::Machine;
+use crate::machine::Machine;
 
 /// The unit of translation: 4 KiB pages (a 4 MiB page is translated per
 /// 4 KiB of it, which gives the same addresses).
@@ -10,7 +11,7 @@ const PAGE: usize = 0x1000;
 
 /// What the runs need of a machine: a translation without side effects
 /// and the RAM.
-pub(crate) trait GuestMemory {
+pub trait GuestMemory {
     /// The physical address of `lin`; `None` when it is not mapped.
     fn translate(&mut self, lin: u32) -> Option<u32>;
     fn ram(&self) -> &[u8];
@@ -53,7 +54,7 @@ fn run(mem: &mut impl GuestMemory, addr: u32, done: usize, want: usize) -> Optio
 /// Copies guest memory at `addr` into `out`; the count copied, short at
 /// the first byte that is not mapped to RAM (or at the top of the address
 /// space: a read does not wrap around).
-pub(crate) fn read(mem: &mut impl GuestMemory, addr: u32, out: &mut [u8]) -> usize {
+pub fn read(mem: &mut impl GuestMemory, addr: u32, out: &mut [u8]) -> usize {
     let mut done = 0;
     while let Some((phys, len)) = run(mem, addr, done, out.len() - done) {
         let phys = phys as usize;
@@ -68,7 +69,7 @@ pub(crate) fn read(mem: &mut impl GuestMemory, addr: u32, out: &mut [u8]) -> usi
 
 /// Writes `data` to guest memory at `addr`, all of it or, when any byte is
 /// not mapped to RAM, none of it.
-pub(crate) fn write(mem: &mut impl GuestMemory, addr: u32, data: &[u8]) -> bool {
+pub fn write(mem: &mut impl GuestMemory, addr: u32, data: &[u8]) -> bool {
     let mut runs = Vec::new();
     let mut done = 0;
     while let Some((phys, len)) = run(mem, addr, done, data.len() - done) {
