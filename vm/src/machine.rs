@@ -582,7 +582,11 @@ impl Machine {
     /// Builds a machine with `ram_bytes` of RAM and loads `kernel` into it,
     /// the CPU in the state the boot protocol defines.
     pub fn boot(ram_bytes: u64, kernel: &Kernel, host: &mut dyn HostInput) -> Result<Self, crate::VmError> {
-        if !(crate::boot::MIN_RAM..=crate::boot::MAX_RAM).contains(&ram_bytes) {
+        // Whole pages only: RAM is kept in pages, and the CMOS and fw_cfg
+        // report the size as given (a trace header may say anything).
+        if !(crate::boot::MIN_RAM..=crate::boot::MAX_RAM).contains(&ram_bytes)
+            || ram_bytes % crate::mem::PAGE_SIZE as u64 != 0
+        {
             return Err(crate::VmError::BadMemorySize(format!("{ram_bytes} bytes")));
         }
         let mut m = Machine::new(ram_bytes as usize, host);
@@ -605,6 +609,19 @@ mod tests {
     use crate::bus::Bus;
     use crate::host::NoInput;
     use crate::platform::Attention;
+
+    #[test]
+    fn ram_that_is_not_whole_pages_is_refused() {
+        let kernel = Kernel::Flat {
+            image: vec![0xF4],
+            addr: 0x7C00,
+        };
+        for ram in [(4 << 20) + 1, (4 << 20) - 100] {
+            let r = Machine::boot(ram, &kernel, &mut NoInput::default());
+            assert!(matches!(r, Err(crate::VmError::BadMemorySize(_))), "{ram}");
+        }
+        assert!(Machine::boot(4 << 20, &kernel, &mut NoInput::default()).is_ok());
+    }
 
     const HANDLER: u32 = 0x600;
     const MAIN: u32 = 0x700;
