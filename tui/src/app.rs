@@ -273,7 +273,7 @@ impl App {
                 self.refresh()?;
             }
             Msg::Resize(w, h) => {
-                self.timeline.height = crate::view::timeline_rows(w, h);
+                self.timeline.height = crate::layout::timeline_rows(w, h);
                 let c = self.timeline.top;
                 self.fill_timeline(c)?;
             }

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod density;
 pub mod error;
+pub mod layout;
 pub mod panes;
 pub mod session;
 pub mod view;

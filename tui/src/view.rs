@@ -7,6 +7,7 @@ use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
 use crate::app::App;
+use crate::layout::{left_split, rows};
 use crate::panes::density::DensityChart;
 use crate::panes::disasm::Disassembly;
 use crate::panes::help::Help;
@@ -19,33 +20,6 @@ use crate::panes::Pane;
 
 /// How long a seek runs before its progress is shown.
 const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_millis(150);
-
-/// The screen's main area, density picture and status line.
-fn rows(area: Rect) -> [Rect; 3] {
-    Layout::default()
-        .direction(Direction::Vertical)
-        .constraints([Constraint::Min(10), Constraint::Length(5), Constraint::Length(1)])
-        .areas(area)
-}
-
-/// The main area's left column: timeline, disassembly, memory and serial.
-fn left_split(left: Rect) -> [Rect; 3] {
-    Layout::default()
-        .direction(Direction::Vertical)
-        .constraints([
-            Constraint::Percentage(50),
-            Constraint::Percentage(30),
-            Constraint::Percentage(20),
-        ])
-        .areas(left)
-}
-
-/// Rows of events the timeline shows on a terminal of this size.
-pub fn timeline_rows(width: u16, height: u16) -> usize {
-    let [main, _, _] = rows(Rect::new(0, 0, width, height));
-    let [timeline, _, _] = left_split(main);
-    usize::from(timeline.height.saturating_sub(2)).max(1)
-}
 
 pub fn draw(frame: &mut Frame, app: &mut App) {
     let area = frame.area();

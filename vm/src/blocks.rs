@@ -16,10 +16,7 @@
 //! operand size, and dropped when their page is written (self-modifying
 //! code), which `PhysMem`'s page watch reports.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
@@ -27,10 +24,9 @@ use crate::cpu::{Cpu, RingView, StepOutcome};
 use crate::events::{ExitReason, SinkSlot};
 use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
+use crate::hash::FastMap;
 use crate::mem::PAGE_SIZE;
 use crate::platform::Platform;
-use crate::raw::patm::{PatchState, PatchTable};
-use crate::raw::{Injection, RawEngine, SiteKind};
 
 /// Instructions per block at most.
 const MAX_BLOCK: usize = 32;
@@ -53,33 +49,68 @@ fn view_code(view: RingView) -> u8 {
     }
 }
 
-/// A multiplicative hash for the cache's small integer keys: the lookup is on
-/// the hot path, where SipHash cost a seventh of the time, and keys come from
-/// the guest's own addresses, not from an adversary.
-#[derive(Clone, Copy, Default)]
-pub struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517C_C1B7_2722_0A95);
-    }
+/// What a cached instruction becomes in a raw block (the raw engine's
+/// annotation, asked for when the block is built).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteKind {
+    Plain,
+    /// Exit to the monitor before running it (scanner-marked, unpatched).
+    Trap,
+    /// A software interrupt: goes through the monitor's IDT to the monitor.
+    SoftInt(u8),
+    /// Run the patch with this index instead.
+    Patch(u32),
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+/// What the raw engine supplies to blocks that run in a ring view: the
+/// block engine executes, the raw engine (scanner, patch manager, monitor)
+/// decides, and this is all the one asks of the other.
+pub trait RawHooks {
+    /// Guest code on these physical pages was written: forget what was
+    /// decided about it.
+    fn code_written(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot);
+    /// How the instruction at `phys` runs in a block built for the view
+    /// (`compressed`: guest ring 0 in ring 1).
+    fn annotate(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        phys: u32,
+        inst: &Instruction,
+        compressed: bool,
+        events: &mut SinkSlot,
+    ) -> SiteKind;
+    /// Runs patch `index` inline. `None` when it no longer applies (the
+    /// site traps instead); an `Err` is a fault of the patched instruction,
+    /// rolled back for the monitor.
+    fn run_patch(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        index: u32,
+    ) -> Option<crate::cpu::Result<StepOutcome>>;
+    /// Whether the guest is still where the same view applies, so the next
+    /// block may run without asking the monitor.
+    fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool;
+}
+
+/// Blocks at the guest's true privilege ask nothing of a raw engine.
+enum NoHooks {}
+
+impl RawHooks for NoHooks {
+    fn code_written(&mut self, _: &[u32], _: &Cpu, _: &mut SinkSlot) {
+        match *self {}
+    }
+    fn annotate(&mut self, _: &Cpu, _: &mut Platform, _: u32, _: &Instruction, _: bool, _: &mut SinkSlot) -> SiteKind {
+        match *self {}
+    }
+    fn run_patch(&mut self, _: &mut Cpu, _: &mut Platform, _: u32) -> Option<crate::cpu::Result<StepOutcome>> {
+        match *self {}
+    }
+    fn stays_in(&self, _: &Cpu, _: RingView) -> bool {
+        match *self {}
+    }
+}
 
 /// A cached instruction: its compact form, and the decoded instruction with
 /// its family handler for the generic path (and for display).
@@ -390,7 +421,7 @@ impl BlockCache {
         if block.insts.is_empty() {
             return cpu.step(platform);
         }
-        match run_block::<false>(block, cpu, platform, stop_icount, phys, &mut self.stats.executed, None) {
+        match run_block::<false, NoHooks>(block, cpu, platform, stop_icount, phys, &mut self.stats.executed, None) {
             RawOutcome::Step(outcome) => outcome,
             // Only raw blocks exit to the monitor.
             RawOutcome::Exit(_) => cpu.step(platform),
@@ -408,7 +439,7 @@ impl BlockCache {
         platform: &mut Platform,
         stop_icount: u64,
         view: RingView,
-        raw: &mut RawEngine,
+        raw: &mut impl RawHooks,
         events: &mut SinkSlot,
     ) -> RawOutcome {
         let compressed = matches!(view, RingView::Compressed { .. });
@@ -418,7 +449,7 @@ impl BlockCache {
             }
             if platform.mem.watch_hit() {
                 self.invalidate_written(platform);
-                raw.invalidate_pages(&self.hits, cpu, events);
+                raw.code_written(&self.hits, cpu, events);
             }
             // The first byte's fetch, exactly as the reference does it.
             let phys = match cpu.refetch(platform, 1) {
@@ -439,15 +470,14 @@ impl BlockCache {
                 return RawOutcome::Step(cpu.step(platform));
             }
             cpu.enter_view(view);
-            let patches = Some((&mut raw.patches, raw.config.inject));
-            let out = run_block::<true>(
+            let out = run_block::<true, _>(
                 block,
                 cpu,
                 platform,
                 stop_icount,
                 phys,
                 &mut self.stats.executed,
-                patches,
+                Some(&mut *raw),
             );
             cpu.leave_view();
             if out != RawOutcome::Step(StepOutcome::Retired)
@@ -478,14 +508,14 @@ fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) -> boo
 /// annotations: exceptions come back undelivered as exits for the monitor,
 /// marked sites and software interrupts exit before they run, and patches
 /// run inline.
-fn run_block<const RAW: bool>(
+fn run_block<const RAW: bool, H: RawHooks>(
     block: &Block,
     cpu: &mut Cpu,
     platform: &mut Platform,
     stop_icount: u64,
     phys0: u32,
     executed: &mut u64,
-    mut patches: Option<(&mut PatchTable, Injection)>,
+    mut hooks: Option<&mut H>,
 ) -> RawOutcome {
     use RawOutcome::{Exit, Step};
     let mut if_before = cpu.virtual_if();
@@ -531,7 +561,7 @@ fn run_block<const RAW: bool>(
                 SiteKind::Plain => None,
                 SiteKind::Trap => return Exit(ExitReason::Marked),
                 SiteKind::SoftInt(v) => return Exit(ExitReason::SoftwareInterrupt(v)),
-                SiteKind::Patch(index) => match run_patch(cpu, platform, &mut patches, index) {
+                SiteKind::Patch(index) => match hooks.as_deref_mut().and_then(|h| h.run_patch(cpu, platform, index)) {
                     None => return Exit(ExitReason::Marked),
                     Some(Err(_)) => return Exit(ExitReason::PatchFault),
                     Some(Ok(outcome)) => Some(outcome),
@@ -601,42 +631,6 @@ fn run_block<const RAW: bool>(
             return Step(StepOutcome::Retired);
         }
     }
-}
-
-/// Runs a patch: the instruction's reference semantics on the guest's true
-/// state (virtual IF and IOPL, RPL 0), inline. `None` when the patch is no
-/// longer enabled: the site traps instead. An `Err` is a fault of the
-/// patched instruction, rolled back for the monitor.
-fn run_patch(
-    cpu: &mut Cpu,
-    platform: &mut Platform,
-    patches: &mut Option<(&mut PatchTable, Injection)>,
-    index: u32,
-) -> Option<crate::cpu::Result<StepOutcome>> {
-    let (table, inject) = patches.as_mut()?;
-    let patch = table.get_mut(index)?;
-    if patch.state != PatchState::Enabled {
-        return None;
-    }
-    patch.hits += 1;
-    let view = cpu.ring_view;
-    let m = patch.inst.mnemonic();
-    // Injected bug: the PUSHF patch forgets to put the virtual flags back.
-    let leak = inject.pushf_leak && matches!(m, Mnemonic::Pushf | Mnemonic::Pushfd);
-    if !leak {
-        cpu.leave_view();
-    }
-    let result = cpu.execute_or_fault_with(platform, &patch.inst, patch.handler);
-    if inject.sti_shadow && m == Mnemonic::Sti {
-        cpu.state.interrupt_shadow = false;
-    }
-    if !leak {
-        cpu.enter_view(view);
-    }
-    if result.is_ok() {
-        patch.traps_avoided += 1;
-    }
-    Some(result)
 }
 
 #[cfg(test)]

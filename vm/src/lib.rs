@@ -14,6 +14,7 @@ pub mod devices;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod hash;
 pub mod host;
 pub mod linear;
 pub mod machine;

@@ -3,8 +3,6 @@
 //! translation through the guest's page tables per page, then a copy of
 //! the run, where reading byte by byte walked the tables for every byte.
 
-use crate::machine::Machine;
-
 /// The unit of translation: 4 KiB pages (a 4 MiB page is translated per
 /// 4 KiB of it, which gives the same addresses).
 const PAGE: usize = 0x1000;
@@ -18,22 +16,6 @@ pub trait GuestMemory {
     /// Writes bytes known to lie in RAM, as the guest's own stores would
     /// (pages marked dirty, translated code there dropped).
     fn write_ram(&mut self, phys: u32, bytes: &[u8]);
-}
-
-impl GuestMemory for Machine {
-    fn translate(&mut self, lin: u32) -> Option<u32> {
-        self.cpu.probe_translate(&mut self.platform, lin)
-    }
-
-    fn ram(&self) -> &[u8] {
-        self.platform.mem.ram()
-    }
-
-    fn write_ram(&mut self, phys: u32, bytes: &[u8]) {
-        for (p, b) in (phys..).zip(bytes) {
-            self.platform.mem.write(p, 1, u32::from(*b));
-        }
-    }
 }
 
 /// The physical run `[addr + done, ...)` starts, and its length: to the

@@ -565,6 +565,22 @@ impl Machine {
     }
 }
 
+impl crate::linear::GuestMemory for Machine {
+    fn translate(&mut self, lin: u32) -> Option<u32> {
+        self.cpu.probe_translate(&mut self.platform, lin)
+    }
+
+    fn ram(&self) -> &[u8] {
+        self.platform.mem.ram()
+    }
+
+    fn write_ram(&mut self, phys: u32, bytes: &[u8]) {
+        for (p, b) in (phys..).zip(bytes) {
+            self.platform.mem.write(p, 1, u32::from(*b));
+        }
+    }
+}
+
 /// What to boot.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kernel {
@@ -585,7 +601,7 @@ impl Machine {
         // Whole pages only: RAM is kept in pages, and the CMOS and fw_cfg
         // report the size as given (a trace header may say anything).
         if !(crate::boot::MIN_RAM..=crate::boot::MAX_RAM).contains(&ram_bytes)
-            || ram_bytes % crate::mem::PAGE_SIZE as u64 != 0
+            || !ram_bytes.is_multiple_of(crate::mem::PAGE_SIZE as u64)
         {
             return Err(crate::VmError::BadMemorySize(format!("{ram_bytes} bytes")));
         }

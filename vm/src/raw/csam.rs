@@ -7,21 +7,15 @@
 //! The scan reads guest code through the page tables without side effects
 //! (no accessed bits, no TLB fill): the guest cannot tell it happened.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasherDefault;
-
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
 use super::sensitive::{classify, Class};
-use crate::blocks::KeyHasher;
 use crate::bus::Bus;
 use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
 use crate::exec::MAX_INSN_LEN;
+use crate::hash::{FastMap, FastSet};
 use crate::platform::Platform;
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 
 /// Direct jumps and calls followed from an entry point at most.
 pub const SCAN_DEPTH: u32 = 8;

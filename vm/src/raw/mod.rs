@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use iced_x86::Instruction;
 
+use crate::blocks::{RawHooks, SiteKind};
 use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
 use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, SinkSlot};
@@ -112,18 +113,6 @@ impl MonitorStats {
     }
 }
 
-/// What a cached instruction becomes in a raw block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SiteKind {
-    Plain,
-    /// Exit to the monitor before running it (scanner-marked, unpatched).
-    Trap,
-    /// A software interrupt: goes through the monitor's IDT to the monitor.
-    SoftInt(u8),
-    /// Run the patch with this index instead.
-    Patch(u32),
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct RawEngine {
     pub config: RawConfig,
@@ -209,14 +198,10 @@ impl RawEngine {
     /// 3 runs raw with IF set and IOPL below 3; everything else (real mode,
     /// V86, rings 1 and 2, single-stepping) runs on the reference.
     pub fn choose(&mut self, cpu: &mut Cpu, platform: &mut Platform, events: &mut SinkSlot) -> (EngineKind, RingView) {
-        let st = &cpu.state;
-        if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
-            return (EngineKind::Reference, RingView::True);
-        }
-        let if_set = st.eflags & flags::IF != 0;
-        match st.cpl() {
-            0 if if_set => (EngineKind::RawRing0, RingView::Compressed { virtual_flags: 0 }),
-            0 => {
+        match placement(&cpu.state) {
+            Placement::Reference => (EngineKind::Reference, RingView::True),
+            Placement::Ring0 => (EngineKind::RawRing0, RingView::Compressed { virtual_flags: 0 }),
+            Placement::Ring0InterruptsOff => {
                 // The fetch the reference would start with anyway, so asking
                 // where CS:EIP is changes nothing the guest can see.
                 let code32 = cpu.state.code32();
@@ -232,8 +217,7 @@ impl RawEngine {
                     _ => (EngineKind::Reference, RingView::True),
                 }
             }
-            3 if if_set && st.iopl() < 3 => (EngineKind::RawRing3, RingView::Ring3),
-            _ => (EngineKind::Reference, RingView::True),
+            Placement::Ring3 => (EngineKind::RawRing3, RingView::Ring3),
         }
     }
 
@@ -242,15 +226,10 @@ impl RawEngine {
     /// on to the next block without returning to the machine loop.
     #[inline]
     pub fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
-        let st = &cpu.state;
-        if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
-            return false;
-        }
-        match view {
-            RingView::Compressed { .. } => st.cpl() == 0 && st.eflags & flags::IF != 0,
-            RingView::Ring3 => st.cpl() == 3 && st.eflags & flags::IF != 0 && st.iopl() < 3,
-            RingView::True => false,
-        }
+        matches!(
+            (placement(&cpu.state), view),
+            (Placement::Ring0, RingView::Compressed { .. }) | (Placement::Ring3, RingView::Ring3)
+        )
     }
 
     /// Counts a switch to the reference with IF clear at a site (a handler
@@ -431,17 +410,12 @@ impl RawEngine {
         let code32 = cpu.state.code32();
         let phys = cpu.probe_translate(platform, lin);
         let site = phys.map(|p| (p, code32));
-        let st = &cpu.state;
-        let if_set = st.eflags & flags::IF != 0;
         let in_region = site.is_some_and(|s| self.patches.in_region(s));
-        let engine = if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
-            EngineKind::Reference
-        } else {
-            match st.cpl() {
-                0 if if_set || in_region => EngineKind::RawRing0,
-                3 if if_set && st.iopl() < 3 => EngineKind::RawRing3,
-                _ => EngineKind::Reference,
-            }
+        let engine = match placement(&cpu.state) {
+            Placement::Ring0 => EngineKind::RawRing0,
+            Placement::Ring0InterruptsOff if in_region => EngineKind::RawRing0,
+            Placement::Ring3 => EngineKind::RawRing3,
+            Placement::Ring0InterruptsOff | Placement::Reference => EngineKind::Reference,
         };
         SiteView {
             linear: lin,
@@ -454,6 +428,36 @@ impl RawEngine {
             entry: site.and_then(|s| self.patches.entry_at(s)),
             regions: site.map(|s| self.patches.regions_holding(s)).unwrap_or_default(),
         }
+    }
+}
+
+/// Where the guest runs as it is now, by its mode, privilege and flags
+/// alone: the ring-view table, written once for `choose`, `stays_in` and
+/// `describe_site`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Real mode, V86, rings 1 and 2, single-stepping: the reference.
+    Reference,
+    /// Guest ring 0 with IF set: compressed into ring 1.
+    Ring0,
+    /// Guest ring 0 with IF clear: compressed only inside a patch region or
+    /// from a hot entry (which `choose` decides by looking at the code).
+    Ring0InterruptsOff,
+    /// Guest ring 3 with IF set and IOPL below 3: raw, as itself.
+    Ring3,
+}
+
+#[inline]
+fn placement(st: &crate::cpu::state::CpuState) -> Placement {
+    if !st.protected_mode() || st.v86_mode() || st.eflags & flags::TF != 0 {
+        return Placement::Reference;
+    }
+    let if_set = st.eflags & flags::IF != 0;
+    match st.cpl() {
+        0 if if_set => Placement::Ring0,
+        0 => Placement::Ring0InterruptsOff,
+        3 if if_set && st.iopl() < 3 => Placement::Ring3,
+        _ => Placement::Reference,
     }
 }
 
@@ -586,5 +590,61 @@ impl RawEngine {
 
     fn enabled(&self, index: u32) -> bool {
         self.patches.get(index).is_some_and(|p| p.state == PatchState::Enabled)
+    }
+}
+
+impl RawHooks for RawEngine {
+    fn code_written(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
+        self.invalidate_pages(pages, cpu, events);
+    }
+
+    fn annotate(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        phys: u32,
+        inst: &Instruction,
+        compressed: bool,
+        events: &mut SinkSlot,
+    ) -> SiteKind {
+        RawEngine::annotate(self, cpu, platform, phys, inst, compressed, events)
+    }
+
+    /// The patch runs the instruction's reference semantics on the guest's
+    /// true state (virtual IF and IOPL, RPL 0), inline.
+    fn run_patch(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        index: u32,
+    ) -> Option<crate::cpu::Result<StepOutcome>> {
+        let inject = self.config.inject;
+        let patch = self.patches.get_mut(index)?;
+        if patch.state != PatchState::Enabled {
+            return None;
+        }
+        patch.hits += 1;
+        let view = cpu.ring_view;
+        let m = patch.inst.mnemonic();
+        // Injected bug: the PUSHF patch forgets to put the virtual flags back.
+        let leak = inject.pushf_leak && matches!(m, iced_x86::Mnemonic::Pushf | iced_x86::Mnemonic::Pushfd);
+        if !leak {
+            cpu.leave_view();
+        }
+        let result = cpu.execute_or_fault_with(platform, &patch.inst, patch.handler);
+        if inject.sti_shadow && m == iced_x86::Mnemonic::Sti {
+            cpu.state.interrupt_shadow = false;
+        }
+        if !leak {
+            cpu.enter_view(view);
+        }
+        if result.is_ok() {
+            patch.traps_avoided += 1;
+        }
+        Some(result)
+    }
+
+    fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
+        RawEngine::stays_in(self, cpu, view)
     }
 }

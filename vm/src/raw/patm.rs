@@ -9,21 +9,16 @@
 //! clear, as PATM's patch blocks did; elsewhere such code runs on the
 //! reference engine.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-
 use iced_x86::{FlowControl, Instruction};
 
 use super::csam::{decode_at, Site};
 use super::sensitive::{may_clear_if, may_set_if};
-use crate::blocks::KeyHasher;
 use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
 use crate::events::{PatchCause, RefuseReason};
 use crate::exec::{handler_for, Handler};
+use crate::hash::FastMap;
 use crate::platform::Platform;
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// Instructions a patch region covers at most.
 const REGION_LIMIT: u32 = 512;
