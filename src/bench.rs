@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
-use vm::raw::RawConfig;
+use vm::engine::raw::RawConfig;
 
 /// QEMU runs this many times the rounds: it is so much faster that its
 /// start-up noise would swamp a difference over the same rounds.
@@ -303,7 +303,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
 pub fn bisect(rounds: u32) -> Result<ExitCode> {
     use replay::bisect::{Bisector, Control, SideConfig};
     use std::sync::atomic::AtomicBool;
-    use vm::raw::Injection;
+    use vm::engine::raw::Injection;
 
     let kernel = Kernel::Multiboot {
         image: PATCHBUGS_KERNEL.to_vec(),

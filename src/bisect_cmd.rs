@@ -16,7 +16,7 @@ use replay::bisect::{
 };
 use replay::Trace;
 use vm::machine::Engine;
-use vm::raw::Injection;
+use vm::engine::raw::Injection;
 
 /// `git bisect run`: this commit is good / bad / cannot be tested.
 const EXIT_SAME: u8 = 0;

@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 
 use vm::boot::Module;
 use vm::machine::{Engine, Kernel, Machine, StopReason};
-use vm::raw::{Injection, RawConfig};
+use vm::engine::raw::{Injection, RawConfig};
 
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));

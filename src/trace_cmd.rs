@@ -14,7 +14,7 @@ use replay::{ReplayOptions, Replayer, Trace};
 use vm::events::Event;
 use vm::host::{HostInput, NoInput};
 use vm::machine::{Engine, Kernel, Machine};
-use vm::raw::RawConfig;
+use vm::engine::raw::RawConfig;
 
 use crate::{console, exit_code, summary, RunArgs};
 

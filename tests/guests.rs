@@ -4,10 +4,12 @@
 //! QEMU's isa-debug-exit ones: 1 = all checks passed, 3 = a check failed,
 //! 5 = an unexpected interrupt or exception.
 
+mod common;
+
 use vm::boot::Module;
+use vm::engine::raw::RawConfig;
 use vm::host::{NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Kernel, Machine, StopReason};
-use vm::raw::RawConfig;
 
 const OUT_DIR: &str = env!("OUT_DIR");
 const LIMIT: u64 = 200_000_000;
@@ -337,39 +339,19 @@ fn benchmark_workloads_run_identically_on_both_engines() {
     }
 }
 
-/// Runs `kernel` on every engine — the reference, cached blocks, and raw
-/// with and without patches: same stop, output, machine state and RAM.
+/// Runs `kernel` on every engine (the shared harness in tests/common): the
+/// same stop, output, machine state and RAM as the reference; and the
+/// engines that run blocks ran some.
 fn assert_engines_agree(name: &str, kernel: &Kernel, input: &[u8]) {
-    use vm::machine::Engine;
-    let (stop_e, out_e, e) = boot_on(kernel, Engine::Emulate, input);
-    let no_patch = RawConfig {
-        patching: false,
-        ..RawConfig::default()
-    };
-    for (label, engine, config) in [
-        ("blocks", Engine::Blocks, RawConfig::default()),
-        ("raw", Engine::Raw, RawConfig::default()),
-        ("raw --no-patch", Engine::Raw, no_patch),
-    ] {
-        let (stop_b, out_b, b) = boot_with(kernel, engine, config, input);
-        assert_eq!(stop_e, stop_b, "{name} on {label}: stop reasons differ");
-        assert_eq!(
-            String::from_utf8_lossy(&out_e),
-            String::from_utf8_lossy(&out_b),
-            "{name} on {label}: output differs"
-        );
-        assert_eq!(e.state(), b.state(), "{name} on {label}: machine states differ");
-        if let Some(i) = (0..e.platform.mem.ram().len()).find(|&i| e.platform.mem.ram()[i] != b.platform.mem.ram()[i]) {
-            panic!(
-                "{name} on {label}: RAM differs first at {i:#x}: {:#x} vs {:#x}",
-                e.platform.mem.ram()[i],
-                b.platform.mem.ram()[i]
-            );
-        }
+    let (_, others) = common::assert_engines_agree(name, |engine, config| {
+        let (stop, serial, machine) = boot_with(kernel, engine, config, input);
+        common::Run { stop, serial, machine }
+    });
+    for (label, run) in others {
         // Raw runs ring-0 code with IF clear on the reference, and some
         // guests never set IF.
         assert!(
-            engine == Engine::Raw || b.blocks.stats.executed > 0,
+            run.machine.engine == vm::machine::Engine::Raw || run.machine.blocks.stats.executed > 0,
             "{name} on {label}: no block ran"
         );
     }

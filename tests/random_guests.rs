@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use replay::bisect::{Bisector, Control, SideConfig};
 use replay::model::TraceHeader;
 use replay::{ReplayOptions, Trace};
+use vm::engine::raw::RawConfig;
 use vm::host::{NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
-use vm::raw::RawConfig;
 
 const BASE: u32 = 0x7C00;
 /// Image layout (offsets from BASE): code, then the protected-mode tables.
@@ -217,7 +217,7 @@ fn random_guests_verify_on_every_engine() {
         };
         let interval = 1 + rng.below(3000) as u64;
         let max = 5_000 + rng.below(40_000) as u64;
-        for engine in [Engine::Raw, Engine::Blocks, Engine::Emulate] {
+        for engine in Engine::ALL {
             let what = format!(
                 "program {n} ({} mode, {ending:?}, engine {engine:?}, interval {interval}, limit {max}): {:02x?}",
                 if protected { "protected" } else { "real" },

@@ -5,10 +5,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use vm::engine::raw::{Injection, RawConfig};
 use vm::events::{Event, EventLog, PatchCause};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
-use vm::raw::{Injection, RawConfig};
 
 const OUT_DIR: &str = env!("OUT_DIR");
 const LIMIT: u64 = 200_000_000;

@@ -3,14 +3,16 @@
 //! input replays with no host attached; damaged files give errors, not
 //! panics.
 
+mod common;
+
 use std::path::PathBuf;
 
 use replay::model::TraceHeader;
 use replay::replay::Predicate;
 use replay::{ReplayOptions, Replayer, Trace, TraceError};
+use vm::engine::raw::RawConfig;
 use vm::host::{HostInput, NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
-use vm::raw::RawConfig;
 
 const OUT_DIR: &str = env!("OUT_DIR");
 const LIMIT: u64 = 200_000_000;
@@ -107,25 +109,18 @@ const GUESTS: &[&str] = &[
 
 #[test]
 fn every_guest_replays_identically_on_every_engine() {
-    let no_patch = RawConfig {
-        patching: false,
-        ..RawConfig::default()
-    };
+    // Recorded on every engine, replayed on the reference and on every
+    // engine configuration (the shared list in tests/common).
+    let mut replay_on = vec![(Engine::Emulate, RawConfig::default())];
+    replay_on.extend(common::engine_configurations().into_iter().map(|(_, e, c)| (e, c)));
     for name in GUESTS {
         let kernel = multiboot(name, "");
         let input = b"typed\nquit\n";
-        for (engine, raw) in [
-            (Engine::Raw, RawConfig::default()),
-            (Engine::Emulate, RawConfig::default()),
-        ] {
-            let (bytes, out, m) = record(name, &kernel, engine, raw, input, 300_000);
+        for engine in Engine::ALL {
+            let (bytes, out, m) = record(name, &kernel, engine, RawConfig::default(), input, 300_000);
             let trace = Trace::from_bytes(bytes).expect("open");
             assert!(trace.indexed && trace.end.is_some(), "{name}: a finished trace");
-            for (r_engine, r_raw) in [
-                (Engine::Emulate, RawConfig::default()),
-                (Engine::Raw, no_patch),
-                (Engine::Raw, RawConfig::default()),
-            ] {
+            for &(r_engine, r_raw) in &replay_on {
                 let (replayed, r) = replay_all(&trace, r_engine, r_raw);
                 assert_eq!(
                     replayed, out,
@@ -309,7 +304,7 @@ fn searching_backwards_finds_the_last_breakpoint_hit_and_the_last_write() {
     // noting where each pc last ran and where a word of RAM last changed.
     let mut straight = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
     straight.run_to(from / 2, false).expect("run");
-    let pc = vm::raw::pc(&straight.machine.cpu);
+    let pc = vm::engine::raw::pc(&straight.machine.cpu);
     // A word of RAM that the code between `from / 2` and `from` changes.
     let mut later = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
     later.run_to(from, false).expect("run");
@@ -324,7 +319,7 @@ fn searching_backwards_finds_the_last_breakpoint_hit_and_the_last_write() {
     let mut before = word(&straight);
     while straight.icount() < from {
         let at = straight.icount();
-        if vm::raw::pc(&straight.machine.cpu) == pc {
+        if vm::engine::raw::pc(&straight.machine.cpu) == pc {
             last_pc = Some(at);
         }
         straight.step().expect("step");
@@ -338,7 +333,7 @@ fn searching_backwards_finds_the_last_breakpoint_hit_and_the_last_write() {
     r.seek(from).expect("seek");
     assert_eq!(r.find_previous(Predicate::Pc(pc)).expect("search"), last_pc);
     assert_eq!(r.icount(), last_pc.expect("the pc ran"));
-    assert_eq!(vm::raw::pc(&r.machine.cpu), pc);
+    assert_eq!(vm::engine::raw::pc(&r.machine.cpu), pc);
     r.seek(from).expect("seek");
     let found = r
         .find_previous(Predicate::Writes {

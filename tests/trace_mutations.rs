@@ -20,9 +20,9 @@ use std::time::Duration;
 use replay::format::{self, FrameKind};
 use replay::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, TraceHeader, TraceIndex};
 use replay::{ReplayOptions, Trace};
+use vm::engine::raw::RawConfig;
 use vm::host::{HostInput, NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine};
-use vm::raw::RawConfig;
 
 const OUT_DIR: &str = env!("OUT_DIR");
 

@@ -2,7 +2,7 @@
 //! says around it.
 
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd};
-use vm::raw::patm::PatchState;
+use vm::engine::raw::patm::PatchState;
 
 use crate::target::DebugTarget;
 use crate::GdbError;
@@ -41,7 +41,7 @@ impl MonitorCmd for DebugTarget<'_> {
                         out,
                         "at icount {} (pc {:#x}); 'stepi 0' or 'info registers' to refresh gdb",
                         r.icount(),
-                        vm::raw::pc(&r.machine.cpu)
+                        vm::engine::raw::pc(&r.machine.cpu)
                     );
                 }
                 Err(_) => outputln!(out, "seek needs an instruction count, not '{n}'"),

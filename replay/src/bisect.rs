@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 use vm::events::{EngineKind, Event, EventLog, EventRecord};
 use vm::machine::{CaptureConsole, Engine, Machine, MachineState};
-use vm::raw::patm::{Patch, PatchKey, PatchState};
-use vm::raw::RawConfig;
+use vm::engine::raw::patm::{Patch, PatchKey, PatchState};
+use vm::engine::raw::RawConfig;
 
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
@@ -908,7 +908,7 @@ impl<'t> Bisector<'t> {
     /// working copies at `n.hi`.
     fn describe(&self, n: &mut Narrowed, start_b: &Side, recording_agrees_with: &str) -> Result<Found> {
         let a = &mut n.a.machine;
-        let pc = vm::raw::pc(&a.cpu);
+        let pc = vm::engine::raw::pc(&a.cpu);
         let code32 = a.cpu.state.code32();
         let phys = a.cpu.probe_translate(&mut a.platform, pc);
         let bytes = (1..=15)
@@ -960,7 +960,7 @@ impl<'t> Bisector<'t> {
         phys: Option<u32>,
         trace_is_b: bool,
     ) -> Result<(String, Vec<HistoryEntry>)> {
-        let pc = vm::raw::pc(&n.a.machine.cpu);
+        let pc = vm::engine::raw::pc(&n.a.machine.cpu);
         let from = start_b.machine.icount();
         let (source, events) = match self.b_history {
             Some(t) if trace_is_b => ("trace", t.events(from, n.hi)?),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use vm::events::EventRecord;
 use vm::machine::{Engine, Kernel, MachineState};
-use vm::raw::RawConfig;
+use vm::engine::raw::RawConfig;
 
 /// The machine a trace was recorded on: everything needed to build it again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 
 use vm::host::HostInput;
 use vm::machine::{CaptureConsole, Engine, Machine, MachineState, StopReason};
-use vm::raw::RawConfig;
+use vm::engine::raw::RawConfig;
 
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
@@ -360,7 +360,7 @@ impl<'t> Replayer<'t> {
         }
         Divergence {
             icount: state.icount,
-            pc: vm::raw::pc(&self.machine.cpu),
+            pc: vm::engine::raw::pc(&self.machine.cpu),
             differences,
         }
     }
@@ -612,7 +612,7 @@ impl Replayer<'_> {
             let mut found = None;
             while self.machine.icount() < upto {
                 let at = self.machine.icount();
-                let pc = vm::raw::pc(&self.machine.cpu);
+                let pc = vm::engine::raw::pc(&self.machine.cpu);
                 if let Some(&(i, _)) = pcs.iter().find(|(_, p)| *p == pc) {
                     found = Some((at, i));
                 }

@@ -41,3 +41,63 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+use vm::engine::raw::RawConfig;
+use vm::machine::{Engine, Machine, StopReason};
+
+/// Every engine configuration the agreement tests hold to the reference:
+/// each engine of [`Engine::ALL`] as configured by default, and the raw
+/// engine without patches. A new engine is in `Engine::ALL`, and so it is
+/// tested by every test that uses this.
+pub fn engine_configurations() -> Vec<(String, Engine, RawConfig)> {
+    let mut out: Vec<(String, Engine, RawConfig)> = Engine::ALL
+        .into_iter()
+        .filter(|&e| e != Engine::Emulate)
+        .map(|e| (e.name().to_string(), e, RawConfig::default()))
+        .collect();
+    let no_patch = RawConfig {
+        patching: false,
+        ..RawConfig::default()
+    };
+    out.push(("raw --no-patch".into(), Engine::Raw, no_patch));
+    out
+}
+
+/// How a run ended.
+pub struct Run {
+    pub stop: StopReason,
+    pub serial: Vec<u8>,
+    pub machine: Machine,
+}
+
+/// Runs the same guest on the reference and on every other engine
+/// configuration (`run` builds and runs it on the one given): each must end
+/// with the reference's stop, output, machine state and RAM. Returns the
+/// reference's run and the others', labelled.
+pub fn assert_engines_agree(name: &str, run: impl Fn(Engine, RawConfig) -> Run) -> (Run, Vec<(String, Run)>) {
+    let reference = run(Engine::Emulate, RawConfig::default());
+    let mut others = Vec::new();
+    for (label, engine, config) in engine_configurations() {
+        let other = run(engine, config);
+        assert_eq!(reference.stop, other.stop, "{name} on {label}: stop reasons differ");
+        assert_eq!(
+            String::from_utf8_lossy(&reference.serial),
+            String::from_utf8_lossy(&other.serial),
+            "{name} on {label}: output differs"
+        );
+        assert_eq!(
+            reference.machine.state(),
+            other.machine.state(),
+            "{name} on {label}: machine states differ"
+        );
+        let (a, b) = (reference.machine.platform.mem.ram(), other.machine.platform.mem.ram());
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!(
+                "{name} on {label}: RAM differs first at {i:#x}: {:#x} vs {:#x}",
+                a[i], b[i]
+            );
+        }
+        others.push((label, other));
+    }
+    (reference, others)
+}

@@ -334,7 +334,7 @@ impl App {
                 site: p.site,
                 kind: format!("{:?}", p.kind).to_lowercase(),
                 state: match p.state {
-                    vm::raw::patm::PatchState::Refused(_) => "refused".into(),
+                    vm::engine::raw::patm::PatchState::Refused(_) => "refused".into(),
                     s => format!("{s:?}").to_lowercase(),
                 },
                 hits: p.hits,

@@ -255,7 +255,7 @@ impl Session {
     }
 
     pub fn pc(&self) -> u32 {
-        vm::raw::pc(&self.replayer.machine.cpu)
+        vm::engine::raw::pc(&self.replayer.machine.cpu)
     }
 
     /// Starts moving to `target`: restores the nearest checkpoint at or

@@ -5,12 +5,12 @@
 //! input log: nothing in this crate reads the host clock or host randomness, and
 //! every value from outside enters through [`host::HostInput`].
 
-pub mod blocks;
 pub mod boot;
 pub mod bus;
 pub mod conformance;
 pub mod cpu;
 pub mod devices;
+pub mod engine;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -20,7 +20,6 @@ pub mod linear;
 pub mod machine;
 pub mod mem;
 pub mod platform;
-pub mod raw;
 pub mod time;
 
 pub use error::VmError;

@@ -5,14 +5,14 @@
 //! shadow is active (SDM Vol. 3A, 6.8.3), so the instruction that takes it is a
 //! pure function of the instruction stream.
 
-use crate::blocks::{BlockCache, RawOutcome};
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::state::flags;
 use crate::cpu::{Cpu, CpuState, Fault, StepOutcome};
-use crate::events::{EngineKind, Event, SinkSlot};
+use crate::engine::blocks::BlockCache;
+use crate::engine::raw::RawEngine;
+use crate::events::{Event, SinkSlot};
 use crate::host::{HostInput, INPUT_POLL_TICKS};
 use crate::platform::{DevicesState, Platform};
-use crate::raw::RawEngine;
 
 /// How many timer deadlines a halted CPU may pass without an interrupt
 /// reaching it before the machine concludes no timer can wake it.
@@ -22,32 +22,8 @@ const MAX_IDLE_DEADLINES: u64 = 1 << 20;
 /// retiring before the machine reports a fault loop instead of spinning.
 const MAX_FAULTS_WITHOUT_PROGRESS: u64 = 1 << 20;
 
-/// The engines that execute guest code. Guest-visible results never depend
-/// on the choice (the differential tests hold them to it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Engine {
-    /// The fast path: cached blocks, guest ring 0 compressed into ring 1,
-    /// the monitor, the code scanner and the patch manager.
-    #[default]
-    Raw,
-    /// The reference: decode and execute each instruction.
-    Emulate,
-    /// Cached blocks at the guest's true privilege: the raw engine without
-    /// ring compression, for telling the two apart when diagnosing.
-    Blocks,
-}
-
-impl std::str::FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "raw" => Ok(Engine::Raw),
-            "emulate" => Ok(Engine::Emulate),
-            "blocks" => Ok(Engine::Blocks),
-            _ => Err(format!("unknown engine '{s}' (raw, emulate or blocks)")),
-        }
-    }
-}
+/// The engine a machine runs with (it lives with the engines).
+pub use crate::engine::Engine;
 
 /// Where the guest's console output goes.
 pub trait Console {
@@ -295,7 +271,7 @@ impl Machine {
         }
         let vector = self.platform.acknowledge_interrupt();
         self.exits.interrupts += 1;
-        let pc = crate::raw::pc(&self.cpu);
+        let pc = crate::engine::raw::pc(&self.cpu);
         self.events.emit(self.cpu.icount, pc, || Event::Interrupt { vector });
         self.idle_without_wakeup = 0;
         match self
@@ -343,7 +319,7 @@ impl Machine {
             }
             let debugging = !self.breakpoints.is_empty() || (!self.platform.watches.is_empty() && !self.coarse_watch);
             if debugging && !std::mem::take(&mut self.resume_past_breakpoint) {
-                let pc = crate::raw::pc(&self.cpu);
+                let pc = crate::engine::raw::pc(&self.cpu);
                 if self.breakpoints.contains(&pc) {
                     self.flush_console(console);
                     return StopReason::Breakpoint(pc);
@@ -351,19 +327,16 @@ impl Machine {
             }
             let engine = if debugging { Engine::Emulate } else { self.engine };
             self.last_step_start = self.cpu.icount;
-            let outcome = match engine {
-                Engine::Emulate => self.cpu.step(&mut self.platform),
-                Engine::Blocks => {
-                    // Blocks end at the next deadline, so timers and input are
-                    // serviced at the same instruction as under the reference.
-                    let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
-                    self.blocks.run(&mut self.cpu, &mut self.platform, stop)
-                }
-                Engine::Raw => {
-                    let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
-                    self.raw_step(stop)
-                }
+            // Engines stop at the next deadline, so timers and input are
+            // serviced at the same instruction whichever runs.
+            let stop = max_icount.min(deadline.saturating_sub(self.cpu.idle_ticks));
+            let parts = crate::engine::Parts {
+                cpu: &mut self.cpu,
+                platform: &mut self.platform,
+                blocks: &mut self.blocks,
+                events: &mut self.events,
             };
+            let outcome = engine.step(&mut self.raw, parts, stop);
             match outcome {
                 StepOutcome::Retired | StepOutcome::Halted => {}
                 StepOutcome::Exception(fault) => {
@@ -445,36 +418,6 @@ impl Machine {
         }
     }
 
-    /// One step of the raw engine: the monitor picks the engine for CS:EIP
-    /// (a switch is an event), a raw block runs, and an exit is handled.
-    fn raw_step(&mut self, stop_icount: u64) -> StepOutcome {
-        let (kind, view) = self.raw.choose(&mut self.cpu, &mut self.platform, &mut self.events);
-        self.raw.switch_to(kind, &self.cpu, &mut self.events);
-        if kind == EngineKind::Reference {
-            self.raw.monitor.reference_steps += 1;
-            return self.cpu.step(&mut self.platform);
-        }
-        match self.blocks.run_raw(
-            &mut self.cpu,
-            &mut self.platform,
-            stop_icount,
-            view,
-            &mut self.raw,
-            &mut self.events,
-        ) {
-            RawOutcome::Step(outcome) => outcome,
-            RawOutcome::Exit(reason) => {
-                let (outcome, patched) = self
-                    .raw
-                    .exit(&mut self.cpu, &mut self.platform, reason, &mut self.events);
-                if let Some(page) = patched {
-                    self.blocks.drop_page(page);
-                }
-                outcome
-            }
-        }
-    }
-
     /// Makes this machine a copy of `src`, given that their RAM differs at
     /// most on `pages` (the pages either dirtied since they were last
     /// equal): copies those pages and clones everything else. A clone of a
@@ -504,7 +447,7 @@ impl Machine {
     /// Returns false when there is no such inline patch, or it is dirty or
     /// refused.
     pub fn set_patch_enabled(&mut self, index: u32, enabled: bool) -> bool {
-        use crate::raw::patm::PatchState;
+        use crate::engine::raw::patm::PatchState;
         let Some(p) = self.raw.patches.get_mut(index) else {
             return false;
         };
@@ -513,7 +456,7 @@ impl Machine {
         } else {
             PatchState::Disabled
         };
-        if p.kind != crate::raw::patm::PatchKind::Inline
+        if p.kind != crate::engine::raw::patm::PatchKind::Inline
             || !matches!(p.state, PatchState::Enabled | PatchState::Disabled)
         {
             return false;

@@ -2,7 +2,7 @@
 //! guest writes to its page. The `blocks` engine runs cached blocks at the
 //! guest's true privilege; the raw engine runs them in a ring view (guest
 //! ring 0 compressed into ring 1) with the annotations its scanner and patch
-//! manager give each instruction (`crate::raw`, docs/raw-engine.md).
+//! manager give each instruction (`crate::engine::raw`, docs/raw-engine.md).
 //!
 //! Equivalence with the reference engine is by construction: a cached
 //! instruction is executed by the same `Cpu::execute`, or in its compact form
@@ -18,6 +18,7 @@
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
 
+use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
@@ -488,20 +489,6 @@ impl BlockCache {
             }
         }
     }
-}
-
-/// Whether `Machine::run` would do anything but call `BlockCache::run` again
-/// after an instruction retired: the instruction limit or a deadline
-/// (`stop_icount`), a halt, device attention, or an interrupt the CPU can
-/// take now.
-/// The guest's own IF counts, whatever the ring view.
-#[inline(always)]
-fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) -> bool {
-    cpu.icount >= stop_icount
-        || cpu.state.halted
-        || platform.attention != Default::default()
-        || platform.watch_hit.is_some()
-        || (cpu.virtual_if() && !cpu.state.interrupt_shadow && platform.intr())
 }
 
 /// Runs a block. `RAW` blocks run in a ring view with the raw engine's

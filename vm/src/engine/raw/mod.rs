@@ -1,6 +1,6 @@
 //! The raw engine's control side: ring compression policy, the monitor that
 //! handles every exit, the code scanner (`csam`) and the patch manager
-//! (`patm`). The block cache (`crate::blocks`) executes; this module decides
+//! (`patm`). The block cache (`crate::engine::blocks`) executes; this module decides
 //! what each cached instruction becomes (plain, an exit, a patch) and what
 //! happens at each exit. docs/raw-engine.md explains the design.
 
@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 
 use iced_x86::Instruction;
 
-use crate::blocks::{RawHooks, SiteKind};
 use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
+use crate::engine::blocks::{RawHooks, RawOutcome, SiteKind};
 use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, SinkSlot};
 use crate::platform::Platform;
 use csam::{decode_at, Scanner};
@@ -646,5 +646,34 @@ impl RawHooks for RawEngine {
 
     fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
         RawEngine::stays_in(self, cpu, view)
+    }
+}
+
+/// The raw engine's step: the monitor picks the engine for CS:EIP (a switch
+/// is an event), a raw block runs, and an exit is handled.
+impl super::Executor for RawEngine {
+    fn step(&mut self, parts: super::Parts<'_>, stop_icount: u64) -> StepOutcome {
+        let super::Parts {
+            cpu,
+            platform,
+            blocks,
+            events,
+        } = parts;
+        let (kind, view) = self.choose(cpu, platform, events);
+        self.switch_to(kind, cpu, events);
+        if kind == EngineKind::Reference {
+            self.monitor.reference_steps += 1;
+            return cpu.step(platform);
+        }
+        match blocks.run_raw(cpu, platform, stop_icount, view, self, events) {
+            RawOutcome::Step(outcome) => outcome,
+            RawOutcome::Exit(reason) => {
+                let (outcome, patched) = self.exit(cpu, platform, reason, events);
+                if let Some(page) = patched {
+                    blocks.drop_page(page);
+                }
+                outcome
+            }
+        }
     }
 }
