@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use vm::events::{EngineKind, Event, EventLog, EventRecord};
-use vm::machine::{CaptureConsole, Engine, Machine, MachineState};
 use vm::engine::raw::patm::{Patch, PatchKey, PatchState};
 use vm::engine::raw::RawConfig;
+use vm::events::{EngineKind, Event, EventLog, EventRecord};
+use vm::machine::{CaptureConsole, Engine, Machine, MachineState};
 
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};

@@ -27,10 +27,5 @@ pub fn image_hash(bytes: &[u8]) -> String {
 
 /// The hashes a header records: the kernel image, then each module.
 pub fn kernel_hashes(kernel: &vm::machine::Kernel) -> Vec<String> {
-    match kernel {
-        vm::machine::Kernel::Multiboot { image, modules, .. } => std::iter::once(image_hash(image))
-            .chain(modules.iter().map(|m| image_hash(&m.data)))
-            .collect(),
-        vm::machine::Kernel::Flat { image, .. } => vec![image_hash(image)],
-    }
+    kernel.images().into_iter().map(image_hash).collect()
 }

@@ -2,9 +2,9 @@
 //! data; the index is rkyv, accessed zero-copy after validation.
 
 use serde::{Deserialize, Serialize};
+use vm::engine::raw::RawConfig;
 use vm::events::EventRecord;
 use vm::machine::{Engine, Kernel, MachineState};
-use vm::engine::raw::RawConfig;
 
 /// The machine a trace was recorded on: everything needed to build it again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

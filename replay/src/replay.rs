@@ -4,9 +4,9 @@
 //! digests). Seeking restores the nearest checkpoint at or before the target
 //! and runs forward.
 
+use vm::engine::raw::RawConfig;
 use vm::host::HostInput;
 use vm::machine::{CaptureConsole, Engine, Machine, MachineState, StopReason};
-use vm::engine::raw::RawConfig;
 
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};

@@ -142,7 +142,7 @@ pub struct Symbols {
 
 impl Symbols {
     fn of(kernel: &Kernel) -> Symbols {
-        let Kernel::Multiboot { image, .. } = kernel else {
+        let Some(image) = kernel.symbols() else {
             return Symbols::default();
         };
         let Ok(elf) = goblin::elf::Elf::parse(image) else {

@@ -524,18 +524,8 @@ impl crate::linear::GuestMemory for Machine {
     }
 }
 
-/// What to boot.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Kernel {
-    /// A multiboot v1 kernel with its command line and modules.
-    Multiboot {
-        image: Vec<u8>,
-        cmdline: String,
-        modules: Vec<crate::boot::Module>,
-    },
-    /// A flat binary entered in real mode at `addr`.
-    Flat { image: Vec<u8>, addr: u32 },
-}
+/// What to boot (the boot loaders' kinds of kernel).
+pub use crate::boot::Kernel;
 
 impl Machine {
     /// Builds a machine with `ram_bytes` of RAM and loads `kernel` into it,
@@ -549,14 +539,7 @@ impl Machine {
             return Err(crate::VmError::BadMemorySize(format!("{ram_bytes} bytes")));
         }
         let mut m = Machine::new(ram_bytes as usize, host);
-        let state = match kernel {
-            Kernel::Multiboot {
-                image,
-                cmdline,
-                modules,
-            } => crate::boot::load_multiboot(&mut m.platform, image, cmdline, modules)?,
-            Kernel::Flat { image, addr } => crate::boot::load_flat(&mut m.platform, image, *addr)?,
-        };
+        let state = kernel.load(&mut m.platform)?;
         m.cpu.set_state(state);
         Ok(m)
     }
