@@ -82,6 +82,7 @@ impl SegReg {
 /// `attr` holds descriptor byte 5 (type, S, DPL, P) in bits 0..8 and the high nibble
 /// of byte 6 (AVL, L, D/B, G) in bits 12..16, the layout VMX uses for access rights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct Segment {
     pub selector: u16,
     pub base: u32,
@@ -137,6 +138,7 @@ impl Segment {
 
 /// GDTR / IDTR (SDM Vol. 3A, 2.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct TableReg {
     pub base: u32,
     pub limit: u16,
@@ -144,6 +146,7 @@ pub struct TableReg {
 
 /// The model-specific registers a 32-bit kernel touches (SDM Vol. 4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct Msrs {
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
@@ -169,8 +172,56 @@ pub mod reg {
     pub const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
 }
 
-/// The complete architectural state of the processor.
+/// The x87 register file (SDM Vol. 1, 8.1): eight 80-bit data registers
+/// in stack order of their physical numbers, the control, status and tag
+/// words, and the last instruction's opcode and pointers, laid out for
+/// compiled code as the rest of the state is.
+///
+/// The processor modelled today has no FPU (CPUID.1:EDX.FPU = 0; see
+/// `exec/x87.rs`), so this never leaves its reset value and traces do not
+/// store it; the FPU's work fills it in and makes it part of the trace
+/// format (an explicit format change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct FpuState {
+    /// R0-R7, each the 80-bit extended format in its low 10 bytes (little
+    /// endian), padded to 16.
+    pub regs: [[u8; 16]; 8],
+    pub control: u16,
+    pub status: u16,
+    /// The full 16-bit tag word (two bits per register).
+    pub tag: u16,
+    pub opcode: u16,
+    pub ip: u32,
+    pub cs: u16,
+    pub ds: u16,
+    pub dp: u32,
+}
+
+impl Default for FpuState {
+    /// The state after FNINIT (SDM Vol. 1, 8.1.8 / table 8-10 is FINIT's):
+    /// control 0x037F, every register empty.
+    fn default() -> Self {
+        FpuState {
+            regs: [[0; 16]; 8],
+            control: 0x037F,
+            status: 0,
+            tag: 0xFFFF,
+            opcode: 0,
+            ip: 0,
+            cs: 0,
+            ds: 0,
+            dp: 0,
+        }
+    }
+}
+
+/// The complete architectural state of the processor, laid out as C lays
+/// out a struct, so code generated at run time (the compiler tier) reads
+/// and writes the very fields the interpreter does, at the offsets in
+/// [`offsets`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct CpuState {
     pub regs: [u32; 8],
     pub eip: u32,
@@ -191,6 +242,54 @@ pub struct CpuState {
     /// The instruction just retired blocks interrupts before the next one
     /// (STI, MOV SS, POP SS; SDM Vol. 3A, 6.8.3).
     pub interrupt_shadow: bool,
+    /// Room for the x87 (not in traces until there is an FPU: see
+    /// [`FpuState`]).
+    #[serde(skip)]
+    pub fpu: FpuState,
+}
+
+/// Byte offsets of the fields of [`CpuState`] (and of a [`Segment`] within
+/// it), for code that addresses the state through a pointer, as QEMU's
+/// generated code addresses `CPUX86State`.
+pub mod offsets {
+    use super::{CpuState, FpuState, Segment};
+    use std::mem::{offset_of, size_of};
+
+    pub const REGS: usize = offset_of!(CpuState, regs);
+    /// General register `r` (ModRM order: EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI).
+    pub const fn reg(r: usize) -> usize {
+        REGS + 4 * r
+    }
+    pub const EIP: usize = offset_of!(CpuState, eip);
+    pub const EFLAGS: usize = offset_of!(CpuState, eflags);
+    pub const SEGS: usize = offset_of!(CpuState, segs);
+    /// Segment register `s` (`SegReg as usize`).
+    pub const fn seg(s: usize) -> usize {
+        SEGS + SEGMENT_SIZE * s
+    }
+    pub const SEGMENT_SIZE: usize = size_of::<Segment>();
+    pub const SEGMENT_SELECTOR: usize = offset_of!(Segment, selector);
+    pub const SEGMENT_BASE: usize = offset_of!(Segment, base);
+    pub const SEGMENT_LIMIT: usize = offset_of!(Segment, limit);
+    pub const SEGMENT_ATTR: usize = offset_of!(Segment, attr);
+    pub const LDTR: usize = offset_of!(CpuState, ldtr);
+    pub const TR: usize = offset_of!(CpuState, tr);
+    pub const GDTR: usize = offset_of!(CpuState, gdtr);
+    pub const IDTR: usize = offset_of!(CpuState, idtr);
+    pub const CR0: usize = offset_of!(CpuState, cr0);
+    pub const CR2: usize = offset_of!(CpuState, cr2);
+    pub const CR3: usize = offset_of!(CpuState, cr3);
+    pub const CR4: usize = offset_of!(CpuState, cr4);
+    pub const DR: usize = offset_of!(CpuState, dr);
+    pub const MSRS: usize = offset_of!(CpuState, msrs);
+    pub const HALTED: usize = offset_of!(CpuState, halted);
+    pub const INTERRUPT_SHADOW: usize = offset_of!(CpuState, interrupt_shadow);
+    pub const FPU: usize = offset_of!(CpuState, fpu);
+    pub const FPU_REGS: usize = FPU + offset_of!(FpuState, regs);
+    pub const FPU_CONTROL: usize = FPU + offset_of!(FpuState, control);
+    pub const FPU_STATUS: usize = FPU + offset_of!(FpuState, status);
+    pub const FPU_TAG: usize = FPU + offset_of!(FpuState, tag);
+    pub const SIZE: usize = size_of::<CpuState>();
 }
 
 impl Default for CpuState {
@@ -240,6 +339,7 @@ impl CpuState {
             },
             halted: false,
             interrupt_shadow: false,
+            fpu: FpuState::default(),
         }
     }
 
@@ -325,5 +425,34 @@ impl CpuState {
             self.gdtr.base, self.gdtr.limit, self.idtr.base, self.idtr.limit, self.ldtr.selector, self.tr.selector
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn offsets_address_the_fields_they_name() {
+        let mut st = CpuState::reset();
+        let base = (&mut st as *mut CpuState).cast::<u8>();
+        // SAFETY: every offset comes from offset_of! on this repr(C) struct,
+        // so it lies inside `st` and is aligned for the field's type, which
+        // is the type written.
+        unsafe {
+            base.add(offsets::EIP).cast::<u32>().write(0x1234);
+            base.add(offsets::reg(reg::EBX)).cast::<u32>().write(7);
+            base.add(offsets::seg(SegReg::Ds as usize) + offsets::SEGMENT_BASE)
+                .cast::<u32>()
+                .write(0xABC0);
+            base.add(offsets::CR3).cast::<u32>().write(0x9000);
+            base.add(offsets::FPU_CONTROL).cast::<u16>().write(0x027F);
+        }
+        assert_eq!(st.eip, 0x1234);
+        assert_eq!(st.regs[reg::EBX], 7);
+        assert_eq!(st.segs[SegReg::Ds as usize].base, 0xABC0);
+        assert_eq!(st.cr3, 0x9000);
+        assert_eq!(st.fpu.control, 0x027F);
+        assert_eq!(offsets::SIZE, std::mem::size_of::<CpuState>());
     }
 }
