@@ -10,9 +10,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use vm::engine::raw::RawConfig;
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
-use vm::engine::raw::RawConfig;
 
 /// QEMU runs this many times the rounds: it is so much faster that its
 /// start-up noise would swamp a difference over the same rounds.
@@ -280,7 +280,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
     // every checkpoint interval and finds nothing.
     let never = 0x01F0_0000;
     let t = Instant::now();
-    let hit = r.find_previous(replay::replay::Predicate::Writes {
+    let hit = r.find_previous(replay::timeline::Predicate::Writes {
         start: never,
         end: never + 4,
     })?;

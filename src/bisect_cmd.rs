@@ -15,8 +15,8 @@ use replay::bisect::{
     self, Bisector, Control, DivergenceReport, PatchReport, RecordingComparison, Report, SideConfig, Stage,
 };
 use replay::Trace;
-use vm::machine::Engine;
 use vm::engine::raw::Injection;
+use vm::machine::Engine;
 
 /// `git bisect run`: this commit is good / bad / cannot be tested.
 const EXIT_SAME: u8 = 0;

@@ -24,8 +24,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use vm::boot::Module;
-use vm::machine::{Engine, Kernel, Machine, StopReason};
 use vm::engine::raw::{Injection, RawConfig};
+use vm::machine::{Engine, Kernel, Machine, StopReason};
 
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));

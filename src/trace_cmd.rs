@@ -11,10 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use replay::format::FrameKind;
 use replay::model::TraceHeader;
 use replay::{ReplayOptions, Replayer, Trace};
+use vm::engine::raw::RawConfig;
 use vm::events::Event;
 use vm::host::{HostInput, NoInput};
 use vm::machine::{Engine, Kernel, Machine};
-use vm::engine::raw::RawConfig;
 
 use crate::{console, exit_code, summary, RunArgs};
 

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use replay::model::TraceHeader;
-use replay::replay::Predicate;
+use replay::timeline::Predicate;
 use replay::{ReplayOptions, Replayer, Trace, TraceError};
 use vm::engine::raw::RawConfig;
 use vm::host::{HostInput, NoInput, ScriptedInput};

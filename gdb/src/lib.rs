@@ -28,7 +28,8 @@ use gdbstub::target::Target;
 use thiserror::Error;
 
 use conn::{Session, PACKET_SIZE};
-pub use target::{DebugTarget, Live};
+pub use replay::live::Live;
+pub use target::DebugTarget;
 
 #[derive(Debug, Error)]
 pub enum GdbError {

@@ -18,16 +18,12 @@ use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;
 use gdbstub::target::{Target, TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86CoreRegs;
 use gdbstub_arch::x86::X86_SSE;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use replay::model::TraceHeader;
-use replay::record::Recorder;
-use replay::replay::{Predicate, Stop};
-use replay::{Replayer, Trace};
+use replay::live::Live;
+use replay::replay::Stop;
+use replay::timeline::Predicate;
+use replay::Replayer;
 use vm::cpu::state::SegReg;
-use vm::host::HostInput;
-use vm::machine::{Console, Machine, StopReason};
 use vm::platform::Watch;
 
 use crate::GdbError;
@@ -61,73 +57,6 @@ struct GdbWatch {
     addr: u32,
     len: u32,
     kind: WatchKind,
-}
-
-/// A live recording the debugger drives: the guest runs ahead of the
-/// replay only when the replay reaches the end of what was recorded.
-pub struct Live {
-    pub machine: Machine,
-    recorder: Option<Recorder>,
-    host: Box<dyn HostInput + Send>,
-    console: Box<dyn Console + Send>,
-    path: PathBuf,
-    /// How the guest stopped, once it has.
-    pub stop: Option<StopReason>,
-    pub summary: Option<replay::RecordSummary>,
-}
-
-impl Live {
-    /// Starts recording `machine` (configured as `header` says) into `path`;
-    /// nothing runs until the debugger asks.
-    pub fn start(
-        path: PathBuf,
-        header: &TraceHeader,
-        mut machine: Machine,
-        host: Box<dyn HostInput + Send>,
-        console: Box<dyn Console + Send>,
-    ) -> Result<(Live, Arc<Trace>), GdbError> {
-        let recorder = Recorder::start(&path, header, &mut machine).map_err(GdbError::Trace)?;
-        recorder.sync().map_err(GdbError::Trace)?;
-        let trace = Arc::new(Trace::open(&path).map_err(GdbError::Trace)?);
-        let live = Live {
-            machine,
-            recorder: Some(recorder),
-            host,
-            console,
-            path,
-            stop: None,
-            summary: None,
-        };
-        Ok((live, trace))
-    }
-
-    /// Records `n` more instructions (fewer if the guest stops) and returns
-    /// the trace as it now is; `None` once the guest has stopped.
-    fn extend(&mut self, n: u64) -> Result<Option<Arc<Trace>>, GdbError> {
-        if self.stop.is_some() {
-            return Ok(None);
-        }
-        let Some(rec) = self.recorder.as_mut() else {
-            return Ok(None);
-        };
-        let target = self.machine.icount().saturating_add(n);
-        let stop = rec
-            .run(
-                &mut self.machine,
-                &mut *self.host,
-                &mut *self.console,
-                target,
-                &mut |_| {},
-            )
-            .map_err(GdbError::Trace)?;
-        if stop == StopReason::InsnLimit {
-            rec.sync().map_err(GdbError::Trace)?;
-        } else if let Some(rec) = self.recorder.take() {
-            self.summary = Some(rec.finish(&mut self.machine, &stop).map_err(GdbError::Trace)?);
-            self.stop = Some(stop);
-        }
-        Ok(Some(Arc::new(Trace::open(&self.path).map_err(GdbError::Trace)?)))
-    }
 }
 
 pub struct DebugTarget<'t> {
@@ -186,7 +115,7 @@ impl<'t> DebugTarget<'t> {
         let Some(live) = self.live.as_mut() else {
             return Ok(false);
         };
-        match live.extend(n)? {
+        match live.extend(n).map_err(GdbError::Trace)? {
             Some(trace) => {
                 self.replayer.extend_trace(trace).map_err(GdbError::Trace)?;
                 Ok(!self.replayer.at_end())

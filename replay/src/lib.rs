@@ -8,10 +8,12 @@ pub mod digest;
 pub mod error;
 pub mod format;
 pub mod integrity;
+pub mod live;
 pub mod model;
 pub mod reader;
 pub mod record;
 pub mod replay;
+pub mod timeline;
 pub mod verify;
 
 pub use error::{Result, TraceError};

@@ -323,7 +323,7 @@ impl Session {
         let phys = self.translate(addr).ok_or(TuiError::Unmapped(addr))?;
         self.previous = Some(self.cpu().clone());
         self.trail.clear();
-        Ok(self.replayer.find_previous(replay::replay::Predicate::Writes {
+        Ok(self.replayer.find_previous(replay::timeline::Predicate::Writes {
             start: phys,
             end: phys + 1,
         })?)
