@@ -358,10 +358,10 @@ impl Session {
         if bytes.is_empty() {
             return None;
         }
-        let bits = if code32 { 32 } else { 16 };
         let ip = u64::from(addr);
-        let inst = iced_x86::Decoder::with_ip(bits, &bytes, ip, iced_x86::DecoderOptions::NONE).decode();
-        if inst.is_invalid() {
+        // As the machine decodes: the inspector never disagrees with it on
+        // where an instruction ends.
+        let Some(inst) = vm::exec::decode::decode_one(&bytes, ip, code32) else {
             return Some(DisasmLine {
                 addr,
                 bytes: bytes[..1].to_vec(),
@@ -370,7 +370,7 @@ impl Session {
                 disagree: false,
                 current,
             });
-        }
+        };
         let len = inst.len();
         let mut text = None;
         let mut disagree = false;

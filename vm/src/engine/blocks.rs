@@ -16,7 +16,7 @@
 //! operand size, and dropped when their page is written (self-modifying
 //! code), which `PhysMem`'s page watch reports.
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{FlowControl, Instruction};
 
 use super::outer_loop_would_act;
 use crate::bus::Bus;
@@ -314,13 +314,7 @@ impl BlockCache {
         let mut bytes = [0u8; MAX_BLOCK * MAX_INSN_LEN];
         let avail = (PAGE_SIZE - (key.phys as usize & (PAGE_SIZE - 1))).min(bytes.len());
         platform.fetch_phys(key.phys, &mut bytes[..avail]);
-        let bitness = if key.code32 { 32 } else { 16 };
-        let mut decoder = Decoder::with_ip(
-            bitness,
-            &bytes[..avail],
-            u64::from(key.eip),
-            DecoderOptions::NO_INVALID_CHECK,
-        );
+        let mut decoder = crate::exec::decode::decoder(&bytes[..avail], u64::from(key.eip), key.code32);
         let mut insts = Vec::with_capacity(8);
         while insts.len() < MAX_BLOCK && decoder.can_decode() {
             let inst = decoder.decode();

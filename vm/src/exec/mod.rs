@@ -8,6 +8,7 @@ pub mod bit;
 pub mod compact;
 pub mod control;
 pub mod datamov;
+pub mod decode;
 pub mod flags;
 pub mod muldiv;
 pub mod shift;
@@ -18,7 +19,7 @@ pub mod system;
 pub(crate) mod testutil;
 pub mod x87;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use crate::bus::Bus;
 use crate::cpu::interrupt::IntSource;
@@ -84,7 +85,7 @@ impl Cpu {
         let in_page = (0x1000 - (lin & 0xFFF)) as usize;
         let mut n = self.fetch_linear(bus, lin, &mut buf[..want.min(in_page)])?;
         loop {
-            let mut decoder = Decoder::with_ip(bitness, &buf[..n], u64::from(eip), DecoderOptions::NO_INVALID_CHECK);
+            let mut decoder = decode::decoder(&buf[..n], u64::from(eip), code32);
             decoder.decode_out(inst);
             if !inst.is_invalid() {
                 return Ok(());

@@ -7,7 +7,7 @@
 //! The scan reads guest code through the page tables without side effects
 //! (no accessed bits, no TLB fill): the guest cannot tell it happened.
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+use iced_x86::{FlowControl, Instruction};
 
 use super::sensitive::{classify, Class};
 use crate::bus::Bus;
@@ -56,15 +56,7 @@ pub fn decode_at(platform: &mut Platform, phys: u32, eip: u32, code32: bool) -> 
     let mut bytes = [0u8; MAX_INSN_LEN];
     let avail = (0x1000 - (phys as usize & 0xFFF)).min(MAX_INSN_LEN);
     platform.fetch_phys(phys, &mut bytes[..avail]);
-    let bitness = if code32 { 32 } else { 16 };
-    let inst = Decoder::with_ip(
-        bitness,
-        &bytes[..avail],
-        u64::from(eip),
-        DecoderOptions::NO_INVALID_CHECK,
-    )
-    .decode();
-    (!inst.is_invalid()).then_some(inst)
+    crate::exec::decode::decode_one(&bytes[..avail], u64::from(eip), code32)
 }
 
 impl Scanner {
