@@ -55,7 +55,7 @@ impl Engine {
     }
 
     /// One step of this engine (see [`Executor`]).
-    #[inline]
+    #[inline(always)]
     pub fn step(self, raw: &mut raw::RawEngine, parts: Parts<'_>, stop_icount: u64) -> StepOutcome {
         match self {
             Engine::Emulate => Reference.step(parts, stop_icount),
@@ -91,7 +91,7 @@ pub trait Executor {
 pub struct Reference;
 
 impl Executor for Reference {
-    #[inline]
+    #[inline(always)]
     fn step(&mut self, parts: Parts<'_>, _stop_icount: u64) -> StepOutcome {
         parts.cpu.step(parts.platform)
     }
