@@ -16,6 +16,7 @@ pub mod events;
 pub mod exec;
 pub mod hash;
 pub mod host;
+pub mod irq;
 pub mod linear;
 pub mod machine;
 pub mod mem;

@@ -15,11 +15,10 @@ use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, ExitDevice, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
-use crate::devices::pic::PicPair;
 use crate::devices::pit::Pit;
 use crate::devices::uart::Uart;
-use crate::devices::IrqLine;
 use crate::exec::flags::mask;
+use crate::irq::InterruptRouter;
 use crate::mem::PhysMem;
 
 pub const COM1_BASE: u16 = 0x3F8;
@@ -148,7 +147,8 @@ pub struct DevicesState {
 #[derive(Clone, Debug)]
 pub struct Platform {
     pub mem: PhysMem,
-    pub pic: PicPair,
+    /// Device lines to the CPU: the PIC pair today, the APICs later.
+    pub irq: InterruptRouter,
     pub pit: Pit,
     pub uart: Uart,
     pub cmos: Cmos,
@@ -166,10 +166,6 @@ pub struct Platform {
     /// Physical ranges whose accesses a debugger wants to know about.
     pub watches: Vec<Watch>,
     pub watch_hit: Option<WatchHit>,
-    /// Cached PIC INTR output, refreshed by `route_all` (every PIC change
-    /// passes through it: port accesses raise `attention.irq`, timers are
-    /// serviced before it).
-    intr: bool,
     reset_requested: bool,
     a20_mask: u32,
 }
@@ -178,7 +174,7 @@ impl Platform {
     pub fn new(ram_bytes: usize, rtc_start: u64) -> Self {
         let mut p = Platform {
             mem: PhysMem::new(ram_bytes),
-            pic: PicPair::new(),
+            irq: InterruptRouter::new(),
             pit: Pit::new(),
             uart: Uart::new(COM1_IRQ),
             cmos: Cmos::new(rtc_start, ram_bytes as u64),
@@ -193,7 +189,6 @@ impl Platform {
             io_log: None,
             watches: Vec::new(),
             watch_hit: None,
-            intr: false,
             reset_requested: false,
             a20_mask: 0,
         };
@@ -257,38 +252,31 @@ impl Platform {
         // raises none either), and a mode 2 period is one edge even though OUT
         // is high again by the time we look.
         if self.pit.advance(now) > 0 {
-            self.pic.set_irq(0, false);
-            self.pic.set_irq(0, true);
+            self.irq.pulse(0);
         }
         self.cmos.advance(now);
-        self.route(self.cmos.irq());
+        self.irq.set_line(self.cmos.irq());
     }
 
-    #[inline]
-    fn route(&mut self, line: IrqLine) {
-        self.pic.set_irq(line.irq, line.level);
-    }
-
-    /// Moves every device's output line into the PIC.
+    /// Moves every device's output line into the router and brings INTR
+    /// up to date (every controller change passes through here: port
+    /// accesses raise `attention.irq`, timers are serviced before it).
     pub fn route_all(&mut self) {
-        self.route(self.uart.irq());
-        self.route(self.cmos.irq());
-        self.route(self.i8042.irq());
-        self.intr = self.pic.interrupt_pending();
+        self.irq.set_line(self.uart.irq());
+        self.irq.set_line(self.cmos.irq());
+        self.irq.set_line(self.i8042.irq());
+        self.irq.update();
     }
 
-    /// The PIC's INTR output as of the last routing; the machine loop reads
-    /// this instead of asking the PIC before every instruction.
+    /// Whether the CPU is asked to take an interrupt, as of the last routing.
     #[inline]
     pub fn intr(&self) -> bool {
-        self.intr
+        self.irq.intr()
     }
 
     /// The CPU's interrupt-acknowledge cycle: the vector, with INTR updated.
     pub fn acknowledge_interrupt(&mut self) -> u8 {
-        let vector = self.pic.acknowledge();
-        self.intr = self.pic.interrupt_pending();
-        vector
+        self.irq.acknowledge()
     }
 
     /// Appends what the guest printed (COM1 and port 0xE9) since the last call.
@@ -300,7 +288,7 @@ impl Platform {
 
     pub fn save_devices(&self) -> DevicesState {
         DevicesState {
-            pic: self.pic.save(),
+            pic: self.irq.pic.save(),
             pit: self.pit.save(),
             uart: self.uart.save(),
             cmos: self.cmos.save(),
@@ -313,7 +301,7 @@ impl Platform {
     }
 
     pub fn restore_devices(&mut self, s: &DevicesState) {
-        self.pic.restore(&s.pic);
+        self.irq.pic.restore(&s.pic);
         self.pit.restore(&s.pit);
         self.uart.restore(&s.uart);
         self.cmos.restore(&s.cmos);
@@ -323,12 +311,12 @@ impl Platform {
         self.exit.restore(&s.exit);
         self.fw_cfg.restore(&s.fw_cfg);
         self.update_a20();
-        self.intr = self.pic.interrupt_pending();
+        self.irq.update();
     }
 
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
         Some(match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 => self.pic.io_read(port),
+            0x20 | 0x21 | 0xA0 | 0xA1 => self.irq.pic.io_read(port),
             0x40..=0x43 => self.pit.io_read(port, now),
             0x61 => self.pit.port61_read(now),
             0x60 | 0x64 => self.i8042.io_read(port),
@@ -342,7 +330,7 @@ impl Platform {
 
     fn write_port8(&mut self, port: u16, value: u8, now: u64) -> bool {
         match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 => self.pic.io_write(port, value),
+            0x20 | 0x21 | 0xA0 | 0xA1 => self.irq.pic.io_write(port, value),
             0x40..=0x43 => {
                 self.pit.io_write(port, value, now);
                 self.attention.irq = true;
@@ -373,7 +361,11 @@ impl Platform {
                 self.uart.io_write(port - COM1_BASE, value);
                 if self.uart.take_thre_retrigger() {
                     // The line dropped and rose again; route_all raises it.
-                    self.pic.set_irq(self.uart.irq().irq, false);
+                    let line = crate::devices::IrqLine {
+                        level: false,
+                        ..self.uart.irq()
+                    };
+                    self.irq.set_line(line);
                 }
                 if self.uart.has_output() {
                     self.attention.output = true;
@@ -590,10 +582,13 @@ mod uart_irq_tests {
         p.io_write(0x3FC, 1, 0x08, 0); // MCR.OUT2
         p.io_write(0x3F9, 1, 0x02, 0); // IER.THRI: THR is empty, so THRE is pending
         p.route_all();
-        assert_eq!(p.pic.acknowledge(), 0x24);
+        assert_eq!(p.irq.pic.acknowledge(), 0x24);
         p.io_write(0x20, 1, 0x20, 0); // EOI without reading IIR
         p.io_write(0x3F8, 1, u32::from(b'x'), 0);
         p.route_all();
-        assert!(p.pic.interrupt_pending(), "the THR write re-raised THRE as a new edge");
+        assert!(
+            p.irq.pic.interrupt_pending(),
+            "the THR write re-raised THRE as a new edge"
+        );
     }
 }
