@@ -221,17 +221,6 @@ impl RawEngine {
         }
     }
 
-    /// Whether `choose` would pick `view` again for the guest as it is now,
-    /// without looking at code (so no side effect): the raw engine may go
-    /// on to the next block without returning to the machine loop.
-    #[inline]
-    pub fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
-        matches!(
-            (placement(&cpu.state), view),
-            (Placement::Ring0, RingView::Compressed { .. }) | (Placement::Ring3, RingView::Ring3)
-        )
-    }
-
     /// Counts a switch to the reference with IF clear at a site (a handler
     /// behind an interrupt gate, typically); at the threshold the site gets
     /// an entry patch and runs raw from then on. Returns whether it did.
@@ -278,73 +267,6 @@ impl RawEngine {
             }
         }
         self.current = Some(kind);
-    }
-
-    /// What the instruction at `phys` becomes in a block run compressed:
-    /// scans unscanned code first, patches marked sites when patching is on.
-    #[allow(clippy::too_many_arguments)]
-    pub fn annotate(
-        &mut self,
-        cpu: &Cpu,
-        platform: &mut Platform,
-        phys: u32,
-        inst: &Instruction,
-        compressed: bool,
-        events: &mut SinkSlot,
-    ) -> SiteKind {
-        if let Some(v) = software_interrupt(inst) {
-            return SiteKind::SoftInt(v);
-        }
-        if !compressed {
-            return SiteKind::Plain;
-        }
-        let code32 = cpu.state.code32();
-        let site = (phys, code32);
-        let lin = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(inst.ip32());
-        if self.config.scanner {
-            let covered = if self.config.inject.scan_miss {
-                self.scanner.page_scanned(phys >> 12)
-            } else {
-                self.scanner.is_scanned(site)
-            };
-            if !covered {
-                let r = self.scanner.scan(cpu, platform, inst.ip32());
-                events.emit(cpu.icount, lin, || Event::Scan {
-                    entry: lin,
-                    instructions: r.instructions,
-                    marked: r.marked,
-                });
-            }
-        }
-        if let Some(index) = self.patches.at(site) {
-            return match self.patches.get(index).map(|p| p.state) {
-                Some(PatchState::Enabled) => SiteKind::Patch(index),
-                _ if self.scanner.is_marked(site) => SiteKind::Trap,
-                _ => SiteKind::Plain,
-            };
-        }
-        if !self.scanner.is_marked(site) {
-            return SiteKind::Plain;
-        }
-        let (state, cause) = self.decide(inst, PatchCause::Scanned);
-        let index = self.install(
-            cpu,
-            platform,
-            cpu.icount,
-            lin,
-            phys,
-            *inst,
-            PatchKind::Inline,
-            code32,
-            state,
-            cause,
-            events,
-        );
-        if self.enabled(index) {
-            SiteKind::Patch(index)
-        } else {
-            SiteKind::Trap
-        }
     }
 
     /// Whether a site gets an inline patch, and why not if it does not.
@@ -483,23 +405,6 @@ pub struct SiteView {
 }
 
 impl RawEngine {
-    /// Drops what the scanner and patch manager knew about written pages.
-    pub fn invalidate_pages(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
-        for &page in pages {
-            if !self.scanner.page_scanned(page) && !self.patches.has_page(page) {
-                continue;
-            }
-            events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
-            self.scanner.forget_page(page);
-            if self.config.inject.stale_patch {
-                continue;
-            }
-            for (site, phys) in self.patches.invalidate_page(page) {
-                events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
-            }
-        }
-    }
-
     /// The monitor: the raw engine exited at CS:EIP (the view already
     /// undone). The instruction is run once by the reference engine at the
     /// guest's true privilege: if it retires, the exit was the
@@ -594,10 +499,25 @@ impl RawEngine {
 }
 
 impl RawHooks for RawEngine {
+    /// Drops what the scanner and patch manager knew about written pages.
     fn code_written(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
-        self.invalidate_pages(pages, cpu, events);
+        for &page in pages {
+            if !self.scanner.page_scanned(page) && !self.patches.has_page(page) {
+                continue;
+            }
+            events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
+            self.scanner.forget_page(page);
+            if self.config.inject.stale_patch {
+                continue;
+            }
+            for (site, phys) in self.patches.invalidate_page(page) {
+                events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
+            }
+        }
     }
 
+    /// What the instruction at `phys` becomes in a block run compressed:
+    /// scans unscanned code first, patches marked sites when patching is on.
     fn annotate(
         &mut self,
         cpu: &Cpu,
@@ -607,7 +527,59 @@ impl RawHooks for RawEngine {
         compressed: bool,
         events: &mut SinkSlot,
     ) -> SiteKind {
-        RawEngine::annotate(self, cpu, platform, phys, inst, compressed, events)
+        if let Some(v) = software_interrupt(inst) {
+            return SiteKind::SoftInt(v);
+        }
+        if !compressed {
+            return SiteKind::Plain;
+        }
+        let code32 = cpu.state.code32();
+        let site = (phys, code32);
+        let lin = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(inst.ip32());
+        if self.config.scanner {
+            let covered = if self.config.inject.scan_miss {
+                self.scanner.page_scanned(phys >> 12)
+            } else {
+                self.scanner.is_scanned(site)
+            };
+            if !covered {
+                let r = self.scanner.scan(cpu, platform, inst.ip32());
+                events.emit(cpu.icount, lin, || Event::Scan {
+                    entry: lin,
+                    instructions: r.instructions,
+                    marked: r.marked,
+                });
+            }
+        }
+        if let Some(index) = self.patches.at(site) {
+            return match self.patches.get(index).map(|p| p.state) {
+                Some(PatchState::Enabled) => SiteKind::Patch(index),
+                _ if self.scanner.is_marked(site) => SiteKind::Trap,
+                _ => SiteKind::Plain,
+            };
+        }
+        if !self.scanner.is_marked(site) {
+            return SiteKind::Plain;
+        }
+        let (state, cause) = self.decide(inst, PatchCause::Scanned);
+        let index = self.install(
+            cpu,
+            platform,
+            cpu.icount,
+            lin,
+            phys,
+            *inst,
+            PatchKind::Inline,
+            code32,
+            state,
+            cause,
+            events,
+        );
+        if self.enabled(index) {
+            SiteKind::Patch(index)
+        } else {
+            SiteKind::Trap
+        }
     }
 
     /// The patch runs the instruction's reference semantics on the guest's
@@ -644,8 +616,15 @@ impl RawHooks for RawEngine {
         Some(result)
     }
 
+    /// Whether `choose` would pick `view` again for the guest as it is now,
+    /// without looking at code (so no side effect): the raw engine may go
+    /// on to the next block without returning to the machine loop.
+    #[inline]
     fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
-        RawEngine::stays_in(self, cpu, view)
+        matches!(
+            (placement(&cpu.state), view),
+            (Placement::Ring0, RingView::Compressed { .. }) | (Placement::Ring3, RingView::Ring3)
+        )
     }
 }
 
