@@ -11,18 +11,51 @@
 //! counted.
 
 use crate::bus::Bus;
+use crate::devices::bus::{Effects, PortDevice};
 use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, ExitDevice, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
 use crate::devices::pit::Pit;
 use crate::devices::uart::Uart;
+use crate::devices::IrqLine;
 use crate::exec::flags::mask;
 use crate::irq::InterruptRouter;
 use crate::mem::PhysMem;
 
-pub const COM1_BASE: u16 = 0x3F8;
 pub const COM1_IRQ: u8 = 4;
+/// Devices on the port bus.
+const PORT_DEVICES: usize = 9;
+
+/// The one list of the platform's port devices (a new port device is a
+/// field and an entry here), given to `$then!` after its other arguments.
+macro_rules! with_port_devices {
+    ($then:ident!($($args:tt)*)) => {
+        $then!($($args)* ; irq.pic, pit, i8042, cmos, port92, debugcon, exit, uart, fw_cfg)
+    };
+}
+
+/// The devices as an array of borrows.
+macro_rules! device_array {
+    ($p:expr, ref ; $($($f:ident).+),+) => {
+        [$(&$p.$($f).+),+]
+    };
+}
+
+/// The device at `index` in the list, borrowed `&mut`.
+macro_rules! device_at_index {
+    ($p:expr, $index:expr ; $($($f:ident).+),+) => {{
+        let mut k = 0usize;
+        $(
+            if $index == k {
+                return &mut $p.$($f).+;
+            }
+            k += 1;
+        )+
+        let _ = k;
+        unreachable!("port device index out of the table")
+    }};
+}
 
 /// A device mapped into guest-physical memory above RAM (LAPIC, IOAPIC and
 /// frame buffers arrive this way). Accesses never cross a page.
@@ -166,6 +199,10 @@ pub struct Platform {
     /// Physical ranges whose accesses a debugger wants to know about.
     pub watches: Vec<Watch>,
     pub watch_hit: Option<WatchHit>,
+    /// Port to device: its place in the table plus one (0: none), bit 7
+    /// set for a device that takes wide accesses whole. Built from the
+    /// devices' own port ranges; shared by clones.
+    port_map: std::sync::Arc<[u8]>,
     reset_requested: bool,
     a20_mask: u32,
 }
@@ -189,9 +226,18 @@ impl Platform {
             io_log: None,
             watches: Vec::new(),
             watch_hit: None,
+            port_map: std::sync::Arc::from(Vec::new()),
             reset_requested: false,
             a20_mask: 0,
         };
+        let mut map = vec![0u8; 1 << 16];
+        for (index, device) in p.port_devices_ref().iter().enumerate() {
+            let tag = (index as u8 + 1) | if device.wide() { 0x80 } else { 0 };
+            for &(first, last) in device.ports() {
+                map[usize::from(first)..=usize::from(last)].fill(tag);
+            }
+        }
+        p.port_map = map.into();
         p.update_a20();
         p
     }
@@ -239,32 +285,34 @@ impl Platform {
 
     /// The earliest virtual tick at which a device timer fires.
     pub fn next_timer_deadline(&self) -> Option<u64> {
-        match (self.pit.next_deadline(), self.cmos.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.port_devices_ref().iter().filter_map(|d| d.next_deadline()).min()
     }
 
-    /// Brings the timers up to `now` and routes their lines into the PIC.
+    /// Brings the timers up to `now` and routes their lines.
     pub fn advance_timers(&mut self, now: u64) {
-        // IRQ0 is driven by the PIT's rising edges only, never its level: the
-        // OUT pin rising when the guest writes a control word is no tick (QEMU
-        // raises none either), and a mode 2 period is one edge even though OUT
-        // is high again by the time we look.
-        if self.pit.advance(now) > 0 {
-            self.irq.pulse(0);
+        for index in 0..PORT_DEVICES {
+            let mut fx = Effects::default();
+            let device = self.port_device(index);
+            if !device.timed() {
+                continue;
+            }
+            device.advance(now, &mut fx);
+            let line = device.line();
+            self.apply(fx);
+            if let Some(line) = line {
+                self.irq.set_line(line);
+            }
         }
-        self.cmos.advance(now);
-        self.irq.set_line(self.cmos.irq());
     }
-
     /// Moves every device's output line into the router and brings INTR
     /// up to date (every controller change passes through here: port
     /// accesses raise `attention.irq`, timers are serviced before it).
     pub fn route_all(&mut self) {
-        self.irq.set_line(self.uart.irq());
-        self.irq.set_line(self.cmos.irq());
-        self.irq.set_line(self.i8042.irq());
+        for index in 0..PORT_DEVICES {
+            if let Some(line) = self.port_devices_ref()[index].line() {
+                self.irq.set_line(line);
+            }
+        }
         self.irq.update();
     }
 
@@ -314,65 +362,62 @@ impl Platform {
         self.irq.update();
     }
 
+    /// The port devices, in one table: decoding, timers and line routing
+    /// go through it.
+    fn port_devices_ref(&self) -> [&dyn PortDevice; PORT_DEVICES] {
+        with_port_devices!(device_array!(self, ref))
+    }
+
+    /// One port device by its place in the table.
+    fn port_device(&mut self, index: usize) -> &mut dyn PortDevice {
+        with_port_devices!(device_at_index!(self, index))
+    }
+
+    /// The device decoding `port` (its place in the table) and whether it
+    /// takes wide accesses whole.
+    #[inline]
+    fn device_at(&self, port: u16) -> Option<(usize, bool)> {
+        match self.port_map[usize::from(port)] {
+            0 => None,
+            v => Some((usize::from(v & 0x7F) - 1, v & 0x80 != 0)),
+        }
+    }
+
+    /// Does what a device asked for.
+    fn apply(&mut self, fx: Effects) {
+        self.attention.output |= fx.output;
+        self.attention.irq |= fx.irq;
+        self.attention.stop |= fx.stop;
+        if fx.a20 {
+            self.update_a20();
+        }
+        if fx.reset {
+            self.reset_requested = true;
+            self.attention.stop = true;
+        }
+        if let Some(line) = fx.lower {
+            self.irq.set_line(IrqLine { level: false, ..line });
+        }
+        if let Some(irq) = fx.pulse {
+            self.irq.pulse(irq);
+        }
+    }
+
+    /// One byte-wide access; `None` where no byte-wide device decodes it.
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
-        Some(match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 => self.irq.pic.io_read(port),
-            0x40..=0x43 => self.pit.io_read(port, now),
-            0x61 => self.pit.port61_read(now),
-            0x60 | 0x64 => self.i8042.io_read(port),
-            0x70 | 0x71 => self.cmos.io_read(port, now),
-            0x92 => self.port92.io_read(),
-            0xE9 => self.debugcon.io_read(),
-            0x3F8..=0x3FF => self.uart.io_read(port - COM1_BASE),
-            _ => return None,
-        })
+        match self.device_at(port)? {
+            (_, true) => None,
+            (index, false) => self.port_device(index).read(port, 1, now).map(|v| v as u8),
+        }
     }
 
     fn write_port8(&mut self, port: u16, value: u8, now: u64) -> bool {
-        match port {
-            0x20 | 0x21 | 0xA0 | 0xA1 => self.irq.pic.io_write(port, value),
-            0x40..=0x43 => {
-                self.pit.io_write(port, value, now);
-                self.attention.irq = true;
-            }
-            0x61 => self.pit.port61_write(value, now),
-            0x60 | 0x64 => {
-                self.i8042.io_write(port, value);
-                self.update_a20();
-                if self.i8042.take_reset_request() {
-                    self.reset_requested = true;
-                    self.attention.stop = true;
-                }
-            }
-            0x70 | 0x71 => self.cmos.io_write(port, value, now),
-            0x92 => {
-                self.port92.io_write(value);
-                self.update_a20();
-                if self.port92.take_reset_request() {
-                    self.reset_requested = true;
-                    self.attention.stop = true;
-                }
-            }
-            0xE9 => {
-                self.debugcon.io_write(value);
-                self.attention.output = true;
-            }
-            0x3F8..=0x3FF => {
-                self.uart.io_write(port - COM1_BASE, value);
-                if self.uart.take_thre_retrigger() {
-                    // The line dropped and rose again; route_all raises it.
-                    let line = crate::devices::IrqLine {
-                        level: false,
-                        ..self.uart.irq()
-                    };
-                    self.irq.set_line(line);
-                }
-                if self.uart.has_output() {
-                    self.attention.output = true;
-                }
-            }
-            _ => return false,
-        }
+        let Some((index, false)) = self.device_at(port) else {
+            return false;
+        };
+        let mut fx = Effects::default();
+        self.port_device(index).write(port, 1, u32::from(value), now, &mut fx);
+        self.apply(fx);
         true
     }
 }
@@ -433,9 +478,13 @@ impl Bus for Platform {
 
     fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
         self.stats.port_reads += 1;
-        let value = match port {
-            0x510 | 0x511 => Some(self.fw_cfg.io_read(port, size)),
-            _ => {
+        let wide = match self.device_at(port) {
+            Some((index, true)) => Some(index),
+            _ => None,
+        };
+        let value = match wide {
+            Some(i) => self.port_device(i).read(port, size, now),
+            None => {
                 // A wide access to byte-wide registers reads consecutive ports.
                 let mut v = 0u32;
                 let mut mapped = false;
@@ -467,17 +516,18 @@ impl Bus for Platform {
 
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
         self.stats.port_writes += 1;
-        let mapped = match port {
-            0x510 | 0x511 => {
-                self.fw_cfg.io_write(port, size, value);
+        let wide = match self.device_at(port) {
+            Some((index, true)) => Some(index),
+            _ => None,
+        };
+        let mapped = match wide {
+            Some(i) => {
+                let mut fx = Effects::default();
+                self.port_device(i).write(port, size, value, now, &mut fx);
+                self.apply(fx);
                 true
             }
-            0xF4..=0xF7 => {
-                self.exit.io_write(value, size);
-                self.attention.stop = true;
-                true
-            }
-            _ => {
+            None => {
                 let mut mapped = false;
                 for i in 0..u16::from(size) {
                     mapped |= self.write_port8(port.wrapping_add(i), (value >> (8 * i)) as u8, now);
@@ -513,6 +563,24 @@ mod tests {
         fn box_clone(&self) -> Box<dyn MmioDevice> {
             Box::new(self.clone())
         }
+    }
+
+    #[test]
+    fn every_port_is_decoded_by_one_device_at_most() {
+        let p = Platform::new(2 << 20, 0);
+        let mut owner = vec![None; 1 << 16];
+        for (index, device) in p.port_devices_ref().iter().enumerate() {
+            for &(first, last) in device.ports() {
+                assert!(first <= last, "device {index}: range {first:#x}-{last:#x}");
+                for port in first..=last {
+                    let slot = &mut owner[usize::from(port)];
+                    assert!(slot.is_none(), "port {port:#x}: devices {slot:?} and {index}");
+                    *slot = Some(index);
+                    assert_eq!(p.device_at(port).map(|(i, _)| i), Some(index), "port {port:#x}");
+                }
+            }
+        }
+        assert_eq!(p.device_at(0x80), None, "the POST port is unmapped");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! the platform drains or fills. So every device is deterministic, `Clone`, and
 //! has a state type that can be saved and restored exactly.
 
+pub mod bus;
 pub mod cmos;
 pub mod debug;
 pub mod fw_cfg;

@@ -1,0 +1,240 @@
+//! Devices behind one trait (the vm-superio pattern): register logic that
+//! sees port accesses and the virtual clock, says through [`Effects`] what
+//! the platform must do next (drain output, route lines, update A20, stop),
+//! and reports its interrupt line and timer deadline. The platform keeps one
+//! table of them (`platform::PORT_DEVICES`) for decoding, timers and
+//! routing, so a new port device is its file here, this trait, and one
+//! entry in that table.
+
+use super::cmos::Cmos;
+use super::debug::{DebugCon, ExitDevice, Port92};
+use super::fw_cfg::FwCfg;
+use super::i8042::I8042;
+use super::pic::PicPair;
+use super::pit::Pit;
+use super::uart::Uart;
+use super::IrqLine;
+
+/// COM1's registers.
+pub const COM1_BASE: u16 = 0x3F8;
+
+/// What an access or a timer step asks of the platform.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Console output waits to be drained.
+    pub output: bool,
+    /// A line or a timer changed: the lines are routed again.
+    pub irq: bool,
+    /// The exit port was written: the machine loop looks.
+    pub stop: bool,
+    /// The A20 gate may have changed.
+    pub a20: bool,
+    /// The guest asked for a reset.
+    pub reset: bool,
+    /// This line must drop before it is routed again, so that its next
+    /// rise is a new edge.
+    pub lower: Option<IrqLine>,
+    /// A rising edge on this IRQ (a timer tick that is an edge, not a level).
+    pub pulse: Option<u8>,
+}
+
+/// A device on the port bus.
+pub trait PortDevice {
+    /// The port ranges it decodes (inclusive).
+    fn ports(&self) -> &'static [(u16, u16)];
+    /// Whether an access wider than a byte that starts at its port goes to
+    /// it whole; otherwise each byte is an access of its own to its port.
+    fn wide(&self) -> bool {
+        false
+    }
+    /// A read; `None` where the device decodes nothing (all ones, counted
+    /// as an unmapped read).
+    fn read(&mut self, port: u16, size: u8, now: u64) -> Option<u32>;
+    fn write(&mut self, port: u16, size: u8, value: u32, now: u64, fx: &mut Effects);
+    /// The level of the interrupt line it drives, if any.
+    fn line(&self) -> Option<IrqLine> {
+        None
+    }
+    /// Whether it has timers ([`PortDevice::advance`] does something).
+    fn timed(&self) -> bool {
+        false
+    }
+    /// The earliest virtual tick at which one of its timers fires.
+    fn next_deadline(&self) -> Option<u64> {
+        None
+    }
+    /// Brings its timers up to `now`.
+    fn advance(&mut self, _now: u64, _fx: &mut Effects) {}
+}
+
+impl PortDevice for PicPair {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x20, 0x21), (0xA0, 0xA1)]
+    }
+    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read(port)))
+    }
+    fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, _fx: &mut Effects) {
+        self.io_write(port, value as u8);
+    }
+}
+
+impl PortDevice for Pit {
+    /// The counters, and system control port B (gate and speaker of
+    /// channel 2, the refresh toggle).
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x40, 0x43), (0x61, 0x61)]
+    }
+    fn read(&mut self, port: u16, _size: u8, now: u64) -> Option<u32> {
+        Some(u32::from(match port {
+            0x61 => self.port61_read(now),
+            _ => self.io_read(port, now),
+        }))
+    }
+    fn write(&mut self, port: u16, _size: u8, value: u32, now: u64, fx: &mut Effects) {
+        match port {
+            0x61 => self.port61_write(value as u8, now),
+            _ => {
+                self.io_write(port, value as u8, now);
+                // A new count or mode moves the deadline.
+                fx.irq = true;
+            }
+        }
+    }
+    fn timed(&self) -> bool {
+        true
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        Pit::next_deadline(self)
+    }
+    /// IRQ0 is driven by OUT0's rising edges only, never its level: OUT
+    /// rising when the guest writes a control word is no tick (QEMU raises
+    /// none either), and a mode 2 period is one edge even though OUT is
+    /// high again by the time we look.
+    fn advance(&mut self, now: u64, fx: &mut Effects) {
+        if Pit::advance(self, now) > 0 {
+            fx.pulse = Some(0);
+        }
+    }
+}
+
+impl PortDevice for I8042 {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x60, 0x60), (0x64, 0x64)]
+    }
+    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read(port)))
+    }
+    fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write(port, value as u8);
+        fx.a20 = true;
+        fx.reset |= self.take_reset_request();
+    }
+    fn line(&self) -> Option<IrqLine> {
+        Some(self.irq())
+    }
+}
+
+impl PortDevice for Cmos {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x70, 0x71)]
+    }
+    fn read(&mut self, port: u16, _size: u8, now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read(port, now)))
+    }
+    fn write(&mut self, port: u16, _size: u8, value: u32, now: u64, _fx: &mut Effects) {
+        self.io_write(port, value as u8, now);
+    }
+    fn line(&self) -> Option<IrqLine> {
+        Some(self.irq())
+    }
+    fn timed(&self) -> bool {
+        true
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        Cmos::next_deadline(self)
+    }
+    fn advance(&mut self, now: u64, _fx: &mut Effects) {
+        Cmos::advance(self, now);
+    }
+}
+
+impl PortDevice for Port92 {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x92, 0x92)]
+    }
+    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read()))
+    }
+    fn write(&mut self, _port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write(value as u8);
+        fx.a20 = true;
+        fx.reset |= self.take_reset_request();
+    }
+}
+
+impl PortDevice for DebugCon {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0xE9, 0xE9)]
+    }
+    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read()))
+    }
+    fn write(&mut self, _port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write(value as u8);
+        fx.output = true;
+    }
+}
+
+impl PortDevice for ExitDevice {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0xF4, 0xF7)]
+    }
+    fn wide(&self) -> bool {
+        true
+    }
+    /// Write-only, as QEMU's isa-debug-exit: reads are unmapped.
+    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+        None
+    }
+    fn write(&mut self, _port: u16, size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write(value, size);
+        fx.stop = true;
+    }
+}
+
+impl PortDevice for Uart {
+    /// COM1.
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(COM1_BASE, COM1_BASE + 7)]
+    }
+    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
+        Some(u32::from(self.io_read(port - COM1_BASE)))
+    }
+    fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write(port - COM1_BASE, value as u8);
+        if self.take_thre_retrigger() {
+            // The line dropped and rose again; routing raises it.
+            fx.lower = Some(self.irq());
+        }
+        fx.output |= self.has_output();
+    }
+    fn line(&self) -> Option<IrqLine> {
+        Some(self.irq())
+    }
+}
+
+impl PortDevice for FwCfg {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0x510, 0x511)]
+    }
+    fn wide(&self) -> bool {
+        true
+    }
+    fn read(&mut self, port: u16, size: u8, _now: u64) -> Option<u32> {
+        Some(self.io_read(port, size))
+    }
+    fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
+        self.io_write(port, size, value);
+    }
+}
