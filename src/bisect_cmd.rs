@@ -110,7 +110,7 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
     };
     // A report that cannot be written (a full disk) leaves no verdict for
     // `git bisect run`: untestable, never good or bad.
-    if let Err(e) = crate::write_stdout(text.as_bytes()) {
+    if let Err(e) = crate::cli::write_stdout(text.as_bytes()) {
         return unusable(&format!("{e:#}"));
     }
     Ok(ExitCode::from(if state_diverged {

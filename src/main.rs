@@ -5,12 +5,13 @@
 /// away (`| head`) is not an error at all (see [`write_stdout`]).
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())?
+        $crate::cli::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())?
     };
 }
 
 mod bench;
 mod bisect_cmd;
+mod cli;
 mod console;
 mod summary;
 mod trace_cmd;
@@ -21,19 +22,16 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
+use cli::{exit_code, EngineArgs, RunArgs};
 use vm::boot::Module;
-use vm::engine::raw::{Injection, RawConfig};
+use vm::engine::raw::Injection;
 use vm::machine::{Engine, Kernel, Machine, StopReason};
 
 /// The demo kernel (guests/demo.c), built from source by build.rs.
 const DEMO_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo.elf"));
 
-/// Exit status for a guest that crashed the machine (triple fault, fault
-/// loop): even, so it never collides with an isa-debug-exit status (always
-/// odd) or with 2, our own error status.
-const EXIT_GUEST_CRASH: u8 = 4;
 const EXIT_ERROR: u8 = 2;
 
 #[derive(Parser)]
@@ -189,101 +187,6 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-}
-
-#[derive(Args)]
-pub(crate) struct RunArgs {
-    /// A multiboot v1 kernel (ELF or a.out kludge), a 512-byte boot sector,
-    /// or, with --flat, any flat binary.
-    kernel: PathBuf,
-    /// Kernel command line (appended to the kernel's file name, as QEMU does).
-    #[arg(long, default_value = "")]
-    append: String,
-    /// A multiboot module: "FILE" or "FILE ARGS"; the whole string is the
-    /// module's command line, as with QEMU's -initrd. Repeatable.
-    #[arg(long = "module", value_name = "FILE[ ARGS]")]
-    modules: Vec<String>,
-    /// RAM size: MiB, or with a K/M/G suffix.
-    #[arg(long, default_value = "128M")]
-    mem: String,
-    /// Stop after this many instructions.
-    #[arg(long)]
-    max_insns: Option<u64>,
-    #[command(flatten)]
-    engine: EngineArgs,
-    /// Where COM1 and the port 0xE9 console go: stdio, stdout (output
-    /// only, no input), none, or a file.
-    #[arg(long, default_value = "stdio")]
-    serial: String,
-    /// Start the RTC at this Unix time instead of the host's clock (QEMU's
-    /// -rtc base=): two recordings of the same guest and input then match.
-    #[arg(long, value_name = "SECONDS")]
-    rtc_base: Option<u64>,
-    /// Wait for gdb before the first instruction (`target remote ADDR`,
-    /// default 127.0.0.1:1234). The run records as it goes, so gdb can step
-    /// and continue backwards on a live session too.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:1234")]
-    gdb: Option<String>,
-    /// Load the kernel as a flat binary at this physical address (e.g. 0x7c00)
-    /// and enter it in real mode.
-    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-    flat: Option<u32>,
-}
-
-/// How guest code runs. Every choice computes the same guest results (the
-/// injected bugs excepted: they exist to be found).
-#[derive(Args, Clone, Copy)]
-pub(crate) struct EngineArgs {
-    /// raw: cached blocks with guest ring 0 compressed into ring 1, the
-    /// monitor, code scanner and patch manager; emulate: the reference,
-    /// decoding each instruction; blocks: cached blocks at the guest's true
-    /// privilege (raw without ring compression).
-    #[arg(long, default_value = "raw")]
-    engine: Engine,
-    /// Raw engine: no patches; every sensitive or privileged site traps.
-    #[arg(long)]
-    no_patch: bool,
-    /// Raw engine: no code scanner, so sensitive instructions run at ring 1
-    /// and show ring-1 values (to see what ring compression leaks).
-    #[arg(long)]
-    no_scan: bool,
-    /// Raw engine: inject patch bugs, comma-separated: pushf-leak,
-    /// sti-shadow, scan-miss, stale-patch.
-    #[arg(long, value_name = "BUGS")]
-    inject: Option<Injection>,
-}
-
-impl EngineArgs {
-    fn apply(&self, machine: &mut Machine) {
-        machine.engine = self.engine;
-        machine.raw.config = RawConfig {
-            patching: !self.no_patch,
-            scanner: !self.no_scan,
-            inject: self.inject.unwrap_or_default(),
-        };
-    }
-}
-
-fn parse_addr(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => t.parse(),
-    };
-    r.map_err(|e| format!("'{s}' is not an address: {e}"))
-}
-
-/// Writes a report to standard output. A reader that has gone away
-/// (`ringback info T | head`) ends the output quietly: the exit status stays
-/// the command's own verdict, as with well-behaved Unix tools that ignore
-/// SIGPIPE. Any other failure (a full disk) is an error naming the cause.
-pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("cannot write to standard output"),
-    }
 }
 
 fn main() -> ExitCode {
@@ -510,20 +413,6 @@ fn run_kernel(
         _ => {}
     }
     Ok(stop)
-}
-
-/// The process status for how a run ended (see the README).
-fn exit_code(stop: &StopReason) -> ExitCode {
-    match stop {
-        StopReason::ExitDevice(status) => ExitCode::from(*status as u8),
-        StopReason::TripleFault { .. } | StopReason::FaultLoop { .. } => ExitCode::from(EXIT_GUEST_CRASH),
-        StopReason::HaltedForever
-        | StopReason::IdleForever
-        | StopReason::InsnLimit
-        | StopReason::Reset
-        | StopReason::Breakpoint(_)
-        | StopReason::Watchpoint { .. } => ExitCode::SUCCESS,
-    }
 }
 
 fn conformance(dir: &Path, json: bool, verbose: bool) -> Result<ExitCode> {

@@ -16,7 +16,8 @@ use vm::events::Event;
 use vm::host::{HostInput, NoInput};
 use vm::machine::{Engine, Kernel, Machine};
 
-use crate::{console, exit_code, summary, RunArgs};
+use crate::cli::{exit_code, RunArgs};
+use crate::{console, summary};
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
@@ -161,7 +162,7 @@ pub fn replay(
         (r.icount(), std::mem::take(&mut r.console.serial), d, None)
     };
     let wall = started.elapsed().as_secs_f64();
-    crate::write_stdout(&serial)?;
+    crate::cli::write_stdout(&serial)?;
     let mips = if wall > 0.0 { insns as f64 / wall / 1e6 } else { 0.0 };
     if let Some(d) = divergence {
         eprint!(
