@@ -401,6 +401,11 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                 c.image_hashes.reverse();
                 c.image_hashes.push("0".repeat(64));
                 lie("image hashes wrong", encode(&c));
+                for ram in [1 << 40, h.config.ram_bytes + 1, 0] {
+                    let mut c = h.clone();
+                    c.config.ram_bytes = ram;
+                    lie(&format!("RAM size {ram}"), encode(&c));
+                }
             }
             FrameKind::Index => {}
         }

@@ -36,16 +36,22 @@ impl Trace {
     /// `progress` hears the icount of each checkpoint checked.
     pub fn check_contents(&self, progress: &mut dyn FnMut(u64)) -> Result<Contents> {
         let mut c = Contents::default();
-        let ram_pages = usize::try_from(self.header.config.ram_bytes)
-            .map_err(|_| TraceError::Corrupt {
-                offset: 0,
-                what: "the header's RAM size does not fit this host".into(),
-            })?
-            .div_ceil(vm::mem::PAGE_SIZE);
+        // Checked before anything is sized by it: a forged header could ask
+        // for a page table of any size.
+        let ram = self.header.config.ram_bytes;
+        if !vm::boot::valid_ram_size(ram) {
+            let at = self.frames.first().map_or(0, |f| f.offset);
+            return Err(TraceError::Corrupt {
+                offset: at,
+                what: format!("the header's RAM size ({ram} bytes) is not one a machine can have"),
+            });
+        }
+        let ram_pages = ram as usize / vm::mem::PAGE_SIZE;
         let mut recorded_ram: Option<RamHasher> = None;
         let mut last_event_icount = 0u64;
         let mut last_input_time = 0u64;
-        let mut last_checkpoint: Option<(u64, bool)> = None;
+        // The last checkpoint's icount and how the run stopped there, if it did.
+        let mut last_checkpoint: Option<(u64, Option<String>)> = None;
         for f in &self.frames {
             let kind =
                 FrameKind::from_u8(f.kind).ok_or_else(|| corrupt(f, format!("unknown frame kind {}", f.kind)))?;
@@ -83,12 +89,17 @@ impl Trace {
                 }
                 FrameKind::Events => {
                     let b: EventBatch = decode(&raw, f.offset, "events")?;
-                    check_events(f, &b.events, &mut last_event_icount, last_checkpoint.map(|(i, _)| i))?;
+                    check_events(
+                        f,
+                        &b.events,
+                        &mut last_event_icount,
+                        last_checkpoint.as_ref().map(|(i, _)| *i),
+                    )?;
                     c.events += b.events.len() as u64;
                 }
                 FrameKind::Checkpoint => {
                     let cp: Checkpoint = decode(&raw, f.offset, "checkpoint")?;
-                    if let Some((_, true)) = last_checkpoint {
+                    if let Some((_, Some(_))) = last_checkpoint {
                         return Err(corrupt(f, "a checkpoint after the one where the run stopped".into()));
                     }
                     if cp.sequence != c.checkpoints as u64 {
@@ -162,12 +173,13 @@ impl Trace {
                     }
                     c.serial_bytes += cp.serial.len() as u64;
                     c.checkpoints += 1;
-                    last_checkpoint = Some((f.icount, cp.stopped.is_some()));
+                    last_checkpoint = Some((f.icount, cp.stopped));
                     progress(f.icount);
                 }
                 FrameKind::End => {
                     let end: EndInfo = decode(&raw, f.offset, "end")?;
-                    check_end(f, &end, &c, self)?;
+                    let stopped = last_checkpoint.as_ref().and_then(|(_, s)| s.as_deref());
+                    check_end(f, &end, &c, stopped)?;
                 }
                 FrameKind::Index => return Err(corrupt(f, "an index frame among the frames".into())),
             }
@@ -213,7 +225,8 @@ fn check_events(
 }
 
 /// The end frame: its totals are the file's.
-fn check_end(f: &FrameEntry, end: &EndInfo, c: &Contents, trace: &Trace) -> Result<()> {
+/// `stopped` is what the last checkpoint says of how the run stopped.
+fn check_end(f: &FrameEntry, end: &EndInfo, c: &Contents, stopped: Option<&str>) -> Result<()> {
     if end.events != c.events {
         return Err(corrupt(
             f,
@@ -232,13 +245,8 @@ fn check_end(f: &FrameEntry, end: &EndInfo, c: &Contents, trace: &Trace) -> Resu
             ),
         ));
     }
-    let last = trace
-        .frames_of(FrameKind::Checkpoint)
-        .last()
-        .ok_or(TraceError::Missing("checkpoint"))?;
-    let cp = trace.checkpoint(last)?;
-    let consistent = match &cp.stopped {
-        Some(stop) => *stop == end.stop,
+    let consistent = match stopped {
+        Some(stop) => stop == end.stop,
         None => end.stop == vm::machine::StopReason::InsnLimit.to_string(),
     };
     if !consistent {
@@ -246,7 +254,7 @@ fn check_end(f: &FrameEntry, end: &EndInfo, c: &Contents, trace: &Trace) -> Resu
             f,
             format!(
                 "the end frame says the run stopped with \"{}\" but the last checkpoint says {:?}",
-                end.stop, cp.stopped
+                end.stop, stopped
             ),
         ));
     }

@@ -572,19 +572,16 @@ fn stop_checkpoint(trace: &Trace, checkpoints: &[FrameEntry]) -> Result<Option<u
     Ok(trace.checkpoint(last)?.stopped.is_some().then(|| checkpoints.len() - 1))
 }
 
-/// What differs between two machine states, field by field.
+/// What differs between two machine states: the general registers, EIP
+/// and EFLAGS by name, then every other field by path.
 pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Vec<String> {
-    let mut out = Vec::new();
     let (a, b) = (&recorded.cpu, &replayed.cpu);
-    const NAMES: [&str; 8] = ["eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"];
-    for (i, name) in NAMES.iter().enumerate() {
-        if a.regs[i] != b.regs[i] {
-            out.push(format!(
-                "{name}: recorded {:#010x}, replayed {:#010x}",
-                a.regs[i], b.regs[i]
-            ));
-        }
-    }
+    let mut out: Vec<String> = vm::cpu::state::reg::NAMES
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| a.regs[i] != b.regs[i])
+        .map(|(i, name)| format!("{name}: recorded {:#010x}, replayed {:#010x}", a.regs[i], b.regs[i]))
+        .collect();
     if a.eip != b.eip {
         out.push(format!("eip: recorded {:#010x}, replayed {:#010x}", a.eip, b.eip));
     }
@@ -594,78 +591,8 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
             a.eflags, b.eflags
         ));
     }
-    if a.segs != b.segs {
-        out.push(format!(
-            "segment registers: recorded {:?}, replayed {:?}",
-            a.segs, b.segs
-        ));
-    }
-    let system = [
-        ("ldtr", format!("{:?}", a.ldtr), format!("{:?}", b.ldtr)),
-        ("tr", format!("{:?}", a.tr), format!("{:?}", b.tr)),
-        ("gdtr", format!("{:?}", a.gdtr), format!("{:?}", b.gdtr)),
-        ("idtr", format!("{:?}", a.idtr), format!("{:?}", b.idtr)),
-        ("cr0", format!("{:#010x}", a.cr0), format!("{:#010x}", b.cr0)),
-        ("cr2", format!("{:#010x}", a.cr2), format!("{:#010x}", b.cr2)),
-        ("cr3", format!("{:#010x}", a.cr3), format!("{:#010x}", b.cr3)),
-        ("cr4", format!("{:#010x}", a.cr4), format!("{:#010x}", b.cr4)),
-        ("debug registers", format!("{:x?}", a.dr), format!("{:x?}", b.dr)),
-        ("MSRs", format!("{:?}", a.msrs), format!("{:?}", b.msrs)),
-        ("halted", a.halted.to_string(), b.halted.to_string()),
-        (
-            "interrupt shadow",
-            a.interrupt_shadow.to_string(),
-            b.interrupt_shadow.to_string(),
-        ),
-    ];
-    for (name, x, y) in system {
-        if x != y {
-            out.push(format!("{name}: recorded {x}, replayed {y}"));
-        }
-    }
-    if a != b && out.is_empty() {
-        out.push("CPU state differs in a field with no name here".into());
-    }
-    if recorded.icount != replayed.icount {
-        out.push(format!(
-            "icount: recorded {}, replayed {}",
-            recorded.icount, replayed.icount
-        ));
-    }
-    if recorded.idle_ticks != replayed.idle_ticks {
-        out.push(format!(
-            "idle time: recorded {}, replayed {}",
-            recorded.idle_ticks, replayed.idle_ticks
-        ));
-    }
-    if recorded.next_input_poll != replayed.next_input_poll {
-        out.push(format!(
-            "next input poll: recorded {}, replayed {}",
-            recorded.next_input_poll, replayed.next_input_poll
-        ));
-    }
-    if recorded.idle_without_wakeup != replayed.idle_without_wakeup {
-        out.push(format!(
-            "idle deadlines without a wakeup: recorded {}, replayed {}",
-            recorded.idle_without_wakeup, replayed.idle_without_wakeup
-        ));
-    }
-    let (da, db) = (&recorded.devices, &replayed.devices);
-    let devices = [
-        ("PIC", da.pic != db.pic),
-        ("PIT", da.pit != db.pit),
-        ("UART", da.uart != db.uart),
-        ("CMOS/RTC", da.cmos != db.cmos),
-        ("i8042", da.i8042 != db.i8042),
-        ("port 0x92", da.port92 != db.port92),
-        ("debug console", da.debugcon != db.debugcon),
-        ("exit device", da.exit != db.exit),
-        ("fw_cfg", da.fw_cfg != db.fw_cfg),
-    ];
-    for (name, differs) in devices {
-        if differs {
-            out.push(format!("device {name} differs"));
-        }
+    for f in crate::state_diff::other_fields(recorded, replayed) {
+        out.push(format!("{}: recorded {}, replayed {}", f.field, f.a, f.b));
     }
     out
 }

@@ -531,11 +531,7 @@ impl Machine {
     /// Builds a machine with `ram_bytes` of RAM and loads `kernel` into it,
     /// the CPU in the state the boot protocol defines.
     pub fn boot(ram_bytes: u64, kernel: &Kernel, host: &mut dyn HostInput) -> Result<Self, crate::VmError> {
-        // Whole pages only: RAM is kept in pages, and the CMOS and fw_cfg
-        // report the size as given (a trace header may say anything).
-        if !(crate::boot::MIN_RAM..=crate::boot::MAX_RAM).contains(&ram_bytes)
-            || !ram_bytes.is_multiple_of(crate::mem::PAGE_SIZE as u64)
-        {
+        if !crate::boot::valid_ram_size(ram_bytes) {
             return Err(crate::VmError::BadMemorySize(format!("{ram_bytes} bytes")));
         }
         let mut m = Machine::new(ram_bytes as usize, host);

@@ -79,6 +79,13 @@ pub const MIN_RAM: u64 = 2 << 20;
 /// Largest: below the 32-bit PCI hole, as QEMU's `pc` machine keeps low RAM.
 pub const MAX_RAM: u64 = 0xE000_0000;
 
+/// Whether a machine can have this much RAM: within [`MIN_RAM`]..=[`MAX_RAM`]
+/// and whole pages (RAM is kept in pages; the CMOS and fw_cfg report the
+/// size as given, and a trace header may say anything).
+pub fn valid_ram_size(bytes: u64) -> bool {
+    (MIN_RAM..=MAX_RAM).contains(&bytes) && bytes.is_multiple_of(PAGE_SIZE as u64)
+}
+
 /// A 32-bit loader places nothing at or above 4 GiB, whatever the RAM.
 const ADDR_LIMIT: u64 = 1 << 32;
 
