@@ -18,7 +18,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use replay::format::{self, FrameKind};
-use replay::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, TraceHeader, TraceIndex};
+use replay::model::{CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, TraceHeader, TraceIndex};
+use replay::state::{SavedState, Section};
 use replay::{ReplayOptions, Trace};
 use vm::engine::raw::RawConfig;
 use vm::host::{HostInput, NoInput, ScriptedInput};
@@ -303,6 +304,10 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
     }
 
     // Lying contents, re-encoded with good checksums and a new index.
+    // Each page's contents as of the checkpoint before the one being lied
+    // about: dropping a page that was written with the bytes it already
+    // held changes nothing, so it is no lie.
+    let mut ram: std::collections::HashMap<u32, Vec<u8>> = std::collections::HashMap::new();
     for (i, f) in frames.iter().enumerate() {
         let mut lie = |what: &str, raw: Vec<u8>| {
             let mut fs = frames.clone();
@@ -311,13 +316,41 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
         };
         match f.kind {
             FrameKind::Checkpoint => {
-                let cp: Checkpoint = postcard::from_bytes(&f.raw).expect("checkpoint");
+                let cp: CheckpointFrame = postcard::from_bytes(&f.raw).expect("checkpoint");
                 let mut c = cp.clone();
                 c.state.icount += 1;
                 lie("state icount +1", encode(&c));
                 let mut c = cp.clone();
-                c.state.cpu.regs[0] ^= 1;
+                let mut state = c.state.machine_state().expect("saved state");
+                state.cpu.regs[0] ^= 1;
+                c.state = SavedState::of(&state).expect("encodes");
                 lie("eax changed", encode(&c));
+                // The saved parts: each must be there once, in the version
+                // this build reads, and decode exactly.
+                let part = rng.below(cp.state.sections.len());
+                let name = cp.state.sections[part].name.clone();
+                let mut c = cp.clone();
+                c.state.sections[part].version += 1;
+                lie(&format!("{name} section version +1"), encode(&c));
+                let mut c = cp.clone();
+                c.state.sections.remove(part);
+                lie(&format!("{name} section dropped"), encode(&c));
+                let mut c = cp.clone();
+                c.state.sections.push(cp.state.sections[part].clone());
+                lie(&format!("{name} section repeated"), encode(&c));
+                let mut c = cp.clone();
+                c.state.sections[part].data.push(0);
+                lie(&format!("{name} section with a byte appended"), encode(&c));
+                let mut c = cp.clone();
+                c.state.sections[part].data.pop();
+                lie(&format!("{name} section cut short"), encode(&c));
+                let mut c = cp.clone();
+                c.state.sections.push(Section {
+                    name: "lapic".into(),
+                    version: 1,
+                    data: Vec::new(),
+                });
+                lie("a section for a part this build lacks", encode(&c));
                 let mut c = cp.clone();
                 c.digest[rng.below(32)] ^= 1;
                 lie("digest changed", encode(&c));
@@ -339,11 +372,19 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                     None => Some("halted with interrupts disabled".into()),
                 };
                 lie("stop changed", encode(&c));
-                if !cp.pages.is_empty() {
+                let changed: Vec<usize> = (cp.pages.iter().enumerate())
+                    .filter(|(_, (page, bytes))| match ram.get(page) {
+                        Some(old) => old != bytes,
+                        None => bytes.iter().any(|&b| b != 0),
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if !changed.is_empty() {
                     let mut c = cp.clone();
-                    let p = rng.below(c.pages.len());
-                    c.pages.remove(p);
-                    lie("a page dropped", encode(&c));
+                    c.pages.remove(changed[rng.below(changed.len())]);
+                    lie("a changed page dropped", encode(&c));
+                }
+                if !cp.pages.is_empty() {
                     let mut c = cp.clone();
                     let p = rng.below(c.pages.len());
                     let b = rng.below(4096);
@@ -356,6 +397,7 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                 let mut raw = f.raw.clone();
                 raw.push(0);
                 lie("a byte appended", raw);
+                ram.extend(cp.pages);
             }
             FrameKind::Events => {
                 let b: EventBatch = postcard::from_bytes(&f.raw).expect("events");

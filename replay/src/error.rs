@@ -26,6 +26,12 @@ pub enum TraceError {
         #[source]
         source: postcard::Error,
     },
+    #[error("trace at byte {offset}: the checkpoint's machine state cannot be restored")]
+    State {
+        offset: u64,
+        #[source]
+        source: crate::state::StateError,
+    },
     #[error("trace has no {0}")]
     Missing(&'static str),
     #[error("cannot boot the recorded machine")]

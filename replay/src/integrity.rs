@@ -10,7 +10,7 @@ use vm::events::EventRecord;
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
 use crate::format::{self, FrameKind};
-use crate::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader};
+use crate::model::{CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader};
 use crate::reader::{decode, Trace};
 
 /// What the check counted.
@@ -98,7 +98,11 @@ impl Trace {
                     c.events += b.events.len() as u64;
                 }
                 FrameKind::Checkpoint => {
-                    let cp: Checkpoint = decode(&raw, f.offset, "checkpoint")?;
+                    let frame: CheckpointFrame = decode(&raw, f.offset, "checkpoint")?;
+                    let cp = frame.into_checkpoint().map_err(|source| TraceError::State {
+                        offset: f.offset,
+                        source,
+                    })?;
                     if let Some((_, Some(_))) = last_checkpoint {
                         return Err(corrupt(f, "a checkpoint after the one where the run stopped".into()));
                     }

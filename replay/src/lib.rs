@@ -13,6 +13,7 @@ pub mod model;
 pub mod reader;
 pub mod record;
 pub mod replay;
+pub mod state;
 pub mod state_diff;
 pub mod timeline;
 pub mod verify;

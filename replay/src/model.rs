@@ -1,6 +1,7 @@
 //! What the frames hold. Everything but the index is postcard-encoded serde
 //! data; the index is rkyv, accessed zero-copy after validation.
 
+use crate::state::{SavedState, StateError};
 use serde::{Deserialize, Serialize};
 use vm::engine::raw::RawConfig;
 use vm::events::EventRecord;
@@ -68,13 +69,14 @@ pub enum InputRecord {
 
 /// A checkpoint: the machine's state at `state.icount`, the RAM pages written
 /// since the previous checkpoint (every page with content for the first),
-/// and the digest of the whole machine.
+/// and the digest of the whole machine. In memory the state is the
+/// machine's own; a frame holds it as a [`SavedState`] ([`CheckpointFrame`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub struct Checkpoint<S = MachineState> {
     /// Its place among the trace's checkpoints, from 0: a checkpoint lost
     /// or repeated shows.
     pub sequence: u64,
-    pub state: MachineState,
+    pub state: S,
     pub pages: Vec<(u32, Vec<u8>)>,
     pub digest: [u8; 32],
     /// Input records the machine consumed before this point.
@@ -89,6 +91,39 @@ pub struct Checkpoint {
     /// an instruction, so a replay reaching this checkpoint runs the machine
     /// on until it stops the same way. Only the last checkpoint has one.
     pub stopped: Option<String>,
+}
+
+/// A checkpoint as its frame holds it.
+pub type CheckpointFrame = Checkpoint<SavedState>;
+
+impl<S> Checkpoint<S> {
+    /// The same checkpoint with its state converted.
+    pub fn try_map_state<T, E>(self, convert: impl FnOnce(&S) -> Result<T, E>) -> Result<Checkpoint<T>, E> {
+        Ok(Checkpoint {
+            sequence: self.sequence,
+            state: convert(&self.state)?,
+            pages: self.pages,
+            digest: self.digest,
+            inputs_consumed: self.inputs_consumed,
+            serial: self.serial,
+            events_before: self.events_before,
+            stopped: self.stopped,
+        })
+    }
+}
+
+impl CheckpointFrame {
+    /// The checkpoint with the machine state its sections hold.
+    pub fn into_checkpoint(self) -> Result<Checkpoint, StateError> {
+        self.try_map_state(SavedState::machine_state)
+    }
+}
+
+impl Checkpoint {
+    /// The checkpoint as a frame holds it.
+    pub fn into_frame(self) -> Result<CheckpointFrame, StateError> {
+        self.try_map_state(SavedState::of)
+    }
 }
 
 /// The last frame of a finished recording.

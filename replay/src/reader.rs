@@ -10,7 +10,8 @@ use vm::events::EventRecord;
 use crate::error::{Result, TraceError};
 use crate::format::{self, FrameKind};
 use crate::model::{
-    ArchivedTraceIndex, Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader,
+    ArchivedTraceIndex, Checkpoint, CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord,
+    TraceHeader,
 };
 
 /// An open trace.
@@ -155,7 +156,11 @@ impl Trace {
     }
 
     pub fn checkpoint(&self, f: &FrameEntry) -> Result<Checkpoint> {
-        self.decode_frame(f, "checkpoint")
+        let frame: CheckpointFrame = self.decode_frame(f, "checkpoint")?;
+        frame.into_checkpoint().map_err(|source| TraceError::State {
+            offset: f.offset,
+            source,
+        })
     }
 
     /// The whole input log, in the order the machine asked.

@@ -486,7 +486,8 @@ impl Recorder {
             events_before,
             stopped,
         };
-        self.frames.send(FrameKind::Checkpoint, machine.icount(), &cp)?;
+        let frame = cp.into_frame().map_err(|e| TraceError::Writer(format!("{e:#}")))?;
+        self.frames.send(FrameKind::Checkpoint, machine.icount(), &frame)?;
         self.checkpoints += 1;
         Ok(dirty.len())
     }

@@ -21,6 +21,7 @@ pub mod linear;
 pub mod machine;
 pub mod mem;
 pub mod platform;
+pub mod snapshot;
 pub mod time;
 
 pub use error::VmError;

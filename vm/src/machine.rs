@@ -13,6 +13,7 @@ use crate::engine::raw::RawEngine;
 use crate::events::{Event, SinkSlot};
 use crate::host::{HostInput, INPUT_POLL_TICKS};
 use crate::platform::{DevicesState, Platform};
+use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 /// How many timer deadlines a halted CPU may pass without an interrupt
 /// reaching it before the machine concludes no timer can wake it.
@@ -155,6 +156,20 @@ pub struct MachineState {
     pub devices: DevicesState,
 }
 
+impl MachineState {
+    /// Its parts as saved-state sections: the CPU, then each device.
+    pub fn write_sections(&self, w: &mut impl SectionWriter) {
+        w.section(Cpu::SECTION, Cpu::VERSION, &self.cpu);
+        self.devices.write_sections(w);
+    }
+
+    /// The parts [`MachineState::write_sections`] wrote, read back.
+    pub fn read_sections<R: SectionReader>(r: &mut R) -> Result<(CpuState, DevicesState), R::Error> {
+        let cpu = r.section(Cpu::SECTION, Cpu::VERSION)?;
+        Ok((cpu, DevicesState::read_sections(r)?))
+    }
+}
+
 impl Machine {
     /// A powered-on PC with `ram_bytes` of RAM, the CPU in its reset state.
     pub fn new(ram_bytes: usize, host: &mut dyn HostInput) -> Self {
@@ -190,7 +205,7 @@ impl Machine {
 
     pub fn state(&self) -> MachineState {
         MachineState {
-            cpu: self.cpu.state.clone(),
+            cpu: self.cpu.save(),
             icount: self.cpu.icount,
             idle_ticks: self.cpu.idle_ticks,
             next_input_poll: self.next_poll,
@@ -204,7 +219,7 @@ impl Machine {
     /// translations, blocks, scan results and patches are dropped: they
     /// describe the old memory, and none of them is guest-visible.
     pub fn restore_state(&mut self, s: &MachineState) {
-        self.cpu.set_state(s.cpu.clone());
+        self.cpu.restore(&s.cpu);
         self.cpu.icount = s.icount;
         self.cpu.idle_ticks = s.idle_ticks;
         self.next_poll = s.next_input_poll;

@@ -11,40 +11,53 @@
 //! counted.
 
 use crate::bus::Bus;
-use crate::devices::bus::{Effects, PortDevice};
+use crate::devices::bus::{Device, Effects};
 use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, ExitDevice, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
+use crate::devices::pic::PicPair;
 use crate::devices::pit::Pit;
 use crate::devices::uart::Uart;
 use crate::devices::IrqLine;
 use crate::exec::flags::mask;
 use crate::irq::InterruptRouter;
 use crate::mem::PhysMem;
+use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 pub const COM1_IRQ: u8 = 4;
-/// Devices on the port bus.
-const PORT_DEVICES: usize = 9;
+/// Devices in the table (`with_devices!`).
+const DEVICES: usize = 9;
 
-/// The one list of the platform's port devices (a new port device is a
-/// field and an entry here), given to `$then!` after its other arguments.
-macro_rules! with_port_devices {
+/// The one list of the platform's devices, each `name: Type = field`,
+/// given to `$then!` after its other arguments. A new device is a field and
+/// an entry here: port decoding, timers, line routing and its section in
+/// saved state all come from this list.
+macro_rules! with_devices {
     ($then:ident!($($args:tt)*)) => {
-        $then!($($args)* ; irq.pic, pit, i8042, cmos, port92, debugcon, exit, uart, fw_cfg)
+        $then! {$($args)* ;
+            pic: PicPair = irq.pic,
+            pit: Pit = pit,
+            i8042: I8042 = i8042,
+            cmos: Cmos = cmos,
+            port92: Port92 = port92,
+            debugcon: DebugCon = debugcon,
+            exit: ExitDevice = exit,
+            uart: Uart = uart,
+            fw_cfg: FwCfg = fw_cfg}
     };
 }
 
 /// The devices as an array of borrows.
 macro_rules! device_array {
-    ($p:expr, ref ; $($($f:ident).+),+) => {
+    ($p:expr, ref ; $($name:ident : $ty:ty = $($f:ident).+),+) => {
         [$(&$p.$($f).+),+]
     };
 }
 
 /// The device at `index` in the list, borrowed `&mut`.
 macro_rules! device_at_index {
-    ($p:expr, $index:expr ; $($($f:ident).+),+) => {{
+    ($p:expr, $index:expr ; $($name:ident : $ty:ty = $($f:ident).+),+) => {{
         let mut k = 0usize;
         $(
             if $index == k {
@@ -53,32 +66,50 @@ macro_rules! device_at_index {
             k += 1;
         )+
         let _ = k;
-        unreachable!("port device index out of the table")
+        unreachable!("device index out of the table")
     }};
 }
 
-/// A device mapped into guest-physical memory above RAM (LAPIC, IOAPIC and
-/// frame buffers arrive this way). Accesses never cross a page.
-pub trait MmioDevice: std::fmt::Debug + Send {
-    fn read(&mut self, offset: u32, size: u8) -> u32;
-    fn write(&mut self, offset: u32, size: u8, value: u32);
-    /// Machines are cloned for checkpoints; so are their devices.
-    fn box_clone(&self) -> Box<dyn MmioDevice>;
+/// The devices' saved state, one field per device in the list, and its
+/// sections.
+macro_rules! devices_state {
+    (; $($name:ident : $ty:ty = $($f:ident).+),+) => {
+        /// The devices' saved state, all together.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub struct DevicesState {
+            $(pub $name: <$ty as Snapshot>::State,)+
+        }
+
+        impl DevicesState {
+            /// One section per device, in the list's order.
+            pub fn write_sections(&self, w: &mut impl SectionWriter) {
+                $(w.section(<$ty as Snapshot>::SECTION, <$ty as Snapshot>::VERSION, &self.$name);)+
+            }
+
+            pub fn read_sections<R: SectionReader>(r: &mut R) -> Result<Self, R::Error> {
+                Ok(DevicesState {
+                    $($name: r.section(<$ty as Snapshot>::SECTION, <$ty as Snapshot>::VERSION)?,)+
+                })
+            }
+        }
+
+        impl Platform {
+            pub fn save_devices(&self) -> DevicesState {
+                DevicesState {
+                    $($name: self.$($f).+.save(),)+
+                }
+            }
+
+            pub fn restore_devices(&mut self, s: &DevicesState) {
+                $(self.$($f).+.restore(&s.$name);)+
+                self.update_a20();
+                self.irq.update();
+            }
+        }
+    };
 }
 
-impl Clone for Box<dyn MmioDevice> {
-    fn clone(&self) -> Self {
-        self.box_clone()
-    }
-}
-
-/// An MMIO device and the physical range it decodes.
-#[derive(Clone, Debug)]
-pub struct MmioRegion {
-    pub base: u32,
-    pub len: u32,
-    pub device: Box<dyn MmioDevice>,
-}
+with_devices!(devices_state!());
 
 /// Counters of guest activity on the buses, for the run summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -163,20 +194,6 @@ pub struct Attention {
     pub stop: bool,
 }
 
-/// The devices' saved state, all together.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct DevicesState {
-    pub pic: crate::devices::pic::PicState,
-    pub pit: crate::devices::pit::PitState,
-    pub uart: crate::devices::uart::UartState,
-    pub cmos: crate::devices::cmos::CmosState,
-    pub i8042: crate::devices::i8042::I8042State,
-    pub port92: crate::devices::debug::Port92State,
-    pub debugcon: crate::devices::debug::DebugConState,
-    pub exit: crate::devices::debug::ExitDeviceState,
-    pub fw_cfg: crate::devices::fw_cfg::FwCfgState,
-}
-
 #[derive(Clone, Debug)]
 pub struct Platform {
     pub mem: PhysMem,
@@ -190,7 +207,6 @@ pub struct Platform {
     pub debugcon: DebugCon,
     pub exit: ExitDevice,
     pub fw_cfg: FwCfg,
-    pub mmio: Vec<MmioRegion>,
     pub stats: BusStats,
     pub attention: Attention,
     /// Port and MMIO accesses since the machine last drained them; `None`
@@ -220,7 +236,6 @@ impl Platform {
             debugcon: DebugCon::new(),
             exit: ExitDevice::new(),
             fw_cfg: FwCfg::new(ram_bytes as u64, 1),
-            mmio: Vec::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,
@@ -231,7 +246,7 @@ impl Platform {
             a20_mask: 0,
         };
         let mut map = vec![0u8; 1 << 16];
-        for (index, device) in p.port_devices_ref().iter().enumerate() {
+        for (index, device) in p.devices_ref().iter().enumerate() {
             let tag = (index as u8 + 1) | if device.wide() { 0x80 } else { 0 };
             for &(first, last) in device.ports() {
                 map[usize::from(first)..=usize::from(last)].fill(tag);
@@ -240,33 +255,6 @@ impl Platform {
         p.port_map = map.into();
         p.update_a20();
         p
-    }
-
-    /// Maps an MMIO device at `base..base + len`, above RAM.
-    pub fn map_mmio(&mut self, base: u32, len: u32, device: Box<dyn MmioDevice>) -> Result<(), crate::VmError> {
-        let end = u64::from(base) + u64::from(len);
-        let clash = u64::from(base) < self.mem.ram_size() as u64
-            || self
-                .mmio
-                .iter()
-                .any(|r| u64::from(base) < u64::from(r.base) + u64::from(r.len) && end > u64::from(r.base));
-        if len == 0 || end > 1 << 32 || clash {
-            return Err(crate::VmError::BadImage(format!(
-                "MMIO range {base:#x}+{len:#x} overlaps RAM or a device"
-            )));
-        }
-        self.mmio.push(MmioRegion { base, len, device });
-        Ok(())
-    }
-
-    fn mmio_at(&mut self, addr: u32) -> Option<(&mut MmioRegion, u32)> {
-        self.mmio
-            .iter_mut()
-            .find(|r| addr.wrapping_sub(r.base) < r.len)
-            .map(|r| {
-                let off = addr - r.base;
-                (r, off)
-            })
     }
 
     /// Whether A20 is enabled (the i8042 output port or port 0x92 bit 1).
@@ -285,14 +273,14 @@ impl Platform {
 
     /// The earliest virtual tick at which a device timer fires.
     pub fn next_timer_deadline(&self) -> Option<u64> {
-        self.port_devices_ref().iter().filter_map(|d| d.next_deadline()).min()
+        self.devices_ref().iter().filter_map(|d| d.next_deadline()).min()
     }
 
     /// Brings the timers up to `now` and routes their lines.
     pub fn advance_timers(&mut self, now: u64) {
-        for index in 0..PORT_DEVICES {
+        for index in 0..DEVICES {
             let mut fx = Effects::default();
-            let device = self.port_device(index);
+            let device = self.device(index);
             if !device.timed() {
                 continue;
             }
@@ -308,8 +296,8 @@ impl Platform {
     /// up to date (every controller change passes through here: port
     /// accesses raise `attention.irq`, timers are serviced before it).
     pub fn route_all(&mut self) {
-        for index in 0..PORT_DEVICES {
-            if let Some(line) = self.port_devices_ref()[index].line() {
+        for index in 0..DEVICES {
+            if let Some(line) = self.devices_ref()[index].line() {
                 self.irq.set_line(line);
             }
         }
@@ -334,43 +322,15 @@ impl Platform {
         self.attention.output = false;
     }
 
-    pub fn save_devices(&self) -> DevicesState {
-        DevicesState {
-            pic: self.irq.pic.save(),
-            pit: self.pit.save(),
-            uart: self.uart.save(),
-            cmos: self.cmos.save(),
-            i8042: self.i8042.save(),
-            port92: self.port92.save(),
-            debugcon: self.debugcon.save(),
-            exit: self.exit.save(),
-            fw_cfg: self.fw_cfg.save(),
-        }
-    }
-
-    pub fn restore_devices(&mut self, s: &DevicesState) {
-        self.irq.pic.restore(&s.pic);
-        self.pit.restore(&s.pit);
-        self.uart.restore(&s.uart);
-        self.cmos.restore(&s.cmos);
-        self.i8042.restore(&s.i8042);
-        self.port92.restore(&s.port92);
-        self.debugcon.restore(&s.debugcon);
-        self.exit.restore(&s.exit);
-        self.fw_cfg.restore(&s.fw_cfg);
-        self.update_a20();
-        self.irq.update();
-    }
-
     /// The port devices, in one table: decoding, timers and line routing
     /// go through it.
-    fn port_devices_ref(&self) -> [&dyn PortDevice; PORT_DEVICES] {
-        with_port_devices!(device_array!(self, ref))
+    fn devices_ref(&self) -> [&dyn Device; DEVICES] {
+        with_devices!(device_array!(self, ref))
     }
 
     /// One port device by its place in the table.
-    fn port_device(&mut self, index: usize) -> &mut dyn PortDevice {
-        with_port_devices!(device_at_index!(self, index))
+    fn device(&mut self, index: usize) -> &mut dyn Device {
+        with_devices!(device_at_index!(self, index))
     }
 
     /// The device decoding `port` (its place in the table) and whether it
@@ -407,7 +367,7 @@ impl Platform {
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
         match self.device_at(port)? {
             (_, true) => None,
-            (index, false) => self.port_device(index).read(port, 1, now).map(|v| v as u8),
+            (index, false) => self.device(index).read(port, 1, now).map(|v| v as u8),
         }
     }
 
@@ -416,7 +376,7 @@ impl Platform {
             return false;
         };
         let mut fx = Effects::default();
-        self.port_device(index).write(port, 1, u32::from(value), now, &mut fx);
+        self.device(index).write(port, 1, u32::from(value), now, &mut fx);
         self.apply(fx);
         true
     }
@@ -429,18 +389,9 @@ impl Bus for Platform {
         if !self.watches.is_empty() {
             self.check_watches(addr, size, false);
         }
-        if (addr as usize) < self.mem.ram_size() || self.mmio.is_empty() {
-            return self.mem.read(addr, size);
-        }
-        match self.mmio_at(addr) {
-            Some((r, off)) => {
-                let v = r.device.read(off, size) & mask(size);
-                self.stats.mmio_reads += 1;
-                self.log_io(addr, true, size, v, false);
-                v
-            }
-            None => self.mem.read(addr, size),
-        }
+        // RAM, or nothing (all ones): no MMIO device is mapped yet. The
+        // APICs will decode here through the device table.
+        self.mem.read(addr, size)
     }
 
     #[inline]
@@ -462,18 +413,8 @@ impl Bus for Platform {
         if !self.watches.is_empty() {
             self.check_watches(addr, size, true);
         }
-        if (addr as usize) < self.mem.ram_size() {
-            return self.mem.write(addr, size, value);
-        }
-        match self.mmio_at(addr) {
-            Some((r, off)) => {
-                r.device.write(off, size, value & mask(size));
-                self.stats.mmio_writes += 1;
-                self.log_io(addr, true, size, value & mask(size), true);
-            }
-            // ROM or nothing: PhysMem drops the bytes and counts them.
-            None => self.mem.write(addr, size, value),
-        }
+        // RAM, or nothing: PhysMem drops the bytes and counts them.
+        self.mem.write(addr, size, value)
     }
 
     fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
@@ -483,7 +424,7 @@ impl Bus for Platform {
             _ => None,
         };
         let value = match wide {
-            Some(i) => self.port_device(i).read(port, size, now),
+            Some(i) => self.device(i).read(port, size, now),
             None => {
                 // A wide access to byte-wide registers reads consecutive ports.
                 let mut v = 0u32;
@@ -523,7 +464,7 @@ impl Bus for Platform {
         let mapped = match wide {
             Some(i) => {
                 let mut fx = Effects::default();
-                self.port_device(i).write(port, size, value, now, &mut fx);
+                self.device(i).write(port, size, value, now, &mut fx);
                 self.apply(fx);
                 true
             }
@@ -547,29 +488,11 @@ impl Bus for Platform {
 mod tests {
     use super::*;
 
-    /// A scratch register file that records accesses.
-    #[derive(Clone, Debug, Default)]
-    struct Scratch {
-        regs: [u32; 4],
-    }
-
-    impl MmioDevice for Scratch {
-        fn read(&mut self, offset: u32, _size: u8) -> u32 {
-            self.regs[(offset as usize / 4) % 4]
-        }
-        fn write(&mut self, offset: u32, _size: u8, value: u32) {
-            self.regs[(offset as usize / 4) % 4] = value;
-        }
-        fn box_clone(&self) -> Box<dyn MmioDevice> {
-            Box::new(self.clone())
-        }
-    }
-
     #[test]
     fn every_port_is_decoded_by_one_device_at_most() {
         let p = Platform::new(2 << 20, 0);
         let mut owner = vec![None; 1 << 16];
-        for (index, device) in p.port_devices_ref().iter().enumerate() {
+        for (index, device) in p.devices_ref().iter().enumerate() {
             for &(first, last) in device.ports() {
                 assert!(first <= last, "device {index}: range {first:#x}-{last:#x}");
                 for port in first..=last {
@@ -593,31 +516,6 @@ mod tests {
         p.io_write(0x80, 1, 7, 0);
         assert_eq!(p.stats.unmapped_port_reads, 3);
         assert_eq!(p.stats.unmapped_port_writes, 2);
-    }
-
-    #[test]
-    fn mmio_regions_decode_above_ram_and_clone_with_the_platform() {
-        let mut p = Platform::new(2 << 20, 0);
-        p.map_mmio(0xFEE0_0000, 0x1000, Box::new(Scratch::default())).unwrap();
-        assert!(
-            p.map_mmio(0x1000, 0x1000, Box::new(Scratch::default())).is_err(),
-            "overlaps RAM"
-        );
-        assert!(
-            p.map_mmio(0xFEE0_0800, 0x1000, Box::new(Scratch::default())).is_err(),
-            "overlaps a device"
-        );
-        p.write_phys(0xFEE0_0008, 4, 0xDEAD_BEEF);
-        assert_eq!(p.read_phys(0xFEE0_0008, 4), 0xDEAD_BEEF);
-        assert_eq!(p.read_phys(0xFEE0_0008, 2), 0xBEEF);
-        let mut copy = p.clone();
-        p.write_phys(0xFEE0_0008, 4, 1);
-        assert_eq!(copy.read_phys(0xFEE0_0008, 4), 0xDEAD_BEEF);
-        // Beyond RAM and every device: all ones, writes dropped and counted.
-        assert_eq!(p.read_phys(0x4000_0000, 4), 0xFFFF_FFFF);
-        p.write_phys(0x4000_0000, 4, 0);
-        assert_eq!(p.mem.dropped_writes, 4);
-        assert_eq!(p.stats.mmio_reads, 2);
     }
 
     #[test]

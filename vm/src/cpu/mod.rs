@@ -199,6 +199,22 @@ impl Cpu {
     }
 }
 
+/// The CPU's section of saved state: its architectural registers. The x87
+/// registers join it as version 2.
+impl crate::snapshot::Snapshot for Cpu {
+    const SECTION: &'static str = "cpu";
+    const VERSION: u16 = 1;
+    type State = CpuState;
+
+    fn save(&self) -> CpuState {
+        self.state.clone()
+    }
+
+    fn restore(&mut self, state: &CpuState) {
+        self.set_state(state.clone());
+    }
+}
+
 impl Cpu {
     /// Switches the executing state to `view` (from the true view). Guest
     /// ring 0 becomes ring 1 with IF forced on and IOPL 0. A pure function of

@@ -2,7 +2,7 @@
 //! sees port accesses and the virtual clock, says through [`Effects`] what
 //! the platform must do next (drain output, route lines, update A20, stop),
 //! and reports its interrupt line and timer deadline. The platform keeps one
-//! table of them (`platform::PORT_DEVICES`) for decoding, timers and
+//! table of them (`platform::DEVICES`) for decoding, timers and
 //! routing, so a new port device is its file here, this trait, and one
 //! entry in that table.
 
@@ -39,7 +39,7 @@ pub struct Effects {
 }
 
 /// A device on the port bus.
-pub trait PortDevice {
+pub trait Device {
     /// The port ranges it decodes (inclusive).
     fn ports(&self) -> &'static [(u16, u16)];
     /// Whether an access wider than a byte that starts at its port goes to
@@ -55,7 +55,7 @@ pub trait PortDevice {
     fn line(&self) -> Option<IrqLine> {
         None
     }
-    /// Whether it has timers ([`PortDevice::advance`] does something).
+    /// Whether it has timers ([`Device::advance`] does something).
     fn timed(&self) -> bool {
         false
     }
@@ -67,7 +67,7 @@ pub trait PortDevice {
     fn advance(&mut self, _now: u64, _fx: &mut Effects) {}
 }
 
-impl PortDevice for PicPair {
+impl Device for PicPair {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x20, 0x21), (0xA0, 0xA1)]
     }
@@ -79,7 +79,7 @@ impl PortDevice for PicPair {
     }
 }
 
-impl PortDevice for Pit {
+impl Device for Pit {
     /// The counters, and system control port B (gate and speaker of
     /// channel 2, the refresh toggle).
     fn ports(&self) -> &'static [(u16, u16)] {
@@ -118,7 +118,7 @@ impl PortDevice for Pit {
     }
 }
 
-impl PortDevice for I8042 {
+impl Device for I8042 {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x60, 0x60), (0x64, 0x64)]
     }
@@ -135,7 +135,7 @@ impl PortDevice for I8042 {
     }
 }
 
-impl PortDevice for Cmos {
+impl Device for Cmos {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x70, 0x71)]
     }
@@ -159,7 +159,7 @@ impl PortDevice for Cmos {
     }
 }
 
-impl PortDevice for Port92 {
+impl Device for Port92 {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x92, 0x92)]
     }
@@ -173,7 +173,7 @@ impl PortDevice for Port92 {
     }
 }
 
-impl PortDevice for DebugCon {
+impl Device for DebugCon {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0xE9, 0xE9)]
     }
@@ -186,7 +186,7 @@ impl PortDevice for DebugCon {
     }
 }
 
-impl PortDevice for ExitDevice {
+impl Device for ExitDevice {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0xF4, 0xF7)]
     }
@@ -203,7 +203,7 @@ impl PortDevice for ExitDevice {
     }
 }
 
-impl PortDevice for Uart {
+impl Device for Uart {
     /// COM1.
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(COM1_BASE, COM1_BASE + 7)]
@@ -224,7 +224,7 @@ impl PortDevice for Uart {
     }
 }
 
-impl PortDevice for FwCfg {
+impl Device for FwCfg {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x510, 0x511)]
     }

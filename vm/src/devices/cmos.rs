@@ -14,6 +14,7 @@
 //! that the reset values 110/111 stop periodic and update events.
 
 use super::IrqLine;
+use crate::snapshot::Snapshot;
 use crate::time::NOMINAL_HZ;
 
 const REG_A: usize = 0x0A;
@@ -196,14 +197,6 @@ impl Cmos {
             last_now: 0,
             flags: 0,
         }
-    }
-
-    pub fn save(&self) -> CmosState {
-        CmosState { cmos: self.clone() }
-    }
-
-    pub fn restore(&mut self, s: &CmosState) {
-        *self = s.cmos.clone();
     }
 
     /// Port 0x70 bit 7 as last written.
@@ -473,6 +466,20 @@ impl Cmos {
             let off = i128::from(c.to_seconds()) - base;
             self.offset_seconds = off.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         }
+    }
+}
+
+impl Snapshot for Cmos {
+    const SECTION: &'static str = "cmos";
+    const VERSION: u16 = 1;
+    type State = CmosState;
+
+    fn save(&self) -> CmosState {
+        CmosState { cmos: self.clone() }
+    }
+
+    fn restore(&mut self, s: &CmosState) {
+        *self = s.cmos.clone();
     }
 }
 

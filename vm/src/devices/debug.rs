@@ -8,6 +8,7 @@
 //! - [`Port92`]: "System Control Port A" at 0x92 (IBM PS/2 Hardware Interface
 //!   Technical Reference): bit 1 gates A20, writing bit 0 = 1 pulses a reset.
 
+use crate::snapshot::Snapshot;
 /// Debug console at port 0xE9.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DebugCon {
@@ -21,14 +22,6 @@ pub type DebugConState = DebugCon;
 impl DebugCon {
     pub fn new() -> Self {
         DebugCon { output: Vec::new() }
-    }
-
-    pub fn save(&self) -> DebugConState {
-        self.clone()
-    }
-
-    pub fn restore(&mut self, s: &DebugConState) {
-        *self = s.clone();
     }
 
     /// Reads return the port number, the Bochs/QEMU presence signature.
@@ -74,14 +67,6 @@ impl ExitDevice {
         ExitDevice { status: None }
     }
 
-    pub fn save(&self) -> ExitDeviceState {
-        self.clone()
-    }
-
-    pub fn restore(&mut self, s: &ExitDeviceState) {
-        *self = s.clone();
-    }
-
     /// Reads float high, as on QEMU.
     pub fn io_read(&mut self, size: u8) -> u32 {
         size_mask(size)
@@ -119,14 +104,6 @@ impl Port92 {
         }
     }
 
-    pub fn save(&self) -> Port92State {
-        self.clone()
-    }
-
-    pub fn restore(&mut self, s: &Port92State) {
-        *self = s.clone();
-    }
-
     pub fn io_read(&mut self) -> u8 {
         self.value
     }
@@ -147,6 +124,48 @@ impl Port92 {
     /// Whether the guest asked for a reset since the last call.
     pub fn take_reset_request(&mut self) -> bool {
         std::mem::take(&mut self.reset_request)
+    }
+}
+
+impl Snapshot for DebugCon {
+    const SECTION: &'static str = "debugcon";
+    const VERSION: u16 = 1;
+    type State = DebugConState;
+
+    fn save(&self) -> DebugConState {
+        self.clone()
+    }
+
+    fn restore(&mut self, s: &DebugConState) {
+        *self = s.clone();
+    }
+}
+
+impl Snapshot for ExitDevice {
+    const SECTION: &'static str = "exit";
+    const VERSION: u16 = 1;
+    type State = ExitDeviceState;
+
+    fn save(&self) -> ExitDeviceState {
+        self.clone()
+    }
+
+    fn restore(&mut self, s: &ExitDeviceState) {
+        *self = s.clone();
+    }
+}
+
+impl Snapshot for Port92 {
+    const SECTION: &'static str = "port92";
+    const VERSION: u16 = 1;
+    type State = Port92State;
+
+    fn save(&self) -> Port92State {
+        self.clone()
+    }
+
+    fn restore(&mut self, s: &Port92State) {
+        *self = s.clone();
     }
 }
 

@@ -5,6 +5,7 @@
 //! "traditional interface" bit), writes to items are ignored, and the file
 //! directory is empty. Items are fixed at construction.
 
+use crate::snapshot::Snapshot;
 /// Well-known selector keys (fw_cfg.rst, "Selector Register").
 pub const FW_CFG_SIGNATURE: u16 = 0x0000;
 pub const FW_CFG_ID: u16 = 0x0001;
@@ -51,22 +52,6 @@ impl FwCfg {
         }
     }
 
-    pub fn save(&self) -> FwCfgState {
-        FwCfgState {
-            ram_bytes: self.ram_bytes,
-            cpus: self.cpus,
-            selector: self.selector,
-            offset: self.offset,
-        }
-    }
-
-    pub fn restore(&mut self, s: &FwCfgState) {
-        self.ram_bytes = s.ram_bytes;
-        self.cpus = s.cpus;
-        self.selector = s.selector;
-        self.offset = s.offset;
-    }
-
     /// Byte `index` of the selected item; 0 past its end or for absent items.
     fn item_byte(&self, index: u32) -> u8 {
         if self.selector & ARCH_LOCAL != 0 {
@@ -108,6 +93,28 @@ impl FwCfg {
             self.selector = if size == 1 { value as u8 as u16 } else { value as u16 };
             self.offset = 0;
         }
+    }
+}
+
+impl Snapshot for FwCfg {
+    const SECTION: &'static str = "fw_cfg";
+    const VERSION: u16 = 1;
+    type State = FwCfgState;
+
+    fn save(&self) -> FwCfgState {
+        FwCfgState {
+            ram_bytes: self.ram_bytes,
+            cpus: self.cpus,
+            selector: self.selector,
+            offset: self.offset,
+        }
+    }
+
+    fn restore(&mut self, s: &FwCfgState) {
+        self.ram_bytes = s.ram_bytes;
+        self.cpus = s.cpus;
+        self.selector = s.selector;
+        self.offset = s.offset;
     }
 }
 

@@ -15,6 +15,7 @@
 //! (keyboard interrupt enable) is set.
 
 use super::IrqLine;
+use crate::snapshot::Snapshot;
 
 // Status register bits.
 const ST_OBF: u8 = 0x01;
@@ -79,14 +80,6 @@ impl I8042 {
             outport: OP_RESET | OP_A20,
             reset_request: false,
         }
-    }
-
-    pub fn save(&self) -> I8042State {
-        I8042State { i8042: self.clone() }
-    }
-
-    pub fn restore(&mut self, s: &I8042State) {
-        *self = s.i8042.clone();
     }
 
     fn command_byte(&self) -> u8 {
@@ -209,6 +202,20 @@ impl I8042 {
             irq: 1,
             level: !self.out_queue.is_empty() && self.command_byte() & CB_KBD_INT != 0,
         }
+    }
+}
+
+impl Snapshot for I8042 {
+    const SECTION: &'static str = "i8042";
+    const VERSION: u16 = 1;
+    type State = I8042State;
+
+    fn save(&self) -> I8042State {
+        I8042State { i8042: self.clone() }
+    }
+
+    fn restore(&mut self, s: &I8042State) {
+        *self = s.i8042.clone();
     }
 }
 

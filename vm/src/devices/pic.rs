@@ -8,6 +8,7 @@
 //! edge- and level-triggered inputs and the INTA cycle. Not modelled: the
 //! buffered-mode and MCS-80 bits (stored, no effect), and ELCR.
 
+use crate::snapshot::Snapshot;
 /// One 8259A. The fields are its whole register state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Pic8259 {
@@ -244,20 +245,6 @@ impl PicPair {
         }
     }
 
-    pub fn save(&self) -> PicState {
-        PicState {
-            master: self.master.clone(),
-            slave: self.slave.clone(),
-            ext_irq2: self.ext_irq2,
-        }
-    }
-
-    pub fn restore(&mut self, s: &PicState) {
-        self.master = s.master.clone();
-        self.slave = s.slave.clone();
-        self.ext_irq2 = s.ext_irq2;
-    }
-
     fn cascade_bits(&self) -> u8 {
         if self.master.single {
             0
@@ -362,6 +349,26 @@ impl PicPair {
         };
         self.update_cascade();
         vector
+    }
+}
+
+impl Snapshot for PicPair {
+    const SECTION: &'static str = "pic";
+    const VERSION: u16 = 1;
+    type State = PicState;
+
+    fn save(&self) -> PicState {
+        PicState {
+            master: self.master.clone(),
+            slave: self.slave.clone(),
+            ext_irq2: self.ext_irq2,
+        }
+    }
+
+    fn restore(&mut self, s: &PicState) {
+        self.master = s.master.clone();
+        self.slave = s.slave.clone();
+        self.ext_irq2 = s.ext_irq2;
     }
 }
 

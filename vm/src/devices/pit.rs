@@ -14,6 +14,7 @@
 //! modes 2/3 takes effect at once instead of at the end of the current cycle.
 
 use super::IrqLine;
+use crate::snapshot::Snapshot;
 use crate::time::NOMINAL_HZ;
 
 /// Counter input clock of the PC's 8254.
@@ -450,24 +451,6 @@ impl Pit {
         }
     }
 
-    pub fn save(&self) -> PitState {
-        PitState {
-            channels: self.channels.clone(),
-            port61: self.port61,
-            last_now: self.last_now,
-            pending_edges: self.pending_edges,
-            out0: self.out0,
-        }
-    }
-
-    pub fn restore(&mut self, s: &PitState) {
-        self.channels = s.channels.clone();
-        self.port61 = s.port61;
-        self.last_now = s.last_now;
-        self.pending_edges = s.pending_edges;
-        self.out0 = s.out0;
-    }
-
     /// Collect channel 0 edges up to `now` so a reprogramming never loses
     /// ticks that fell due before it. Returns the (monotonic) time to use.
     fn sync(&mut self, now: u64) -> u64 {
@@ -567,6 +550,30 @@ impl Pit {
         self.port61 = value & 0x0F;
         let p = pit_count(now.max(self.last_now));
         self.channels[2].set_gate(value & 1 != 0, p);
+    }
+}
+
+impl Snapshot for Pit {
+    const SECTION: &'static str = "pit";
+    const VERSION: u16 = 1;
+    type State = PitState;
+
+    fn save(&self) -> PitState {
+        PitState {
+            channels: self.channels.clone(),
+            port61: self.port61,
+            last_now: self.last_now,
+            pending_edges: self.pending_edges,
+            out0: self.out0,
+        }
+    }
+
+    fn restore(&mut self, s: &PitState) {
+        self.channels = s.channels.clone();
+        self.port61 = s.port61;
+        self.last_now = s.last_now;
+        self.pending_edges = s.pending_edges;
+        self.out0 = s.out0;
     }
 }
 

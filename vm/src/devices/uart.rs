@@ -13,6 +13,7 @@
 //! No line errors (parity, framing, break) ever occur; overrun does.
 
 use super::IrqLine;
+use crate::snapshot::Snapshot;
 
 const RX_FIFO: usize = 16;
 
@@ -108,14 +109,6 @@ impl Uart {
             output: Vec::new(),
             thre_retriggered: false,
         }
-    }
-
-    pub fn save(&self) -> UartState {
-        UartState { uart: self.clone() }
-    }
-
-    pub fn restore(&mut self, s: &UartState) {
-        *self = s.uart.clone();
     }
 
     fn dlab(&self) -> bool {
@@ -346,6 +339,20 @@ impl Uart {
     /// the timeout indication, so there is nothing left to do; kept so the
     /// platform may call it.
     pub fn rx_timeout(&mut self) {}
+}
+
+impl Snapshot for Uart {
+    const SECTION: &'static str = "uart";
+    const VERSION: u16 = 1;
+    type State = UartState;
+
+    fn save(&self) -> UartState {
+        UartState { uart: self.clone() }
+    }
+
+    fn restore(&mut self, s: &UartState) {
+        *self = s.uart.clone();
+    }
 }
 
 #[cfg(test)]
