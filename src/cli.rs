@@ -18,12 +18,17 @@ const EXIT_GUEST_CRASH: u8 = 4;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// A multiboot v1 kernel (ELF or a.out kludge), a 512-byte boot sector,
-    /// or, with --flat, any flat binary.
+    /// A multiboot v1 kernel (ELF or a.out kludge), a Linux bzImage, a
+    /// 512-byte boot sector, or, with --flat, any flat binary.
     pub kernel: PathBuf,
-    /// Kernel command line (appended to the kernel's file name, as QEMU does).
+    /// Kernel command line (for a multiboot kernel, appended to its file
+    /// name, as QEMU does).
     #[arg(long, default_value = "")]
     pub append: String,
+    /// An initial RAM disk: a Linux kernel's initrd (an initramfs cpio), or
+    /// for a multiboot kernel one more module, as QEMU's -initrd.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
     /// A multiboot module: "FILE" or "FILE ARGS"; the whole string is the
     /// module's command line, as with QEMU's -initrd. Repeatable.
     #[arg(long = "module", value_name = "FILE[ ARGS]")]

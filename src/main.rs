@@ -285,6 +285,7 @@ fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs
     let args = RunArgs {
         kernel: "demo.elf".into(),
         append: String::new(),
+        initrd: None,
         modules: Vec::new(),
         mem: "32M".into(),
         max_insns,
@@ -323,13 +324,28 @@ fn read_file(path: &Path, what: &str, ram: u64) -> Result<Vec<u8>> {
 fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
     let ram = vm::boot::parse_mem_size(&args.mem)?;
     let image = read_file(&args.kernel, "kernel", ram)?;
-    if args.flat.is_some() && !args.modules.is_empty() {
-        bail!("--module needs a multiboot kernel, not a flat binary");
+    let flat = args.flat.is_some() || (!vm::boot::is_multiboot(&image) && vm::boot::is_boot_sector(&image));
+    if flat && (!args.modules.is_empty() || args.initrd.is_some()) {
+        bail!("--module and --initrd need a multiboot or Linux kernel, not a flat binary");
     }
-    let kernel = if let Some(addr) = args.flat {
-        Kernel::Flat { image, addr }
-    } else if !vm::boot::is_multiboot(&image) && vm::boot::is_boot_sector(&image) {
-        Kernel::Flat { image, addr: 0x7C00 }
+    let kernel = if flat {
+        Kernel::Flat {
+            image,
+            addr: args.flat.unwrap_or(0x7C00),
+        }
+    } else if !vm::boot::is_multiboot(&image) && vm::boot::is_linux(&image) {
+        if !args.modules.is_empty() {
+            bail!("--module is for multiboot kernels; a Linux kernel takes its initramfs with --initrd");
+        }
+        let initrd = match &args.initrd {
+            Some(path) => Some(read_file(path, "initrd", ram)?),
+            None => None,
+        };
+        Kernel::Linux {
+            image,
+            initrd,
+            cmdline: args.append.clone(),
+        }
     } else {
         let mut modules = Vec::new();
         for spec in &args.modules {
@@ -337,6 +353,12 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
             modules.push(Module {
                 data: read_file(Path::new(file), "module", ram)?,
                 cmdline: spec.clone(),
+            });
+        }
+        if let Some(path) = &args.initrd {
+            modules.push(Module {
+                data: read_file(path, "initrd", ram)?,
+                cmdline: path.display().to_string(),
             });
         }
         let cmdline = format!("{} {}", args.kernel.display(), args.append);

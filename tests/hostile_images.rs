@@ -1171,3 +1171,201 @@ fn the_cli_runs_kernels_ending_at_the_top_of_ram() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+// Linux bzImages: a setup header of protocol 2.15 with one setup sector,
+// and `cli; hlt` as the protected-mode kernel at 1 MiB.
+
+const HDR_VERSION: usize = 0x206;
+const HDR_FIELDS: [(usize, u8); 9] = [
+    (0x1F1, 1), // setup_sects
+    (0x201, 1), // the jump's offset: the header's length
+    (0x206, 2), // version
+    (0x211, 1), // loadflags
+    (0x214, 4), // code32_start
+    (0x22C, 4), // initrd_addr_max
+    (0x238, 4), // cmdline_size
+    (0x258, 4), // pref_address (low half)
+    (0x260, 4), // init_size
+];
+
+fn bzimage() -> Vec<u8> {
+    let mut b = vec![0u8; 1024];
+    b[0x1F1] = 1;
+    put16(&mut b, 0x1FE, 0xAA55);
+    b[0x200] = 0xEB;
+    b[0x201] = 0x66;
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    put16(&mut b, HDR_VERSION, 0x020F);
+    b[0x211] = 1;
+    put32(&mut b, 0x214, MIB);
+    put32(&mut b, 0x22C, 0x37FF_FFFF);
+    put32(&mut b, 0x238, 255);
+    put32(&mut b, 0x258, MIB);
+    put32(&mut b, 0x260, 0x1_0000);
+    b.extend_from_slice(&CODE);
+    b
+}
+
+fn linux(image: Vec<u8>, initrd: Option<Vec<u8>>, cmdline: &str) -> Kernel {
+    Kernel::Linux {
+        image,
+        initrd,
+        cmdline: cmdline.into(),
+    }
+}
+
+#[test]
+fn linux_kernels_at_the_edges() {
+    let Outcome::Booted(m) = boot(
+        RAM,
+        &linux(bzimage(), Some(vec![7; 3 * PAGE as usize]), "console=ttyS0"),
+    ) else {
+        panic!("the bzImage should boot");
+    };
+    assert_eq!(m.cpu.state.regs[reg::ESI], 0x7000, "ESI points at the zero page");
+    assert!(m.cpu.state.halted, "the kernel ran to its hlt");
+    let mut old = bzimage();
+    put16(&mut old, HDR_VERSION, 0x0205);
+    let mut zimage = bzimage();
+    zimage[0x211] = 0;
+    let mut huge_init = bzimage();
+    put32(&mut huge_init, 0x260, RAM as u32);
+    check_cases(vec![
+        case(
+            "cut before the kernel",
+            linux(bzimage()[..1024].to_vec(), None, ""),
+            Expect::Refused("before its protected-mode code"),
+        ),
+        case(
+            "protocol 2.05",
+            linux(old, None, ""),
+            Expect::Refused("older than 2.06"),
+        ),
+        case("a zImage", linux(zimage, None, ""), Expect::Refused("zImage")),
+        case(
+            "init_size past RAM",
+            linux(huge_init, None, ""),
+            Expect::Refused("needs RAM up to"),
+        ),
+        case(
+            "a command line of 255 bytes",
+            linux(bzimage(), None, &"x".repeat(255)),
+            Expect::Boots,
+        ),
+        case(
+            "a command line of 256 bytes",
+            linux(bzimage(), None, &"x".repeat(256)),
+            Expect::Refused("at most 255"),
+        ),
+        case(
+            "an initrd as large as RAM",
+            linux(bzimage(), Some(vec![0; RAM as usize]), ""),
+            Expect::Refused("does not fit"),
+        ),
+        case(
+            "an empty initrd",
+            linux(bzimage(), Some(Vec::new()), ""),
+            Expect::Refused("initrd (0 bytes)"),
+        ),
+        case(
+            "an initrd filling the RAM the kernel leaves",
+            linux(bzimage(), Some(vec![1; (TOP - 0x2_0000 - MIB - 0x1_0000) as usize]), ""),
+            Expect::Boots,
+        ),
+        case(
+            "one page more",
+            linux(
+                bzimage(),
+                Some(vec![1; (TOP - 0x2_0000 - MIB - 0x1_0000 + PAGE) as usize]),
+                "",
+            ),
+            Expect::Refused("does not fit"),
+        ),
+    ]);
+}
+
+#[test]
+fn every_linux_header_field_at_every_edge_and_every_prefix() {
+    let base = bzimage();
+    let mut images = Vec::new();
+    for (at, width) in HDR_FIELDS {
+        let max = if width == 4 {
+            u32::MAX
+        } else {
+            (1u32 << (8 * width)) - 1
+        };
+        for v in [
+            0,
+            1,
+            2,
+            0x7F,
+            0x80,
+            0xFF,
+            0x100,
+            0x206,
+            0x20A,
+            0xFFFF,
+            0x10_0000,
+            max - 1,
+            max,
+        ] {
+            let v = v.min(max);
+            let mut f = base.clone();
+            f[at..at + usize::from(width)].copy_from_slice(&v.to_le_bytes()[..usize::from(width)]);
+            for initrd in [None, Some(vec![9u8; 5000])] {
+                let with = if initrd.is_some() { " with an initrd" } else { "" };
+                images.push((
+                    format!("field {at:#x} = {v:#x}{with}"),
+                    RAM,
+                    linux(f.clone(), initrd, "x"),
+                ));
+            }
+        }
+    }
+    for len in 0..base.len() {
+        images.push((
+            format!("cut to {len} bytes"),
+            RAM,
+            linux(base[..len].to_vec(), None, ""),
+        ));
+    }
+    for i in 0x1F0..0x270 {
+        for x in [0x01u8, 0x80, 0xFF] {
+            let mut f = base.clone();
+            f[i] ^= x;
+            images.push((format!("byte {i:#x} ^ {x:#x}"), RAM, linux(f, None, "")));
+        }
+    }
+    let n = check_no_panics("bzImages", images);
+    assert!(n > 1500, "{n} images");
+}
+
+#[test]
+fn the_cli_boots_linux_images_and_refuses_bad_ones_with_a_message() {
+    let good = scratch("good.bzimage", &bzimage());
+    let initrd = scratch("initrd.cpio", &[5u8; 4096]);
+    let out = ringback(&["run", &good, "--initrd", &initrd, "--append", "quiet", "--mem", "2M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("halted with interrupts disabled"));
+    let cut = scratch("cut.bzimage", &bzimage()[..1000]);
+    let big = scratch("big.cpio", &vec![0u8; 2 << 20]);
+    for (args, needle) in [
+        (
+            vec!["run", cut.as_str(), "--mem", "2M"],
+            "ends (1000 bytes) before its protected-mode code",
+        ),
+        (
+            vec!["run", good.as_str(), "--initrd", big.as_str(), "--mem", "2M"],
+            "does not fit",
+        ),
+        (
+            vec!["run", good.as_str(), "--module", initrd.as_str(), "--mem", "2M"],
+            "a Linux kernel takes its initramfs with --initrd",
+        ),
+    ] {
+        let out = ringback(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+    }
+}

@@ -2,12 +2,14 @@
 //! contents, one file per protocol. `multiboot` loads multiboot v1 kernels
 //! (ELF32 or with the a.out-kludge address fields) as GRUB and `qemu
 //! -kernel` do; `flat` loads flat binaries entered in real mode (boot
-//! sectors at 0000:7C00). A new protocol (the Linux boot protocol) is a
-//! file here and a variant of [`Kernel`]; this module keeps what they
+//! sectors at 0000:7C00); `linux` loads bzImages by the Linux boot
+//! protocol's 32-bit entry. A new protocol is a file here and a variant of
+//! [`Kernel`]; this module keeps what they
 //! share: RAM limits, reading image files, the e820 map, the flat
 //! protected-mode entry state.
 
 mod flat;
+mod linux;
 mod multiboot;
 
 use std::io::Read;
@@ -20,6 +22,7 @@ use crate::platform::Platform;
 use crate::VmError;
 
 pub use flat::{is_boot_sector, load_flat};
+pub use linux::{is_linux, load_linux, setup_header, SetupHeader};
 pub use multiboot::{is_multiboot, load_multiboot, MULTIBOOT_BOOTLOADER_MAGIC, MULTIBOOT_HEADER_MAGIC};
 
 /// What to boot: the images themselves, so a trace that holds a `Kernel`
@@ -34,6 +37,12 @@ pub enum Kernel {
     },
     /// A flat binary entered in real mode at `addr`.
     Flat { image: Vec<u8>, addr: u32 },
+    /// A Linux bzImage, entered by the 32-bit boot protocol.
+    Linux {
+        image: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        cmdline: String,
+    },
 }
 
 impl Kernel {
@@ -46,6 +55,7 @@ impl Kernel {
                 modules,
             } => load_multiboot(platform, image, cmdline, modules),
             Kernel::Flat { image, addr } => load_flat(platform, image, *addr),
+            Kernel::Linux { image, initrd, cmdline } => load_linux(platform, image, initrd.as_deref(), cmdline),
         }
     }
 
@@ -57,6 +67,7 @@ impl Kernel {
                 .chain(modules.iter().map(|m| m.data.as_slice()))
                 .collect(),
             Kernel::Flat { image, .. } => vec![image.as_slice()],
+            Kernel::Linux { image, initrd, .. } => std::iter::once(image.as_slice()).chain(initrd.as_deref()).collect(),
         }
     }
 
@@ -64,7 +75,7 @@ impl Kernel {
     pub fn symbols(&self) -> Option<&[u8]> {
         match self {
             Kernel::Multiboot { image, .. } => Some(image),
-            Kernel::Flat { .. } => None,
+            Kernel::Flat { .. } | Kernel::Linux { .. } => None,
         }
     }
 }
@@ -185,16 +196,28 @@ pub fn e820_map(ram: u64) -> Vec<E820Entry> {
 /// 4 GiB code and data segments, interrupts off. We also install a GDT with
 /// those descriptors (0x08 code, 0x10 data) so a kernel that reloads a
 /// segment register before its own LGDT keeps working, as under GRUB.
-fn protected_flat_state() -> CpuState {
+fn multiboot_entry_state() -> CpuState {
+    let mut st = protected_flat_state(0x08, 0x10);
+    st.gdtr = TableReg {
+        base: GDT_ADDR,
+        limit: 3 * 8 - 1,
+    };
+    st
+}
+
+/// Flat protected mode without paging: 4 GiB code at selector `cs`, data at
+/// `ds` in every other segment register, interrupts off. The caller points
+/// GDTR at descriptors that match.
+fn protected_flat_state(cs: u16, ds: u16) -> CpuState {
     let mut st = CpuState::reset();
     let code = Segment {
-        selector: 0x08,
+        selector: cs,
         base: 0,
         limit: 0xFFFF_FFFF,
         attr: code_attr(),
     };
     let data = Segment {
-        selector: 0x10,
+        selector: ds,
         base: 0,
         limit: 0xFFFF_FFFF,
         attr: data_attr(),
@@ -202,10 +225,6 @@ fn protected_flat_state() -> CpuState {
     for s in SegReg::ALL {
         st.segs[s as usize] = if s == SegReg::Cs { code } else { data };
     }
-    st.gdtr = TableReg {
-        base: GDT_ADDR,
-        limit: 3 * 8 - 1,
-    };
     st.idtr = TableReg { base: 0, limit: 0x3FF };
     st.cr0 = cr0::PE | cr0::ET;
     st.eflags = flags::FIXED1;
@@ -220,18 +239,31 @@ fn data_attr() -> u16 {
     attr::P | attr::S | attr::RW | attr::ACCESSED | attr::DB | attr::G
 }
 
+/// A flat 4 GiB descriptor (base 0, limit 0xFFFFF pages) with attributes `a`.
+fn flat_desc(a: u16) -> u64 {
+    let a = u64::from(a);
+    0xFFFF | ((a & 0xFF) << 40) | (0xF << 48) | (((a >> 12) & 0xF) << 52)
+}
+
+/// The flat code descriptor of the entry states.
+fn code_desc() -> u64 {
+    flat_desc(code_attr())
+}
+
+/// The flat data descriptor of the entry states.
+fn data_desc() -> u64 {
+    flat_desc(data_attr())
+}
+
+/// Writes a GDT of `descriptors` at `addr`.
+fn install_gdt(platform: &mut Platform, addr: u32, descriptors: &[u64]) -> Result<(), VmError> {
+    let gdt: Vec<u8> = descriptors.iter().flat_map(|d| d.to_le_bytes()).collect();
+    platform.mem.load(addr, &gdt)
+}
+
 /// The GDT the multiboot entry state refers to.
 fn install_boot_gdt(platform: &mut Platform) -> Result<(), VmError> {
-    let desc = |a: u16| -> u64 {
-        // limit 0xFFFFF with G=1, base 0
-        let a = u64::from(a);
-        0xFFFF | ((a & 0xFF) << 40) | (0xF << 48) | (((a >> 12) & 0xF) << 52)
-    };
-    let mut gdt = Vec::with_capacity(24);
-    for d in [0, desc(code_attr()), desc(data_attr())] {
-        gdt.extend_from_slice(&d.to_le_bytes());
-    }
-    platform.mem.load(GDT_ADDR, &gdt)
+    install_gdt(platform, GDT_ADDR, &[0, code_desc(), data_desc()])
 }
 
 /// Parses a RAM size the way QEMU's `-m` does: a number of MiB, or a number

@@ -8,7 +8,7 @@ use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::program_header::{self, ProgramHeader};
 use goblin::elf::{header, Elf};
 
-use super::{e820_map, install_boot_gdt, protected_flat_state, Module, ADDR_LIMIT, GDT_ADDR};
+use super::{e820_map, install_boot_gdt, multiboot_entry_state, Module, ADDR_LIMIT, GDT_ADDR};
 use crate::cpu::state::reg;
 use crate::cpu::CpuState;
 use crate::mem::PAGE_SIZE;
@@ -130,7 +130,7 @@ pub fn load_multiboot(
     };
     install_boot_gdt(platform)?;
     let info_addr = write_boot_info(platform, cmdline, modules, image_end)?;
-    let mut st = protected_flat_state();
+    let mut st = multiboot_entry_state();
     st.eip = entry;
     st.regs[reg::EAX] = MULTIBOOT_BOOTLOADER_MAGIC;
     st.regs[reg::EBX] = info_addr;

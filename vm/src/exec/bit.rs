@@ -3,6 +3,13 @@
 //!
 //! Undefined flags are left unchanged; BSF/BSR leave the destination unchanged
 //! when the source is zero, as current processors do.
+//!
+//! F3 0F BC and F3 0F BD are TZCNT and LZCNT only on processors with BMI1
+//! and LZCNT; ours has neither, so they execute as BSF and BSR with the REP
+//! prefix ignored, as on every earlier processor (SDM Vol. 2B "TZCNT":
+//! "on processors that do not support TZCNT, the instruction byte encoding
+//! is executed as BSF"). Compilers emit them for that reason: Linux's
+//! `__ffs` is `rep; bsf`.
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
@@ -14,13 +21,13 @@ use crate::cpu::{Cpu, Result};
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
     let m = inst.mnemonic();
     let size = op_size(inst, 0);
-    if matches!(m, Mnemonic::Bsf | Mnemonic::Bsr) {
+    if matches!(m, Mnemonic::Bsf | Mnemonic::Bsr | Mnemonic::Tzcnt | Mnemonic::Lzcnt) {
         let src = cpu.read_op(bus, inst, 1, size)?;
         if src == 0 {
             cpu.state.eflags |= ZF;
         } else {
             cpu.state.eflags &= !ZF;
-            let idx = if m == Mnemonic::Bsf {
+            let idx = if matches!(m, Mnemonic::Bsf | Mnemonic::Tzcnt) {
                 src.trailing_zeros()
             } else {
                 31 - src.leading_zeros()
@@ -70,7 +77,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
 #[cfg(test)]
 mod tests {
     use crate::cpu::state::flags::{CF, ZF};
-    use crate::cpu::state::reg::{EAX, EBX};
+    use crate::cpu::state::reg::{EAX, EBX, ECX};
     use crate::cpu::vector;
     use crate::exec::testutil::*;
 
@@ -169,6 +176,23 @@ mod tests {
         m.set_reg(EBX, 0x8000).set_reg(EAX, 0xFFFF_FFFF);
         assert_retired(m.exec(&[0x66, 0x0F, 0xBD, 0xC3]));
         assert_eq!(m.reg(EAX), 0xFFFF_000F);
+    }
+
+    // SDM Vol. 2B, TZCNT/LZCNT: without BMI1/LZCNT, F3 0F BC/BD are BSF/BSR
+    // (a source of 0 sets ZF and keeps the destination, where TZCNT would
+    // write the operand size and set CF).
+    #[test]
+    fn rep_bsf_and_rep_bsr_are_bsf_and_bsr() {
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 0x0000_0300);
+        assert_retired(m.exec(&[0xF3, 0x0F, 0xBC, 0xC9])); // rep bsf ecx, ecx (Linux's __ffs)
+        assert_eq!(m.reg(ECX), 8);
+        m.set_reg(EBX, 0x0010_0000);
+        assert_retired(m.exec(&[0xF3, 0x0F, 0xBD, 0xC3])); // rep bsr eax, ebx
+        assert_eq!(m.reg(EAX), 20);
+        m.set_reg(EBX, 0).set_reg(EAX, 0xDEAD);
+        assert_retired(m.exec(&[0xF3, 0x0F, 0xBC, 0xC3]));
+        assert_eq!((m.reg(EAX), m.status() & (ZF | CF)), (0xDEAD, ZF));
     }
 
     // SDM Vol. 2A, BTS: LOCK allowed with a memory destination, #UD with a register.

@@ -1,6 +1,6 @@
 //! Data movement and conversion: MOV (general and segment registers), MOVZX,
 //! MOVSX, XCHG, XADD, CMPXCHG, CMPXCHG8B, BSWAP, LEA, CBW/CWDE/CWD/CDQ, LAHF,
-//! SAHF, XLAT, LDS/LES/LFS/LGS/LSS, CMOVcc, SETcc, SALC, NOP (SDM Vol. 1, 7.3.1
+//! SAHF, XLAT, LDS/LES/LFS/LGS/LSS, CMOVcc, SETcc, SALC, NOP, PAUSE (SDM Vol. 1, 7.3.1
 //! "Data transfer instructions"; Vol. 2, the page of each instruction).
 
 use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
@@ -165,7 +165,9 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.write_reg(Register::AL, al);
             Ok(Flow::Next)
         }
-        Mnemonic::Nop => {
+        // PAUSE is a REP-prefixed NOP, valid on every processor (SDM Vol. 2B
+        // "PAUSE": "executes as a NOP on processors that do not support it").
+        Mnemonic::Nop | Mnemonic::Pause => {
             // Multi-byte NOPs still compute their memory operand but never access it.
             Ok(Flow::Next)
         }
@@ -270,6 +272,18 @@ mod tests {
         assert_retired(m.exec(&[0xBA, 0x78, 0x56, 0x34, 0x12])); // mov edx, 12345678h
         assert_eq!(m.reg(EDX), 0x1234_5678);
         assert_eq!(m.eip(), CODE + 2 + 2 + 2 + 4 + 5);
+    }
+
+    // SDM Vol. 2B, PAUSE: F3 90 is a NOP on every processor, in every mode
+    // (spin-wait loops in every kernel use it); it was #UD here once.
+    #[test]
+    fn pause_is_a_nop() {
+        let mut m = Machine::flat32();
+        m.set_reg(EAX, 7);
+        assert_retired(m.exec(&[0xF3, 0x90]));
+        assert_eq!((m.reg(EAX), m.eip()), (7, CODE + 2));
+        let mut m = Machine::real16();
+        assert_retired(m.exec(&[0xF3, 0x90]));
     }
 
     // SDM Vol. 2B, MOVZX/MOVSX.

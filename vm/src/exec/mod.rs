@@ -273,7 +273,7 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Not => alu::exec::<B>,
         M::Mul | M::Imul | M::Div | M::Idiv => muldiv::exec::<B>,
         M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => shift::exec::<B>,
-        M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr => bit::exec::<B>,
+        M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt => bit::exec::<B>,
         M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => bcd::exec::<B>,
         M::Push
         | M::Pop
@@ -367,7 +367,8 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Lgs
         | M::Lss
         | M::Salc
-        | M::Nop => datamov::exec::<B>,
+        | M::Nop
+        | M::Pause => datamov::exec::<B>,
         M::Cmovo
         | M::Cmovno
         | M::Cmovb
