@@ -247,6 +247,7 @@ mod tests {
             ("exit", 1, "901eab30173410fa"),
             ("uart", 1, "1fd238da67570d3b"),
             ("fw_cfg", 1, "ab56402ebc120ce0"),
+            ("pci", 1, "bd166846ab41afd6"),
         ];
         let mut reader = LayoutReader { seen: Vec::new() };
         MachineState::read_sections(&mut reader).expect("layouts trace");

@@ -6,7 +6,8 @@
 //! Port map (as on a PC/AT and QEMU's `pc` machine):
 //! 0x20/0x21, 0xA0/0xA1 PIC pair; 0x40-0x43 PIT; 0x60/0x64 i8042; 0x61 system
 //! control port B; 0x70/0x71 CMOS/RTC; 0x92 system control port A; 0xE9 debug
-//! console; 0xF4-0xF7 isa-debug-exit; 0x3F8-0x3FF COM1; 0x510/0x511 fw_cfg.
+//! console; 0xF4-0xF7 isa-debug-exit; 0x3F8-0x3FF COM1; 0x510/0x511 fw_cfg;
+//! 0xCF8-0xCFF PCI configuration mechanism #1 (a host bridge on bus 0).
 //! Reads of any other port return all ones; writes to them are dropped and
 //! counted.
 
@@ -16,6 +17,7 @@ use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, ExitDevice, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
+use crate::devices::pci::PciHost;
 use crate::devices::pic::PicPair;
 use crate::devices::pit::Pit;
 use crate::devices::uart::Uart;
@@ -27,7 +29,7 @@ use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 pub const COM1_IRQ: u8 = 4;
 /// Devices in the table (`with_devices!`).
-const DEVICES: usize = 9;
+const DEVICES: usize = 10;
 
 /// The one list of the platform's devices, each `name: Type = field`,
 /// given to `$then!` after its other arguments. A new device is a field and
@@ -44,7 +46,8 @@ macro_rules! with_devices {
             debugcon: DebugCon = debugcon,
             exit: ExitDevice = exit,
             uart: Uart = uart,
-            fw_cfg: FwCfg = fw_cfg}
+            fw_cfg: FwCfg = fw_cfg,
+            pci: PciHost = pci}
     };
 }
 
@@ -207,6 +210,7 @@ pub struct Platform {
     pub debugcon: DebugCon,
     pub exit: ExitDevice,
     pub fw_cfg: FwCfg,
+    pub pci: PciHost,
     pub stats: BusStats,
     pub attention: Attention,
     /// Port and MMIO accesses since the machine last drained them; `None`
@@ -236,6 +240,7 @@ impl Platform {
             debugcon: DebugCon::new(),
             exit: ExitDevice::new(),
             fw_cfg: FwCfg::new(ram_bytes as u64, 1),
+            pci: PciHost::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,

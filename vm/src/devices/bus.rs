@@ -10,6 +10,7 @@ use super::cmos::Cmos;
 use super::debug::{DebugCon, ExitDevice, Port92};
 use super::fw_cfg::FwCfg;
 use super::i8042::I8042;
+use super::pci::PciHost;
 use super::pic::PicPair;
 use super::pit::Pit;
 use super::uart::Uart;
@@ -233,6 +234,22 @@ impl Device for FwCfg {
     }
     fn read(&mut self, port: u16, size: u8, _now: u64) -> Option<u32> {
         Some(self.io_read(port, size))
+    }
+    fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
+        self.io_write(port, size, value);
+    }
+}
+
+impl Device for PciHost {
+    /// CONFIG_ADDRESS and CONFIG_DATA.
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0xCF8, 0xCFF)]
+    }
+    fn wide(&self) -> bool {
+        true
+    }
+    fn read(&mut self, port: u16, size: u8, _now: u64) -> Option<u32> {
+        self.io_read(port, size)
     }
     fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
         self.io_write(port, size, value);

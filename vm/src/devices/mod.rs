@@ -10,6 +10,7 @@ pub mod cmos;
 pub mod debug;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod uart;
