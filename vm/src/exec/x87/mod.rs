@@ -13,6 +13,8 @@
 //! so AX keeps the value the software preloaded and no FPU is detected.
 //! WAIT/FWAIT is not an escape and lives in `system`.
 
+pub mod float;
+
 use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpCodeTableKind, OpKind};
 
 use super::Flow;
