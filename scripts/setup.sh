@@ -2,8 +2,9 @@
 # Installs what ringback's build, tests and benchmarks need beyond the Rust
 # toolchain: gcc/binutils that can build 32-bit freestanding guests (build.rs),
 # Debian's qemu-system-i386, the peer the end-to-end tests compare against,
-# gdb, which the gdb server's tests drive, and tmux, which the inspector's
-# end-to-end test drives.
+# gdb, which the gdb server's tests drive, tmux, which the inspector's
+# end-to-end test drives, and Debian's i386 Linux kernel with a busybox
+# initramfs (scripts/linux.sh) for the Linux boot test.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -34,3 +35,7 @@ if ! gcc -m32 -ffreestanding -nostdinc -c "$probe/t.c" -o "$probe/t.o" 2>/dev/nu
     echo "setup: gcc cannot compile with -m32; install gcc-multilib" >&2
     exit 1
 fi
+
+# Debian's i386 kernel and a busybox initramfs, for the Linux boot test and
+# `ringback run target/linux/bzImage --initrd target/linux/initrd.cpio`.
+bash "$(dirname "$0")/linux.sh" >/dev/null

@@ -303,8 +303,21 @@ impl SingleThreadBase for DebugTarget<'_> {
         regs.segments.es = sel(SegReg::Es);
         regs.segments.fs = sel(SegReg::Fs);
         regs.segments.gs = sel(SegReg::Gs);
-        // No x87 yet: the FPU registers read as after FNINIT.
-        regs.fpu.fctrl = 0x37F;
+        // The x87 registers in stack order, and its control words as
+        // FNSTENV stores them (gdb's ftag is the full tag word).
+        let fpu = &st.fpu;
+        for (i, reg) in regs.st.iter_mut().enumerate() {
+            *reg = fpu.st(i as u8).to_bytes();
+        }
+        regs.fpu.fctrl = u32::from(fpu.control);
+        regs.fpu.fstat = u32::from(fpu.status);
+        regs.fpu.ftag = u32::from(fpu.full_tag_word());
+        regs.fpu.fiseg = u32::from(fpu.cs);
+        regs.fpu.fioff = fpu.ip;
+        regs.fpu.foseg = u32::from(fpu.ds);
+        regs.fpu.fooff = fpu.dp;
+        regs.fpu.fop = u32::from(fpu.opcode);
+        // No SSE: MXCSR reads as after reset.
         regs.mxcsr = 0x1F80;
         Ok(())
     }

@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn every_saved_part_has_the_layout_its_version_names() {
         let pinned: &[(&str, u16, &str)] = &[
-            ("cpu", 1, "fbcb4d21549d32d5"),
+            ("cpu", 2, "44f47f0890282479"),
             ("pic", 1, "d4fba6dee9e4c58b"),
             ("pit", 1, "eb15a1a01fa1d11d"),
             ("i8042", 1, "e7f4f505fb21592f"),
@@ -248,6 +248,7 @@ mod tests {
             ("uart", 1, "1fd238da67570d3b"),
             ("fw_cfg", 1, "ab56402ebc120ce0"),
             ("pci", 1, "bd166846ab41afd6"),
+            ("ferr", 1, "1ca74a5d03351b95"),
         ];
         let mut reader = LayoutReader { seen: Vec::new() };
         MachineState::read_sections(&mut reader).expect("layouts trace");

@@ -22,4 +22,8 @@ pub trait Bus {
     fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32;
     /// Port output of `size` bytes at virtual time `now`.
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64);
+    /// The FPU's FERR# output: a waiting x87 instruction found an unmasked
+    /// exception pending with CR0.NE clear, which a PC turns into IRQ 13.
+    /// Buses without an interrupt controller ignore it.
+    fn fpu_error(&mut self) {}
 }

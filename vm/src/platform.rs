@@ -7,14 +7,15 @@
 //! 0x20/0x21, 0xA0/0xA1 PIC pair; 0x40-0x43 PIT; 0x60/0x64 i8042; 0x61 system
 //! control port B; 0x70/0x71 CMOS/RTC; 0x92 system control port A; 0xE9 debug
 //! console; 0xF4-0xF7 isa-debug-exit; 0x3F8-0x3FF COM1; 0x510/0x511 fw_cfg;
-//! 0xCF8-0xCFF PCI configuration mechanism #1 (a host bridge on bus 0).
+//! 0xF0 the FPU error latch (IRQ 13); 0xCF8-0xCFF PCI configuration
+//! mechanism #1 (a host bridge on bus 0).
 //! Reads of any other port return all ones; writes to them are dropped and
 //! counted.
 
 use crate::bus::Bus;
 use crate::devices::bus::{Device, Effects};
 use crate::devices::cmos::Cmos;
-use crate::devices::debug::{DebugCon, ExitDevice, Port92};
+use crate::devices::debug::{DebugCon, ExitDevice, FpuErrorLatch, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
 use crate::devices::pci::PciHost;
@@ -29,7 +30,7 @@ use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 pub const COM1_IRQ: u8 = 4;
 /// Devices in the table (`with_devices!`).
-const DEVICES: usize = 10;
+const DEVICES: usize = 11;
 
 /// The one list of the platform's devices, each `name: Type = field`,
 /// given to `$then!` after its other arguments. A new device is a field and
@@ -47,7 +48,8 @@ macro_rules! with_devices {
             exit: ExitDevice = exit,
             uart: Uart = uart,
             fw_cfg: FwCfg = fw_cfg,
-            pci: PciHost = pci}
+            pci: PciHost = pci,
+            ferr: FpuErrorLatch = ferr}
     };
 }
 
@@ -211,6 +213,7 @@ pub struct Platform {
     pub exit: ExitDevice,
     pub fw_cfg: FwCfg,
     pub pci: PciHost,
+    pub ferr: FpuErrorLatch,
     pub stats: BusStats,
     pub attention: Attention,
     /// Port and MMIO accesses since the machine last drained them; `None`
@@ -241,6 +244,7 @@ impl Platform {
             exit: ExitDevice::new(),
             fw_cfg: FwCfg::new(ram_bytes as u64, 1),
             pci: PciHost::new(),
+            ferr: FpuErrorLatch::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,
@@ -460,6 +464,11 @@ impl Bus for Platform {
         value
     }
 
+    fn fpu_error(&mut self) {
+        self.ferr.raise();
+        self.attention.irq = true;
+    }
+
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
         self.stats.port_writes += 1;
         let wide = match self.device_at(port) {
@@ -537,6 +546,43 @@ mod tests {
         assert!(p.a20());
         p.write_phys(0x10_0500, 1, 0x99);
         assert_eq!(p.read_phys(0x500, 1), 0x42);
+    }
+}
+
+#[cfg(test)]
+mod fpu_error_tests {
+    use super::*;
+
+    // FERR# with CR0.NE clear: IRQ 13 on the slave 8259 until port 0xF0 is
+    // written (the PC/AT's latch).
+    #[test]
+    fn fpu_errors_raise_irq_13_until_port_f0_is_written() {
+        let mut p = Platform::new(2 << 20, 0);
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xFB),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0xA1, 0xDF),
+        ] {
+            p.io_write(port, 1, v, 0);
+        }
+        p.route_all();
+        assert!(!p.intr());
+        p.fpu_error();
+        p.route_all();
+        assert!(p.intr());
+        assert_eq!(p.acknowledge_interrupt(), 0x28 + 5, "IRQ 13");
+        p.io_write(0xA0, 1, 0x20, 0);
+        p.io_write(0x20, 1, 0x20, 0);
+        p.io_write(0xF0, 1, 0, 0);
+        p.route_all();
+        assert!(!p.intr(), "the latch was cleared");
     }
 }
 

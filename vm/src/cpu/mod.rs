@@ -199,11 +199,11 @@ impl Cpu {
     }
 }
 
-/// The CPU's section of saved state: its architectural registers. The x87
-/// registers join it as version 2.
+/// The CPU's section of saved state: its architectural registers; since
+/// version 2 the x87's too.
 impl crate::snapshot::Snapshot for Cpu {
     const SECTION: &'static str = "cpu";
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     type State = CpuState;
 
     fn save(&self) -> CpuState {
@@ -250,6 +250,18 @@ impl Cpu {
             }
         }
         self.ring_view = RingView::True;
+    }
+
+    /// The selector the guest sees in `seg`, whatever the view: under ring
+    /// compression CS and SS carry RPL 1 where the guest's have 0 (what
+    /// [`Cpu::leave_view`] undoes).
+    #[inline]
+    pub fn guest_selector(&self, seg: SegReg) -> u16 {
+        let selector = self.state.segs[seg as usize].selector;
+        match self.ring_view {
+            RingView::Compressed { .. } if matches!(seg, SegReg::Cs | SegReg::Ss) && selector & 3 == 1 => selector & !3,
+            _ => selector,
+        }
     }
 
     /// The guest's IF, whatever the view.

@@ -176,12 +176,9 @@ pub mod reg {
 /// in stack order of their physical numbers, the control, status and tag
 /// words, and the last instruction's opcode and pointers, laid out for
 /// compiled code as the rest of the state is.
-///
-/// The processor modelled today has no FPU (CPUID.1:EDX.FPU = 0; see
-/// `exec/x87.rs`), so this never leaves its reset value and traces do not
-/// store it; the FPU's work fills it in and makes it part of the trace
-/// format (an explicit format change).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Registers are stored by physical number, each the 80-bit format in its
+/// first 10 bytes; the tag word keeps empty/non-empty (see `exec::x87`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct FpuState {
     /// R0-R7, each the 80-bit extended format in its low 10 bytes (little
@@ -242,9 +239,7 @@ pub struct CpuState {
     /// The instruction just retired blocks interrupts before the next one
     /// (STI, MOV SS, POP SS; SDM Vol. 3A, 6.8.3).
     pub interrupt_shadow: bool,
-    /// Room for the x87 (not in traces until there is an FPU: see
-    /// [`FpuState`]).
-    #[serde(skip)]
+    /// The x87 FPU (`exec::x87`).
     pub fpu: FpuState,
 }
 

@@ -7,7 +7,7 @@
 //! entry in that table.
 
 use super::cmos::Cmos;
-use super::debug::{DebugCon, ExitDevice, Port92};
+use super::debug::{DebugCon, ExitDevice, FpuErrorLatch, Port92};
 use super::fw_cfg::FwCfg;
 use super::i8042::I8042;
 use super::pci::PciHost;
@@ -253,5 +253,22 @@ impl Device for PciHost {
     }
     fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
         self.io_write(port, size, value);
+    }
+}
+
+impl Device for FpuErrorLatch {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0xF0, 0xF0)]
+    }
+    /// Write-only: reads are unmapped, as on QEMU.
+    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+        None
+    }
+    fn write(&mut self, _port: u16, _size: u8, _value: u32, _now: u64, fx: &mut Effects) {
+        self.io_write();
+        fx.irq = true;
+    }
+    fn line(&self) -> Option<IrqLine> {
+        Some(self.irq())
     }
 }

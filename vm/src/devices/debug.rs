@@ -8,6 +8,7 @@
 //! - [`Port92`]: "System Control Port A" at 0x92 (IBM PS/2 Hardware Interface
 //!   Technical Reference): bit 1 gates A20, writing bit 0 = 1 pulses a reset.
 
+use super::IrqLine;
 use crate::snapshot::Snapshot;
 /// Debug console at port 0xE9.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -165,6 +166,57 @@ impl Snapshot for Port92 {
     }
 
     fn restore(&mut self, s: &Port92State) {
+        *self = s.clone();
+    }
+}
+
+/// The PC's FPU error latch (the "FERR#/IGNNE#" logic of the PC/AT and
+/// every chipset since): FERR# from the processor raises IRQ 13 and keeps
+/// it up until software writes port 0xF0, which is how DOS-era handlers
+/// acknowledge an x87 error when CR0.NE is clear. QEMU has the same latch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FpuErrorLatch {
+    pub asserted: bool,
+}
+
+/// Saved state of an [`FpuErrorLatch`].
+pub type FpuErrorLatchState = FpuErrorLatch;
+
+/// The IRQ the latch drives.
+pub const FPU_ERROR_IRQ: u8 = 13;
+
+impl FpuErrorLatch {
+    pub fn new() -> Self {
+        FpuErrorLatch { asserted: false }
+    }
+
+    pub fn raise(&mut self) {
+        self.asserted = true;
+    }
+
+    /// Any write to port 0xF0 clears the request.
+    pub fn io_write(&mut self) {
+        self.asserted = false;
+    }
+
+    pub fn irq(&self) -> IrqLine {
+        IrqLine {
+            irq: FPU_ERROR_IRQ,
+            level: self.asserted,
+        }
+    }
+}
+
+impl Snapshot for FpuErrorLatch {
+    const SECTION: &'static str = "ferr";
+    const VERSION: u16 = 1;
+    type State = FpuErrorLatchState;
+
+    fn save(&self) -> FpuErrorLatchState {
+        self.clone()
+    }
+
+    fn restore(&mut self, s: &FpuErrorLatchState) {
         *self = s.clone();
     }
 }

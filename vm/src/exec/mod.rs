@@ -24,7 +24,7 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 use crate::bus::Bus;
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::mmu::Access;
-use crate::cpu::state::{attr, flags as fl, SegReg};
+use crate::cpu::state::{attr, cr0, flags as fl, SegReg};
 use crate::cpu::{vector, Cpu, Fault, Result, StepOutcome};
 
 /// Maximum length of an x86 instruction (SDM Vol. 2, 2.1).
@@ -77,7 +77,6 @@ impl Cpu {
             return Err(Fault::gp(0));
         }
         let lin = self.seg_linear(SegReg::Cs, eip, 1, Access::Execute)?;
-        let bitness = if code32 { 32 } else { 16 };
         // Fetch from the instruction's first page only; the next page is
         // translated (its accessed bit set, or its #PF raised) only when the
         // instruction really continues there. So an engine that runs cached
@@ -99,9 +98,10 @@ impl Cpu {
             }
             n += self.fetch_linear(bus, lin.wrapping_add(n as u32), &mut buf[n..want])?;
         }
-        if let Some(esc) = x87::decode_reserved_esc(bitness, &buf[..n], eip) {
-            *inst = esc;
-            return Ok(());
+        // A reserved x87 encoding is still an escape: with CR0.EM or TS set
+        // it raises #NM like every other, so a guest's FPU emulator sees it.
+        if x87::is_escape_opcode(&buf[..n]) && self.state.cr0 & (cr0::EM | cr0::TS) != 0 {
+            return Err(Fault::new(vector::NM));
         }
         Err(Fault::ud())
     }

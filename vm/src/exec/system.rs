@@ -17,8 +17,8 @@ use crate::cpu::state::{attr, cr0, cr4, flags as fl, SegReg, Segment};
 use crate::cpu::{vector, Cpu, Fault, Result, RingView, MONITOR_GDT_BASE, MONITOR_IDT_BASE};
 use crate::time::TSC_PER_INSN;
 
-/// CPUID leaf 1 EDX: FPU absent for now; PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
-const CPUID_1_EDX: u32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15);
+/// CPUID leaf 1 EDX: FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
+const CPUID_1_EDX: u32 = 1 | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15);
 /// Family 6 (P6), model 1, stepping 9: an i686 without later extensions.
 const CPUID_1_EAX: u32 = (6 << 8) | (1 << 4) | 9;
 
@@ -186,11 +186,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         }
         M::Invd | M::Wbinvd => cpu.require_cpl0()?,
         M::Wait => {
-            // No x87 exception can be pending without an x87; only the task-switch
-            // check applies (SDM Vol. 2B, WAIT/FWAIT).
+            // #NM when the x87 context belongs to another task (MP and TS),
+            // then any pending x87 exception (SDM Vol. 2B, WAIT/FWAIT).
             if cpu.state.cr0 & (cr0::MP | cr0::TS) == (cr0::MP | cr0::TS) {
                 return Err(Fault::new(vector::NM));
             }
+            super::x87::check_pending(cpu, bus)?;
         }
         M::Lar | M::Lsl | M::Verr | M::Verw => {
             if !pm {
@@ -632,7 +633,7 @@ mod tests {
     }
 
     // SDM Vol. 2A, CPUID: leaf 0 gives the vendor, leaf 1 the signature and
-    // features (no x87: EDX bit 0 clear); a leaf above the maximum returns the
+    // features (with the x87: EDX bit 0); a leaf above the maximum returns the
     // highest basic leaf.
     #[test]
     fn cpuid() {
@@ -648,7 +649,7 @@ mod tests {
         assert_retired(m.exec(&[0x0F, 0xA2]));
         assert_eq!(m.reg(EAX) >> 8 & 0xF, 6, "family 6");
         let edx = m.reg(EDX);
-        assert_eq!(edx & 1, 0, "no FPU");
+        assert_eq!(edx & 1, 1, "FPU");
         for bit in [4, 5, 8, 15] {
             assert_ne!(edx & (1 << bit), 0, "TSC, MSR, CX8, CMOV: bit {bit}");
         }
