@@ -51,14 +51,15 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
     let _ = writeln!(
         out,
         "ringback: monitor: {} exits ({} emulated, {} delivered to the guest){}{}; {} engine switches, \
-         {} reference steps",
+         {} reference steps, {} true-privilege block runs",
         m.exits,
         m.emulated,
         m.delivered,
         if reasons.is_empty() { "" } else { " - " },
         reasons.join(", "),
         m.engine_switches,
-        m.reference_steps
+        m.reference_steps,
+        m.true_block_runs
     );
     let top = m.top_sites(TOP_SITES);
     if !top.is_empty() {

@@ -42,8 +42,13 @@ pub enum EngineKind {
     RawRing0,
     /// Cached blocks, guest ring 3 as ring 3.
     RawRing3,
-    /// The reference engine (real mode, V86, virtual IF clear, TF set, ...).
+    /// The reference engine (real mode, V86, TF set, rings 1 and 2, ...).
     Reference,
+    /// Cached blocks at the guest's true privilege: guest ring 0 with IF
+    /// clear outside patch regions, which ring compression cannot run (as
+    /// VirtualBox ran such code in its recompiler, not an instruction at a
+    /// time).
+    TrueBlocks,
 }
 
 /// Why a site got no patch.

@@ -172,6 +172,7 @@ pub(super) fn engine_report(before: &mut Machine, after: &mut Machine, pc: u32) 
         EngineKind::RawRing0 => "raw: guest ring 0 compressed into ring 1",
         EngineKind::RawRing3 => "raw: guest ring 3 as ring 3",
         EngineKind::Reference => "reference (emulated at the guest's true privilege)",
+        EngineKind::TrueBlocks => "cached blocks at the guest's true privilege (ring 0, IF clear)",
     };
     let guest_if = before.cpu.state.eflags & vm::cpu::state::flags::IF != 0;
     let cpl = before.cpu.state.cpl();

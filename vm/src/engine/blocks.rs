@@ -384,6 +384,33 @@ impl BlockCache {
         }
     }
 
+    /// The raw engine's path for guest ring 0 with IF clear: cached blocks
+    /// at the true privilege, as [`BlockCache::run`], going on while the
+    /// raw engine would choose this path again, and telling it of every
+    /// write to code (its scan results and patches describe that code).
+    pub fn run_true(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        stop_icount: u64,
+        raw: &mut impl RawHooks,
+        events: &mut SinkSlot,
+    ) -> StepOutcome {
+        loop {
+            if platform.mem.watch_hit() {
+                self.invalidate_written(platform);
+                raw.code_written(&self.hits, cpu, events);
+            }
+            let outcome = self.run_one(cpu, platform, stop_icount);
+            if outcome != StepOutcome::Retired
+                || outer_loop_would_act(cpu, platform, stop_icount)
+                || !raw.stays_in(cpu, RingView::True)
+            {
+                return outcome;
+            }
+        }
+    }
+
     /// Runs instructions from the block at CS:EIP until the block ends,
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).

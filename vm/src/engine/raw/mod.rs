@@ -101,6 +101,8 @@ pub struct MonitorStats {
     pub engine_switches: u64,
     /// Instructions run on the reference under the raw engine's control.
     pub reference_steps: u64,
+    /// Runs of cached blocks at the true privilege (ring 0 with IF clear).
+    pub true_block_runs: u64,
 }
 
 impl MonitorStats {
@@ -209,19 +211,21 @@ impl RawEngine {
                 match cpu.refetch(platform, 1) {
                     Ok(phys) if self.patches.in_region((phys, code32)) => compressed,
                     Ok(phys)
-                        if self.current != Some(EngineKind::Reference)
+                        if self.current != Some(EngineKind::TrueBlocks)
                             && self.hot_entry(cpu, platform, phys, events) =>
                     {
                         compressed
                     }
-                    _ => (EngineKind::Reference, RingView::True),
+                    // Everything else with IF clear: cached blocks at the
+                    // true privilege.
+                    _ => (EngineKind::TrueBlocks, RingView::True),
                 }
             }
             Placement::Ring3 => (EngineKind::RawRing3, RingView::Ring3),
         }
     }
 
-    /// Counts a switch to the reference with IF clear at a site (a handler
+    /// Counts a switch to the true-privilege blocks with IF clear at a site (a handler
     /// behind an interrupt gate, typically); at the threshold the site gets
     /// an entry patch and runs raw from then on. Returns whether it did.
     fn hot_entry(&mut self, cpu: &Cpu, platform: &mut Platform, phys: u32, events: &mut SinkSlot) -> bool {
@@ -259,9 +263,13 @@ impl RawEngine {
     /// Notes which engine runs now; a change is an event.
     pub fn switch_to(&mut self, kind: EngineKind, cpu: &Cpu, events: &mut SinkSlot) {
         // Ring 0 to ring 3 and back is no switch: both run raw.
-        let is_ref = |k: EngineKind| k == EngineKind::Reference;
+        let class = |k: EngineKind| match k {
+            EngineKind::RawRing0 | EngineKind::RawRing3 => 0,
+            EngineKind::Reference => 1,
+            EngineKind::TrueBlocks => 2,
+        };
         if let Some(from) = self.current {
-            if is_ref(from) != is_ref(kind) {
+            if class(from) != class(kind) {
                 self.monitor.engine_switches += 1;
                 events.emit(cpu.icount, pc(cpu), || Event::EngineSwitch { from, to: kind });
             }
@@ -337,7 +345,8 @@ impl RawEngine {
             Placement::Ring0 => EngineKind::RawRing0,
             Placement::Ring0InterruptsOff if in_region => EngineKind::RawRing0,
             Placement::Ring3 => EngineKind::RawRing3,
-            Placement::Ring0InterruptsOff | Placement::Reference => EngineKind::Reference,
+            Placement::Ring0InterruptsOff => EngineKind::TrueBlocks,
+            Placement::Reference => EngineKind::Reference,
         };
         SiteView {
             linear: lin,
@@ -623,7 +632,9 @@ impl RawHooks for RawEngine {
     fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool {
         matches!(
             (placement(&cpu.state), view),
-            (Placement::Ring0, RingView::Compressed { .. }) | (Placement::Ring3, RingView::Ring3)
+            (Placement::Ring0, RingView::Compressed { .. })
+                | (Placement::Ring3, RingView::Ring3)
+                | (Placement::Ring0InterruptsOff, RingView::True)
         )
     }
 }
@@ -643,6 +654,10 @@ impl super::Executor for RawEngine {
         if kind == EngineKind::Reference {
             self.monitor.reference_steps += 1;
             return cpu.step(platform);
+        }
+        if kind == EngineKind::TrueBlocks {
+            self.monitor.true_block_runs += 1;
+            return blocks.run_true(cpu, platform, stop_icount, self, events);
         }
         match blocks.run_raw(cpu, platform, stop_icount, view, self, events) {
             RawOutcome::Step(outcome) => outcome,
