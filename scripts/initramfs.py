@@ -25,6 +25,10 @@ grep -E '^(model name|flags|fpu)' /proc/cpuinfo
 echo "ringback-init: $(grep MemTotal /proc/meminfo)"
 echo "ringback-init: sum $(echo ringback | md5sum)"
 echo "ringback-init: calc $(awk 'BEGIN { x = 0; for (i = 1; i <= 100; i++) x += 1 / i; printf "%.6f", x }')"
+echo "ringback-init: float $(awk 'BEGIN { x = 1; for (i = 0; i < 30; i++) x = (x + 2 / x) / 2; e = 1; t = 1; for (i = 1; i < 25; i++) { t /= i; e += t }; p = 1; for (i = 0; i < 40; i++) p *= 2; printf "%.15g %.15g %.6e %.6e %d", x, e, 1 / 3e200, 7e-300 * 1e-20, p }')"
+echo "ringback-init: sort $(seq 1 500 | sort -r | head -3 | tr '\n' ' ')"
+echo "ringback-init: gzip $(head -c 200000 /bin/busybox | gzip -9 | md5sum)"
+echo "ringback-init: primes $(seq 2 200 | awk '{ p = 1; for (d = 2; d * d <= $1; d++) if ($1 % d == 0) p = 0; if (p) n++ } END { print n }')"
 echo "ringback-init: done"
 reboot -f
 """

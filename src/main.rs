@@ -122,6 +122,10 @@ enum Command {
         /// mismatch with a report.
         #[arg(long)]
         verify: bool,
+        /// Replay (and verify) only up to the first checkpoint at or after
+        /// this icount: a prefix of a long trace, e.g. on the reference.
+        #[arg(long, value_name = "ICOUNT")]
+        until: Option<u64>,
     },
     /// Find the first instruction where the raw engine with its patches
     /// computes something else than the reference engine, and the patch
@@ -238,7 +242,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             engine,
             no_patch,
             verify,
-        } => trace_cmd::replay(&trace, engine, no_patch, verify, allow_incomplete),
+            until,
+        } => trace_cmd::replay(&trace, engine, no_patch, verify, allow_incomplete, until),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
         Command::Tui { trace, at } => {
             tui::run(&trace, at).map_err(anyhow::Error::new)?;

@@ -130,6 +130,7 @@ pub fn replay(
     no_patch: bool,
     verify: bool,
     allow_incomplete: bool,
+    until: Option<u64>,
 ) -> Result<ExitCode> {
     let trace = open(path)?;
     let options = ReplayOptions {
@@ -140,13 +141,17 @@ pub fn replay(
         }),
     };
     let end = trace.checkpoint_frames().last().map_or(0, |c| c.icount);
+    // Where the replay stops: the first checkpoint at or after --until.
+    let stop_at = until.and_then(|u| trace.checkpoint_frames().iter().map(|c| c.icount).find(|&c| c >= u));
+    let prefix = stop_at.filter(|&s| s < end);
     let started = std::time::Instant::now();
     let (insns, serial, divergence, verified) = if verify {
         let checking = progress_bar(end, "checking the file");
         let replaying = progress_bar(end, "verifying");
-        let v = replay::verify(
+        let v = replay::verify_until(
             &trace,
             options,
+            until,
             &mut |icount| checking.set_position(icount),
             &mut |icount| replaying.set_position(icount),
         );
@@ -157,7 +162,7 @@ pub fn replay(
     } else {
         let mut r = Replayer::new(&trace, options)?;
         let bar = progress_bar(r.end_icount(), "replaying");
-        let d = r.run_all(false, &mut |icount| bar.set_position(icount))?;
+        let d = r.run_until(false, until, &mut |icount| bar.set_position(icount))?;
         bar.finish_and_clear();
         (r.icount(), std::mem::take(&mut r.console.serial), d, None)
     };
@@ -174,11 +179,21 @@ pub fn replay(
     let recorded = trace.end.as_ref().map_or("(recording cut short)", |e| e.stop.as_str());
     eprintln!(
         "ringback: replayed {insns} instructions in {wall:.3} s ({mips:.1} MIPS){}; recorded stop: {recorded}",
-        match verified {
-            Some(n) => format!(", {n} checkpoints verified"),
-            None => String::new(),
+        match (verified, prefix) {
+            (Some(n), Some(at)) => format!(
+                ", {} of {n} checkpoints verified",
+                trace.checkpoint_frames().iter().filter(|c| c.icount <= at).count()
+            ),
+            (Some(n), None) => format!(", {n} checkpoints verified"),
+            (None, _) => String::new(),
         }
     );
+    if let Some(at) = prefix {
+        eprintln!(
+            "ringback: replayed a prefix, up to the checkpoint at icount {at} of {end}, as --until asks{}",
+            if verify { "; the whole file was checked" } else { "" }
+        );
+    }
     if verify && !trace.complete() {
         if allow_incomplete {
             eprintln!(

@@ -22,7 +22,7 @@ pub use error::{Result, TraceError};
 pub use reader::Trace;
 pub use record::{record, RecordSummary, DEFAULT_CHECKPOINT_INTERVAL};
 pub use replay::{Divergence, ReplayOptions, Replayer};
-pub use verify::{verify, Verification};
+pub use verify::{verify, verify_until, Verification};
 
 /// BLAKE3 of a guest image, hex.
 pub fn image_hash(bytes: &[u8]) -> String {

@@ -398,7 +398,23 @@ impl<'t> Replayer<'t> {
 
     /// Replays the whole trace, verifying every checkpoint when asked.
     pub fn run_all(&mut self, verify: bool, progress: &mut dyn FnMut(u64)) -> Result<Option<Divergence>> {
-        let marks = self.checkpoint_icounts();
+        self.run_until(verify, None, progress)
+    }
+
+    /// [`Replayer::run_all`] up to the first checkpoint at or after `until`
+    /// (all of them when `None`): a prefix of a long trace.
+    pub fn run_until(
+        &mut self,
+        verify: bool,
+        until: Option<u64>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Option<Divergence>> {
+        let mut marks = self.checkpoint_icounts();
+        if let Some(limit) = until {
+            if let Some(last) = marks.iter().position(|&m| m >= limit) {
+                marks.truncate(last + 1);
+            }
+        }
         for icount in marks {
             if let Some(d) = self.run_to(icount, verify)? {
                 return Ok(Some(d));
