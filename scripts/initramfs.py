@@ -29,6 +29,9 @@ echo "ringback-init: float $(awk 'BEGIN { x = 1; for (i = 0; i < 30; i++) x = (x
 echo "ringback-init: sort $(seq 1 500 | sort -r | head -3 | tr '\n' ' ')"
 echo "ringback-init: gzip $(head -c 200000 /bin/busybox | gzip -9 | md5sum)"
 echo "ringback-init: primes $(seq 2 200 | awk '{ p = 1; for (d = 2; d * d <= $1; d++) if ($1 % d == 0) p = 0; if (p) n++ } END { print n }')"
+# Where some kernel symbols are (KASLR moves them each boot; a debugger
+# needs them: Debian's System.map is a placeholder).
+grep -w -e jiffies_64 -e do_timer -e tick_do_update_jiffies64 -e tick_periodic /proc/kallsyms | sed 's/^/ringback-sym: /'
 echo "ringback-init: done"
 reboot -f
 """

@@ -2,10 +2,12 @@
 //! guest built with symbols; and raw-socket abuse that must leave the
 //! server serving.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
 const OUT_DIR: &str = env!("OUT_DIR");
@@ -42,17 +44,7 @@ fn serve(trace: &str) -> (Child, u16) {
 }
 
 fn gdb(tag: &str, script: &str) -> String {
-    let path = scratch(&format!("{tag}.gdb"));
-    std::fs::write(&path, script).expect("script");
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-x", &path])
-        .output()
-        .expect("run gdb (bash scripts/setup.sh installs it)");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    common::gdb_batch(tag, script)
 }
 
 /// The value printed after `key=` on the line starting with `tag`.
@@ -69,29 +61,8 @@ fn field(out: &str, tag: &str, key: &str) -> String {
 
 const REGS: &str = r#"printf "eax=%x ecx=%x edx=%x ebx=%x esp=%x ebp=%x esi=%x edi=%x eip=%x eflags=%x\n", $eax, $ecx, $edx, $ebx, $esp, $ebp, $esi, $edi, $eip, $eflags"#;
 
-/// A server for `ringback ARGS --listen/--gdb 127.0.0.1:0` style
-/// commands: starts it and reads the port it listens on.
 fn serve_cmd(args: &[&str]) -> (Child, u16) {
-    let mut child = Command::new(RINGBACK)
-        .args(args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ringback");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines.next().expect("server output").expect("line");
-        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse().ok())
-                .expect("port");
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
+    common::serve(args)
 }
 
 #[test]

@@ -100,10 +100,13 @@ fn debian_linux_boots_to_its_init_records_and_replays_as_under_qemu() {
         String::from_utf8_lossy(&reference.stderr)
     );
     let info = common::ringback(&["info", &trace, "--json"]);
-    let _ = std::fs::remove_file(&trace);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info --json");
     assert_eq!(info["stop"], "guest requested a reset", "{info}");
     assert!(info["events"].as_u64().is_some_and(|n| n > 10_000), "{info}");
+    let end = info["instructions"].as_u64().expect("instructions");
+
+    debug_the_kernel(&trace, &serial, end);
+    let _ = std::fs::remove_file(&trace);
 
     // The same kernel, initramfs and command line under QEMU's ISA PC
     // without a local APIC (the PC ringback models): /init must print the
@@ -123,4 +126,71 @@ fn debian_linux_boots_to_its_init_records_and_replays_as_under_qemu() {
         comparable(init_lines(&qemu_serial)),
         "ringback and QEMU disagree; QEMU's serial output:\n{qemu_serial}"
     );
+}
+
+/// Where /init found a kernel function (`ringback-sym: ADDR t NAME` lines
+/// from /proc/kallsyms: KASLR moves the kernel each boot).
+fn kernel_symbol(serial: &str, name: &str) -> u32 {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("ringback-sym: "))
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            let addr = fields.next()?;
+            (fields.nth(1)? == name).then(|| u32::from_str_radix(addr, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("/init did not print where {name} is:\n{serial}"))
+}
+
+/// gdb on the recorded boot, as docs/linux.md walks through it: find
+/// jiffies_64 from the instruction in do_timer that adds to it, watch it
+/// and reverse-continue to the instruction that last wrote it; break on
+/// the function that wrote it, continue, step back and forth.
+fn debug_the_kernel(trace: &str, serial: &str, end: u64) {
+    let do_timer = kernel_symbol(serial, "do_timer");
+    let updater = kernel_symbol(serial, "tick_do_update_jiffies64");
+    let (mut server, port) = common::serve(&["gdb", trace, "--listen", "127.0.0.1:0"]);
+    let at = end - 50_000_000;
+    let connect = format!("set architecture i386\ntarget remote 127.0.0.1:{port}\nmonitor seek {at}\nstepi 0\n");
+    let out = common::gdb_batch("linux-find", &format!("{connect}x/8i {do_timer:#x}\n"));
+    // do_timer: jiffies_64 += ticks, the low half first.
+    let jiffies = out
+        .lines()
+        .find_map(|l| l.split("add    %eax,0x").nth(1))
+        .and_then(|a| u32::from_str_radix(a.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no add to jiffies_64 in do_timer:\n{out}"));
+    let out = common::gdb_batch(
+        "linux-watch",
+        &format!("{connect}watch *(int*){jiffies:#x}\nreverse-continue\nx/i $pc\nprintf \"pc=%x\\n\", $pc\n"),
+    );
+    let pc = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pc="))
+        .and_then(|p| u32::from_str_radix(p.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no stop:\n{out}"));
+    let writer = out.lines().find(|l| l.starts_with("=> ")).unwrap_or("");
+    assert!(
+        writer.contains(&format!("{jiffies:#x}")),
+        "the reverse-continue stopped on an instruction that does not write jiffies_64 ({jiffies:#x}):\n{out}"
+    );
+    assert!(
+        (updater..updater + 0x400).contains(&pc) || (do_timer..do_timer + 0x40).contains(&pc),
+        "jiffies_64 written at {pc:#x}, outside do_timer ({do_timer:#x}) and tick_do_update_jiffies64 ({updater:#x}):\n{out}"
+    );
+    let out = common::gdb_batch(
+        "linux-break",
+        &format!(
+            "{connect}break *{updater:#x}\ncontinue\nprintf \"at=%x\\n\", $pc\nreverse-stepi\nprintf \"back=%x\\n\", $pc\nstepi\nprintf \"again=%x\\n\", $pc\nmonitor quit\n"
+        ),
+    );
+    let value = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|p| u32::from_str_radix(p.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {key} in gdb output:\n{out}"))
+    };
+    assert_eq!(value("at="), updater, "{out}");
+    assert_ne!(value("back="), updater, "{out}");
+    assert_eq!(value("again="), updater, "{out}");
+    let _ = server.wait();
 }

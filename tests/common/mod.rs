@@ -2,7 +2,8 @@
 //! own and uses a part of this, so what one does not use is not dead.
 #![allow(dead_code)]
 
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
 
@@ -100,4 +101,43 @@ pub fn assert_engines_agree(name: &str, run: impl Fn(Engine, RawConfig) -> Run) 
         others.push((label, other));
     }
     (reference, others)
+}
+
+/// Starts a server such as `ringback gdb TRACE --listen 127.0.0.1:0` (or
+/// `run --gdb 127.0.0.1:0`) and reads the port it listens on.
+pub fn serve(args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(RINGBACK)
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ringback");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("server output").expect("line");
+        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
+/// Runs Debian's gdb in batch mode on `script`; its stdout and stderr.
+pub fn gdb_batch(tag: &str, script: &str) -> String {
+    let path = scratch("gdb", &format!("{tag}.gdb"), script.as_bytes());
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-x", &path])
+        .output()
+        .expect("run gdb (bash scripts/setup.sh installs it)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

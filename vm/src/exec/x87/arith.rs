@@ -75,21 +75,10 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()
             Ok(())
         }
         M::Fxtract => {
-            if cpu.state.fpu.is_empty(0) {
-                if stack_fault(cpu, false) {
-                    cpu.state.fpu.set_st(0, F80::INDEFINITE);
-                    cpu.state.fpu.push(F80::INDEFINITE);
-                }
+            let Some(x) = operand_for_two_results(cpu) else {
                 return Ok(());
-            }
-            if !cpu.state.fpu.is_empty(7) {
-                if stack_fault(cpu, true) {
-                    cpu.state.fpu.set_st(0, F80::INDEFINITE);
-                    cpu.state.fpu.push(F80::INDEFINITE);
-                }
-                return Ok(());
-            }
-            let (parts, flags) = float::extract(cpu.state.fpu.st(0), control_word(cpu));
+            };
+            let (parts, flags) = float::extract(x, control_word(cpu));
             raise(cpu, flags);
             if let Some(p) = parts {
                 cpu.state.fpu.set_st(0, p.exponent);
@@ -114,18 +103,9 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()
             Ok(())
         }
         M::Fptan | M::Fsincos => {
-            let Some(x) = one_operand(cpu) else {
+            let Some(x) = operand_for_two_results(cpu) else {
                 return Ok(());
             };
-            if !cpu.state.fpu.is_empty(7) {
-                // Both results need a register: a stack overflow, whose
-                // masked response leaves the indefinite in both.
-                if stack_fault(cpu, true) {
-                    cpu.state.fpu.set_st(0, F80::INDEFINITE);
-                    cpu.state.fpu.push(F80::INDEFINITE);
-                }
-                return Ok(());
-            }
             let cw = control_word(cpu);
             if inst.mnemonic() == M::Fptan {
                 let r = transcendental::tan(x, cw);
@@ -172,6 +152,22 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()
         }
         _ => Err(Fault::ud()),
     }
+}
+
+/// ST(0) for an instruction that replaces it and pushes a second result
+/// (FXTRACT, FPTAN, FSINCOS), or `None` after a stack fault: ST(0) empty
+/// (underflow) or no room for the push (overflow). The masked response
+/// leaves the indefinite in both places.
+fn operand_for_two_results(cpu: &mut Cpu) -> Option<F80> {
+    let underflow = cpu.state.fpu.is_empty(0);
+    if underflow || !cpu.state.fpu.is_empty(7) {
+        if stack_fault(cpu, !underflow) {
+            cpu.state.fpu.set_st(0, F80::INDEFINITE);
+            cpu.state.fpu.push(F80::INDEFINITE);
+        }
+        return None;
+    }
+    Some(cpu.state.fpu.st(0))
 }
 
 /// ST(0), or `None` after a stack underflow (whose masked response writes
