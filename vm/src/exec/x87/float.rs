@@ -121,19 +121,22 @@ pub enum Constant {
     Zero,
 }
 
+// The constants and helpers marked `pub(super)` below also serve the
+// transcendental instructions (`super::transcendental`).
+
 /// RC values (SDM Vol. 1, 8.1.5.3 and table 4-8).
 const RC_NEAREST: u16 = 0;
 const RC_DOWN: u16 = 1;
 const RC_UP: u16 = 2;
 
 /// Exponent bias of the 80-bit format (SDM Vol. 1, 4.2.2, table 4-3).
-const BIAS: i32 = 16383;
+pub(super) const BIAS: i32 = 16383;
 /// What an unmasked overflow subtracts from, and an unmasked underflow adds
 /// to, the exponent of a result that goes to a register (SDM Vol. 1, 8.5.4,
 /// 8.5.5).
 const BIAS_ADJUST: i32 = 24576;
 /// The integer bit of the 80-bit significand.
-const INT_BIT: u64 = 1 << 63;
+pub(super) const INT_BIT: u64 = 1 << 63;
 /// The quiet bit of an 80-bit NaN (SDM Vol. 1, 4.8.3.4).
 const QUIET_BIT: u64 = 1 << 62;
 
@@ -141,6 +144,8 @@ impl F80 {
     /// The real indefinite: the default NaN of invalid operations (SDM Vol. 1,
     /// 4.8.3.7, table 4-3).
     pub const INDEFINITE: F80 = F80::new(true, 0x7FFF, 0xC000_0000_0000_0000);
+    /// +1.0 (FLD1).
+    pub(super) const ONE: F80 = F80::new(false, BIAS as u16, INT_BIT);
 
     pub const fn new(sign: bool, exponent: u16, mantissa: u64) -> F80 {
         F80 {
@@ -218,7 +223,7 @@ impl F80 {
         }
     }
 
-    fn is_nan(self) -> bool {
+    pub(super) fn is_nan(self) -> bool {
         self.class() == Class::Nan
     }
 
@@ -232,18 +237,19 @@ impl F80 {
         self.exponent() == 0 && self.mantissa != 0
     }
 
-    fn quieted(self) -> F80 {
+    /// The NaN with its quiet bit set (SDM Vol. 1, 4.8.3.4).
+    pub(super) fn quieted(self) -> F80 {
         F80 {
             mantissa: self.mantissa | QUIET_BIT,
             ..self
         }
     }
 
-    fn infinity(sign: bool) -> F80 {
+    pub(super) fn infinity(sign: bool) -> F80 {
         F80::new(sign, 0x7FFF, INT_BIT)
     }
 
-    fn zero(sign: bool) -> F80 {
+    pub(super) fn zero(sign: bool) -> F80 {
         F80::new(sign, 0, 0)
     }
 }
@@ -289,7 +295,7 @@ fn exact80(sign: bool, sig: u64, exp: i32) -> F80 {
 }
 
 /// DE for each denormal operand (SDM Vol. 1, 8.5.2).
-fn denormal_flag(ops: &[F80]) -> u16 {
+pub(super) fn denormal_flag(ops: &[F80]) -> u16 {
     if ops.iter().any(|a| a.is_denormal()) {
         exc::DE
     } else {
@@ -534,13 +540,13 @@ fn round(sign: bool, sig: u128, exp: i32, fmt: Format, rc: u16, masks: u16, dest
 
 /// The invalid-operation response for a register destination: the real
 /// indefinite when IE is masked, nothing otherwise (SDM Vol. 1, 4.9.1.1).
-fn invalid(cw: Control) -> Result80 {
+pub(super) fn invalid(cw: Control) -> Result80 {
     finish(F80::INDEFINITE, exc::IE, false, cw)
 }
 
 /// The result for a register destination: unmasked IE, DE or ZE leave the
 /// destination unchanged (SDM Vol. 1, 8.5).
-fn finish(value: F80, flags: u16, c1: bool, cw: Control) -> Result80 {
+pub(super) fn finish(value: F80, flags: u16, c1: bool, cw: Control) -> Result80 {
     if flags & !cw.masks() & (exc::IE | exc::DE | exc::ZE) != 0 {
         return Result80 {
             value: None,
@@ -566,11 +572,20 @@ fn rounded_result(r: Rounded, extra_flags: u16, cw: Control) -> Result80 {
     }
 }
 
+/// The result for a register destination of the exact value `sig * 2^exp`
+/// (as [`round`] takes it) rounded per RC to the full 64-bit precision,
+/// whatever PC says (for the instructions precision control does not apply
+/// to, SDM Vol. 1, 8.1.5.2), with `extra_flags` (DE) added.
+pub(super) fn rounded_extended(sign: bool, sig: u128, exp: i32, extra_flags: u16, cw: Control) -> Result80 {
+    let r = round(sign, sig, exp, extended(64), cw.rounding(), cw.masks(), Dest::Register);
+    rounded_result(r, extra_flags, cw)
+}
+
 /// The NaN an operation on NaN operands returns (SDM Vol. 1, 4.8.3.5 table
 /// 4-7, x87 column): a lone NaN, quieted; of two, the QNaN when the other
 /// is signaling, else the larger significand and, for equal significands,
 /// the positive one. Any SNaN raises IE.
-fn nan_result(a: F80, b: Option<F80>, cw: Control) -> Result80 {
+pub(super) fn nan_result(a: F80, b: Option<F80>, cw: Control) -> Result80 {
     let snan = a.is_snan() || b.is_some_and(F80::is_snan);
     let pick = match b {
         Some(b) if b.is_nan() && !a.is_nan() => b,
@@ -598,7 +613,7 @@ fn nan_result(a: F80, b: Option<F80>, cw: Control) -> Result80 {
 /// Unsupported encodings and NaNs among the operands, in the order of SDM
 /// Vol. 1, 4.9.2: an unsupported operand is an invalid operation, then NaNs
 /// propagate.
-fn screen(a: F80, b: Option<F80>, cw: Control) -> Option<Result80> {
+pub(super) fn screen(a: F80, b: Option<F80>, cw: Control) -> Option<Result80> {
     if a.class() == Class::Unsupported || b.is_some_and(|b| b.class() == Class::Unsupported) {
         return Some(invalid(cw));
     }
@@ -610,7 +625,7 @@ fn screen(a: F80, b: Option<F80>, cw: Control) -> Option<Result80> {
 
 /// The denormal-operand exception unmasked: the instruction is not carried
 /// out (SDM Vol. 1, 8.5.2).
-fn denormal_stops(de: u16, cw: Control) -> Option<Result80> {
+pub(super) fn denormal_stops(de: u16, cw: Control) -> Option<Result80> {
     (de & !cw.masks() != 0).then_some(Result80 {
         value: None,
         flags: de,
@@ -899,16 +914,7 @@ pub fn scale(a: F80, b: F80, cw: Control) -> Result80 {
         }
         _ => 0,
     };
-    let r = round(
-        sa,
-        u128::from(sig),
-        exp + n,
-        extended(64),
-        cw.rounding(),
-        cw.masks(),
-        Dest::Register,
-    );
-    rounded_result(r, de, cw)
+    rounded_extended(sa, u128::from(sig), exp + n, de, cw)
 }
 
 /// FXTRACT's two results: ST(1) gets the exponent, ST(0) the significand.
@@ -1004,16 +1010,7 @@ pub fn remainder(a: F80, b: F80, cw: Control, ieee: bool) -> Remainder {
         // the hardware normalizes (a pseudo-denormal comes out with
         // exponent 1).
         (Val::Finite { exp, sig }, _) => {
-            let r = round(
-                a.sign(),
-                u128::from(sig),
-                exp,
-                extended(64),
-                cw.rounding(),
-                cw.masks(),
-                Dest::Register,
-            );
-            return done(rounded_result(r, de, cw), 0, false);
+            return done(rounded_extended(a.sign(), u128::from(sig), exp, de, cw), 0, false);
         }
         // A zero dividend: unchanged.
         _ => return done(finish(a, de, false, cw), 0, false),
@@ -1049,16 +1046,11 @@ pub fn remainder(a: F80, b: F80, cw: Control, ieee: bool) -> Remainder {
     if rem == 0 {
         return done(finish(F80::zero(a.sign()), de, false, cw), quotient as u8 & 7, partial);
     }
-    let r = round(
-        sign,
-        rem,
-        rem_exp,
-        extended(64),
-        cw.rounding(),
-        cw.masks(),
-        Dest::Register,
-    );
-    done(rounded_result(r, de, cw), quotient as u8 & 7, partial)
+    done(
+        rounded_extended(sign, rem, rem_exp, de, cw),
+        quotient as u8 & 7,
+        partial,
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1369,7 +1361,7 @@ pub fn constant(c: Constant, cw: Control) -> F80 {
     // (integer-bit exponent, significand with the integer bit at bit 127)
     let (exp, sig): (i32, u128) = match c {
         Constant::Zero => return F80::zero(false),
-        Constant::One => return F80::new(false, BIAS as u16, INT_BIT),
+        Constant::One => return F80::ONE,
         Constant::Log2Ten => (1, 0xD49A_784B_CD1B_8AFE_492B_F6FF_4DAF_DB4C),
         Constant::Log2E => (0, 0xB8AA_3B29_5C17_F0BB_BE87_FED0_691D_3E88),
         Constant::Pi => (1, 0xC90F_DAA2_2168_C234_C4C6_628B_80DC_1CD1),
@@ -1382,7 +1374,7 @@ pub fn constant(c: Constant, cw: Control) -> F80 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Masks all exceptions, with PC and RC as given.
@@ -2100,9 +2092,28 @@ mod tests {
         }
     }
 
+    /// xorshift64*: a fixed seed makes every run test the same cases. Also
+    /// the generator of `transcendental`'s tests.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// A number in `0..n` (`n` nonzero).
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     mod host {
         use super::super::*;
+        use super::Rng;
         use core::arch::asm;
 
         /// Defines a function running an x87 snippet on the host over a
@@ -2285,21 +2296,7 @@ mod tests {
         store_unmasked!(fist64_u, "fistp qword ptr [{p} + 32]");
         store_unmasked!(fbstp_u, "fbstp tbyte ptr [{p} + 32]");
 
-        /// xorshift64*: a fixed seed makes every run test the same cases.
-        pub struct Rng(pub u64);
-
         impl Rng {
-            pub fn next(&mut self) -> u64 {
-                self.0 ^= self.0 >> 12;
-                self.0 ^= self.0 << 25;
-                self.0 ^= self.0 >> 27;
-                self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-            }
-
-            pub fn below(&mut self, n: u64) -> u64 {
-                self.next() % n
-            }
-
             /// A significand with the integer bit set, often with patterns
             /// that put rounding exactly at or next to a tie for 24, 53 and
             /// 64 bits.

@@ -41,7 +41,10 @@ use std::sync::OnceLock;
 use rustc_apfloat::ieee::{Quad, X87DoubleExtended};
 use rustc_apfloat::{Float, FloatConvert, Round};
 
-use super::float::{exc, Control, Result80, F80};
+use super::float::{
+    denormal_flag, denormal_stops, exc, finish, invalid, nan_result, rounded_extended, screen, Class, Control,
+    Result80, BIAS, F80, INT_BIT,
+};
 
 /// FSIN, FCOS or FPTAN's result for ST(0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +71,7 @@ impl Trig {
     /// compared with does. `None` when nothing is written.
     pub fn fptan_push(&self) -> Option<F80> {
         let v = self.value?;
-        Some(if is_nan(v) { v } else { ONE })
+        Some(if v.is_nan() { v } else { F80::ONE })
     }
 }
 
@@ -138,25 +141,25 @@ pub fn sincos(x: F80, cw: Control) -> SinCos {
     };
     let (neg, m, e) = match kind(x) {
         Kind::Unsupported | Kind::Inf => return both(invalid(cw)),
-        Kind::Nan => return both(nan1(x, cw)),
+        Kind::Nan => return both(nan_result(x, None, cw)),
         Kind::Zero => {
             return SinCos {
                 sin: x,
-                cos: ONE,
+                cos: F80::ONE,
                 flags: 0,
                 c1: false,
                 out_of_range: false,
                 valid: true,
             }
         }
-        Kind::Finite { m, e } => (sign(x), m, e),
+        Kind::Finite { m, e } => (x.sign(), m, e),
     };
     if e >= 63 {
         return nothing(0, true);
     }
     let de = denormal_flag(&[x]);
-    if de & !cw.masks() != 0 {
-        return nothing(de, false);
+    if let Some(r) = denormal_stops(de, cw) {
+        return both(r);
     }
     let (ws, wc) = if e < TINY_EXP {
         (trig_tiny(neg, m, e, Func::Sin), trig_tiny(neg, m, e, Func::Cos))
@@ -167,14 +170,19 @@ pub fn sincos(x: F80, cw: Control) -> SinCos {
             trig_reduced(neg, r, quadrant, Func::Cos),
         )
     };
-    let (s, c) = (round80(ws, cw), round80(wc, cw));
-    SinCos {
-        sin: s.0,
-        cos: c.0,
-        flags: s.1 | c.1 | de,
-        c1: s.2,
-        out_of_range: false,
-        valid: true,
+    let (s, c) = (rounded(ws, de, cw), rounded(wc, de, cw));
+    match (s.value, c.value) {
+        (Some(sin), Some(cos)) => SinCos {
+            sin,
+            cos,
+            flags: s.flags | c.flags,
+            c1: s.c1,
+            out_of_range: false,
+            valid: true,
+        },
+        // Not reached: DE is masked here, and rounding raises only OE, UE
+        // and PE, which never withhold a register result.
+        _ => nothing(s.flags | c.flags, false),
     }
 }
 
@@ -188,16 +196,16 @@ pub fn sincos(x: F80, cw: Control) -> SinCos {
 pub fn f2xm1(x: F80, cw: Control) -> Result80 {
     match kind(x) {
         Kind::Unsupported => invalid(cw),
-        Kind::Nan => nan1(x, cw),
+        Kind::Nan => nan_result(x, None, cw),
         Kind::Zero => finish(x, 0, false, cw),
-        Kind::Inf if sign(x) => finish(F80_NEG_ONE, 0, false, cw),
+        Kind::Inf if x.sign() => finish(F80::ONE.neg(), 0, false, cw),
         Kind::Inf => finish(x, 0, false, cw),
         Kind::Finite { m, e } => {
             let de = denormal_flag(&[x]);
             if let Some(r) = denormal_stops(de, cw) {
                 return r;
             }
-            rounded(f2xm1_finite(sign(x), m, e), de, cw)
+            rounded(f2xm1_finite(x.sign(), m, e), de, cw)
         }
     }
 }
@@ -208,11 +216,11 @@ pub fn f2xm1(x: F80, cw: Control) -> Result80 {
 /// with y = ±0, and gives an infinity with y infinite; 0 * infinity is
 /// invalid. A power of two x gives the exact product y * log2(x).
 pub fn fyl2x(x: F80, y: F80, cw: Control) -> Result80 {
-    if let Some(r) = screen2(x, y, cw) {
+    if let Some(r) = screen(x, Some(y), cw) {
         return r;
     }
     let log = match kind(x) {
-        _ if sign(x) && kind(x) != Kind::Zero => return invalid(cw),
+        _ if x.sign() && kind(x) != Kind::Zero => return invalid(cw),
         Kind::Zero => Log::MinusInfinity,
         Kind::Inf => Log::PlusInfinity,
         Kind::Finite { m, e } if m == INT_BIT && e == 0 => Log::Zero { neg: false },
@@ -227,13 +235,13 @@ pub fn fyl2x(x: F80, y: F80, cw: Control) -> Result80 {
         if m == INT_BIT {
             // log2(2^e) = e exactly: the product of two integers.
             return Wide {
-                neg: sign(y) ^ (e < 0),
+                neg: y.sign() ^ (e < 0),
                 sig: u128::from(my) * u128::from(e.unsigned_abs()),
                 exp: ey - 63,
             };
         }
         let l = log2_parts(q_unit(m), e);
-        wide_from_q(sign(y), mul(l, q_unit(my)), ey, Dir::Above)
+        wide_from_q(y.sign(), mul(l, q_unit(my)), ey, Dir::Above)
     })
 }
 
@@ -245,16 +253,16 @@ pub fn fyl2x(x: F80, y: F80, cw: Control) -> Result80 {
 /// x = 0 (log2(0) = -infinity: a zero divide), and x < -1 or x = -infinity
 /// is invalid, as FYL2X of a negative number is.
 pub fn fyl2xp1(x: F80, y: F80, cw: Control) -> Result80 {
-    if let Some(r) = screen2(x, y, cw) {
+    if let Some(r) = screen(x, Some(y), cw) {
         return r;
     }
     let log = match kind(x) {
-        Kind::Zero => Log::Zero { neg: sign(x) },
-        Kind::Inf if sign(x) => return invalid(cw),
+        Kind::Zero => Log::Zero { neg: x.sign() },
+        Kind::Inf if x.sign() => return invalid(cw),
         Kind::Inf => Log::PlusInfinity,
-        Kind::Finite { m, e } if sign(x) && m == INT_BIT && e == 0 => Log::MinusInfinity,
-        Kind::Finite { e, .. } if sign(x) && e >= 0 => return invalid(cw),
-        Kind::Finite { .. } => Log::Finite { neg: sign(x) },
+        Kind::Finite { m, e } if x.sign() && m == INT_BIT && e == 0 => Log::MinusInfinity,
+        Kind::Finite { e, .. } if x.sign() && e >= 0 => return invalid(cw),
+        Kind::Finite { .. } => Log::Finite { neg: x.sign() },
         Kind::Nan | Kind::Unsupported => return invalid(cw),
     };
     times_log(x, y, log, cw, |my, ey| {
@@ -262,7 +270,7 @@ pub fn fyl2xp1(x: F80, y: F80, cw: Control) -> Result80 {
             return Wide::ZERO;
         };
         let c = consts();
-        let neg = sign(x) ^ sign(y);
+        let neg = x.sign() ^ y.sign();
         if e < -130 {
             // log2(1 + x) = x * log2(e) * (1 - x/2 + ...): the correction is
             // below the working precision. Kept apart from the exponent so
@@ -275,7 +283,7 @@ pub fn fyl2xp1(x: F80, y: F80, cw: Control) -> Result80 {
             // |x| < 1/4: ln(1 + x) = 2 atanh(x / (2 + x)), no cancellation.
             let s = div(xq, add(two(), xq));
             let l = mul(ln_of_atanh_arg(s), c.log2e);
-            return wide_from_q(sign(y), mul(l, q_unit(my)), ey, Dir::Above);
+            return wide_from_q(y.sign(), mul(l, q_unit(my)), ey, Dir::Above);
         }
         // 1 + x is exact here unless x >= 2^113, where the lost 1 is far
         // below the precision of log2(x).
@@ -285,14 +293,14 @@ pub fn fyl2xp1(x: F80, y: F80, cw: Control) -> Result80 {
         if exact && q_top64(t) == INT_BIT && q_low49(t) == 0 {
             let n = t.ilogb();
             return Wide {
-                neg: sign(y) ^ (n < 0),
+                neg: y.sign() ^ (n < 0),
                 sig: u128::from(my) * u128::from(n.unsigned_abs()),
                 exp: ey - 63,
             };
         }
         let e_t = t.ilogb();
         let l = log2_parts(t.scalbn(-e_t), e_t);
-        wide_from_q(sign(y), mul(l, q_unit(my)), ey, Dir::Above)
+        wide_from_q(y.sign(), mul(l, q_unit(my)), ey, Dir::Above)
     })
 }
 
@@ -302,17 +310,17 @@ pub fn fyl2xp1(x: F80, y: F80, cw: Control) -> Result80 {
 /// them from the complex formulation) give signed zeros and multiples of
 /// pi/4, the latter rounded from the exact constant as FLDPI is.
 pub fn fpatan(x: F80, y: F80, cw: Control) -> Result80 {
-    if let Some(r) = screen2(x, y, cw) {
+    if let Some(r) = screen(x, Some(y), cw) {
         return r;
     }
     let de = denormal_flag(&[x, y]);
     if let Some(r) = denormal_stops(de, cw) {
         return r;
     }
-    let (sx, sy) = (sign(x), sign(y));
+    let (sx, sy) = (x.sign(), y.sign());
     // Multiples of pi/4 with the sign of y.
     let quarter = |n: u64| rounded(pi_quarters(n, sy), de, cw);
-    let zero_y = || finish(make(sy, 0, 0), de, false, cw);
+    let zero_y = || finish(F80::zero(sy), de, false, cw);
     match (kind(x), kind(y)) {
         (_, Kind::Zero) if sx => quarter(4),
         (_, Kind::Zero) => zero_y(),
@@ -329,38 +337,10 @@ pub fn fpatan(x: F80, y: F80, cw: Control) -> Result80 {
 }
 
 // ---------------------------------------------------------------------------
-// Operands and results in the 80-bit format.
-
-/// The integer bit of the 80-bit significand.
-const INT_BIT: u64 = 1 << 63;
-/// The quiet bit of an 80-bit NaN (SDM Vol. 1, 4.8.3.4).
-const QUIET_BIT: u64 = 1 << 62;
-/// Exponent bias of the 80-bit format (SDM Vol. 1, 4.2.2).
-const BIAS: i32 = 16383;
-/// Exponent range of normal 80-bit numbers (exponent of the integer bit).
-const EMAX: i32 = 16383;
-const EMIN: i32 = -16382;
-/// What an unmasked overflow subtracts from, or an unmasked underflow adds
-/// to, the exponent of a register result (SDM Vol. 1, 8.5.4, 8.5.5).
-const BIAS_ADJUST: i32 = 24576;
-/// The real indefinite (SDM Vol. 1, 4.8.3.7).
-const INDEFINITE: F80 = F80 {
-    mantissa: 0xC000_0000_0000_0000,
-    sign_exp: 0xFFFF,
-};
-const ONE: F80 = F80 {
-    mantissa: INT_BIT,
-    sign_exp: 0x3FFF,
-};
-const F80_NEG_ONE: F80 = F80 {
-    mantissa: INT_BIT,
-    sign_exp: 0xBFFF,
-};
-
-/// RC values (SDM Vol. 1, 8.1.5.3).
-const RC_NEAREST: u16 = 0;
-const RC_DOWN: u16 = 1;
-const RC_UP: u16 = 2;
+// Operands and results in the 80-bit format: the constants, the exception
+// responses (`finish`, `invalid`, `denormal_stops`), the NaN selection
+// (`screen`, `nan_result`) and the final rounding (`rounded_extended`) are
+// `float`'s.
 
 /// An operand's class and, when finite and nonzero, its value
 /// `m * 2^(e - 63)` with `m` normalized (bit 63 set): `e` is the exponent of
@@ -380,127 +360,20 @@ enum Kind {
     Unsupported,
 }
 
-fn exponent(x: F80) -> i32 {
-    i32::from(x.sign_exp & 0x7FFF)
-}
-
-fn sign(x: F80) -> bool {
-    x.sign_exp & 0x8000 != 0
-}
-
 fn kind(x: F80) -> Kind {
-    let int = x.mantissa & INT_BIT != 0;
-    match exponent(x) {
-        0 if x.mantissa == 0 => Kind::Zero,
-        0 => {
+    match x.class() {
+        Class::Zero => Kind::Zero,
+        Class::Infinity => Kind::Inf,
+        Class::Nan => Kind::Nan,
+        Class::Unsupported => Kind::Unsupported,
+        Class::Normal | Class::Denormal => {
             let lz = x.mantissa.leading_zeros();
             Kind::Finite {
                 m: x.mantissa << lz,
-                e: 1 - BIAS - lz as i32,
+                e: i32::from(x.exponent().max(1)) - BIAS - lz as i32,
             }
         }
-        0x7FFF if !int => Kind::Unsupported,
-        0x7FFF if x.mantissa << 1 == 0 => Kind::Inf,
-        0x7FFF => Kind::Nan,
-        _ if !int => Kind::Unsupported,
-        f => Kind::Finite {
-            m: x.mantissa,
-            e: f - BIAS,
-        },
     }
-}
-
-fn is_nan(x: F80) -> bool {
-    kind(x) == Kind::Nan
-}
-
-fn is_snan(x: F80) -> bool {
-    is_nan(x) && x.mantissa & QUIET_BIT == 0
-}
-
-/// DE for a denormal or pseudo-denormal operand (SDM Vol. 1, 8.5.2).
-fn denormal_flag(ops: &[F80]) -> u16 {
-    if ops.iter().any(|x| exponent(*x) == 0 && x.mantissa != 0) {
-        exc::DE
-    } else {
-        0
-    }
-}
-
-/// The result for a register destination: unmasked IE, DE or ZE leave it
-/// unchanged (SDM Vol. 1, 8.5).
-fn finish(value: F80, flags: u16, c1: bool, cw: Control) -> Result80 {
-    if flags & !cw.masks() & (exc::IE | exc::DE | exc::ZE) != 0 {
-        return Result80 {
-            value: None,
-            flags,
-            c1: false,
-        };
-    }
-    Result80 {
-        value: Some(value),
-        flags,
-        c1,
-    }
-}
-
-/// The invalid-operation response: the real indefinite when IE is masked
-/// (SDM Vol. 1, 4.9.1.1 and 8.5.1 table 8-10).
-fn invalid(cw: Control) -> Result80 {
-    finish(INDEFINITE, exc::IE, false, cw)
-}
-
-/// An unmasked denormal-operand exception stops the instruction (SDM Vol. 1,
-/// 8.5.2).
-fn denormal_stops(de: u16, cw: Control) -> Option<Result80> {
-    (de & !cw.masks() != 0).then_some(Result80 {
-        value: None,
-        flags: de,
-        c1: false,
-    })
-}
-
-fn quieted(x: F80) -> F80 {
-    F80 {
-        mantissa: x.mantissa | QUIET_BIT,
-        ..x
-    }
-}
-
-/// A NaN operand propagates quieted; an SNaN raises IE (SDM Vol. 1, 4.8.3.5
-/// table 4-7).
-fn nan1(x: F80, cw: Control) -> Result80 {
-    finish(quieted(x), if is_snan(x) { exc::IE } else { 0 }, false, cw)
-}
-
-/// Unsupported encodings, then NaNs, among two operands (SDM Vol. 1, 4.9.2
-/// priority; table 4-7, x87 column, for which NaN): of two NaNs the QNaN
-/// when the other is signaling, else the larger significand (the positive
-/// one when equal, as measured on hardware).
-fn screen2(a: F80, b: F80, cw: Control) -> Option<Result80> {
-    if kind(a) == Kind::Unsupported || kind(b) == Kind::Unsupported {
-        return Some(invalid(cw));
-    }
-    let pick = match (is_nan(a), is_nan(b)) {
-        (false, false) => return None,
-        (true, false) => a,
-        (false, true) => b,
-        (true, true) if is_snan(a) != is_snan(b) => {
-            if is_snan(a) {
-                b
-            } else {
-                a
-            }
-        }
-        (true, true) => match a.mantissa.cmp(&b.mantissa) {
-            core::cmp::Ordering::Less => b,
-            core::cmp::Ordering::Greater => a,
-            core::cmp::Ordering::Equal if sign(a) => b,
-            core::cmp::Ordering::Equal => a,
-        },
-    };
-    let ie = if is_snan(a) || is_snan(b) { exc::IE } else { 0 };
-    Some(finish(quieted(pick), ie, false, cw))
 }
 
 // ---------------------------------------------------------------------------
@@ -560,110 +433,12 @@ impl Dir {
     }
 }
 
-/// Drops the low `shift` bits of `sig` per RC (SDM Vol. 1, 4.8.4): the kept
-/// bits after rounding, whether anything was lost, and whether the magnitude
-/// was increased (what C1 reports, SDM Vol. 1, 8.1.3.3).
-fn round_bits(sig: u128, shift: u32, neg: bool, rc: u16) -> (u128, bool, bool) {
-    if shift == 0 {
-        return (sig, false, false);
-    }
-    let (kept, rem) = if shift >= 128 {
-        (0, sig)
-    } else {
-        (sig >> shift, sig & ((1u128 << shift) - 1))
-    };
-    if rem == 0 {
-        return (kept, false, false);
-    }
-    let up = match rc {
-        RC_NEAREST => {
-            let half = if shift > 128 {
-                core::cmp::Ordering::Less
-            } else {
-                rem.cmp(&(1u128 << (shift - 1)))
-            };
-            half == core::cmp::Ordering::Greater || (half == core::cmp::Ordering::Equal && kept & 1 == 1)
-        }
-        RC_DOWN => neg,
-        RC_UP => !neg,
-        _ => false,
-    };
-    (kept + u128::from(up), true, up)
-}
-
-fn make(neg: bool, field: i32, mantissa: u64) -> F80 {
-    F80 {
-        mantissa,
-        sign_exp: (u16::from(neg) << 15) | (field.clamp(0, 0x7FFF) as u16),
-    }
-}
-
-/// Rounds to the 80-bit register format per RC, the x87 way (SDM Vol. 1,
-/// 4.9.1.4-4.9.1.6, 8.5.4, 8.5.5): tininess after rounding; masked
-/// underflow denormalizes and flags UE only when inexact; unmasked
-/// overflow/underflow deliver the rounded result with its exponent adjusted
-/// by 24576 (or a signed infinity/zero when even that does not fit); masked
-/// overflow gives infinity or the largest finite number per RC. Returns the
-/// value, the flags and C1.
-fn round80(w: Wide, cw: Control) -> (F80, u16, bool) {
-    let (neg, rc, masks) = (w.neg, cw.rounding(), cw.masks());
-    if w.sig == 0 {
-        return (make(neg, 0, 0), 0, false);
-    }
-    let lz = w.sig.leading_zeros();
-    let sig = w.sig << lz;
-    // The exponent of the leading bit.
-    let e = w.exp.saturating_add(127 - lz as i32);
-    let pe = |inexact: bool| if inexact { exc::PE } else { 0 };
-    let (mut kept, inexact, up) = round_bits(sig, 64, neg, rc);
-    let mut er = e;
-    if kept >> 64 != 0 {
-        kept >>= 1;
-        er = er.saturating_add(1);
-    }
-    if er > EMAX {
-        if masks & exc::OE != 0 {
-            let to_inf = match rc {
-                RC_NEAREST => true,
-                RC_DOWN => neg,
-                RC_UP => !neg,
-                _ => false,
-            };
-            let v = if to_inf {
-                make(neg, 0x7FFF, INT_BIT)
-            } else {
-                make(neg, 0x7FFE, u64::MAX)
-            };
-            return (v, exc::OE | exc::PE, to_inf);
-        }
-        let adj = er - BIAS_ADJUST;
-        if adj > EMAX {
-            return (make(neg, 0x7FFF, INT_BIT), exc::OE | exc::PE, true);
-        }
-        return (make(neg, adj + BIAS, kept as u64), exc::OE | pe(inexact), up);
-    }
-    if er < EMIN {
-        if masks & exc::UE == 0 {
-            let adj = er.saturating_add(BIAS_ADJUST);
-            if adj < EMIN {
-                return (make(neg, 0, 0), exc::UE | exc::PE, false);
-            }
-            return (make(neg, adj + BIAS, kept as u64), exc::UE | pe(inexact), up);
-        }
-        // Denormalize: the quantum is fixed at 2^(EMIN - 63).
-        let extra = u32::try_from(EMIN.saturating_sub(e)).unwrap_or(u32::MAX);
-        let (kept, inexact, up) = round_bits(sig, extra.saturating_add(64), neg, rc);
-        // Rounding up into bit 63 gives the smallest normal number.
-        let field = if kept >> 63 != 0 { 1 } else { 0 };
-        let flags = if inexact { exc::UE | exc::PE } else { 0 };
-        return (make(neg, field, kept as u64), flags, up);
-    }
-    (make(neg, er + BIAS, kept as u64), pe(inexact), up)
-}
-
+/// The result for a register destination: `w` rounded per RC to the 80-bit
+/// format, the x87 way (SDM Vol. 1, 4.9.1.4-4.9.1.6, 8.5.4, 8.5.5: tininess
+/// after rounding, masked underflow denormalizing, the 24576 bias of
+/// unmasked overflow and underflow), with `extra_flags` (DE) added.
 fn rounded(w: Wide, extra_flags: u16, cw: Control) -> Result80 {
-    let (value, flags, c1) = round80(w, cw);
-    finish(value, flags | extra_flags, c1, cw)
+    rounded_extended(w.neg, w.sig, w.exp, extra_flags, cw)
 }
 
 // ---------------------------------------------------------------------------
@@ -1166,9 +941,9 @@ fn trig(x: F80, cw: Control, f: Func) -> Trig {
         // etc. "Floating-Point Exceptions": #IA for SNaN, infinity or
         // unsupported format).
         Kind::Unsupported | Kind::Inf => return from(invalid(cw)),
-        Kind::Nan => return from(nan1(x, cw)),
-        Kind::Zero => return from(finish(if f == Func::Cos { ONE } else { x }, 0, false, cw)),
-        Kind::Finite { m, e } => (sign(x), m, e),
+        Kind::Nan => return from(nan_result(x, None, cw)),
+        Kind::Zero => return from(finish(if f == Func::Cos { F80::ONE } else { x }, 0, false, cw)),
+        Kind::Finite { m, e } => (x.sign(), m, e),
     };
     if e >= 63 {
         return Trig {
@@ -1212,9 +987,8 @@ enum Log {
 /// divide); `finite` computes the product of y = my * 2^(ey - 63) with the
 /// finite nonzero log.
 fn times_log(x: F80, y: F80, log: Log, cw: Control, finite: impl FnOnce(u64, i32) -> Wide) -> Result80 {
-    let sy = sign(y);
-    let inf = |neg: bool| make(neg, 0x7FFF, INT_BIT);
-    let zero = |neg: bool| make(neg, 0, 0);
+    let sy = y.sign();
+    let (inf, zero) = (F80::infinity, F80::zero);
     let (value, flags) = match (log, kind(y)) {
         (Log::MinusInfinity | Log::PlusInfinity, Kind::Zero) => return invalid(cw),
         (Log::Zero { .. }, Kind::Inf) => return invalid(cw),
@@ -1305,6 +1079,7 @@ fn atan2_finite(sx: bool, mx: u64, ex: i32, sy: bool, my: u64, ey: i32) -> Wide 
 
 #[cfg(test)]
 mod tests {
+    use super::super::float::tests::Rng;
     use super::*;
 
     /// All exceptions masked, the given RC.
@@ -1333,11 +1108,11 @@ mod tests {
     }
 
     fn inf(neg: bool) -> F80 {
-        f((u16::from(neg) << 15) | 0x7FFF, INT_BIT)
+        F80::infinity(neg)
     }
 
     fn zero(neg: bool) -> F80 {
-        f(u16::from(neg) << 15, 0)
+        F80::zero(neg)
     }
 
     const QNAN: F80 = F80 {
@@ -1391,12 +1166,12 @@ mod tests {
     /// Ordered position of a finite value: consecutive values differ by one
     /// (denormals run on into the normals, whose integer bit is implied).
     fn ordinal(x: F80) -> i128 {
-        let mag = if exponent(x) == 0 {
+        let mag = if x.exponent() == 0 {
             i128::from(x.mantissa)
         } else {
-            (i128::from(exponent(x)) << 63) + i128::from(x.mantissa & !INT_BIT)
+            (i128::from(x.exponent()) << 63) + i128::from(x.mantissa & !INT_BIT)
         };
-        if sign(x) {
+        if x.sign() {
             -mag
         } else {
             mag
@@ -1411,20 +1186,18 @@ mod tests {
         (ordinal(a) - ordinal(b)).unsigned_abs()
     }
 
-    /// A small deterministic generator (xorshift64*).
-    struct Rng(u64);
+    /// `w` rounded to a register with exceptions as `cw` masks them: the
+    /// value, the flags and C1.
+    fn round80(w: Wide, cw: Control) -> (F80, u16, bool) {
+        let r = rounded(w, 0, cw);
+        (r.value.unwrap(), r.flags, r.c1)
+    }
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
         /// A normal value with a random significand, exponent in `lo..=hi`.
         fn normal(&mut self, lo: i32, hi: i32, neg: bool) -> F80 {
             let span = (hi - lo + 1) as u64;
-            let e = lo + (self.next() % span) as i32;
+            let e = lo + self.below(span) as i32;
             f((u16::from(neg) << 15) | (e + BIAS) as u16, self.next() | INT_BIT)
         }
     }
@@ -1496,17 +1269,20 @@ mod tests {
             // Infinity: invalid (not out of range), indefinite when masked.
             for neg in [false, true] {
                 let r = func(inf(neg), NEAR);
-                assert_eq!((r.value, r.flags, r.out_of_range), (Some(INDEFINITE), exc::IE, false));
+                assert_eq!(
+                    (r.value, r.flags, r.out_of_range),
+                    (Some(F80::INDEFINITE), exc::IE, false)
+                );
                 let r = func(inf(neg), Control(0x037E));
                 assert_eq!((r.value, r.flags), (None, exc::IE));
             }
             // NaNs.
             assert_eq!(func(QNAN, NEAR), trig_exact(QNAN));
             let r = func(SNAN, NEAR);
-            assert_eq!((r.value, r.flags), (Some(quieted(SNAN)), exc::IE));
+            assert_eq!((r.value, r.flags), (Some(SNAN.quieted()), exc::IE));
             // Unsupported encodings.
             for u in [UNNORMAL, PSEUDO_INF] {
-                assert_eq!(func(u, NEAR).value, Some(INDEFINITE));
+                assert_eq!(func(u, NEAR).value, Some(F80::INDEFINITE));
             }
             // Out of range: 2^63 and above, either sign; just below is in range.
             for x in [f(0x403E, INT_BIT), f(0xC03E, INT_BIT), f(0x7FFE, u64::MAX)] {
@@ -1522,25 +1298,25 @@ mod tests {
         for z in [zero(false), zero(true)] {
             assert_eq!(sin(z, NEAR), trig_exact(z));
             assert_eq!(tan(z, NEAR), trig_exact(z));
-            assert_eq!(cos(z, NEAR), trig_exact(ONE));
+            assert_eq!(cos(z, NEAR), trig_exact(F80::ONE));
         }
         // FPTAN pushes 1.0, or the NaN again.
-        assert_eq!(tan(val(1), NEAR).fptan_push(), Some(ONE));
+        assert_eq!(tan(val(1), NEAR).fptan_push(), Some(F80::ONE));
         assert_eq!(tan(QNAN, NEAR).fptan_push(), Some(QNAN));
-        assert_eq!(tan(inf(false), NEAR).fptan_push(), Some(INDEFINITE));
+        assert_eq!(tan(inf(false), NEAR).fptan_push(), Some(F80::INDEFINITE));
         assert_eq!(tan(f(0x403E, INT_BIT), NEAR).fptan_push(), None);
         // FSINCOS.
         let r = sincos(zero(true), NEAR);
-        assert_eq!((r.sin, r.cos, r.flags, r.valid), (zero(true), ONE, 0, true));
+        assert_eq!((r.sin, r.cos, r.flags, r.valid), (zero(true), F80::ONE, 0, true));
         let r = sincos(inf(true), NEAR);
         assert_eq!(
             (r.sin, r.cos, r.flags, r.valid),
-            (INDEFINITE, INDEFINITE, exc::IE, true)
+            (F80::INDEFINITE, F80::INDEFINITE, exc::IE, true)
         );
         let r = sincos(inf(true), Control(0x037E));
         assert_eq!((r.flags, r.valid), (exc::IE, false));
         let r = sincos(SNAN, NEAR);
-        assert_eq!((r.sin, r.cos, r.flags), (quieted(SNAN), quieted(SNAN), exc::IE));
+        assert_eq!((r.sin, r.cos, r.flags), (SNAN.quieted(), SNAN.quieted(), exc::IE));
         let r = sincos(f(0x403E, INT_BIT), NEAR);
         assert_eq!((r.flags, r.out_of_range, r.valid), (0, true, false));
         let r = sincos(DENORMAL, Control(0x037D));
@@ -1564,7 +1340,7 @@ mod tests {
         assert_eq!(sin(x, cw(2)).value, Some(x));
         assert_eq!(sin(negf(x), cw(2)).value, Some(negf(below_x)));
         let r = cos(x, NEAR);
-        assert_eq!((r.value, r.flags, r.c1), (Some(ONE), exc::PE, true));
+        assert_eq!((r.value, r.flags, r.c1), (Some(F80::ONE), exc::PE, true));
         assert_eq!(cos(x, cw(1)).value, Some(f(0x3FFE, u64::MAX)));
         let r = tan(x, NEAR);
         assert_eq!((r.value, r.flags, r.c1), (Some(x), exc::PE, false));
@@ -1582,7 +1358,7 @@ mod tests {
             (Some(DENORMAL), exc::DE | exc::UE | exc::PE, false)
         );
         let r = cos(DENORMAL, NEAR);
-        assert_eq!((r.value, r.flags), (Some(ONE), exc::DE | exc::PE));
+        assert_eq!((r.value, r.flags), (Some(F80::ONE), exc::DE | exc::PE));
         // Tininess is after rounding: the smallest normal stays normal to
         // nearest (no UE), but rounded down it becomes a denormal.
         let min = f(0x0001, INT_BIT);
@@ -1610,7 +1386,7 @@ mod tests {
             for (rc, s_want, t_want) in [(0, x, x), (1, below, x), (2, x, above), (3, below, x)] {
                 assert_eq!(sin(x, cw(rc)).value, Some(s_want), "sin 2^{e} rc {rc}");
                 assert_eq!(tan(x, cw(rc)).value, Some(t_want), "tan 2^{e} rc {rc}");
-                let c_want = if rc % 2 == 1 { f(0x3FFE, u64::MAX) } else { ONE };
+                let c_want = if rc % 2 == 1 { f(0x3FFE, u64::MAX) } else { F80::ONE };
                 assert_eq!(cos(x, cw(rc)).value, Some(c_want), "cos 2^{e} rc {rc}");
             }
         }
@@ -1634,12 +1410,12 @@ mod tests {
         // tan(pi/4 rounded): 1 less (pi/4 - x) * 2, within an ulp of 1.
         let pi4 = scaled(PI, -2);
         let t = tan(pi4, NEAR).value.unwrap();
-        assert!(ulps(t, ONE) <= 1, "{t:?}");
+        assert!(ulps(t, F80::ONE) <= 1, "{t:?}");
         // The reduction: FLDPI exceeds pi by (1 - 0.C4C6628B...) * 2^-62 =
         // 0.3B399D74... * 2^-62, so sin(FLDPI) = -1.ECE675D1... * 2^-65.
         let s = sin(PI, NEAR).value.unwrap();
-        assert!(sign(s));
-        assert_eq!(exponent(s), 0x3FFF - 65);
+        assert!(s.sign());
+        assert_eq!(s.exponent(), 0x3FFF - 65);
         assert_eq!(s.mantissa >> 32, 0xECE6_75D1);
         // Precision control does not apply (SDM Vol. 1, 8.1.5.2).
         for pc in [0, 2] {
@@ -1670,9 +1446,9 @@ mod tests {
             }
         }
         // Increasing on [0, pi/2) for sin and tan, decreasing for cos.
-        let mut prev = (f(0, 0), ONE, f(0, 0));
+        let mut prev = (f(0, 0), F80::ONE, f(0, 0));
         let mut x = f(0x3FD0, INT_BIT);
-        while exponent(x) < 0x3FFF || x.mantissa < 0xC90F_0000_0000_0000 {
+        while x.exponent() < 0x3FFF || x.mantissa < 0xC90F_0000_0000_0000 {
             let now = (
                 sin(x, NEAR).value.unwrap(),
                 cos(x, NEAR).value.unwrap(),
@@ -1698,8 +1474,8 @@ mod tests {
         assert_eq!(f2xm1(zero(true), NEAR), exact(zero(true)));
         assert_eq!(f2xm1(inf(false), NEAR), exact(inf(false)));
         assert_eq!(f2xm1(inf(true), NEAR), exact(val(-1)));
-        assert_eq!(f2xm1(SNAN, NEAR).value, Some(quieted(SNAN)));
-        assert_eq!(f2xm1(UNNORMAL, NEAR).value, Some(INDEFINITE));
+        assert_eq!(f2xm1(SNAN, NEAR).value, Some(SNAN.quieted()));
+        assert_eq!(f2xm1(UNNORMAL, NEAR).value, Some(F80::INDEFINITE));
         // 2^0.5 - 1 = 0.6A09E667F3BCC908B2FB1366EA957D3E...
         let r = f2xm1(half(), NEAR);
         assert_eq!(
@@ -1753,10 +1529,10 @@ mod tests {
 
     fn check(r: Result80, want: Want, y: F80, what: &str) {
         match want {
-            Want::Inv => assert_eq!((r.value, r.flags), (Some(INDEFINITE), exc::IE), "{what}"),
-            Want::Zd => assert_eq!((r.value, r.flags), (Some(inf(!sign(y))), exc::ZE), "{what}"),
+            Want::Inv => assert_eq!((r.value, r.flags), (Some(F80::INDEFINITE), exc::IE), "{what}"),
+            Want::Zd => assert_eq!((r.value, r.flags), (Some(inf(!y.sign())), exc::ZE), "{what}"),
             Want::Is(v) => assert_eq!((r.value, r.flags), (Some(v), 0), "{what}"),
-            Want::Sign(neg) => assert_eq!(r.value.map(sign), Some(neg), "{what}"),
+            Want::Sign(neg) => assert_eq!(r.value.map(F80::sign), Some(neg), "{what}"),
         }
     }
 
@@ -1786,7 +1562,7 @@ mod tests {
         assert_eq!(fyl2x(val(4), val(-3), NEAR), exact(val(-6)));
         // NaNs: SNaN quieted with IE; QNaN over SNaN; larger significand.
         assert_eq!(fyl2x(QNAN, val(1), NEAR), exact(QNAN));
-        assert_eq!(fyl2x(val(-1), SNAN, NEAR).value, Some(quieted(SNAN)));
+        assert_eq!(fyl2x(val(-1), SNAN, NEAR).value, Some(SNAN.quieted()));
         assert_eq!(
             fyl2x(QNAN, SNAN, NEAR),
             Result80 {
@@ -1798,7 +1574,7 @@ mod tests {
         let (a, b) = (f(0x7FFF, 0xC000_0000_0000_0001), f(0xFFFF, 0xC000_0000_0000_0002));
         assert_eq!(fyl2x(a, b, NEAR).value, Some(b));
         assert_eq!(fyl2x(b, a, NEAR).value, Some(b));
-        assert_eq!(fyl2x(UNNORMAL, QNAN, NEAR).value, Some(INDEFINITE));
+        assert_eq!(fyl2x(UNNORMAL, QNAN, NEAR).value, Some(F80::INDEFINITE));
         // Unmasked ZE and IE suppress the result.
         assert_eq!(
             fyl2x(zero(false), val(1), Control(0x037B)),
@@ -1903,7 +1679,7 @@ mod tests {
         }
         // Tiny x: x / ln 2; a denormal x keeps its precision.
         let r = fyl2xp1(f(0x3FCD, INT_BIT), val(1), NEAR).value.unwrap();
-        assert_eq!(exponent(r), 0x3FCD);
+        assert_eq!(r.exponent(), 0x3FCD);
         let r = fyl2xp1(DENORMAL, val(1), NEAR);
         assert_eq!(r.flags, exc::DE | exc::UE | exc::PE);
         // Outside the domain: exact powers, -1 a zero divide, below invalid.
@@ -1955,14 +1731,14 @@ mod tests {
                 match want {
                     Some(n) => assert_eq!(
                         (r.value, r.flags, r.c1),
-                        (Some(q(n, sign(y))), exc::PE, true),
+                        (Some(q(n, y.sign())), exc::PE, true),
                         "{x:?} {y:?}"
                     ),
-                    None if exponent(y) == 0 || exponent(*x) == 0x7FFF => {
-                        assert_eq!(r, exact(zero(sign(y))), "{x:?} {y:?}")
+                    None if y.exponent() == 0 || x.exponent() == 0x7FFF => {
+                        assert_eq!(r, exact(zero(y.sign())), "{x:?} {y:?}")
                     }
                     // Finite over finite: checked below.
-                    None => assert!(r.value.is_some_and(|v| sign(v) == sign(y)), "{x:?} {y:?}"),
+                    None => assert!(r.value.is_some_and(|v| v.sign() == y.sign()), "{x:?} {y:?}"),
                 }
             }
         }
@@ -1972,7 +1748,7 @@ mod tests {
             fpatan(val(-7), val(7), NEAR).value,
             Some(f(0x4000, 0x96CB_E3F9_990E_91A8))
         );
-        assert_eq!(fpatan(val(-7), val(-1), NEAR).value.map(sign), Some(true));
+        assert_eq!(fpatan(val(-7), val(-1), NEAR).value.map(F80::sign), Some(true));
         // NaNs, denormals.
         assert_eq!(fpatan(SNAN, val(1), NEAR).flags, exc::IE);
         let r = fpatan(val(1), DENORMAL, NEAR);
@@ -2045,21 +1821,6 @@ mod tests {
         use super::*;
         use core::arch::asm;
 
-        fn bytes(x: F80) -> [u8; 10] {
-            let mut b = [0u8; 10];
-            b[..8].copy_from_slice(&x.mantissa.to_le_bytes());
-            b[8..].copy_from_slice(&x.sign_exp.to_le_bytes());
-            b
-        }
-
-        fn from_bytes(b: [u8; 10]) -> F80 {
-            let [m0, m1, m2, m3, m4, m5, m6, m7, e0, e1] = b;
-            f(
-                u16::from_le_bytes([e0, e1]),
-                u64::from_le_bytes([m0, m1, m2, m3, m4, m5, m6, m7]),
-            )
-        }
-
         /// Runs one instruction on the host FPU with `x` in ST(0) (and `y`
         /// in ST(1)); returns ST(0), ST(1) and the status word. `cw` must mask
         /// every exception so that nothing is left pending.
@@ -2067,7 +1828,7 @@ mod tests {
             ($name:ident, $ins:literal) => {
                 fn $name(x: F80, y: F80, cw: u16) -> (F80, F80, u16) {
                     assert_eq!(cw & 0x3F, 0x3F);
-                    let (xb, yb) = (bytes(x), bytes(y));
+                    let (xb, yb) = (x.to_bytes(), y.to_bytes());
                     let (mut o0, mut o1) = ([0u8; 10], [0u8; 10]);
                     let mut sw: u16 = 0;
                     // SAFETY: the block only touches the x87 registers
@@ -2099,7 +1860,7 @@ mod tests {
                             options(nostack, preserves_flags),
                         );
                     }
-                    (from_bytes(o0), from_bytes(o1), sw)
+                    (F80::from_bytes(o0), F80::from_bytes(o1), sw)
                 }
             };
         }
@@ -2194,7 +1955,7 @@ mod tests {
         fn with_pi66(x: F80, c: Control, f: Func) -> (F80, u16, bool) {
             let Kind::Finite { m, e } = kind(x) else { unreachable!() };
             if e < TINY_EXP {
-                return round80(trig_tiny(sign(x), m, e, f), c);
+                return round80(trig_tiny(x.sign(), m, e, f), c);
             }
             let pio2 = int(0xC_90FD_AA22_168C_234C).scalbn(1 - 68);
             let xq = q_unit(m).scalbn(e);
@@ -2202,7 +1963,7 @@ mod tests {
             let mut exact = false;
             let k = kq.to_u128_r(64, Round::TowardZero, &mut exact).value;
             let r = sub(xq, mul(kq, pio2));
-            round80(trig_reduced(sign(x), r, (k & 3) as u32, f), c)
+            round80(trig_reduced(x.sign(), r, (k & 3) as u32, f), c)
         }
 
         #[test]
@@ -2225,7 +1986,7 @@ mod tests {
                 let mut sincos_c1 = (0, 0);
                 for i in 0..N {
                     let x = rng.normal(lo, hi, i % 2 == 0);
-                    if hi == -1 && exponent(x) == 0x3FFE && x.mantissa > 0xC90F_DAA2_2168_C234 {
+                    if hi == -1 && x.exponent() == 0x3FFE && x.mantissa > 0xC90F_DAA2_2168_C234 {
                         continue;
                     }
                     let rc = rcs(i);
@@ -2237,7 +1998,7 @@ mod tests {
                     let hc = host_fcos(x, x, hcw);
                     let ht = host_fptan(x, x, hcw);
                     let hsc = host_fsincos(x, x, hcw);
-                    assert_eq!(ht.0, ONE);
+                    assert_eq!(ht.0, F80::ONE);
                     let r = sin(x, c);
                     ours[0].add(r.value.unwrap(), r.flags, r.c1, hs.0, hs.2);
                     let r = cos(x, c);
@@ -2301,7 +2062,7 @@ mod tests {
             let cases = [
                 Case {
                     name: "f2xm1 |x|<1",
-                    input: |rng, i| (rng.normal(-40, -1, i % 2 == 0), ONE),
+                    input: |rng, i| (rng.normal(-40, -1, i % 2 == 0), F80::ONE),
                     ours: |x, _, c| f2xm1(x, c),
                     host: host_f2xm1,
                 },
@@ -2313,7 +2074,7 @@ mod tests {
                         } else {
                             rng.normal(-16382, -41, i % 2 == 0)
                         };
-                        (x, ONE)
+                        (x, F80::ONE)
                     },
                     ours: |x, _, c| f2xm1(x, c),
                     host: host_f2xm1,
@@ -2360,7 +2121,7 @@ mod tests {
                     name: "fyl2xp1 |x|<1-sqrt2/2",
                     input: |rng, i| {
                         let mut x = rng.normal(-60, -2, i % 2 == 0);
-                        if exponent(x) == 0x3FFD && x.mantissa > 0x95F6_1998_0C43_3812 {
+                        if x.exponent() == 0x3FFD && x.mantissa > 0x95F6_1998_0C43_3812 {
                             x.mantissa = 0x95F6_1998_0C43_3812;
                         }
                         (x, rng.normal(-10, 10, i % 3 == 0))
