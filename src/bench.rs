@@ -509,3 +509,96 @@ fn record_temp(kernel: &Kernel, ram: u64, raw: RawConfig, name: &str) -> Result<
         }
     }
 }
+
+/// Times Debian's Linux boot (scripts/linux.sh's kernel and initramfs in
+/// `dir`) to the first line `/init` prints and to the machine's reset at
+/// its end: ringback on the default engine, running and recording, and
+/// qemu-system-i386 (TCG, `-M isapc -cpu qemu32,-apic`) in the same run.
+pub fn linux(dir: &Path, with_qemu: bool) -> Result<ExitCode> {
+    let kernel = dir.join("bzImage");
+    let initrd = dir.join("initrd.cpio");
+    if !kernel.is_file() || !initrd.is_file() {
+        anyhow::bail!(
+            "no Linux kernel and initramfs in {} (run bash scripts/setup.sh, or set RINGBACK_LINUX)",
+            dir.display()
+        );
+    }
+    let (kernel, initrd) = (
+        kernel.to_string_lossy().into_owned(),
+        initrd.to_string_lossy().into_owned(),
+    );
+    let cmdline = "console=ttyS0 panic=-1";
+    let me = std::env::current_exe().context("finding the ringback binary")?;
+    let trace = std::env::temp_dir().join(format!("ringback-bench-linux-{}.rbt", std::process::id()));
+    let trace = trace.to_string_lossy().into_owned();
+    let boot = ["--initrd", initrd.as_str(), "--append", cmdline, "--serial", "stdout"];
+    let mut runs: Vec<(&str, Command)> = Vec::new();
+    let mut run = Command::new(&me);
+    run.arg("run")
+        .arg(&kernel)
+        .args(boot)
+        .args(["--rtc-base", "1700000000"]);
+    runs.push(("ringback run (raw)", run));
+    let mut record = Command::new(&me);
+    record
+        .args(["record", "-o", &trace])
+        .arg(&kernel)
+        .args(boot)
+        .args(["--rtc-base", "1700000000"]);
+    runs.push(("ringback record (raw)", record));
+    if with_qemu {
+        let mut qemu = Command::new("qemu-system-i386");
+        qemu.args(["-M", "isapc", "-cpu", "qemu32,-apic", "-m", "128", "-kernel", &kernel])
+            .args(["-initrd", &initrd, "-append", cmdline])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]);
+        runs.push(("qemu-system-i386 (TCG)", qemu));
+    }
+    outln!("Debian's Linux, {cmdline:?}: seconds to /init's first line and to the reset at its end");
+    let mut times = Vec::new();
+    for (name, mut cmd) in runs {
+        let (first, end) = time_boot(&mut cmd).with_context(|| format!("timing {name}"))?;
+        outln!("  {name:<24} first /init line {first:7.2} s   end {end:7.2} s");
+        times.push((name, first, end));
+    }
+    let _ = std::fs::remove_file(&trace);
+    if let Some(&(_, q_first, q_end)) = times.iter().find(|t| t.0.starts_with("qemu")) {
+        for &(name, first, end) in times.iter().filter(|t| !t.0.starts_with("qemu")) {
+            outln!(
+                "  {name:<24} {:.2}x QEMU's time to /init, {:.2}x to the end",
+                first / q_first,
+                end / q_end
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a boot with its serial output on a pipe: seconds until the first
+/// `ringback-init:` line, and until the process ends (it must have printed
+/// `/init`'s last line).
+fn time_boot(cmd: &mut Command) -> Result<(f64, f64)> {
+    use std::io::BufRead;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the boot")?;
+    let stdout = child.stdout.take().context("the boot's output")?;
+    let mut first = None;
+    let mut done = false;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.context("reading the boot's output")?;
+        if line.starts_with("ringback-init:") {
+            first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            done |= line.trim_end() == "ringback-init: done";
+        }
+    }
+    child.wait().context("waiting for the boot")?;
+    let end = start.elapsed().as_secs_f64();
+    match (first, done) {
+        (Some(first), true) => Ok((first, end)),
+        _ => anyhow::bail!("the boot did not run /init to its end"),
+    }
+}

@@ -85,6 +85,12 @@ enum Command {
         /// stepping backwards.
         #[arg(long)]
         tui: bool,
+        /// Measure Debian's Linux boot instead (scripts/linux.sh's kernel
+        /// and initramfs, or those in $RINGBACK_LINUX): seconds to /init's
+        /// first line and to the end, running and recording, beside
+        /// qemu-system-i386.
+        #[arg(long)]
+        linux: bool,
     },
     /// Boot a kernel like `run` and record the run into a trace file.
     Record {
@@ -274,6 +280,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             rounds, bisect: true, ..
         } => bench::bisect(rounds.unwrap_or(100)),
         Command::Bench { rounds, tui: true, .. } => bench::tui(rounds.unwrap_or(360)),
+        Command::Bench {
+            linux: true, no_qemu, ..
+        } => {
+            let dir = std::env::var_os("RINGBACK_LINUX")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("target/linux"));
+            bench::linux(&dir, !no_qemu)
+        }
         Command::Bench {
             workload,
             rounds,
