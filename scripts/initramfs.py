@@ -15,6 +15,7 @@ INIT = b"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
 echo "ringback-init: started"
 if grep -qw shell /proc/cmdline; then
     echo "ringback-init: shell (reboot -f ends the run)"

@@ -124,6 +124,7 @@ pub fn exit_code(stop: &StopReason) -> ExitCode {
         StopReason::HaltedForever
         | StopReason::IdleForever
         | StopReason::InsnLimit
+        | StopReason::Stopped
         | StopReason::Reset
         | StopReason::Breakpoint(_)
         | StopReason::Watchpoint { .. } => ExitCode::SUCCESS,

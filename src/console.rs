@@ -4,8 +4,10 @@
 //! sees them only through [`HostInput`].
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -21,7 +23,37 @@ pub enum Output {
 pub struct HostConsole {
     out: Output,
     error: Option<std::io::Error>,
+    /// The terminal in raw mode while the console is interactive; restored
+    /// when the console goes (every way out of a run drops it).
+    raw_terminal: Option<RawTerminal>,
 }
+
+/// A terminal switched to raw mode (no echo, no line buffering, Ctrl-C a
+/// byte for the guest), switched back when dropped or on SIGTERM/SIGHUP.
+struct RawTerminal;
+
+impl RawTerminal {
+    fn enable() -> Option<RawTerminal> {
+        ratatui::crossterm::terminal::enable_raw_mode().ok()?;
+        // A signal must not leave the terminal raw (ctrlc takes one handler
+        // per process; a command that set its own keeps it).
+        let _ = ctrlc::set_handler(|| {
+            let _ = ratatui::crossterm::terminal::disable_raw_mode();
+            std::process::exit(130);
+        });
+        Some(RawTerminal)
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = ratatui::crossterm::terminal::disable_raw_mode();
+    }
+}
+
+/// The console's escape key, as QEMU's: Ctrl-A, then `x` ends the run and
+/// Ctrl-A sends a Ctrl-A to the guest.
+const ESCAPE: u8 = 0x01;
 
 impl HostConsole {
     fn write(&mut self, bytes: &[u8]) {
@@ -35,8 +67,15 @@ impl HostConsole {
         }
     }
 
-    /// Flushes what is buffered and reports the first write error, if any.
+    /// Whether the terminal is the guest's (raw mode, the escape key).
+    pub fn is_interactive(&self) -> bool {
+        self.raw_terminal.is_some()
+    }
+
+    /// Flushes what is buffered, gives the terminal back, and reports the
+    /// first write error, if any.
     pub fn finish(&mut self) -> Result<()> {
+        self.raw_terminal = None;
         if let Output::File(f) = &mut self.out {
             if let Err(e) = f.flush() {
                 self.error.get_or_insert(e);
@@ -64,6 +103,8 @@ pub struct StdinInput {
     rx: Option<Receiver<u8>>,
     pending: Option<u8>,
     rtc_start: u64,
+    /// Set when the user typed the escape sequence that ends the run.
+    quit: Arc<AtomicBool>,
 }
 
 impl HostInput for StdinInput {
@@ -83,6 +124,10 @@ impl HostInput for StdinInput {
                 None
             }
         }
+    }
+
+    fn stop_requested(&mut self, _now: u64) -> bool {
+        self.quit.load(Ordering::Relaxed)
     }
 
     fn wait_for_input(&mut self, _now: u64) -> bool {
@@ -117,15 +162,53 @@ fn host_epoch_seconds() -> u64 {
 /// the RTC starts at `rtc_base` or else the host's clock.
 pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInput)> {
     let rtc_start = rtc_base.unwrap_or_else(host_epoch_seconds);
+    let quit = Arc::new(AtomicBool::new(false));
+    let mut raw = None;
     let (out, rx) = match spec {
         "stdio" => {
+            // On a terminal the console is the guest's: raw mode, and the
+            // escape key to get out, announced once.
+            if std::io::stdin().is_terminal() {
+                raw = RawTerminal::enable();
+                if raw.is_some() {
+                    eprint!("ringback: console: Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A\r\n");
+                }
+            }
+            let interactive = raw.is_some();
             let (tx, rx) = mpsc::channel();
+            let quit = quit.clone();
             std::thread::spawn(move || {
                 let mut stdin = std::io::stdin().lock();
                 let mut buf = [0u8; 256];
+                let mut escaped = false;
                 while let Ok(n) = stdin.read(&mut buf) {
-                    if n == 0 || buf[..n].iter().any(|&b| tx.send(b).is_err()) {
+                    if n == 0 {
                         break;
+                    }
+                    for &b in &buf[..n] {
+                        let send = if !interactive {
+                            Some(b)
+                        } else if escaped {
+                            escaped = false;
+                            match b {
+                                b'x' | b'X' => {
+                                    quit.store(true, Ordering::Relaxed);
+                                    // Dropping the sender wakes a guest
+                                    // waiting for input.
+                                    return;
+                                }
+                                ESCAPE => Some(ESCAPE),
+                                _ => None,
+                            }
+                        } else if b == ESCAPE {
+                            escaped = true;
+                            None
+                        } else {
+                            Some(b)
+                        };
+                        if send.is_some_and(|b| tx.send(b).is_err()) {
+                            return;
+                        }
                     }
                 }
             });
@@ -141,11 +224,16 @@ pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInpu
         }
     };
     Ok((
-        HostConsole { out, error: None },
+        HostConsole {
+            out,
+            error: None,
+            raw_terminal: raw,
+        },
         StdinInput {
             rx,
             pending: None,
             rtc_start,
+            quit,
         },
     ))
 }

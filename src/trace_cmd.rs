@@ -77,7 +77,12 @@ pub fn record(
     let (mut console, mut input, mut machine, header) =
         prepare(kernel, ram, args, checkpoint_interval, adaptive_checkpoints)?;
     let max = args.max_insns.unwrap_or(u64::MAX);
-    let bar = progress_bar(args.max_insns.unwrap_or(0), "recording");
+    // The terminal belongs to the guest's console when it is interactive.
+    let bar = if console.is_interactive() {
+        ProgressBar::hidden()
+    } else {
+        progress_bar(args.max_insns.unwrap_or(0), "recording")
+    };
     let result = replay::record(
         output,
         &header,

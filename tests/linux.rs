@@ -194,3 +194,83 @@ fn debug_the_kernel(trace: &str, serial: &str, end: u64) {
     assert_eq!(value("again="), updater, "{out}");
     let _ = server.wait();
 }
+
+fn tmux(args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux (scripts/setup.sh installs it)")
+}
+
+/// A tmux pane, killed when dropped.
+struct Pane(String);
+
+impl Pane {
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-S", "-200", "-t", &self.0]).stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `text`; the pane's contents.
+    fn wait_for(&self, text: &str, seconds: u64) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = self.capture();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed().as_secs() < seconds,
+                "no {text:?} after {seconds} s; the pane shows:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+/// The console on a terminal: boot to busybox's prompt under tmux, type a
+/// command, read the answer, leave with Ctrl-A x as from QEMU; the session
+/// was recorded, and replays with no terminal to the same output.
+#[test]
+fn an_interactive_shell_session_records_and_replays() {
+    let dir = linux_dir();
+    let kernel = dir.join("bzImage").to_string_lossy().into_owned();
+    let initrd = dir.join("initrd.cpio").to_string_lossy().into_owned();
+    let trace = std::env::temp_dir().join(format!("ringback-linux-shell-{}.rbt", std::process::id()));
+    let trace = trace.to_string_lossy().into_owned();
+    let name = format!("ringback-linux-{}", std::process::id());
+    let _ = tmux(&["kill-session", "-t", &name]);
+    let command = format!(
+        "{RINGBACK} record -o {trace} {kernel} --initrd {initrd} --append 'console=ttyS0 shell quiet cryptomgr.notests' \
+         --rtc-base 1700000000; echo EXIT=$?; sleep 600"
+    );
+    let out = tmux(&["new-session", "-d", "-s", &name, "-x", "160", "-y", "48", &command]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pane = Pane(name);
+    pane.wait_for("Ctrl-A x quits", 30);
+    pane.wait_for("/ #", 600);
+    assert!(tmux(&["send-keys", "-t", &pane.0, "echo hello $((6*7))", "Enter"])
+        .status
+        .success());
+    pane.wait_for("hello 42", 120);
+    assert!(tmux(&["send-keys", "-t", &pane.0, "C-a", "x"]).status.success());
+    let screen = pane.wait_for("EXIT=", 120);
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("stopped by the user"), "{screen}");
+
+    let replayed = common::ringback(&["replay", "--verify", &trace]);
+    let _ = std::fs::remove_file(&trace);
+    let stdout = String::from_utf8_lossy(&replayed.stdout);
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(stdout.contains("hello 42"), "the replay shows the session:\n{stdout}");
+}

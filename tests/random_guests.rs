@@ -189,6 +189,7 @@ fn stop_kind(stop: &StopReason) -> &'static str {
         StopReason::TripleFault { .. } => "triple fault",
         StopReason::FaultLoop { .. } => "fault loop",
         StopReason::Breakpoint(_) | StopReason::Watchpoint { .. } => "debugger",
+        StopReason::Stopped => "stopped by the user",
     }
 }
 

@@ -104,7 +104,9 @@ fn run_cases(protected: bool) {
             StopReason::HaltedForever | StopReason::IdleForever => "halt",
             StopReason::ExitDevice(_) => "exit",
             StopReason::Reset => "reset",
-            StopReason::Breakpoint(_) | StopReason::Watchpoint { .. } => unreachable!("no debugger attached"),
+            StopReason::Breakpoint(_) | StopReason::Watchpoint { .. } | StopReason::Stopped => {
+                unreachable!("no debugger or console attached")
+            }
         };
         *stops.entry(kind).or_default() += 1;
     }

@@ -75,7 +75,9 @@ impl Trace {
                     }
                     for r in &b.records {
                         let now = match *r {
-                            InputRecord::Serial { now, .. } | InputRecord::Wait { now, .. } => now,
+                            InputRecord::Serial { now, .. }
+                            | InputRecord::Wait { now, .. }
+                            | InputRecord::Stop { now } => now,
                         };
                         if now < last_input_time {
                             return Err(corrupt(

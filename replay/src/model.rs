@@ -65,6 +65,9 @@ pub enum InputRecord {
     Serial { now: u64, byte: u8 },
     /// The idle guest waited for input at `now`; `ready` is what the host said.
     Wait { now: u64, ready: bool },
+    /// The user ended the run at `now` (the console's escape key): the
+    /// last record of a trace that ends so.
+    Stop { now: u64 },
 }
 
 /// A checkpoint: the machine's state at `state.icount`, the RAM pages written

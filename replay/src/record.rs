@@ -309,6 +309,15 @@ impl HostInput for RecordingInput<'_> {
         self.consumed += 1;
         ready
     }
+
+    fn stop_requested(&mut self, now: u64) -> bool {
+        let stop = self.host.stop_requested(now);
+        if stop {
+            self.log.push(InputRecord::Stop { now });
+            self.consumed += 1;
+        }
+        stop
+    }
 }
 
 /// A console that passes output on and keeps what was written since the

@@ -50,6 +50,16 @@ impl HostInput for ReplayInput {
         }
     }
 
+    fn stop_requested(&mut self, now: u64) -> bool {
+        match self.records.get(self.cursor) {
+            Some(&InputRecord::Stop { now: t }) if t == now => {
+                self.cursor += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn wait_for_input(&mut self, now: u64) -> bool {
         match self.records.get(self.cursor) {
             Some(&InputRecord::Wait { now: t, ready }) if t == now => {

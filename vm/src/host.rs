@@ -18,6 +18,14 @@ pub trait HostInput {
     /// can wake it. Block until input may be ready; return false when none
     /// will ever come, which ends the run.
     fn wait_for_input(&mut self, now: u64) -> bool;
+
+    /// Whether the user asked to end the run (the console's escape key),
+    /// asked at virtual time `now` when the machine looks for input. A yes
+    /// is host input like any other: a recorder logs it and a replayer gives
+    /// it back at the same point, so the replay stops exactly there too.
+    fn stop_requested(&mut self, _now: u64) -> bool {
+        false
+    }
 }
 
 /// How often (in virtual ticks) the machine asks for serial input: 1 ms of

@@ -69,6 +69,8 @@ pub enum StopReason {
     /// Exceptions kept being delivered without any instruction retiring (a
     /// handler that faults at once, forever): the guest can make no progress.
     FaultLoop { fault: Fault, state: Box<CpuState> },
+    /// The user ended the run (the console's escape key).
+    Stopped,
     /// A debugger's breakpoint: the next instruction is at this linear address.
     Breakpoint(u32),
     /// A debugger's watchpoint: the last instruction accessed this
@@ -84,6 +86,7 @@ impl std::fmt::Display for StopReason {
             StopReason::IdleForever => write!(f, "halted waiting for input that will not come"),
             StopReason::InsnLimit => write!(f, "instruction limit reached"),
             StopReason::Reset => write!(f, "guest requested a reset"),
+            StopReason::Stopped => write!(f, "stopped by the user"),
             StopReason::TripleFault { fault, .. } => write!(f, "triple fault ({fault})"),
             StopReason::FaultLoop { fault, .. } => {
                 write!(
@@ -315,6 +318,10 @@ impl Machine {
             }
             let now = self.now();
             if now >= deadline {
+                if host.stop_requested(now) {
+                    self.flush_console(console);
+                    return StopReason::Stopped;
+                }
                 self.service(now, host);
                 deadline = self.next_deadline();
             }
@@ -513,6 +520,9 @@ impl Machine {
             }
             None => {
                 if self.platform.uart.rx_space() == 0 || !host.wait_for_input(now) {
+                    if host.stop_requested(now) {
+                        return Some(StopReason::Stopped);
+                    }
                     return Some(StopReason::IdleForever);
                 }
                 self.next_poll = now;
