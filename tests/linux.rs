@@ -106,6 +106,7 @@ fn debian_linux_boots_to_its_init_records_and_replays_as_under_qemu() {
     let end = info["instructions"].as_u64().expect("instructions");
 
     debug_the_kernel(&trace, &serial, end);
+    inspect(&trace);
     let _ = std::fs::remove_file(&trace);
 
     // The same kernel, initramfs and command line under QEMU's ISA PC
@@ -273,4 +274,25 @@ fn an_interactive_shell_session_records_and_replays() {
         String::from_utf8_lossy(&replayed.stderr)
     );
     assert!(stdout.contains("hello 42"), "the replay shows the session:\n{stdout}");
+}
+
+/// The inspector opens the recorded boot in a terminal: the event timeline,
+/// the registers at the kernel's entry, its first instructions; q quits.
+fn inspect(trace: &str) {
+    let name = format!("ringback-linux-tui-{}", std::process::id());
+    let _ = tmux(&["kill-session", "-t", &name]);
+    let command = format!("{RINGBACK} tui {trace}; echo EXIT=$?; sleep 600");
+    let out = tmux(&["new-session", "-d", "-s", &name, "-x", "160", "-y", "48", &command]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pane = Pane(name);
+    let screen = pane.wait_for("icount 0 of", 120);
+    assert!(screen.contains("Timeline"), "{screen}");
+    assert!(
+        screen.contains("esi 00007000"),
+        "the zero page's address, as the boot protocol hands it over:\n{screen}"
+    );
+    assert!(screen.contains("cld"), "the kernel's first instruction:\n{screen}");
+    assert!(tmux(&["send-keys", "-t", &pane.0, "q"]).status.success());
+    let screen = pane.wait_for("EXIT=", 60);
+    assert!(screen.contains("EXIT=0"), "{screen}");
 }
