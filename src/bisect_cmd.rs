@@ -36,6 +36,8 @@ pub struct Options<'a> {
     pub json: bool,
     pub budget: u32,
     pub allow_incomplete: bool,
+    /// Only the intervals before the first checkpoint at or after this.
+    pub until: Option<u64>,
 }
 
 pub fn bisect(o: &Options) -> Result<ExitCode> {
@@ -49,6 +51,9 @@ pub fn bisect(o: &Options) -> Result<ExitCode> {
         eprintln!("ringback: bisect: {e}");
         Ok(ExitCode::from(EXIT_UNUSABLE))
     };
+    if o.until.is_some() && o.against.is_some() {
+        return unusable(&"--until bisects a prefix against the reference; with --against the two recordings' digests choose where to look");
+    }
     let a = match crate::trace_cmd::open(o.trace) {
         Ok(t) => t,
         Err(e) => return unusable(&e),
@@ -137,10 +142,19 @@ pub fn patched_side(trace: &Trace, inject: Option<Injection>) -> SideConfig {
     }
 }
 
-/// Reference against the raw engine with patches, over the whole trace.
+/// Reference against the raw engine with patches, over the whole trace
+/// or the prefix `--until` names.
 fn whole_trace(trace: &Trace, o: &Options, ctl: &Control) -> Result<Report> {
     let patched = patched_side(trace, o.inject);
-    Ok(Bisector::new(trace, SideConfig::reference(), patched)?.run(None, ctl)?)
+    let range = o.until.map(|until| {
+        let marks = trace.checkpoint_frames();
+        let last = marks
+            .iter()
+            .position(|c| c.icount >= until)
+            .unwrap_or(marks.len().saturating_sub(1));
+        (0, last)
+    });
+    Ok(Bisector::new(trace, SideConfig::reference(), patched)?.run(range, ctl)?)
 }
 
 /// Two recordings: digests and events first, then each recording's own

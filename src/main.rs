@@ -159,6 +159,10 @@ enum Command {
         /// complete checkpoint (otherwise it is unusable: 125).
         #[arg(long)]
         allow_incomplete: bool,
+        /// Compare only the checkpoint intervals before this icount (up to
+        /// the first checkpoint at or after it): a prefix of a long trace.
+        #[arg(long, value_name = "ICOUNT")]
+        until: Option<u64>,
     },
     /// Browse a trace in the terminal: events, disassembly, registers,
     /// memory, serial output, patches; step forwards and backwards.
@@ -263,6 +267,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             culprit_budget,
             json,
             allow_incomplete,
+            until,
         } => bisect_cmd::bisect(&bisect_cmd::Options {
             trace: &trace,
             against: against.as_deref(),
@@ -271,6 +276,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
             budget: culprit_budget,
             allow_incomplete,
+            until,
         }),
         Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
         Command::Bench {
