@@ -588,8 +588,10 @@ fn time_boot(cmd: &mut Command) -> Result<(f64, f64)> {
     let stdout = child.stdout.take().context("the boot's output")?;
     let mut first = None;
     let mut done = false;
-    for line in std::io::BufReader::new(stdout).lines() {
+    // Serial output is bytes, not necessarily UTF-8.
+    for line in std::io::BufReader::new(stdout).split(b'\n') {
         let line = line.context("reading the boot's output")?;
+        let line = String::from_utf8_lossy(&line);
         if line.starts_with("ringback-init:") {
             first.get_or_insert_with(|| start.elapsed().as_secs_f64());
             done |= line.trim_end() == "ringback-init: done";

@@ -146,10 +146,9 @@ fn kernel_symbol(serial: &str, name: &str) -> u32 {
     serial
         .lines()
         .filter_map(|l| l.strip_prefix("ringback-sym: "))
-        .find_map(|l| {
-            let mut fields = l.split_whitespace();
-            let addr = fields.next()?;
-            (fields.nth(1)? == name).then(|| u32::from_str_radix(addr, 16).ok())?
+        .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [addr, _, symbol] if symbol == name => u32::from_str_radix(addr, 16).ok(),
+            _ => None,
         })
         .unwrap_or_else(|| panic!("/init did not print where {name} is:\n{serial}"))
 }

@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use replay::format::{self, FrameKind};
-use replay::model::{CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, TraceHeader, TraceIndex};
+use replay::model::{
+    CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex,
+};
 use replay::state::{SavedState, Section};
 use replay::{ReplayOptions, Trace};
 use vm::engine::raw::RawConfig;
@@ -421,6 +423,16 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                 let mut c = b.clone();
                 c.records.push(b.records[0]);
                 lie("an input repeated", encode(&c));
+                // A user's stop that the end of the run does not tell of.
+                let mut c = b.clone();
+                let last = match *b.records.last().expect("a record") {
+                    InputRecord::Serial { now, .. } | InputRecord::Wait { now, .. } | InputRecord::Stop { now } => now,
+                };
+                c.records.push(InputRecord::Stop { now: last });
+                lie("the user's stop appended", encode(&c));
+                let mut c = b.clone();
+                c.records.insert(0, InputRecord::Stop { now: 0 });
+                lie("the user's stop before other input", encode(&c));
             }
             FrameKind::End => {
                 let e: EndInfo = postcard::from_bytes(&f.raw).expect("end");

@@ -50,6 +50,7 @@ impl Trace {
         let mut recorded_ram: Option<RamHasher> = None;
         let mut last_event_icount = 0u64;
         let mut last_input_time = 0u64;
+        let mut stopped_by_user = false;
         // The last checkpoint's icount and how the run stopped there, if it did.
         let mut last_checkpoint: Option<(u64, Option<String>)> = None;
         for f in &self.frames {
@@ -74,6 +75,11 @@ impl Trace {
                         return Err(corrupt(f, "an empty input batch".into()));
                     }
                     for r in &b.records {
+                        // The user's stop ends the run: nothing can follow it.
+                        if stopped_by_user {
+                            return Err(corrupt(f, "an input record after the user's stop".into()));
+                        }
+                        stopped_by_user = matches!(r, InputRecord::Stop { .. });
                         let now = match *r {
                             InputRecord::Serial { now, .. }
                             | InputRecord::Wait { now, .. }
@@ -185,6 +191,18 @@ impl Trace {
                 FrameKind::End => {
                     let end: EndInfo = decode(&raw, f.offset, "end")?;
                     let stopped = last_checkpoint.as_ref().and_then(|(_, s)| s.as_deref());
+                    // The user's stop in the input log and the run's end
+                    // must tell the same story.
+                    if stopped_by_user != (end.stop == vm::machine::StopReason::Stopped.to_string()) {
+                        return Err(corrupt(
+                            f,
+                            format!(
+                                "the end frame says the run stopped with \"{}\" but the input log {} the user's stop",
+                                end.stop,
+                                if stopped_by_user { "ends with" } else { "has no" }
+                            ),
+                        ));
+                    }
                     check_end(f, &end, &c, stopped)?;
                 }
                 FrameKind::Index => return Err(corrupt(f, "an index frame among the frames".into())),
