@@ -328,6 +328,51 @@ fn self_modifying_code_is_seen_at_once_by_the_blocks_engine() {
 }
 
 #[test]
+fn data_beside_code_costs_the_cached_code_nothing() {
+    // Real mode at 0000:7C00, with its stack, its data and its code on one
+    // page: a loop of 1000 stores to data 0x50 bytes past the code (and
+    // calls that push on the same page), then a store into the code of the
+    // subroutine the loop called, which must be seen.
+    //   xor ax, ax ; mov ss, ax ; mov sp, 0x7C00 ; mov cx, 1000
+    // top: mov [0x7C80], cx ; call sub ; add [0x7C82], al ; loop top
+    //   mov byte [sub+1], 5 ; call sub ; add al, [0x7C82] ; out 0xF4, al
+    // sub (0x7C30): mov al, 1 ; ret
+    let mut program: Vec<u8> = vec![
+        0x31, 0xC0, 0x8E, 0xD0, 0xBC, 0x00, 0x7C, 0xB9, 0xE8, 0x03, // 7C00
+        0x89, 0x0E, 0x80, 0x7C, // 7C0A: mov [7C80], cx
+        0xE8, 0x1F, 0x00, // 7C0E: call 7C30
+        0x00, 0x06, 0x82, 0x7C, // 7C11: add [7C82], al
+        0xE2, 0xF3, // 7C15: loop 7C0A
+        0xC6, 0x06, 0x31, 0x7C, 0x05, // 7C17: mov byte [7C31], 5
+        0xE8, 0x11, 0x00, // 7C1C: call 7C30
+        0x02, 0x06, 0x82, 0x7C, // 7C1F: add al, [7C82]
+        0xE6, 0xF4, // 7C23: out 0xF4, al
+    ];
+    program.resize(0x30, 0);
+    program.extend([0xB0, 0x01, 0xC3]); // 7C30: mov al, 1 ; ret
+    let kernel = Kernel::Flat {
+        image: program,
+        addr: 0x7C00,
+    };
+    // 1000 & 0xFF from the loop, plus the rewritten immediate.
+    let expected = StopReason::ExitDevice(((0xE8 + 5) << 1) | 1);
+    let (reference, others) = common::assert_engines_agree("data beside code", |engine, config| {
+        let (stop, serial, machine) = boot_with(&kernel, engine, config, b"");
+        common::Run { stop, serial, machine }
+    });
+    assert_eq!(reference.stop, expected);
+    for (label, run) in others {
+        let stats = run.machine.blocks.stats;
+        if stats.executed == 0 {
+            continue;
+        }
+        // Dropping the page's blocks at every store built thousands; only the
+        // subroutine's block is written, once.
+        assert!(stats.built < 20 && stats.invalidated <= 2, "{label}: {stats:?}");
+    }
+}
+
+#[test]
 fn benchmark_workloads_run_identically_on_both_engines() {
     for workload in ["int 2", "mem 1", "paging 20", "trap 2"] {
         let kernel = Kernel::Multiboot {

@@ -109,7 +109,7 @@ pub enum Event {
     PatchRemoved { site: u32, phys: u32 },
     /// A patch was switched off or on again by hand (a debugger, a bisect).
     PatchToggled { site: u32, phys: u32, enabled: bool },
-    /// The guest changed bytes on a page holding scanned code or patches.
+    /// The guest changed the bytes of a scanned or patched instruction.
     SelfModifyingWrite { page: u32 },
     /// A port access (`mmio` false, `addr` the port) or an MMIO access.
     Io {

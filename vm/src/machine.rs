@@ -242,6 +242,7 @@ impl Machine {
         self.blocks = BlockCache::default();
         self.blocks.stats = stats;
         self.raw.reset_caches();
+        self.platform.mem.unwatch_all_code();
     }
 
     /// The next virtual time at which the loop must look outside the CPU.

@@ -1,6 +1,8 @@
 //! Guest-physical memory: RAM in 4 KiB pages with a dirty bitmap, ROM ranges and
 //! the A20 gate (SDM Vol. 3A, 21.33.1 for the wrap-around the A20 mask emulates).
 
+use crate::hash::FastMap;
+
 pub const PAGE_SIZE: usize = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 
@@ -21,10 +23,33 @@ pub struct PhysMem {
     roms: Vec<Rom>,
     /// Writes that hit ROM or nothing at all.
     pub dropped_writes: u64,
-    /// Pages an engine caches decoded code from: a write to one is reported
-    /// once (in `watch_hits`) and the watch ends.
+    /// Pages holding bytes an engine caches decoded code from (the fast
+    /// filter of every store), and which of each such page's bytes those are.
     watched: Vec<u64>,
-    watch_hits: Vec<u32>,
+    code_bytes: FastMap<u32, Box<CodeBits>>,
+    /// Writes that changed watched code bytes, one entry per page, until the
+    /// engines take them.
+    code_writes: Vec<CodeWrite>,
+}
+
+/// One bit per byte of a page.
+type CodeBits = [u64; PAGE_SIZE / 64];
+
+/// The code bytes of one page that the guest changed: offsets `first..=last`
+/// (a span over all the writes to that page since the engines last looked,
+/// so it may include bytes between them that were not written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeWrite {
+    pub page: u32,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl CodeWrite {
+    /// Whether the bytes `start..start + len` of the page meet the written span.
+    pub fn overlaps(&self, start: u32, len: u32) -> bool {
+        len != 0 && start <= u32::from(self.last) && start + len > u32::from(self.first)
+    }
 }
 
 impl PhysMem {
@@ -38,26 +63,55 @@ impl PhysMem {
             roms: Vec::new(),
             dropped_writes: 0,
             watched: vec![0; pages.div_ceil(64)],
-            watch_hits: Vec::new(),
+            code_bytes: FastMap::default(),
+            code_writes: Vec::new(),
         }
     }
 
-    /// Reports the next write to `page` through [`PhysMem::take_watch_hits`].
-    pub fn watch_page(&mut self, page: u32) {
+    /// Watches the code bytes `phys..phys + len` (within RAM): a store that
+    /// changes one is reported through [`PhysMem::take_code_writes`]. Stores
+    /// to other bytes of the page, and stores of the bytes already there,
+    /// are not: data sharing a page with code costs the code nothing.
+    pub fn watch_code(&mut self, phys: u32, len: u32) {
+        let end = (phys as usize).saturating_add(len as usize).min(self.ram.len());
+        for addr in phys as usize..end {
+            let page = (addr >> PAGE_SHIFT) as u32;
+            self.watched[page as usize / 64] |= 1 << (page % 64);
+            let bits = self
+                .code_bytes
+                .entry(page)
+                .or_insert_with(|| Box::new([0; PAGE_SIZE / 64]));
+            let off = addr & (PAGE_SIZE - 1);
+            bits[off / 64] |= 1 << (off % 64);
+        }
+    }
+
+    /// Stops watching every code byte of `page` (an engine then watches
+    /// again what it still holds there).
+    pub fn unwatch_code_page(&mut self, page: u32) {
         if let Some(w) = self.watched.get_mut(page as usize / 64) {
-            *w |= 1 << (page % 64);
+            *w &= !(1 << (page % 64));
         }
+        self.code_bytes.remove(&page);
     }
 
-    /// Whether a watched page was written since the last `take_watch_hits`.
+    /// Stops watching all code (the engines' caches were dropped).
+    pub fn unwatch_all_code(&mut self) {
+        self.watched.fill(0);
+        self.code_bytes.clear();
+        self.code_writes.clear();
+    }
+
+    /// Whether watched code was changed since the last `take_code_writes`.
     #[inline]
-    pub fn watch_hit(&self) -> bool {
-        !self.watch_hits.is_empty()
+    pub fn code_written(&self) -> bool {
+        !self.code_writes.is_empty()
     }
 
-    /// The watched pages written since the last call (each watch fires once).
-    pub fn take_watch_hits(&mut self, out: &mut Vec<u32>) {
-        out.append(&mut self.watch_hits);
+    /// The changes to watched code since the last call, by page. The bytes
+    /// stay watched until the engines say otherwise.
+    pub fn take_code_writes(&mut self, out: &mut Vec<CodeWrite>) {
+        out.append(&mut self.code_writes);
     }
 
     #[inline]
@@ -66,13 +120,38 @@ impl PhysMem {
         self.watched[page / 64] & (1 << (page % 64)) != 0
     }
 
-    #[inline]
-    fn check_watch(&mut self, addr: usize) {
-        let page = addr >> PAGE_SHIFT;
-        let w = &mut self.watched[page / 64];
-        if *w & (1 << (page % 64)) != 0 {
-            *w &= !(1 << (page % 64));
-            self.watch_hits.push(page as u32);
+    /// Notes a store of `new` at `addr` (in RAM, on watched pages) before it
+    /// is made: the bytes it changes that are code.
+    #[cold]
+    fn note_store(&mut self, addr: usize, new: &[u8]) {
+        for (i, &byte) in new.iter().enumerate() {
+            let a = addr + i;
+            if self.ram[a] != byte {
+                self.note_code_change(a);
+            }
+        }
+    }
+
+    /// Records that the byte at `addr` (in RAM) changed, if it is code.
+    fn note_code_change(&mut self, addr: usize) {
+        let page = (addr >> PAGE_SHIFT) as u32;
+        let off = addr & (PAGE_SIZE - 1);
+        let is_code = self
+            .code_bytes
+            .get(&page)
+            .is_some_and(|b| b[off / 64] & (1 << (off % 64)) != 0);
+        if is_code {
+            self.note_page_write(page, off as u16, off as u16);
+        }
+    }
+
+    fn note_page_write(&mut self, page: u32, first: u16, last: u16) {
+        match self.code_writes.iter_mut().rev().find(|w| w.page == page) {
+            Some(w) => {
+                w.first = w.first.min(first);
+                w.last = w.last.max(last);
+            }
+            None => self.code_writes.push(CodeWrite { page, first, last }),
         }
     }
 
@@ -155,17 +234,9 @@ impl PhysMem {
         let n = size as usize;
         // A zero-size write touches nothing; `a + n - 1` below needs n > 0.
         if n != 0 && a + n <= self.ram.len() {
-            // A write of the bytes already there changes no code: the watch
-            // ignores it (guests rewrite data that shares a page with code).
-            // Compared only on watched pages, to keep the common store cheap.
+            // Only pages with watched code pay for the byte-wise look.
             if self.is_watched(a) || self.is_watched(a + n - 1) {
-                let changed = self.ram[a..a + n] != value.to_le_bytes()[..n];
-                if changed {
-                    self.check_watch(a);
-                    if (a + n - 1) >> PAGE_SHIFT != a >> PAGE_SHIFT {
-                        self.check_watch(a + n - 1);
-                    }
-                }
+                self.note_store(a, &value.to_le_bytes()[..n]);
             }
             match n {
                 1 => self.ram[a] = value as u8,
@@ -183,8 +254,8 @@ impl PhysMem {
             let b = addr.wrapping_add(i as u32) as usize;
             if b < self.ram.len() {
                 let byte = (value >> (8 * i)) as u8;
-                if self.ram[b] != byte {
-                    self.check_watch(b);
+                if self.ram[b] != byte && self.is_watched(b) {
+                    self.note_code_change(b);
                 }
                 self.ram[b] = byte;
                 self.mark_dirty(b);
@@ -228,7 +299,8 @@ impl PhysMem {
         Ok(())
     }
 
-    /// Marks the pages of `start..end` dirty and reports their watches. An
+    /// Marks the pages of `start..end` dirty and reports their watched code
+    /// as written (loaders replace whole pages). An
     /// empty range touches no page: its start may be the end of RAM, one
     /// page past the bitmaps.
     fn touch(&mut self, start: usize, end: usize) {
@@ -237,7 +309,9 @@ impl PhysMem {
         }
         for p in (start >> PAGE_SHIFT)..=((end - 1) >> PAGE_SHIFT) {
             self.set_dirty(p);
-            self.check_watch(p << PAGE_SHIFT);
+            if self.is_watched(p << PAGE_SHIFT) {
+                self.note_page_write(p as u32, 0, (PAGE_SIZE - 1) as u16);
+            }
         }
     }
 
@@ -304,7 +378,7 @@ mod tests {
             let mut m = PhysMem::new(RAM);
             let top = RAM as u32;
             let start = top - len as u32;
-            m.watch_page(127);
+            m.watch_code(127 * PAGE_SIZE as u32, PAGE_SIZE as u32);
             m.load(start, &vec![7; len]).unwrap();
             m.fill(start, len as u64, 9).unwrap();
             // And the empty range at the very top, which has no page at all.
@@ -315,9 +389,73 @@ mod tests {
             assert_eq!(m.take_dirty(), expected, "{len} bytes");
             assert!(m.ram()[RAM - len..].iter().all(|&b| b == 9));
             let mut hits = Vec::new();
-            m.take_watch_hits(&mut hits);
-            assert_eq!(hits, if len == 0 { vec![] } else { vec![127] }, "{len} bytes");
+            m.take_code_writes(&mut hits);
+            let whole = CodeWrite {
+                page: 127,
+                first: 0,
+                last: PAGE_SIZE as u16 - 1,
+            };
+            assert_eq!(hits, if len == 0 { vec![] } else { vec![whole] }, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn only_changes_to_watched_code_bytes_are_reported() {
+        let mut m = PhysMem::new(RAM);
+        let mut hits = Vec::new();
+        m.load(0x1010, &[0x90; 8]).unwrap();
+        m.watch_code(0x1010, 8);
+        // Data beside the code, and a store of the code bytes already there.
+        m.write(0x1000, 4, 0xDEAD_BEEF);
+        m.write(0x1018, 1, 0x55);
+        m.write(0x1010, 4, 0x9090_9090);
+        assert!(!m.code_written());
+        // A dword whose changed bytes are all data, though it touches code.
+        m.write(0x100E, 4, 0x9090_1234);
+        assert!(!m.code_written());
+        m.write(0x1012, 1, 0xCC);
+        m.write(0x1017, 2, 0x00C3);
+        m.take_code_writes(&mut hits);
+        assert_eq!(
+            hits,
+            vec![CodeWrite {
+                page: 1,
+                first: 0x12,
+                last: 0x17
+            }]
+        );
+        // Still watched until the engine says otherwise; then nothing is.
+        m.write(0x1011, 1, 0xCC);
+        assert!(m.code_written());
+        m.take_code_writes(&mut hits);
+        m.unwatch_code_page(1);
+        m.write(0x1013, 1, 0xCC);
+        assert!(!m.code_written());
+        assert!(hits[1].overlaps(0x10, 2) && !hits[1].overlaps(0x12, 4) && !hits[1].overlaps(0x0, 0x11));
+    }
+
+    #[test]
+    fn a_store_across_two_watched_pages_reports_both() {
+        let mut m = PhysMem::new(RAM);
+        m.watch_code(0x1FFE, 4);
+        m.write(0x1FFF, 2, 0xABCD);
+        let mut hits = Vec::new();
+        m.take_code_writes(&mut hits);
+        assert_eq!(
+            hits,
+            vec![
+                CodeWrite {
+                    page: 1,
+                    first: 0xFFF,
+                    last: 0xFFF
+                },
+                CodeWrite {
+                    page: 2,
+                    first: 0,
+                    last: 0
+                }
+            ]
+        );
     }
 
     #[test]

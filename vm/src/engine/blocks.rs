@@ -13,8 +13,9 @@
 //! instructions wholly inside one physical page; an instruction that crosses
 //! a page is left to the reference step. Blocks are keyed by physical
 //! address, EIP (the decoder's IP, which relative branches depend on) and
-//! operand size, and dropped when their page is written (self-modifying
-//! code), which `PhysMem`'s page watch reports.
+//! operand size, and dropped when the guest changes one of their bytes
+//! (self-modifying code), which `PhysMem`'s code watch reports; stores to
+//! other bytes of the page (data beside code) leave them alone.
 
 use iced_x86::{FlowControl, Instruction};
 
@@ -26,7 +27,7 @@ use crate::events::{ExitReason, SinkSlot};
 use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
 use crate::hash::FastMap;
-use crate::mem::PAGE_SIZE;
+use crate::mem::{CodeWrite, PhysMem, PAGE_SIZE};
 use crate::platform::Platform;
 
 /// Instructions per block at most.
@@ -67,9 +68,19 @@ pub enum SiteKind {
 /// block engine executes, the raw engine (scanner, patch manager, monitor)
 /// decides, and this is all the one asks of the other.
 pub trait RawHooks {
-    /// Guest code on these physical pages was written: forget what was
-    /// decided about it.
-    fn code_written(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot);
+    /// The guest changed watched code bytes: forget what was decided about
+    /// the code written, naming in `forgotten` each page whose blocks must
+    /// all go (their annotations came from what was forgotten), and watch
+    /// again in `mem` the code bytes still relied on (the written pages'
+    /// watches were cleared).
+    fn code_written(
+        &mut self,
+        writes: &[CodeWrite],
+        cpu: &Cpu,
+        mem: &mut PhysMem,
+        events: &mut SinkSlot,
+        forgotten: &mut Vec<u32>,
+    );
     /// How the instruction at `phys` runs in a block built for the view
     /// (`compressed`: guest ring 0 in ring 1).
     fn annotate(
@@ -99,7 +110,7 @@ pub trait RawHooks {
 enum NoHooks {}
 
 impl RawHooks for NoHooks {
-    fn code_written(&mut self, _: &[u32], _: &Cpu, _: &mut SinkSlot) {
+    fn code_written(&mut self, _: &[CodeWrite], _: &Cpu, _: &mut PhysMem, _: &mut SinkSlot, _: &mut Vec<u32>) {
         match *self {}
     }
     fn annotate(&mut self, _: &Cpu, _: &mut Platform, _: u32, _: &Instruction, _: bool, _: &mut SinkSlot) -> SiteKind {
@@ -138,6 +149,9 @@ struct Block {
     /// wrapping around the code size, ending before EIP `end`.
     contiguous: bool,
     end: u32,
+    /// Bytes from the block's physical address that its decoding read: the
+    /// instructions, and the bytes that ended it if they did not decode.
+    bytes: u16,
 }
 
 /// What makes [`Cpu::refetch`] of an instruction in a block a foregone
@@ -223,7 +237,8 @@ pub struct BlockCache {
     recent: Box<[Recent]>,
     /// Block keys by physical page, for invalidation.
     by_page: FastMap<u32, Vec<BlockKey>>,
-    hits: Vec<u32>,
+    writes: Vec<CodeWrite>,
+    forgotten: Vec<u32>,
     pub stats: BlockStats,
 }
 
@@ -244,7 +259,8 @@ impl Default for BlockCache {
             index: FastMap::default(),
             recent: vec![none; RECENT].into_boxed_slice(),
             by_page: FastMap::default(),
-            hits: Vec::new(),
+            writes: Vec::new(),
+            forgotten: Vec::new(),
             stats: BlockStats::default(),
         }
     }
@@ -255,13 +271,63 @@ fn recent_slot(key: &BlockKey) -> usize {
 }
 
 impl BlockCache {
-    /// Drops the blocks on pages the guest wrote; `self.hits` keeps the
-    /// pages until the next call, for the raw engine to forget them too.
-    fn invalidate_written(&mut self, platform: &mut Platform) {
-        self.hits.clear();
-        platform.mem.take_watch_hits(&mut self.hits);
-        for i in 0..self.hits.len() {
-            self.drop_page(self.hits[i]);
+    /// Drops the blocks whose bytes the guest changed, and tells `raw` (the
+    /// raw engine, whose scan results and patches describe code too); then
+    /// the written pages' watches are rebuilt from what is still cached.
+    fn invalidate_written<H: RawHooks>(
+        &mut self,
+        cpu: &Cpu,
+        platform: &mut Platform,
+        raw: &mut H,
+        events: &mut SinkSlot,
+    ) {
+        debug_assert!(platform.mem.code_written());
+        let mut writes = std::mem::take(&mut self.writes);
+        writes.clear();
+        platform.mem.take_code_writes(&mut writes);
+        for w in &writes {
+            self.drop_written(w);
+            platform.mem.unwatch_code_page(w.page);
+        }
+        let mut forgotten = std::mem::take(&mut self.forgotten);
+        forgotten.clear();
+        raw.code_written(&writes, cpu, &mut platform.mem, events, &mut forgotten);
+        for &page in &forgotten {
+            self.drop_page(page);
+        }
+        self.forgotten = forgotten;
+        for w in &writes {
+            self.rewatch_page(w.page, &mut platform.mem);
+        }
+        self.writes = writes;
+    }
+
+    /// Drops the blocks of `w`'s page that its span meets.
+    fn drop_written(&mut self, w: &CodeWrite) {
+        let Some(mut keys) = self.by_page.remove(&w.page) else {
+            return;
+        };
+        let (index, blocks) = (&self.index, &self.blocks);
+        let (written, kept): (Vec<BlockKey>, Vec<BlockKey>) = keys.drain(..).partition(|k| {
+            index
+                .get(k)
+                .is_none_or(|&slot| w.overlaps(k.phys & 0xFFF, u32::from(blocks[slot as usize].bytes)))
+        });
+        for k in &written {
+            self.drop_block(k);
+        }
+        keys = kept;
+        if !keys.is_empty() {
+            self.by_page.insert(w.page, keys);
+        }
+    }
+
+    /// Watches again the bytes of the blocks still cached on `page`.
+    fn rewatch_page(&self, page: u32, mem: &mut PhysMem) {
+        for k in self.by_page.get(&page).into_iter().flatten() {
+            if let Some(&slot) = self.index.get(k) {
+                mem.watch_code(k.phys, u32::from(self.blocks[slot as usize].bytes));
+            }
         }
     }
 
@@ -270,17 +336,21 @@ impl BlockCache {
     pub fn drop_page(&mut self, page: u32) {
         if let Some(keys) = self.by_page.remove(&page) {
             for k in keys {
-                if let Some(slot) = self.index.remove(&k) {
-                    self.blocks[slot as usize] = Block::default();
-                    self.free.push(slot);
-                    let r = &mut self.recent[recent_slot(&k)];
-                    if r.slot == slot {
-                        r.slot = EMPTY;
-                    }
-                }
-                self.stats.invalidated += 1;
+                self.drop_block(&k);
             }
         }
+    }
+
+    fn drop_block(&mut self, k: &BlockKey) {
+        if let Some(slot) = self.index.remove(k) {
+            self.blocks[slot as usize] = Block::default();
+            self.free.push(slot);
+            let r = &mut self.recent[recent_slot(k)];
+            if r.slot == slot {
+                r.slot = EMPTY;
+            }
+        }
+        self.stats.invalidated += 1;
     }
 
     /// The slot of the block for `key`, built (and annotated) if need be.
@@ -316,13 +386,17 @@ impl BlockCache {
         platform.fetch_phys(key.phys, &mut bytes[..avail]);
         let mut decoder = crate::exec::decode::decoder(&bytes[..avail], u64::from(key.eip), key.code32);
         let mut insts = Vec::with_capacity(8);
+        let mut read = 0usize;
         while insts.len() < MAX_BLOCK && decoder.can_decode() {
             let inst = decoder.decode();
             // Invalid bytes, or an instruction cut by the page end (the decoder
-            // ran out of bytes): the reference step handles those.
+            // ran out of bytes): the reference step handles those. The block
+            // depends on them not decoding, so they are watched too.
             if inst.is_invalid() {
+                read = (read + MAX_INSN_LEN).min(avail);
                 break;
             }
+            read += inst.len();
             let ends = inst.flow_control() != FlowControl::Next;
             insts.push(inst);
             if ends {
@@ -330,7 +404,7 @@ impl BlockCache {
             }
         }
         self.stats.built += 1;
-        platform.mem.watch_page(key.phys >> 12);
+        platform.mem.watch_code(key.phys, read as u32);
         self.by_page.entry(key.phys >> 12).or_default().push(key);
         let mask = if key.code32 { 0xFFFF_FFFF } else { 0xFFFF };
         let mut contiguous = true;
@@ -355,7 +429,12 @@ impl BlockCache {
                 }
             })
             .collect();
-        let block = Block { insts, contiguous, end };
+        let block = Block {
+            insts,
+            contiguous,
+            end,
+            bytes: read as u16,
+        };
         let slot = match self.free.pop() {
             Some(s) => {
                 self.blocks[s as usize] = block;
@@ -374,9 +453,20 @@ impl BlockCache {
     /// something needs the outer loop (an exception, a halt, port I/O or any
     /// device attention, an interrupt the CPU can take). Between blocks it
     /// checks exactly what the outer loop would before calling again, so
-    /// going on here is the same as returning.
-    pub fn run(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+    /// going on here is the same as returning. Writes to code are told to
+    /// `raw`, whose scan results and patches stay true whichever engine runs.
+    pub fn run(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        stop_icount: u64,
+        raw: &mut impl RawHooks,
+        events: &mut SinkSlot,
+    ) -> StepOutcome {
         loop {
+            if platform.mem.code_written() {
+                self.invalidate_written(cpu, platform, raw, events);
+            }
             let outcome = self.run_one(cpu, platform, stop_icount);
             if outcome != StepOutcome::Retired || outer_loop_would_act(cpu, platform, stop_icount) {
                 return outcome;
@@ -386,8 +476,7 @@ impl BlockCache {
 
     /// The raw engine's path for guest ring 0 with IF clear: cached blocks
     /// at the true privilege, as [`BlockCache::run`], going on while the
-    /// raw engine would choose this path again, and telling it of every
-    /// write to code (its scan results and patches describe that code).
+    /// raw engine would choose this path again.
     pub fn run_true(
         &mut self,
         cpu: &mut Cpu,
@@ -397,9 +486,8 @@ impl BlockCache {
         events: &mut SinkSlot,
     ) -> StepOutcome {
         loop {
-            if platform.mem.watch_hit() {
-                self.invalidate_written(platform);
-                raw.code_written(&self.hits, cpu, events);
+            if platform.mem.code_written() {
+                self.invalidate_written(cpu, platform, raw, events);
             }
             let outcome = self.run_one(cpu, platform, stop_icount);
             if outcome != StepOutcome::Retired
@@ -414,12 +502,10 @@ impl BlockCache {
     /// Runs instructions from the block at CS:EIP until the block ends,
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).
+    /// The caller has dropped what earlier writes to code made stale.
     fn run_one(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
         if cpu.state.halted {
             return StepOutcome::Halted;
-        }
-        if platform.mem.watch_hit() {
-            self.invalidate_written(platform);
         }
         // The first byte's fetch, exactly as the reference does it (CS checks,
         // translation); its physical address selects the block.
@@ -469,9 +555,8 @@ impl BlockCache {
             if cpu.state.halted {
                 return RawOutcome::Step(StepOutcome::Halted);
             }
-            if platform.mem.watch_hit() {
-                self.invalidate_written(platform);
-                raw.code_written(&self.hits, cpu, events);
+            if platform.mem.code_written() {
+                self.invalidate_written(cpu, platform, raw, events);
             }
             // The first byte's fetch, exactly as the reference does it.
             let phys = match cpu.refetch(platform, 1) {
@@ -591,7 +676,8 @@ fn run_block<const RAW: bool, H: RawHooks>(
                     if outcome != StepOutcome::Retired {
                         return Step(outcome);
                     }
-                    if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.watch_hit())
+                    if ci.op.touches_memory()
+                        && (platform.attention != Default::default() || platform.mem.code_written())
                     {
                         return Step(StepOutcome::Retired);
                     }
@@ -610,7 +696,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
             // at this boundary. (It going off needs nothing: none can be taken.)
             let vif = cpu.virtual_if();
             if platform.attention != Default::default()
-                || platform.mem.watch_hit()
+                || platform.mem.code_written()
                 || cpu.state.halted
                 || cpu.state.interrupt_shadow
                 || (vif && !if_before)
@@ -629,7 +715,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
         // fetch (CS and the TLB as before, so the same block).
         if cpu.state.eip != ip0
             || shadowed
-            || platform.mem.watch_hit()
+            || platform.mem.code_written()
             || outer_loop_would_act(cpu, platform, stop_icount)
         {
             return Step(StepOutcome::Retired);

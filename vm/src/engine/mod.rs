@@ -14,7 +14,7 @@ pub mod raw;
 use crate::cpu::{Cpu, StepOutcome};
 use crate::events::SinkSlot;
 use crate::platform::Platform;
-use blocks::BlockCache;
+use blocks::{BlockCache, RawHooks};
 
 /// The engines that execute guest code. Guest-visible results never depend
 /// on the choice (the differential tests hold them to it).
@@ -59,7 +59,7 @@ impl Engine {
     pub fn step(self, raw: &mut raw::RawEngine, parts: Parts<'_>, stop_icount: u64) -> StepOutcome {
         match self {
             Engine::Emulate => Reference.step(parts, stop_icount),
-            Engine::Blocks => Blocks.step(parts, stop_icount),
+            Engine::Blocks => Blocks(raw).step(parts, stop_icount),
             Engine::Raw => raw.step(parts, stop_icount),
         }
     }
@@ -97,13 +97,16 @@ impl Executor for Reference {
     }
 }
 
-/// Cached blocks at the guest's true privilege.
-pub struct Blocks;
+/// Cached blocks at the guest's true privilege. The raw engine is told of
+/// writes to code, as when it runs: what it learned stays true.
+pub struct Blocks<'a, H: RawHooks>(pub &'a mut H);
 
-impl Executor for Blocks {
+impl<H: RawHooks> Executor for Blocks<'_, H> {
     #[inline]
     fn step(&mut self, parts: Parts<'_>, stop_icount: u64) -> StepOutcome {
-        parts.blocks.run(parts.cpu, parts.platform, stop_icount)
+        parts
+            .blocks
+            .run(parts.cpu, parts.platform, stop_icount, &mut *self.0, parts.events)
     }
 }
 

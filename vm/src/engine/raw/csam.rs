@@ -1,8 +1,8 @@
 //! The code scanner (CSAM in VirtualBox): before guest ring-0 code first runs
 //! raw, walk it from the entry point, following direct jumps and calls to a
 //! depth limit, and mark every sensitive instruction so that it traps or is
-//! patched before it can run with ring-1 state. Scanned pages are watched;
-//! a write that changes one drops what was learned about it.
+//! patched before it can run with ring-1 state. Scanned instructions are
+//! watched; a write that changes one drops what was learned about its page.
 //!
 //! The scan reads guest code through the page tables without side effects
 //! (no accessed bits, no TLB fill): the guest cannot tell it happened.
@@ -15,6 +15,7 @@ use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
 use crate::exec::MAX_INSN_LEN;
 use crate::hash::{FastMap, FastSet};
+use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
 
 /// Direct jumps and calls followed from an entry point at most.
@@ -43,8 +44,9 @@ pub struct ScanResult {
 pub struct Scanner {
     scanned: FastSet<Site>,
     marked: FastSet<Site>,
-    /// Scanned sites by physical page, to forget them when the page changes.
-    by_page: FastMap<u32, Vec<Site>>,
+    /// Scanned sites (with their lengths) by physical page, to forget them
+    /// when their code changes.
+    by_page: FastMap<u32, Vec<(Site, u8)>>,
     pub stats: ScanStats,
 }
 
@@ -99,8 +101,8 @@ impl Scanner {
                 };
                 self.scanned.insert(site);
                 let page = phys >> 12;
-                self.by_page.entry(page).or_default().push(site);
-                platform.mem.watch_page(page);
+                self.by_page.entry(page).or_default().push((site, inst.len() as u8));
+                platform.mem.watch_code(phys, inst.len() as u32);
                 result.instructions += 1;
                 if classify(&inst) == Class::Sensitive {
                     self.marked.insert(site);
@@ -137,10 +139,26 @@ impl Scanner {
         result
     }
 
+    /// Whether the guest changed the bytes of a scanned instruction.
+    pub fn code_changed(&self, w: &CodeWrite) -> bool {
+        self.by_page.get(&w.page).is_some_and(|sites| {
+            sites
+                .iter()
+                .any(|&((phys, _), len)| w.overlaps(phys & 0xFFF, u32::from(len)))
+        })
+    }
+
+    /// Watches again the scanned instructions on `page`.
+    pub fn rewatch_page(&self, page: u32, mem: &mut PhysMem) {
+        for &((phys, _), len) in self.by_page.get(&page).into_iter().flatten() {
+            mem.watch_code(phys, u32::from(len));
+        }
+    }
+
     /// Forgets what was scanned on a page the guest changed.
     pub fn forget_page(&mut self, page: u32) {
         if let Some(sites) = self.by_page.remove(&page) {
-            for s in sites {
+            for (s, _) in sites {
                 self.scanned.remove(&s);
                 self.marked.remove(&s);
             }

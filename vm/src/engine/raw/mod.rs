@@ -16,6 +16,7 @@ use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
 use crate::engine::blocks::{RawHooks, RawOutcome, SiteKind};
 use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, SinkSlot};
+use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
 use csam::{decode_at, Scanner};
 use patm::{PatchKey, PatchKind, PatchState, PatchTable};
@@ -508,20 +509,32 @@ impl RawEngine {
 }
 
 impl RawHooks for RawEngine {
-    /// Drops what the scanner and patch manager knew about written pages.
-    fn code_written(&mut self, pages: &[u32], cpu: &Cpu, events: &mut SinkSlot) {
-        for &page in pages {
-            if !self.scanner.page_scanned(page) && !self.patches.has_page(page) {
-                continue;
+    /// Drops what the scanner and patch manager knew about a page whose
+    /// scanned or patched instructions the guest changed (and the page's
+    /// raw blocks, annotated from that); writes to other bytes change
+    /// nothing here.
+    fn code_written(
+        &mut self,
+        writes: &[CodeWrite],
+        cpu: &Cpu,
+        mem: &mut PhysMem,
+        events: &mut SinkSlot,
+        forgotten: &mut Vec<u32>,
+    ) {
+        for w in writes {
+            let page = w.page;
+            if self.scanner.code_changed(w) || self.patches.code_changed(w) {
+                events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
+                self.scanner.forget_page(page);
+                if !self.config.inject.stale_patch {
+                    for (site, phys) in self.patches.invalidate_page(page) {
+                        events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
+                    }
+                }
+                forgotten.push(page);
             }
-            events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
-            self.scanner.forget_page(page);
-            if self.config.inject.stale_patch {
-                continue;
-            }
-            for (site, phys) in self.patches.invalidate_page(page) {
-                events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
-            }
+            self.scanner.rewatch_page(page, mem);
+            self.patches.rewatch_page(page, mem);
         }
     }
 

@@ -18,6 +18,7 @@ use crate::cpu::Cpu;
 use crate::events::{PatchCause, RefuseReason};
 use crate::exec::{handler_for, Handler};
 use crate::hash::FastMap;
+use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
 
 /// Instructions a patch region covers at most.
@@ -167,7 +168,7 @@ impl PatchTable {
             PatchKind::Entry => self.entries.insert((phys, code32), index),
         };
         self.by_page.entry(phys >> 12).or_default().push(index);
-        platform.mem.watch_page(phys >> 12);
+        platform.mem.watch_code(phys, inst.len() as u32);
         self.patches.push(Patch {
             site,
             phys,
@@ -185,8 +186,27 @@ impl PatchTable {
         index
     }
 
-    pub fn has_page(&self, page: u32) -> bool {
-        self.by_page.contains_key(&page)
+    /// Whether the guest changed the bytes of a patched instruction.
+    pub fn code_changed(&self, w: &CodeWrite) -> bool {
+        self.by_page.get(&w.page).is_some_and(|indices| {
+            indices
+                .iter()
+                .filter_map(|&i| self.patches.get(i as usize))
+                .any(|p| w.overlaps(p.phys & 0xFFF, p.inst.len() as u32))
+        })
+    }
+
+    /// Watches again the patched instructions on `page`.
+    pub fn rewatch_page(&self, page: u32, mem: &mut PhysMem) {
+        for p in self
+            .by_page
+            .get(&page)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.patches.get(i as usize))
+        {
+            mem.watch_code(p.phys, p.inst.len() as u32);
+        }
     }
 
     /// Marks the patches on a written page dirty and takes them out of use;
