@@ -240,7 +240,7 @@ mod tests {
             ("cpu", 2, "44f47f0890282479"),
             ("pic", 1, "d4fba6dee9e4c58b"),
             ("pit", 1, "eb15a1a01fa1d11d"),
-            ("i8042", 1, "e7f4f505fb21592f"),
+            ("i8042", 2, "efecbae312425e77"),
             ("cmos", 1, "e5fb8e9e5acbee8b"),
             ("port92", 1, "7de9966953eaffdc"),
             ("debugcon", 1, "4e11ec1e9db5529b"),

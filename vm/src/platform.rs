@@ -294,9 +294,9 @@ impl Platform {
                 continue;
             }
             device.advance(now, &mut fx);
-            let line = device.line();
+            let lines = device.lines();
             self.apply(fx);
-            if let Some(line) = line {
+            for line in lines.into_iter().flatten() {
                 self.irq.set_line(line);
             }
         }
@@ -306,7 +306,7 @@ impl Platform {
     /// accesses raise `attention.irq`, timers are serviced before it).
     pub fn route_all(&mut self) {
         for index in 0..DEVICES {
-            if let Some(line) = self.devices_ref()[index].line() {
+            for line in self.devices_ref()[index].lines().into_iter().flatten() {
                 self.irq.set_line(line);
             }
         }
@@ -376,7 +376,12 @@ impl Platform {
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
         match self.device_at(port)? {
             (_, true) => None,
-            (index, false) => self.device(index).read(port, 1, now).map(|v| v as u8),
+            (index, false) => {
+                let mut fx = Effects::default();
+                let value = self.device(index).read(port, 1, now, &mut fx);
+                self.apply(fx);
+                value.map(|v| v as u8)
+            }
         }
     }
 
@@ -433,7 +438,12 @@ impl Bus for Platform {
             _ => None,
         };
         let value = match wide {
-            Some(i) => self.device(i).read(port, size, now),
+            Some(i) => {
+                let mut fx = Effects::default();
+                let value = self.device(i).read(port, size, now, &mut fx);
+                self.apply(fx);
+                value
+            }
             None => {
                 // A wide access to byte-wide registers reads consecutive ports.
                 let mut v = 0u32;

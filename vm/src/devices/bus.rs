@@ -39,6 +39,9 @@ pub struct Effects {
     pub pulse: Option<u8>,
 }
 
+/// A device's interrupt lines.
+pub type Lines = [Option<IrqLine>; 2];
+
 /// A device on the port bus.
 pub trait Device {
     /// The port ranges it decodes (inclusive).
@@ -49,12 +52,14 @@ pub trait Device {
         false
     }
     /// A read; `None` where the device decodes nothing (all ones, counted
-    /// as an unmapped read).
-    fn read(&mut self, port: u16, size: u8, now: u64) -> Option<u32>;
+    /// as an unmapped read). Reads can change lines too (a byte taken from
+    /// a queue, an interrupt condition cleared).
+    fn read(&mut self, port: u16, size: u8, now: u64, fx: &mut Effects) -> Option<u32>;
     fn write(&mut self, port: u16, size: u8, value: u32, now: u64, fx: &mut Effects);
-    /// The level of the interrupt line it drives, if any.
-    fn line(&self) -> Option<IrqLine> {
-        None
+    /// The levels of the interrupt lines it drives (at most two: the 8042
+    /// drives IRQ 1 and IRQ 12).
+    fn lines(&self) -> Lines {
+        [None, None]
     }
     /// Whether it has timers ([`Device::advance`] does something).
     fn timed(&self) -> bool {
@@ -72,7 +77,7 @@ impl Device for PicPair {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x20, 0x21), (0xA0, 0xA1)]
     }
-    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(self.io_read(port)))
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, _fx: &mut Effects) {
@@ -86,7 +91,7 @@ impl Device for Pit {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x40, 0x43), (0x61, 0x61)]
     }
-    fn read(&mut self, port: u16, _size: u8, now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, _size: u8, now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(match port {
             0x61 => self.port61_read(now),
             _ => self.io_read(port, now),
@@ -123,16 +128,25 @@ impl Device for I8042 {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x60, 0x60), (0x64, 0x64)]
     }
-    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
-        Some(u32::from(self.io_read(port)))
+    fn read(&mut self, port: u16, _size: u8, _now: u64, fx: &mut Effects) -> Option<u32> {
+        let line_before = self.irq_lines().into_iter().find(|l| l.level);
+        let value = self.io_read(port);
+        // The next queued byte is a new interrupt: its line drops and rises
+        // again, as a real controller's does between bytes.
+        if let Some(line) = line_before {
+            if port & 4 == 0 && self.irq_lines().iter().any(|l| l.level) {
+                fx.lower = Some(line);
+            }
+        }
+        Some(u32::from(value))
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
         self.io_write(port, value as u8);
         fx.a20 = true;
         fx.reset |= self.take_reset_request();
     }
-    fn line(&self) -> Option<IrqLine> {
-        Some(self.irq())
+    fn lines(&self) -> Lines {
+        self.irq_lines().map(Some)
     }
 }
 
@@ -140,14 +154,14 @@ impl Device for Cmos {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x70, 0x71)]
     }
-    fn read(&mut self, port: u16, _size: u8, now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, _size: u8, now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(self.io_read(port, now)))
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, now: u64, _fx: &mut Effects) {
         self.io_write(port, value as u8, now);
     }
-    fn line(&self) -> Option<IrqLine> {
-        Some(self.irq())
+    fn lines(&self) -> Lines {
+        [Some(self.irq()), None]
     }
     fn timed(&self) -> bool {
         true
@@ -164,7 +178,7 @@ impl Device for Port92 {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x92, 0x92)]
     }
-    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(self.io_read()))
     }
     fn write(&mut self, _port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
@@ -178,7 +192,7 @@ impl Device for DebugCon {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0xE9, 0xE9)]
     }
-    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(self.io_read()))
     }
     fn write(&mut self, _port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
@@ -195,7 +209,7 @@ impl Device for ExitDevice {
         true
     }
     /// Write-only, as QEMU's isa-debug-exit: reads are unmapped.
-    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         None
     }
     fn write(&mut self, _port: u16, size: u8, value: u32, _now: u64, fx: &mut Effects) {
@@ -209,7 +223,7 @@ impl Device for Uart {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(COM1_BASE, COM1_BASE + 7)]
     }
-    fn read(&mut self, port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(u32::from(self.io_read(port - COM1_BASE)))
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, fx: &mut Effects) {
@@ -220,8 +234,8 @@ impl Device for Uart {
         }
         fx.output |= self.has_output();
     }
-    fn line(&self) -> Option<IrqLine> {
-        Some(self.irq())
+    fn lines(&self) -> Lines {
+        [Some(self.irq()), None]
     }
 }
 
@@ -232,7 +246,7 @@ impl Device for FwCfg {
     fn wide(&self) -> bool {
         true
     }
-    fn read(&mut self, port: u16, size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         Some(self.io_read(port, size))
     }
     fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
@@ -248,7 +262,7 @@ impl Device for PciHost {
     fn wide(&self) -> bool {
         true
     }
-    fn read(&mut self, port: u16, size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, port: u16, size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         self.io_read(port, size)
     }
     fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
@@ -261,14 +275,14 @@ impl Device for FpuErrorLatch {
         &[(0xF0, 0xF0)]
     }
     /// Write-only: reads are unmapped, as on QEMU.
-    fn read(&mut self, _port: u16, _size: u8, _now: u64) -> Option<u32> {
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
         None
     }
     fn write(&mut self, _port: u16, _size: u8, _value: u32, _now: u64, fx: &mut Effects) {
         self.io_write();
         fx.irq = true;
     }
-    fn line(&self) -> Option<IrqLine> {
-        Some(self.irq())
+    fn lines(&self) -> Lines {
+        [Some(self.irq()), None]
     }
 }

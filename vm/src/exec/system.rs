@@ -19,6 +19,11 @@ use crate::time::TSC_PER_INSN;
 
 /// CPUID leaf 1 EDX: FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
 const CPUID_1_EDX: u32 = 1 | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15);
+/// Leaf 1 ECX: only bit 31, "running under a hypervisor" (reserved for
+/// that use on every Intel CPU): a guest is told it is virtualized, as
+/// under QEMU and every hypervisor, so it skips what needs real hardware
+/// (microcode loading, the performance counters this model lacks).
+const CPUID_1_ECX: u32 = 1 << 31;
 /// Family 6 (P6), model 1, stepping 9: an i686 without later extensions.
 const CPUID_1_EAX: u32 = (6 << 8) | (1 << 4) | 9;
 
@@ -265,7 +270,7 @@ fn cpuid(cpu: &mut Cpu) {
         0 => (1, 0x756E_6547, 0x6C65_746E, 0x4965_6E69),
         // Leaf 1, and any leaf above the maximum (basic or extended: we have no
         // extended leaves), which returns the highest basic leaf (SDM Vol. 2A, CPUID).
-        _ => (CPUID_1_EAX, 0, 0, CPUID_1_EDX),
+        _ => (CPUID_1_EAX, 0, CPUID_1_ECX, CPUID_1_EDX),
     };
     cpu.state.regs[EAX] = a;
     cpu.state.regs[EBX] = b;
@@ -653,6 +658,7 @@ mod tests {
         for bit in [4, 5, 8, 15] {
             assert_ne!(edx & (1 << bit), 0, "TSC, MSR, CX8, CMOV: bit {bit}");
         }
+        assert_eq!(m.reg(ECX), 1 << 31, "no ECX feature but the hypervisor bit");
         let leaf1 = (m.reg(EAX), m.reg(EBX), m.reg(ECX), m.reg(EDX));
         m.set_reg(EAX, 0x8000_0000);
         assert_retired(m.exec(&[0x0F, 0xA2]));
