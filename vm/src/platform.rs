@@ -619,3 +619,68 @@ mod uart_irq_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod i8042_irq_tests {
+    use super::*;
+
+    /// Both 8259s initialised (vectors 0x20 and 0x28), every IRQ unmasked.
+    fn platform() -> Platform {
+        let mut p = Platform::new(2 << 20, 0);
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0x00),
+            (0xA0, 0x11),
+            (0xA1, 0x28),
+            (0xA1, 0x02),
+            (0xA1, 0x01),
+            (0xA1, 0x00),
+        ] {
+            p.io_write(port, 1, v, 0);
+        }
+        p
+    }
+
+    fn eoi(p: &mut Platform) {
+        p.io_write(0xA0, 1, 0x20, 0);
+        p.io_write(0x20, 1, 0x20, 0);
+        p.route_all();
+    }
+
+    // A keyboard answer of three bytes is three interrupts: the controller's
+    // line drops when a byte is read and rises for the next, so the
+    // edge-triggered 8259 sees each (Linux's atkbd reads its ID this way).
+    #[test]
+    fn each_queued_byte_is_a_new_interrupt() {
+        let mut p = platform();
+        p.io_write(0x60, 1, 0xF2, 0);
+        p.route_all();
+        for expected in [0xFA, 0xAB, 0x41] {
+            assert!(p.intr(), "byte {expected:#x}");
+            assert_eq!(p.acknowledge_interrupt(), 0x21, "IRQ 1");
+            assert_eq!(p.io_read(0x60, 1, 0), expected);
+            eoi(&mut p);
+        }
+        assert!(!p.intr());
+    }
+
+    // The AUX loopback raises IRQ 12 (on the slave), not IRQ 1.
+    #[test]
+    fn aux_bytes_raise_irq_12() {
+        let mut p = platform();
+        p.io_write(0x64, 1, 0x60, 0);
+        p.io_write(0x60, 1, 0x43, 0);
+        p.io_write(0x64, 1, 0xD3, 0);
+        p.io_write(0x60, 1, 0xA5, 0);
+        p.route_all();
+        assert!(p.intr());
+        assert_eq!(p.acknowledge_interrupt(), 0x28 + 4, "IRQ 12");
+        assert_eq!(p.io_read(0x64, 1, 0) & 0x21, 0x21, "output full, from AUX");
+        assert_eq!(p.io_read(0x60, 1, 0), 0xA5);
+        eoi(&mut p);
+        assert!(!p.intr());
+    }
+}
