@@ -138,6 +138,112 @@ fn debian_linux_boots_to_its_init_records_and_replays_as_under_qemu() {
         comparable(init_lines(&qemu_serial)),
         "ringback and QEMU disagree; QEMU's serial output:\n{qemu_serial}"
     );
+    // And the kernel's own log reads as under QEMU, line for line (in any
+    // order: timers move some lines), but for the differences listed.
+    let (ours, theirs) = (kernel_log(&serial), kernel_log(&qemu_serial));
+    let only_ours: Vec<&String> = ours.iter().filter(|l| !theirs.contains(l)).collect();
+    let only_theirs: Vec<&String> = theirs.iter().filter(|l| !ours.contains(l)).collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty() && ours.len() == theirs.len(),
+        "the kernel logs differ beyond the known differences:\nonly under ringback: {only_ours:#?}\n\
+         only under QEMU: {only_theirs:#?}\n({} lines against {})",
+        ours.len(),
+        theirs.len()
+    );
+}
+
+/// Kernel log lines that differ between ringback and QEMU's ISA PC, by
+/// what in each machine makes them differ.
+const KNOWN_LOG_DIFFERENCES: &[(&str, &[&str])] = &[
+    (
+        // QEMU boots SeaBIOS first; ringback loads the kernel itself and
+        // builds no BIOS tables (the MP table comes with the APICs).
+        "firmware tables",
+        &[
+            "SMBIOS",
+            "DMI",
+            "MultiProcessor",
+            "MP-table",
+            "Virtual Wire",
+            "MPTABLE",
+            "IOAPIC[",
+            "MP table",
+            "disabling SMP support",
+            "PCI BIOS",
+            "configuration type 1",
+            "PnPBIOS",
+        ],
+    ),
+    (
+        // ringback's e820 map keeps the top 128 KiB for firmware, as
+        // SeaBIOS's does on QEMU's pc machine; isapc's does not.
+        "the top of RAM",
+        &[
+            "e820",
+            "last_pfn",
+            "RAMDISK",
+            "LOWMEM",
+            "low ram",
+            "Normal   [mem",
+            "node   0: [mem",
+            "Initmem setup",
+            "Total pages",
+            "Memory: ",
+        ],
+    ),
+    (
+        // QEMU's MP table announces a second, absent CPU.
+        "the CPU count",
+        &["CPUs", "nr_cpu_ids", "logical packages", "SMP alternatives", "nr_irqs"],
+    ),
+    (
+        // ringback's clocks run on virtual time (1 GHz TSC); QEMU's on the host's.
+        "clock rates and dates",
+        &[
+            "MHz processor",
+            "BogoMIPS",
+            "tsc-early",
+            "clocksource: tsc:",
+            "clocksource tsc",
+            "sched_clock",
+            "audit(",
+            "setting system clock",
+        ],
+    ),
+    (
+        // qemu32 has FXSR and SSE; ringback's P6 model has neither.
+        "the CPU model",
+        &["x87 FPU will use", "sigframe"],
+    ),
+    // No VGA adapter.
+    ("the display", &["Console: colour"]),
+    (
+        // ringback answers PCI configuration cycles with a host bridge;
+        // isapc has no PCI device at all.
+        "the PCI host bridge",
+        &["pci 0000:00:00.0"],
+    ),
+];
+
+/// The kernel's log lines (timestamped), without their timestamps and
+/// without the known differences, sorted.
+fn kernel_log(serial: &str) -> Vec<String> {
+    let mut lines: Vec<String> = serial
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix('[')
+                .and_then(|l| l.split_once("] "))
+                .map(|(_, text)| text.trim_end())
+        })
+        .filter(|text| {
+            !KNOWN_LOG_DIFFERENCES
+                .iter()
+                .any(|(_, patterns)| patterns.iter().any(|p| text.contains(p)))
+        })
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Where /init found a kernel function (`ringback-sym: ADDR t NAME` lines
