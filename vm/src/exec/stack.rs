@@ -40,8 +40,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             if inst.op0_kind() == OpKind::Register && inst.op0_register().is_segment_register() {
                 let sreg = seg_of(inst.op0_register());
                 let v = cpu.peek_stack(bus, 0, size)? as u16;
+                // The pop is from the old stack, so its width (SS.B before
+                // the load) sizes the stack pointer's update, also for POP SS.
+                let old_mask = cpu.sp_mask();
+                let sp = cpu.state.regs[ESP].wrapping_add(u32::from(size));
                 cpu.load_segment(bus, sreg, v)?;
-                cpu.set_sp(cpu.state.regs[ESP].wrapping_add(u32::from(size)));
+                cpu.state.regs[ESP] = (cpu.state.regs[ESP] & !old_mask) | (sp & old_mask);
                 if sreg == SegReg::Ss {
                     cpu.state.interrupt_shadow = true;
                 }
@@ -180,6 +184,27 @@ mod tests {
         assert_retired(m.exec(&[0x66, 0x50])); // push ax
         assert_eq!(m.reg(ESP), STACK_TOP - 6);
         assert_eq!(m.r16(STACK_TOP - 6), 0xBEEF);
+    }
+
+    // SDM Vol. 2B, POP: a 32-bit POP SS from a 16-bit stack moves SP within
+    // 16 bits (the old stack's width), even when the new SS is 32-bit:
+    // SP FFFC wraps to 0000 and ESP's upper half stays.
+    #[test]
+    fn pop_ss_sizes_the_pop_by_the_old_stack() {
+        let mut m = Machine::flat32();
+        let stack16 = (FREE_SLOT as u16) << 3;
+        m.set_gdt(FREE_SLOT, seg_desc(0, 0xFFFF, ACC_DATA0, 0));
+        m.load_seg(SegReg::Ss, stack16);
+        m.set_reg(ESP, 0x0002_FFFC);
+        m.w32(0xFFFC, u32::from(KDATA));
+        assert_retired(m.exec(&[0x17])); // pop ss (32-bit operand)
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, KDATA);
+        assert_eq!(m.reg(ESP), 0x0002_0000);
+        // And back: a 16-bit pop from the 32-bit stack moves all of ESP.
+        m.set_reg(ESP, 0x0001_FFFE);
+        m.w16(0x1_FFFE, stack16);
+        assert_retired(m.exec(&[0x66, 0x17])); // pop ss (16-bit operand)
+        assert_eq!(m.reg(ESP), 0x0002_0000);
     }
 
     // SDM Vol. 2B, PUSH: "pushes the value of ESP as it existed before the instruction".
