@@ -196,10 +196,10 @@ pub fn e820_map(ram: u64) -> Vec<E820Entry> {
 /// 4 GiB code and data segments, interrupts off. We also install a GDT with
 /// those descriptors (0x08 code, 0x10 data) so a kernel that reloads a
 /// segment register before its own LGDT keeps working, as under GRUB.
-fn multiboot_entry_state() -> CpuState {
+fn multiboot_entry_state(gdt: u32) -> CpuState {
     let mut st = protected_flat_state(0x08, 0x10);
     st.gdtr = TableReg {
-        base: GDT_ADDR,
+        base: gdt,
         limit: 3 * 8 - 1,
     };
     st
@@ -261,9 +261,9 @@ fn install_gdt(platform: &mut Platform, addr: u32, descriptors: &[u64]) -> Resul
     platform.mem.load(addr, &gdt)
 }
 
-/// The GDT the multiboot entry state refers to.
-fn install_boot_gdt(platform: &mut Platform) -> Result<(), VmError> {
-    install_gdt(platform, GDT_ADDR, &[0, code_desc(), data_desc()])
+/// The GDT the multiboot entry state refers to, at `addr`.
+fn install_boot_gdt(platform: &mut Platform, addr: u32) -> Result<(), VmError> {
+    install_gdt(platform, addr, &[0, code_desc(), data_desc()])
 }
 
 /// Parses a RAM size the way QEMU's `-m` does: a number of MiB, or a number

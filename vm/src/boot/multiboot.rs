@@ -36,6 +36,56 @@ const INFO_ADDR: u32 = 0x1000;
 
 const INFO_END: u32 = 0x9_0000;
 
+/// The conventional memory a kernel loaded below 1 MiB leaves the loader:
+/// above the real-mode IVT and BIOS data area, below the EBDA.
+const LOW_START: u64 = GDT_ADDR as u64;
+const LOW_END: u64 = 0x9_F000;
+
+/// Where the loader's own structures go: the GDT at `gdt`, the boot
+/// information at `info`, what it points to up to `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LoaderArea {
+    gdt: u32,
+    info: u32,
+    end: u32,
+}
+
+impl LoaderArea {
+    /// The usual place (GDT at 0x800, information at 0x1000, as GRUB), or,
+    /// for a kernel that loads there (some load at 0x8000, and QEMU boots
+    /// them), the largest stretch of conventional memory the kernel's
+    /// `start..end` leaves free.
+    fn clear_of(start: u64, end: u64) -> Result<LoaderArea, VmError> {
+        if start >= u64::from(INFO_END) || end <= LOW_START {
+            return Ok(LoaderArea {
+                gdt: GDT_ADDR,
+                info: INFO_ADDR,
+                end: INFO_END,
+            });
+        }
+        let below = (LOW_START, start.clamp(LOW_START, LOW_END));
+        let above = (end.div_ceil(16) * 16, LOW_END);
+        let (from, to) = [below, above]
+            .into_iter()
+            .filter(|(a, b)| a < b)
+            .max_by_key(|(a, b)| b - a)
+            .filter(|(a, b)| b - a >= 0x1000)
+            .ok_or_else(|| {
+                VmError::BadImage(format!(
+                    "the kernel loads at {start:#x}-{end:#x} and leaves no room for the boot information \
+                     area (4 KiB of conventional memory, {LOW_START:#x}-{LOW_END:#x})"
+                ))
+            })?;
+        // Below LOW_END, so 32-bit.
+        let (from, to) = (from as u32, to as u32);
+        Ok(LoaderArea {
+            gdt: from,
+            info: from + 0x20,
+            end: to,
+        })
+    }
+}
+
 /// The parsed multiboot header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Header {
@@ -116,7 +166,7 @@ pub fn load_multiboot(
             hdr.flags
         )));
     }
-    let (entry, image_end) = if hdr.flags & FLAG_AOUT_KLUDGE != 0 {
+    let (entry, image_start, image_end) = if hdr.flags & FLAG_AOUT_KLUDGE != 0 {
         let addrs = hdr.addrs.ok_or_else(|| {
             VmError::BadImage(
                 "multiboot a.out-kludge fields: the header is truncated (flag 16 says its address fields \
@@ -128,9 +178,10 @@ pub fn load_multiboot(
     } else {
         load_elf(platform, image)?
     };
-    install_boot_gdt(platform)?;
-    let info_addr = write_boot_info(platform, cmdline, modules, image_end)?;
-    let mut st = multiboot_entry_state();
+    let area = LoaderArea::clear_of(image_start, image_end)?;
+    install_boot_gdt(platform, area.gdt)?;
+    let info_addr = write_boot_info(platform, area, cmdline, modules, image_end)?;
+    let mut st = multiboot_entry_state(area.gdt);
     st.eip = entry;
     st.regs[reg::EAX] = MULTIBOOT_BOOTLOADER_MAGIC;
     st.regs[reg::EBX] = info_addr;
@@ -148,7 +199,7 @@ fn load_aout_kludge(
     image: &[u8],
     offset: usize,
     a: &AoutAddrs,
-) -> Result<(u32, u64), VmError> {
+) -> Result<(u32, u64, u64), VmError> {
     let bad = |why: String| VmError::BadImage(format!("multiboot a.out-kludge fields: {why}"));
     let ram = loadable_ram(platform);
     // header_addr - load_addr is how far into the loaded image the header
@@ -201,7 +252,6 @@ fn load_aout_kludge(
     } else {
         u64::from(a.bss_end_addr)
     };
-    check_clear_of_loader(u64::from(a.load_addr), end)?;
     if end > ram {
         return Err(VmError::DoesNotFit {
             addr: u64::from(a.load_addr),
@@ -220,7 +270,7 @@ fn load_aout_kludge(
         })?;
         platform.mem.fill(bss, end - load_end, 0)?;
     }
-    Ok((a.entry_addr, end))
+    Ok((a.entry_addr, u64::from(a.load_addr), end))
 }
 
 /// A PT_LOAD segment checked to lie in RAM.
@@ -233,7 +283,7 @@ struct LoadSegment<'a> {
 }
 
 /// Returns the entry point and the end of the highest segment.
-fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64), VmError> {
+fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64, u64), VmError> {
     let bad = |reason: String| VmError::BadElf { reason, source: None };
     // Only the ELF header and the program headers: a loader needs nothing
     // else, so mangled or stripped section headers cannot get a kernel
@@ -323,7 +373,6 @@ fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64), VmError
                 ram,
             });
         }
-        check_clear_of_loader(u64::from(paddr), end)?;
         segs.push(LoadSegment {
             paddr,
             vaddr: ph.p_vaddr,
@@ -347,6 +396,7 @@ fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64), VmError
     let mut entry =
         u32::try_from(eh.e_entry).map_err(|_| bad(format!("entry point {:#x} is not 32-bit", eh.e_entry)))?;
     let mut end = 0;
+    let start = segs.iter().map(|s| u64::from(s.paddr)).min().unwrap_or(0);
     for s in &segs {
         platform.mem.load(s.paddr, s.data)?;
         let bss = u64::from(s.paddr) + s.data.len() as u64;
@@ -368,32 +418,23 @@ fn load_elf(platform: &mut Platform, image: &[u8]) -> Result<(u32, u64), VmError
             entry = u32::try_from(u64::from(entry) - s.vaddr + u64::from(s.paddr)).unwrap_or(entry);
         }
     }
-    Ok((entry, end))
-}
-
-/// Refuses an image that would overlap the loader's own structures.
-fn check_clear_of_loader(start: u64, end: u64) -> Result<(), VmError> {
-    if start < u64::from(INFO_END) && end > u64::from(GDT_ADDR) {
-        return Err(VmError::BadImage(format!(
-            "the kernel loads at {start:#x}-{end:#x}, over the boot information area \
-             {GDT_ADDR:#x}-{INFO_END:#x}; multiboot kernels normally load at 1 MiB or above"
-        )));
-    }
-    Ok(())
+    Ok((entry, start, end))
 }
 
 /// A simple bump allocator for the loader's structures below 640 KiB.
 struct InfoArea {
     next: u32,
+    end: u32,
 }
 
 impl InfoArea {
     fn put(&mut self, platform: &mut Platform, bytes: &[u8]) -> Result<u32, VmError> {
         let addr = self.next;
         let end = addr as usize + bytes.len();
-        if end > INFO_END as usize {
+        if end > self.end as usize {
             return Err(VmError::BadImage(format!(
-                "boot information (command lines, module list) does not fit below {INFO_END:#x}"
+                "boot information (command lines, module list) does not fit below {:#x}",
+                self.end
             )));
         }
         platform.mem.load(addr, bytes)?;
@@ -408,10 +449,19 @@ impl InfoArea {
     }
 }
 
-fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], image_end: u64) -> Result<u32, VmError> {
+fn write_boot_info(
+    platform: &mut Platform,
+    loader: LoaderArea,
+    cmdline: &str,
+    modules: &[Module],
+    image_end: u64,
+) -> Result<u32, VmError> {
     let ram = platform.mem.ram_size() as u64;
     let page = PAGE_SIZE as u64;
-    let mut area = InfoArea { next: INFO_ADDR + 0x80 };
+    let mut area = InfoArea {
+        next: loader.info + 0x80,
+        end: loader.end,
+    };
     let cmdline_addr = area.put_str(platform, cmdline)?;
     let loader_name = area.put_str(platform, concat!("ringback ", env!("CARGO_PKG_VERSION")))?;
 
@@ -426,10 +476,15 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
     let mmap_addr = area.put(platform, &mmap)?;
 
     // Modules go page-aligned after the kernel, as QEMU places them, and
-    // never into the loader's own area below INFO_END.
+    // never into the loader's own area.
     // An empty module takes no room: it starts and ends where the next
     // one starts, which may be the very top of RAM.
-    let mut next = image_end.max(u64::from(INFO_END)).div_ceil(page) * page;
+    let mut next = image_end.max(u64::from(INFO_END)).max(u64::from(loader.end));
+    if (LOW_END..0x10_0000).contains(&next) {
+        // Not into the EBDA, the video memory or the BIOS.
+        next = 0x10_0000;
+    }
+    let mut next = next.div_ceil(page) * page;
     let mut mod_list = Vec::new();
     for m in modules {
         let len = m.data.len() as u64;
@@ -466,8 +521,8 @@ fn write_boot_info(platform: &mut Platform, cmdline: &str, modules: &[Module], i
     info[12] = mmap_addr;
     info[16] = loader_name;
     let bytes: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
-    platform.mem.load(INFO_ADDR, &bytes)?;
-    Ok(INFO_ADDR)
+    platform.mem.load(loader.info, &bytes)?;
+    Ok(loader.info)
 }
 
 #[cfg(test)]
@@ -536,5 +591,57 @@ mod tests {
             load_multiboot(&mut p, &img, "", &[]),
             Err(VmError::BadImage(_))
         ));
+    }
+
+    /// An a.out-kludge image of `code` loaded at `load` (entry there too),
+    /// with `bss` bytes after it.
+    fn aout_image(load: u32, code: &[u8], bss: u32) -> Vec<u8> {
+        let flags = FLAG_AOUT_KLUDGE;
+        let mut img = vec![0u8; 32];
+        img[0..4].copy_from_slice(&MULTIBOOT_HEADER_MAGIC.to_le_bytes());
+        img[4..8].copy_from_slice(&flags.to_le_bytes());
+        img[8..12].copy_from_slice(
+            &0u32
+                .wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags))
+                .to_le_bytes(),
+        );
+        let load_end = load + 32 + code.len() as u32;
+        for (i, v) in [load, load, load_end, load_end + bss, load + 32].iter().enumerate() {
+            img[12 + 4 * i..16 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        img.extend_from_slice(code);
+        img
+    }
+
+    // A kernel at 0x8000, where the boot information usually lies, boots
+    // as under QEMU: the GDT and the information move out of its way, and
+    // what EBX points to is intact after the load.
+    #[test]
+    fn a_kernel_in_conventional_memory_gets_its_boot_information_elsewhere() {
+        for (load, bss) in [(0x8000u32, 0x1000u32), (0x1000, 0x8_0000), (0x600, 0x4000)] {
+            let mut p = Platform::new(4 << 20, 0);
+            let code = [0xFA, 0xF4];
+            let img = aout_image(load, &code, bss);
+            let st = load_multiboot(&mut p, &img, "console=ttyS0", &[]).expect("boots");
+            let kernel = u64::from(load)..u64::from(load) + img.len() as u64 + u64::from(bss);
+            let info = st.regs[reg::EBX];
+            let gdt = st.gdtr.base;
+            for (what, at, len) in [("info", info, 88u64), ("gdt", gdt, 24)] {
+                let r = u64::from(at)..u64::from(at) + len;
+                assert!(
+                    r.end <= kernel.start || r.start >= kernel.end,
+                    "{what} at {at:#x} in {kernel:x?}"
+                );
+            }
+            assert_eq!(st.eip, load + 32);
+            let mut bytes = [0u8; 2];
+            p.mem.read_bytes(load + 32, &mut bytes);
+            assert_eq!(bytes, code, "the kernel is intact");
+            let cmdline = p.mem.read(info + 16, 4);
+            let mut text = [0u8; 14];
+            p.mem.read_bytes(cmdline, &mut text);
+            assert_eq!(&text, b"console=ttyS0\0");
+            assert_eq!(p.mem.read(gdt + 8, 4), 0xFFFF, "the flat code descriptor");
+        }
     }
 }
