@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn every_saved_part_has_the_layout_its_version_names() {
         let pinned: &[(&str, u16, &str)] = &[
-            ("cpu", 2, "44f47f0890282479"),
+            ("cpu", 3, "6e3231b0d3732dc9"),
             ("pic", 1, "d4fba6dee9e4c58b"),
             ("pit", 1, "eb15a1a01fa1d11d"),
             ("i8042", 2, "efecbae312425e77"),

@@ -203,7 +203,7 @@ impl Cpu {
 /// version 2 the x87's too.
 impl crate::snapshot::Snapshot for Cpu {
     const SECTION: &'static str = "cpu";
-    const VERSION: u16 = 2;
+    const VERSION: u16 = 3;
     type State = CpuState;
 
     fn save(&self) -> CpuState {

@@ -54,7 +54,9 @@ pub mod cr4 {
     pub const DE: u32 = 1 << 3;
     pub const PSE: u32 = 1 << 4;
     pub const PGE: u32 = 1 << 7;
-    pub const SUPPORTED: u32 = VME | PVI | TSD | DE | PSE | PGE;
+    /// RDPMC allowed at any CPL.
+    pub const PCE: u32 = 1 << 8;
+    pub const SUPPORTED: u32 = VME | PVI | TSD | DE | PSE | PGE | PCE;
 }
 
 /// Segment register numbers in the order of their ModRM encoding.
@@ -152,9 +154,6 @@ pub struct Msrs {
     pub sysenter_esp: u32,
     pub sysenter_eip: u32,
     pub apic_base: u64,
-    pub pat: u64,
-    pub misc_enable: u64,
-    pub mtrr_def_type: u64,
     /// IA32_TSC is virtual time plus this offset, so a WRMSR to it stays deterministic.
     pub tsc_offset: u64,
 }

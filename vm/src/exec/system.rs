@@ -80,6 +80,15 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.state.regs[EAX] = tsc as u32;
             cpu.state.regs[EDX] = (tsc >> 32) as u32;
         }
+        // SDM Vol. 2B, RDPMC: #GP(0) at CPL > 0 unless CR4.PCE, and #GP(0)
+        // for a counter the processor does not have; this model has none
+        // (no performance-monitoring MSRs either).
+        M::Rdpmc => {
+            if cpu.state.cr4 & cr4::PCE == 0 && cpu.state.cpl() > 0 && cpu.state.protected_mode() {
+                return Err(Fault::gp(0));
+            }
+            return Err(Fault::gp(0));
+        }
         M::Rdmsr => {
             cpu.require_cpl0()?;
             let v = cpu.read_msr(cpu.state.regs[ECX])?;
@@ -430,18 +439,20 @@ impl Cpu {
         Ok(())
     }
 
+    /// The P6 model's MSRs (SDM Vol. 4, table 2-2 and the P6 family's):
+    /// the TSC, the platform ID, the APIC base, the microcode signature and
+    /// SYSENTER's three. What CPUID does not announce is absent and #GPs,
+    /// as on hardware: no MTRRs, no PAT, no performance counters, no
+    /// IA32_MISC_ENABLE (a Pentium 4 register).
     pub fn read_msr(&self, index: u32) -> Result<u64> {
         let m = &self.state.msrs;
         Ok(match index {
             0x10 => self.tsc(),
-            0x17 | 0x8B | 0xFE => 0,
+            0x17 | 0x8B => 0,
             0x1B => m.apic_base,
             0x174 => u64::from(m.sysenter_cs),
             0x175 => u64::from(m.sysenter_esp),
             0x176 => u64::from(m.sysenter_eip),
-            0x1A0 => m.misc_enable,
-            0x277 => m.pat,
-            0x2FF => m.mtrr_def_type,
             _ => return Err(Fault::gp(0)),
         })
     }
@@ -457,9 +468,6 @@ impl Cpu {
             0x174 => self.state.msrs.sysenter_cs = v as u32,
             0x175 => self.state.msrs.sysenter_esp = v as u32,
             0x176 => self.state.msrs.sysenter_eip = v as u32,
-            0x1A0 => self.state.msrs.misc_enable = v,
-            0x277 => self.state.msrs.pat = v,
-            0x2FF => self.state.msrs.mtrr_def_type = v,
             _ => return Err(Fault::gp(0)),
         }
         Ok(())
@@ -663,6 +671,37 @@ mod tests {
         m.set_reg(EAX, 0x8000_0000);
         assert_retired(m.exec(&[0x0F, 0xA2]));
         assert_eq!((m.reg(EAX), m.reg(EBX), m.reg(ECX), m.reg(EDX)), leaf1);
+    }
+
+    // SDM Vol. 2B, RDPMC: #GP(0) for a counter the processor lacks (this
+    // model has none) and at CPL > 0 without CR4.PCE; SDM Vol. 4: MSRs the
+    // model does not have #GP(0), for RDMSR and WRMSR alike.
+    #[test]
+    fn rdpmc_and_absent_msrs_fault() {
+        let mut m = Machine::flat32();
+        for counter in [0, 1, 2, 0x4000_0000] {
+            m.set_reg(ECX, counter);
+            assert_fault(m.exec(&[0x0F, 0x33]), vector::GP, Some(0));
+        }
+        let mut m = Machine::flat32().user();
+        m.set_reg(ECX, 0);
+        assert_fault(m.exec(&[0x0F, 0x33]), vector::GP, Some(0));
+        // No MTRRs, PAT, performance counters or IA32_MISC_ENABLE on a P6
+        // whose CPUID announces none of them.
+        for msr in [0xFE, 0x1A0, 0x277, 0x2FF, 0xC1, 0x186] {
+            let mut m = Machine::flat32();
+            m.set_reg(ECX, msr);
+            assert_fault(m.exec(&[0x0F, 0x32]), vector::GP, Some(0));
+            m.set_reg(ECX, msr).set_reg(EAX, 0).set_reg(EDX, 0);
+            assert_fault(m.exec(&[0x0F, 0x30]), vector::GP, Some(0));
+        }
+        // The ones it has.
+        let mut m = Machine::flat32();
+        m.set_reg(ECX, 0x174).set_reg(EAX, 0x08).set_reg(EDX, 0);
+        assert_retired(m.exec(&[0x0F, 0x30]));
+        m.set_reg(EAX, 0);
+        assert_retired(m.exec(&[0x0F, 0x32]));
+        assert_eq!(m.reg(EAX), 0x08);
     }
 
     // SDM Vol. 2B, RDTSC: EDX:EAX <- TSC; #GP(0) at CPL > 0 when CR4.TSD = 1. Our
