@@ -1757,11 +1757,6 @@ const ALLOWED: &[(&str, &str)] = &[
 /// here; remove an entry once fixed and the test holds ringback to it.
 const RINGBACK_SUSPECTS: &[(&str, &str)] = &[
     (
-        "fop",
-        "FOP keeps only the reg field of a memory form's ModR/M and drops the register number of a register \
-         form (DD E6 is stored as 5E0); SDM Vol. 1 8.1.9 and figure 8-8: bits 7-0 are the whole second byte",
-    ),
-    (
         "fcomi-unmasked-ofsfaf",
         "FCOMI/FUCOMI(P) with an unmasked IE leave OF, SF and AF; the SDM (FCOMI) clears them regardless of \
          whether an invalid-operation exception is detected",
@@ -1771,13 +1766,6 @@ const RINGBACK_SUSPECTS: &[(&str, &str)] = &[
         "An unmasked denormal-operand exception from an m32/m64 operand still sets the flags of the operation it \
          suppressed (PE, UE, OE, C1), unlike a denormal register operand, which gives DE alone; SDM Vol. 1 8.5.2 \
          and 4.9.2: a pre-computation exception that is unmasked stops the instruction before it computes",
-    ),
-    (
-        "fninit-clears-registers",
-        "FNINIT and FNSAVE zero the data registers (FpuState::default()); SDM Vol. 2 FINIT/FNINIT: the data \
-         registers are left unchanged, only tagged empty; FSAVE/FNSAVE then initializes as FINIT does. Seen \
-         through a later FNSAVE's image (and FXAM's C1 on an empty register). The main test loads its own \
-         stale values after FNINIT, so only fninit_and_fnsave_keep_the_data_registers sees this",
     ),
     (
         "fpatan-tiny-quotient",

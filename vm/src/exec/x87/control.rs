@@ -13,10 +13,20 @@ use crate::bus::Bus;
 use crate::cpu::state::{FpuState, SegReg};
 use crate::cpu::{Cpu, Result};
 
+/// FNINIT (and FNSAVE after it saves): control 0x037F, status and
+/// pointers 0, every register tagged empty; the data registers themselves
+/// are left unchanged (SDM Vol. 2, FINIT/FNINIT).
+fn initialize(fpu: &mut FpuState) {
+    *fpu = FpuState {
+        regs: fpu.regs,
+        ..FpuState::default()
+    };
+}
+
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()> {
     use Mnemonic as M;
     match inst.mnemonic() {
-        M::Fninit | M::Finit => cpu.state.fpu = FpuState::default(),
+        M::Fninit | M::Finit => initialize(&mut cpu.state.fpu),
         M::Fnclex | M::Fclex => cpu.state.fpu.status &= !(exc::ALL | sw::SF | sw::ES | sw::B),
         M::Fnstsw | M::Fstsw => {
             let status = cpu.state.fpu.status;
@@ -53,7 +63,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()
                 image.extend_from_slice(&cpu.state.fpu.st(i).to_bytes());
             }
             write_bytes(cpu, bus, seg, ea, &image)?;
-            cpu.state.fpu = FpuState::default();
+            initialize(&mut cpu.state.fpu);
         }
         M::Frstor => {
             let (seg, ea) = cpu.mem_operand(inst);

@@ -23,7 +23,7 @@ mod stack;
 mod transcendental;
 mod transfer;
 
-use iced_x86::{EncodingKind, Instruction, Mnemonic, OpCodeTableKind, OpKind};
+use iced_x86::{EncodingKind, Instruction, Mnemonic, OpCodeOperandKind, OpCodeTableKind, OpKind, Register};
 
 use super::Flow;
 use crate::bus::Bus;
@@ -234,16 +234,13 @@ fn has_memory_operand(inst: &Instruction) -> bool {
 
 /// The last x87 instruction's address, opcode and data pointer (SDM Vol. 1,
 /// 8.1.8 "x87 FPU instruction and data (operand) pointers", 8.1.9 "last
-/// instruction opcode"). The opcode is the low three bits of the escape and
-/// the ModR/M byte; of a memory form's ModR/M only the reg field is kept.
+/// instruction opcode" and figure 8-8): the opcode is the low three bits of
+/// the escape byte and the whole second byte, the ModR/M.
 fn note_instruction(cpu: &mut Cpu, inst: &Instruction) {
     let op = inst.op_code();
     let code = op.op_code();
-    let opcode = if code > 0xFF {
-        (((code >> 8) & 7) << 8) | (code & 0xFF)
-    } else {
-        ((code & 7) << 8) | ((op.group_index().max(0) as u32 & 7) << 3)
-    };
+    let escape = if code > 0xFF { code >> 8 } else { code };
+    let opcode = (escape & 7) << 8 | u32::from(second_byte(inst));
     // The guest's selectors: ring compression must not show here.
     let cs = cpu.guest_selector(SegReg::Cs);
     let fpu_ip = cpu.start_eip;
@@ -256,6 +253,55 @@ fn note_instruction(cpu: &mut Cpu, inst: &Instruction) {
     fpu.opcode = opcode as u16;
     fpu.cs = cs;
     fpu.ip = fpu_ip;
+}
+
+/// The byte after an x87 escape (D8-DF): the ModR/M as encoded, rebuilt
+/// from the decoded form (a register form's ST(i) in its low three bits; a
+/// memory form's mod and r/m from its addressing and displacement size).
+fn second_byte(inst: &Instruction) -> u8 {
+    let op = inst.op_code();
+    let code = op.op_code();
+    if code > 0xFF {
+        // A register form: D8 C0+i and the like.
+        let sti = (0..op.op_count())
+            .find(|&n| op.op_kind(n) == OpCodeOperandKind::sti_opcode)
+            .map_or(0, |n| inst.op_register(n).number() as u8 & 7);
+        return (code as u8) | sti;
+    }
+    let reg = (op.group_index().max(0) as u8 & 7) << 3;
+    let (base, index) = (inst.memory_base(), inst.memory_index());
+    let disp_mode = |size: u32| match size {
+        0 => 0,
+        1 => 1,
+        _ => 2,
+    };
+    if inst.memory_displ_size() == 2 || base.is_gpr16() || index.is_gpr16() {
+        // 16-bit addressing (SDM Vol. 2A, table 2-1).
+        use Register::{BP, BX, DI, SI};
+        let rm = match (base, index) {
+            (BX, SI) => 0,
+            (BX, DI) => 1,
+            (BP, SI) => 2,
+            (BP, DI) => 3,
+            (SI, Register::None) => 4,
+            (DI, Register::None) => 5,
+            (BP, Register::None) => 6,
+            (BX, Register::None) => 7,
+            _ => return reg | 6, // [disp16]: mod 00, r/m 110
+        };
+        return disp_mode(inst.memory_displ_size()) << 6 | reg | rm;
+    }
+    // 32-bit addressing (SDM Vol. 2A, table 2-2).
+    if base == Register::None {
+        // [disp32] (r/m 101), or a SIB without base (r/m 100, mod 00).
+        return reg | if index == Register::None { 5 } else { 4 };
+    }
+    let rm = if index != Register::None || base == Register::ESP {
+        4
+    } else {
+        base.number() as u8 & 7
+    };
+    disp_mode(inst.memory_displ_size()) << 6 | reg | rm
 }
 
 /// Reads `N` bytes of the memory operand, after checking the whole operand
