@@ -1757,11 +1757,6 @@ const ALLOWED: &[(&str, &str)] = &[
 /// here; remove an entry once fixed and the test holds ringback to it.
 const RINGBACK_SUSPECTS: &[(&str, &str)] = &[
     (
-        "fcomi-unmasked-ofsfaf",
-        "FCOMI/FUCOMI(P) with an unmasked IE leave OF, SF and AF; the SDM (FCOMI) clears them regardless of \
-         whether an invalid-operation exception is detected",
-    ),
-    (
         "de-unmasked-flags",
         "An unmasked denormal-operand exception from an m32/m64 operand still sets the flags of the operation it \
          suppressed (PE, UE, OE, C1), unlike a denormal register operand, which gives DE alone; SDM Vol. 1 8.5.2 \

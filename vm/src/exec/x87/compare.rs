@@ -79,6 +79,11 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()
     } else {
         u32::from(sw::C3 | sw::C2 | sw::C0)
     };
+    // FCOMI & co. clear OF, SF and AF whether or not an invalid operation
+    // is detected (SDM Vol. 2A, FCOMI): also when it stops the compare.
+    if eflags {
+        cpu.state.eflags &= !(OF | SF | AF);
+    }
     if cpu.state.fpu.is_empty(0) || other_empty {
         if stack_fault(cpu, false) {
             set_result(cpu, eflags, unordered);
