@@ -1757,12 +1757,6 @@ const ALLOWED: &[(&str, &str)] = &[
 /// here; remove an entry once fixed and the test holds ringback to it.
 const RINGBACK_SUSPECTS: &[(&str, &str)] = &[
     (
-        "de-unmasked-flags",
-        "An unmasked denormal-operand exception from an m32/m64 operand still sets the flags of the operation it \
-         suppressed (PE, UE, OE, C1), unlike a denormal register operand, which gives DE alone; SDM Vol. 1 8.5.2 \
-         and 4.9.2: a pre-computation exception that is unmasked stops the instruction before it computes",
-    ),
-    (
         "fpatan-tiny-quotient",
         "FPATAN with ST(0) > 0 and |ST(1)/ST(0)| < 2^-40 divides in quad precision rounded to nearest and then \
          takes the result as lying just below that quotient; when the quad rounding lands on a 64-bit boundary \

@@ -305,9 +305,15 @@ fn binary<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<()> 
     let de = operand_de(load_flags, d, r.flags);
     if de != 0 {
         r.flags |= de;
-        // An unmasked denormal operand stops the operation before it writes.
+        // An unmasked denormal operand stops the operation before it
+        // computes: no result, and none of its other exceptions (SDM Vol. 1
+        // 4.9.2, 8.5.2), as for a denormal register operand.
         if !masked(cpu, de) {
-            r.value = None;
+            r = float::Result80 {
+                value: None,
+                flags: de,
+                c1: false,
+            };
         }
     }
     write_result(cpu, dest, r, pop);
