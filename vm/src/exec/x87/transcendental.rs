@@ -1047,10 +1047,20 @@ fn atan2_finite(sx: bool, mx: u64, ex: i32, sy: bool, my: u64, ey: i32) -> Wide 
     let (a, b) = (q_unit(my), q_unit(mx));
     let d = ey - ex;
     if d < TINY_EXP {
-        // |y/x| < 2^-40: atan t = t - t^3/3..., just below t.
+        // |y/x| < 2^-40: atan t = t - t^3/3..., just below t. But the
+        // quotient is itself rounded: when it fell short of a/b by more than
+        // t^3/3 (tiny t), the result lies just above it.
         let t = div(a, b);
         if !sx {
-            return wide_from_q(sy, t, d, Dir::Below);
+            // a - t*b, exact (the residual of a rounded quotient is representable).
+            let short = (-t).mul_add_r(b, a, NEAREST).value;
+            let cube_third = div(mul(mul(t, t), t), int(3)).scalbn(2 * d);
+            let dir = if short > int(0) && div(short, b) > cube_third {
+                Dir::Above
+            } else {
+                Dir::Below
+            };
+            return wide_from_q(sy, t, d, dir);
         }
         if d < -200 {
             // pi less a part far below the last bit.
