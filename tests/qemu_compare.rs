@@ -2,45 +2,17 @@
 //! kernels: the serial output and the exit status must be the same. The
 //! README's set-up command installs QEMU.
 
+mod common;
+
+use common::{qemu_available, run_qemu};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 const OUT_DIR: &str = env!("OUT_DIR");
 const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
-const QEMU: &str = "qemu-system-i386";
 
 fn guest(name: &str) -> PathBuf {
     PathBuf::from(OUT_DIR).join(name)
-}
-
-fn qemu_available() {
-    let ok = Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{QEMU} is not installed; run the README's set-up command (bash scripts/setup.sh)"
-    );
-}
-
-fn run_qemu(args: &[&str]) -> Output {
-    let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-m",
-        "32",
-    ])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-    .args(args)
-    .stdin(Stdio::null());
-    cmd.output().expect("run qemu-system-i386")
 }
 
 fn run_ringback(args: &[&str]) -> Output {

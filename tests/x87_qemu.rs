@@ -46,7 +46,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::{Command, Output, Stdio};
 
-const QEMU: &str = "qemu-system-i386";
 const DEFAULT_SEED: u64 = 0x5EED_0087_F00D_CAFE;
 const CASES: usize = 6000;
 
@@ -974,37 +973,6 @@ fn build_kernel(cases: &[Case], table: &[Insn], fill: &[F80; 8]) -> (Vec<u8>, Ve
 
 // ---------------------------------------------------------------------------
 // Running
-
-fn qemu_available() {
-    let ok = Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{QEMU} is not installed; run the README's set-up command (bash scripts/setup.sh)"
-    );
-}
-
-fn run_qemu(kernel: &str) -> Output {
-    Command::new(QEMU)
-        .args([
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-m",
-            "32",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .args(["-kernel", kernel])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run qemu-system-i386")
-}
 
 fn run_ringback(kernel: &str) -> Output {
     Command::new(RINGBACK)
@@ -2505,9 +2473,9 @@ fn describe_dump(d: &Dump) -> String {
 
 /// Runs the kernel on both machines; each one's records.
 fn run_both(kernel: &[u8], name: &str, records: usize) -> (Vec<u8>, Vec<u8>) {
-    qemu_available();
+    common::qemu_available();
     let path = scratch("x87", name, kernel);
-    let q = run_qemu(&path);
+    let q = common::run_qemu(&["-kernel", &path]);
     let r = run_ringback(&path);
     for (who, o) in [("QEMU", &q), ("ringback", &r)] {
         assert_eq!(

@@ -6,6 +6,42 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 
 pub const RINGBACK: &str = env!("CARGO_BIN_EXE_ringback");
+pub const QEMU: &str = "qemu-system-i386";
+
+/// Fails with the set-up command to run when QEMU is missing (CI installs it).
+pub fn qemu_available() {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{QEMU} is not installed; run the README's set-up command (bash scripts/setup.sh)"
+    );
+}
+
+/// Runs qemu-system-i386 as the comparisons do: no display, COM1 on
+/// stdout, no monitor, no reboot, 32 MiB, isa-debug-exit at 0xF4; `args`
+/// name the kernel and anything else.
+pub fn run_qemu(args: &[&str]) -> Output {
+    Command::new(QEMU)
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-m",
+            "32",
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qemu-system-i386")
+}
 
 /// Runs the ringback binary with no input.
 pub fn ringback(args: &[&str]) -> Output {

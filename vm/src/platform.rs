@@ -559,6 +559,28 @@ mod tests {
     }
 }
 
+/// A platform whose 8259s are initialised (vectors 0x20 and 0x28, slave on
+/// IRQ 2) with the masks given, for the interrupt tests.
+#[cfg(test)]
+fn with_pics(master_mask: u32, slave_mask: u32) -> Platform {
+    let mut p = Platform::new(2 << 20, 0);
+    for (port, v) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0x21, master_mask),
+        (0xA0, 0x11),
+        (0xA1, 0x28),
+        (0xA1, 0x02),
+        (0xA1, 0x01),
+        (0xA1, slave_mask),
+    ] {
+        p.io_write(port, 1, v, 0);
+    }
+    p
+}
+
 #[cfg(test)]
 mod fpu_error_tests {
     use super::*;
@@ -567,21 +589,7 @@ mod fpu_error_tests {
     // written (the PC/AT's latch).
     #[test]
     fn fpu_errors_raise_irq_13_until_port_f0_is_written() {
-        let mut p = Platform::new(2 << 20, 0);
-        for (port, v) in [
-            (0x20, 0x11),
-            (0x21, 0x20),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0x21, 0xFB),
-            (0xA0, 0x11),
-            (0xA1, 0x28),
-            (0xA1, 0x02),
-            (0xA1, 0x01),
-            (0xA1, 0xDF),
-        ] {
-            p.io_write(port, 1, v, 0);
-        }
+        let mut p = with_pics(0xFB, 0xDF);
         p.route_all();
         assert!(!p.intr());
         p.fpu_error();
@@ -624,24 +632,9 @@ mod uart_irq_tests {
 mod i8042_irq_tests {
     use super::*;
 
-    /// Both 8259s initialised (vectors 0x20 and 0x28), every IRQ unmasked.
+    /// Both 8259s initialised, every IRQ unmasked.
     fn platform() -> Platform {
-        let mut p = Platform::new(2 << 20, 0);
-        for (port, v) in [
-            (0x20, 0x11),
-            (0x21, 0x20),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0x21, 0x00),
-            (0xA0, 0x11),
-            (0xA1, 0x28),
-            (0xA1, 0x02),
-            (0xA1, 0x01),
-            (0xA1, 0x00),
-        ] {
-            p.io_write(port, 1, v, 0);
-        }
-        p
+        with_pics(0, 0)
     }
 
     fn eoi(p: &mut Platform) {
