@@ -2388,7 +2388,6 @@ fn judge_trig(cx: &Ctx, w: &mut Want, v: &mut Verdict) {
                     v.differ
                         .push(format!("fptan of a NaN pushed {rv}, not the NaN {}", r.st[1]));
                 }
-                let _ = qv;
                 v.allow("qemu-trig");
             } else if rv != F80::ONE {
                 v.differ.push(format!("fptan pushed {rv}"));

@@ -74,15 +74,21 @@ impl PhysMem {
     /// are not: data sharing a page with code costs the code nothing.
     pub fn watch_code(&mut self, phys: u32, len: u32) {
         let end = (phys as usize).saturating_add(len as usize).min(self.ram.len());
-        for addr in phys as usize..end {
-            let page = (addr >> PAGE_SHIFT) as u32;
-            self.watched[page as usize / 64] |= 1 << (page % 64);
+        let mut addr = phys as usize;
+        // A page at a time: one map lookup per page, not per byte.
+        while addr < end {
+            let page = addr >> PAGE_SHIFT;
+            let stop = ((page + 1) << PAGE_SHIFT).min(end);
+            self.watched[page / 64] |= 1 << (page % 64);
             let bits = self
                 .code_bytes
-                .entry(page)
+                .entry(page as u32)
                 .or_insert_with(|| Box::new([0; PAGE_SIZE / 64]));
-            let off = addr & (PAGE_SIZE - 1);
-            bits[off / 64] |= 1 << (off % 64);
+            for a in addr..stop {
+                let off = a & (PAGE_SIZE - 1);
+                bits[off / 64] |= 1 << (off % 64);
+            }
+            addr = stop;
         }
     }
 
@@ -121,14 +127,27 @@ impl PhysMem {
     }
 
     /// Notes a store of `new` at `addr` (in RAM, on watched pages) before it
-    /// is made: the bytes it changes that are code.
+    /// is made: the bytes it changes that are code, one map lookup per page.
     #[cold]
     fn note_store(&mut self, addr: usize, new: &[u8]) {
-        for (i, &byte) in new.iter().enumerate() {
-            let a = addr + i;
-            if self.ram[a] != byte {
-                self.note_code_change(a);
+        let end = addr + new.len();
+        let mut a = addr;
+        while a < end {
+            let page = a >> PAGE_SHIFT;
+            let stop = ((page + 1) << PAGE_SHIFT).min(end);
+            let mut span: Option<(usize, usize)> = None;
+            if let Some(bits) = self.code_bytes.get(&(page as u32)) {
+                for b in a..stop {
+                    let off = b & (PAGE_SIZE - 1);
+                    if self.ram[b] != new[b - addr] && bits[off / 64] & (1 << (off % 64)) != 0 {
+                        span = Some((span.map_or(off, |(first, _)| first), off));
+                    }
+                }
             }
+            if let Some((first, last)) = span {
+                self.note_page_write(page as u32, first as u16, last as u16);
+            }
+            a = stop;
         }
     }
 
