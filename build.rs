@@ -38,6 +38,7 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "ringleak",
     "patchbugs",
     "gdbdemo",
+    "apic",
 ];
 
 fn run(cmd: &mut Command) {

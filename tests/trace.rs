@@ -105,6 +105,7 @@ const GUESTS: &[&str] = &[
     "platform",
     "ringleak",
     "patchbugs",
+    "apic",
 ];
 
 #[test]

@@ -4,16 +4,17 @@
 //! conformance runner and any later engine each provide an implementation.
 
 pub trait Bus {
-    /// Reads `size` (1, 2 or 4) bytes at a physical address inside one page.
-    fn read_phys(&mut self, addr: u32, size: u8) -> u32;
+    /// Reads `size` (1, 2 or 4) bytes at a physical address inside one
+    /// page at virtual time `now` (memory-mapped timers read it).
+    fn read_phys(&mut self, addr: u32, size: u8, now: u64) -> u32;
     /// Writes `size` (1, 2 or 4) bytes at a physical address inside one page.
-    fn write_phys(&mut self, addr: u32, size: u8, value: u32);
+    fn write_phys(&mut self, addr: u32, size: u8, value: u32, now: u64);
     /// Reads instruction bytes at a physical address; `out` does not cross a
     /// page. Buses backed by RAM override this with a slice copy.
     #[inline]
     fn fetch_phys(&mut self, addr: u32, out: &mut [u8]) {
         for (i, b) in out.iter_mut().enumerate() {
-            *b = self.read_phys(addr.wrapping_add(i as u32), 1) as u8;
+            *b = self.read_phys(addr.wrapping_add(i as u32), 1, 0) as u8;
         }
     }
     /// Port input of `size` bytes at virtual time `now` (see [`Cpu::now`]).
@@ -26,4 +27,16 @@ pub trait Bus {
     /// exception pending with CR0.NE clear, which a PC turns into IRQ 13.
     /// Buses without an interrupt controller ignore it.
     fn fpu_error(&mut self) {}
+    /// The local APIC's MSRs, IA32_APIC_BASE (0x1B) and IA32_TSC_DEADLINE
+    /// (0x6E0); `None` where the bus has no local APIC, so they do not
+    /// exist.
+    fn apic_msr_read(&mut self, _index: u32) -> Option<u64> {
+        None
+    }
+    /// A write of one of them; false where it does not exist or `value`
+    /// sets reserved bits (#GP). `tick` is the virtual time at which the
+    /// TSC reaches `value`, for IA32_TSC_DEADLINE.
+    fn apic_msr_write(&mut self, _index: u32, _value: u64, _tick: u64) -> bool {
+        false
+    }
 }

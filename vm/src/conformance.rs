@@ -62,10 +62,10 @@ struct VectorBus {
 }
 
 impl Bus for VectorBus {
-    fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
+    fn read_phys(&mut self, addr: u32, size: u8, _now: u64) -> u32 {
         self.mem.read(addr, size)
     }
-    fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
+    fn write_phys(&mut self, addr: u32, size: u8, value: u32, _now: u64) {
         self.mem.write(addr, size, value)
     }
     fn io_read(&mut self, _port: u16, size: u8, _now: u64) -> u32 {

@@ -1,26 +1,48 @@
-//! Interrupt routing: between the devices' interrupt lines and the CPU.
-//! Devices drive ISA lines; the router decides what the CPU is asked to
-//! take (INTR) and answers its acknowledge cycle with a vector. Today the
-//! 8259 pair does all of that, as on a PC/AT; the I/O APIC and the local
-//! APIC plug in here (the PIC then in "PIC mode" or virtual-wire), so that
-//! neither the devices nor the CPU ever talk to a controller directly.
+//! Interrupt routing: between the devices' interrupt lines and the CPU,
+//! as on a PC since the Pentium Pro (SDM Vol. 3A, 10.1; MP specification
+//! 1.4, 3.6.2):
+//!
+//! ```text
+//! ISA lines ─┬─► 8259 pair ──INTR──► LAPIC LINT0 (ExtINT: virtual wire) ─┐
+//!            └─► I/O APIC (pin n = IRQ n, IRQ 0 on pin 2) ──messages──► LAPIC ─► CPU INTR
+//!                LAPIC timer, error and IPIs ───────────────────────────► LAPIC
+//! ```
+//!
+//! The CPU's INTR is the local APIC's request, or the 8259's INTR where
+//! LINT0 passes it (or the APIC is off). The acknowledge cycle serves the
+//! local APIC's request first, as QEMU's PC does. A guest that
+//! never programs the APICs sees the 8259s alone, as before: the I/O
+//! APIC starts with every pin masked and LINT0 in ExtINT mode. Neither the
+//! devices nor the CPU talk to a controller directly.
 
+use crate::devices::ioapic::{self, IoApic};
+use crate::devices::lapic::LocalApic;
 use crate::devices::pic::PicPair;
 use crate::devices::IrqLine;
 
 #[derive(Clone, Debug)]
 pub struct InterruptRouter {
     pub pic: PicPair,
+    pub ioapic: IoApic,
+    pub lapic: LocalApic,
     /// The CPU's INTR input as of the last `update`: the machine loop reads
     /// this instead of asking the controllers before every instruction.
     intr: bool,
+    /// Whether the local APIC drove it (else the 8259 through LINT0): the
+    /// acknowledge cycle goes to the one that asked, even if its request
+    /// has lost its priority since (the local APIC then answers with its
+    /// spurious vector).
+    from_lapic: bool,
 }
 
 impl InterruptRouter {
     pub fn new() -> Self {
         InterruptRouter {
             pic: PicPair::new(),
+            ioapic: IoApic::new(),
+            lapic: LocalApic::new(),
             intr: false,
+            from_lapic: false,
         }
     }
 
@@ -28,18 +50,32 @@ impl InterruptRouter {
     #[inline]
     pub fn set_line(&mut self, line: IrqLine) {
         self.pic.set_irq(line.irq, line.level);
+        self.ioapic.set_pin(ioapic::pin_of_isa_irq(line.irq), line.level);
     }
 
     /// A rising edge on `irq` (low, then high): a timer's tick.
     pub fn pulse(&mut self, irq: u8) {
-        self.pic.set_irq(irq, false);
-        self.pic.set_irq(irq, true);
+        for level in [false, true] {
+            self.set_line(IrqLine { irq, level });
+        }
     }
 
-    /// Brings INTR up to date with the controllers.
+    /// Carries the I/O APIC's messages to the local APIC and its EOIs back,
+    /// and brings INTR up to date with the controllers.
     #[inline]
     pub fn update(&mut self) {
-        self.intr = self.pic.interrupt_pending();
+        if let Some(vectors) = self.lapic.take_eoi_broadcasts() {
+            self.ioapic.end_of_interrupt(&vectors);
+        }
+        for m in self.ioapic.take_messages() {
+            // Fixed and lowest-priority messages for this CPU; nothing
+            // else has a receiver on a one-CPU machine.
+            if m.mode <= 1 && self.lapic.is_destination(m.dest, m.logical) {
+                self.lapic.accept(m.vector, m.level);
+            }
+        }
+        self.from_lapic = self.lapic.interrupt_pending();
+        self.intr = self.from_lapic || (self.lapic.passes_pic() && self.pic.interrupt_pending());
     }
 
     /// Whether the CPU is asked to take an interrupt (as of `update`).
@@ -50,7 +86,11 @@ impl InterruptRouter {
 
     /// The CPU's interrupt-acknowledge cycle: the vector, INTR updated.
     pub fn acknowledge(&mut self) -> u8 {
-        let vector = self.pic.acknowledge();
+        let vector = if self.from_lapic || !self.lapic.passes_pic() {
+            self.lapic.acknowledge()
+        } else {
+            self.pic.acknowledge()
+        };
         self.update();
         vector
     }

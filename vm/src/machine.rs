@@ -601,7 +601,7 @@ mod tests {
         let mut m = Machine::boot(2 << 20, &Kernel::Flat { image, addr: MAIN }, &mut host).unwrap();
         let p = &mut m.platform;
         // IVT[0x20] = 0000:0600
-        p.write_phys(0x20 * 4, 4, HANDLER);
+        p.write_phys(0x20 * 4, 4, HANDLER, 0);
         // mov bp,sp; mov ax,[bp+0]; mov [0x500],ax; hlt
         p.mem
             .load(HANDLER, &[0x89, 0xE5, 0x8B, 0x46, 0x00, 0xA3, 0x00, 0x05, 0xF4])
@@ -622,7 +622,7 @@ mod tests {
     fn run_to_handler(m: &mut Machine) -> u16 {
         let stop = m.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
         assert_eq!(stop, StopReason::HaltedForever);
-        m.platform.read_phys(SAVED_IP, 2) as u16
+        m.platform.read_phys(SAVED_IP, 2, 0) as u16
     }
 
     #[test]
@@ -641,6 +641,42 @@ mod tests {
             }
         }
         assert_eq!(taken_at, Some(deadline));
+    }
+
+    // The local APIC's timer is a deadline in virtual time like the PIT's:
+    // its interrupt is taken at exactly that boundary on every engine.
+    #[test]
+    fn apic_timer_interrupts_at_its_exact_instruction_count_on_every_engine() {
+        for engine in Engine::ALL {
+            for (count, divide, expected) in [(500, 0xB, 500), (333, 0x0, 666), (37, 0x1, 148)] {
+                // sti; jmp $ with the 8259 masked: only the APIC interrupts.
+                let mut m = machine(&[0xFB, 0xEB, 0xFE], 100);
+                m.engine = engine;
+                m.platform.io_write(0x21, 1, 0xFF, 0);
+                p_write_lapic(&mut m.platform, 0x3E0, divide);
+                p_write_lapic(&mut m.platform, 0x320, 0x20);
+                p_write_lapic(&mut m.platform, 0x380, count);
+                m.platform.route_all();
+                m.platform.attention = Attention::default();
+                let mut taken_at = None;
+                for limit in 1..expected + 10 {
+                    m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+                    if (HANDLER..HANDLER + 9).contains(&m.cpu.state.eip) {
+                        taken_at = Some(limit - 1);
+                        break;
+                    }
+                }
+                assert_eq!(
+                    taken_at,
+                    Some(expected),
+                    "{engine:?}: count {count}, divide {divide:#x}"
+                );
+            }
+        }
+    }
+
+    fn p_write_lapic(p: &mut Platform, reg: u32, value: u32) {
+        p.write_phys(0xFEE0_0000 + reg, 4, value, 0);
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! mechanism #1 (a host bridge on bus 0).
 //! Reads of any other port return all ones; writes to them are dropped and
 //! counted.
+//!
+//! Memory map: RAM from 0; the I/O APIC at 0xFEC00000; the local APIC where
+//! IA32_APIC_BASE puts it (0xFEE00000), above RAM if it overlaps it, as
+//! on hardware. Anything else reads as all ones.
 
 use crate::bus::Bus;
 use crate::devices::bus::{Device, Effects};
@@ -18,6 +22,8 @@ use crate::devices::cmos::Cmos;
 use crate::devices::debug::{DebugCon, ExitDevice, FpuErrorLatch, Port92};
 use crate::devices::fw_cfg::FwCfg;
 use crate::devices::i8042::I8042;
+use crate::devices::ioapic::IoApic;
+use crate::devices::lapic::LocalApic;
 use crate::devices::pci::PciHost;
 use crate::devices::pic::PicPair;
 use crate::devices::pit::Pit;
@@ -30,7 +36,7 @@ use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 pub const COM1_IRQ: u8 = 4;
 /// Devices in the table (`with_devices!`).
-const DEVICES: usize = 11;
+const DEVICES: usize = 13;
 
 /// The one list of the platform's devices, each `name: Type = field`,
 /// given to `$then!` after its other arguments. A new device is a field and
@@ -40,6 +46,8 @@ macro_rules! with_devices {
     ($then:ident!($($args:tt)*)) => {
         $then! {$($args)* ;
             pic: PicPair = irq.pic,
+            lapic: LocalApic = irq.lapic,
+            ioapic: IoApic = irq.ioapic,
             pit: Pit = pit,
             i8042: I8042 = i8042,
             cmos: Cmos = cmos,
@@ -108,6 +116,7 @@ macro_rules! devices_state {
             pub fn restore_devices(&mut self, s: &DevicesState) {
                 $(self.$($f).+.restore(&s.$name);)+
                 self.update_a20();
+                self.update_mmio_floor();
                 self.irq.update();
             }
         }
@@ -202,7 +211,7 @@ pub struct Attention {
 #[derive(Clone, Debug)]
 pub struct Platform {
     pub mem: PhysMem,
-    /// Device lines to the CPU: the PIC pair today, the APICs later.
+    /// Device lines to the CPU: the 8259 pair, the I/O APIC, the local APIC.
     pub irq: InterruptRouter,
     pub pit: Pit,
     pub uart: Uart,
@@ -228,6 +237,9 @@ pub struct Platform {
     port_map: std::sync::Arc<[u8]>,
     reset_requested: bool,
     a20_mask: u32,
+    /// The lowest address any device's register window starts at: the one
+    /// comparison a memory access makes before it is RAM's.
+    mmio_floor: u32,
 }
 
 impl Platform {
@@ -253,6 +265,7 @@ impl Platform {
             port_map: std::sync::Arc::from(Vec::new()),
             reset_requested: false,
             a20_mask: 0,
+            mmio_floor: 0,
         };
         let mut map = vec![0u8; 1 << 16];
         for (index, device) in p.devices_ref().iter().enumerate() {
@@ -263,7 +276,47 @@ impl Platform {
         }
         p.port_map = map.into();
         p.update_a20();
+        p.update_mmio_floor();
         p
+    }
+
+    fn update_mmio_floor(&mut self) {
+        self.mmio_floor = self
+            .devices_ref()
+            .iter()
+            .filter_map(|d| d.mmio_window())
+            .map(|(base, _)| base)
+            .min()
+            .unwrap_or(u32::MAX);
+    }
+
+    /// The device whose register window holds `addr`, and the offset.
+    #[cold]
+    fn mmio_device(&self, addr: u32) -> Option<(usize, u32)> {
+        self.devices_ref().iter().enumerate().find_map(|(index, d)| {
+            let (base, len) = d.mmio_window()?;
+            let offset = addr.wrapping_sub(base);
+            (offset < len).then_some((index, offset))
+        })
+    }
+
+    #[cold]
+    fn mmio_read(&mut self, index: usize, offset: u32, addr: u32, size: u8, now: u64) -> u32 {
+        self.stats.mmio_reads += 1;
+        let mut fx = Effects::default();
+        let value = self.device(index).mmio_read(offset, size, now, &mut fx) & mask(size);
+        self.apply(fx);
+        self.log_io(addr, true, size, value, false);
+        value
+    }
+
+    #[cold]
+    fn mmio_write(&mut self, index: usize, offset: u32, addr: u32, size: u8, value: u32, now: u64) {
+        self.stats.mmio_writes += 1;
+        let mut fx = Effects::default();
+        self.device(index).mmio_write(offset, size, value, now, &mut fx);
+        self.apply(fx);
+        self.log_io(addr, true, size, value, true);
     }
 
     /// Whether A20 is enabled (the i8042 output port or port 0x92 bit 1).
@@ -398,13 +451,17 @@ impl Platform {
 
 impl Bus for Platform {
     #[inline]
-    fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
+    fn read_phys(&mut self, addr: u32, size: u8, now: u64) -> u32 {
         let addr = addr & self.a20_mask;
         if !self.watches.is_empty() {
             self.check_watches(addr, size, false);
         }
-        // RAM, or nothing (all ones): no MMIO device is mapped yet. The
-        // APICs will decode here through the device table.
+        if addr >= self.mmio_floor {
+            if let Some((index, offset)) = self.mmio_device(addr) {
+                return self.mmio_read(index, offset, addr, size, now);
+            }
+        }
+        // RAM, or nothing (all ones).
         self.mem.read(addr, size)
     }
 
@@ -415,17 +472,22 @@ impl Bus for Platform {
             Some(bytes) => out.copy_from_slice(bytes),
             None => {
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = self.read_phys(addr.wrapping_add(i as u32), 1) as u8;
+                    *b = self.read_phys(addr.wrapping_add(i as u32), 1, 0) as u8;
                 }
             }
         }
     }
 
     #[inline]
-    fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
+    fn write_phys(&mut self, addr: u32, size: u8, value: u32, now: u64) {
         let addr = addr & self.a20_mask;
         if !self.watches.is_empty() {
             self.check_watches(addr, size, true);
+        }
+        if addr >= self.mmio_floor {
+            if let Some((index, offset)) = self.mmio_device(addr) {
+                return self.mmio_write(index, offset, addr, size, value, now);
+            }
         }
         // RAM, or nothing: PhysMem drops the bytes and counts them.
         self.mem.write(addr, size, value)
@@ -477,6 +539,30 @@ impl Bus for Platform {
     fn fpu_error(&mut self) {
         self.ferr.raise();
         self.attention.irq = true;
+    }
+
+    fn apic_msr_read(&mut self, index: u32) -> Option<u64> {
+        match index {
+            0x1B => Some(self.irq.lapic.base_msr()),
+            0x6E0 => Some(self.irq.lapic.tsc_deadline_msr()),
+            _ => None,
+        }
+    }
+
+    fn apic_msr_write(&mut self, index: u32, value: u64, tick: u64) -> bool {
+        let ok = match index {
+            0x1B => self.irq.lapic.write_base_msr(value),
+            0x6E0 => {
+                self.irq.lapic.write_tsc_deadline_msr(value, tick);
+                true
+            }
+            _ => false,
+        };
+        // The window may have moved, LINT0 may pass the 8259 now, the
+        // timer's deadline may have changed.
+        self.update_mmio_floor();
+        self.attention.irq = true;
+        ok
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
@@ -549,13 +635,13 @@ mod tests {
         p.io_write(0x64, 1, 0xD1, 0);
         p.io_write(0x60, 1, 0xDD, 0);
         assert!(!p.a20());
-        p.write_phys(0x10_0500, 1, 0x42);
-        assert_eq!(p.read_phys(0x500, 1), 0x42);
+        p.write_phys(0x10_0500, 1, 0x42, 0);
+        assert_eq!(p.read_phys(0x500, 1, 0), 0x42);
         // Port 0x92 bit 1 turns it back on.
         p.io_write(0x92, 1, 0x02, 0);
         assert!(p.a20());
-        p.write_phys(0x10_0500, 1, 0x99);
-        assert_eq!(p.read_phys(0x500, 1), 0x42);
+        p.write_phys(0x10_0500, 1, 0x99, 0);
+        assert_eq!(p.read_phys(0x500, 1, 0), 0x42);
     }
 }
 
@@ -675,5 +761,263 @@ mod i8042_irq_tests {
         assert_eq!(p.io_read(0x60, 1, 0), 0xA5);
         eoi(&mut p);
         assert!(!p.intr());
+    }
+}
+
+#[cfg(test)]
+mod apic_tests {
+    use super::*;
+
+    const LAPIC: u32 = 0xFEE0_0000;
+    const IOAPIC: u32 = 0xFEC0_0000;
+
+    fn rd(p: &mut Platform, reg: u32) -> u32 {
+        p.read_phys(LAPIC + reg, 4, 0)
+    }
+
+    fn wr(p: &mut Platform, reg: u32, v: u32, now: u64) {
+        p.write_phys(LAPIC + reg, 4, v, now);
+        p.route_all();
+    }
+
+    fn self_ipi(p: &mut Platform, vector: u8) {
+        wr(p, 0x300, (1 << 18) | u32::from(vector), 0);
+    }
+
+    fn eoi(p: &mut Platform) {
+        wr(p, 0xB0, 0, 0);
+    }
+
+    fn take(p: &mut Platform) -> Option<u8> {
+        p.route_all();
+        p.intr().then(|| p.acknowledge_interrupt())
+    }
+
+    fn ioapic_route(p: &mut Platform, pin: u32, low: u32) {
+        p.write_phys(IOAPIC, 4, 0x10 + 2 * pin, 0);
+        p.write_phys(IOAPIC + 0x10, 4, low, 0);
+        p.write_phys(IOAPIC, 4, 0x11 + 2 * pin, 0);
+        p.write_phys(IOAPIC + 0x10, 4, 0, 0);
+        p.route_all();
+    }
+
+    #[test]
+    fn registers_read_as_the_firmware_leaves_them() {
+        let mut p = Platform::new(2 << 20, 0);
+        assert_eq!(rd(&mut p, 0x20), 0, "APIC ID 0");
+        assert_eq!(rd(&mut p, 0x30), 0x0005_0014, "version: xAPIC, six LVT entries");
+        assert_eq!(rd(&mut p, 0xF0), 0x1FF, "software-enabled, spurious vector 0xFF");
+        assert_eq!(rd(&mut p, 0x350), 0x8700, "LINT0: ExtINT");
+        assert_eq!(rd(&mut p, 0x360), 0x8400, "LINT1: NMI");
+        assert_eq!(rd(&mut p, 0x320), 0x1_0000, "timer masked");
+        assert_eq!(rd(&mut p, 0xE0), 0xFFFF_FFFF, "flat model");
+        assert_eq!(p.apic_msr_read(0x1B), Some(0xFEE0_0900));
+        // The I/O APIC: ID 0, version 0x20 with 24 pins, every pin masked.
+        p.write_phys(IOAPIC, 4, 1, 0);
+        assert_eq!(p.read_phys(IOAPIC + 0x10, 4, 0), 0x0017_0020);
+        p.write_phys(IOAPIC, 4, 0, 0);
+        assert_eq!(p.read_phys(IOAPIC + 0x10, 4, 0), 0);
+        p.write_phys(IOAPIC, 4, 0x10 + 2 * 23, 0);
+        assert_eq!(p.read_phys(IOAPIC + 0x10, 4, 0), 1 << 16);
+    }
+
+    #[test]
+    fn self_ipis_are_taken_in_priority_order_and_retired_by_eoi() {
+        let mut p = Platform::new(2 << 20, 0);
+        self_ipi(&mut p, 0x40);
+        assert_eq!(rd(&mut p, 0x200 + 0x20), 1, "IRR bit 0x40");
+        assert_eq!(take(&mut p), Some(0x40));
+        assert_eq!(rd(&mut p, 0x100 + 0x20), 1, "ISR bit 0x40");
+        assert_eq!(rd(&mut p, 0xA0), 0x40, "PPR follows the in-service class");
+        // A lower class waits for the EOI; a higher one nests.
+        self_ipi(&mut p, 0x35);
+        assert_eq!(take(&mut p), None);
+        self_ipi(&mut p, 0x81);
+        assert_eq!(take(&mut p), Some(0x81));
+        eoi(&mut p);
+        assert_eq!(take(&mut p), None, "0x40 is still in service");
+        eoi(&mut p);
+        assert_eq!(take(&mut p), Some(0x35));
+        eoi(&mut p);
+        assert_eq!(take(&mut p), None);
+        assert_eq!(rd(&mut p, 0x100 + 0x20), 0);
+    }
+
+    #[test]
+    fn task_priority_holds_back_lower_classes() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x80, 0x50, 0);
+        self_ipi(&mut p, 0x45);
+        self_ipi(&mut p, 0x50);
+        assert_eq!(take(&mut p), None, "classes 4 and 5 are at or below TPR");
+        wr(&mut p, 0x80, 0x40, 0);
+        assert_eq!(take(&mut p), Some(0x50));
+        eoi(&mut p);
+        assert_eq!(take(&mut p), None);
+        wr(&mut p, 0x80, 0, 0);
+        assert_eq!(take(&mut p), Some(0x45));
+    }
+
+    #[test]
+    fn a_request_that_lost_its_priority_before_the_acknowledge_is_spurious() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0xF0, 0x1E7, 0);
+        self_ipi(&mut p, 0x45);
+        p.route_all();
+        assert!(p.intr());
+        // TPR raised between INTR and INTA, without re-routing.
+        p.write_phys(LAPIC + 0x80, 4, 0x60, 0);
+        assert_eq!(p.acknowledge_interrupt(), 0xE7, "the spurious vector");
+        assert_eq!(rd(&mut p, 0x100 + 0x20), 0, "nothing went in service");
+    }
+
+    #[test]
+    fn illegal_vectors_are_errors_and_the_esr_latches_on_write() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x370, 0xEE, 0);
+        self_ipi(&mut p, 0x05);
+        assert_eq!(rd(&mut p, 0x280), 0, "not latched before a write");
+        wr(&mut p, 0x280, 0, 0);
+        assert_eq!(rd(&mut p, 0x280), 0x60, "send and receive illegal vector");
+        assert_eq!(take(&mut p), Some(0xEE), "the error LVT's vector");
+        wr(&mut p, 0x280, 0, 0);
+        assert_eq!(rd(&mut p, 0x280), 0);
+    }
+
+    #[test]
+    fn one_shot_timer_fires_once_at_its_exact_tick() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x3E0, 0x0B, 0); // divide by 1
+        wr(&mut p, 0x320, 0x31, 0);
+        wr(&mut p, 0x380, 1000, 500);
+        assert_eq!(p.next_timer_deadline(), Some(1500));
+        assert_eq!(p.read_phys(LAPIC + 0x390, 4, 700), 800);
+        p.advance_timers(1499);
+        assert_eq!(take(&mut p), None);
+        p.advance_timers(1500);
+        assert_eq!(take(&mut p), Some(0x31));
+        assert_eq!(p.read_phys(LAPIC + 0x390, 4, 1600), 0);
+        assert_eq!(p.next_timer_deadline(), None);
+    }
+
+    #[test]
+    fn periodic_timer_reloads_and_the_divider_scales_it() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x3E0, 0x03, 0); // divide by 16
+        wr(&mut p, 0x320, (1 << 17) | 0x32, 0);
+        wr(&mut p, 0x380, 100, 0);
+        for k in 1..=3u64 {
+            assert_eq!(p.next_timer_deadline(), Some(k * 1600));
+            p.advance_timers(k * 1600);
+            assert_eq!(take(&mut p), Some(0x32));
+            eoi(&mut p);
+        }
+        assert_eq!(p.read_phys(LAPIC + 0x390, 4, 3 * 1600 + 16 * 30), 70);
+        // Masked, it counts on and requests nothing.
+        wr(&mut p, 0x320, (1 << 17) | (1 << 16) | 0x32, 0);
+        p.advance_timers(4 * 1600);
+        assert_eq!(take(&mut p), None);
+        assert_eq!(p.next_timer_deadline(), Some(5 * 1600));
+    }
+
+    #[test]
+    fn tsc_deadline_timer_fires_at_its_tick_and_disarms() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x320, (2 << 17) | 0x33, 0);
+        wr(&mut p, 0x380, 1000, 0);
+        assert_eq!(p.next_timer_deadline(), None, "initial count is ignored in this mode");
+        assert!(p.apic_msr_write(0x6E0, 123_450, 12_345));
+        assert_eq!(p.next_timer_deadline(), Some(12_345));
+        p.advance_timers(12_345);
+        assert_eq!(take(&mut p), Some(0x33));
+        assert_eq!(p.apic_msr_read(0x6E0), Some(0), "the MSR reads zero once it fired");
+        assert_eq!(p.next_timer_deadline(), None);
+    }
+
+    #[test]
+    fn pic_interrupts_pass_through_lint0_until_it_is_masked() {
+        let mut p = with_pics(0xFE, 0xFF);
+        p.irq.pulse(0);
+        assert_eq!(take(&mut p), Some(0x20), "virtual wire");
+        p.io_write(0x20, 1, 0x20, 0);
+        wr(&mut p, 0x350, 0x1_8700, 0);
+        p.irq.pulse(0);
+        assert_eq!(take(&mut p), None, "LINT0 masked");
+        // A software-disabled APIC masks every LVT, LINT0 too; turning the
+        // APIC off altogether wires INTR straight to the CPU again.
+        wr(&mut p, 0x350, 0x8700, 0);
+        wr(&mut p, 0xF0, 0xFF, 0);
+        assert_eq!(rd(&mut p, 0x350), 0x1_8700);
+        assert_eq!(take(&mut p), None);
+        assert!(p.apic_msr_write(0x1B, 0xFEE0_0100, 0));
+        assert_eq!(take(&mut p), Some(0x20));
+        assert_eq!(p.read_phys(LAPIC + 0x30, 4, 0), 0xFFFF_FFFF, "the window is gone");
+        assert!(!p.apic_msr_write(0x1B, 0x1_FEE0_0900, 0), "reserved bits #GP");
+    }
+
+    #[test]
+    fn the_window_moves_with_the_base_msr() {
+        let mut p = Platform::new(2 << 20, 0);
+        p.write_phys(0x10_0000, 4, 0x1234_5678, 0);
+        assert!(p.apic_msr_write(0x1B, 0x10_0900, 0));
+        assert_eq!(
+            p.read_phys(0x10_0030, 4, 0),
+            0x0005_0014,
+            "the APIC hides the RAM under it"
+        );
+        assert_eq!(p.read_phys(LAPIC + 0x30, 4, 0), 0xFFFF_FFFF);
+        assert!(p.apic_msr_write(0x1B, 0xFEE0_0900, 0));
+        assert_eq!(p.read_phys(0x10_0000, 4, 0), 0x1234_5678);
+    }
+
+    #[test]
+    fn the_io_apic_routes_the_pit_on_pin_2_and_edges_once() {
+        let mut p = with_pics(0xFF, 0xFF);
+        ioapic_route(&mut p, 2, 0x30);
+        p.irq.pulse(0);
+        assert_eq!(take(&mut p), Some(0x30));
+        eoi(&mut p);
+        assert_eq!(take(&mut p), None, "an edge is one message");
+        p.irq.pulse(0);
+        assert_eq!(take(&mut p), Some(0x30));
+    }
+
+    #[test]
+    fn a_level_pin_is_in_service_until_eoi_and_sends_again_while_asserted() {
+        let mut p = with_pics(0xFF, 0xFF);
+        // IRQ 10: no device drives it, so only the test moves it.
+        ioapic_route(&mut p, 10, (1 << 15) | 0x34);
+        p.irq.set_line(IrqLine { irq: 10, level: true });
+        assert_eq!(take(&mut p), Some(0x34));
+        assert_eq!(rd(&mut p, 0x180 + 0x10) & (1 << 20), 1 << 20, "TMR: level");
+        p.write_phys(IOAPIC, 4, 0x10 + 20, 0);
+        assert_ne!(p.read_phys(IOAPIC + 0x10, 4, 0) & (1 << 14), 0, "remote IRR");
+        p.irq.set_line(IrqLine { irq: 10, level: true });
+        assert_eq!(take(&mut p), None, "in service: no second message");
+        eoi(&mut p);
+        assert_eq!(take(&mut p), Some(0x34), "still asserted after the EOI");
+        p.irq.set_line(IrqLine { irq: 10, level: false });
+        eoi(&mut p);
+        assert_eq!(take(&mut p), None);
+        assert_eq!(p.read_phys(IOAPIC + 0x10, 4, 0) & (1 << 14), 0);
+        // Version 0x20's EOI register clears remote IRR by vector too.
+        p.irq.set_line(IrqLine { irq: 10, level: true });
+        assert_eq!(take(&mut p), Some(0x34));
+        p.irq.set_line(IrqLine { irq: 10, level: false });
+        p.write_phys(IOAPIC + 0x40, 4, 0x34, 0);
+        p.route_all();
+        assert_eq!(p.read_phys(IOAPIC + 0x10, 4, 0) & (1 << 14), 0, "the EOI register");
+    }
+
+    #[test]
+    fn io_apic_messages_for_another_cpu_are_dropped() {
+        let mut p = with_pics(0xFF, 0xFF);
+        p.write_phys(IOAPIC, 4, 0x10 + 2, 0);
+        p.write_phys(IOAPIC + 0x10, 4, 0x31, 0);
+        p.write_phys(IOAPIC, 4, 0x11 + 2, 0);
+        p.write_phys(IOAPIC + 0x10, 4, 3 << 24, 0);
+        p.route_all();
+        p.irq.pulse(1);
+        assert_eq!(take(&mut p), None, "physical destination 3 is nobody");
     }
 }

@@ -286,7 +286,7 @@ mod tests {
 
     fn read32(p: &mut Platform, addr: u32) -> u32 {
         use crate::bus::Bus;
-        p.read_phys(addr, 4)
+        p.read_phys(addr, 4, 0)
     }
 
     #[test]

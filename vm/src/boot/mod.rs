@@ -10,6 +10,7 @@
 
 mod flat;
 mod linux;
+mod mptable;
 mod multiboot;
 
 use std::io::Read;
@@ -47,7 +48,10 @@ pub enum Kernel {
 
 impl Kernel {
     /// Loads the kernel into `platform` by its protocol; the entry state.
+    /// The firmware's tables (the MP table) come first, as a BIOS leaves
+    /// them before any loader runs.
     pub fn load(&self, platform: &mut Platform) -> Result<CpuState, VmError> {
+        mptable::install(platform)?;
         match self {
             Kernel::Multiboot {
                 image,

@@ -126,7 +126,7 @@ impl Cpu {
             Err(Fault::with_error(vector::PF, code))
         };
         let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
-        let pde = bus.read_phys(pde_addr, 4);
+        let pde = bus.read_phys(pde_addr, 4, self.now());
         if pde & PTE_P == 0 {
             return fault(self, false);
         }
@@ -135,7 +135,7 @@ impl Cpu {
             (pde_addr, pde)
         } else {
             let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
-            let pte = bus.read_phys(addr, 4);
+            let pte = bus.read_phys(addr, 4, self.now());
             if pte & PTE_P == 0 {
                 return fault(self, false);
             }
@@ -149,14 +149,14 @@ impl Cpu {
         }
         // Accessed and dirty bits are set as the walk succeeds (SDM 4.8).
         if !large && pde & PTE_A == 0 {
-            bus.write_phys(pde_addr, 4, pde | PTE_A);
+            bus.write_phys(pde_addr, 4, pde | PTE_A, self.now());
         }
         let mut new_pte = pte | PTE_A;
         if write {
             new_pte |= PTE_D;
         }
         if new_pte != pte {
-            bus.write_phys(pte_addr, 4, new_pte);
+            bus.write_phys(pte_addr, 4, new_pte, self.now());
         }
         let phys_page = if large {
             (pte & 0xFFC0_0000) | (linear & 0x003F_F000)
@@ -180,7 +180,7 @@ impl Cpu {
     pub fn read_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u8, user: bool) -> Result<u32> {
         if (linear & 0xFFF) + u32::from(size) <= 0x1000 {
             let phys = self.translate(bus, linear, Access::Read, user)?;
-            return Ok(bus.read_phys(phys, size));
+            return Ok(bus.read_phys(phys, size, self.now()));
         }
         // Translate every page first so a fault leaves nothing half done.
         let first = self.translate(bus, linear, Access::Read, user)?;
@@ -194,7 +194,7 @@ impl Cpu {
             } else {
                 second + (lin & 0xFFF)
             };
-            v |= bus.read_phys(phys, 1) << (8 * i);
+            v |= bus.read_phys(phys, 1, self.now()) << (8 * i);
         }
         Ok(v)
     }
@@ -203,7 +203,7 @@ impl Cpu {
     pub fn write_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u8, value: u32, user: bool) -> Result<()> {
         if (linear & 0xFFF) + u32::from(size) <= 0x1000 {
             let phys = self.translate(bus, linear, Access::Write, user)?;
-            bus.write_phys(phys, size, value);
+            bus.write_phys(phys, size, value, self.now());
             return Ok(());
         }
         let first = self.translate(bus, linear, Access::Write, user)?;
@@ -216,7 +216,7 @@ impl Cpu {
             } else {
                 second + (lin & 0xFFF)
             };
-            bus.write_phys(phys, 1, value >> (8 * i));
+            bus.write_phys(phys, 1, value >> (8 * i), self.now());
         }
         Ok(())
     }
@@ -229,14 +229,14 @@ impl Cpu {
         if !self.state.paging() {
             return Some(linear);
         }
-        let pde = bus.read_phys((self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2), 4);
+        let pde = bus.read_phys((self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2), 4, self.now());
         if pde & PTE_P == 0 {
             return None;
         }
         if pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0 {
             return Some((pde & 0xFFC0_0000) | (linear & 0x003F_FFFF));
         }
-        let pte = bus.read_phys((pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2), 4);
+        let pte = bus.read_phys((pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2), 4, self.now());
         (pte & PTE_P != 0).then_some((pte & 0xFFFF_F000) | (linear & 0xFFF))
     }
 

@@ -200,10 +200,11 @@ impl Cpu {
 }
 
 /// The CPU's section of saved state: its architectural registers; since
-/// version 2 the x87's too.
+/// version 2 the x87's too; since version 4 without IA32_APIC_BASE, which
+/// the local APIC's section holds.
 impl crate::snapshot::Snapshot for Cpu {
     const SECTION: &'static str = "cpu";
-    const VERSION: u16 = 3;
+    const VERSION: u16 = 4;
     type State = CpuState;
 
     fn save(&self) -> CpuState {

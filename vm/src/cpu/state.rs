@@ -153,7 +153,6 @@ pub struct Msrs {
     pub sysenter_cs: u32,
     pub sysenter_esp: u32,
     pub sysenter_eip: u32,
-    pub apic_base: u64,
     /// IA32_TSC is virtual time plus this offset, so a WRMSR to it stays deterministic.
     pub tsc_offset: u64,
 }
@@ -327,10 +326,7 @@ impl CpuState {
             cr3: 0,
             cr4: 0,
             dr: [0, 0, 0, 0, 0xFFFF_0FF0, 0x400, 0xFFFF_0FF0, 0x400],
-            msrs: Msrs {
-                apic_base: 0xFEE0_0900,
-                ..Msrs::default()
-            },
+            msrs: Msrs::default(),
             halted: false,
             interrupt_shadow: false,
             fpu: FpuState::default(),

@@ -10,6 +10,8 @@ use super::cmos::Cmos;
 use super::debug::{DebugCon, ExitDevice, FpuErrorLatch, Port92};
 use super::fw_cfg::FwCfg;
 use super::i8042::I8042;
+use super::ioapic::{self, IoApic};
+use super::lapic::{self, LocalApic};
 use super::pci::PciHost;
 use super::pic::PicPair;
 use super::pit::Pit;
@@ -71,6 +73,70 @@ pub trait Device {
     }
     /// Brings its timers up to `now`.
     fn advance(&mut self, _now: u64, _fx: &mut Effects) {}
+    /// Its memory-mapped register window as now configured: physical base
+    /// and length (within one page).
+    fn mmio_window(&self) -> Option<(u32, u32)> {
+        None
+    }
+    /// A read of its window at `offset`.
+    fn mmio_read(&mut self, _offset: u32, size: u8, _now: u64, _fx: &mut Effects) -> u32 {
+        crate::exec::flags::mask(size)
+    }
+    /// A write of its window at `offset`.
+    fn mmio_write(&mut self, _offset: u32, _size: u8, _value: u32, _now: u64, _fx: &mut Effects) {}
+}
+
+/// The local APIC: no ports, a window where IA32_APIC_BASE puts it, and
+/// its timer. What it requests reaches the CPU through the router.
+impl Device for LocalApic {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[]
+    }
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
+        None
+    }
+    fn write(&mut self, _port: u16, _size: u8, _value: u32, _now: u64, _fx: &mut Effects) {}
+    fn timed(&self) -> bool {
+        true
+    }
+    fn next_deadline(&self) -> Option<u64> {
+        LocalApic::next_deadline(self)
+    }
+    fn advance(&mut self, now: u64, fx: &mut Effects) {
+        fx.irq |= LocalApic::advance(self, now);
+    }
+    fn mmio_window(&self) -> Option<(u32, u32)> {
+        self.window().map(|base| (base, lapic::WINDOW_BYTES))
+    }
+    fn mmio_read(&mut self, offset: u32, size: u8, now: u64, _fx: &mut Effects) -> u32 {
+        LocalApic::mmio_read(self, offset, size, now)
+    }
+    /// Any write may change what is deliverable (TPR, EOI, an IPI) or the
+    /// timer's deadline.
+    fn mmio_write(&mut self, offset: u32, size: u8, value: u32, now: u64, fx: &mut Effects) {
+        LocalApic::mmio_write(self, offset, size, value, now);
+        fx.irq = true;
+    }
+}
+
+impl Device for IoApic {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[]
+    }
+    fn read(&mut self, _port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
+        None
+    }
+    fn write(&mut self, _port: u16, _size: u8, _value: u32, _now: u64, _fx: &mut Effects) {}
+    fn mmio_window(&self) -> Option<(u32, u32)> {
+        Some((ioapic::BASE, ioapic::WINDOW_BYTES))
+    }
+    fn mmio_read(&mut self, offset: u32, size: u8, _now: u64, _fx: &mut Effects) -> u32 {
+        IoApic::mmio_read(self, offset, size)
+    }
+    fn mmio_write(&mut self, offset: u32, size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        IoApic::mmio_write(self, offset, size, value);
+        fx.irq = true;
+    }
 }
 
 impl Device for PicPair {

@@ -10,6 +10,8 @@ pub mod cmos;
 pub mod debug;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ioapic;
+pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;

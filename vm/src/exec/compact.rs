@@ -271,7 +271,7 @@ impl Op {
         let k1 = if n > 1 { inst.op1_kind() } else { OpKind::Register };
         let mem = || MemRef::of(inst);
         Some(match m {
-            M::Nop | M::Pause => Op::Nop,
+            M::Nop | M::Pause | M::Lfence | M::Mfence | M::Sfence => Op::Nop,
             M::Add | M::Or | M::Adc | M::Sbb | M::And | M::Sub | M::Xor | M::Cmp | M::Test => {
                 let op = AluOp::of(m)?;
                 if n != 2 {

@@ -1,7 +1,8 @@
 //! Data movement and conversion: MOV (general and segment registers), MOVZX,
 //! MOVSX, XCHG, XADD, CMPXCHG, CMPXCHG8B, BSWAP, LEA, CBW/CWDE/CWD/CDQ, LAHF,
 //! SAHF, XLAT, LDS/LES/LFS/LGS/LSS, CMOVcc, SETcc, SALC, NOP, PAUSE (SDM Vol. 1, 7.3.1
-//! "Data transfer instructions"; Vol. 2, the page of each instruction).
+//! "Data transfer instructions"; Vol. 2, the page of each instruction), and
+//! the fences LFENCE/MFENCE/SFENCE (Vol. 2A/2B; Vol. 3A, 8.2.5).
 
 use iced_x86::{ConditionCode, Instruction, Mnemonic, OpKind, Register};
 
@@ -171,6 +172,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             // Multi-byte NOPs still compute their memory operand but never access it.
             Ok(Flow::Next)
         }
+        // The fences are SSE/SSE2 instructions, which CPUID does not
+        // announce; they run anyway, because kernels take the TSC-deadline
+        // timer to imply them (Linux fences after arming it, SDM Vol. 3A
+        // 10.5.4.1), and every CPU that has the one has the others. One
+        // CPU retiring in order has no accesses to order.
+        Mnemonic::Lfence | Mnemonic::Mfence | Mnemonic::Sfence => Ok(Flow::Next),
         _ => Err(Fault::ud()),
     }
 }

@@ -368,7 +368,10 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Lss
         | M::Salc
         | M::Nop
-        | M::Pause => datamov::exec::<B>,
+        | M::Pause
+        | M::Lfence
+        | M::Mfence
+        | M::Sfence => datamov::exec::<B>,
         M::Cmovo
         | M::Cmovno
         | M::Cmovb

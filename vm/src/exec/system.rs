@@ -17,15 +17,21 @@ use crate::cpu::state::{attr, cr0, cr4, flags as fl, SegReg, Segment};
 use crate::cpu::{vector, Cpu, Fault, Result, RingView, MONITOR_GDT_BASE, MONITOR_IDT_BASE};
 use crate::time::TSC_PER_INSN;
 
-/// CPUID leaf 1 EDX: FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV.
-const CPUID_1_EDX: u32 = 1 | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15);
-/// Leaf 1 ECX: only bit 31, "running under a hypervisor" (reserved for
+/// CPUID leaf 1 EDX: FPU, PSE, TSC, MSR, CX8, SEP, PGE, CMOV; APIC
+/// ([`CPUID_1_EDX_APIC`]) while the bus has a local APIC and it is enabled.
+pub const CPUID_1_EDX: u32 = 1 | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 11) | (1 << 13) | (1 << 15);
+pub const CPUID_1_EDX_APIC: u32 = 1 << 9;
+/// Leaf 1 ECX: bit 31, "running under a hypervisor" (reserved for
 /// that use on every Intel CPU): a guest is told it is virtualized, as
 /// under QEMU and every hypervisor, so it skips what needs real hardware
-/// (microcode loading, the performance counters this model lacks).
+/// (microcode loading, the performance counters this model lacks); and
+/// [`CPUID_1_ECX_TSC_DEADLINE`] where there is a local APIC.
 const CPUID_1_ECX: u32 = 1 << 31;
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+const IA32_APIC_BASE: u32 = 0x1B;
+const IA32_TSC_DEADLINE: u32 = 0x6E0;
 /// Family 6 (P6), model 1, stepping 9: an i686 without later extensions.
-const CPUID_1_EAX: u32 = (6 << 8) | (1 << 4) | 9;
+pub const CPUID_1_EAX: u32 = (6 << 8) | (1 << 4) | 9;
 
 pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
     use Mnemonic as M;
@@ -71,7 +77,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.require_cpl0()?;
             cpu.state.halted = true;
         }
-        M::Cpuid => cpuid(cpu),
+        M::Cpuid => cpuid(cpu, bus),
         M::Rdtsc => {
             if cpu.state.cr4 & cr4::TSD != 0 && cpu.state.cpl() > 0 && cpu.state.protected_mode() {
                 return Err(Fault::gp(0));
@@ -91,14 +97,14 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         }
         M::Rdmsr => {
             cpu.require_cpl0()?;
-            let v = cpu.read_msr(cpu.state.regs[ECX])?;
+            let v = cpu.read_msr(bus, cpu.state.regs[ECX])?;
             cpu.state.regs[EAX] = v as u32;
             cpu.state.regs[EDX] = (v >> 32) as u32;
         }
         M::Wrmsr => {
             cpu.require_cpl0()?;
             let v = (u64::from(cpu.state.regs[EDX]) << 32) | u64::from(cpu.state.regs[EAX]);
-            cpu.write_msr(cpu.state.regs[ECX], v)?;
+            cpu.write_msr(bus, cpu.state.regs[ECX], v)?;
         }
         M::Lgdt | M::Lidt => {
             cpu.require_cpl0()?;
@@ -272,14 +278,24 @@ fn flat_segment(selector: u16, code: bool, dpl: u16) -> Segment {
     }
 }
 
-fn cpuid(cpu: &mut Cpu) {
+fn cpuid<B: Bus>(cpu: &mut Cpu, bus: &mut B) {
     let leaf = cpu.state.regs[EAX];
     let (a, b, c, d) = match leaf {
         // "GenuineIntel" in EBX, EDX, ECX; the highest basic leaf is 1.
         0 => (1, 0x756E_6547, 0x6C65_746E, 0x4965_6E69),
         // Leaf 1, and any leaf above the maximum (basic or extended: we have no
         // extended leaves), which returns the highest basic leaf (SDM Vol. 2A, CPUID).
-        _ => (CPUID_1_EAX, 0, CPUID_1_ECX, CPUID_1_EDX),
+        // The APIC flag follows IA32_APIC_BASE's enable bit (SDM Vol. 3A, 10.4.3).
+        _ => {
+            let (mut c, mut d) = (CPUID_1_ECX, CPUID_1_EDX);
+            if let Some(base) = bus.apic_msr_read(IA32_APIC_BASE) {
+                c |= CPUID_1_ECX_TSC_DEADLINE;
+                if base & (1 << 11) != 0 {
+                    d |= CPUID_1_EDX_APIC;
+                }
+            }
+            (CPUID_1_EAX, 0, c, d)
+        }
     };
     cpu.state.regs[EAX] = a;
     cpu.state.regs[EBX] = b;
@@ -417,6 +433,11 @@ impl Cpu {
         Ok(())
     }
 
+    /// The first virtual tick at which the TSC reads `tsc` or more.
+    pub fn tick_of_tsc(&self, tsc: u64) -> u64 {
+        tsc.wrapping_sub(self.state.msrs.tsc_offset).div_ceil(TSC_PER_INSN)
+    }
+
     /// The time-stamp counter: virtual time plus the guest's own offset.
     pub fn tsc(&self) -> u64 {
         self.now()
@@ -440,16 +461,17 @@ impl Cpu {
     }
 
     /// The P6 model's MSRs (SDM Vol. 4, table 2-2 and the P6 family's):
-    /// the TSC, the platform ID, the APIC base, the microcode signature and
-    /// SYSENTER's three. What CPUID does not announce is absent and #GPs,
-    /// as on hardware: no MTRRs, no PAT, no performance counters, no
-    /// IA32_MISC_ENABLE (a Pentium 4 register).
-    pub fn read_msr(&self, index: u32) -> Result<u64> {
+    /// the TSC, the platform ID, the microcode signature and SYSENTER's
+    /// three; the local APIC's base and TSC deadline where the bus has one.
+    /// What CPUID does not announce is absent and #GPs, as on hardware: no
+    /// MTRRs, no PAT, no performance counters, no IA32_MISC_ENABLE (a
+    /// Pentium 4 register).
+    pub fn read_msr<B: Bus>(&self, bus: &mut B, index: u32) -> Result<u64> {
         let m = &self.state.msrs;
         Ok(match index {
             0x10 => self.tsc(),
             0x17 | 0x8B => 0,
-            0x1B => m.apic_base,
+            IA32_APIC_BASE | IA32_TSC_DEADLINE => bus.apic_msr_read(index).ok_or(Fault::gp(0))?,
             0x174 => u64::from(m.sysenter_cs),
             0x175 => u64::from(m.sysenter_esp),
             0x176 => u64::from(m.sysenter_eip),
@@ -457,14 +479,22 @@ impl Cpu {
         })
     }
 
-    pub fn write_msr(&mut self, index: u32, v: u64) -> Result<()> {
+    pub fn write_msr<B: Bus>(&mut self, bus: &mut B, index: u32, v: u64) -> Result<()> {
         match index {
             0x10 => {
                 let now = self.now().wrapping_mul(TSC_PER_INSN);
                 self.state.msrs.tsc_offset = v.wrapping_sub(now);
+                // An armed TSC deadline now comes at another virtual time.
+                if let Some(deadline) = bus.apic_msr_read(IA32_TSC_DEADLINE).filter(|&d| d != 0) {
+                    bus.apic_msr_write(IA32_TSC_DEADLINE, deadline, self.tick_of_tsc(deadline));
+                }
             }
             0x8B => {}
-            0x1B => self.state.msrs.apic_base = v,
+            IA32_APIC_BASE | IA32_TSC_DEADLINE => {
+                if !bus.apic_msr_write(index, v, self.tick_of_tsc(v)) {
+                    return Err(Fault::gp(0));
+                }
+            }
             0x174 => self.state.msrs.sysenter_cs = v as u32,
             0x175 => self.state.msrs.sysenter_esp = v as u32,
             0x176 => self.state.msrs.sysenter_eip = v as u32,

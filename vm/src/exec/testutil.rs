@@ -80,13 +80,13 @@ impl TestBus {
 }
 
 impl Bus for TestBus {
-    fn read_phys(&mut self, addr: u32, size: u8) -> u32 {
+    fn read_phys(&mut self, addr: u32, size: u8, _now: u64) -> u32 {
         (0..u32::from(size)).fold(0, |v, i| {
             let b = self.mem.get(addr.wrapping_add(i) as usize).copied().unwrap_or(0xFF);
             v | (u32::from(b) << (8 * i))
         })
     }
-    fn write_phys(&mut self, addr: u32, size: u8, value: u32) {
+    fn write_phys(&mut self, addr: u32, size: u8, value: u32, _now: u64) {
         for i in 0..u32::from(size) {
             if let Some(b) = self.mem.get_mut(addr.wrapping_add(i) as usize) {
                 *b = (value >> (8 * i)) as u8;
