@@ -39,6 +39,7 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "patchbugs",
     "gdbdemo",
     "apic",
+    "tasks",
 ];
 
 fn run(cmd: &mut Command) {

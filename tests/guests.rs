@@ -256,6 +256,26 @@ fn apic_kernel_passes() {
     }
 }
 
+// Hardware task switching (guests/tasks.c): CALL, JMP, INT and a double
+// fault through task gates, IRET along the back link, and the #TS and #GP
+// cases, with what the CPU left in the TSSs and descriptors.
+#[test]
+fn task_switching_kernel_passes() {
+    let (out, _) = assert_passes("tasks", "tasks: all ok");
+    for line in [
+        "CALL: B ran 1, link 28, NT in B 1; back in A: TR 28, NT 0",
+        "after IRET: A busy 1, B busy 0, CR0.TS 1",
+        "JMP: C ran 1; A busy 1, C busy 0, link in C 00",
+        "double fault: error 0, link 28, saved EIP at the fault yes, DF busy after 0",
+        "short TSS: vector 10, error 48, TR 28",
+        "bad DS in the new task: vector 10, error 38, in task 30; back in 28",
+        "JMP to the busy TSS: vector 13, error 28",
+        "IRET to a task that is not busy: vector 10, error 38",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
 /// Boots `kernel` on `engine` with scripted serial input.
 fn boot_on(kernel: &Kernel, engine: vm::machine::Engine, input: &[u8]) -> (StopReason, Vec<u8>, Machine) {
     boot_with(kernel, engine, RawConfig::default(), input)
@@ -289,7 +309,7 @@ fn every_guest_runs_identically_on_both_engines() {
         "cpu",
     ]
     .iter()
-    .chain(["echo", "platform", "ringleak", "patchbugs", "apic"].iter())
+    .chain(["echo", "platform", "ringleak", "patchbugs", "apic", "tasks"].iter())
     .map(|name| (*name, multiboot(name, "", vec![])))
     .collect();
     kernels.push((

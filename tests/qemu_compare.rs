@@ -81,6 +81,13 @@ fn apic_matches_qemu() {
     assert_eq!(r.status.code(), Some(1), "exit 0: every check passed");
 }
 
+// Task switches, task gates and their faults (guests/tasks.c).
+#[test]
+fn task_switching_matches_qemu() {
+    let (out, status) = compare_kernel("tasks");
+    assert_eq!(status, 1, "exit 0: every check passed\n{out}");
+}
+
 #[test]
 fn hello_matches_qemu() {
     let (out, status) = compare_kernel("hello");

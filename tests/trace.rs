@@ -106,6 +106,7 @@ const GUESTS: &[&str] = &[
     "ringleak",
     "patchbugs",
     "apic",
+    "tasks",
 ];
 
 #[test]

@@ -95,11 +95,11 @@ impl Cpu {
         };
         let gate_type = gate.typ();
         let (gate32, trap) = match (gate.is_code_data(), gate_type) {
+            (false, 0x5) => (false, false),
             (false, 0x6) => (false, false),
             (false, 0x7) => (false, true),
             (false, 0xE) => (true, false),
             (false, 0xF) => (true, true),
-            // Task gates would need hardware task switching, which we do not model.
             _ => return Err(Fault::gp(idt_err)),
         };
         let cpl = self.state.cpl();
@@ -108,6 +108,14 @@ impl Cpu {
         }
         if !gate.present() {
             return Err(Fault::with_error(vector::NP, idt_err));
+        }
+        if gate_type == 0x5 {
+            // A task gate: the handler is a task of its own (SDM Vol. 3A, 6.12.2).
+            let error = match source {
+                IntSource::Exception(e) => e,
+                _ => None,
+            };
+            return self.interrupt_to_task(bus, gate, error, ext);
         }
         let sel = gate.gate_selector();
         if sel & 0xFFFC == 0 {

@@ -7,6 +7,7 @@ pub mod interrupt;
 pub mod mmu;
 pub mod seg;
 pub mod state;
+pub mod task;
 
 pub use state::{CpuState, SegReg, Segment, TableReg};
 

@@ -13,6 +13,7 @@ use crate::cpu::seg::{sel_error, Descriptor};
 use crate::cpu::state::flags as fl;
 use crate::cpu::state::reg::{ECX, ESP};
 use crate::cpu::state::{attr, SegReg, Segment};
+use crate::cpu::task::TaskSwitch;
 use crate::cpu::{vector, Cpu, Fault, Result};
 
 pub fn jcc(cpu: &mut Cpu, inst: &Instruction) -> Result<Flow> {
@@ -301,7 +302,15 @@ impl Cpu {
         }
         match desc.typ() {
             0x4 | 0xC => self.through_call_gate(bus, sel, desc, kind),
-            // Task switches through TSS descriptors and task gates are not modelled.
+            // An available TSS or a task gate: a task switch (SDM Vol. 3A, 7.3).
+            0x1 | 0x9 | 0x5 => {
+                let switch = if kind == FarKind::Call {
+                    TaskSwitch::Call
+                } else {
+                    TaskSwitch::Jmp
+                };
+                self.far_to_task(bus, sel, desc, switch)
+            }
             _ => Err(Fault::gp(err)),
         }
     }
@@ -543,8 +552,7 @@ impl Cpu {
             return Ok(());
         }
         if self.state.eflags & fl::NT != 0 {
-            // A nested-task return needs hardware task switching, which is not modelled.
-            return Err(Fault::gp(sel_error(self.state.tr.selector)));
+            return self.iret_to_linked_task(bus);
         }
         let off = self.peek_stack(bus, 0, size)?;
         let sel = self.peek_stack(bus, s, size)? as u16;

@@ -228,11 +228,20 @@ impl Cpu {
             Err(f) => {
                 self.state.regs = self.start_regs;
                 self.state.eflags = self.start_eflags;
-                self.state.eip = start;
+                self.state.eip = self.start_eip;
                 self.state.interrupt_shadow = false;
                 Err(f)
             }
         }
+    }
+
+    /// The instruction has passed the point after which a fault belongs to
+    /// the state it has made (a task switch that loaded the new task): a
+    /// fault rolls back to here, not to the instruction's start.
+    pub fn commit_instruction(&mut self) {
+        self.start_regs = self.state.regs;
+        self.start_eflags = self.state.eflags;
+        self.start_eip = self.state.eip;
     }
 }
 
