@@ -91,6 +91,7 @@ fn main() {
 
     flat_image(&guests, &out, "aout", "aout.S", "aout.ld");
     flat_image(&guests, &out, "realmode", "realmode.S", "realmode.ld");
+    flat_image(&guests, &out, "resetrom", "resetrom.S", "resetrom.ld");
 }
 
 /// An assembly guest linked by its own script and stripped to a flat binary.

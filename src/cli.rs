@@ -20,7 +20,13 @@ const EXIT_GUEST_CRASH: u8 = 4;
 pub struct RunArgs {
     /// A multiboot v1 kernel (ELF or a.out kludge), a Linux bzImage, a
     /// 512-byte boot sector, or, with --flat, any flat binary.
-    pub kernel: PathBuf,
+    #[arg(required_unless_present = "bios")]
+    pub kernel: Option<PathBuf>,
+    /// Start from the reset vector with this firmware ROM instead of a
+    /// kernel (QEMU's -bios): mapped to end at 4 GiB, its last 128 KiB also
+    /// at 0xE0000-0xFFFFF; the ROM is the firmware and loads what it boots.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "append", "initrd", "modules", "flat"])]
+    pub bios: Option<PathBuf>,
     /// Kernel command line (for a multiboot kernel, appended to its file
     /// name, as QEMU does).
     #[arg(long, default_value = "")]

@@ -308,7 +308,8 @@ fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs
     let path = std::env::temp_dir().join(format!("ringback-demo-{}.rbt", std::process::id()));
     remove_on_signal(&path);
     let args = RunArgs {
-        kernel: "demo.elf".into(),
+        kernel: Some("demo.elf".into()),
+        bios: None,
         append: String::new(),
         initrd: None,
         modules: Vec::new(),
@@ -348,7 +349,13 @@ fn read_file(path: &Path, what: &str, ram: u64) -> Result<Vec<u8>> {
 /// The kernel and RAM size a `run` or `record` command line describes.
 fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
     let ram = vm::boot::parse_mem_size(&args.mem)?;
-    let image = read_file(&args.kernel, "kernel", ram)?;
+    let Some(kernel_path) = &args.kernel else {
+        let path = args.bios.as_deref().context("a kernel or --bios FILE is needed")?;
+        // QEMU's limit for a BIOS image: 16 MiB.
+        let image = read_file(path, "BIOS image", 16 << 20)?;
+        return Ok((Kernel::Bios { image }, ram));
+    };
+    let image = read_file(kernel_path, "kernel", ram)?;
     let flat = args.flat.is_some() || (!vm::boot::is_multiboot(&image) && vm::boot::is_boot_sector(&image));
     if flat && (!args.modules.is_empty() || args.initrd.is_some()) {
         bail!("--module and --initrd need a multiboot or Linux kernel, not a flat binary");
@@ -386,7 +393,7 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
                 cmdline: path.display().to_string(),
             });
         }
-        let cmdline = format!("{} {}", args.kernel.display(), args.append);
+        let cmdline = format!("{} {}", kernel_path.display(), args.append);
         Kernel::Multiboot {
             image,
             cmdline,

@@ -30,6 +30,25 @@ fn demo_prints_its_ring3_task_and_a_summary() {
     assert!(stderr.contains("guest exit (status 1)") && stderr.contains("instructions") && stderr.contains("MIPS"));
 }
 
+// A BIOS image must be whole 64 KiB blocks, as QEMU requires; and it is the
+// firmware, so a kernel beside it is refused rather than ignored.
+#[test]
+fn bad_bios_images_and_a_kernel_beside_one() {
+    let odd = scratch("odd.rom", &[0x90; 1000]);
+    assert_error(&ringback(&["run", "--bios", &odd]), "whole number of 64 KiB blocks");
+    assert_error(
+        &ringback(&["run", "--bios", "/nonexistent/bios.bin"]),
+        "/nonexistent/bios.bin",
+    );
+    let rom = scratch("ok.rom", &[0xF4; 64 << 10]);
+    let kernel = format!("{OUT_DIR}/hello.elf");
+    let both = ringback(&["run", "--bios", &rom, &kernel]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    let neither = ringback(&["run"]);
+    assert_eq!(neither.status.code(), Some(2));
+}
+
 #[test]
 fn max_insns_stops_the_run() {
     let out = ringback(&["demo", "--max-insns", "1000"]);

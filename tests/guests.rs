@@ -320,6 +320,12 @@ fn every_guest_runs_identically_on_both_engines() {
         },
     ));
     kernels.push((
+        "resetrom",
+        Kernel::Bios {
+            image: guest("resetrom.bin"),
+        },
+    ));
+    kernels.push((
         "aout",
         Kernel::Multiboot {
             image: guest("aout.bin"),

@@ -88,6 +88,17 @@ fn task_switching_matches_qemu() {
     assert_eq!(status, 1, "exit 0: every check passed\n{out}");
 }
 
+// A firmware ROM from the reset vector (guests/resetrom.S): `--bios` as
+// QEMU's `-bios`.
+#[test]
+fn reset_vector_rom_matches_qemu() {
+    let path = guest("resetrom.bin");
+    let p = path.to_str().expect("utf-8 path");
+    let (out, status) = compare("resetrom", &["-bios", p], &["--bios", p]);
+    assert_eq!(status, 1, "exit 0: every check passed\n{out}");
+    assert!(out.contains("the ROM also ends at 4 GiB: ok"), "{out}");
+}
+
 #[test]
 fn hello_matches_qemu() {
     let (out, status) = compare_kernel("hello");

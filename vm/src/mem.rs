@@ -178,6 +178,11 @@ impl PhysMem {
         self.ram.len()
     }
 
+    /// A write that went nowhere (outside RAM, or to a ROM).
+    pub fn count_dropped_write(&mut self) {
+        self.dropped_writes += 1;
+    }
+
     pub fn add_rom(&mut self, rom: Rom) {
         self.roms.push(rom);
     }

@@ -240,6 +240,9 @@ pub struct Platform {
     /// The lowest address any device's register window starts at: the one
     /// comparison a memory access makes before it is RAM's.
     mmio_floor: u32,
+    /// RAM that holds a copy of the firmware ROM and takes no writes
+    /// (`--bios`: 0xE0000-0xFFFFF): its start and length, or empty.
+    rom_shadow: (u32, u32),
 }
 
 impl Platform {
@@ -266,6 +269,7 @@ impl Platform {
             reset_requested: false,
             a20_mask: 0,
             mmio_floor: 0,
+            rom_shadow: (0, 0),
         };
         let mut map = vec![0u8; 1 << 16];
         for (index, device) in p.devices_ref().iter().enumerate() {
@@ -278,6 +282,12 @@ impl Platform {
         p.update_a20();
         p.update_mmio_floor();
         p
+    }
+
+    /// Makes RAM in `[start, end)` read-only: a ROM's copy (the BIOS area
+    /// below 1 MiB).
+    pub fn protect_rom_shadow(&mut self, start: u32, end: u32) {
+        self.rom_shadow = (start, end.saturating_sub(start));
     }
 
     fn update_mmio_floor(&mut self) {
@@ -488,6 +498,10 @@ impl Bus for Platform {
             if let Some((index, offset)) = self.mmio_device(addr) {
                 return self.mmio_write(index, offset, addr, size, value, now);
             }
+        }
+        if addr.wrapping_sub(self.rom_shadow.0) < self.rom_shadow.1 {
+            self.mem.count_dropped_write();
+            return;
         }
         // RAM, or nothing: PhysMem drops the bytes and counts them.
         self.mem.write(addr, size, value)

@@ -8,6 +8,7 @@
 //! share: RAM limits, reading image files, the e820 map, the flat
 //! protected-mode entry state.
 
+mod bios;
 mod flat;
 mod linux;
 mod mptable;
@@ -22,6 +23,7 @@ use crate::mem::PAGE_SIZE;
 use crate::platform::Platform;
 use crate::VmError;
 
+pub use bios::load_bios;
 pub use flat::{is_boot_sector, load_flat};
 pub use linux::{is_linux, load_linux, setup_header, SetupHeader};
 pub use multiboot::{is_multiboot, load_multiboot, MULTIBOOT_BOOTLOADER_MAGIC, MULTIBOOT_HEADER_MAGIC};
@@ -44,6 +46,8 @@ pub enum Kernel {
         initrd: Option<Vec<u8>>,
         cmdline: String,
     },
+    /// A firmware ROM, started from the reset vector (QEMU's `-bios`).
+    Bios { image: Vec<u8> },
 }
 
 impl Kernel {
@@ -51,6 +55,10 @@ impl Kernel {
     /// The firmware's tables (the MP table) come first, as a BIOS leaves
     /// them before any loader runs.
     pub fn load(&self, platform: &mut Platform) -> Result<CpuState, VmError> {
+        if let Kernel::Bios { image } = self {
+            // The ROM is the firmware: it builds its own tables.
+            return load_bios(platform, image);
+        }
         mptable::install(platform)?;
         match self {
             Kernel::Multiboot {
@@ -60,6 +68,7 @@ impl Kernel {
             } => load_multiboot(platform, image, cmdline, modules),
             Kernel::Flat { image, addr } => load_flat(platform, image, *addr),
             Kernel::Linux { image, initrd, cmdline } => load_linux(platform, image, initrd.as_deref(), cmdline),
+            Kernel::Bios { image } => load_bios(platform, image),
         }
     }
 
@@ -72,6 +81,7 @@ impl Kernel {
                 .collect(),
             Kernel::Flat { image, .. } => vec![image.as_slice()],
             Kernel::Linux { image, initrd, .. } => std::iter::once(image.as_slice()).chain(initrd.as_deref()).collect(),
+            Kernel::Bios { image } => vec![image.as_slice()],
         }
     }
 
@@ -79,7 +89,7 @@ impl Kernel {
     pub fn symbols(&self) -> Option<&[u8]> {
         match self {
             Kernel::Multiboot { image, .. } => Some(image),
-            Kernel::Flat { .. } | Kernel::Linux { .. } => None,
+            Kernel::Flat { .. } | Kernel::Linux { .. } | Kernel::Bios { .. } => None,
         }
     }
 }

@@ -157,6 +157,24 @@ impl LocalApic {
         }
     }
 
+    /// The state after RESET (SDM Vol. 3A, 10.4.7.1): software-disabled,
+    /// every LVT masked but LINT0, which passes the 8259 as QEMU's does
+    /// after reset (virtual wire without a BIOS to program it).
+    pub fn reset(&mut self) {
+        *self = LocalApic {
+            svr: 0xFF,
+            lvt: [
+                LVT_MASKED,
+                LVT_MASKED,
+                LVT_MASKED,
+                MODE_EXTINT << 8,
+                LVT_MASKED,
+                LVT_MASKED,
+            ],
+            ..LocalApic::new()
+        };
+    }
+
     /// Whether IA32_APIC_BASE has it on (hardware-enabled).
     pub fn enabled(&self) -> bool {
         self.base & BASE_ENABLE != 0
