@@ -7,6 +7,7 @@
  *    class first, nested only by a higher class, retired by EOI;
  *  - the task priority holding back lower classes;
  *  - an IPI to an APIC that does not exist: the busy bit clears;
+ *  - NMI IPIs: taken with interrupts off, the next held until IRET;
  *  - LVT masking, the timer in one-shot and periodic mode (and
  *    TSC-deadline mode where CPUID announces it);
  *  - the I/O APIC routing the PIT (IRQ 0, pin 2) and COM1 (IRQ 4) with the
@@ -168,6 +169,24 @@ static void uart_handler(struct regs *r)
     apic_write(EOI, 0);
 }
 
+static volatile uint32_t nmis, nmi_nested;
+static volatile int in_nmi;
+static void nmi_handler(struct regs *r)
+{
+    (void)r;
+    if (in_nmi)
+        nmi_nested++;
+    in_nmi = 1;
+    if (++nmis == 1) {
+        /* A second NMI now waits for this handler's IRET. */
+        apic_write(ICR_HI, 0);
+        apic_write(ICR_LO, 0x400);
+        for (volatile int i = 0; i < 1000; i++)
+            ;
+    }
+    in_nmi = 0;
+}
+
 static volatile uint32_t spurious;
 static void spurious_handler(struct regs *r)
 {
@@ -243,6 +262,15 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     settle();
     print_taken("IPI to APIC 5");
 
+    /* NMI to this CPU (physical destination 0), with interrupts off. */
+    idt_set_handler(2, nmi_handler);
+    cli();
+    apic_write(ICR_HI, 0);
+    apic_write(ICR_LO, 0x400);
+    for (volatile int i = 0; i < 1000; i++)
+        ;
+    printf("NMI: %u taken with interrupts off, %u nested\n", nmis, nmi_nested);
+
     /* The timer, masked: it counts down and requests nothing. */
     idt_set_handler(0xA0, timer_handler);
     apic_write(TIMER_DIV, 0x0B); /* divide by 1 */
@@ -273,6 +301,7 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     while (timer_ticks < 10)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     apic_write(LVT_TIMER, 0x300A0);
+    settle(); /* a period that ended before the mask is still taken */
     uint32_t after = timer_ticks;
     for (volatile int i = 0; i < 100000; i++)
         ;
@@ -306,6 +335,7 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     while (pit_ticks < 5)
         __asm__ volatile("sti; hlt; cli" ::: "memory");
     ioapic_route(2, 0x100B0);
+    settle(); /* a tick sent before the mask is still taken */
     uint32_t seen = pit_ticks;
     for (volatile int i = 0; i < 100000; i++)
         ;

@@ -248,6 +248,7 @@ fn apic_kernel_passes() {
         "taken: 81 45 35",
         "nested: 60 91 38",
         "TPR 0x50: 66",
+        "NMI: 2 taken with interrupts off, 0 nested",
         "one-shot: 1 interrupt(s), current count 0",
         "TSC deadline: fired and disarmed: ok",
         "COM1 through pin 4: 1 interrupt, IIR 2",

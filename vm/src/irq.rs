@@ -10,7 +10,7 @@
 //!
 //! The CPU's INTR is the local APIC's request, or the 8259's INTR where
 //! LINT0 passes it (or the APIC is off). The acknowledge cycle serves the
-//! local APIC's request first, as QEMU's PC does. A guest that
+//! 8259's ExtINT first, as QEMU's PC does. A guest that
 //! never programs the APICs sees the 8259s alone, as before: the I/O
 //! APIC starts with every pin masked and LINT0 in ExtINT mode. Neither the
 //! devices nor the CPU talk to a controller directly.
@@ -70,12 +70,26 @@ impl InterruptRouter {
         for m in self.ioapic.take_messages() {
             // Fixed and lowest-priority messages for this CPU; nothing
             // else has a receiver on a one-CPU machine.
-            if m.mode <= 1 && self.lapic.is_destination(m.dest, m.logical) {
-                self.lapic.accept(m.vector, m.level);
+            if !self.lapic.is_destination(m.dest, m.logical) {
+                continue;
+            }
+            match m.mode {
+                0 | 1 => self.lapic.accept(m.vector, m.level),
+                4 => self.lapic.raise_nmi(),
+                _ => {}
             }
         }
-        self.from_lapic = self.lapic.interrupt_pending();
-        self.intr = self.from_lapic || (self.lapic.passes_pic() && self.pic.interrupt_pending());
+        // The 8259's ExtINT goes first, ignoring priorities, as QEMU's
+        // local APIC lets it.
+        let pic = self.lapic.passes_pic() && self.pic.interrupt_pending();
+        self.from_lapic = !pic && self.lapic.interrupt_pending();
+        self.intr = pic || self.from_lapic;
+    }
+
+    /// Whether an NMI waits for the CPU (it ignores IF).
+    #[inline]
+    pub fn nmi(&self) -> bool {
+        self.lapic.nmi_pending()
     }
 
     /// Whether the CPU is asked to take an interrupt (as of `update`).

@@ -7,7 +7,7 @@
 
 use crate::cpu::interrupt::IntSource;
 use crate::cpu::state::flags;
-use crate::cpu::{Cpu, CpuState, Fault, StepOutcome};
+use crate::cpu::{vector, Cpu, CpuState, Fault, StepOutcome};
 use crate::engine::blocks::BlockCache;
 use crate::engine::raw::RawEngine;
 use crate::events::{Event, SinkSlot};
@@ -282,9 +282,27 @@ impl Machine {
         }
     }
 
-    /// Takes a pending external interrupt if the CPU can take one now.
+    /// Takes a pending NMI or external interrupt if the CPU can take one now.
     fn maybe_interrupt(&mut self) -> Option<StepOutcome> {
         let st = &self.cpu.state;
+        // An NMI ignores IF; it waits out an interrupt shadow and a handler
+        // of the last NMI until its IRET.
+        if self.platform.irq.nmi() && !st.nmi_blocked && !st.interrupt_shadow {
+            self.platform.irq.lapic.take_nmi();
+            self.exits.interrupts += 1;
+            let pc = crate::engine::raw::pc(&self.cpu);
+            self.events
+                .emit(self.cpu.icount, pc, || Event::Interrupt { vector: vector::NMI });
+            self.idle_without_wakeup = 0;
+            self.cpu.state.nmi_blocked = true;
+            return match self
+                .cpu
+                .deliver_interrupt(&mut self.platform, vector::NMI, IntSource::External)
+            {
+                Ok(()) => None,
+                Err(f) => Some(self.cpu.raise(&mut self.platform, f)),
+            };
+        }
         if st.eflags & flags::IF == 0 || st.interrupt_shadow || !self.platform.intr() {
             return None;
         }

@@ -480,9 +480,11 @@ impl Bus for Platform {
         let addr = addr & self.a20_mask;
         match self.mem.ram().get(addr as usize..addr as usize + out.len()) {
             Some(bytes) => out.copy_from_slice(bytes),
+            // ROM or nothing: an instruction fetch never reaches a
+            // device's registers (it reads what is under them).
             None => {
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = self.read_phys(addr.wrapping_add(i as u32), 1, 0) as u8;
+                    *b = self.mem.read(addr.wrapping_add(i as u32), 1) as u8;
                 }
             }
         }
@@ -896,6 +898,53 @@ mod apic_tests {
         assert_eq!(take(&mut p), Some(0xEE), "the error LVT's vector");
         wr(&mut p, 0x280, 0, 0);
         assert_eq!(rd(&mut p, 0x280), 0);
+    }
+
+    // An error LVT with an illegal vector must not turn one error into an
+    // endless chain of them (it overflowed the host's stack once).
+    #[test]
+    fn an_illegal_error_vector_is_one_more_error_not_a_loop() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x370, 0x03, 0);
+        assert_eq!(p.read_phys(LAPIC + 0x2F0, 4, 0), 0, "an illegal register");
+        self_ipi(&mut p, 0x04);
+        wr(&mut p, 0x280, 0, 0);
+        assert_eq!(
+            rd(&mut p, 0x280),
+            0xE0,
+            "illegal register, send and receive illegal vector"
+        );
+        assert_eq!(take(&mut p), None);
+    }
+
+    // A software-disabled APIC holds what it accepts; enabled again, it
+    // delivers it (QEMU's does; a level pin's remote IRR is not stranded).
+    #[test]
+    fn a_software_disabled_apic_holds_requests_until_enabled() {
+        let mut p = with_pics(0xFF, 0xFF);
+        wr(&mut p, 0xF0, 0xFF, 0);
+        ioapic_route(&mut p, 10, (1 << 15) | 0x3A);
+        p.irq.set_line(IrqLine { irq: 10, level: true });
+        assert_eq!(take(&mut p), None, "disabled: nothing delivered");
+        wr(&mut p, 0xF0, 0x1FF, 0);
+        assert_eq!(take(&mut p), Some(0x3A));
+    }
+
+    // Between one-shot and periodic the timer counts on; into TSC-deadline
+    // mode it is disarmed, and the deadline MSR reads zero outside it.
+    #[test]
+    fn timer_mode_changes_disarm_only_around_tsc_deadline_mode() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0x3E0, 0x0B, 0);
+        wr(&mut p, 0x320, 0x31, 0);
+        wr(&mut p, 0x380, 1000, 0);
+        wr(&mut p, 0x320, (1 << 17) | 0x31, 100);
+        assert_eq!(p.next_timer_deadline(), Some(1000), "one-shot to periodic counts on");
+        assert!(p.apic_msr_write(0x6E0, 5000, 500));
+        assert_eq!(p.apic_msr_read(0x6E0), Some(0), "ignored outside TSC-deadline mode");
+        wr(&mut p, 0x320, (2 << 17) | 0x31, 200);
+        assert_eq!(p.next_timer_deadline(), None, "into TSC-deadline mode disarms");
+        assert_eq!(rd(&mut p, 0x380), 0);
     }
 
     #[test]

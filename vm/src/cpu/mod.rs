@@ -202,7 +202,7 @@ impl Cpu {
 
 /// The CPU's section of saved state: its architectural registers; since
 /// version 2 the x87's too; since version 4 without IA32_APIC_BASE, which
-/// the local APIC's section holds.
+/// the local APIC's section holds, and with NMI blocking.
 impl crate::snapshot::Snapshot for Cpu {
     const SECTION: &'static str = "cpu";
     const VERSION: u16 = 4;

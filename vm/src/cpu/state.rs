@@ -237,6 +237,9 @@ pub struct CpuState {
     /// The instruction just retired blocks interrupts before the next one
     /// (STI, MOV SS, POP SS; SDM Vol. 3A, 6.8.3).
     pub interrupt_shadow: bool,
+    /// An NMI is being handled: the next one waits for an IRET (SDM Vol.
+    /// 3A, 6.7.1).
+    pub nmi_blocked: bool,
     /// The x87 FPU (`exec::x87`).
     pub fpu: FpuState,
 }
@@ -329,6 +332,7 @@ impl CpuState {
             msrs: Msrs::default(),
             halted: false,
             interrupt_shadow: false,
+            nmi_blocked: false,
             fpu: FpuState::default(),
         }
     }

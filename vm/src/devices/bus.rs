@@ -108,8 +108,13 @@ impl Device for LocalApic {
     fn mmio_window(&self) -> Option<(u32, u32)> {
         self.window().map(|base| (base, lapic::WINDOW_BYTES))
     }
-    fn mmio_read(&mut self, offset: u32, size: u8, now: u64, _fx: &mut Effects) -> u32 {
-        LocalApic::mmio_read(self, offset, size, now)
+    /// A read of an illegal register is an error, which may request the
+    /// error LVT's interrupt.
+    fn mmio_read(&mut self, offset: u32, size: u8, now: u64, fx: &mut Effects) -> u32 {
+        let errors = self.pending_errors();
+        let value = LocalApic::mmio_read(self, offset, size, now);
+        fx.irq |= self.pending_errors() != errors;
+        value
     }
     /// Any write may change what is deliverable (TPR, EOI, an IPI) or the
     /// timer's deadline.

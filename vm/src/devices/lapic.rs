@@ -91,6 +91,8 @@ pub struct LocalApic {
     next_fire: Option<u64>,
     /// Level-triggered vectors whose EOI the I/O APIC has yet to hear.
     eoi_broadcasts: [u32; 8],
+    /// An NMI for the CPU (an NMI IPI or message), not yet taken.
+    nmi_pending: bool,
 }
 
 /// Saved state of a [`LocalApic`]: every register and the timer's period.
@@ -154,6 +156,7 @@ impl LocalApic {
             tsc_deadline_tick: 0,
             next_fire: None,
             eoi_broadcasts: [0; 8],
+            nmi_pending: false,
         }
     }
 
@@ -214,18 +217,25 @@ impl LocalApic {
         true
     }
 
+    /// IA32_TSC_DEADLINE: zero outside TSC-deadline mode (10.5.4.1).
     pub fn tsc_deadline_msr(&self) -> u64 {
-        self.tsc_deadline
+        if self.timer_mode() == TIMER_TSC_DEADLINE {
+            self.tsc_deadline
+        } else {
+            0
+        }
     }
 
     /// A write of IA32_TSC_DEADLINE; `tick` is when the TSC reaches it.
     /// Zero disarms; a time already past fires at the next boundary.
+    /// Outside TSC-deadline mode the write is ignored (10.5.4.1).
     pub fn write_tsc_deadline_msr(&mut self, value: u64, tick: u64) {
+        if self.timer_mode() != TIMER_TSC_DEADLINE {
+            return;
+        }
         self.tsc_deadline = value;
         self.tsc_deadline_tick = tick;
-        if self.timer_mode() == TIMER_TSC_DEADLINE {
-            self.next_fire = (value != 0).then_some(tick);
-        }
+        self.next_fire = (value != 0).then_some(tick);
     }
 
     /// The processor priority (10.8.3.1).
@@ -270,11 +280,11 @@ impl LocalApic {
 
     /// An interrupt message for this APIC (from its own LVT, an IPI or the
     /// I/O APIC): fixed delivery of `vector`, edge or level triggered.
-    /// Vectors 0-15 are illegal: an error, and nothing is requested.
+    /// Vectors 0-15 are illegal: an error, and nothing is requested. A
+    /// software-disabled APIC holds what it accepts until it is enabled
+    /// again (10.4.7.2; QEMU's does the same), so a level-triggered pin's
+    /// remote IRR is never left waiting for an EOI that cannot come.
     pub fn accept(&mut self, vector: u8, level: bool) {
-        if !self.software_enabled() {
-            return;
-        }
         if vector < 16 {
             self.error(ESR_RECEIVE_ILLEGAL_VECTOR);
             return;
@@ -297,7 +307,7 @@ impl LocalApic {
             mine & dest != 0
         } else {
             // Cluster model: high nibble the cluster, low nibble a bitmap.
-            (dest >> 4 == mine >> 4 || dest >> 4 == 0xF) && mine & dest & 0xF != 0
+            dest >> 4 == mine >> 4 && mine & dest & 0xF != 0
         }
     }
 
@@ -305,8 +315,19 @@ impl LocalApic {
         self.esr_pending |= bits;
         let lvt = self.lvt[LVT_ERROR];
         if lvt & LVT_MASKED == 0 {
-            self.accept(lvt as u8, false);
+            // An illegal error vector is one more error, not another
+            // interrupt (which would be an error again, without end).
+            if (lvt as u8) < 16 {
+                self.esr_pending |= ESR_RECEIVE_ILLEGAL_VECTOR;
+            } else {
+                self.accept(lvt as u8, false);
+            }
         }
+    }
+
+    /// Errors seen and not yet latched into the ESR.
+    pub fn pending_errors(&self) -> u32 {
+        self.esr_pending
     }
 
     /// EOIs of level-triggered vectors since the last call, for the I/O
@@ -491,9 +512,14 @@ impl LocalApic {
         }
         let old_mode = self.timer_mode();
         self.lvt[index] = value;
-        if index == LVT_TIMER && self.timer_mode() != old_mode {
-            // A mode change disarms the timer (10.5.4.1): software programs
-            // the new mode's count or deadline next.
+        let new_mode = self.timer_mode();
+        if index == LVT_TIMER
+            && new_mode != old_mode
+            && (old_mode == TIMER_TSC_DEADLINE || new_mode == TIMER_TSC_DEADLINE)
+        {
+            // Into or out of TSC-deadline mode disarms the timer (10.5.4.1);
+            // between one-shot and periodic it counts on, as QEMU's and
+            // KVM's do.
             self.initial_count = 0;
             self.period_count = 0;
             self.tsc_deadline = 0;
@@ -510,10 +536,25 @@ impl LocalApic {
         }
     }
 
-    /// Sends the interrupt the ICR describes. Only fixed and lowest-priority
-    /// deliveries to this CPU have an effect here: there is no other CPU to
-    /// receive INIT or STARTUP, and NMI and SMI have no path into the CPU
-    /// model yet.
+    /// Whether an NMI waits for the CPU.
+    pub fn nmi_pending(&self) -> bool {
+        self.nmi_pending
+    }
+
+    /// An NMI for this CPU (an IPI or an I/O APIC message in NMI mode):
+    /// delivered whether or not the APIC is software-enabled (10.4.7.2).
+    pub fn raise_nmi(&mut self) {
+        self.nmi_pending = true;
+    }
+
+    /// The CPU takes the pending NMI.
+    pub fn take_nmi(&mut self) -> bool {
+        std::mem::take(&mut self.nmi_pending)
+    }
+
+    /// Sends the interrupt the ICR describes. Fixed, lowest-priority and
+    /// NMI deliveries to this CPU have an effect: there is no other CPU to
+    /// receive INIT or STARTUP, and no SMM for SMI.
     fn send_ipi(&mut self) {
         let low = self.icr_low;
         let vector = low as u8;
@@ -530,6 +571,8 @@ impl LocalApic {
             if to_self {
                 self.accept(vector, false);
             }
+        } else if mode == MODE_NMI && to_self {
+            self.raise_nmi();
         }
     }
 }

@@ -122,4 +122,5 @@ pub fn outer_loop_would_act(cpu: &Cpu, platform: &Platform, stop_icount: u64) ->
         || platform.attention != Default::default()
         || platform.watch_hit.is_some()
         || (cpu.virtual_if() && !cpu.state.interrupt_shadow && platform.intr())
+        || (platform.irq.nmi() && !cpu.state.nmi_blocked && !cpu.state.interrupt_shadow)
 }

@@ -200,6 +200,8 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         M::Iret | M::Iretd => {
             let size = if inst.mnemonic() == M::Iretd { 4 } else { 2 };
             cpu.iret(bus, size)?;
+            // An IRET, whatever it returns from, ends NMI blocking.
+            cpu.state.nmi_blocked = false;
             Ok(Flow::Next)
         }
         M::Bound => {

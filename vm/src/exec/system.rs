@@ -433,9 +433,15 @@ impl Cpu {
         Ok(())
     }
 
-    /// The first virtual tick at which the TSC reads `tsc` or more.
+    /// The first virtual tick at which the TSC reads `tsc` or more: now,
+    /// if it already does (an unsigned comparison, SDM Vol. 3A 10.5.4.1).
     pub fn tick_of_tsc(&self, tsc: u64) -> u64 {
-        tsc.wrapping_sub(self.state.msrs.tsc_offset).div_ceil(TSC_PER_INSN)
+        let now = self.tsc();
+        if tsc <= now {
+            self.now()
+        } else {
+            self.now().saturating_add((tsc - now).div_ceil(TSC_PER_INSN))
+        }
     }
 
     /// The time-stamp counter: virtual time plus the guest's own offset.
@@ -737,6 +743,28 @@ mod tests {
     // SDM Vol. 2B, RDTSC: EDX:EAX <- TSC; #GP(0) at CPL > 0 when CR4.TSD = 1. Our
     // TSC is virtual time: retired instructions times TSC_PER_INSN, plus the
     // offset a WRMSR to IA32_TIME_STAMP_COUNTER sets.
+    // A TSC deadline is an unsigned comparison with the TSC: one already
+    // passed fires now, even below the TSC's value at virtual time 0 (a
+    // guest that moved the TSC forward).
+    #[test]
+    fn tsc_deadlines_become_ticks_without_wrapping() {
+        let mut m = Machine::flat32();
+        m.cpu.icount = 1000;
+        assert_eq!(m.cpu.tick_of_tsc(1000 * TSC_PER_INSN + 25), 1003);
+        assert_eq!(m.cpu.tick_of_tsc(5), 1000, "already passed");
+        m.cpu.state.msrs.tsc_offset = 1 << 40;
+        assert_eq!(
+            m.cpu.tick_of_tsc(1 << 39),
+            1000,
+            "below the offset: passed, not 2^64 away"
+        );
+        assert_eq!(m.cpu.tick_of_tsc((1 << 40) + 1000 * TSC_PER_INSN + 10), 1001);
+        assert_eq!(
+            m.cpu.tick_of_tsc(u64::MAX),
+            1000 + (u64::MAX - m.cpu.tsc()).div_ceil(TSC_PER_INSN)
+        );
+    }
+
     #[test]
     fn rdtsc_from_virtual_time() {
         let mut m = Machine::flat32();
