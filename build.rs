@@ -40,6 +40,7 @@ const MULTIBOOT_KERNELS: &[&str] = &[
     "gdbdemo",
     "apic",
     "tasks",
+    "testdev",
 ];
 
 fn run(cmd: &mut Command) {

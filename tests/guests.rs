@@ -277,6 +277,23 @@ fn task_switching_kernel_passes() {
     }
 }
 
+// QEMU's pc-testdev (guests/testdev.c): the scratch register's lanes, IRQ
+// lines raised by port writes through the 8259 and the I/O APIC, scratch
+// memory behind MMIO at every width.
+#[test]
+fn test_device_kernel_passes() {
+    let (out, _) = assert_passes("testdev", "testdev: all ok");
+    for line in [
+        "scratch register: cdefab44, byte 3 cd",
+        "IRQ 5 raised through port 0x2005: 1 interrupt",
+        "IRQ 10 level through the I/O APIC: 3 deliveries until dropped",
+        "iomem: deadbeef 12340000 00005600",
+        "after add: deadbeff",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
 /// Boots `kernel` on `engine` with scripted serial input.
 fn boot_on(kernel: &Kernel, engine: vm::machine::Engine, input: &[u8]) -> (StopReason, Vec<u8>, Machine) {
     boot_with(kernel, engine, RawConfig::default(), input)
@@ -310,7 +327,7 @@ fn every_guest_runs_identically_on_both_engines() {
         "cpu",
     ]
     .iter()
-    .chain(["echo", "platform", "ringleak", "patchbugs", "apic", "tasks"].iter())
+    .chain(["echo", "platform", "ringleak", "patchbugs", "apic", "tasks", "testdev"].iter())
     .map(|name| (*name, multiboot(name, "", vec![])))
     .collect();
     kernels.push((

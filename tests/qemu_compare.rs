@@ -99,6 +99,15 @@ fn reset_vector_rom_matches_qemu() {
     assert!(out.contains("the ROM also ends at 4 GiB: ok"), "{out}");
 }
 
+// QEMU's pc-testdev, which ringback always has and QEMU on request.
+#[test]
+fn test_device_matches_qemu() {
+    let path = guest("testdev.elf");
+    let p = path.to_str().expect("utf-8 path");
+    let (out, status) = compare("testdev", &["-device", "pc-testdev", "-kernel", p], &[p]);
+    assert_eq!(status, 1, "exit 0: every check passed\n{out}");
+}
+
 #[test]
 fn hello_matches_qemu() {
     let (out, status) = compare_kernel("hello");

@@ -107,6 +107,7 @@ const GUESTS: &[&str] = &[
     "patchbugs",
     "apic",
     "tasks",
+    "testdev",
 ];
 
 #[test]

@@ -251,6 +251,7 @@ mod tests {
             ("fw_cfg", 1, "ab56402ebc120ce0"),
             ("pci", 1, "bd166846ab41afd6"),
             ("ferr", 1, "1ca74a5d03351b95"),
+            ("testdev", 1, "d963d8b3a39d01e1"),
         ];
         let mut reader = LayoutReader { seen: Vec::new() };
         MachineState::read_sections(&mut reader).expect("layouts trace");

@@ -8,13 +8,15 @@
 //! control port B; 0x70/0x71 CMOS/RTC; 0x92 system control port A; 0xE9 debug
 //! console; 0xF4-0xF7 isa-debug-exit; 0x3F8-0x3FF COM1; 0x510/0x511 fw_cfg;
 //! 0xF0 the FPU error latch (IRQ 13); 0xCF8-0xCFF PCI configuration
-//! mechanism #1 (a host bridge on bus 0).
+//! mechanism #1 (a host bridge on bus 0); 0xE0-0xE7 and 0x2000-0x2017
+//! QEMU's pc-testdev.
 //! Reads of any other port return all ones; writes to them are dropped and
 //! counted.
 //!
 //! Memory map: RAM from 0; the I/O APIC at 0xFEC00000; the local APIC where
 //! IA32_APIC_BASE puts it (0xFEE00000), above RAM if it overlaps it, as
-//! on hardware. Anything else reads as all ones.
+//! on hardware; pc-testdev's scratch memory at 0xFF000000 (2 MiB); a
+//! `--bios` ROM ending at 4 GiB. Anything else reads as all ones.
 
 use crate::bus::Bus;
 use crate::devices::bus::{Device, Effects};
@@ -27,6 +29,7 @@ use crate::devices::lapic::LocalApic;
 use crate::devices::pci::PciHost;
 use crate::devices::pic::PicPair;
 use crate::devices::pit::Pit;
+use crate::devices::testdev::PcTestdev;
 use crate::devices::uart::Uart;
 use crate::devices::IrqLine;
 use crate::exec::flags::mask;
@@ -36,7 +39,7 @@ use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 
 pub const COM1_IRQ: u8 = 4;
 /// Devices in the table (`with_devices!`).
-const DEVICES: usize = 13;
+const DEVICES: usize = 14;
 
 /// The one list of the platform's devices, each `name: Type = field`,
 /// given to `$then!` after its other arguments. A new device is a field and
@@ -57,7 +60,8 @@ macro_rules! with_devices {
             uart: Uart = uart,
             fw_cfg: FwCfg = fw_cfg,
             pci: PciHost = pci,
-            ferr: FpuErrorLatch = ferr}
+            ferr: FpuErrorLatch = ferr,
+            testdev: PcTestdev = testdev}
     };
 }
 
@@ -223,6 +227,7 @@ pub struct Platform {
     pub fw_cfg: FwCfg,
     pub pci: PciHost,
     pub ferr: FpuErrorLatch,
+    pub testdev: PcTestdev,
     pub stats: BusStats,
     pub attention: Attention,
     /// Port and MMIO accesses since the machine last drained them; `None`
@@ -260,6 +265,7 @@ impl Platform {
             fw_cfg: FwCfg::new(ram_bytes as u64, 1),
             pci: PciHost::new(),
             ferr: FpuErrorLatch::new(),
+            testdev: PcTestdev::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
             io_log: None,
@@ -432,6 +438,9 @@ impl Platform {
         }
         if let Some(irq) = fx.pulse {
             self.irq.pulse(irq);
+        }
+        if let Some(line) = fx.line {
+            self.irq.set_line(line);
         }
     }
 

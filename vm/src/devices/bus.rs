@@ -15,6 +15,7 @@ use super::lapic::{self, LocalApic};
 use super::pci::PciHost;
 use super::pic::PicPair;
 use super::pit::Pit;
+use super::testdev::{self, PcTestdev};
 use super::uart::Uart;
 use super::IrqLine;
 
@@ -39,6 +40,9 @@ pub struct Effects {
     pub lower: Option<IrqLine>,
     /// A rising edge on this IRQ (a timer tick that is an edge, not a level).
     pub pulse: Option<u8>,
+    /// This line is driven to this level now (a device that drives any
+    /// line it is told to: the test device).
+    pub line: Option<IrqLine>,
 }
 
 /// A device's interrupt lines.
@@ -355,5 +359,41 @@ impl Device for FpuErrorLatch {
     }
     fn lines(&self) -> Lines {
         [Some(self.irq()), None]
+    }
+}
+
+/// QEMU's pc-testdev: the scratch register, the flush-page port, the IRQ
+/// line ports and the scratch memory window.
+impl Device for PcTestdev {
+    fn ports(&self) -> &'static [(u16, u16)] {
+        &[(0xE0, 0xE7), (0x2000, 0x2017)]
+    }
+    fn wide(&self) -> bool {
+        true
+    }
+    /// Only the scratch register reads; the flush-page and IRQ ports are
+    /// write-only.
+    fn read(&mut self, port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
+        (0xE0..=0xE3).contains(&port).then(|| self.ioport_read(port - 0xE0))
+    }
+    fn write(&mut self, port: u16, size: u8, value: u32, _now: u64, fx: &mut Effects) {
+        match port {
+            0xE0..=0xE3 => self.ioport_write(port - 0xE0, size, value),
+            0x2000..=0x2017 => {
+                fx.line = PcTestdev::irq_write(port, value);
+                fx.irq = true;
+            }
+            // The flush-page port: a host's page protection, nothing here.
+            _ => {}
+        }
+    }
+    fn mmio_window(&self) -> Option<(u32, u32)> {
+        Some((testdev::IOMEM_BASE, testdev::IOMEM_BYTES))
+    }
+    fn mmio_read(&mut self, offset: u32, size: u8, _now: u64, _fx: &mut Effects) -> u32 {
+        self.iomem_read(offset, size)
+    }
+    fn mmio_write(&mut self, offset: u32, size: u8, value: u32, _now: u64, _fx: &mut Effects) {
+        self.iomem_write(offset, size, value);
     }
 }

@@ -15,6 +15,7 @@ pub mod lapic;
 pub mod pci;
 pub mod pic;
 pub mod pit;
+pub mod testdev;
 pub mod uart;
 
 /// An interrupt line a device drives. The platform copies its level into the
