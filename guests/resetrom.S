@@ -75,59 +75,40 @@ pm32:
         outb %al, %dx
         hlt
 
-/* Prints "<message>: ok" or ": FAIL" by ZF; counts failures in DI. */
+/* One body for both modes: prints the NUL-terminated string at (E)SI to
+ * COM1; and "<message>: ok" or ": FAIL" by ZF, counting failures in DI.
+ * \base is where the code segment starts (0 in flat 32-bit mode). */
+        .macro PRINTERS puts, report, base, si
+\report:
+        pushf
+        call \puts
+        popf
+        mov $(\base + msg_ok), \si
+        je 1f
+        incw %di
+        mov $(\base + msg_fail), \si
+1:      jmp \puts
+
+\puts:
+        lodsb
+        testb %al, %al
+        jz 2f
+        movb %al, %ah
+        movw $0x3FD, %dx
+1:      inb %dx, %al
+        testb $0x20, %al
+        jz 1b
+        movw $0x3F8, %dx
+        movb %ah, %al
+        outb %al, %dx
+        jmp \puts
+2:      ret
+        .endm
+
         .code16
-report16:
-        pushfw
-        call puts16
-        popfw
-        movw $msg_ok, %si
-        je 1f
-        incw %di
-        movw $msg_fail, %si
-1:      jmp puts16
-
-/* Prints the NUL-terminated string at DS:SI to COM1. */
-puts16:
-        lodsb
-        testb %al, %al
-        jz 2f
-        movb %al, %ah
-        movw $0x3FD, %dx
-1:      inb %dx, %al
-        testb $0x20, %al
-        jz 1b
-        movw $0x3F8, %dx
-        movb %ah, %al
-        outb %al, %dx
-        jmp puts16
-2:      ret
-
+        PRINTERS puts16, report16, 0, %si
         .code32
-report32:
-        pushfl
-        call puts32
-        popfl
-        movl $(ROM + msg_ok), %esi
-        je 1f
-        incw %di
-        movl $(ROM + msg_fail), %esi
-1:      jmp puts32
-
-puts32:
-        lodsb
-        testb %al, %al
-        jz 2f
-        movb %al, %ah
-        movw $0x3FD, %dx
-1:      inb %dx, %al
-        testb $0x20, %al
-        jz 1b
-        movw $0x3F8, %dx
-        movb %ah, %al
-        outb %al, %dx
-        jmp puts32
-2:      ret
+        PRINTERS puts32, report32, ROM, %esi
 
         .balign 8
 gdt:
