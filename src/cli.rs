@@ -19,8 +19,7 @@ const EXIT_GUEST_CRASH: u8 = 4;
 #[derive(Args)]
 pub struct RunArgs {
     /// A multiboot v1 kernel (ELF or a.out kludge), a Linux bzImage, a
-    /// 512-byte boot sector, or, with --flat, any flat binary.
-    #[arg(required_unless_present = "bios")]
+    /// 512-byte boot sector, or, with --flat, any flat binary (or --bios).
     pub kernel: Option<PathBuf>,
     /// Start from the reset vector with this firmware ROM instead of a
     /// kernel (QEMU's -bios): mapped to end at 4 GiB, its last 128 KiB also
@@ -64,11 +63,37 @@ pub struct RunArgs {
     /// and enter it in real mode.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub flat: Option<u32>,
+    /// Drop what the guest writes to the port 0xE9 debug console (QEMU
+    /// without -debugcon); by default it goes where COM1 goes.
+    #[arg(long)]
+    pub no_debugcon: bool,
+}
+
+impl RunArgs {
+    /// The options as the command line's defaults leave them, for commands
+    /// that build a run themselves (the demo, `ringback qemu`).
+    pub fn defaults() -> Self {
+        RunArgs {
+            kernel: None,
+            bios: None,
+            append: String::new(),
+            initrd: None,
+            modules: Vec::new(),
+            mem: "128M".into(),
+            max_insns: None,
+            engine: EngineArgs::default(),
+            serial: "stdio".into(),
+            rtc_base: None,
+            gdb: None,
+            flat: None,
+            no_debugcon: false,
+        }
+    }
 }
 
 /// How guest code runs. Every choice computes the same guest results (the
 /// injected bugs excepted: they exist to be found).
-#[derive(Args, Clone, Copy)]
+#[derive(Args, Clone, Copy, Default)]
 pub struct EngineArgs {
     /// raw: cached blocks with guest ring 0 compressed into ring 1, the
     /// monitor, code scanner and patch manager; emulate: the reference,

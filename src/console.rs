@@ -22,6 +22,8 @@ pub enum Output {
 
 pub struct HostConsole {
     out: Output,
+    /// Port 0xE9's bytes are dropped (QEMU without -debugcon).
+    drop_debugcon: bool,
     error: Option<std::io::Error>,
     /// The terminal in raw mode while the console is interactive; restored
     /// when the console goes (every way out of a run drops it).
@@ -67,6 +69,11 @@ impl HostConsole {
         }
     }
 
+    /// Drops what the guest writes to port 0xE9 from now on.
+    pub fn drop_debugcon(&mut self) {
+        self.drop_debugcon = true;
+    }
+
     /// Whether the terminal is the guest's (raw mode, the escape key).
     pub fn is_interactive(&self) -> bool {
         self.raw_terminal.is_some()
@@ -93,7 +100,9 @@ impl Console for HostConsole {
         self.write(bytes);
     }
     fn debugcon(&mut self, bytes: &[u8]) {
-        self.write(bytes);
+        if !self.drop_debugcon {
+            self.write(bytes);
+        }
     }
 }
 
@@ -226,6 +235,7 @@ pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInpu
     Ok((
         HostConsole {
             out,
+            drop_debugcon: false,
             error: None,
             raw_terminal: raw,
         },

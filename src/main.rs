@@ -13,6 +13,7 @@ mod bench;
 mod bisect_cmd;
 mod cli;
 mod console;
+mod qemu;
 mod summary;
 mod trace_cmd;
 
@@ -92,6 +93,15 @@ enum Command {
         #[arg(long)]
         linux: bool,
     },
+    /// Run a qemu-system-i386 command line: `ringback qemu -kernel K
+    /// -serial stdio ...` as `qemu-system-i386 -kernel K -serial stdio ...`
+    /// (docs/qemu.md lists the options it takes), with QEMU's exit status.
+    #[command(disable_help_flag = true)]
+    Qemu {
+        /// QEMU's options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "QEMU ARGS")]
+        args: Vec<String>,
+    },
     /// Boot a kernel like `run` and record the run into a trace file.
     Record {
         /// The trace file to write.
@@ -106,6 +116,10 @@ enum Command {
         adaptive_checkpoints: bool,
         #[command(flatten)]
         run: RunArgs,
+        /// Take the run's options as a qemu-system-i386 command line: the
+        /// rest of the arguments (as `ringback qemu` takes them).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "QEMU ARGS")]
+        qemu: Option<Vec<String>>,
     },
     /// Re-run a recorded guest from its trace, feeding the recorded inputs.
     /// Exit status with --verify: 0 an intact, finished trace replayed to
@@ -228,18 +242,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             // The demo kernel reports success as QEMU's isa-debug-exit status 1;
             // for the README's first command that is a plain success.
-            Ok(match run_kernel(&kernel, 32 << 20, max_insns, engine, "stdio", None)? {
+            Ok(match run_kernel(&kernel, 32 << 20, &demo_args(max_insns, engine))? {
                 StopReason::ExitDevice(1) => ExitCode::SUCCESS,
                 stop => exit_code(&stop),
             })
         }
         Command::Conformance { dir, json, verbose } => conformance(&dir, json, verbose),
+        Command::Qemu { args } => qemu_command(&args),
         Command::Record {
             output,
             checkpoint_interval,
             adaptive_checkpoints,
             run,
+            qemu: qemu_args,
         } => {
+            let run = match qemu_args {
+                None => run,
+                Some(args) => {
+                    if run.kernel.is_some() || run.bios.is_some() {
+                        bail!("--qemu takes the kernel from its own arguments (-kernel FILE); give no other");
+                    }
+                    let (run, _, notes) = qemu::parse(&args)?.into_run_args()?;
+                    for note in notes {
+                        eprintln!("ringback: note: {note}");
+                    }
+                    run
+                }
+            };
             let (kernel, ram) = load_kernel(&run)?;
             if let Some(addr) = &run.gdb {
                 return trace_cmd::live_gdb(&output, &kernel, ram, &run, checkpoint_interval, addr);
@@ -303,23 +332,24 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The demo's run: 32 MiB, the console on stdio.
+fn demo_args(max_insns: Option<u64>, engine: EngineArgs) -> RunArgs {
+    RunArgs {
+        kernel: Some("demo.elf".into()),
+        mem: "32M".into(),
+        max_insns,
+        engine,
+        ..RunArgs::defaults()
+    }
+}
+
 /// On a terminal the demo is recorded, then opened in the inspector.
 fn demo_then_inspect(kernel: &Kernel, max_insns: Option<u64>, engine: EngineArgs) -> Result<ExitCode> {
     let path = std::env::temp_dir().join(format!("ringback-demo-{}.rbt", std::process::id()));
     remove_on_signal(&path);
     let args = RunArgs {
-        kernel: Some("demo.elf".into()),
-        bios: None,
-        append: String::new(),
-        initrd: None,
-        modules: Vec::new(),
-        mem: "32M".into(),
-        max_insns,
-        engine,
         serial: "stdout".into(),
-        rtc_base: None,
-        gdb: None,
-        flat: None,
+        ..demo_args(max_insns, engine)
     };
     let recorded = trace_cmd::record(
         &path,
@@ -403,6 +433,37 @@ fn load_kernel(args: &RunArgs) -> Result<(Kernel, u64)> {
     Ok((kernel, ram))
 }
 
+/// `ringback qemu`: the command line mapped, the run, QEMU's exit status.
+fn qemu_command(args: &[String]) -> Result<ExitCode> {
+    if args.iter().any(|a| matches!(a.as_str(), "-h" | "-help" | "--help")) {
+        outln!("{}", qemu::USAGE.trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (run, no_reboot, notes) = qemu::parse(args)?.into_run_args()?;
+    for note in notes {
+        eprintln!("ringback: note: {note}");
+    }
+    if run.gdb.is_some() {
+        return run_command(&run);
+    }
+    let (kernel, ram) = load_kernel(&run)?;
+    let stop = run_kernel(&kernel, ram, &run)?;
+    Ok(match stop {
+        StopReason::ExitDevice(status) => ExitCode::from(status as u8),
+        // A reset, or a triple fault (which resets a PC): QEMU with
+        // -no-reboot exits with 0; without it QEMU would boot again.
+        StopReason::Reset | StopReason::TripleFault { .. } => {
+            if !no_reboot {
+                eprintln!(
+                    "ringback: note: the guest reset; QEMU without -no-reboot would boot it again, ringback stops"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        stop => exit_code(&stop),
+    })
+}
+
 fn run_command(args: &RunArgs) -> Result<ExitCode> {
     let (kernel, ram) = load_kernel(args)?;
     if let Some(addr) = &args.gdb {
@@ -414,14 +475,7 @@ fn run_command(args: &RunArgs) -> Result<ExitCode> {
         let _ = std::fs::remove_file(&path);
         return result;
     }
-    Ok(exit_code(&run_kernel(
-        &kernel,
-        ram,
-        args.max_insns,
-        args.engine,
-        &args.serial,
-        args.rtc_base,
-    )?))
+    Ok(exit_code(&run_kernel(&kernel, ram, args)?))
 }
 
 /// A scratch file that must not outlive the process: removed on SIGINT,
@@ -438,19 +492,15 @@ fn remove_on_signal(path: &Path) {
 }
 
 /// Boots and runs a kernel, then reports on stderr how the run went.
-fn run_kernel(
-    kernel: &Kernel,
-    ram: u64,
-    max_insns: Option<u64>,
-    engine: EngineArgs,
-    serial: &str,
-    rtc_base: Option<u64>,
-) -> Result<StopReason> {
-    let (mut console, mut input) = console::open(serial, rtc_base)?;
+fn run_kernel(kernel: &Kernel, ram: u64, args: &RunArgs) -> Result<StopReason> {
+    let (mut console, mut input) = console::open(&args.serial, args.rtc_base)?;
+    if args.no_debugcon {
+        console.drop_debugcon();
+    }
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
-    engine.apply(&mut machine);
+    args.engine.apply(&mut machine);
     let started = Instant::now();
-    let stop = machine.run(max_insns.unwrap_or(u64::MAX), &mut input, &mut console);
+    let stop = machine.run(args.max_insns.unwrap_or(u64::MAX), &mut input, &mut console);
     let wall = started.elapsed().as_secs_f64();
     console.finish()?;
     eprint!("{}", summary::render(&machine, &stop, wall));

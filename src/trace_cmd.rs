@@ -51,7 +51,10 @@ fn prepare(
     checkpoint_interval: u64,
     adaptive_checkpoints: bool,
 ) -> Result<(console::HostConsole, console::StdinInput, Machine, TraceHeader)> {
-    let (console, mut input) = console::open(&args.serial, args.rtc_base)?;
+    let (mut console, mut input) = console::open(&args.serial, args.rtc_base)?;
+    if args.no_debugcon {
+        console.drop_debugcon();
+    }
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);

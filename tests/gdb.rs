@@ -79,6 +79,24 @@ fn the_same_session_works_live_on_run_gdb() {
     both_ways(server, port, "live");
 }
 
+// `ringback qemu ... -gdb tcp:HOST:PORT -S`, as a Makefile's `qemu -s -S`
+// line with the one word changed: gdb attaches as it would to QEMU.
+#[test]
+fn the_same_session_works_through_ringback_qemu_dash_s() {
+    let elf = format!("{OUT_DIR}/gdbdemo.elf");
+    let (server, port) = serve_cmd(&[
+        "qemu",
+        "-kernel",
+        &elf,
+        "-display",
+        "none",
+        "-gdb",
+        "tcp:127.0.0.1:0",
+        "-S",
+    ]);
+    both_ways(server, port, "qemu");
+}
+
 fn both_ways(server: Child, port: u16, tag: &str) {
     let elf = format!("{OUT_DIR}/gdbdemo.elf");
     let script = format!(

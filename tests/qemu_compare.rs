@@ -108,6 +108,111 @@ fn test_device_matches_qemu() {
     assert_eq!(status, 1, "exit 0: every check passed\n{out}");
 }
 
+/// The same argument list through qemu-system-i386 and `ringback qemu`:
+/// the serial output and the exit status must be QEMU's.
+fn same_command_line(name: &str, args: &[&str]) -> (String, i32) {
+    qemu_available();
+    let q = Command::new(common::QEMU)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run qemu");
+    let r = common::ringback(&[&["qemu"], args].concat());
+    let (q_out, r_out) = (String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&r.stdout));
+    // Under -nographic QEMU's firmware (SeaBIOS, iPXE) writes its banner to
+    // COM1 before the kernel runs; ringback has no firmware to print one.
+    let q_out = match q_out.split_once("Booting from ROM..") {
+        Some((_, kernel)) => kernel.to_string(),
+        None => q_out.into_owned(),
+    };
+    assert_eq!(
+        r_out.as_ref(),
+        q_out,
+        "{name}: `ringback qemu` printed otherwise\nringback stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(r.status.code(), q.status.code(), "{name}: exit status");
+    (r_out.into_owned(), r.status.code().unwrap_or(-1))
+}
+
+// The command lines of kernel projects' Makefiles, one word changed.
+#[test]
+fn ringback_qemu_takes_qemu_command_lines() {
+    let k = |name: &str| guest(name).to_string_lossy().into_owned();
+    let (hello, apic, tasks, triple) = (k("hello.elf"), k("apic.elf"), k("tasks.elf"), k("triplefault.elf"));
+    let exit = "isa-debug-exit,iobase=0xf4,iosize=0x04";
+    let (out, status) = same_command_line(
+        "hello",
+        &[
+            "-kernel",
+            &hello,
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-device",
+            exit,
+            "-m",
+            "32",
+        ],
+    );
+    assert!(out.contains("mmap[5]") && status == 1, "{out}");
+    same_command_line(
+        "nographic",
+        &[
+            "-kernel",
+            &hello,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-device",
+            exit,
+            "-m",
+            "64",
+            "-append",
+            "x y",
+        ],
+    );
+    same_command_line(
+        "tasks",
+        &[
+            "-kernel", &tasks, "-serial", "stdio", "-display", "none", "-device", exit, "-smp", "1", "-M", "pc",
+        ],
+    );
+    // TCG has no TSC-deadline timer, so QEMU's apic run skips that line;
+    // compare the exit status and that both passed.
+    let q = Command::new(common::QEMU)
+        .args([
+            "-kernel", &apic, "-serial", "stdio", "-display", "none", "-device", exit,
+        ])
+        .output()
+        .expect("qemu");
+    let r = common::ringback(&[
+        "qemu", "-kernel", &apic, "-serial", "stdio", "-display", "none", "-device", exit,
+    ]);
+    assert_eq!((q.status.code(), r.status.code()), (Some(1), Some(1)));
+    // A triple fault with -no-reboot: QEMU exits 0, and so does ringback.
+    let (_, status) = same_command_line(
+        "triple fault",
+        &[
+            "-kernel",
+            &triple,
+            "-serial",
+            "stdio",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-device",
+            exit,
+        ],
+    );
+    assert_eq!(status, 0);
+    // Without -serial, COM1 goes nowhere under -display none.
+    let (out, _) = same_command_line("no serial", &["-kernel", &hello, "-display", "none", "-device", exit]);
+    assert_eq!(out, "");
+}
+
 #[test]
 fn hello_matches_qemu() {
     let (out, status) = compare_kernel("hello");
