@@ -20,23 +20,27 @@ pub fn qemu_available() {
     );
 }
 
+/// The options every comparison gives QEMU (and `ringback qemu`).
+pub const QEMU_ARGS: &[&str] = &[
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-monitor",
+    "none",
+    "-no-reboot",
+    "-m",
+    "32",
+    "-device",
+    "isa-debug-exit,iobase=0xf4,iosize=0x04",
+];
+
 /// Runs qemu-system-i386 as the comparisons do: no display, COM1 on
 /// stdout, no monitor, no reboot, 32 MiB, isa-debug-exit at 0xF4; `args`
 /// name the kernel and anything else.
 pub fn run_qemu(args: &[&str]) -> Output {
     Command::new(QEMU)
-        .args([
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-m",
-            "32",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(QEMU_ARGS)
         .args(args)
         .stdin(Stdio::null())
         .output()
