@@ -8,6 +8,9 @@
  *  - a double fault through a task gate (as Linux's i386 handler is):
  *    the faulting task's saved EIP, the error code on the new task's
  *    stack, and IRET back to a repaired task;
+ *  - a 16-bit TSS: what it saves, 16 bits at a time;
+ *  - the debug trap flag (T) of a TSS: #DB before the new task's first
+ *    instruction, DR6.BT set;
  *  - #TS: a TSS with a short limit (in the old task), a new task whose DS
  *    is not a data segment (in the new task), an IRET whose back link is
  *    not busy; #GP for a JMP to a busy TSS.
@@ -21,6 +24,20 @@
 #define SEL_DF 0x40
 #define SEL_SHORT 0x48
 #define SEL_GATE_B 0x50 /* a task gate in the GDT naming task B */
+#define SEL_D 0x58      /* a 16-bit TSS */
+#define SEL_E 0x60      /* a TSS with the debug trap flag */
+#define SEL_DCODE 0x68  /* task D's code: a few bytes, based where they are */
+
+/* The 16-bit TSS (SDM Vol. 3A, figure 7-11). */
+struct tss16 {
+    uint16_t prev, sp0, ss0, sp1, ss1, sp2, ss2, ip, flags, ax, cx, dx, bx, sp, bp, si, di, es, cs, ss, ds, ldt;
+};
+static struct tss16 tss_d;
+/* Task D: iret (back along the link), then jump back to it. */
+static const uint8_t code_d[] = {0xCF, 0xEB, 0xFD};
+static struct tss tss_e;
+static uint8_t stack_e[4096] __attribute__((aligned(16)));
+static volatile uint32_t e_runs, db_eip, db_dr6, db_tr;
 
 static uint64_t gdt[16];
 static struct tss tss_b, tss_c, tss_df, tss_short;
@@ -124,6 +141,25 @@ void task_df_body(void)
     idt_base[13] = saved_gp_gate;
 }
 
+/* Task E: entered with its debug trap flag set. */
+static void task_e(void)
+{
+    for (;;) {
+        e_runs++;
+        __asm__ volatile("iret");
+    }
+}
+
+static void db_handler(struct regs *r)
+{
+    uint32_t dr6;
+    __asm__ volatile("mov %%dr6, %0" : "=r"(dr6));
+    db_dr6 = dr6;
+    db_eip = r->eip;
+    db_tr = str();
+    __asm__ volatile("mov %0, %%dr6" : : "r"(0u));
+}
+
 /* Recovery points for the faults task A provokes in itself. */
 static volatile uint32_t recover_eip;
 static void fault_handler(struct regs *r)
@@ -164,6 +200,18 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     gdt[SEL_DF >> 3] = desc((uint32_t)&tss_df, 0x67, 0x89, 0);
     gdt[SEL_SHORT >> 3] = desc((uint32_t)&tss_short, 0x60, 0x89, 0);
     gdt[SEL_GATE_B >> 3] = task_gate(SEL_B);
+    memset(&tss_d, 0, sizeof tss_d);
+    tss_d.ip = 0;
+    tss_d.flags = 0x2;
+    tss_d.sp = 0x1000;
+    tss_d.cs = SEL_DCODE;
+    tss_d.ss = tss_d.ds = tss_d.es = SEL_KDATA;
+    tss_d.ax = 0x1234;
+    gdt[SEL_D >> 3] = desc((uint32_t)&tss_d, sizeof tss_d - 1, 0x81, 0);
+    gdt[SEL_DCODE >> 3] = desc((uint32_t)code_d, 0xFF, 0x9A, 0x40);
+    set_task(&tss_e, task_e, stack_e);
+    tss_e.trap = 1;
+    gdt[SEL_E >> 3] = desc((uint32_t)&tss_e, 0x67, 0x89, 0);
     gdtr.base = (uint32_t)gdt;
     gdtr.limit = sizeof gdt - 1;
     __asm__ volatile("lgdt %0" : : "m"(gdtr));
@@ -191,6 +239,18 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     idt_base[0x50] = task_gate(SEL_B);
     __asm__ volatile("int $0x50" ::: "memory");
     printf("INT through a task gate: B ran %u, link %02x, NT in B %u\n", b_runs, b_link, (b_flags >> 14) & 1);
+
+    /* A 16-bit TSS: D returns at once; it saved IP 1 and its AX. */
+    __asm__ volatile("lcall $0x58, $0" ::: "memory");
+    printf("16-bit TSS: link %02x, saved IP %04x, AX %04x, flags %04x; A busy %u, D busy %u\n", tss_d.prev, tss_d.ip,
+           tss_d.ax, tss_d.flags, busy(SEL_A), busy(SEL_D));
+
+    /* The debug trap flag: #DB in task E before its first instruction. */
+    idt_set_handler(1, db_handler);
+    __asm__ volatile("lcall $0x60, $0" ::: "memory");
+    printf("T flag: #DB at E's first instruction %s, DR6.BT %u, in task %02x; E ran %u\n",
+           db_eip == (uint32_t)task_e ? "yes" : "no", (db_dr6 >> 15) & 1, db_tr, e_runs);
+    __asm__ volatile("clts");
 
     /* Double fault through a task gate: #GP with IDT entry 13 not present
      * is #NP while delivering it, and #GP then #NP is a double fault. */

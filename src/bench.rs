@@ -549,9 +549,11 @@ pub fn linux(dir: &Path, with_qemu: bool) -> Result<ExitCode> {
     runs.push(("ringback record (raw)", record));
     if with_qemu {
         let mut qemu = Command::new("qemu-system-i386");
-        qemu.args(["-M", "pc", "-cpu", "qemu32", "-m", "128", "-nic", "none", "-kernel", &kernel])
-            .args(["-initrd", &initrd, "-append", cmdline])
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]);
+        qemu.args([
+            "-M", "pc", "-cpu", "qemu32", "-m", "128", "-nic", "none", "-kernel", &kernel,
+        ])
+        .args(["-initrd", &initrd, "-append", cmdline])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]);
         runs.push(("qemu-system-i386 (TCG)", qemu));
     }
     outln!("Debian's Linux, {cmdline:?}: seconds to /init's first line and to the reset at its end");

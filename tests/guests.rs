@@ -272,6 +272,8 @@ fn task_switching_kernel_passes() {
         "bad DS in the new task: vector 10, error 38, in task 30; back in 28",
         "JMP to the busy TSS: vector 13, error 28",
         "IRET to a task that is not busy: vector 10, error 38",
+        "16-bit TSS: link 28, saved IP 0001, AX 1234, flags 0002; A busy 1, D busy 0",
+        "T flag: #DB at E's first instruction yes, DR6.BT 1, in task 60; E ran 1",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }

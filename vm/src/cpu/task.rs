@@ -52,6 +52,8 @@ fn busy(d: &Descriptor) -> bool {
 
 /// The registers a TSS holds for its task.
 struct TaskImage {
+    /// The debug trap flag (T, bit 0 at 0x64 of a 32-bit TSS).
+    trap: bool,
     cr3: u32,
     eip: u32,
     eflags: u32,
@@ -95,8 +97,9 @@ impl Cpu {
         if !tss.present() {
             return Err(Fault::with_error(vector::NP, tss_err));
         }
-        self.switch_task(bus, tss_sel, tss, kind)?;
-        self.check_task_eip(0)
+        let trap = self.switch_task(bus, tss_sel, tss, kind)?;
+        self.check_task_eip(0)?;
+        self.task_debug_trap(trap)
     }
 
     /// IRET with NT set: back to the task the current TSS links to, which
@@ -115,8 +118,9 @@ impl Cpu {
         if !tss.present() {
             return Err(Fault::with_error(vector::NP, err));
         }
-        self.switch_task(bus, link, tss, TaskSwitch::Iret)?;
-        self.check_task_eip(0)
+        let trap = self.switch_task(bus, link, tss, TaskSwitch::Iret)?;
+        self.check_task_eip(0)?;
+        self.task_debug_trap(trap)
     }
 
     /// An interrupt or exception through a task gate in the IDT (SDM Vol.
@@ -143,7 +147,7 @@ impl Cpu {
         if !tss.present() {
             return Err(Fault::with_error(vector::NP, err));
         }
-        self.switch_task(bus, tss_sel, tss, TaskSwitch::Interrupt { error, ext })?;
+        let trap = self.switch_task(bus, tss_sel, tss, TaskSwitch::Interrupt { error, ext })?;
         if let Some(code) = error {
             let size = if tss.typ() & 8 != 0 { 4 } else { 2 };
             self.push(bus, size, code).map_err(|f| {
@@ -154,7 +158,8 @@ impl Cpu {
                 }
             })?;
         }
-        self.check_task_eip(ext)
+        self.check_task_eip(ext)?;
+        self.task_debug_trap(trap)
     }
 
     /// The new task's EIP must lie within its CS.
@@ -166,8 +171,9 @@ impl Cpu {
     }
 
     /// The switch itself (SDM Vol. 3A, 7.3, steps 4-13), the new TSS's
-    /// descriptor checked for type, busy state and presence by the caller.
-    fn switch_task<B: Bus>(&mut self, bus: &mut B, sel: u16, tss: Descriptor, kind: TaskSwitch) -> Result<()> {
+    /// descriptor checked for type, busy state and presence by the caller;
+    /// whether the new task's debug trap flag is set.
+    fn switch_task<B: Bus>(&mut self, bus: &mut B, sel: u16, tss: Descriptor, kind: TaskSwitch) -> Result<bool> {
         let ext = kind.ext();
         let err = sel_error(sel) + ext;
         let new32 = tss.typ() & 8 != 0;
@@ -242,12 +248,24 @@ impl Cpu {
         };
         self.commit_instruction();
         self.tlb_note_cpl_change();
-        self.load_task_segments(bus, &image, ext)
+        self.load_task_segments(bus, &image, ext)?;
+        Ok(image.trap)
+    }
+
+    /// The new task's debug trap flag: #DB before its first instruction,
+    /// DR6.BT telling why (SDM Vol. 3A, 7.2.1, 17.2.3).
+    fn task_debug_trap(&mut self, trap: bool) -> Result<()> {
+        if trap {
+            self.state.dr[6] |= 1 << 15;
+            return Err(Fault::new(vector::DB));
+        }
+        Ok(())
     }
 
     fn read_task_image<B: Bus>(&mut self, bus: &mut B, base: u32, tss32: bool) -> Result<TaskImage> {
         let mut rd = |cpu: &mut Cpu, off: u32, size: u8| cpu.read_linear(bus, base.wrapping_add(off), size, false);
         let mut image = TaskImage {
+            trap: false,
             cr3: 0,
             eip: 0,
             eflags: 0,
@@ -266,6 +284,7 @@ impl Cpu {
                 *s = rd(self, 0x48 + 4 * i as u32, 2)? as u16;
             }
             image.ldt = rd(self, 0x60, 2)? as u16;
+            image.trap = rd(self, 0x64, 2)? & 1 != 0;
         } else {
             image.eip = rd(self, 0x0E, 2)?;
             image.eflags = rd(self, 0x10, 2)?;
