@@ -351,3 +351,38 @@ fn searching_backwards_finds_the_last_breakpoint_hit_and_the_last_write() {
     r.seek(0).expect("seek");
     assert_eq!(r.find_previous(Predicate::Pc(pc)).expect("search"), None);
 }
+
+// The APIC-timer-driven kernel (its timer in one-shot, periodic and
+// TSC-deadline modes, self-IPIs, NMIs, the I/O APIC) recorded on every
+// engine with the command line, and `replay --verify` on each trace: the
+// file checks, then a replay whose every checkpoint digest must match.
+#[test]
+fn apic_kernel_records_and_verifies_on_every_engine() {
+    let elf = format!("{OUT_DIR}/apic.elf");
+    for engine in ["emulate", "blocks", "raw"] {
+        let trace = temp(&format!("apic-{engine}")).to_string_lossy().into_owned();
+        let recorded = common::ringback(&[
+            "record",
+            "-o",
+            &trace,
+            &elf,
+            "--engine",
+            engine,
+            "--serial",
+            "none",
+            "--checkpoint-interval",
+            "100000",
+        ]);
+        assert_eq!(
+            recorded.status.code(),
+            Some(1),
+            "{engine}: {}",
+            String::from_utf8_lossy(&recorded.stderr)
+        );
+        let verified = common::ringback(&["replay", "--verify", &trace]);
+        let err = String::from_utf8_lossy(&verified.stderr);
+        assert_eq!(verified.status.code(), Some(0), "{engine}: {err}");
+        assert!(err.contains("checkpoints verified"), "{engine}: {err}");
+        let _ = std::fs::remove_file(&trace);
+    }
+}
