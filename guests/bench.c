@@ -9,9 +9,15 @@
  *   trap    privileged and sensitive instructions each iteration: port I/O
  *           (OUT 0x80, IN from the PIC), CLI/STI, PUSHF/POPF - the instructions a
  *           virtualizer traps on
+ *   intoff  int with interrupts off the whole time, as early kernel code
+ *           and kernels that poll run
+ *   trapoff trap's loop with interrupts off the whole time (CLI, PUSHF/POPF,
+ *           port I/O; no STI)
+ *   datacode a loop whose counters sit on the same page as its code, as in
+ *           small kernels: every store lands beside cached code
  * Each prints one checksum so the work cannot be optimised away and engines
- * can be compared on the result.  Interrupts are enabled but every line is
- * masked: none arrives.
+ * can be compared on the result.  Interrupts are enabled (but for intoff
+ * and trapoff) with every line masked: none arrives.
  */
 #include "common/rt.h"
 
@@ -120,6 +126,55 @@ static uint32_t work_trap(uint32_t r, uint32_t sum)
     return sum;
 }
 
+static uint32_t work_trapoff(uint32_t r, uint32_t sum)
+{
+    for (uint32_t i = 0; i < 20000; i++) {
+        uint32_t fl;
+        __asm__ volatile("cli\n\t"
+                         "pushfl\n\t"
+                         "popl %0\n\t"
+                         "pushl %0\n\t"
+                         "popfl"
+                         : "=r"(fl)
+                         :
+                         : "memory", "cc");
+        outb(0x80, (uint8_t)i);
+        sum = sum * 33 + (fl & 0x200) + inb(0x21) + r;
+    }
+    return sum;
+}
+
+/* The datacode loop and its data on one page of .text: counter and sum are
+ * written every iteration, right after the code that writes them. */
+uint32_t datacode_loop(uint32_t n, uint32_t seed);
+__asm__(".text\n"
+        ".balign 4096\n"
+        ".globl datacode_loop\n"
+        "datacode_loop:\n\t"
+        "movl 4(%esp), %ecx\n\t"
+        "movl 8(%esp), %eax\n\t"
+        "movl %eax, dc_sum\n"
+        "1:\n\t"
+        "movl dc_counter, %edx\n\t"
+        "addl $1, %edx\n\t"
+        "movl %edx, dc_counter\n\t"
+        "xorl %edx, %eax\n\t"
+        "roll $5, %eax\n\t"
+        "addl %eax, dc_sum\n\t"
+        "movl dc_sum, %eax\n\t"
+        "decl %ecx\n\t"
+        "jnz 1b\n\t"
+        "ret\n"
+        ".balign 16\n"
+        "dc_counter: .long 0\n"
+        "dc_sum: .long 0\n"
+        ".balign 4096\n");
+
+static uint32_t work_datacode(uint32_t r, uint32_t sum)
+{
+    return datacode_loop(200000, sum ^ r);
+}
+
 static const char *skip_word(const char *s)
 {
     while (*s && *s != ' ')
@@ -154,12 +209,23 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     } else if (word_is(args, "trap")) {
         name = "trap";
         work = work_trap;
+    } else if (word_is(args, "intoff")) {
+        name = "intoff";
+        work = work_int;
+    } else if (word_is(args, "trapoff")) {
+        name = "trapoff";
+        work = work_trapoff;
+    } else if (word_is(args, "datacode")) {
+        name = "datacode";
+        work = work_datacode;
     }
     /* Run as kernel code usually runs, with interrupts enabled (a virtualizer
      * runs ring-0 code with IF clear on its slow path), but with every PIC
-     * line masked: under QEMU the BIOS left the PIT ticking into the PIC. */
+     * line masked: under QEMU the BIOS left the PIT ticking into the PIC.
+     * intoff and trapoff keep them off. */
     pic_remap(0xFF, 0xFF);
-    sti();
+    if (!word_is(args, "intoff") && !word_is(args, "trapoff"))
+        sti();
     if (word_is(args, name))
         args = skip_word(args);
     uint32_t rounds = 0;

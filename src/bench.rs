@@ -1,5 +1,5 @@
 //! `ringback bench`: guest MIPS on the benchmark kernel's workloads
-//! (guests/bench.c: int, mem, paging, trap), for each of ringback's engines
+//! (guests/bench.c: int, mem, paging, trap, intoff, trapoff, datacode), for each of ringback's engines
 //! and for Debian's qemu-system-i386 on the same kernel in the same run.
 //!
 //! Every run is timed for one round and for N rounds; the difference removes
@@ -22,7 +22,15 @@ const BENCH_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.elf"
 const PATCHBUGS_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/patchbugs.elf"));
 
 /// Workloads and their default rounds (a few seconds each on the reference).
-pub const WORKLOADS: &[(&str, u32)] = &[("int", 20), ("mem", 6), ("paging", 300), ("trap", 40)];
+pub const WORKLOADS: &[(&str, u32)] = &[
+    ("int", 20),
+    ("mem", 6),
+    ("paging", 300),
+    ("trap", 40),
+    ("intoff", 20),
+    ("trapoff", 40),
+    ("datacode", 40),
+];
 
 struct Sample {
     icount: u64,
@@ -198,7 +206,10 @@ pub fn run(workload: Option<&str>, rounds: Option<u32>, with_qemu: bool) -> Resu
     let selected: Vec<(&str, u32)> = match workload {
         Some(w) => match WORKLOADS.iter().find(|(name, _)| *name == w) {
             Some(&(name, default)) => vec![(name, rounds.unwrap_or(default))],
-            None => bail!("unknown workload '{w}' (int, mem, paging or trap)"),
+            None => bail!(
+                "unknown workload '{w}' ({})",
+                WORKLOADS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
         },
         None => WORKLOADS
             .iter()

@@ -62,7 +62,8 @@ enum Command {
     /// Measure guest MIPS of the reference engine on the CPU-bound benchmark
     /// kernel, and the same kernel under qemu-system-i386 when it is installed.
     Bench {
-        /// One workload (int, mem, paging, trap) instead of all.
+        /// One workload (int, mem, paging, trap, intoff, trapoff, datacode)
+        /// instead of all.
         #[arg(long)]
         workload: Option<String>,
         /// Rounds per workload (default: a few seconds' worth each).

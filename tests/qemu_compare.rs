@@ -365,7 +365,15 @@ fn platform_registers_match_qemu() {
 fn benchmark_workloads_compute_the_same_checksums_as_qemu() {
     let path = guest("bench.elf");
     let p = path.to_str().expect("utf-8 path");
-    for workload in ["int 2", "mem 1", "paging 20", "trap 2"] {
+    for workload in [
+        "int 2",
+        "mem 1",
+        "paging 20",
+        "trap 2",
+        "intoff 2",
+        "trapoff 2",
+        "datacode 2",
+    ] {
         let (out, status) = compare(workload, &["-kernel", p, "-append", workload]);
         assert_eq!(status, 1, "{workload}");
         assert!(out.contains("checksum"), "{workload}: {out}");
