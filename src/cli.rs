@@ -63,10 +63,10 @@ pub struct RunArgs {
     /// and enter it in real mode.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub flat: Option<u32>,
-    /// Drop what the guest writes to the port 0xE9 debug console (QEMU
-    /// without -debugcon); by default it goes where COM1 goes.
-    #[arg(long)]
-    pub no_debugcon: bool,
+    /// Where the port 0xE9 debug console goes: serial (where COM1 goes),
+    /// stdout, none, or a file (QEMU's -debugcon).
+    #[arg(long, default_value = "serial")]
+    pub debugcon: String,
 }
 
 impl RunArgs {
@@ -86,7 +86,7 @@ impl RunArgs {
             rtc_base: None,
             gdb: None,
             flat: None,
-            no_debugcon: false,
+            debugcon: "serial".into(),
         }
     }
 }

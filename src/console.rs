@@ -22,8 +22,9 @@ pub enum Output {
 
 pub struct HostConsole {
     out: Output,
-    /// Port 0xE9's bytes are dropped (QEMU without -debugcon).
-    drop_debugcon: bool,
+    /// Where port 0xE9's bytes go when not where COM1's go (QEMU's
+    /// -debugcon, or nowhere as QEMU without it).
+    debugcon: Option<Output>,
     error: Option<std::io::Error>,
     /// The terminal in raw mode while the console is interactive; restored
     /// when the console goes (every way out of a run drops it).
@@ -57,21 +58,50 @@ impl Drop for RawTerminal {
 /// Ctrl-A sends a Ctrl-A to the guest.
 const ESCAPE: u8 = 0x01;
 
-impl HostConsole {
-    fn write(&mut self, bytes: &[u8]) {
-        let r = match &mut self.out {
+impl Output {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
             Output::Stdout(s) => s.write_all(bytes).and_then(|()| s.flush()),
             Output::File(f) => f.write_all(bytes),
             Output::Discard => Ok(()),
-        };
-        if let Err(e) = r {
+        }
+    }
+
+    /// An output-only destination: stdout (or stdio), none, or a file.
+    fn open(spec: &str, what: &str) -> Result<Output> {
+        Ok(match spec {
+            "stdio" | "stdout" => Output::Stdout(std::io::stdout()),
+            "none" => Output::Discard,
+            path => {
+                let f = File::create(path).with_context(|| format!("cannot create {what} output file {path}"))?;
+                Output::File(std::io::BufWriter::new(f))
+            }
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl HostConsole {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.out.write(bytes) {
             self.error.get_or_insert(e);
         }
     }
 
-    /// Drops what the guest writes to port 0xE9 from now on.
-    pub fn drop_debugcon(&mut self) {
-        self.drop_debugcon = true;
+    /// Sends port 0xE9's output to `spec` (stdio, stdout, none or a file)
+    /// instead of where COM1's goes; "serial" keeps it with COM1's.
+    pub fn set_debugcon(&mut self, spec: &str) -> Result<()> {
+        self.debugcon = match spec {
+            "serial" => None,
+            spec => Some(Output::open(spec, "debug console")?),
+        };
+        Ok(())
     }
 
     /// Whether the terminal is the guest's (raw mode, the escape key).
@@ -83,8 +113,8 @@ impl HostConsole {
     /// first write error, if any.
     pub fn finish(&mut self) -> Result<()> {
         self.raw_terminal = None;
-        if let Output::File(f) = &mut self.out {
-            if let Err(e) = f.flush() {
+        for out in std::iter::once(&mut self.out).chain(self.debugcon.as_mut()) {
+            if let Err(e) = out.flush() {
                 self.error.get_or_insert(e);
             }
         }
@@ -100,8 +130,13 @@ impl Console for HostConsole {
         self.write(bytes);
     }
     fn debugcon(&mut self, bytes: &[u8]) {
-        if !self.drop_debugcon {
-            self.write(bytes);
+        match &mut self.debugcon {
+            None => self.write(bytes),
+            Some(out) => {
+                if let Err(e) = out.write(bytes) {
+                    self.error.get_or_insert(e);
+                }
+            }
         }
     }
 }
@@ -225,17 +260,12 @@ pub fn open(spec: &str, rtc_base: Option<u64>) -> Result<(HostConsole, StdinInpu
         }
         // Output only: stdin stays with whoever else reads it (the
         // inspector the demo ends in).
-        "stdout" => (Output::Stdout(std::io::stdout()), None),
-        "none" => (Output::Discard, None),
-        path => {
-            let f = File::create(path).with_context(|| format!("cannot create serial output file {path}"))?;
-            (Output::File(std::io::BufWriter::new(f)), None)
-        }
+        spec => (Output::open(spec, "serial")?, None),
     };
     Ok((
         HostConsole {
             out,
-            drop_debugcon: false,
+            debugcon: None,
             error: None,
             raw_terminal: raw,
         },

@@ -495,9 +495,7 @@ fn remove_on_signal(path: &Path) {
 /// Boots and runs a kernel, then reports on stderr how the run went.
 fn run_kernel(kernel: &Kernel, ram: u64, args: &RunArgs) -> Result<StopReason> {
     let (mut console, mut input) = console::open(&args.serial, args.rtc_base)?;
-    if args.no_debugcon {
-        console.drop_debugcon();
-    }
+    console.set_debugcon(&args.debugcon)?;
     let mut machine = Machine::boot(ram, kernel, &mut input)?;
     args.engine.apply(&mut machine);
     let started = Instant::now();

@@ -29,11 +29,12 @@ Usage: ringback qemu [QEMU OPTIONS]   (as qemu-system-i386; docs/qemu.md)
 Taken as QEMU takes them:
   -kernel FILE  -initrd FILE[ ARGS][,FILE...]  -append CMDLINE  -bios FILE
   -m SIZE | size=SIZE   -serial stdio|mon:stdio|file:PATH|none   -nographic
-  -debugcon stdio|file:PATH|none (where -serial goes)   -no-reboot  -no-shutdown
+  -debugcon stdio|file:PATH|none   -no-reboot  -no-shutdown   -rtc base=utc|DATE
   -s -S  |  -gdb tcp::PORT -S  (gdb attaches with the guest stopped)
-  -device isa-debug-exit,iobase=0xf4,iosize=0x04   -device pc-testdev
+  -device isa-debug-exit,iobase=0xf4[,iosize=...]   -device pc-testdev
   -machine pc  -accel tcg  -cpu qemu32  -smp 1  -nic none  -net none
-Accepted with a note: -display, -vga, -monitor, -name
+Accepted with a note: -display, -vga, -monitor, -name, -d, -D, -k, -boot, -usb,
+  -parallel, -s/-gdb without -S (no gdb server then)
 Anything else is an error naming the option and what ringback does instead.
 ";
 
@@ -46,7 +47,7 @@ fn blank_run_args() -> RunArgs {
     RunArgs {
         mem: "128M".into(),
         serial: "none".into(),
-        no_debugcon: true,
+        debugcon: "none".into(),
         ..RunArgs::defaults()
     }
 }
@@ -83,6 +84,27 @@ fn chardev(option: &str, value: &str) -> Result<String> {
             ),
         },
     })
+}
+
+/// Seconds since 1970 of a UTC date `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`
+/// (QEMU's -rtc base=).
+fn unix_seconds(date: &str) -> Option<u64> {
+    let (day, time) = date.split_once('T').unwrap_or((date, "00:00:00"));
+    let mut d = day.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || s > 59 || y < 1970 {
+        return None;
+    }
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
 }
 
 /// Parses a qemu-system-i386 argument list.
@@ -165,7 +187,10 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
             "-s" => gdb_stub = Some("127.0.0.1:1234".to_string()),
             "-gdb" => {
                 let v = value()?;
-                let addr = match v.strip_prefix("tcp:") {
+                // Chardev options (",server,nowait,ipv4") describe how QEMU
+                // listens; ringback's server always listens and waits.
+                let spec = v.split(',').next().unwrap_or_default();
+                let addr = match spec.strip_prefix("tcp:") {
                     Some(rest) => match rest.strip_prefix(':') {
                         Some(port) => format!("127.0.0.1:{port}"),
                         None => rest.to_string(),
@@ -180,18 +205,24 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
                 let mut props = properties(&v);
                 match props.next() {
                     Some(("isa-debug-exit", None)) => {
-                        let (mut iobase, mut iosize) = (None, None);
+                        // QEMU's own defaults are iobase 0x501, iosize 2.
+                        let (mut iobase, mut iosize) = (0x501, 2);
                         for (k, val) in props {
                             let n = val.and_then(parse_number);
-                            match k {
-                                "iobase" => iobase = n,
-                                "iosize" => iosize = n,
-                                _ => bail!("-device {v}: isa-debug-exit takes iobase and iosize"),
+                            match (k, n) {
+                                ("iobase", Some(n)) => iobase = n,
+                                ("iosize", Some(n)) => iosize = n,
+                                ("id", _) => {}
+                                _ => bail!("-device {v}: isa-debug-exit takes iobase, iosize and id"),
                             }
                         }
-                        // QEMU's own defaults are 0x501 and 2.
-                        if (iobase, iosize) != (Some(0xF4), Some(4)) {
+                        if iobase != 0xF4 || !matches!(iosize, 1 | 2 | 4) {
                             bail!("-device {v}: ringback's isa-debug-exit is -device {DEBUG_EXIT}");
+                        }
+                        if iosize != 4 {
+                            q.notes.push(format!(
+                                "-device {v}: ringback's isa-debug-exit decodes 0xf4-0xf7 (iosize=0x04)"
+                            ));
                         }
                     }
                     Some(("pc-testdev", None)) => {}
@@ -207,7 +238,8 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
             }
             "-accel" => {
                 let v = value()?;
-                if v != "tcg" {
+                // tcg with its tuning properties, or a list that falls back to it.
+                if !v.split(',').next().unwrap_or_default().split(':').any(|a| a == "tcg") {
                     bail!("-accel {v}: ringback runs the guest itself; leave -accel out (or say tcg)");
                 }
             }
@@ -216,7 +248,8 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
                 let v = value()?;
                 for (k, val) in properties(&v) {
                     match (k, val) {
-                        ("pc", None) | ("type", Some("pc")) | ("accel", Some("tcg")) => {}
+                        ("pc", None) | ("type", Some("pc")) => {}
+                        ("accel", Some(list)) if list.split(':').any(|a| a == "tcg") => {}
                         (m, None) if m.starts_with("pc-i440fx") => {}
                         _ => bail!(
                             "-machine {v}: ringback models QEMU's pc machine (i440FX era: local and I/O APIC, \
@@ -246,7 +279,37 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
                     bail!("-smp {v}: ringback has one CPU; use -smp 1");
                 }
             }
-            "-nodefaults" | "-no-hpet" | "-no-acpi" => {}
+            "-nodefaults" | "-no-hpet" | "-no-acpi" | "-no-kvm" => {}
+            // QEMU's own logging and host settings: nothing a guest sees.
+            "-d" | "-D" | "-k" | "-boot" => {
+                let v = value()?;
+                q.notes.push(format!("{opt} {v}: accepted, no effect under ringback"));
+            }
+            "-usb" => q.notes.push("-usb: ringback has no USB controller".into()),
+            "-parallel" => {
+                let v = value()?;
+                if v != "none" {
+                    q.notes.push(format!("-parallel {v}: ringback has no parallel port"));
+                }
+            }
+            "-rtc" => {
+                let v = value()?;
+                for (k, val) in properties(&v) {
+                    match (k, val) {
+                        // ringback's RTC runs on virtual time, as clock=vm.
+                        ("base", Some("utc")) | ("clock", Some(_)) | ("driftfix", Some(_)) => {}
+                        ("base", Some("localtime")) => {
+                            q.notes.push(format!("-rtc {v}: the RTC starts at the host's UTC time"))
+                        }
+                        ("base", Some(date)) => {
+                            q.run.rtc_base = Some(unix_seconds(date).with_context(|| {
+                                format!("-rtc {v}: base must be utc, localtime or YYYY-MM-DD[THH:MM:SS]")
+                            })?)
+                        }
+                        _ => bail!("-rtc {v}: ringback takes base= and clock= only"),
+                    }
+                }
+            }
             "-net" | "-nic" => {
                 let v = value()?;
                 if v != "none" {
@@ -262,23 +325,24 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
         q.run.serial = "stdio".into();
     }
     if let Some(d) = debugcon {
-        // Port 0xE9 shares the serial console's destination.
-        if d != "none" && d != q.run.serial {
-            bail!(
-                "-debugcon {d}: ringback writes port 0xE9 where COM1 goes ({}); give both the same destination",
-                q.run.serial
-            );
+        if d == "stdio" && q.run.serial == "stdio" {
+            // One stream, as QEMU's two chardevs on one terminal.
+            q.run.debugcon = "serial".into();
+        } else {
+            q.run.debugcon = if d == "stdio" { "stdout".into() } else { d };
         }
-        q.run.no_debugcon = d == "none";
     }
     match (gdb_stub, wait_for_gdb) {
         (Some(addr), true) => q.run.gdb = Some(addr),
-        (Some(_), false) => bail!(
-            "-s/-gdb without -S: ringback's gdb server starts with the guest stopped at its first instruction; \
-             add -S (or record with `ringback record --qemu` and debug the trace afterwards)"
-        ),
+        (Some(addr), false) => q.notes.push(format!(
+            "-s/-gdb without -S: ringback's gdb server starts with the guest stopped, so this run has none; \
+             add -S to attach at {addr}, or record (`ringback record --qemu`) and debug the trace"
+        )),
         (None, true) => bail!("-S without -s or -gdb: nothing could start the guest (ringback has no monitor)"),
         (None, false) => {}
+    }
+    if q.initrd.is_some() && q.run.kernel.is_none() {
+        bail!("-initrd without -kernel: an initrd needs a kernel to load it");
     }
     if q.run.kernel.is_none() && q.run.bios.is_none() {
         bail!("no -kernel FILE or -bios FILE: ringback has no disk to boot from");
@@ -348,7 +412,7 @@ mod tests {
             (q.run.append.as_str(), q.run.mem.as_str(), q.run.serial.as_str()),
             ("a=b", "64", "stdio")
         );
-        assert!(q.no_reboot && q.run.gdb.is_none() && q.run.no_debugcon && q.notes.is_empty());
+        assert!(q.no_reboot && q.run.gdb.is_none() && q.run.debugcon == "none" && q.notes.is_empty());
         type Holds = fn(&QemuRun) -> bool;
         let table: &[(&str, Holds)] = &[
             ("-kernel k -m size=1G", |q| q.run.mem == "1G"),
@@ -368,8 +432,35 @@ mod tests {
             ("-kernel k -gdb tcp:0.0.0.0:9 -S", |q| {
                 q.run.gdb.as_deref() == Some("0.0.0.0:9")
             }),
-            ("-kernel k -serial stdio -debugcon stdio", |q| !q.run.no_debugcon),
-            ("-kernel k -debugcon none", |q| q.run.no_debugcon),
+            ("-kernel k -serial stdio -debugcon stdio", |q| {
+                q.run.debugcon == "serial"
+            }),
+            ("-kernel k -debugcon stdio", |q| {
+                q.run.debugcon == "stdout" && q.run.serial == "none"
+            }),
+            ("-kernel k -serial stdio -debugcon file:/tmp/d", |q| {
+                q.run.debugcon == "/tmp/d"
+            }),
+            ("-kernel k -debugcon none", |q| q.run.debugcon == "none"),
+            ("-kernel k -s", |q| q.run.gdb.is_none() && q.notes.len() == 1),
+            ("-kernel k -gdb tcp::1234,server,nowait -S", |q| {
+                q.run.gdb.as_deref() == Some("127.0.0.1:1234")
+            }),
+            ("-kernel k -device isa-debug-exit,iobase=0xf4,iosize=0x01,id=x", |q| {
+                q.notes.len() == 1
+            }),
+            (
+                "-kernel k -accel kvm:tcg -M pc,accel=kvm:tcg -accel tcg,thread=single",
+                |_| true,
+            ),
+            (
+                "-kernel k -d int,cpu_reset -D log.txt -boot c -usb -parallel none",
+                |q| q.notes.len() == 4,
+            ),
+            ("-kernel k -rtc base=2023-11-14T22:13:20,clock=vm", |q| {
+                q.run.rtc_base == Some(1_700_000_000)
+            }),
+            ("-kernel k -rtc base=utc", |q| q.run.rtc_base.is_none()),
             ("-bios rom.bin", |q| q.run.bios.is_some() && q.run.kernel.is_none()),
             ("--kernel k --no-reboot", |q| q.no_reboot),
             ("-kernel k -display gtk -name x -monitor stdio -vga std", |q| {
@@ -401,18 +492,19 @@ mod tests {
                 "-device isa-debug-exit,iobase=0xf4,iosize=0x04",
             ),
             ("-kernel k -device isa-debug-exit,iobase=0x501,iosize=2", "iobase=0xf4"),
+            (
+                "-kernel k -device isa-debug-exit,iobase=0xf4,iosize=8",
+                "iobase=0xf4,iosize=0x04",
+            ),
             ("-kernel k -device e1000", "ringback has no such device"),
             ("-kernel k -serial tcp::4444,server", "stdio, file:PATH or none"),
             ("-kernel k -serial stdio -serial stdio", "one serial port"),
-            ("-kernel k -s", "add -S"),
+            ("-kernel k -rtc base=yesterday", "base must be utc"),
+            ("-initrd i -bios b", "-initrd without -kernel"),
             ("-kernel k -S", "nothing could start the guest"),
             ("-kernel k -gdb unix:/tmp/s -S", "tcp::PORT"),
             ("-kernel k -m 1G,slots=2,maxmem=4G", "no memory hotplug"),
             ("-kernel k -nic user", "no network card"),
-            (
-                "-kernel k -serial stdio -debugcon file:/tmp/d",
-                "give both the same destination",
-            ),
             ("-kernel k -bios b", "give one of them"),
             ("-kernel", "-kernel needs a value"),
         ] {

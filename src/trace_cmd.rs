@@ -52,9 +52,7 @@ fn prepare(
     adaptive_checkpoints: bool,
 ) -> Result<(console::HostConsole, console::StdinInput, Machine, TraceHeader)> {
     let (mut console, mut input) = console::open(&args.serial, args.rtc_base)?;
-    if args.no_debugcon {
-        console.drop_debugcon();
-    }
+    console.set_debugcon(&args.debugcon)?;
     let rtc_start = input.rtc_start();
     let mut machine = Machine::boot(ram, kernel, &mut NoInput { rtc_start })?;
     args.engine.apply(&mut machine);

@@ -49,6 +49,26 @@ fn bad_bios_images_and_a_kernel_beside_one() {
     assert_eq!(neither.status.code(), Some(2));
 }
 
+// Port 0xE9's console goes with COM1 by default, or where --debugcon says
+// (QEMU's -debugcon): a file, or nowhere.
+#[test]
+fn the_debug_console_goes_where_it_is_told() {
+    // Real mode: 'D' to port 0xE9, 'S' to COM1, then isa-debug-exit.
+    let code = [
+        0xB0, b'D', 0xE6, 0xE9, 0xB0, b'S', 0xBA, 0xF8, 0x03, 0xEE, 0xB0, 0x00, 0xE6, 0xF4,
+    ];
+    let image = scratch("debugcon.bin", &code);
+    let run = |extra: &[&str]| ringback(&[&["run", "--flat", "0x7c00", &image, "--serial", "stdout"], extra].concat());
+    assert_eq!(run(&[]).stdout, b"DS");
+    assert_eq!(run(&["--debugcon", "none"]).stdout, b"S");
+    let file = std::env::temp_dir().join(format!("ringback-debugcon-{}.txt", std::process::id()));
+    let file = file.to_string_lossy().into_owned();
+    let out = run(&["--debugcon", &file]);
+    assert_eq!((out.stdout.as_slice(), out.status.code()), (&b"S"[..], Some(1)));
+    assert_eq!(std::fs::read(&file).expect("debugcon file"), b"D");
+    let _ = std::fs::remove_file(&file);
+}
+
 #[test]
 fn max_insns_stops_the_run() {
     let out = ringback(&["demo", "--max-insns", "1000"]);

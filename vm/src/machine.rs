@@ -299,6 +299,7 @@ impl Machine {
                 .cpu
                 .deliver_interrupt(&mut self.platform, vector::NMI, IntSource::External)
             {
+                Ok(()) if self.cpu.take_task_trap() => Some(self.cpu.raise(&mut self.platform, Fault::new(vector::DB))),
                 Ok(()) => None,
                 Err(f) => Some(self.cpu.raise(&mut self.platform, f)),
             };
@@ -315,6 +316,8 @@ impl Machine {
             .cpu
             .deliver_interrupt(&mut self.platform, vector, IntSource::External)
         {
+            // Through a task gate to a task with its T flag: its #DB next.
+            Ok(()) if self.cpu.take_task_trap() => Some(self.cpu.raise(&mut self.platform, Fault::new(vector::DB))),
             Ok(()) => None,
             Err(f) => Some(self.cpu.raise(&mut self.platform, f)),
         }

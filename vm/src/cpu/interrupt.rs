@@ -242,6 +242,16 @@ impl Cpu {
         Ok(())
     }
 
+    /// Takes a #DB that a task switch to a TSS with the T flag left due,
+    /// setting DR6.BT (SDM Vol. 3A, 7.2.1, 17.2.3).
+    pub fn take_task_trap(&mut self) -> bool {
+        if !std::mem::take(&mut self.task_trap) {
+            return false;
+        }
+        self.state.dr[6] |= 1 << 15;
+        true
+    }
+
     /// The stack for privilege level `level` from the current TSS (SDM 7.2.1).
     pub fn tss_stack<B: Bus>(&mut self, bus: &mut B, level: u8) -> Result<(u16, u32)> {
         let tr = self.state.tr;
@@ -275,7 +285,16 @@ impl Cpu {
         // few serial steps a pair escalates to #DF; the bound is a backstop.
         for _ in 0..8 {
             let next = match self.deliver_interrupt(bus, current.vector, IntSource::Exception(current.error)) {
-                Ok(()) => return StepOutcome::Exception(current),
+                Ok(()) => {
+                    // Delivered through a task gate to a task with its T flag:
+                    // that task's #DB comes next, a trap of its own.
+                    if self.take_task_trap() {
+                        if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
+                            return self.raise(bus, f);
+                        }
+                    }
+                    return StepOutcome::Exception(current);
+                }
                 Err(next) => next,
             };
             if current.vector == vector::DF {
@@ -291,7 +310,7 @@ impl Cpu {
     }
 }
 
-fn add_ext(f: Fault, ext: u32) -> Fault {
+pub(crate) fn add_ext(f: Fault, ext: u32) -> Fault {
     match f.error {
         Some(e) if f.vector != vector::PF => Fault {
             vector: f.vector,

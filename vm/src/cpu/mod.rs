@@ -157,6 +157,9 @@ pub struct Cpu {
     pub ring_view: RingView,
     /// Linear address of the instruction whose fault was delivered last.
     pub last_fault_pc: u32,
+    /// A task switch reached a TSS with its debug trap flag set: #DB is
+    /// due once the switch is complete (taken by whoever made the switch).
+    pub(crate) task_trap: bool,
 }
 
 impl Default for Cpu {
@@ -177,6 +180,7 @@ impl Cpu {
             start_eflags: 0,
             ring_view: RingView::True,
             last_fault_pc: 0,
+            task_trap: false,
         }
     }
 

@@ -10,6 +10,8 @@
 //! point with [`Cpu::commit_instruction`]: the instruction's roll-back then
 //! keeps the new task's registers.
 
+use super::interrupt::add_ext;
+use super::mmu::Access;
 use super::seg::{sel_error, Descriptor};
 use super::state::{attr, cr0, flags, SegReg, Segment};
 use super::{vector, Cpu, Fault, Result};
@@ -195,8 +197,24 @@ impl Cpu {
         if kind == TaskSwitch::Iret {
             old_eflags &= !flags::NT;
         }
-        self.save_task_image(bus, old.base, old32, old_eflags)?;
         let gdt = self.state.gdtr.base;
+        // Every byte the switch writes is checked writable first, so that a
+        // page fault leaves nothing half done (SDM Vol. 3A, 7.3, step 5).
+        let (save_first, save_last) = if old32 { (0x20, 0x5F) } else { (0x0E, 0x29) };
+        let old_desc = gdt.wrapping_add(u32::from(old.selector & !7)).wrapping_add(7);
+        let new_desc = gdt.wrapping_add(u32::from(sel & !7)).wrapping_add(7);
+        let writes = [
+            Some(old.base.wrapping_add(save_first)),
+            Some(old.base.wrapping_add(save_last)),
+            matches!(kind, TaskSwitch::Jmp | TaskSwitch::Iret).then_some(old_desc),
+            kind.nests().then_some(new_base),
+            kind.nests().then_some(new_base.wrapping_add(1)),
+            (kind != TaskSwitch::Iret).then_some(new_desc),
+        ];
+        for lin in writes.into_iter().flatten() {
+            self.translate(bus, lin, Access::Write, false)?;
+        }
+        self.save_task_image(bus, old.base, old32, old_eflags)?;
         if matches!(kind, TaskSwitch::Jmp | TaskSwitch::Iret) {
             let addr = gdt.wrapping_add(u32::from(old.selector & !7)).wrapping_add(4);
             let high = self.read_linear(bus, addr, 4, false)?;
@@ -215,6 +233,9 @@ impl Cpu {
         tr.attr |= 2;
         self.state.tr = tr;
         self.state.cr0 |= cr0::TS;
+        // The local breakpoint enables belong to the old task (SDM Vol. 3A,
+        // 17.2.4).
+        self.state.dr[7] &= !0x55;
         if new32 && self.state.cr0 & cr0::PG != 0 && image.cr3 != self.state.cr3 {
             self.state.cr3 = image.cr3;
             self.tlb.flush_non_global();
@@ -252,13 +273,11 @@ impl Cpu {
         Ok(image.trap)
     }
 
-    /// The new task's debug trap flag: #DB before its first instruction,
-    /// DR6.BT telling why (SDM Vol. 3A, 7.2.1, 17.2.3).
+    /// The new task's debug trap flag: its #DB is due once the switch is
+    /// complete, as a trap (whoever made the switch takes it:
+    /// [`Cpu::take_task_trap`]).
     fn task_debug_trap(&mut self, trap: bool) -> Result<()> {
-        if trap {
-            self.state.dr[6] |= 1 << 15;
-            return Err(Fault::new(vector::DB));
-        }
+        self.task_trap = trap;
         Ok(())
     }
 
@@ -342,7 +361,9 @@ impl Cpu {
             if ldt & 4 != 0 {
                 return Err(ts(ldt));
             }
-            let d = self.read_descriptor(bus, ldt, vector::TS)?;
+            let d = self
+                .read_descriptor(bus, ldt, vector::TS)
+                .map_err(|f| add_ext(f, ext))?;
             if d.is_code_data() || d.typ() != 2 {
                 return Err(ts(ldt));
             }
@@ -370,7 +391,9 @@ impl Cpu {
         if cs_sel & 0xFFFC == 0 {
             return Err(ts(cs_sel));
         }
-        let cs = self.read_descriptor(bus, cs_sel, vector::TS)?;
+        let cs = self
+            .read_descriptor(bus, cs_sel, vector::TS)
+            .map_err(|f| add_ext(f, ext))?;
         let cpl = (cs_sel & 3) as u8;
         let conforming = cs.typ() & 4 != 0;
         if !cs.is_code() || (conforming && cs.dpl() > cpl) || (!conforming && cs.dpl() != cpl) {
@@ -383,7 +406,9 @@ impl Cpu {
         if ss_sel & 0xFFFC == 0 {
             return Err(ts(ss_sel));
         }
-        let ss = self.read_descriptor(bus, ss_sel, vector::TS)?;
+        let ss = self
+            .read_descriptor(bus, ss_sel, vector::TS)
+            .map_err(|f| add_ext(f, ext))?;
         let writable = ss.is_code_data() && ss.typ() & 0b1010 == 0b0010;
         if !writable || (ss_sel & 3) as u8 != cpl || ss.dpl() != cpl {
             return Err(ts(ss_sel));
@@ -404,7 +429,7 @@ impl Cpu {
             if s & 0xFFFC == 0 {
                 continue;
             }
-            let d = self.read_descriptor(bus, s, vector::TS)?;
+            let d = self.read_descriptor(bus, s, vector::TS).map_err(|f| add_ext(f, ext))?;
             let readable = d.is_code_data() && (!d.is_code() || d.typ() & 2 != 0);
             let conforming_code = d.is_code() && d.typ() & 4 != 0;
             if !readable || (!conforming_code && (d.dpl() < cpl || d.dpl() < (s & 3) as u8)) {

@@ -206,6 +206,7 @@ impl Cpu {
         self.start_eip = start;
         self.start_regs = self.state.regs;
         self.start_eflags = self.state.eflags;
+        let eflags_before = self.state.eflags;
         let tf = self.state.eflags & fl::TF != 0;
         self.state.interrupt_shadow = false;
         let mask = if self.state.code32() { 0xFFFF_FFFF } else { 0xFFFF };
@@ -216,7 +217,15 @@ impl Cpu {
                 if flow == Flow::Repeat {
                     self.state.eip = start;
                 }
-                if tf && !self.state.halted && !software_interrupt(inst, self.start_eflags) {
+                // A task switch to a TSS with its T flag: #DB in the new
+                // task before its first instruction.
+                if self.take_task_trap() {
+                    if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
+                        return Ok(self.raise(bus, f));
+                    }
+                    return Ok(StepOutcome::Retired);
+                }
+                if tf && !self.state.halted && !software_interrupt(inst, eflags_before) {
                     // Single-step trap after the instruction (SDM Vol. 3A, 17.3.1.4).
                     self.state.dr[6] |= 1 << 14;
                     if let Err(f) = self.deliver_interrupt(bus, vector::DB, IntSource::Exception(None)) {
