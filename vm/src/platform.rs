@@ -1012,6 +1012,44 @@ mod apic_tests {
         }
     }
 
+    // With the 8259 (through LINT0) and the local APIC both asking, the
+    // 8259's ExtINT is acknowledged first, as QEMU's local APIC lets it.
+    #[test]
+    fn the_8259s_extint_is_served_before_the_local_apic() {
+        let mut p = with_pics(0xFE, 0xFF);
+        self_ipi(&mut p, 0x90);
+        p.irq.pulse(0);
+        assert_eq!(take(&mut p), Some(0x20), "the PIT through the 8259");
+        assert_eq!(take(&mut p), Some(0x90), "then the APIC's request");
+    }
+
+    // Cluster destinations name a cluster and CPUs in it; only 0xFF is
+    // everyone (QEMU's and KVM's reading of the SDM).
+    #[test]
+    fn cluster_destinations_match_cluster_and_member() {
+        let mut p = Platform::new(2 << 20, 0);
+        wr(&mut p, 0xE0, 0x0FFF_FFFF, 0); // cluster model
+        wr(&mut p, 0xD0, 0x21 << 24, 0); // cluster 2, member 1
+        let lapic = &p.irq.lapic;
+        assert!(lapic.is_destination(0x21, true));
+        assert!(lapic.is_destination(0x23, true), "member bit 0 in cluster 2");
+        assert!(!lapic.is_destination(0x31, true), "another cluster");
+        assert!(!lapic.is_destination(0xF1, true), "0xF is no broadcast cluster");
+        assert!(lapic.is_destination(0xFF, true));
+    }
+
+    // Code fetched from a device's window reads what is under it and never
+    // reaches the registers (whose reads can have effects).
+    #[test]
+    fn instruction_fetches_never_reach_device_registers() {
+        let mut p = Platform::new(2 << 20, 0);
+        let mut bytes = [0u8; 4];
+        p.fetch_phys(LAPIC + 0x2F0, &mut bytes); // an illegal register
+        assert_eq!(bytes, [0xFF; 4]);
+        wr(&mut p, 0x280, 0, 0);
+        assert_eq!(rd(&mut p, 0x280), 0, "no error was logged");
+    }
+
     #[test]
     fn one_shot_timer_fires_once_at_its_exact_tick() {
         let mut p = Platform::new(2 << 20, 0);
