@@ -2,7 +2,8 @@
  * tasks: hardware task switching as a 32-bit kernel uses it, printing what
  * the CPU left in the TSSs, the flags and the descriptors, to be diffed
  * against QEMU:
- *  - a CALL to a TSS and IRET back (NT, the back link, busy bits);
+ *  - a CALL to a TSS and IRET back (NT, the back link, busy bits, DR7's
+ *    local enables cleared);
  *  - a JMP to a TSS and a JMP back (busy bits move, no link);
  *  - INT n through a task gate, and IRET back;
  *  - a double fault through a task gate (as Linux's i386 handler is):
@@ -92,7 +93,7 @@ static void set_task(struct tss *t, void (*entry)(void), uint8_t *stack)
 }
 
 /* What the tasks saw, printed by task A. */
-static volatile uint32_t b_link, b_flags, b_runs, c_runs, df_link, df_eip, ts_err, ts_tr, ts_vec;
+static volatile uint32_t b_link, b_flags, b_runs, b_dr7, c_runs, df_link, df_eip, ts_err, ts_tr, ts_vec;
 volatile uint32_t df_err;
 /* Where task A faults in the double-fault test, and where it resumes. */
 static volatile uint32_t fault_at, resume_at;
@@ -104,6 +105,9 @@ static void task_b(void)
         b_runs++;
         b_link = tss_b.prev;
         b_flags = eflags();
+        uint32_t dr7;
+        __asm__ volatile("mov %%dr7, %0" : "=r"(dr7));
+        b_dr7 = dr7;
         __asm__ volatile("iret");
     }
 }
@@ -219,8 +223,13 @@ int kmain(uint32_t magic, struct multiboot_info *mbi)
     idt_base = (uint64_t *)idtr.base;
     printf("task A: TR %02x, busy %u\n", str(), busy(SEL_A));
 
-    /* CALL to a TSS, IRET back. */
+    /* CALL to a TSS, IRET back. The local breakpoint enables (DR7 bits 0,
+     * 2, 4, 6) belong to a task and are cleared by the switch; the global
+     * one (bit 1) stays. No breakpoint address is set up to hit. */
+    __asm__ volatile("mov %0, %%dr7" : : "r"(0x457u));
     __asm__ volatile("lcall $0x30, $0" ::: "memory");
+    __asm__ volatile("mov %0, %%dr7" : : "r"(0x400u));
+    printf("DR7 in B: %03x\n", b_dr7);
     printf("CALL: B ran %u, link %02x, NT in B %u; back in A: TR %02x, NT %u\n", b_runs, b_link,
            (b_flags >> 14) & 1, str(), (eflags() >> 14) & 1);
     printf("after IRET: A busy %u, B busy %u, CR0.TS %u\n", busy(SEL_A), busy(SEL_B), (read_cr0() >> 3) & 1);

@@ -266,6 +266,7 @@ fn task_switching_kernel_passes() {
     for line in [
         "CALL: B ran 1, link 28, NT in B 1; back in A: TR 28, NT 0",
         "after IRET: A busy 1, B busy 0, CR0.TS 1",
+        "DR7 in B: 402",
         "JMP: C ran 1; A busy 1, C busy 0, link in C 00",
         "double fault: error 0, link 28, saved EIP at the fault yes, DF busy after 0",
         "short TSS: vector 10, error 48, TR 28",
