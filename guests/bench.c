@@ -106,43 +106,40 @@ static uint32_t work_paging(uint32_t r, uint32_t sum)
     return sum;
 }
 
-static uint32_t work_trap(uint32_t r, uint32_t sum)
+/* trap's loop, and trapoff's, which never sets IF. */
+static uint32_t trap_loop(uint32_t r, uint32_t sum, int with_sti)
 {
     for (uint32_t i = 0; i < 20000; i++) {
         uint32_t fl;
-        __asm__ volatile("cli\n\t"
-                         "pushfl\n\t"
-                         "popl %0\n\t"
-                         "sti\n\t"
-                         "pushl %0\n\t"
-                         "popfl\n\t"
-                         "cli"
-                         : "=r"(fl)
-                         :
-                         : "memory", "cc");
+        if (with_sti)
+            __asm__ volatile("cli\n\t"
+                             "pushfl\n\t"
+                             "popl %0\n\t"
+                             "sti\n\t"
+                             "pushl %0\n\t"
+                             "popfl\n\t"
+                             "cli"
+                             : "=r"(fl)
+                             :
+                             : "memory", "cc");
+        else
+            __asm__ volatile("cli\n\t"
+                             "pushfl\n\t"
+                             "popl %0\n\t"
+                             "pushl %0\n\t"
+                             "popfl"
+                             : "=r"(fl)
+                             :
+                             : "memory", "cc");
         outb(0x80, (uint8_t)i);
         sum = sum * 33 + (fl & 0x200) + inb(0x21) + r; /* the PIC mask: 0xFF */
     }
     return sum;
 }
 
-static uint32_t work_trapoff(uint32_t r, uint32_t sum)
-{
-    for (uint32_t i = 0; i < 20000; i++) {
-        uint32_t fl;
-        __asm__ volatile("cli\n\t"
-                         "pushfl\n\t"
-                         "popl %0\n\t"
-                         "pushl %0\n\t"
-                         "popfl"
-                         : "=r"(fl)
-                         :
-                         : "memory", "cc");
-        outb(0x80, (uint8_t)i);
-        sum = sum * 33 + (fl & 0x200) + inb(0x21) + r;
-    }
-    return sum;
-}
+static uint32_t work_trap(uint32_t r, uint32_t sum) { return trap_loop(r, sum, 1); }
+
+static uint32_t work_trapoff(uint32_t r, uint32_t sum) { return trap_loop(r, sum, 0); }
 
 /* The datacode loop and its data on one page of .text: counter and sum are
  * written every iteration, right after the code that writes them. */

@@ -125,7 +125,7 @@ impl EngineArgs {
     }
 }
 
-fn parse_addr(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),

@@ -63,13 +63,6 @@ fn properties(value: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
         })
 }
 
-fn parse_number(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
-
 /// A `-serial` or `-debugcon` destination as ringback's `--serial` names it.
 fn chardev(option: &str, value: &str) -> Result<String> {
     Ok(match value {
@@ -89,22 +82,18 @@ fn chardev(option: &str, value: &str) -> Result<String> {
 /// Seconds since 1970 of a UTC date `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`
 /// (QEMU's -rtc base=).
 fn unix_seconds(date: &str) -> Option<u64> {
+    use vm::devices::cmos::{days_from_civil, days_in_month};
     let (day, time) = date.split_once('T').unwrap_or((date, "00:00:00"));
-    let mut d = day.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || h > 23 || mi > 59 || s > 59 || y < 1970 {
+    let mut d = day.splitn(3, '-').map(|p| p.parse::<u16>().ok());
+    let (y, m, dd) = (i64::from(d.next()??), i64::from(d.next()??), i64::from(d.next()??));
+    let mut t = time.splitn(3, ':').map(|p| p.parse::<u8>().ok());
+    let (h, mi, s) = (u64::from(t.next()??), u64::from(t.next()??), u64::from(t.next()??));
+    let valid_day = (1..=12).contains(&m) && dd >= 1 && dd <= days_in_month(y, m);
+    if !valid_day || !(1970..=9999).contains(&y) || h > 23 || mi > 59 || s > 59 {
         return None;
     }
-    // Days from the civil date (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()
+    let days = u64::try_from(days_from_civil(y, m, dd)).ok()?;
+    Some(days * 86_400 + h * 3600 + mi * 60 + s)
 }
 
 /// Parses a qemu-system-i386 argument list.
@@ -208,7 +197,7 @@ pub fn parse(args: &[String]) -> Result<QemuRun> {
                         // QEMU's own defaults are iobase 0x501, iosize 2.
                         let (mut iobase, mut iosize) = (0x501, 2);
                         for (k, val) in props {
-                            let n = val.and_then(parse_number);
+                            let n = val.and_then(|v| crate::cli::parse_addr(v).ok());
                             match (k, n) {
                                 ("iobase", Some(n)) => iobase = n,
                                 ("iosize", Some(n)) => iosize = n,
@@ -500,6 +489,8 @@ mod tests {
             ("-kernel k -serial tcp::4444,server", "stdio, file:PATH or none"),
             ("-kernel k -serial stdio -serial stdio", "one serial port"),
             ("-kernel k -rtc base=yesterday", "base must be utc"),
+            ("-kernel k -rtc base=2023-02-29", "base must be utc"),
+            ("-kernel k -rtc base=2023-01-01T-1:00:00", "base must be utc"),
             ("-initrd i -bios b", "-initrd without -kernel"),
             ("-kernel k -S", "nothing could start the guest"),
             ("-kernel k -gdb unix:/tmp/s -S", "tcp::PORT"),

@@ -439,15 +439,7 @@ fn data_beside_code_costs_the_cached_code_nothing() {
 
 #[test]
 fn benchmark_workloads_run_identically_on_both_engines() {
-    for workload in [
-        "int 2",
-        "mem 1",
-        "paging 20",
-        "trap 2",
-        "intoff 2",
-        "trapoff 2",
-        "datacode 2",
-    ] {
+    for workload in common::BENCH_WORKLOADS {
         let kernel = Kernel::Multiboot {
             image: guest("bench.elf"),
             cmdline: format!("bench.elf {workload}"),

@@ -64,11 +64,9 @@ fn compare_kernel(name: &str) -> (String, i32) {
 // line ringback prints and QEMU cannot.
 #[test]
 fn apic_matches_qemu() {
-    qemu_available();
     let path = guest("apic.elf");
     let p = path.to_str().expect("utf-8 path");
-    let q = run_qemu(&["-kernel", p]);
-    let r = common::ringback(&[&["qemu"], common::QEMU_ARGS, &["-kernel", p]].concat());
+    let (q, r) = run_both(&[common::QEMU_ARGS, &["-kernel", p]].concat());
     let q_out = String::from_utf8_lossy(&q.stdout).into_owned();
     let r_out = String::from_utf8_lossy(&r.stdout).into_owned();
     let tsc_deadline = "TSC deadline: fired and disarmed: ok\n";
@@ -95,11 +93,9 @@ fn apic_matches_qemu() {
 // the SDM, the rest to QEMU.
 #[test]
 fn task_switching_matches_qemu() {
-    qemu_available();
     let path = guest("tasks.elf");
     let p = path.to_str().expect("utf-8 path");
-    let q = run_qemu(&["-kernel", p]);
-    let r = common::ringback(&[&["qemu"], common::QEMU_ARGS, &["-kernel", p]].concat());
+    let (q, r) = run_both(&[common::QEMU_ARGS, &["-kernel", p]].concat());
     let (q_out, r_out) = (String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&r.stdout));
     let t_flag = |out: &str| out.lines().find(|l| l.starts_with("T flag:")).map(str::to_string);
     assert_eq!(
@@ -149,16 +145,22 @@ fn test_device_matches_qemu() {
     assert_eq!(status, 1, "exit 0: every check passed\n{out}");
 }
 
-/// The same argument list through qemu-system-i386 and `ringback qemu`:
-/// the serial output and the exit status must be QEMU's.
-fn same_command_line(name: &str, args: &[&str]) -> (String, i32) {
+/// One argument list through qemu-system-i386 and through `ringback qemu`:
+/// their outputs, QEMU's first.
+fn run_both(args: &[&str]) -> (Output, Output) {
     qemu_available();
     let q = Command::new(common::QEMU)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run qemu");
-    let r = common::ringback(&[&["qemu"], args].concat());
+    (q, common::ringback(&[&["qemu"], args].concat()))
+}
+
+/// The same argument list through qemu-system-i386 and `ringback qemu`:
+/// the serial output and the exit status must be QEMU's.
+fn same_command_line(name: &str, args: &[&str]) -> (String, i32) {
+    let (q, r) = run_both(args);
     let (q_out, r_out) = (String::from_utf8_lossy(&q.stdout), String::from_utf8_lossy(&r.stdout));
     // Under -nographic QEMU's firmware (SeaBIOS, iPXE) writes its banner to
     // COM1 before the kernel runs; ringback has no firmware to print one.
@@ -365,15 +367,7 @@ fn platform_registers_match_qemu() {
 fn benchmark_workloads_compute_the_same_checksums_as_qemu() {
     let path = guest("bench.elf");
     let p = path.to_str().expect("utf-8 path");
-    for workload in [
-        "int 2",
-        "mem 1",
-        "paging 20",
-        "trap 2",
-        "intoff 2",
-        "trapoff 2",
-        "datacode 2",
-    ] {
+    for workload in common::BENCH_WORKLOADS {
         let (out, status) = compare(workload, &["-kernel", p, "-append", workload]);
         assert_eq!(status, 1, "{workload}");
         assert!(out.contains("checksum"), "{workload}: {out}");

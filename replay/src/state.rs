@@ -239,7 +239,7 @@ mod tests {
         let pinned: &[(&str, u16, &str)] = &[
             ("cpu", 4, "71a26ee92aa9aed2"),
             ("pic", 1, "d4fba6dee9e4c58b"),
-            ("lapic", 1, "9dddef853ae46ab7"),
+            ("lapic", 1, "6e8eb400a71b5c41"),
             ("ioapic", 1, "8d2498417bf595ae"),
             ("pit", 1, "eb15a1a01fa1d11d"),
             ("i8042", 2, "efecbae312425e77"),

@@ -35,6 +35,18 @@ pub const QEMU_ARGS: &[&str] = &[
     "isa-debug-exit,iobase=0xf4,iosize=0x04",
 ];
 
+/// Every workload of the benchmark kernel (guests/bench.c) with a few rounds,
+/// as its command line takes them.
+pub const BENCH_WORKLOADS: [&str; 7] = [
+    "int 2",
+    "mem 1",
+    "paging 20",
+    "trap 2",
+    "intoff 2",
+    "trapoff 2",
+    "datacode 2",
+];
+
 /// Runs qemu-system-i386 as the comparisons do: no display, COM1 on
 /// stdout, no monitor, no reboot, 32 MiB, isa-debug-exit at 0xF4; `args`
 /// name the kernel and anything else.

@@ -23,10 +23,9 @@ pub enum TaskSwitch {
     Jmp,
     Call,
     Iret,
-    /// An interrupt or exception through a task gate; `error` is pushed on
-    /// the new task's stack. `ext` is the EXT bit for error codes.
+    /// An interrupt or exception through a task gate; `ext` is the EXT bit
+    /// for error codes.
     Interrupt {
-        error: Option<u32>,
         ext: u32,
     },
 }
@@ -37,7 +36,7 @@ impl TaskSwitch {
     }
     fn ext(self) -> u32 {
         match self {
-            TaskSwitch::Interrupt { ext, .. } => ext,
+            TaskSwitch::Interrupt { ext } => ext,
             _ => 0,
         }
     }
@@ -149,7 +148,7 @@ impl Cpu {
         if !tss.present() {
             return Err(Fault::with_error(vector::NP, err));
         }
-        let trap = self.switch_task(bus, tss_sel, tss, TaskSwitch::Interrupt { error, ext })?;
+        let trap = self.switch_task(bus, tss_sel, tss, TaskSwitch::Interrupt { ext })?;
         if let Some(code) = error {
             let size = if tss.typ() & 8 != 0 { 4 } else { 2 };
             self.push(bus, size, code).map_err(|f| {

@@ -78,7 +78,7 @@ pub trait Device {
     /// Brings its timers up to `now`.
     fn advance(&mut self, _now: u64, _fx: &mut Effects) {}
     /// Its memory-mapped register window as now configured: physical base
-    /// and length (within one page).
+    /// and length.
     fn mmio_window(&self) -> Option<(u32, u32)> {
         None
     }

@@ -55,7 +55,8 @@ fn days_in_year(y: i64) -> i64 {
     }
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+/// Days in month `m` (1-12) of year `y`, proleptic Gregorian.
+pub fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,
@@ -66,7 +67,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date. `day` may exceed
 /// the month's length (it just runs on into the next month).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     // Whole 400-year cycles first, then at most 399 years and 11 months.
     let cycles = (year - 1970).div_euclid(400);
     let mut days = cycles * DAYS_PER_400Y;

@@ -84,10 +84,6 @@ impl IoApic {
         }
     }
 
-    pub fn id(&self) -> u8 {
-        self.id
-    }
-
     fn message(&self, pin: usize) -> Message {
         let entry = self.redirection[pin];
         Message {

@@ -29,6 +29,8 @@ pub const BASE_ENABLE: u64 = 1 << 11;
 const BASE_ADDRESS_MASK: u64 = 0xFFFF_F000;
 pub const WINDOW_BYTES: u32 = 0x1000;
 
+/// The one CPU's APIC ID; the ID register is read-only on this model.
+const APIC_ID: u8 = 0;
 /// Version 0x14 (an integrated xAPIC), six LVT entries: QEMU's.
 const VERSION: u32 = 0x0005_0014;
 
@@ -63,7 +65,6 @@ const TIMER_TSC_DEADLINE: u32 = 2;
 pub struct LocalApic {
     /// IA32_APIC_BASE.
     base: u64,
-    id: u8,
     tpr: u8,
     ldr: u32,
     dfr: u32,
@@ -84,9 +85,8 @@ pub struct LocalApic {
     /// divider changed).
     period_start: u64,
     period_count: u32,
-    /// IA32_TSC_DEADLINE as written, and the tick the TSC reaches it.
+    /// IA32_TSC_DEADLINE as written (its tick is `next_fire`).
     tsc_deadline: u64,
-    tsc_deadline_tick: u64,
     /// When the timer next fires, if it is counting.
     next_fire: Option<u64>,
     /// Level-triggered vectors whose EOI the I/O APIC has yet to hear.
@@ -128,7 +128,6 @@ impl LocalApic {
     pub fn new() -> Self {
         LocalApic {
             base: DEFAULT_BASE,
-            id: 0,
             tpr: 0,
             ldr: 0,
             dfr: 0xFFFF_FFFF,
@@ -153,7 +152,6 @@ impl LocalApic {
             period_start: 0,
             period_count: 0,
             tsc_deadline: 0,
-            tsc_deadline_tick: 0,
             next_fire: None,
             eoi_broadcasts: [0; 8],
             nmi_pending: false,
@@ -234,7 +232,6 @@ impl LocalApic {
             return;
         }
         self.tsc_deadline = value;
-        self.tsc_deadline_tick = tick;
         self.next_fire = (value != 0).then_some(tick);
     }
 
@@ -297,7 +294,7 @@ impl LocalApic {
     /// APIC (10.6.2).
     pub fn is_destination(&self, dest: u8, logical: bool) -> bool {
         if !logical {
-            return dest == 0xFF || dest == self.id;
+            return dest == 0xFF || dest == APIC_ID;
         }
         let mine = (self.ldr >> 24) as u8;
         if dest == 0xFF {
@@ -422,7 +419,7 @@ impl LocalApic {
 
     fn read_register(&mut self, reg: u32, now: u64) -> u32 {
         match reg {
-            0x20 => u32::from(self.id) << 24,
+            0x20 => u32::from(APIC_ID) << 24,
             0x30 => VERSION,
             0x80 => u32::from(self.tpr),
             // Arbitration priority: only a P6-family APIC bus has it.
