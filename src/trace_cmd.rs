@@ -145,6 +145,7 @@ pub fn replay(
             patching: false,
             ..trace.header.config.raw
         }),
+        jit: None,
     };
     let end = trace.checkpoint_frames().last().map_or(0, |c| c.icount);
     // Where the replay stops: the first checkpoint at or after --until.
@@ -373,7 +374,14 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
 
 pub fn gdb(path: &Path, listen: &str, engine: Option<Engine>) -> Result<ExitCode> {
     let trace = open(path)?;
-    let replayer = Replayer::new(&trace, ReplayOptions { engine, raw: None })?;
+    let replayer = Replayer::new(
+        &trace,
+        ReplayOptions {
+            engine,
+            raw: None,
+            jit: None,
+        },
+    )?;
     let listener = gdb::listen(listen)?;
     let mut target = gdb::DebugTarget::new(replayer);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -134,6 +134,7 @@ fn first_difference_by_stepping(trace: &Trace) -> Option<u64> {
     let options = |engine| ReplayOptions {
         engine: Some(engine),
         raw: Some(trace.header.config.raw),
+        jit: None,
     };
     let mut a = Replayer::new(trace, options(Engine::Emulate)).expect("replayer");
     let mut b = Replayer::new(trace, options(Engine::Raw)).expect("replayer");

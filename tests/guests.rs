@@ -7,6 +7,7 @@
 mod common;
 
 use vm::boot::Module;
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::host::{NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Kernel, Machine, StopReason};
@@ -299,19 +300,21 @@ fn test_device_kernel_passes() {
 
 /// Boots `kernel` on `engine` with scripted serial input.
 fn boot_on(kernel: &Kernel, engine: vm::machine::Engine, input: &[u8]) -> (StopReason, Vec<u8>, Machine) {
-    boot_with(kernel, engine, RawConfig::default(), input)
+    boot_with(kernel, engine, RawConfig::default(), JitConfig::default(), input)
 }
 
 fn boot_with(
     kernel: &Kernel,
     engine: vm::machine::Engine,
     config: RawConfig,
+    jit: JitConfig,
     input: &[u8],
 ) -> (StopReason, Vec<u8>, Machine) {
     let mut host = ScriptedInput::new(1_700_000_000, input).starting_at(1_000_000);
     let mut m = Machine::boot(32 << 20, kernel, &mut host).expect("boot");
     m.engine = engine;
     m.raw.config = config;
+    m.blocks.jit.config = jit;
     let mut console = CaptureConsole::default();
     let stop = m.run(LIMIT, &mut host, &mut console);
     (stop, console.serial, m)
@@ -421,8 +424,8 @@ fn data_beside_code_costs_the_cached_code_nothing() {
     };
     // 1000 & 0xFF from the loop, plus the rewritten immediate.
     let expected = StopReason::ExitDevice(((0xE8 + 5) << 1) | 1);
-    let (reference, others) = common::assert_engines_agree("data beside code", |engine, config| {
-        let (stop, serial, machine) = boot_with(&kernel, engine, config, b"");
+    let (reference, others) = common::assert_engines_agree("data beside code", |engine, config, jit| {
+        let (stop, serial, machine) = boot_with(&kernel, engine, config, jit, b"");
         common::Run { stop, serial, machine }
     });
     assert_eq!(reference.stop, expected);
@@ -453,8 +456,8 @@ fn benchmark_workloads_run_identically_on_both_engines() {
 /// same stop, output, machine state and RAM as the reference; and the
 /// engines that run blocks ran some.
 fn assert_engines_agree(name: &str, kernel: &Kernel, input: &[u8]) {
-    let (_, others) = common::assert_engines_agree(name, |engine, config| {
-        let (stop, serial, machine) = boot_with(kernel, engine, config, input);
+    let (_, others) = common::assert_engines_agree(name, |engine, config, jit| {
+        let (stop, serial, machine) = boot_with(kernel, engine, config, jit, input);
         common::Run { stop, serial, machine }
     });
     for (label, run) in others {

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use replay::bisect::{Bisector, Control, SideConfig};
 use replay::model::TraceHeader;
 use replay::{ReplayOptions, Trace};
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::host::{NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -235,6 +236,9 @@ fn random_guests_verify_on_every_engine() {
             .expect("boot");
             m.engine = engine;
             m.raw.config = RawConfig::default();
+            // Every block compiled at its first run; verified below without
+            // the compiler and on the reference.
+            m.blocks.jit.config = JitConfig::EAGER;
             let header = TraceHeader::for_machine("test", &kernel, &m, 1_700_000_000, interval, n % 3 == 0);
             let path = temp(n);
             let mut console = CaptureConsole::default();
@@ -253,6 +257,7 @@ fn random_guests_verify_on_every_engine() {
                 let options = ReplayOptions {
                     engine: replay_engine,
                     raw: None,
+                    jit: Some(JitConfig::OFF),
                 };
                 match replay::verify(&trace, options, &mut |_| {}, &mut |_| {}) {
                     Ok(v) if v.verified_complete() => {}

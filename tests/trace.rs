@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use replay::model::TraceHeader;
 use replay::timeline::Predicate;
 use replay::{ReplayOptions, Replayer, Trace, TraceError};
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::host::{HostInput, NoInput, ScriptedInput};
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -74,12 +75,13 @@ fn record_with(
     (bytes, String::from_utf8_lossy(&console.serial).into_owned(), m)
 }
 
-fn replay_all(trace: &Trace, engine: Engine, raw: RawConfig) -> (String, Replayer<'_>) {
+fn replay_all(trace: &Trace, engine: Engine, raw: RawConfig, jit: JitConfig) -> (String, Replayer<'_>) {
     let mut r = Replayer::new(
         trace,
         ReplayOptions {
             engine: Some(engine),
             raw: Some(raw),
+            jit: Some(jit),
         },
     )
     .expect("replayer");
@@ -114,8 +116,12 @@ const GUESTS: &[&str] = &[
 fn every_guest_replays_identically_on_every_engine() {
     // Recorded on every engine, replayed on the reference and on every
     // engine configuration (the shared list in tests/common).
-    let mut replay_on = vec![(Engine::Emulate, RawConfig::default())];
-    replay_on.extend(common::engine_configurations().into_iter().map(|(_, e, c)| (e, c)));
+    let mut replay_on = vec![(Engine::Emulate, RawConfig::default(), JitConfig::OFF)];
+    replay_on.extend(
+        common::engine_configurations()
+            .into_iter()
+            .map(|(_, e, c, j)| (e, c, j)),
+    );
     for name in GUESTS {
         let kernel = multiboot(name, "");
         let input = b"typed\nquit\n";
@@ -123,8 +129,8 @@ fn every_guest_replays_identically_on_every_engine() {
             let (bytes, out, m) = record(name, &kernel, engine, RawConfig::default(), input, 300_000);
             let trace = Trace::from_bytes(bytes).expect("open");
             assert!(trace.indexed && trace.end.is_some(), "{name}: a finished trace");
-            for &(r_engine, r_raw) in &replay_on {
-                let (replayed, r) = replay_all(&trace, r_engine, r_raw);
+            for &(r_engine, r_raw, r_jit) in &replay_on {
+                let (replayed, r) = replay_all(&trace, r_engine, r_raw, r_jit);
                 assert_eq!(
                     replayed, out,
                     "{name}: recorded on {engine:?}, replayed on {r_engine:?}"
@@ -187,7 +193,7 @@ fn serial_input_replays_without_a_host() {
     assert!(out.contains("hello there"), "{out}");
     let trace = Trace::from_bytes(bytes).expect("open");
     assert!(!trace.inputs().expect("inputs").is_empty());
-    let (replayed, _) = replay_all(&trace, Engine::Raw, RawConfig::default());
+    let (replayed, _) = replay_all(&trace, Engine::Raw, RawConfig::default(), JitConfig::EAGER);
     assert_eq!(replayed, out);
 }
 
@@ -279,6 +285,7 @@ fn golden_traces_replay_and_verify() {
                 ReplayOptions {
                     engine: Some(engine),
                     raw: None,
+                    jit: None,
                 },
             )
             .expect("replayer");

@@ -81,10 +81,11 @@ fn run_cases(protected: bool) {
             eprintln!("seed {seed} protected {protected}");
         }
         // The same chaos ends the same way on every engine.
-        let (reference, _) = common::assert_engines_agree(&format!("seed {seed}"), |engine, config| {
+        let (reference, _) = common::assert_engines_agree(&format!("seed {seed}"), |engine, config, jit| {
             let mut m = random_machine(seed, protected);
             m.engine = engine;
             m.raw.config = config;
+            m.blocks.jit.config = jit;
             let mut console = CaptureConsole::default();
             let stop = m.run(STEPS, &mut NoInput::default(), &mut console);
             common::Run {

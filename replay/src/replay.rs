@@ -4,6 +4,7 @@
 //! digests). Seeking restores the nearest checkpoint at or before the target
 //! and runs forward.
 
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::host::HostInput;
 use vm::machine::{CaptureConsole, Engine, Machine, MachineState, StopReason};
@@ -81,6 +82,8 @@ impl HostInput for ReplayInput {
 pub struct ReplayOptions {
     pub engine: Option<Engine>,
     pub raw: Option<RawConfig>,
+    /// The compiler tier (default: on); never guest-visible, so not recorded.
+    pub jit: Option<JitConfig>,
 }
 
 /// Where a replay first departed from the recording.
@@ -230,6 +233,9 @@ impl<'t> Replayer<'t> {
         let mut machine = Machine::boot(h.config.ram_bytes, &h.kernel, &mut input).map_err(TraceError::Boot)?;
         machine.engine = options.engine.unwrap_or(h.config.engine);
         machine.raw.config = options.raw.unwrap_or(h.config.raw);
+        if let Some(jit) = options.jit {
+            machine.blocks.jit.config = jit;
+        }
         let checkpoints = trace.checkpoint_frames();
         if checkpoints.is_empty() {
             return Err(TraceError::Missing("checkpoint"));

@@ -95,24 +95,31 @@ impl Rng {
     }
 }
 
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::machine::{Engine, Machine, StopReason};
 
 /// Every engine configuration the agreement tests hold to the reference:
-/// each engine of [`Engine::ALL`] as configured by default, and the raw
+/// each engine of [`Engine::ALL`] as configured by default with every block
+/// compiled at its first run, the same without the compiler, and the raw
 /// engine without patches. A new engine is in `Engine::ALL`, and so it is
 /// tested by every test that uses this.
-pub fn engine_configurations() -> Vec<(String, Engine, RawConfig)> {
-    let mut out: Vec<(String, Engine, RawConfig)> = Engine::ALL
-        .into_iter()
-        .filter(|&e| e != Engine::Emulate)
-        .map(|e| (e.name().to_string(), e, RawConfig::default()))
-        .collect();
+pub fn engine_configurations() -> Vec<(String, Engine, RawConfig, JitConfig)> {
+    let mut out = Vec::new();
+    for e in Engine::ALL.into_iter().filter(|&e| e != Engine::Emulate) {
+        out.push((e.name().to_string(), e, RawConfig::default(), JitConfig::EAGER));
+        out.push((
+            format!("{} --no-jit", e.name()),
+            e,
+            RawConfig::default(),
+            JitConfig::OFF,
+        ));
+    }
     let no_patch = RawConfig {
         patching: false,
         ..RawConfig::default()
     };
-    out.push(("raw --no-patch".into(), Engine::Raw, no_patch));
+    out.push(("raw --no-patch".into(), Engine::Raw, no_patch, JitConfig::EAGER));
     out
 }
 
@@ -127,11 +134,14 @@ pub struct Run {
 /// configuration (`run` builds and runs it on the one given): each must end
 /// with the reference's stop, output, machine state and RAM. Returns the
 /// reference's run and the others', labelled.
-pub fn assert_engines_agree(name: &str, run: impl Fn(Engine, RawConfig) -> Run) -> (Run, Vec<(String, Run)>) {
-    let reference = run(Engine::Emulate, RawConfig::default());
+pub fn assert_engines_agree(
+    name: &str,
+    run: impl Fn(Engine, RawConfig, JitConfig) -> Run,
+) -> (Run, Vec<(String, Run)>) {
+    let reference = run(Engine::Emulate, RawConfig::default(), JitConfig::OFF);
     let mut others = Vec::new();
-    for (label, engine, config) in engine_configurations() {
-        let other = run(engine, config);
+    for (label, engine, config, jit) in engine_configurations() {
+        let other = run(engine, config, jit);
         assert_eq!(reference.stop, other.stop, "{name} on {label}: stop reasons differ");
         assert_eq!(
             String::from_utf8_lossy(&reference.serial),

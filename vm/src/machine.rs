@@ -238,9 +238,7 @@ impl Machine {
     /// flush at any time); recorder and replayer flush at the same points.
     pub fn forget_cached_code(&mut self) {
         self.cpu.tlb.flush_all();
-        let stats = self.blocks.stats;
-        self.blocks = BlockCache::default();
-        self.blocks.stats = stats;
+        self.blocks.forget_all();
         self.raw.reset_caches();
         self.platform.mem.unwatch_all_code();
     }

@@ -67,6 +67,7 @@ impl SideConfig {
         ReplayOptions {
             engine: Some(self.engine),
             raw: Some(self.raw),
+            jit: None,
         }
     }
 }

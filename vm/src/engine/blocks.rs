@@ -19,6 +19,7 @@
 
 use iced_x86::{FlowControl, Instruction};
 
+use super::jit::{self, Code, Env, Insn, Jit, Shape};
 use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
@@ -152,6 +153,12 @@ struct Block {
     /// Bytes from the block's physical address that its decoding read: the
     /// instructions, and the bytes that ended it if they did not decode.
     bytes: u16,
+    /// Entries from the dispatcher, until it is compiled.
+    runs: u32,
+    /// Its translation, if it has one.
+    code: Option<Code>,
+    /// The compiler declined it: nothing in it would run as host code.
+    not_worth: bool,
 }
 
 /// What makes [`Cpu::refetch`] of an instruction in a block a foregone
@@ -240,6 +247,8 @@ pub struct BlockCache {
     writes: Vec<CodeWrite>,
     forgotten: Vec<u32>,
     pub stats: BlockStats,
+    /// The compiler tier.
+    pub jit: Jit,
 }
 
 impl Default for BlockCache {
@@ -262,6 +271,7 @@ impl Default for BlockCache {
             writes: Vec::new(),
             forgotten: Vec::new(),
             stats: BlockStats::default(),
+            jit: Jit::default(),
         }
     }
 }
@@ -271,6 +281,18 @@ fn recent_slot(key: &BlockKey) -> usize {
 }
 
 impl BlockCache {
+    /// Drops every block and translation; the counters and the compiler's
+    /// configuration stay.
+    pub fn forget_all(&mut self) {
+        let (jit, stats) = (std::mem::take(&mut self.jit), self.stats);
+        *self = BlockCache {
+            jit,
+            stats,
+            ..BlockCache::default()
+        };
+        self.jit.flush();
+    }
+
     /// Drops the blocks whose bytes the guest changed, and tells `raw` (the
     /// raw engine, whose scan results and patches describe code too); then
     /// the written pages' watches are rebuilt from what is still cached.
@@ -434,6 +456,7 @@ impl BlockCache {
             contiguous,
             end,
             bytes: read as u16,
+            ..Block::default()
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -447,6 +470,42 @@ impl BlockCache {
         };
         self.index.insert(key, slot);
         slot
+    }
+
+    /// Counts an entry of the block in `slot` from the dispatcher, and
+    /// compiles it once it has had enough. `raw`: the block runs in a ring
+    /// view, where only plain sites may run as host code.
+    #[inline]
+    fn consider_compiling(&mut self, slot: usize, raw: bool) {
+        let block = &mut self.blocks[slot];
+        if !self.jit.config.enabled || block.not_worth || block.code.is_some_and(|c| self.jit.is_current(c)) {
+            return;
+        }
+        block.runs += 1;
+        if block.runs <= self.jit.config.threshold || block.insts.is_empty() {
+            return;
+        }
+        let insns: Vec<Insn> = block
+            .insts
+            .iter()
+            .map(|ci| Insn {
+                op: ci.op,
+                plain: !raw || ci.site == SiteKind::Plain,
+                ip: ci.ip,
+                next_ip: ci.next_ip,
+            })
+            .collect();
+        let first = block.insts[0].ip;
+        let shape = Shape {
+            insns: &insns,
+            extent: if block.contiguous {
+                block.end.wrapping_sub(first)
+            } else {
+                0
+            },
+        };
+        block.code = self.jit.compile(&shape);
+        block.not_worth = block.code.is_none();
     }
 
     /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
@@ -525,11 +584,13 @@ impl BlockCache {
             view: 0,
         };
         let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
+        self.consider_compiling(slot, false);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
             return cpu.step(platform);
         }
-        match run_block::<false, NoHooks>(block, cpu, platform, stop_icount, phys, &mut self.stats.executed, None) {
+        let executed = &mut self.stats.executed;
+        match run_block::<false, NoHooks>(block, cpu, platform, stop_icount, phys, executed, &mut self.jit, None) {
             RawOutcome::Step(outcome) => outcome,
             // Only raw blocks exit to the monitor.
             RawOutcome::Exit(_) => cpu.step(platform),
@@ -572,6 +633,7 @@ impl BlockCache {
             let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
+            self.consider_compiling(slot, true);
             let block = &self.blocks[slot];
             if block.insts.is_empty() {
                 return RawOutcome::Step(cpu.step(platform));
@@ -584,6 +646,7 @@ impl BlockCache {
                 stop_icount,
                 phys,
                 &mut self.stats.executed,
+                &mut self.jit,
                 Some(&mut *raw),
             );
             cpu.leave_view();
@@ -597,10 +660,187 @@ impl BlockCache {
     }
 }
 
+/// One run of a block's instructions by the interpreter or by its
+/// translation's steps: what stays true from one instruction to the next.
+struct BlockRun<'a, const RAW: bool, H: RawHooks> {
+    block: &'a Block,
+    phys0: u32,
+    stop_icount: u64,
+    if_before: bool,
+    /// Entered in an interrupt shadow (after STI or MOV SS): an interrupt may
+    /// be taken right after the first instruction, so the block ends there.
+    shadowed: bool,
+    code32: bool,
+    cpl: u8,
+    /// Made when first needed: one-instruction blocks may never need it.
+    fetch: Option<FetchCheck>,
+    hooks: Option<&'a mut H>,
+}
+
+impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
+    /// The checks before instruction `i`: `Some` to leave the block there.
+    #[inline(always)]
+    fn boundary(&mut self, i: usize, cpu: &mut Cpu, platform: &mut Platform) -> Option<RawOutcome> {
+        use RawOutcome::{Exit, Step};
+        let ci = &self.block.insts[i];
+        if i > 0 {
+            // The previous instruction fell through to this one. Nothing at
+            // this boundary can differ from the block's start (the checks
+            // after each instruction leave on any change), except the deadline.
+            if cpu.state.eip != ci.ip || cpu.icount >= self.stop_icount || self.shadowed {
+                return Some(Step(StepOutcome::Retired));
+            }
+            let expected = self.phys0.wrapping_add(ci.offset);
+            let (block, phys0) = (self.block, self.phys0);
+            let check = *self.fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
+            if !check.passes(cpu, ci.offset, expected) {
+                match cpu.refetch(platform, ci.len) {
+                    Ok(p) if p == expected => {}
+                    // A fault (repeated and delivered by the reference step next
+                    // time round) or a changed mapping: leave the block.
+                    _ => return Some(Step(StepOutcome::Retired)),
+                }
+            }
+        } else if !cpu.fits_cs_limit(ci.len) {
+            // The reference raises #GP for an instruction cut by the CS limit.
+            return Some(if RAW {
+                Exit(ExitReason::Fault(crate::cpu::vector::GP))
+            } else {
+                Step(cpu.step(platform))
+            });
+        }
+        None
+    }
+
+    /// Executes instruction `i` (at CS:EIP) and makes the checks after it:
+    /// `Some` to leave the block.
+    #[inline(always)]
+    fn execute(&mut self, i: usize, cpu: &mut Cpu, platform: &mut Platform) -> Option<RawOutcome> {
+        use RawOutcome::{Exit, Step};
+        let ci = &self.block.insts[i];
+        let result = match ci.site {
+            _ if !RAW => None,
+            SiteKind::Plain => None,
+            SiteKind::Trap => return Some(Exit(ExitReason::Marked)),
+            SiteKind::SoftInt(v) => return Some(Exit(ExitReason::SoftwareInterrupt(v))),
+            SiteKind::Patch(index) => match self
+                .hooks
+                .as_deref_mut()
+                .and_then(|h| h.run_patch(cpu, platform, index))
+            {
+                None => return Some(Exit(ExitReason::Marked)),
+                Some(Err(_)) => return Some(Exit(ExitReason::PatchFault)),
+                Some(Ok(outcome)) => Some(outcome),
+            },
+        };
+        let outcome = match result {
+            Some(outcome) => outcome,
+            None if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 => {
+                // The compact form changes nothing the checks below watch except
+                // through memory (a device, or a write to cached code).
+                let outcome = if RAW {
+                    match cpu.execute_compact_or_fault(platform, &ci.op, ci.next_ip) {
+                        Ok(o) => o,
+                        Err(f) => return Some(Exit(ExitReason::Fault(f.vector))),
+                    }
+                } else {
+                    cpu.execute_compact(platform, &ci.op, ci.next_ip)
+                };
+                if outcome != StepOutcome::Retired {
+                    return Some(Step(outcome));
+                }
+                if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.code_written()) {
+                    return Some(Step(StepOutcome::Retired));
+                }
+                return None;
+            }
+            None if RAW => match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
+                Ok(o) => o,
+                Err(f) => return Some(Exit(ExitReason::Fault(f.vector))),
+            },
+            None => cpu.execute_with(platform, &ci.inst, ci.handler),
+        };
+        if outcome != StepOutcome::Retired {
+            return Some(Step(outcome));
+        }
+        // Leave when the guest's IF comes on: a pending interrupt is taken
+        // at this boundary. (It going off needs nothing: none can be taken.)
+        let vif = cpu.virtual_if();
+        if platform.attention != Default::default()
+            || platform.mem.code_written()
+            || cpu.state.halted
+            || cpu.state.interrupt_shadow
+            || (vif && !self.if_before)
+            || cpu.state.code32() != self.code32
+            || (RAW && (cpu.state.cpl() != self.cpl || cpu.state.eflags & flags::TF != 0))
+        {
+            return Some(Step(StepOutcome::Retired));
+        }
+        self.if_before = vif;
+        // A generic instruction or a patch may have changed CR0, CS or the CPL.
+        self.fetch = None;
+        None
+    }
+
+    /// The fetch check for the block's first byte, made if need be.
+    fn fetch_check(&mut self, cpu: &Cpu) -> FetchCheck {
+        let (block, phys0) = (self.block, self.phys0);
+        *self.fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0))
+    }
+}
+
+/// What a translation's steps reach through `Env::ctx`.
+struct StepContext<'r, 'a, const RAW: bool, H: RawHooks> {
+    run: &'r mut BlockRun<'a, RAW, H>,
+    cpu: *mut Cpu,
+    platform: *mut Platform,
+    /// Why a step left the block.
+    outcome: RawOutcome,
+    steps: u64,
+}
+
+/// The step a translation calls for an instruction it does not run as host
+/// code: the interpreter's, with the checks at the boundary after it.
+extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32) -> u32 {
+    // SAFETY: `run_block` made `env` and its context for this call of the
+    // translation, which it does not touch until the translation returns;
+    // the CPU and platform pointers come from its exclusive borrows, and the
+    // translation itself keeps nothing of the guest in host registers across
+    // this call (it reads the state again from memory).
+    let (ctx, cpu, platform) = unsafe {
+        let ctx = &mut *((*env).ctx as *mut StepContext<'_, '_, RAW, H>);
+        let (cpu, platform) = (&mut *ctx.cpu, &mut *ctx.platform);
+        (ctx, cpu, platform)
+    };
+    let i = index as usize;
+    ctx.steps += 1;
+    // Host code before this instruction left EIP where the block began.
+    cpu.state.eip = ctx.run.block.insts[i].ip;
+    let leave = ctx.run.execute(i, cpu, platform).or_else(|| {
+        if cpu.state.eflags & flags::TF != 0 {
+            // Single-stepping from here on: the interpreter does it.
+            Some(RawOutcome::Step(StepOutcome::Retired))
+        } else if i + 1 < ctx.run.block.insts.len() {
+            ctx.run.boundary(i + 1, cpu, platform)
+        } else {
+            None
+        }
+    });
+    match leave {
+        None => jit::END,
+        Some(outcome) => {
+            ctx.outcome = outcome;
+            jit::LEAVE
+        }
+    }
+}
+
 /// Runs a block. `RAW` blocks run in a ring view with the raw engine's
 /// annotations: exceptions come back undelivered as exits for the monitor,
 /// marked sites and software interrupts exit before they run, and patches
-/// run inline.
+/// run inline. A block with a translation runs it instead of the
+/// interpreter whenever the whole block fits before `stop_icount`.
+#[allow(clippy::too_many_arguments)]
 fn run_block<const RAW: bool, H: RawHooks>(
     block: &Block,
     cpu: &mut Cpu,
@@ -608,120 +848,86 @@ fn run_block<const RAW: bool, H: RawHooks>(
     stop_icount: u64,
     phys0: u32,
     executed: &mut u64,
-    mut hooks: Option<&mut H>,
+    jit: &mut Jit,
+    hooks: Option<&mut H>,
 ) -> RawOutcome {
-    use RawOutcome::{Exit, Step};
-    let mut if_before = cpu.virtual_if();
-    // Entered in an interrupt shadow (after STI or MOV SS): an interrupt may
-    // be taken right after the first instruction, so the block ends there.
-    let shadowed = cpu.state.interrupt_shadow;
-    let code32 = cpu.state.code32();
-    let cpl = cpu.state.cpl();
+    use RawOutcome::Step;
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
-    // Made when first needed: one-instruction blocks may never need it.
-    let mut fetch: Option<FetchCheck> = None;
+    let mut run = BlockRun::<RAW, H> {
+        block,
+        phys0,
+        stop_icount,
+        if_before: cpu.virtual_if(),
+        shadowed: cpu.state.interrupt_shadow,
+        code32: cpu.state.code32(),
+        cpl: cpu.state.cpl(),
+        fetch: None,
+        hooks,
+    };
+    let n = block.insts.len() as u64;
     loop {
         *executed += 1;
-        for (i, ci) in block.insts.iter().enumerate() {
-            let len = ci.len;
-            if i > 0 {
-                // The previous instruction fell through to this one. Nothing at
-                // this boundary can differ from the block's start (the checks
-                // below leave on any change), except the deadline.
-                if cpu.state.eip != ci.ip || cpu.icount >= stop_icount || shadowed {
-                    return Step(StepOutcome::Retired);
-                }
-                let expected = phys0.wrapping_add(ci.offset);
-                let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
-                if !check.passes(cpu, ci.offset, expected) {
-                    match cpu.refetch(platform, len) {
-                        Ok(p) if p == expected => {}
-                        // A fault (repeated and delivered by the reference step next
-                        // time round) or a changed mapping: leave the block.
-                        _ => return Step(StepOutcome::Retired),
-                    }
-                }
-            } else if !cpu.fits_cs_limit(len) {
-                // The reference raises #GP for an instruction cut by the CS limit.
-                return if RAW {
-                    Exit(ExitReason::Fault(crate::cpu::vector::GP))
-                } else {
-                    Step(cpu.step(platform))
-                };
-            }
-            let result = match ci.site {
-                _ if !RAW => None,
-                SiteKind::Plain => None,
-                SiteKind::Trap => return Exit(ExitReason::Marked),
-                SiteKind::SoftInt(v) => return Exit(ExitReason::SoftwareInterrupt(v)),
-                SiteKind::Patch(index) => match hooks.as_deref_mut().and_then(|h| h.run_patch(cpu, platform, index)) {
-                    None => return Exit(ExitReason::Marked),
-                    Some(Err(_)) => return Exit(ExitReason::PatchFault),
-                    Some(Ok(outcome)) => Some(outcome),
-                },
+        let code = block.code.filter(|&c| {
+            jit.is_current(c)
+                && !run.shadowed
+                && cpu.state.eflags & flags::TF == 0
+                && cpu.icount + n <= stop_icount
+                && run.fetch_check(cpu).cs_ok
+        });
+        if let Some(code) = code {
+            let before = cpu.icount;
+            let mut ctx = StepContext {
+                run: &mut run,
+                cpu: &mut *cpu,
+                platform: &mut *platform,
+                outcome: Step(StepOutcome::Retired),
+                steps: 0,
             };
-            let outcome = match result {
-                Some(outcome) => outcome,
-                None if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 => {
-                    // The compact form changes nothing the checks below watch except
-                    // through memory (a device, or a write to cached code).
-                    let outcome = if RAW {
-                        match cpu.execute_compact_or_fault(platform, &ci.op, ci.next_ip) {
-                            Ok(o) => o,
-                            Err(f) => return Exit(ExitReason::Fault(f.vector)),
-                        }
-                    } else {
-                        cpu.execute_compact(platform, &ci.op, ci.next_ip)
-                    };
-                    if outcome != StepOutcome::Retired {
-                        return Step(outcome);
-                    }
-                    if ci.op.touches_memory()
-                        && (platform.attention != Default::default() || platform.mem.code_written())
-                    {
-                        return Step(StepOutcome::Retired);
-                    }
-                    continue;
-                }
-                None if RAW => match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
-                    Ok(o) => o,
-                    Err(f) => return Exit(ExitReason::Fault(f.vector)),
-                },
-                None => cpu.execute_with(platform, &ci.inst, ci.handler),
+            let mut env = Env {
+                step: translated_step::<RAW, H>,
+                stop_icount,
+                loops: 0,
+                ctx: (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast(),
             };
-            if outcome != StepOutcome::Retired {
-                return Step(outcome);
+            let cpu_ptr = ctx.cpu;
+            // SAFETY: the translation is current; `cpu` and `platform` are
+            // reached only through `ctx` and the translation until it returns,
+            // and `translated_step` is the step for this `RAW` and `H`.
+            let ended = unsafe { jit.run(code, cpu_ptr, &mut env) };
+            let (outcome, steps) = (ctx.outcome, ctx.steps);
+            *executed += env.loops;
+            jit.stats.retired += cpu.icount - before;
+            jit.stats.stepped += steps;
+            if ended == jit::LEAVE {
+                return outcome;
             }
-            // Leave when the guest's IF comes on: a pending interrupt is taken
-            // at this boundary. (It going off needs nothing: none can be taken.)
-            let vif = cpu.virtual_if();
-            if platform.attention != Default::default()
-                || platform.mem.code_written()
-                || cpu.state.halted
-                || cpu.state.interrupt_shadow
-                || (vif && !if_before)
-                || cpu.state.code32() != code32
-                || (RAW && (cpu.state.cpl() != cpl || cpu.state.eflags & flags::TF != 0))
-            {
+        } else {
+            for i in 0..block.insts.len() {
+                if let Some(out) = run.boundary(i, cpu, platform) {
+                    return out;
+                }
+                if let Some(out) = run.execute(i, cpu, platform) {
+                    return out;
+                }
+            }
+            if jit.config.enabled && block.code.is_none() && !block.not_worth {
+                // Not compiled yet: back to the dispatcher, which counts the
+                // entry (a loop is hot).
                 return Step(StepOutcome::Retired);
             }
-            if_before = vif;
-            // A generic instruction or a patch may have changed CR0, CS or the CPL.
-            fetch = None;
         }
         // A branch back to the block's own start (a loop) runs it again here,
         // after what `BlockCache::run` and the outer loop would check first:
         // their conditions, no write to watched code, and the first byte's
         // fetch (CS and the TLB as before, so the same block).
         if cpu.state.eip != ip0
-            || shadowed
+            || run.shadowed
             || platform.mem.code_written()
             || outer_loop_would_act(cpu, platform, stop_icount)
         {
             return Step(StepOutcome::Retired);
         }
-        let check = *fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
-        if !check.passes(cpu, 0, phys0) {
+        if !run.fetch_check(cpu).passes(cpu, 0, phys0) {
             return Step(StepOutcome::Retired);
         }
     }

@@ -9,6 +9,7 @@
 //! drives the blocks, never the other way round.
 
 pub mod blocks;
+pub mod jit;
 pub mod raw;
 
 use crate::cpu::{Cpu, StepOutcome};

@@ -47,6 +47,13 @@ impl AluOp {
         })
     }
 
+    /// AND, OR, XOR and TEST: CF and OF cleared, AF undefined in the SDM
+    /// (cleared here, `flags::logic`).
+    #[inline]
+    pub fn is_logical(self) -> bool {
+        matches!(self, AluOp::And | AluOp::Or | AluOp::Xor | AluOp::Test)
+    }
+
     /// Whether the operation has a source operand besides the destination.
     #[inline]
     pub fn binary(self) -> bool {

@@ -608,6 +608,12 @@ impl Gpr {
         }
     }
 
+    /// Byte offset of the operand within `CpuState::regs`, for code that
+    /// addresses the registers in memory (the compiler tier).
+    pub fn byte_offset(self, size: u8) -> usize {
+        4 * usize::from(self.idx & 7) + if size == 1 { usize::from(self.shift / 8) } else { 0 }
+    }
+
     #[inline(always)]
     pub fn read(self, regs: &[u32; 8], size: u8) -> u32 {
         let v = regs[usize::from(self.idx & 7)];
@@ -685,6 +691,20 @@ impl MemRef {
             addr16: addr16(inst),
             disp: inst.memory_displacement32(),
         }
+    }
+
+    /// With 32-bit addressing: the base and index registers' slots in
+    /// `CpuState::regs` (when present), the scale and the displacement.
+    pub fn parts32(&self) -> Option<(Option<u8>, Option<u8>, u8, u32)> {
+        let slot = |r: AddrReg| match r.mask {
+            0 => Some(None),
+            0xFFFF_FFFF => Some(Some(r.slot & 7)),
+            _ => None,
+        };
+        if self.addr16 {
+            return None;
+        }
+        Some((slot(self.base)?, slot(self.index)?, self.scale, self.disp))
     }
 
     /// The offset within the segment.

@@ -1,0 +1,219 @@
+//! The compiler against the reference on random integer code: register
+//! operations of every size (AH..BH included) with random starting flags,
+//! forward branches, stores beside them (steps), pure self-loops, and
+//! instruction limits swept across the loop, so every exit boundary and the
+//! icount budget are met.
+
+use super::JitConfig;
+use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
+use crate::host::NoInput;
+use crate::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
+
+const CODE: u32 = 0x1_0000;
+const DATA: u32 = 0x3_0000;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A register the body may write: not ESP, not EBP (the loop counter).
+fn dst_reg(rng: &mut Rng) -> u8 {
+    [0, 1, 2, 3, 6, 7][rng.below(6) as usize]
+}
+
+/// One random instruction, as bytes.
+fn instruction(rng: &mut Rng) -> Vec<u8> {
+    let d = dst_reg(rng);
+    let s = rng.below(8) as u8;
+    let rr = 0xC0 | (s << 3) | d;
+    let imm = rng.next() as u32;
+    match rng.below(14) {
+        // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
+        // except those that name ESP/EBP's... none: AL..BH are all safe).
+        0 | 1 | 2 => {
+            let op = (rng.below(8) as u8) << 3;
+            let byte = rng.below(3);
+            let rr8 = 0xC0 | (s << 3) | rng.below(8) as u8;
+            match byte {
+                0 => vec![op, rr8],
+                1 => vec![0x66, op | 1, rr],
+                _ => vec![op | 1, rr],
+            }
+        }
+        3 => {
+            let sub = rng.below(8) as u8;
+            match rng.below(4) {
+                0 => vec![0x80, 0xC0 | (sub << 3) | rng.below(8) as u8, imm as u8],
+                1 => vec![0x83, 0xC0 | (sub << 3) | d, imm as u8],
+                2 => {
+                    let [a, b, _, _] = imm.to_le_bytes();
+                    vec![0x66, 0x81, 0xC0 | (sub << 3) | d, a, b]
+                }
+                _ => {
+                    let mut v = vec![0x81, 0xC0 | (sub << 3) | d];
+                    v.extend(imm.to_le_bytes());
+                    v
+                }
+            }
+        }
+        // TEST r/m, r and TEST r/m, imm.
+        4 => match rng.below(2) {
+            0 => vec![0x85, rr],
+            _ => vec![0xF6, 0xC0 | rng.below(8) as u8, imm as u8],
+        },
+        // INC, DEC, NEG, NOT.
+        5 => match rng.below(4) {
+            0 => vec![0x40 | d],
+            1 => vec![0x48 | d],
+            2 => vec![0xF7, 0xD8 | d],
+            _ => vec![0xF6, 0xD0 | rng.below(8) as u8],
+        },
+        6 => match rng.below(3) {
+            0 => vec![0x89, rr],
+            1 => vec![0x88, 0xC0 | (s << 3) | rng.below(8) as u8],
+            _ => {
+                let mut v = vec![0xB8 | d];
+                v.extend(imm.to_le_bytes());
+                v
+            }
+        },
+        // MOVZX / MOVSX from a byte or a word.
+        7 => vec![
+            0x0F,
+            [0xB6, 0xB7, 0xBE, 0xBF][rng.below(4) as usize],
+            0xC0 | (d << 3) | s,
+        ],
+        // LEA d, [base + index * scale + disp8] (index not ESP).
+        8 => {
+            let index = [0, 1, 2, 3, 5, 6, 7][rng.below(7) as usize];
+            let sib = ((rng.below(4) as u8) << 6) | (index << 3) | s;
+            vec![0x8D, 0x44 | (d << 3), sib, imm as u8]
+        }
+        // A store and a load beside the code (steps in a translation).
+        9 => {
+            let mut v = vec![if rng.below(2) == 0 { 0x89 } else { 0x8B }, (s << 3) | 5];
+            if v[0] == 0x8B {
+                v[1] = (d << 3) | 5;
+            }
+            v.extend((DATA + 4 * rng.below(16) as u32).to_le_bytes());
+            v
+        }
+        // A shift (a step).
+        10 => vec![0xC1, 0xE0 | d, rng.below(33) as u8],
+        // ADC / SBB with an immediate: they read CF.
+        11 => vec![0x83, 0xC0 | ((2 + rng.below(2) as u8) << 3) | d, imm as u8],
+        // PUSHF; POP d: the flags as a value.
+        12 => vec![0x9C, 0x58 | d],
+        _ => vec![0x90],
+    }
+}
+
+/// A loop of `n` random instructions and forward branches, run `EBP` times.
+fn program(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let inst = instruction(rng);
+        if rng.below(6) == 0 {
+            // jcc over the next instruction.
+            let next = instruction(rng);
+            body.extend([0x70 | rng.below(16) as u8, inst.len() as u8]);
+            body.extend(inst);
+            body.extend(next);
+            i += 2;
+        } else {
+            body.extend(inst);
+            i += 1;
+        }
+    }
+    // dec ebp; jnz top (rel32); hlt
+    body.push(0x4D);
+    let back = -(body.len() as i32 + 6);
+    body.extend([0x0F, 0x85]);
+    body.extend(back.to_le_bytes());
+    body.push(0xF4);
+    body
+}
+
+fn machine(code: &[u8], rng: &mut Rng, engine: Engine, jit: JitConfig) -> Machine {
+    let kernel = Kernel::Flat {
+        image: code.to_vec(),
+        addr: CODE,
+    };
+    let mut m = Machine::boot(4 << 20, &kernel, &mut NoInput::default()).expect("boot");
+    let st = &mut m.cpu.state;
+    let flat = |code: bool| Segment {
+        selector: 0x08,
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if code { attr::CODE } else { 0 },
+    };
+    for s in SegReg::ALL {
+        st.segs[s as usize] = flat(s == SegReg::Cs);
+    }
+    st.cr0 = cr0::PE | cr0::ET;
+    let status = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
+    st.eflags = flags::FIXED1 | (rng.next() as u32 & status);
+    st.eip = CODE;
+    for r in 0..8 {
+        st.regs[r] = rng.next() as u32;
+    }
+    st.regs[4] = 0x8_0000;
+    st.regs[5] = 1 + rng.below(40) as u32;
+    m.engine = engine;
+    m.blocks.jit.config = jit;
+    m
+}
+
+fn run(code: &[u8], seed: u64, engine: Engine, jit: JitConfig, limit: u64) -> (StopReason, Machine) {
+    let mut m = machine(code, &mut Rng(seed), engine, jit);
+    let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+    (stop, m)
+}
+
+#[test]
+fn random_integer_code_runs_as_on_the_reference() {
+    let mut rng = Rng(0x4A17_C0DE_0000_0001);
+    let mut compiled = 0;
+    let mut stepped_only = true;
+    for program_no in 0..1000 {
+        let len = 1 + rng.below(20) as usize;
+        let code = program(&mut rng, len);
+        let seed = rng.next() | 1;
+        let (want_stop, want) = run(&code, seed, Engine::Emulate, JitConfig::OFF, 100_000);
+        assert_eq!(
+            want_stop,
+            StopReason::HaltedForever,
+            "program {program_no}: {code:02x?}"
+        );
+        let total = want.cpu.icount;
+        // The whole run, then limits swept over it: every boundary an exit.
+        let mut limits = vec![100_000];
+        limits.extend((0..6).map(|_| 1 + rng.below(total)));
+        for engine in [Engine::Blocks, Engine::Raw] {
+            for &limit in &limits {
+                let (want_stop, want) = run(&code, seed, Engine::Emulate, JitConfig::OFF, limit);
+                let (stop, got) = run(&code, seed, engine, JitConfig::EAGER, limit);
+                let what = format!("program {program_no} on {engine:?}, limit {limit}: {code:02x?}");
+                assert_eq!(stop, want_stop, "{what}");
+                assert_eq!(got.state(), want.state(), "{what}");
+                assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+                compiled += got.blocks.jit.stats.compiled;
+                let s = got.blocks.jit.stats;
+                stepped_only &= s.retired == s.stepped;
+            }
+        }
+    }
+    assert!(compiled > 1000, "the compiler ran: {compiled} translations");
+    assert!(!stepped_only, "some instructions ran as host code");
+}
