@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::{Injection, RawConfig};
 use vm::machine::{Engine, Machine, StopReason};
 
@@ -112,6 +113,9 @@ pub struct EngineArgs {
     /// sti-shadow, scan-miss, stale-patch.
     #[arg(long, value_name = "BUGS")]
     pub inject: Option<Injection>,
+    /// raw and blocks: interpret every block, never compile one to host code.
+    #[arg(long)]
+    pub no_jit: bool,
 }
 
 impl EngineArgs {
@@ -122,6 +126,9 @@ impl EngineArgs {
             scanner: !self.no_scan,
             inject: self.inject.unwrap_or_default(),
         };
+        if self.no_jit {
+            machine.blocks.jit.config = JitConfig::OFF;
+        }
     }
 }
 

@@ -139,6 +139,9 @@ enum Command {
         /// Replay without patches.
         #[arg(long)]
         no_patch: bool,
+        /// Interpret every block, never compile one to host code.
+        #[arg(long)]
+        no_jit: bool,
         /// Compare machine digests at every checkpoint; stop at the first
         /// mismatch with a report.
         #[arg(long)]
@@ -281,9 +284,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             allow_incomplete,
             engine,
             no_patch,
+            no_jit,
             verify,
             until,
-        } => trace_cmd::replay(&trace, engine, no_patch, verify, allow_incomplete, until),
+        } => trace_cmd::replay(&trace, engine, no_patch, no_jit, verify, allow_incomplete, until),
         Command::Info { trace, json } => trace_cmd::info(&trace, json),
         Command::Tui { trace, at } => {
             tui::run(&trace, at).map_err(anyhow::Error::new)?;

@@ -40,6 +40,25 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
         "ringback: blocks: {} built, {} run, {} dropped by writes",
         b.built, b.executed, b.invalidated
     );
+    let jit = &machine.blocks.jit;
+    if jit.config.enabled {
+        let j = jit.stats;
+        let total = machine.icount().max(1);
+        let _ = writeln!(
+            out,
+            "ringback: compiler: {} blocks translated ({:.1} us each, {} KiB of code, {} KiB held now, \
+             {} cache flushes); {:.1}% of instructions ran in translations, {:.1}% as host code",
+            j.compiled,
+            j.compile_nanos as f64 / 1e3 / j.compiled.max(1) as f64,
+            j.code_bytes / 1024,
+            jit.cache_bytes() / 1024,
+            j.flushes,
+            100.0 * j.retired as f64 / total as f64,
+            100.0 * (j.retired - j.stepped) as f64 / total as f64,
+        );
+    } else {
+        let _ = writeln!(out, "ringback: compiler: off");
+    }
     if machine.engine != Engine::Raw {
         return out;
     }

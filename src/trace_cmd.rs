@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use replay::format::FrameKind;
 use replay::model::TraceHeader;
 use replay::{ReplayOptions, Replayer, Trace};
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::events::Event;
 use vm::host::{HostInput, NoInput};
@@ -134,6 +135,7 @@ pub fn replay(
     path: &Path,
     engine: Option<Engine>,
     no_patch: bool,
+    no_jit: bool,
     verify: bool,
     allow_incomplete: bool,
     until: Option<u64>,
@@ -145,7 +147,7 @@ pub fn replay(
             patching: false,
             ..trace.header.config.raw
         }),
-        jit: None,
+        jit: no_jit.then_some(JitConfig::OFF),
     };
     let end = trace.checkpoint_frames().last().map_or(0, |c| c.icount);
     // Where the replay stops: the first checkpoint at or after --until.

@@ -229,6 +229,24 @@ fn the_kernel_log_reads_as_under_qemu_in_apic_and_pic_mode() {
 /// by what in each machine makes them differ (docs/linux.md lists them).
 const COMMON_DIFFERENCES: &[(&str, &[&str])] = &[
     (
+        // QEMU's PIT and TSC both follow the host clock, so its TSC
+        // calibration races the host: on a loaded host it fails, marks the
+        // TSC unstable and moves tracing to another clock. ringback's run
+        // on virtual time and always calibrate.
+        "TSC calibration under a loaded host",
+        &[
+            "tsc: Fast TSC calibration",
+            "tsc: Unable to calibrate against PIT",
+            "tsc: No reference (HPET/PMTIMER) available",
+            "tsc: Marking TSC unstable",
+            "clocksource: Switched to clocksource",
+            "Unstable clock detected, switching default tracing clock",
+            "\"trace_clock=local\"",
+            "If you want to keep using the local clock, then add:",
+            "on the kernel command line",
+        ],
+    ),
+    (
         // QEMU boots SeaBIOS first; ringback loads the kernel itself and
         // builds only the MP table, under its own name and address.
         "firmware tables",

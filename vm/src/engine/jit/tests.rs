@@ -5,6 +5,7 @@
 //! icount budget are met.
 
 use super::JitConfig;
+use crate::bus::Bus;
 use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
 use crate::host::NoInput;
 use crate::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -216,4 +217,86 @@ fn random_integer_code_runs_as_on_the_reference() {
     }
     assert!(compiled > 1000, "the compiler ran: {compiled} translations");
     assert!(!stepped_only, "some instructions ran as host code");
+}
+
+const GDT: u32 = 0x500;
+const IDT: u32 = 0x600;
+const HANDLER: u32 = CODE + 0x800;
+const SUM: u32 = DATA + 0x100;
+const COUNT: u32 = DATA + 0x104;
+
+/// The loop of `program` with interrupts on, and a local APIC timer whose
+/// handler adds the interrupted EIP to SUM and counts itself in COUNT: the
+/// sum shows the exact boundary of every interrupt.
+fn interrupted(
+    rng: &mut Rng,
+    engine: Engine,
+    jit: JitConfig,
+    code: &[u8],
+    period: u32,
+    limit: u64,
+) -> (StopReason, Machine) {
+    let mut image = vec![0u8; 0x1000];
+    image[0] = 0xFB; // sti
+    image[1..1 + code.len() - 1].copy_from_slice(&code[..code.len() - 1]);
+    image[code.len()..code.len() + 2].copy_from_slice(&[0xFA, 0xF4]); // cli; hlt
+    let mut handler = vec![0x50, 0x8B, 0x44, 0x24, 0x04, 0x01, 0x05];
+    handler.extend(SUM.to_le_bytes());
+    handler.extend([0xFF, 0x05]);
+    handler.extend(COUNT.to_le_bytes());
+    handler.extend([0xC7, 0x05]);
+    handler.extend(0xFEE0_00B0u32.to_le_bytes());
+    handler.extend([0, 0, 0, 0, 0x58, 0xCF]);
+    image[0x800..0x800 + handler.len()].copy_from_slice(&handler);
+    let mut m = machine(&image, rng, engine, jit);
+    m.cpu.state.regs[5] = 50 + rng.below(200) as u32;
+    for (i, d) in [0u64, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].iter().enumerate() {
+        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+    }
+    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+    m.platform
+        .mem
+        .load(IDT + 8 * 0x20, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
+        .expect("fits");
+    let st = &mut m.cpu.state;
+    st.gdtr.base = GDT;
+    st.gdtr.limit = 23;
+    st.idtr.base = IDT;
+    st.idtr.limit = 0x21 * 8 - 1;
+    for s in SegReg::ALL {
+        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
+    }
+    // The 8259s masked; the APIC timer periodic at vector 0x20.
+    m.platform.io_write(0x21, 1, 0xFF, 0);
+    m.platform.io_write(0xA1, 1, 0xFF, 0);
+    for (reg, value) in [(0x3E0, 0xB), (0x320, 0x20 | 1 << 17), (0x380, period)] {
+        m.platform.write_phys(0xFEE0_0000 + reg, 4, value, 0);
+    }
+    m.platform.route_all();
+    m.platform.attention = Default::default();
+    let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+    (stop, m)
+}
+
+#[test]
+fn timer_interrupts_land_on_the_same_boundary_as_on_the_reference() {
+    let mut rng = Rng(0x1EE7_0000_0000_0003);
+    let mut interrupts = 0;
+    for program_no in 0..150 {
+        let len = 1 + rng.below(20) as usize;
+        let code = program(&mut rng, len);
+        let seed = rng.next() | 1;
+        let period = 7 + rng.below(300) as u32;
+        let limit = 2_000 + rng.below(60_000);
+        let (want_stop, want) = interrupted(&mut Rng(seed), Engine::Emulate, JitConfig::OFF, &code, period, limit);
+        interrupts += want.platform.mem.read(COUNT, 4);
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let (stop, got) = interrupted(&mut Rng(seed), engine, JitConfig::EAGER, &code, period, limit);
+            let what = format!("program {program_no} on {engine:?}, period {period}, limit {limit}: {code:02x?}");
+            assert_eq!(stop, want_stop, "{what}");
+            assert_eq!(got.state(), want.state(), "{what}");
+            assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+        }
+    }
+    assert!(interrupts > 1000, "the timer interrupted the loops: {interrupts}");
 }
