@@ -174,6 +174,13 @@ impl PhysMem {
         }
     }
 
+    /// RAM and the dirty and code-watch bitmaps (a bit per page), for the
+    /// compiler's inline stores: a page both dirty and without watched code
+    /// takes a store with nothing else to do.
+    pub fn raw_parts(&mut self) -> (*mut u8, *const u64, *const u64) {
+        (self.ram.as_mut_ptr(), self.dirty.as_ptr(), self.watched.as_ptr())
+    }
+
     pub fn ram_size(&self) -> usize {
         self.ram.len()
     }

@@ -292,6 +292,19 @@ impl Platform {
 
     /// Makes RAM in `[start, end)` read-only: a ROM's copy (the BIOS area
     /// below 1 MiB).
+    /// What decides whether a physical access can go straight to RAM, for
+    /// the compiler's inline path: the A20 mask, the end of the addresses
+    /// that are plain RAM (0 while a debugger watches memory: every access
+    /// must be seen), and the write-protected shadow of the firmware ROM.
+    pub fn plain_ram(&self) -> (u32, u64, (u32, u32)) {
+        let end = if self.watches.is_empty() {
+            (self.mem.ram_size() as u64).min(u64::from(self.mmio_floor))
+        } else {
+            0
+        };
+        (self.a20_mask, end, self.rom_shadow)
+    }
+
     pub fn protect_rom_shadow(&mut self, start: u32, end: u32) {
         self.rom_shadow = (start, end.saturating_sub(start));
     }

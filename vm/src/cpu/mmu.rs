@@ -24,7 +24,10 @@ pub enum Access {
     Execute,
 }
 
+/// `repr(C)`: the compiler's inline memory path probes entries by these
+/// offsets ([`tlb_layout`]).
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 struct TlbEntry {
     /// Virtual page number + 1; 0 marks an empty slot.
     tag: u32,
@@ -50,7 +53,30 @@ impl Default for Tlb {
     }
 }
 
+/// Where a TLB entry keeps what the compiler's inline lookup reads: the
+/// tag (virtual page number + 1), the physical page, and a dword whose byte
+/// 0 is the user bit, byte 1 the writable bit and byte 2 the dirty bit.
+pub mod tlb_layout {
+    use super::TlbEntry;
+    use std::mem::{offset_of, size_of};
+    pub const ENTRIES: usize = super::TLB_ENTRIES;
+    pub const ENTRY_SIZE: usize = size_of::<TlbEntry>();
+    pub const TAG: usize = offset_of!(TlbEntry, tag);
+    pub const PHYS_PAGE: usize = offset_of!(TlbEntry, phys_page);
+    pub const PERMISSIONS: usize = offset_of!(TlbEntry, user);
+    pub const USER: u32 = 1;
+    pub const WRITABLE: u32 = 1 << 8;
+    pub const DIRTY: u32 = 1 << 16;
+    const _: () = assert!(offset_of!(TlbEntry, writable) == PERMISSIONS + 1);
+    const _: () = assert!(offset_of!(TlbEntry, dirty) == PERMISSIONS + 2);
+}
+
 impl Tlb {
+    /// The entries, for the compiler's inline lookup ([`tlb_layout`]).
+    pub fn entries_ptr(&self) -> *const u8 {
+        self.entries.as_ptr().cast()
+    }
+
     pub fn new() -> Self {
         Tlb {
             entries: vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice(),

@@ -179,6 +179,21 @@ impl Cpu {
         })
     }
 
+    /// For the compiler's inline memory path: the segment's base and the
+    /// number of offsets, from 0, at which a 4-byte `access` (and so any
+    /// smaller one) passes [`check_segment`]; 0 when it is expand-down or
+    /// refuses the access (the path then always takes the slow way).
+    pub fn fast_window(&self, sreg: SegReg, access: Access) -> (u32, u32) {
+        let seg = &self.state.segs[sreg as usize];
+        let protected = self.state.protected_mode() && !self.state.v86_mode();
+        let expand_down = seg.attr & (attr::CODE | attr::DC) == attr::DC && seg.attr & attr::S != 0;
+        // Offsets 0..=limit-3 start an access of 4 bytes that ends inside
+        // the limit without wrapping.
+        let usable = check_segment(seg, 0, 1, access, protected).is_some() && !expand_down;
+        let end = if usable { seg.limit.saturating_sub(2) } else { 0 };
+        (seg.base, end)
+    }
+
     #[inline]
     pub fn read_mem<B: Bus>(&mut self, bus: &mut B, sreg: SegReg, offset: u32, size: u8) -> Result<u32> {
         let lin = self.seg_linear(sreg, offset, u32::from(size), Access::Read)?;

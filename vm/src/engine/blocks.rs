@@ -814,9 +814,18 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     };
     let i = index as usize;
     ctx.steps += 1;
+    // SAFETY: as above; `env` outlives the call.
+    let env = unsafe { &mut *env };
+    env.stepped = 1;
+    let ci = &ctx.run.block.insts[i];
     // Host code before this instruction left EIP where the block began.
-    cpu.state.eip = ctx.run.block.insts[i].ip;
+    cpu.state.eip = ci.ip;
+    let may_change_modes = matches!(ci.op, Op::Generic) || (RAW && !matches!(ci.site, SiteKind::Plain));
     let leave = ctx.run.execute(i, cpu, platform).or_else(|| {
+        if may_change_modes {
+            // Segments, paging, privilege or the A20 gate may be new.
+            env.mem.refresh(cpu, platform);
+        }
         if cpu.state.eflags & flags::TF != 0 {
             // Single-stepping from here on: the interpreter does it.
             Some(RawOutcome::Step(StepOutcome::Retired))
@@ -883,19 +892,19 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 outcome: Step(StepOutcome::Retired),
                 steps: 0,
             };
-            let mut env = Env {
-                step: translated_step::<RAW, H>,
-                stop_icount,
-                loops: 0,
-                ctx: (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast(),
-            };
+            let env = jit.env(cpu, platform);
+            env.step = translated_step::<RAW, H>;
+            env.stop_icount = stop_icount;
+            env.loops = 0;
+            env.stepped = 0;
+            env.ctx = (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast();
             let cpu_ptr = ctx.cpu;
             // SAFETY: the translation is current; `cpu` and `platform` are
             // reached only through `ctx` and the translation until it returns,
             // and `translated_step` is the step for this `RAW` and `H`.
-            let ended = unsafe { jit.run(code, cpu_ptr, &mut env) };
+            let ended = unsafe { jit.run(code, cpu_ptr) };
             let (outcome, steps) = (ctx.outcome, ctx.steps);
-            *executed += env.loops;
+            *executed += jit.loops();
             jit.stats.retired += cpu.icount - before;
             jit.stats.stepped += steps;
             if ended == jit::LEAVE {

@@ -22,12 +22,13 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, Insn, Shape, END, LEAVE};
+use super::{Env, MemEnv, Shape, END, LEAVE};
+use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{flags, offsets, SegReg};
 use crate::cpu::Cpu;
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
-use crate::exec::Gpr;
+use crate::exec::{Gpr, MemRef};
 
 /// The arithmetic flags the host computes for the guest.
 const STATUS: u32 = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
@@ -40,6 +41,27 @@ const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
+const ENV_STEPPED: i32 = offset_of!(Env, stepped) as i32;
+const MEM: usize = offset_of!(Env, mem);
+const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
+const M_SEG_READ_END: i32 = (MEM + offset_of!(MemEnv, seg_read_end)) as i32;
+const M_SEG_WRITE_END: i32 = (MEM + offset_of!(MemEnv, seg_write_end)) as i32;
+const M_PAGING: i32 = (MEM + offset_of!(MemEnv, paging)) as i32;
+const M_A20: i32 = (MEM + offset_of!(MemEnv, a20_mask)) as i32;
+const M_READ_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, read_permissions)) as i32;
+const M_WRITE_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, write_permissions)) as i32;
+const M_ROM_START: i32 = (MEM + offset_of!(MemEnv, rom_start)) as i32;
+const M_ROM_LEN: i32 = (MEM + offset_of!(MemEnv, rom_len)) as i32;
+const M_RAM_END: i32 = (MEM + offset_of!(MemEnv, ram_end)) as i32;
+const M_RAM: i32 = (MEM + offset_of!(MemEnv, ram)) as i32;
+const M_DIRTY: i32 = (MEM + offset_of!(MemEnv, dirty)) as i32;
+const M_WATCHED: i32 = (MEM + offset_of!(MemEnv, watched)) as i32;
+const M_TLB: i32 = (MEM + offset_of!(MemEnv, tlb)) as i32;
+const TLB_SLOTS: i32 = tlb_layout::ENTRIES as i32;
+const TLB_ENTRY: i32 = tlb_layout::ENTRY_SIZE as i32;
+const TLB_TAG: i32 = tlb_layout::TAG as i32;
+const TLB_PHYS: i32 = tlb_layout::PHYS_PAGE as i32;
+const TLB_PERMISSIONS: i32 = tlb_layout::PERMISSIONS as i32;
 
 fn reg(g: Gpr, size: u8) -> i32 {
     (STATE + offsets::REGS + g.byte_offset(size)) as i32
@@ -52,8 +74,27 @@ pub fn is_native(op: &Op) -> bool {
         Op::MovxRR { .. } => true,
         Op::Lea { mem, .. } => mem.parts32().is_some(),
         Op::Jcc { .. } | Op::JmpRel { .. } => true,
-        _ => false,
+        _ => memory_access(op).is_some(),
     }
+}
+
+/// An instruction with one memory operand that the inline path handles:
+/// the operand, its size, and whether it is written (read-modify-write
+/// included) rather than only read.
+fn memory_access(op: &Op) -> Option<(MemRef, u8, bool)> {
+    let (mem, size, write) = match *op {
+        Op::MovRM { size, mem, .. } => (mem, size, false),
+        Op::MovxRM { ssize, mem, .. } => (mem, ssize, false),
+        Op::MovMR { size, mem, .. } | Op::MovMI { size, mem, .. } => (mem, size, true),
+        Op::AluRM { size, mem, .. } => (mem, size, false),
+        Op::AluMR { op, size, mem, .. } | Op::AluMI { op, size, mem, .. } => {
+            (mem, size, !matches!(op, AluOp::Cmp | AluOp::Test))
+        }
+        Op::AluM { size, mem, .. } => (mem, size, true),
+        _ => return None,
+    };
+    mem.parts32()?;
+    Some((mem, size, write))
 }
 
 /// Where the guest's arithmetic flags are, at a point of the code being
@@ -83,9 +124,9 @@ macro_rules! asm {
     };
 }
 
-/// `op [r15 + at], eax/ax/al` for the ALU operations with a register source.
-macro_rules! alu_mem_reg {
-    ($ops:expr, $mn:ident, $size:expr, $at:expr) => {
+/// `op [r15 + at], eax/ax/al`: a register slot with EAX as the source.
+macro_rules! alu_slot_eax {
+    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
         match $size {
             4 => asm!($ops; $mn DWORD [r15 + $at], eax),
             2 => asm!($ops; $mn WORD [r15 + $at], ax),
@@ -94,9 +135,20 @@ macro_rules! alu_mem_reg {
     };
 }
 
-/// `op [r15 + at], imm` for the ALU operations with an immediate source.
-macro_rules! alu_mem_imm {
-    ($ops:expr, $mn:ident, $size:expr, $at:expr, $imm:expr) => {
+/// `op [r15 + at], r9d/r9w/r9b`.
+macro_rules! alu_slot_r9 {
+    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
+        match $size {
+            4 => asm!($ops; $mn DWORD [r15 + $at], r9d),
+            2 => asm!($ops; $mn WORD [r15 + $at], r9w),
+            _ => asm!($ops; $mn BYTE [r15 + $at], r9b),
+        }
+    };
+}
+
+/// `op [r15 + at], imm`.
+macro_rules! alu_slot_imm {
+    ($mn:ident, $ops:expr, $size:expr, $at:expr, $imm:expr) => {
         match $size {
             4 => asm!($ops; $mn DWORD [r15 + $at], $imm as i32),
             2 => asm!($ops; $mn WORD [r15 + $at], $imm as i16),
@@ -105,13 +157,77 @@ macro_rules! alu_mem_imm {
     };
 }
 
-/// `op [r15 + at]` for the one-operand ALU operations.
-macro_rules! alu_mem {
-    ($ops:expr, $mn:ident, $size:expr, $at:expr) => {
+/// `op [r8], r9d/r9w/r9b`: guest memory at its host address.
+macro_rules! alu_host_r9 {
+    ($mn:ident, $ops:expr, $size:expr) => {
+        match $size {
+            4 => asm!($ops; $mn DWORD [r8], r9d),
+            2 => asm!($ops; $mn WORD [r8], r9w),
+            _ => asm!($ops; $mn BYTE [r8], r9b),
+        }
+    };
+}
+
+/// `op [r8], imm`.
+macro_rules! alu_host_imm {
+    ($mn:ident, $ops:expr, $size:expr, $imm:expr) => {
+        match $size {
+            4 => asm!($ops; $mn DWORD [r8], $imm as i32),
+            2 => asm!($ops; $mn WORD [r8], $imm as i16),
+            _ => asm!($ops; $mn BYTE [r8], $imm as i8),
+        }
+    };
+}
+
+/// A one-operand `op [r15 + at]` or `op [r8]`.
+macro_rules! unary_slot {
+    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
         match $size {
             4 => asm!($ops; $mn DWORD [r15 + $at]),
             2 => asm!($ops; $mn WORD [r15 + $at]),
             _ => asm!($ops; $mn BYTE [r15 + $at]),
+        }
+    };
+}
+
+macro_rules! unary_host {
+    ($mn:ident, $ops:expr, $size:expr) => {
+        match $size {
+            4 => asm!($ops; $mn DWORD [r8]),
+            2 => asm!($ops; $mn WORD [r8]),
+            _ => asm!($ops; $mn BYTE [r8]),
+        }
+    };
+}
+
+/// Emits `$form!(mnemonic, args...)` for a two-operand ALU operation.
+macro_rules! binary_alu {
+    ($op:expr, $form:ident, $($args:tt)*) => {
+        match $op {
+            AluOp::Add => $form!(add, $($args)*),
+            AluOp::Or => $form!(or, $($args)*),
+            AluOp::Adc => $form!(adc, $($args)*),
+            AluOp::Sbb => $form!(sbb, $($args)*),
+            AluOp::And => $form!(and, $($args)*),
+            AluOp::Sub => $form!(sub, $($args)*),
+            AluOp::Xor => $form!(xor, $($args)*),
+            AluOp::Cmp => $form!(cmp, $($args)*),
+            AluOp::Test => $form!(test, $($args)*),
+            _ => unreachable!("a two-operand ALU operation"),
+        }
+    };
+}
+
+/// Emits `$form!(mnemonic, args...)` for INC, DEC, NEG or NOT; whether it
+/// writes the flags and reads CF.
+macro_rules! unary_alu {
+    ($op:expr, $form:ident, $($args:tt)*) => {
+        match $op {
+            AluOp::Inc => $form!(inc, $($args)*),
+            AluOp::Dec => $form!(dec, $($args)*),
+            AluOp::Neg => $form!(neg, $($args)*),
+            AluOp::Not => $form!(not, $($args)*),
+            _ => unreachable!("a one-operand ALU operation"),
         }
     };
 }
@@ -218,6 +334,235 @@ impl Emitter {
         );
     }
 
+    /// EAX = the effective address of `mem` (32-bit addressing).
+    fn effective_address(&mut self, mem: MemRef) {
+        let Some((base, index, scale, disp)) = mem.parts32() else {
+            unreachable!("memory_access admits 32-bit addressing only")
+        };
+        let disp = disp as i32;
+        match base {
+            Some(b) => {
+                let b = (STATE + offsets::reg(usize::from(b))) as i32;
+                asm!(self.ops; mov eax, DWORD [r15 + b]);
+            }
+            None => asm!(self.ops; mov eax, 0),
+        }
+        match index {
+            Some(i) => {
+                let i = (STATE + offsets::reg(usize::from(i))) as i32;
+                asm!(self.ops; mov ecx, DWORD [r15 + i]);
+                match scale {
+                    1 => asm!(self.ops; lea eax, [rax + rcx + disp]),
+                    2 => asm!(self.ops; lea eax, [rax + rcx * 2 + disp]),
+                    4 => asm!(self.ops; lea eax, [rax + rcx * 4 + disp]),
+                    _ => asm!(self.ops; lea eax, [rax + rcx * 8 + disp]),
+                }
+            }
+            None => asm!(self.ops; lea eax, [rax + disp]),
+        }
+    }
+
+    /// An instruction with a memory operand: the segment check, the TLB
+    /// probe and the plain-RAM check inline, with the host address of the
+    /// operand in r8 for `op`; anything else (a limit, a TLB miss, MMIO,
+    /// ROM, a page not yet dirty or holding watched code, a watchpoint) is
+    /// the step, which does it all as the interpreter does. Nothing is
+    /// written before every check has passed, so the step starts clean.
+    fn memory(&mut self, index: usize, op: &Op) {
+        let Some((mem, size, write)) = memory_access(op) else {
+            unreachable!("not a memory operation: {op:?}")
+        };
+        // The checks clobber the host flags; the icount is brought up to
+        // date so both ways leave it the same.
+        self.store_flags();
+        self.flags.in_host = false;
+        self.store_icount();
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        let linear = self.ops.new_dynamic_label();
+        let seg = mem.seg as i32;
+        let (seg_end, permissions) = if write {
+            (M_SEG_WRITE_END + 4 * seg, M_WRITE_PERMISSIONS)
+        } else {
+            (M_SEG_READ_END + 4 * seg, M_READ_PERMISSIONS)
+        };
+        let last_start = 0x1000 - i32::from(size);
+        self.effective_address(mem);
+        asm!(self.ops
+            ; cmp eax, DWORD [r14 + seg_end]
+            ; jae =>slow
+            ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
+            ; mov r8d, eax
+            // Within one page.
+            ; and eax, 0xFFF
+            ; cmp eax, last_start
+            ; ja =>slow
+            ; cmp DWORD [r14 + M_PAGING], 0
+            ; je =>linear
+            // The TLB entry of the page, as Tlb::lookup finds it.
+            ; mov ecx, r8d
+            ; shr ecx, 12
+            ; mov edx, ecx
+            ; and edx, TLB_SLOTS - 1
+            ; imul edx, edx, TLB_ENTRY
+            ; add rdx, QWORD [r14 + M_TLB]
+            ; lea eax, [rcx + 1]
+            ; cmp DWORD [rdx + TLB_TAG], eax
+            ; jne =>slow
+            ; mov eax, DWORD [rdx + TLB_PERMISSIONS]
+            ; and eax, DWORD [r14 + permissions]
+            ; cmp eax, DWORD [r14 + permissions]
+            ; jne =>slow
+            ; and r8d, 0xFFF
+            ; or r8d, DWORD [rdx + TLB_PHYS]
+            ;=>linear
+            ; and r8d, DWORD [r14 + M_A20]
+            ; lea rax, [r8 + i32::from(size)]
+            ; cmp rax, QWORD [r14 + M_RAM_END]
+            ; ja =>slow
+        );
+        if write {
+            asm!(self.ops
+                ; mov eax, r8d
+                ; sub eax, DWORD [r14 + M_ROM_START]
+                ; cmp eax, DWORD [r14 + M_ROM_LEN]
+                ; jb =>slow
+                // Dirty already, and no watched code on the page.
+                ; mov rcx, r8
+                ; shr rcx, 12
+                ; mov rdx, rcx
+                ; shr rdx, 6
+                ; mov rax, QWORD [r14 + M_WATCHED]
+                ; mov r9, QWORD [rax + rdx * 8]
+                ; not r9
+                ; mov rax, QWORD [r14 + M_DIRTY]
+                ; and r9, QWORD [rax + rdx * 8]
+                ; bt r9, rcx
+                ; jnc =>slow
+            );
+        }
+        asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
+        let writes_flags = self.on_memory(op);
+        // Counted here; the step counts its own.
+        asm!(self.ops
+            ; mov rax, QWORD [r15 + ICOUNT]
+            ; lea rax, [rax + 1]
+            ; mov QWORD [r15 + ICOUNT], rax
+            ; jmp =>done
+            ;=>slow
+            ; mov rdi, r14
+            ; mov esi, index as i32
+            ; call QWORD [r14 + ENV_STEP]
+            ; test eax, eax
+            ; jnz =>self.leave
+        );
+        if let Some(logical) = writes_flags {
+            // Both ways end with the flags in the host.
+            self.flags.in_host = false;
+            self.load_flags();
+            asm!(self.ops; =>done);
+            self.wrote_flags(logical);
+        } else {
+            asm!(self.ops; =>done);
+            self.flags.in_host = false;
+        }
+    }
+
+    /// The operation of a memory instruction on the host address in r8;
+    /// `Some(logical)` when it wrote the arithmetic flags.
+    fn on_memory(&mut self, op: &Op) -> Option<bool> {
+        match *op {
+            Op::MovRM { size, dst, .. } => {
+                let d = reg(dst, size);
+                match size {
+                    4 => asm!(self.ops; mov eax, DWORD [r8]; mov DWORD [r15 + d], eax),
+                    2 => asm!(self.ops; mov ax, WORD [r8]; mov WORD [r15 + d], ax),
+                    _ => asm!(self.ops; mov al, BYTE [r8]; mov BYTE [r15 + d], al),
+                }
+                None
+            }
+            Op::MovxRM {
+                signed,
+                dsize,
+                ssize,
+                dst,
+                ..
+            } => {
+                match (signed, ssize) {
+                    (false, 1) => asm!(self.ops; movzx eax, BYTE [r8]),
+                    (false, _) => asm!(self.ops; movzx eax, WORD [r8]),
+                    (true, 1) => asm!(self.ops; movsx eax, BYTE [r8]),
+                    (true, _) => asm!(self.ops; movsx eax, WORD [r8]),
+                }
+                let d = reg(dst, dsize);
+                match dsize {
+                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
+                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
+                }
+                None
+            }
+            Op::MovMR { size, src, .. } => {
+                let s = reg(src, size);
+                match size {
+                    4 => asm!(self.ops; mov eax, DWORD [r15 + s]; mov DWORD [r8], eax),
+                    2 => asm!(self.ops; mov ax, WORD [r15 + s]; mov WORD [r8], ax),
+                    _ => asm!(self.ops; mov al, BYTE [r15 + s]; mov BYTE [r8], al),
+                }
+                None
+            }
+            Op::MovMI { size, imm, .. } => {
+                match size {
+                    4 => asm!(self.ops; mov DWORD [r8], imm as i32),
+                    2 => asm!(self.ops; mov WORD [r8], imm as i16),
+                    _ => asm!(self.ops; mov BYTE [r8], imm as i8),
+                }
+                None
+            }
+            Op::AluRM { op, size, dst, .. } => {
+                // The operand into r9, then as AluRR with it as the source.
+                match size {
+                    4 => asm!(self.ops; mov r9d, DWORD [r8]),
+                    2 => asm!(self.ops; mov r9w, WORD [r8]),
+                    _ => asm!(self.ops; mov r9b, BYTE [r8]),
+                }
+                self.load_flags_for(op);
+                let d = reg(dst, size);
+                binary_alu!(op, alu_slot_r9, self.ops, size, d);
+                Some(op.is_logical())
+            }
+            Op::AluMR { op, size, src, .. } => {
+                let s = reg(src, size);
+                match size {
+                    4 => asm!(self.ops; mov r9d, DWORD [r15 + s]),
+                    2 => asm!(self.ops; mov r9w, WORD [r15 + s]),
+                    _ => asm!(self.ops; mov r9b, BYTE [r15 + s]),
+                }
+                self.load_flags_for(op);
+                binary_alu!(op, alu_host_r9, self.ops, size);
+                Some(op.is_logical())
+            }
+            Op::AluMI { op, size, imm, .. } => {
+                self.load_flags_for(op);
+                binary_alu!(op, alu_host_imm, self.ops, size, imm);
+                Some(op.is_logical())
+            }
+            Op::AluM { op, size, .. } => {
+                self.load_flags_for(op);
+                unary_alu!(op, unary_host, self.ops, size);
+                (op != AluOp::Not).then_some(false)
+            }
+            _ => unreachable!("not a memory operation: {op:?}"),
+        }
+    }
+
+    /// Loads the guest's flags into the host's when `op` reads some (CF
+    /// for ADC and SBB; INC and DEC keep it).
+    fn load_flags_for(&mut self, op: AluOp) {
+        if matches!(op, AluOp::Adc | AluOp::Sbb | AluOp::Inc | AluOp::Dec) {
+            self.load_flags();
+        }
+    }
+
     fn native(&mut self, op: &Op) {
         match *op {
             Op::Nop => {}
@@ -289,66 +634,27 @@ impl Emitter {
             }
             Op::AluRR { op, size, dst, src } => {
                 let (d, s) = (reg(dst, size), reg(src, size));
-                if matches!(op, AluOp::Adc | AluOp::Sbb) {
-                    self.load_flags();
-                }
+                self.load_flags_for(op);
                 match size {
                     4 => asm!(self.ops; mov eax, DWORD [r15 + s]),
                     2 => asm!(self.ops; mov ax, WORD [r15 + s]),
                     _ => asm!(self.ops; mov al, BYTE [r15 + s]),
                 }
-                match op {
-                    AluOp::Add => alu_mem_reg!(self.ops, add, size, d),
-                    AluOp::Or => alu_mem_reg!(self.ops, or, size, d),
-                    AluOp::Adc => alu_mem_reg!(self.ops, adc, size, d),
-                    AluOp::Sbb => alu_mem_reg!(self.ops, sbb, size, d),
-                    AluOp::And => alu_mem_reg!(self.ops, and, size, d),
-                    AluOp::Sub => alu_mem_reg!(self.ops, sub, size, d),
-                    AluOp::Xor => alu_mem_reg!(self.ops, xor, size, d),
-                    AluOp::Cmp => alu_mem_reg!(self.ops, cmp, size, d),
-                    AluOp::Test => alu_mem_reg!(self.ops, test, size, d),
-                    _ => unreachable!("two-operand ALU operation"),
-                }
+                binary_alu!(op, alu_slot_eax, self.ops, size, d);
                 self.wrote_flags(op.is_logical());
             }
             Op::AluRI { op, size, dst, imm } => {
                 let d = reg(dst, size);
-                if matches!(op, AluOp::Adc | AluOp::Sbb) {
-                    self.load_flags();
-                }
-                match op {
-                    AluOp::Add => alu_mem_imm!(self.ops, add, size, d, imm),
-                    AluOp::Or => alu_mem_imm!(self.ops, or, size, d, imm),
-                    AluOp::Adc => alu_mem_imm!(self.ops, adc, size, d, imm),
-                    AluOp::Sbb => alu_mem_imm!(self.ops, sbb, size, d, imm),
-                    AluOp::And => alu_mem_imm!(self.ops, and, size, d, imm),
-                    AluOp::Sub => alu_mem_imm!(self.ops, sub, size, d, imm),
-                    AluOp::Xor => alu_mem_imm!(self.ops, xor, size, d, imm),
-                    AluOp::Cmp => alu_mem_imm!(self.ops, cmp, size, d, imm),
-                    AluOp::Test => alu_mem_imm!(self.ops, test, size, d, imm),
-                    _ => unreachable!("two-operand ALU operation"),
-                }
+                self.load_flags_for(op);
+                binary_alu!(op, alu_slot_imm, self.ops, size, d, imm);
                 self.wrote_flags(op.is_logical());
             }
             Op::AluR { op, size, dst } => {
                 let d = reg(dst, size);
-                match op {
-                    AluOp::Inc | AluOp::Dec => {
-                        // CF is kept: it must be the guest's going in.
-                        self.load_flags();
-                        if op == AluOp::Inc {
-                            alu_mem!(self.ops, inc, size, d);
-                        } else {
-                            alu_mem!(self.ops, dec, size, d);
-                        }
-                        self.wrote_flags(false);
-                    }
-                    AluOp::Neg => {
-                        alu_mem!(self.ops, neg, size, d);
-                        self.wrote_flags(false);
-                    }
-                    AluOp::Not => alu_mem!(self.ops, not, size, d),
-                    _ => unreachable!("one-operand ALU operation"),
+                self.load_flags_for(op);
+                unary_alu!(op, unary_slot, self.ops, size, d);
+                if op != AluOp::Not {
+                    self.wrote_flags(false);
                 }
             }
             _ => unreachable!("not a native operation: {op:?}"),
@@ -391,8 +697,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
     let first_ip = insns.first()?.ip;
     let within = |target: u32| target.wrapping_sub(first_ip) < shape.extent;
     // A block with no step that branches to its own start loops here while
-    // the icount budget lasts: nothing but the icount changes what the
-    // block engine checks between runs of it.
+    // the icount budget lasts and no slow memory access stepped: nothing
+    // but the icount changes what the block engine checks between runs.
     let pure = insns.iter().all(|i| i.plain && is_native(&i.op));
     let mut ops = VecAssembler::<X64Relocation>::new(base);
     let leave = ops.new_dynamic_label();
@@ -438,10 +744,16 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
                 asm!(e.ops; =>taken);
                 (e.flags, e.pending) = at_taken;
                 e.pending -= 1;
-                branch_taken(&mut e, i, insn, target, within(target), pure && target == first_ip, top);
+                branch_taken(&mut e, i, target, within(target), (pure && target == first_ip).then_some(n), top);
             }
             Op::JmpRel { target } => {
-                branch_taken(&mut e, i, insn, target, within(target), pure && target == first_ip, top);
+                branch_taken(&mut e, i, target, within(target), (pure && target == first_ip).then_some(n), top);
+            }
+            _ if memory_access(&insn.op).is_some() => {
+                e.memory(i, &insn.op);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
             }
             _ => {
                 e.native(&insn.op);
@@ -467,15 +779,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
 /// The taken side of a branch at instruction `index`: the CS limit check
 /// the reference makes (a target outside it faults at the branch, so the
 /// step runs the branch), then the next run of a self-loop or the exit.
-fn branch_taken(
-    e: &mut Emitter,
-    index: usize,
-    insn: &Insn,
-    target: u32,
-    within: bool,
-    self_loop: bool,
-    top: DynamicLabel,
-) {
+/// `self_loop`: the block's length, when it may run again here.
+fn branch_taken(e: &mut Emitter, index: usize, target: u32, within: bool, self_loop: Option<usize>, top: DynamicLabel) {
     e.store_flags();
     if !within {
         let ok = e.ops.new_dynamic_label();
@@ -491,12 +796,14 @@ fn branch_taken(
         e.flags.in_host = false;
     }
     e.pending += 1;
-    if self_loop {
+    if let Some(n) = self_loop {
         // Another run fits the budget when icount + n <= stop.
-        let n = e.pending as i32;
+        let n = n as i32;
         e.store_icount();
         let out = e.ops.new_dynamic_label();
         asm!(e.ops
+            ; cmp QWORD [r14 + ENV_STEPPED], 0
+            ; jne =>out
             ; mov rax, QWORD [r15 + ICOUNT]
             ; add rax, n
             ; cmp rax, QWORD [r14 + ENV_STOP]
@@ -507,6 +814,5 @@ fn branch_taken(
         );
         e.flags.in_host = false;
     }
-    let _ = insn;
     e.exit_to(target);
 }

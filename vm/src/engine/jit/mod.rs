@@ -16,8 +16,10 @@ mod emit;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
 
+use crate::cpu::state::Segment;
 use crate::cpu::Cpu;
 use crate::exec::compact::Op;
+use crate::platform::Platform;
 
 /// Returned by a translation: the block ran to its end.
 pub const END: u32 = 0;
@@ -39,8 +41,91 @@ pub struct Env {
     pub stop_icount: u64,
     /// Runs of a self-looping block made inside the translation.
     pub loops: u64,
+    /// Set by the step: something ran that the translation cannot vouch
+    /// for, so a self-loop goes back through the block engine's checks.
+    pub stepped: u64,
     /// The step's own context.
     pub ctx: *mut (),
+    pub mem: MemEnv,
+}
+
+/// What the inline memory path of a translation reads: the guest's segments,
+/// paging and privilege as they stand, and where plain RAM is. Made at entry
+/// and again after any step that may have changed them (a generic
+/// instruction or a patch); `repr(C)` for fixed offsets.
+#[repr(C)]
+pub struct MemEnv {
+    pub seg_base: [u32; 6],
+    /// Offsets below these take a 4-byte read (write) inside the segment.
+    pub seg_read_end: [u32; 6],
+    pub seg_write_end: [u32; 6],
+    /// CR0.PG.
+    pub paging: u32,
+    pub a20_mask: u32,
+    /// The TLB entry permission bits a read (write) needs at this privilege.
+    pub read_permissions: u32,
+    pub write_permissions: u32,
+    pub rom_start: u32,
+    pub rom_len: u32,
+    /// Physical addresses below this are plain RAM.
+    pub ram_end: u64,
+    pub ram: *mut u8,
+    pub dirty: *const u64,
+    pub watched: *const u64,
+    pub tlb: *const u8,
+    /// What the segment windows and permissions were computed from: the
+    /// segment registers, CR0 and EFLAGS.VM.
+    made_from: Option<([Segment; 6], u32, u32)>,
+}
+
+impl MemEnv {
+    fn empty() -> MemEnv {
+        MemEnv {
+            seg_base: [0; 6],
+            seg_read_end: [0; 6],
+            seg_write_end: [0; 6],
+            paging: 0,
+            a20_mask: 0,
+            read_permissions: 0,
+            write_permissions: 0,
+            rom_start: 0,
+            rom_len: 0,
+            ram_end: 0,
+            ram: std::ptr::null_mut(),
+            dirty: std::ptr::null(),
+            watched: std::ptr::null(),
+            tlb: std::ptr::null(),
+            made_from: None,
+        }
+    }
+
+    /// Brings everything up to date; the segment windows only when the
+    /// segments, CR0 or EFLAGS.VM changed since they were computed.
+    pub fn refresh(&mut self, cpu: &Cpu, platform: &mut Platform) {
+        use crate::cpu::mmu::tlb_layout::{DIRTY, USER, WRITABLE};
+        use crate::cpu::mmu::Access;
+        use crate::cpu::state::{cr0, flags, SegReg};
+        let (a20_mask, ram_end, (rom_start, rom_len)) = platform.plain_ram();
+        (self.a20_mask, self.ram_end, self.rom_start, self.rom_len) = (a20_mask, ram_end, rom_start, rom_len);
+        (self.ram, self.dirty, self.watched) = platform.mem.raw_parts();
+        self.tlb = cpu.tlb.entries_ptr();
+        let from = (cpu.state.segs, cpu.state.cr0, cpu.state.eflags & flags::VM);
+        if self.made_from == Some(from) {
+            return;
+        }
+        self.made_from = Some(from);
+        for s in SegReg::ALL {
+            let (base, read_end) = cpu.fast_window(s, Access::Read);
+            self.seg_base[s as usize] = base;
+            self.seg_read_end[s as usize] = read_end;
+            self.seg_write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
+        }
+        self.paging = u32::from(cpu.state.paging());
+        let user = cpu.state.cpl() == 3;
+        let wp = cpu.state.cr0 & cr0::WP != 0;
+        self.read_permissions = if user { USER } else { 0 };
+        self.write_permissions = DIRTY | if user { USER | WRITABLE } else if wp { WRITABLE } else { 0 };
+    }
 }
 
 /// One instruction as the compiler sees it.
@@ -124,6 +209,18 @@ pub struct Jit {
     #[cfg(target_arch = "x86_64")]
     cache: cache::CodeCache,
     pub stats: JitStats,
+    /// The environment translations run in, kept from one run to the next
+    /// (its memory part is mostly still right).
+    env: Box<Env>,
+}
+
+// SAFETY: `env` holds pointers into the machine this compiler belongs to,
+// refreshed before every use; they are never dereferenced by another thread
+// (moving the machine moves its compiler with it).
+unsafe impl Send for Jit {}
+
+extern "sysv64" fn no_step(_: *mut Env, _: u32) -> u32 {
+    LEAVE
 }
 
 impl Default for Jit {
@@ -156,13 +253,33 @@ impl Jit {
             #[cfg(target_arch = "x86_64")]
             cache: cache::CodeCache::new(cache::DEFAULT_SIZE),
             stats: JitStats::default(),
+            env: Box::new(Env {
+                step: no_step,
+                stop_icount: 0,
+                loops: 0,
+                stepped: 0,
+                ctx: std::ptr::null_mut(),
+                mem: MemEnv::empty(),
+            }),
         }
+    }
+
+    /// The environment for the next run of a translation: its memory part
+    /// brought up to date, the rest for the caller to set.
+    pub fn env(&mut self, cpu: &Cpu, platform: &mut Platform) -> &mut Env {
+        self.env.mem.refresh(cpu, platform);
+        &mut self.env
     }
 
     /// Drops every translation (the blocks they belong to are going).
     pub fn flush(&mut self) {
         #[cfg(target_arch = "x86_64")]
         self.cache.flush();
+    }
+
+    /// Runs a self-looping translation made in its last run.
+    pub fn loops(&self) -> u64 {
+        self.env.loops
     }
 
     /// Bytes of code the cache holds now.
@@ -225,8 +342,9 @@ impl Jit {
     /// `code` is current ([`Jit::is_current`]); `cpu` is valid for reads
     /// and writes and nothing else touches it during the call but `env`'s
     /// step; `env.step` upholds what its context needs.
-    pub unsafe fn run(&mut self, code: Code, cpu: *mut Cpu, env: *mut Env) -> u32 {
+    pub unsafe fn run(&mut self, code: Code, cpu: *mut Cpu) -> u32 {
         debug_assert!(self.is_current(code));
+        let env: *mut Env = &mut *self.env;
         // SAFETY: `code.addr` is the start of a translation assembled by
         // `emit::assemble` with this ABI, still in the cache (current
         // generation, so not overwritten); the caller vouches for the
