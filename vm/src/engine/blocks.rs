@@ -19,7 +19,7 @@
 
 use iced_x86::{FlowControl, Instruction};
 
-use super::jit::{self, Code, Env, Insn, Jit, Shape};
+use super::jit::{self, Code, Env, Exit, Insn, Jit, Shape};
 use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
@@ -159,6 +159,12 @@ struct Block {
     code: Option<Code>,
     /// The compiler declined it: nothing in it would run as host code.
     not_worth: bool,
+    /// Its physical address (its key's).
+    phys: u32,
+    /// Its translation's chainable exits, and the block each is linked to.
+    exits: Vec<(Exit, Option<BlockKey>)>,
+    /// Translations linked to this one: their block and exit.
+    incoming: Vec<(BlockKey, usize)>,
 }
 
 /// What makes [`Cpu::refetch`] of an instruction in a block a foregone
@@ -249,6 +255,9 @@ pub struct BlockCache {
     pub stats: BlockStats,
     /// The compiler tier.
     pub jit: Jit,
+    /// Exits of translations waiting for the block they leave for to be
+    /// compiled: that block's key, and theirs with the exit's index.
+    unlinked: FastMap<BlockKey, Vec<(BlockKey, usize)>>,
 }
 
 impl Default for BlockCache {
@@ -272,6 +281,7 @@ impl Default for BlockCache {
             forgotten: Vec::new(),
             stats: BlockStats::default(),
             jit: Jit::default(),
+            unlinked: FastMap::default(),
         }
     }
 }
@@ -365,6 +375,11 @@ impl BlockCache {
 
     fn drop_block(&mut self, k: &BlockKey) {
         if let Some(slot) = self.index.remove(k) {
+            // Translations jumping here go back to returning, and wait for
+            // the block to be compiled again.
+            for (from, exit) in std::mem::take(&mut self.blocks[slot as usize].incoming) {
+                self.unlink(from, exit, *k);
+            }
             self.blocks[slot as usize] = Block::default();
             self.free.push(slot);
             let r = &mut self.recent[recent_slot(k)];
@@ -456,6 +471,7 @@ impl BlockCache {
             contiguous,
             end,
             bytes: read as u16,
+            phys: key.phys,
             ..Block::default()
         };
         let slot = match self.free.pop() {
@@ -472,11 +488,71 @@ impl BlockCache {
         slot
     }
 
+    /// Points exit `exit` of the translation of block `from` back at its
+    /// return, if it is linked to `to`; it then waits for `to` again.
+    fn unlink(&mut self, from: BlockKey, exit: usize, to: BlockKey) {
+        let Some(&slot) = self.index.get(&from) else {
+            return;
+        };
+        let block = &mut self.blocks[slot as usize];
+        let (Some(code), Some((e, linked))) = (block.code, block.exits.get_mut(exit)) else {
+            return;
+        };
+        if *linked == Some(to) && self.jit.link(code, *e, None) {
+            *linked = None;
+            self.unlinked.entry(to).or_default().push((from, exit));
+        }
+    }
+
+    /// Links exit `exit` of the translation of block `from` to the
+    /// translation of block `to`, when both are current.
+    fn link(&mut self, from: BlockKey, exit: usize, to: BlockKey) -> bool {
+        let (Some(&from_slot), Some(&to_slot)) = (self.index.get(&from), self.index.get(&to)) else {
+            return false;
+        };
+        let target = self.blocks[to_slot as usize].code;
+        let block = &mut self.blocks[from_slot as usize];
+        let (Some(code), Some((e, linked))) = (block.code, block.exits.get_mut(exit)) else {
+            return false;
+        };
+        if linked.is_some() || target.is_none() || !self.jit.link(code, *e, target) {
+            return false;
+        }
+        *linked = Some(to);
+        self.blocks[to_slot as usize].incoming.push((from, exit));
+        true
+    }
+
+    /// After the block `key` was compiled: links its exits to the blocks
+    /// they leave for that have translations, and the exits that waited for
+    /// it.
+    fn link_compiled(&mut self, key: BlockKey, slot: usize) {
+        let block = &self.blocks[slot];
+        let first = block.insts.first().map_or(key.eip, |ci| ci.ip);
+        let targets: Vec<BlockKey> = block
+            .exits
+            .iter()
+            .map(|(e, _)| BlockKey {
+                phys: key.phys.wrapping_add(e.eip.wrapping_sub(first)),
+                eip: e.eip,
+                ..key
+            })
+            .collect();
+        for (exit, to) in targets.into_iter().enumerate() {
+            if !self.link(key, exit, to) {
+                self.unlinked.entry(to).or_default().push((key, exit));
+            }
+        }
+        for (from, exit) in self.unlinked.remove(&key).unwrap_or_default() {
+            self.link(from, exit, key);
+        }
+    }
+
     /// Counts an entry of the block in `slot` from the dispatcher, and
     /// compiles it once it has had enough. `raw`: the block runs in a ring
     /// view, where only plain sites may run as host code.
     #[inline]
-    fn consider_compiling(&mut self, slot: usize, raw: bool) {
+    fn consider_compiling(&mut self, slot: usize, raw: bool, key: BlockKey) {
         let block = &mut self.blocks[slot];
         if !self.jit.config.enabled || block.not_worth || block.code.is_some_and(|c| self.jit.is_current(c)) {
             return;
@@ -503,9 +579,20 @@ impl BlockCache {
             } else {
                 0
             },
+            slot: slot as u32,
+            phys: key.phys,
+            chain_last: block.contiguous.then(|| block.end.wrapping_sub(1)),
         };
-        block.code = self.jit.compile(&shape);
-        block.not_worth = block.code.is_none();
+        let compiled = self.jit.compile(&shape);
+        let block = &mut self.blocks[slot];
+        block.not_worth = compiled.is_none();
+        let Some((code, exits)) = compiled else {
+            block.code = None;
+            return;
+        };
+        block.code = Some(code);
+        block.exits = exits.into_iter().map(|e| (e, None)).collect();
+        self.link_compiled(key, slot);
     }
 
     /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
@@ -584,13 +671,23 @@ impl BlockCache {
             view: 0,
         };
         let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
-        self.consider_compiling(slot, false);
+        self.consider_compiling(slot, false, key);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
             return cpu.step(platform);
         }
         let executed = &mut self.stats.executed;
-        match run_block::<false, NoHooks>(block, cpu, platform, stop_icount, phys, executed, &mut self.jit, None) {
+        match run_block::<false, NoHooks>(
+            &self.blocks,
+            slot,
+            cpu,
+            platform,
+            stop_icount,
+            phys,
+            executed,
+            &mut self.jit,
+            None,
+        ) {
             RawOutcome::Step(outcome) => outcome,
             // Only raw blocks exit to the monitor.
             RawOutcome::Exit(_) => cpu.step(platform),
@@ -633,14 +730,15 @@ impl BlockCache {
             let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
-            self.consider_compiling(slot, true);
+            self.consider_compiling(slot, true, key);
             let block = &self.blocks[slot];
             if block.insts.is_empty() {
                 return RawOutcome::Step(cpu.step(platform));
             }
             cpu.enter_view(view);
             let out = run_block::<true, _>(
-                block,
+                &self.blocks,
+                slot,
                 cpu,
                 platform,
                 stop_icount,
@@ -791,7 +889,14 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
 
 /// What a translation's steps reach through `Env::ctx`.
 struct StepContext<'r, 'a, const RAW: bool, H: RawHooks> {
+    /// The run of the block the block engine entered, in `slot`.
     run: &'r mut BlockRun<'a, RAW, H>,
+    slot: u32,
+    /// The run of a block reached by chaining, once one of its steps is
+    /// called (the raw hooks move to it).
+    chained: Option<(u32, BlockRun<'a, RAW, H>)>,
+    /// The block cache's blocks, for the chained ones.
+    blocks: *const Block,
     cpu: *mut Cpu,
     platform: *mut Platform,
     /// Why a step left the block.
@@ -799,9 +904,51 @@ struct StepContext<'r, 'a, const RAW: bool, H: RawHooks> {
     steps: u64,
 }
 
+impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
+    /// The run of the block in `slot`: started afresh the first time one of
+    /// its steps is called after a chained entry (no step had run since the
+    /// block engine last looked, so the block starts as the engine would
+    /// start it).
+    ///
+    /// # Safety
+    /// `slot` is the slot of a block in `blocks`, which outlive `'a`.
+    unsafe fn run_of(&mut self, slot: u32, cpu: &Cpu) -> &mut BlockRun<'a, RAW, H> {
+        if slot == self.slot {
+            if let Some((_, other)) = self.chained.take() {
+                self.run.hooks = other.hooks;
+            }
+            return self.run;
+        }
+        if self.chained.as_ref().is_none_or(|(s, _)| *s != slot) {
+            let hooks = match self.chained.take() {
+                Some((_, other)) => other.hooks,
+                None => self.run.hooks.take(),
+            };
+            // SAFETY: as the caller promises.
+            let block: &'a Block = unsafe { &*self.blocks.add(slot as usize) };
+            let run = BlockRun {
+                block,
+                phys0: block.phys,
+                stop_icount: self.run.stop_icount,
+                if_before: cpu.virtual_if(),
+                shadowed: false,
+                code32: cpu.state.code32(),
+                cpl: cpu.state.cpl(),
+                fetch: None,
+                hooks,
+            };
+            self.chained = Some((slot, run));
+        }
+        match &mut self.chained {
+            Some((_, run)) => run,
+            None => unreachable!("made above"),
+        }
+    }
+}
+
 /// The step a translation calls for an instruction it does not run as host
 /// code: the interpreter's, with the checks at the boundary after it.
-extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32) -> u32 {
+extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32, slot: u32) -> u32 {
     // SAFETY: `run_block` made `env` and its context for this call of the
     // translation, which it does not touch until the translation returns;
     // the CPU and platform pointers come from its exclusive borrows, and the
@@ -817,11 +964,14 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // SAFETY: as above; `env` outlives the call.
     let env = unsafe { &mut *env };
     env.stepped = 1;
-    let ci = &ctx.run.block.insts[i];
+    // SAFETY: translations pass their own block's slot, and a translation
+    // runs only while its block is cached.
+    let run = unsafe { ctx.run_of(slot, cpu) };
+    let ci = &run.block.insts[i];
     // Host code before this instruction left EIP where the block began.
     cpu.state.eip = ci.ip;
     let may_change_modes = matches!(ci.op, Op::Generic) || (RAW && !matches!(ci.site, SiteKind::Plain));
-    let leave = ctx.run.execute(i, cpu, platform).or_else(|| {
+    let leave = run.execute(i, cpu, platform).or_else(|| {
         if may_change_modes {
             // Segments, paging, privilege or the A20 gate may be new.
             env.mem.refresh(cpu, platform);
@@ -829,8 +979,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
         if cpu.state.eflags & flags::TF != 0 {
             // Single-stepping from here on: the interpreter does it.
             Some(RawOutcome::Step(StepOutcome::Retired))
-        } else if i + 1 < ctx.run.block.insts.len() {
-            ctx.run.boundary(i + 1, cpu, platform)
+        } else if i + 1 < run.block.insts.len() {
+            run.boundary(i + 1, cpu, platform)
         } else {
             None
         }
@@ -851,7 +1001,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
 /// interpreter whenever the whole block fits before `stop_icount`.
 #[allow(clippy::too_many_arguments)]
 fn run_block<const RAW: bool, H: RawHooks>(
-    block: &Block,
+    blocks: &[Block],
+    slot: usize,
     cpu: &mut Cpu,
     platform: &mut Platform,
     stop_icount: u64,
@@ -861,6 +1012,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     hooks: Option<&mut H>,
 ) -> RawOutcome {
     use RawOutcome::Step;
+    let block = &blocks[slot];
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
     let mut run = BlockRun::<RAW, H> {
         block,
@@ -887,6 +1039,9 @@ fn run_block<const RAW: bool, H: RawHooks>(
             let before = cpu.icount;
             let mut ctx = StepContext {
                 run: &mut run,
+                slot: slot as u32,
+                chained: None,
+                blocks: blocks.as_ptr(),
                 cpu: &mut *cpu,
                 platform: &mut *platform,
                 outcome: Step(StepOutcome::Retired),
@@ -903,12 +1058,16 @@ fn run_block<const RAW: bool, H: RawHooks>(
             // reached only through `ctx` and the translation until it returns,
             // and `translated_step` is the step for this `RAW` and `H`.
             let ended = unsafe { jit.run(code, cpu_ptr) };
-            let (outcome, steps) = (ctx.outcome, ctx.steps);
+            let (outcome, steps, chained) = (ctx.outcome, ctx.steps, ctx.chained.is_some());
             *executed += jit.loops();
             jit.stats.retired += cpu.icount - before;
             jit.stats.stepped += steps;
             if ended == jit::LEAVE {
                 return outcome;
+            }
+            if chained {
+                // Another block's steps ran: the dispatcher starts afresh.
+                return Step(StepOutcome::Retired);
             }
         } else {
             for i in 0..block.insts.len() {

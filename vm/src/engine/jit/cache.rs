@@ -107,6 +107,24 @@ impl CodeCache {
     }
 }
 
+impl CodeCache {
+    /// Rewrites the 4-byte displacement at `at` (a jump in a translation of
+    /// this generation) to `rel`.
+    pub fn patch(&mut self, at: usize, rel: i32) {
+        let base = self.base as usize;
+        assert!(
+            !self.base.is_null() && at >= base && at + 4 <= base + self.used,
+            "code cache misuse"
+        );
+        // SAFETY: `at..at + 4` lies inside the installed part of this cache's
+        // own mapping (asserted); no translation runs while `&mut self` is
+        // held, and an unaligned write of four bytes is what the jump holds.
+        unsafe {
+            std::ptr::write_unaligned(at as *mut i32, rel);
+        }
+    }
+}
+
 impl Drop for CodeCache {
     fn drop(&mut self) {
         if !self.base.is_null() {

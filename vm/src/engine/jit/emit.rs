@@ -116,6 +116,15 @@ struct Emitter {
     /// Instructions retired since the icount was last brought up to date.
     pending: u64,
     leave: DynamicLabel,
+    /// The block's slot, passed to the step.
+    slot: u32,
+    /// EIP and physical page offset of the block's first instruction: an
+    /// exit to an EIP on the same page may be chained.
+    first_ip: u32,
+    page_offset: u32,
+    /// Chainable exits: the offset of each `jmp rel32`'s displacement and
+    /// the EIP it leaves for.
+    exits: Vec<(usize, u32)>,
 }
 
 macro_rules! asm {
@@ -313,9 +322,11 @@ impl Emitter {
     fn step(&mut self, index: usize) {
         self.sync();
         let leave = self.leave;
+        let slot = self.slot as i32;
         asm!(self.ops
             ; mov rdi, r14
             ; mov esi, index as i32
+            ; mov edx, slot
             ; call QWORD [r14 + ENV_STEP]
             ; test eax, eax
             ; jnz =>leave
@@ -324,11 +335,20 @@ impl Emitter {
         self.flags.dirty = false;
     }
 
-    /// Returns [`END`] with EIP at `eip`.
+    /// Leaves for `eip` with the state complete: through a jump that a later
+    /// link may point at the translation of the block there (same page),
+    /// otherwise returning [`END`].
     fn exit_to(&mut self, eip: u32) {
         self.sync();
+        asm!(self.ops; mov DWORD [r15 + EIP], eip as i32);
+        let from_page = i64::from(self.page_offset) + i64::from(eip.wrapping_sub(self.first_ip) as i32);
+        if (0..0x1000).contains(&from_page) {
+            // jmp rel32 0: to the return below until linked.
+            let at = self.ops.offset().0 + 1;
+            self.ops.extend([0xE9, 0, 0, 0, 0]);
+            self.exits.push((at, eip));
+        }
         asm!(self.ops
-            ; mov DWORD [r15 + EIP], eip as i32
             ; mov eax, END as i32
             ; jmp ->epilogue
         );
@@ -452,6 +472,7 @@ impl Emitter {
             ;=>slow
             ; mov rdi, r14
             ; mov esi, index as i32
+            ; mov edx, self.slot as i32
             ; call QWORD [r14 + ENV_STEP]
             ; test eax, eax
             ; jnz =>self.leave
@@ -686,7 +707,16 @@ impl Emitter {
 
 /// Assembles the translation of `shape` for address `base`. `None` when no
 /// instruction would run as host code: the interpreter does as well.
-pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
+/// A block's translation as assembled.
+pub struct Assembled {
+    pub bytes: Vec<u8>,
+    /// Where another translation may jump in (see [`Shape::chain_entry`]).
+    pub chain_entry: Option<usize>,
+    /// Chainable exits: offset of the jump's displacement, and its EIP.
+    pub exits: Vec<(usize, u32)>,
+}
+
+pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let insns = shape.insns;
     if !insns
         .iter()
@@ -712,6 +742,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
         },
         pending: 0,
         leave,
+        slot: shape.slot,
+        first_ip,
+        page_offset: shape.phys & 0xFFF,
+        exits: Vec::new(),
     };
     asm!(e.ops
         ; push r15
@@ -719,8 +753,35 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
         ; push rbx
         ; mov r15, rdi
         ; mov r14, rsi
-        ;=>top
+        ; jmp =>top
     );
+    // Entered from another translation's exit, in its frame, with the state
+    // complete at this block's start: it goes on only if no step ran since
+    // the block engine last looked (so nothing it checks between blocks can
+    // have changed but the icount), the whole block fits before the
+    // deadline and CS admits all of it, as on entry from the block engine.
+    let chain_entry = shape.chain_last.map(|last| {
+        let at = e.ops.offset().0;
+        let n = insns.len() as i32;
+        let refuse = e.ops.new_dynamic_label();
+        asm!(e.ops
+            ; cmp QWORD [r14 + ENV_STEPPED], 0
+            ; jne =>refuse
+            ; mov rax, QWORD [r15 + ICOUNT]
+            ; add rax, n
+            ; cmp rax, QWORD [r14 + ENV_STOP]
+            ; ja =>refuse
+            ; cmp DWORD [r15 + CS_LIMIT], last as i32
+            ; jb =>refuse
+            ; add QWORD [r14 + ENV_LOOPS], 1
+            ; jmp =>top
+            ;=>refuse
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+        );
+        at
+    });
+    asm!(e.ops; =>top);
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
@@ -744,10 +805,24 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
                 asm!(e.ops; =>taken);
                 (e.flags, e.pending) = at_taken;
                 e.pending -= 1;
-                branch_taken(&mut e, i, target, within(target), (pure && target == first_ip).then_some(n), top);
+                branch_taken(
+                    &mut e,
+                    i,
+                    target,
+                    within(target),
+                    (pure && target == first_ip).then_some(n),
+                    top,
+                );
             }
             Op::JmpRel { target } => {
-                branch_taken(&mut e, i, target, within(target), (pure && target == first_ip).then_some(n), top);
+                branch_taken(
+                    &mut e,
+                    i,
+                    target,
+                    within(target),
+                    (pure && target == first_ip).then_some(n),
+                    top,
+                );
             }
             _ if memory_access(&insn.op).is_some() => {
                 e.memory(i, &insn.op);
@@ -773,7 +848,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Vec<u8>> {
         ; pop r15
         ; ret
     );
-    e.ops.finalize().ok()
+    let exits = std::mem::take(&mut e.exits);
+    Some(Assembled {
+        bytes: e.ops.finalize().ok()?,
+        chain_entry,
+        exits,
+    })
 }
 
 /// The taken side of a branch at instruction `index`: the CS limit check

@@ -29,7 +29,7 @@ pub const LEAVE: u32 = 1;
 /// The block engine's step for one instruction of a translated block: runs
 /// instruction `index` as the interpreter would, with the checks at the
 /// boundary after it; [`END`] to go on, [`LEAVE`] to leave the block.
-pub type StepFn = extern "sysv64" fn(env: *mut Env, index: u32) -> u32;
+pub type StepFn = extern "sysv64" fn(env: *mut Env, index: u32, slot: u32) -> u32;
 
 /// What a translation is given besides the CPU. `repr(C)`: the generated
 /// code reads its fields at fixed offsets.
@@ -124,7 +124,14 @@ impl MemEnv {
         let user = cpu.state.cpl() == 3;
         let wp = cpu.state.cr0 & cr0::WP != 0;
         self.read_permissions = if user { USER } else { 0 };
-        self.write_permissions = DIRTY | if user { USER | WRITABLE } else if wp { WRITABLE } else { 0 };
+        self.write_permissions = DIRTY
+            | if user {
+                USER | WRITABLE
+            } else if wp {
+                WRITABLE
+            } else {
+                0
+            };
     }
 }
 
@@ -146,6 +153,13 @@ pub struct Shape<'a> {
     /// translation is entered (the block's extent when it is contiguous):
     /// a branch to them needs no limit check.
     pub extent: u32,
+    /// The block's slot in the block cache, which its steps are given.
+    pub slot: u32,
+    /// Its physical address.
+    pub phys: u32,
+    /// EIP of its last byte, when other translations may chain to it (its
+    /// instructions lie back to back).
+    pub chain_last: Option<u32>,
 }
 
 /// When to compile.
@@ -184,6 +198,16 @@ impl JitConfig {
 pub struct Code {
     addr: usize,
     generation: u32,
+    /// Where other translations may jump in.
+    chain_entry: Option<usize>,
+}
+
+/// An exit of a translation that can be linked to the translation of the
+/// block at `eip`: the address of its jump's displacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    patch: usize,
+    pub eip: u32,
 }
 
 /// Counters for the run summary and the benchmarks.
@@ -219,7 +243,7 @@ pub struct Jit {
 // (moving the machine moves its compiler with it).
 unsafe impl Send for Jit {}
 
-extern "sysv64" fn no_step(_: *mut Env, _: u32) -> u32 {
+extern "sysv64" fn no_step(_: *mut Env, _: u32, _: u32) -> u32 {
     LEAVE
 }
 
@@ -304,36 +328,69 @@ impl Jit {
 
     /// Translates a block; `None` when it is not worth it (no instruction
     /// would run as host code) or the host cannot run generated code.
-    pub fn compile(&mut self, shape: &Shape<'_>) -> Option<Code> {
+    /// Translates a block; its exits come back unlinked. A full cache is
+    /// emptied first, which the caller learns from [`Jit::is_current`] on
+    /// the translations it holds.
+    pub fn compile(&mut self, shape: &Shape<'_>) -> Option<(Code, Vec<Exit>)> {
         #[cfg(target_arch = "x86_64")]
         {
             let started = std::time::Instant::now();
             let mut addr = self.cache.next_address()?;
-            let mut bytes = emit::assemble(shape, addr)?;
-            if !self.cache.fits(bytes.len()) {
+            let mut out = emit::assemble(shape, addr)?;
+            if !self.cache.fits(out.bytes.len()) {
                 self.cache.flush();
                 self.stats.flushes += 1;
                 addr = self.cache.next_address()?;
-                bytes = emit::assemble(shape, addr)?;
-                if !self.cache.fits(bytes.len()) {
+                out = emit::assemble(shape, addr)?;
+                if !self.cache.fits(out.bytes.len()) {
                     return None;
                 }
             }
-            let at = self.cache.install(&bytes);
+            let at = self.cache.install(&out.bytes);
             debug_assert_eq!(at, addr);
             self.stats.compiled += 1;
-            self.stats.code_bytes += bytes.len() as u64;
+            self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;
-            Some(Code {
-                addr: at,
-                generation: self.cache.generation(),
-            })
+            let exits = out
+                .exits
+                .iter()
+                .map(|&(off, eip)| Exit { patch: at + off, eip })
+                .collect();
+            Some((
+                Code {
+                    addr: at,
+                    generation: self.cache.generation(),
+                    chain_entry: out.chain_entry.map(|off| at + off),
+                },
+                exits,
+            ))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = shape;
             None
         }
+    }
+
+    /// Points `exit` of translation `from` at `to`'s chain entry (`to`
+    /// None: back at the return it started with). Both must be current.
+    /// Returns whether it was linked.
+    pub fn link(&mut self, from: Code, exit: Exit, to: Option<Code>) -> bool {
+        if !self.is_current(from) || to.is_some_and(|c| !self.is_current(c)) {
+            return false;
+        }
+        let target = match to {
+            Some(Code {
+                chain_entry: Some(entry),
+                ..
+            }) => entry,
+            Some(_) => return false,
+            None => exit.patch + 4,
+        };
+        let rel = (target as i64 - (exit.patch as i64 + 4)) as i32;
+        #[cfg(target_arch = "x86_64")]
+        self.cache.patch(exit.patch, rel);
+        true
     }
 
     /// Runs a translation.

@@ -115,7 +115,11 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         // page), sometimes any register (anywhere: unmapped, MMIO, a
         // limit, a fault).
         15 | 16 | 17 => {
-            let base = if rng.below(4) == 0 { [0, 1, 2, 3, 5, 6, 7][rng.below(7) as usize] } else { 6 };
+            let base = if rng.below(4) == 0 {
+                [0, 1, 2, 3, 5, 6, 7][rng.below(7) as usize]
+            } else {
+                6
+            };
             let disp = (rng.below(64) as u8) & !3;
             let sub = rng.below(8) as u8;
             match rng.below(9) {
@@ -348,7 +352,8 @@ fn memory_operands_of_a_hot_loop_run_inline() {
     // loop: mov eax, [esi]; add [esi+4], eax; inc dword [esi+8];
     //       movzx ecx, byte [esi+9]; cmp [esi+12], ecx; dec ebp; jnz loop; hlt
     let code = [
-        0x8B, 0x06, 0x01, 0x46, 0x04, 0xFF, 0x46, 0x08, 0x0F, 0xB6, 0x4E, 0x09, 0x39, 0x4E, 0x0C, 0x4D, 0x75, 0xEE, 0xF4,
+        0x8B, 0x06, 0x01, 0x46, 0x04, 0xFF, 0x46, 0x08, 0x0F, 0xB6, 0x4E, 0x09, 0x39, 0x4E, 0x0C, 0x4D, 0x75, 0xEE,
+        0xF4,
     ];
     for paging in [false, true] {
         let setup = |engine, jit| {
@@ -366,7 +371,10 @@ fn memory_operands_of_a_hot_loop_run_inline() {
         let mut got = setup(Engine::Blocks, JitConfig::EAGER);
         let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
         assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
-        assert!(got.platform.mem.ram() == want.platform.mem.ram(), "paging {paging}: RAM");
+        assert!(
+            got.platform.mem.ram() == want.platform.mem.ram(),
+            "paging {paging}: RAM"
+        );
         let s = got.blocks.jit.stats;
         assert!(s.retired > 60_000 && s.stepped < 10, "paging {paging}: {s:?}");
     }
