@@ -1052,6 +1052,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
             env.stop_icount = stop_icount;
             env.loops = 0;
             env.stepped = 0;
+            env.platform = ctx.platform;
             env.ctx = (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast();
             let cpu_ptr = ctx.cpu;
             // SAFETY: the translation is current; `cpu` and `platform` are

@@ -22,7 +22,7 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, MemEnv, Shape, END, LEAVE};
+use super::{Env, Insn, MemEnv, Shape, END, LEAVE};
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{flags, offsets, SegReg};
 use crate::cpu::Cpu;
@@ -42,6 +42,7 @@ const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
 const ENV_STEPPED: i32 = offset_of!(Env, stepped) as i32;
+const ENV_STORE: i32 = offset_of!(Env, store) as i32;
 const MEM: usize = offset_of!(Env, mem);
 const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
 const M_SEG_READ_END: i32 = (MEM + offset_of!(MemEnv, seg_read_end)) as i32;
@@ -388,7 +389,8 @@ impl Emitter {
     /// ROM, a page not yet dirty or holding watched code, a watchpoint) is
     /// the step, which does it all as the interpreter does. Nothing is
     /// written before every check has passed, so the step starts clean.
-    fn memory(&mut self, index: usize, op: &Op) {
+    fn memory(&mut self, index: usize, insn: &Insn) {
+        let op = &insn.op;
         let Some((mem, size, write)) = memory_access(op) else {
             unreachable!("not a memory operation: {op:?}")
         };
@@ -400,6 +402,14 @@ impl Emitter {
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         let linear = self.ops.new_dynamic_label();
+        // A plain store to a page not yet dirty, or holding watched code,
+        // goes through `PhysMem::write` rather than the whole step.
+        let plain_store = matches!(op, Op::MovMR { .. } | Op::MovMI { .. });
+        let careful = if plain_store {
+            self.ops.new_dynamic_label()
+        } else {
+            slow
+        };
         let seg = mem.seg as i32;
         let (seg_end, permissions) = if write {
             (M_SEG_WRITE_END + 4 * seg, M_WRITE_PERMISSIONS)
@@ -458,7 +468,7 @@ impl Emitter {
                 ; mov rax, QWORD [r14 + M_DIRTY]
                 ; and r9, QWORD [rax + rdx * 8]
                 ; bt r9, rcx
-                ; jnc =>slow
+                ; jnc =>careful
             );
         }
         asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
@@ -469,6 +479,40 @@ impl Emitter {
             ; lea rax, [rax + 1]
             ; mov QWORD [r15 + ICOUNT], rax
             ; jmp =>done
+        );
+        if plain_store {
+            asm!(self.ops; =>careful);
+            match *op {
+                Op::MovMR { size, src, .. } => {
+                    let s = reg(src, size);
+                    match size {
+                        4 => asm!(self.ops; mov edx, DWORD [r15 + s]),
+                        2 => asm!(self.ops; movzx edx, WORD [r15 + s]),
+                        _ => asm!(self.ops; movzx edx, BYTE [r15 + s]),
+                    }
+                }
+                Op::MovMI { imm, .. } => asm!(self.ops; mov edx, imm as i32),
+                _ => unreachable!("a plain store"),
+            }
+            asm!(self.ops
+                ; mov rdi, r14
+                ; mov esi, r8d
+                ; mov ecx, i32::from(size)
+                ; call QWORD [r14 + ENV_STORE]
+                ; mov rcx, QWORD [r15 + ICOUNT]
+                ; lea rcx, [rcx + 1]
+                ; mov QWORD [r15 + ICOUNT], rcx
+                ; test eax, eax
+                ; jz =>done
+                // It changed watched code: the block ends here, for the
+                // block engine to drop what was written.
+                ; mov QWORD [r14 + ENV_STEPPED], 1
+                ; mov DWORD [r15 + EIP], insn.next_ip as i32
+                ; mov eax, END as i32
+                ; jmp ->epilogue
+            );
+        }
+        asm!(self.ops
             ;=>slow
             ; mov rdi, r14
             ; mov esi, index as i32
@@ -718,10 +762,14 @@ pub struct Assembled {
 
 pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let insns = shape.insns;
-    if !insns
+    // Worth it only when host code outweighs the steps: a step from a
+    // translation costs more than the interpreter's own.
+    let host = insns.iter().filter(|i| i.plain && is_native(&i.op)).count();
+    let useful = insns
         .iter()
-        .any(|i| i.plain && is_native(&i.op) && !matches!(i.op, Op::Nop))
-    {
+        .filter(|i| i.plain && is_native(&i.op) && !matches!(i.op, Op::Nop))
+        .count();
+    if useful == 0 || insns.len() - host > host {
         return None;
     }
     let first_ip = insns.first()?.ip;
@@ -825,7 +873,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 );
             }
             _ if memory_access(&insn.op).is_some() => {
-                e.memory(i, &insn.op);
+                e.memory(i, insn);
                 if last {
                     e.exit_to(insn.next_ip);
                 }

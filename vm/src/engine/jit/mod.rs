@@ -31,6 +31,19 @@ pub const LEAVE: u32 = 1;
 /// boundary after it; [`END`] to go on, [`LEAVE`] to leave the block.
 pub type StepFn = extern "sysv64" fn(env: *mut Env, index: u32, slot: u32) -> u32;
 
+/// See [`Env::store`]: `(env, physical address, value, size)`.
+pub type StoreFn = extern "sysv64" fn(env: *mut Env, phys: u32, value: u32, size: u32) -> u32;
+
+extern "sysv64" fn store_to_ram(env: *mut Env, phys: u32, value: u32, size: u32) -> u32 {
+    // SAFETY: the translation calling this runs with `env.platform` set by
+    // the block engine from its exclusive borrow, untouched by anyone else
+    // until the translation returns.
+    let platform = unsafe { &mut *(*env).platform };
+    // The inline checks found plain RAM: no device, no ROM, no watchpoint.
+    platform.mem.write(phys, size as u8, value);
+    u32::from(platform.mem.code_written())
+}
+
 /// What a translation is given besides the CPU. `repr(C)`: the generated
 /// code reads its fields at fixed offsets.
 #[repr(C)]
@@ -44,6 +57,11 @@ pub struct Env {
     /// Set by the step: something ran that the translation cannot vouch
     /// for, so a self-loop goes back through the block engine's checks.
     pub stepped: u64,
+    /// A store to plain RAM that the inline path leaves to `PhysMem`
+    /// (the page holds watched code or is not yet dirty): 1 when it changed
+    /// watched code.
+    pub store: StoreFn,
+    pub platform: *mut Platform,
     /// The step's own context.
     pub ctx: *mut (),
     pub mem: MemEnv,
@@ -282,6 +300,8 @@ impl Jit {
                 stop_icount: 0,
                 loops: 0,
                 stepped: 0,
+                store: store_to_ram,
+                platform: std::ptr::null_mut(),
                 ctx: std::ptr::null_mut(),
                 mem: MemEnv::empty(),
             }),

@@ -38,7 +38,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
     let s = rng.below(8) as u8;
     let rr = 0xC0 | (s << 3) | d;
     let imm = rng.next() as u32;
-    match rng.below(18) {
+    match rng.below(20) {
         // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
         // except those that name ESP/EBP's... none: AL..BH are all safe).
         0 | 1 | 2 => {
@@ -111,6 +111,24 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         }
         // A shift (a step).
         10 => vec![0xC1, 0xE0 | d, rng.below(33) as u8],
+        // A store to the code page: data beside the code, or (rarely) the
+        // code itself, which must then run as written.
+        18 => {
+            let off = if rng.below(8) == 0 {
+                rng.below(0x60)
+            } else {
+                0x400 + rng.below(0x400)
+            };
+            let mut v = vec![0xC6, 0x05];
+            v.extend((CODE + off as u32).to_le_bytes());
+            v.push(if rng.below(2) == 0 { 0x90 } else { imm as u8 });
+            v
+        }
+        19 => {
+            let mut v = vec![0x89, (s << 3) | 5];
+            v.extend((CODE + 0x400 + 4 * rng.below(0x100) as u32).to_le_bytes());
+            v
+        }
         // Memory at [base + disp8]: mostly ESI (which starts on the data
         // page), sometimes any register (anywhere: unmapped, MMIO, a
         // limit, a fault).
