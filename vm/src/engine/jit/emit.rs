@@ -28,6 +28,7 @@ use crate::cpu::state::{flags, offsets, SegReg};
 use crate::cpu::Cpu;
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
+use crate::exec::shift::ShiftOp;
 use crate::exec::{Gpr, MemRef};
 
 /// The arithmetic flags the host computes for the guest.
@@ -43,6 +44,8 @@ const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
 const ENV_STEPPED: i32 = offset_of!(Env, stepped) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
+const ESP: i32 = (STATE + offsets::reg(4)) as i32;
+const M_STACK32: i32 = (MEM + offset_of!(MemEnv, stack32)) as i32;
 const MEM: usize = offset_of!(Env, mem);
 const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
 const M_SEG_READ_END: i32 = (MEM + offset_of!(MemEnv, seg_read_end)) as i32;
@@ -75,6 +78,12 @@ pub fn is_native(op: &Op) -> bool {
         Op::MovxRR { .. } => true,
         Op::Lea { mem, .. } => mem.parts32().is_some(),
         Op::Jcc { .. } | Op::JmpRel { .. } => true,
+        Op::PushR { size, .. } | Op::PushI { size, .. } | Op::PopR { size, .. } => size == 4,
+        // 32-bit SHL/SHR/SAR by a constant: every flag is defined or fixed up
+        // (narrower operands shift by counts past their width, where the
+        // host's CF is undefined).
+        Op::ShiftRI { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
+        Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         _ => memory_access(op).is_some(),
     }
 }
@@ -401,7 +410,6 @@ impl Emitter {
         self.store_icount();
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
-        let linear = self.ops.new_dynamic_label();
         // A plain store to a page not yet dirty, or holding watched code,
         // goes through `PhysMem::write` rather than the whole step.
         let plain_store = matches!(op, Op::MovMR { .. } | Op::MovMI { .. });
@@ -410,68 +418,8 @@ impl Emitter {
         } else {
             slow
         };
-        let seg = mem.seg as i32;
-        let (seg_end, permissions) = if write {
-            (M_SEG_WRITE_END + 4 * seg, M_WRITE_PERMISSIONS)
-        } else {
-            (M_SEG_READ_END + 4 * seg, M_READ_PERMISSIONS)
-        };
-        let last_start = 0x1000 - i32::from(size);
         self.effective_address(mem);
-        asm!(self.ops
-            ; cmp eax, DWORD [r14 + seg_end]
-            ; jae =>slow
-            ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
-            ; mov r8d, eax
-            // Within one page.
-            ; and eax, 0xFFF
-            ; cmp eax, last_start
-            ; ja =>slow
-            ; cmp DWORD [r14 + M_PAGING], 0
-            ; je =>linear
-            // The TLB entry of the page, as Tlb::lookup finds it.
-            ; mov ecx, r8d
-            ; shr ecx, 12
-            ; mov edx, ecx
-            ; and edx, TLB_SLOTS - 1
-            ; imul edx, edx, TLB_ENTRY
-            ; add rdx, QWORD [r14 + M_TLB]
-            ; lea eax, [rcx + 1]
-            ; cmp DWORD [rdx + TLB_TAG], eax
-            ; jne =>slow
-            ; mov eax, DWORD [rdx + TLB_PERMISSIONS]
-            ; and eax, DWORD [r14 + permissions]
-            ; cmp eax, DWORD [r14 + permissions]
-            ; jne =>slow
-            ; and r8d, 0xFFF
-            ; or r8d, DWORD [rdx + TLB_PHYS]
-            ;=>linear
-            ; and r8d, DWORD [r14 + M_A20]
-            ; lea rax, [r8 + i32::from(size)]
-            ; cmp rax, QWORD [r14 + M_RAM_END]
-            ; ja =>slow
-        );
-        if write {
-            asm!(self.ops
-                ; mov eax, r8d
-                ; sub eax, DWORD [r14 + M_ROM_START]
-                ; cmp eax, DWORD [r14 + M_ROM_LEN]
-                ; jb =>slow
-                // Dirty already, and no watched code on the page.
-                ; mov rcx, r8
-                ; shr rcx, 12
-                ; mov rdx, rcx
-                ; shr rdx, 6
-                ; mov rax, QWORD [r14 + M_WATCHED]
-                ; mov r9, QWORD [rax + rdx * 8]
-                ; not r9
-                ; mov rax, QWORD [r14 + M_DIRTY]
-                ; and r9, QWORD [rax + rdx * 8]
-                ; bt r9, rcx
-                ; jnc =>careful
-            );
-        }
-        asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
+        self.translate(mem.seg as i32, size, write, slow, careful);
         let writes_flags = self.on_memory(op);
         // Counted here; the step counts its own.
         asm!(self.ops
@@ -531,6 +479,196 @@ impl Emitter {
             asm!(self.ops; =>done);
             self.flags.in_host = false;
         }
+    }
+
+    /// The inline path from an offset in EAX within segment `seg` to the
+    /// host address of an access of `size` bytes, in r8; jumps to `slow`
+    /// when a check fails, and for a store to a page that is not yet dirty
+    /// or holds watched code to `careful` with the physical address in r8.
+    /// Clobbers the host flags, RAX, RCX, RDX and R9.
+    fn translate(&mut self, seg: i32, size: u8, write: bool, slow: DynamicLabel, careful: DynamicLabel) {
+        let (seg_end, permissions) = if write {
+            (M_SEG_WRITE_END + 4 * seg, M_WRITE_PERMISSIONS)
+        } else {
+            (M_SEG_READ_END + 4 * seg, M_READ_PERMISSIONS)
+        };
+        let last_start = 0x1000 - i32::from(size);
+        let linear = self.ops.new_dynamic_label();
+        asm!(self.ops
+            ; cmp eax, DWORD [r14 + seg_end]
+            ; jae =>slow
+            ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
+            ; mov r8d, eax
+            // Within one page.
+            ; and eax, 0xFFF
+            ; cmp eax, last_start
+            ; ja =>slow
+            ; cmp DWORD [r14 + M_PAGING], 0
+            ; je =>linear
+            // The TLB entry of the page, as Tlb::lookup finds it.
+            ; mov ecx, r8d
+            ; shr ecx, 12
+            ; mov edx, ecx
+            ; and edx, TLB_SLOTS - 1
+            ; imul edx, edx, TLB_ENTRY
+            ; add rdx, QWORD [r14 + M_TLB]
+            ; lea eax, [rcx + 1]
+            ; cmp DWORD [rdx + TLB_TAG], eax
+            ; jne =>slow
+            ; mov eax, DWORD [rdx + TLB_PERMISSIONS]
+            ; and eax, DWORD [r14 + permissions]
+            ; cmp eax, DWORD [r14 + permissions]
+            ; jne =>slow
+            ; and r8d, 0xFFF
+            ; or r8d, DWORD [rdx + TLB_PHYS]
+            ;=>linear
+            ; and r8d, DWORD [r14 + M_A20]
+            ; lea rax, [r8 + i32::from(size)]
+            ; cmp rax, QWORD [r14 + M_RAM_END]
+            ; ja =>slow
+        );
+        if write {
+            asm!(self.ops
+                ; mov eax, r8d
+                ; sub eax, DWORD [r14 + M_ROM_START]
+                ; cmp eax, DWORD [r14 + M_ROM_LEN]
+                ; jb =>slow
+                // Dirty already, and no watched code on the page.
+                ; mov rcx, r8
+                ; shr rcx, 12
+                ; mov rdx, rcx
+                ; shr rdx, 6
+                ; mov rax, QWORD [r14 + M_WATCHED]
+                ; mov r9, QWORD [rax + rdx * 8]
+                ; not r9
+                ; mov rax, QWORD [r14 + M_DIRTY]
+                ; and r9, QWORD [rax + rdx * 8]
+                ; bt r9, rcx
+                ; jnc =>careful
+            );
+        }
+        asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
+    }
+
+    /// The start of a stack access of 4 bytes at ESP + `delta` (a 32-bit
+    /// stack only): R10 = the new ESP (ESP + `push_delta`), R8 = the host
+    /// address. The flags and the icount are stored first, as for any
+    /// memory access.
+    fn stack_access(&mut self, write: bool, slow: DynamicLabel) {
+        self.store_flags();
+        self.flags.in_host = false;
+        self.store_icount();
+        asm!(self.ops
+            ; cmp DWORD [r14 + M_STACK32], 0
+            ; je =>slow
+            ; mov eax, DWORD [r15 + ESP]
+        );
+        if write {
+            asm!(self.ops; sub eax, 4);
+        }
+        asm!(self.ops; mov r10d, eax);
+        self.translate(SegReg::Ss as i32, 4, write, slow, slow);
+    }
+
+    /// Counts the instruction just run inline (host flags untouched).
+    fn count_one(&mut self) {
+        asm!(self.ops
+            ; mov rax, QWORD [r15 + ICOUNT]
+            ; lea rax, [rax + 1]
+            ; mov QWORD [r15 + ICOUNT], rax
+        );
+    }
+
+    /// PUSH r32 / PUSH imm32 and POP r32, with a 32-bit stack.
+    fn stack(&mut self, index: usize, op: &Op) {
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        match *op {
+            Op::PushR { src, .. } => {
+                self.stack_access(true, slow);
+                // PUSH ESP pushes the value before the push.
+                let s = reg(src, 4);
+                asm!(self.ops
+                    ; mov eax, DWORD [r15 + s]
+                    ; mov DWORD [r8], eax
+                    ; mov DWORD [r15 + ESP], r10d
+                );
+            }
+            Op::PushI { imm, .. } => {
+                self.stack_access(true, slow);
+                asm!(self.ops
+                    ; mov DWORD [r8], imm as i32
+                    ; mov DWORD [r15 + ESP], r10d
+                );
+            }
+            Op::PopR { dsize, dst, .. } => {
+                self.stack_access(false, slow);
+                // ESP moves first: POP ESP loads the popped value.
+                let d = reg(dst, dsize);
+                asm!(self.ops
+                    ; mov r9d, DWORD [r8]
+                    ; lea r10d, [r10 + 4]
+                    ; mov DWORD [r15 + ESP], r10d
+                );
+                match dsize {
+                    4 => asm!(self.ops; mov DWORD [r15 + d], r9d),
+                    _ => asm!(self.ops; mov WORD [r15 + d], r9w),
+                }
+            }
+            _ => unreachable!("not a stack operation: {op:?}"),
+        }
+        self.count_one();
+        asm!(self.ops; jmp =>done; =>slow);
+        self.step(index);
+        asm!(self.ops; =>done);
+        self.flags.in_host = false;
+    }
+
+    /// CALL rel32 at the end of a block: the target checked against the CS
+    /// limit before anything is pushed, as the reference does.
+    fn call(&mut self, index: usize, insn: &Insn, target: u32) {
+        let slow = self.ops.new_dynamic_label();
+        self.store_flags();
+        self.flags.in_host = false;
+        self.store_icount();
+        asm!(self.ops
+            ; cmp DWORD [r15 + CS_LIMIT], target as i32
+            ; jb =>slow
+        );
+        self.stack_access(true, slow);
+        asm!(self.ops
+            ; mov DWORD [r8], insn.next_ip as i32
+            ; mov DWORD [r15 + ESP], r10d
+        );
+        self.count_one();
+        self.exit_to(target);
+        asm!(self.ops; =>slow);
+        self.step(index);
+        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+    }
+
+    /// RET / RET imm16 at the end of a block: the return address checked
+    /// against the CS limit before ESP moves.
+    fn ret(&mut self, index: usize, imm: u32) {
+        let slow = self.ops.new_dynamic_label();
+        self.stack_access(false, slow);
+        let pop = 4 + imm as i32;
+        asm!(self.ops
+            ; mov r9d, DWORD [r8]
+            ; cmp r9d, DWORD [r15 + CS_LIMIT]
+            ; ja =>slow
+            ; lea r10d, [r10 + pop]
+            ; mov DWORD [r15 + ESP], r10d
+            ; mov DWORD [r15 + EIP], r9d
+        );
+        self.count_one();
+        asm!(self.ops
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+            ;=>slow
+        );
+        self.step(index);
+        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
     /// The operation of a memory instruction on the host address in r8;
@@ -722,6 +860,43 @@ impl Emitter {
                     self.wrote_flags(false);
                 }
             }
+            Op::ShiftRI { op, dst, count, .. } => {
+                // A masked count of 0 changes nothing, flags included.
+                let count = count & 0x1F;
+                if count == 0 {
+                    return;
+                }
+                let d = reg(dst, 4);
+                match op {
+                    ShiftOp::Shl => asm!(self.ops; shl DWORD [r15 + d], count as i8),
+                    ShiftOp::Shr => asm!(self.ops; shr DWORD [r15 + d], count as i8),
+                    _ => asm!(self.ops; sar DWORD [r15 + d], count as i8),
+                }
+                if count > 1 {
+                    // OF is undefined on the host past one bit; the reference
+                    // makes it MSB(result) XOR CF for SHL and clears it for
+                    // SHR and SAR. SAHF puts back all but OF.
+                    if op == ShiftOp::Shl {
+                        asm!(self.ops
+                            ; lahf
+                            ; mov al, ah
+                            ; shr al, 7
+                            ; xor al, ah
+                            ; and al, 1
+                            ; add al, 0x7F
+                            ; sahf
+                        );
+                    } else {
+                        asm!(self.ops
+                            ; lahf
+                            ; cmp al, al
+                            ; sahf
+                        );
+                    }
+                }
+                // SF, ZF and PF from the result, AF cleared (undefined).
+                self.wrote_flags(true);
+            }
             _ => unreachable!("not a native operation: {op:?}"),
         }
     }
@@ -871,6 +1046,14 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                     (pure && target == first_ip).then_some(n),
                     top,
                 );
+            }
+            Op::CallRel { target, .. } => e.call(i, insn, target),
+            Op::Ret { imm, .. } => e.ret(i, imm),
+            Op::PushR { .. } | Op::PushI { .. } | Op::PopR { .. } => {
+                e.stack(i, &insn.op);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
             }
             _ if memory_access(&insn.op).is_some() => {
                 e.memory(i, insn);

@@ -79,6 +79,8 @@ pub struct MemEnv {
     pub seg_write_end: [u32; 6],
     /// CR0.PG.
     pub paging: u32,
+    /// SS is a 32-bit stack (its B bit).
+    pub stack32: u32,
     pub a20_mask: u32,
     /// The TLB entry permission bits a read (write) needs at this privilege.
     pub read_permissions: u32,
@@ -103,6 +105,7 @@ impl MemEnv {
             seg_read_end: [0; 6],
             seg_write_end: [0; 6],
             paging: 0,
+            stack32: 0,
             a20_mask: 0,
             read_permissions: 0,
             write_permissions: 0,
@@ -139,6 +142,7 @@ impl MemEnv {
             self.seg_write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
         }
         self.paging = u32::from(cpu.state.paging());
+        self.stack32 = u32::from(cpu.state.stack32());
         let user = cpu.state.cpl() == 3;
         let wp = cpu.state.cr0 & cr0::WP != 0;
         self.read_permissions = if user { USER } else { 0 };

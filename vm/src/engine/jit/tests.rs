@@ -38,7 +38,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
     let s = rng.below(8) as u8;
     let rr = 0xC0 | (s << 3) | d;
     let imm = rng.next() as u32;
-    match rng.below(20) {
+    match rng.below(24) {
         // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
         // except those that name ESP/EBP's... none: AL..BH are all safe).
         0 | 1 | 2 => {
@@ -110,7 +110,21 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             v
         }
         // A shift (a step).
-        10 => vec![0xC1, 0xE0 | d, rng.below(33) as u8],
+        10 => {
+            let kind = [0xE0, 0xE8, 0xF8, 0xC0, 0xD0][rng.below(5) as usize];
+            match rng.below(3) {
+                0 => vec![0xD1, kind | d],
+                1 => vec![0x66, 0xC1, kind | d, rng.below(33) as u8],
+                _ => vec![0xC1, kind | d, rng.below(40) as u8],
+            }
+        }
+        // A push and a pop (of any register but ESP and EBP), a call of the
+        // next instruction and a return to it.
+        20 => vec![0x50 | s, 0x58 | d],
+        21 => vec![0x68, imm as u8, 0, 0, 0, 0x58 | d],
+        22 => vec![0xE8, 1, 0, 0, 0, 0xC3, 0x58 | d],
+        // call L; jmp over; L: ret; over:
+        23 => vec![0xE8, 2, 0, 0, 0, 0xEB, 1, 0xC3],
         // A store to the code page: data beside the code, or (rarely) the
         // code itself, which must then run as written.
         18 => {
