@@ -10,6 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::RawConfig;
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
@@ -42,16 +43,30 @@ struct Sample {
     reference_steps: u64,
 }
 
-/// The configurations measured, in order: the reference first. The last
-/// records a trace (default checkpoint interval) while it runs.
-const CONFIGS: &[(&str, Engine, bool, bool)] = &[
-    ("emulate", Engine::Emulate, true, false),
-    ("raw", Engine::Raw, true, false),
-    ("raw --no-patch", Engine::Raw, false, false),
-    ("raw, recording", Engine::Raw, true, true),
+/// How a configuration runs the workload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Run,
+    /// Recording a trace (default checkpoint interval) while it runs.
+    Record,
+    /// Replaying, with digest checks, a trace recorded beforehand (the
+    /// recording is not timed).
+    Replay,
+}
+
+/// The configurations measured, in order: the reference first; the raw
+/// engine with and without its compiler, without patches, recording and
+/// replaying.
+const CONFIGS: &[(&str, Engine, bool, bool, Mode)] = &[
+    ("emulate", Engine::Emulate, true, false, Mode::Run),
+    ("raw", Engine::Raw, true, true, Mode::Run),
+    ("raw --no-jit", Engine::Raw, true, false, Mode::Run),
+    ("raw --no-patch", Engine::Raw, false, true, Mode::Run),
+    ("raw, recording", Engine::Raw, true, true, Mode::Record),
+    ("raw, replaying", Engine::Raw, true, true, Mode::Replay),
 ];
 
-fn run_engine(engine: Engine, patching: bool, record: bool, workload: &str, rounds: u32) -> Result<Sample> {
+fn run_engine(engine: Engine, patching: bool, jit: bool, mode: Mode, workload: &str, rounds: u32) -> Result<Sample> {
     let kernel = Kernel::Multiboot {
         image: BENCH_KERNEL.to_vec(),
         cmdline: format!("bench.elf {workload} {rounds}"),
@@ -61,23 +76,44 @@ fn run_engine(engine: Engine, patching: bool, record: bool, workload: &str, roun
     let mut m = Machine::boot(32 << 20, &kernel, &mut host)?;
     m.engine = engine;
     m.raw.config.patching = patching;
+    if !jit {
+        m.blocks.jit.config = JitConfig::OFF;
+    }
     let mut console = CaptureConsole::default();
-    let start = Instant::now();
-    let stop = if record {
-        let path = std::env::temp_dir().join(format!("ringback-bench-{}.rbt", std::process::id()));
+    let path = std::env::temp_dir().join(format!("ringback-bench-{}.rbt", std::process::id()));
+    let record = |m: &mut Machine, host: &mut NoInput, console: &mut CaptureConsole| {
         let header = replay::model::TraceHeader::for_machine(
             "bench",
             &kernel,
-            &m,
+            m,
             host.rtc_start,
             replay::DEFAULT_CHECKPOINT_INTERVAL,
             false,
         );
-        let rec = replay::record(&path, &header, &mut m, &mut host, &mut console, u64::MAX, &mut |_| {});
-        let _ = std::fs::remove_file(&path);
-        rec?.stop
-    } else {
-        m.run(u64::MAX, &mut host, &mut console)
+        replay::record(&path, &header, m, host, console, u64::MAX, &mut |_| {})
+    };
+    let mut start = Instant::now();
+    let stop = match mode {
+        Mode::Run => m.run(u64::MAX, &mut host, &mut console),
+        Mode::Record => {
+            let rec = record(&mut m, &mut host, &mut console);
+            let _ = std::fs::remove_file(&path);
+            rec?.stop
+        }
+        Mode::Replay => {
+            let rec = record(&mut m, &mut host, &mut console);
+            let trace = rec.and_then(|_| replay::Trace::open(&path));
+            let _ = std::fs::remove_file(&path);
+            let trace = trace?;
+            start = Instant::now();
+            let mut r = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
+            if let Some(d) = r.run_all(true, &mut |_| {})? {
+                bail!("the benchmark's replay diverged: {d}");
+            }
+            m = r.machine;
+            console = r.console;
+            StopReason::ExitDevice(1)
+        }
     };
     let seconds = start.elapsed().as_secs_f64();
     let output = String::from_utf8_lossy(&console.serial).into_owned();
@@ -129,9 +165,9 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
     let mut reference: Option<(Sample, u64, f64)> = None;
     let mut raw_mips = 0.0;
     let mut raw_secs = 0.0;
-    for &(label, engine, patching, record) in CONFIGS {
-        let one = run_engine(engine, patching, record, workload, 1)?;
-        let many = run_engine(engine, patching, record, workload, rounds)?;
+    for &(label, engine, patching, jit, mode) in CONFIGS {
+        let one = run_engine(engine, patching, jit, mode, workload, 1)?;
+        let many = run_engine(engine, patching, jit, mode, workload, rounds)?;
         let insns = many.icount - one.icount;
         let secs = many.seconds - one.seconds;
         let mips = insns as f64 / secs / 1e6;
@@ -151,10 +187,11 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
                         r.icount
                     );
                 }
-                if record {
+                if mode != Mode::Run {
                     format!(
-                        "{:.2}x emulate; recording costs {:+.1}% over raw",
+                        "{:.2}x emulate; {} costs {:+.1}% over raw",
                         r_secs / secs,
+                        if mode == Mode::Record { "recording" } else { "replaying" },
                         (secs / raw_secs - 1.0) * 100.0
                     )
                 } else {

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Bytes of code at most, before the cache is emptied.
-pub const DEFAULT_SIZE: usize = 64 << 20;
+pub const DEFAULT_SIZE: usize = 128 << 20;
 
 /// Generations are unique across caches, so a translation from one cache
 /// is never taken for one of another (a cloned machine starts empty).

@@ -16,7 +16,6 @@ mod emit;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
 
-use crate::cpu::state::Segment;
 use crate::cpu::Cpu;
 use crate::exec::compact::Op;
 use crate::platform::Platform;
@@ -67,6 +66,10 @@ pub struct Env {
     pub mem: MemEnv,
 }
 
+/// Words of what `MemEnv`'s windows are computed from: base, limit and
+/// selector:attributes of each segment register, CR0 and EFLAGS.VM.
+const MODE_WORDS: usize = 20;
+
 /// What the inline memory path of a translation reads: the guest's segments,
 /// paging and privilege as they stand, and where plain RAM is. Made at entry
 /// and again after any step that may have changed them (a generic
@@ -95,7 +98,7 @@ pub struct MemEnv {
     pub tlb: *const u8,
     /// What the segment windows and permissions were computed from: the
     /// segment registers, CR0 and EFLAGS.VM.
-    made_from: Option<([Segment; 6], u32, u32)>,
+    made_from: [u32; MODE_WORDS],
 }
 
 impl MemEnv {
@@ -116,7 +119,7 @@ impl MemEnv {
             dirty: std::ptr::null(),
             watched: std::ptr::null(),
             tlb: std::ptr::null(),
-            made_from: None,
+            made_from: [u32::MAX; MODE_WORDS],
         }
     }
 
@@ -130,11 +133,20 @@ impl MemEnv {
         (self.a20_mask, self.ram_end, self.rom_start, self.rom_len) = (a20_mask, ram_end, rom_start, rom_len);
         (self.ram, self.dirty, self.watched) = platform.mem.raw_parts();
         self.tlb = cpu.tlb.entries_ptr();
-        let from = (cpu.state.segs, cpu.state.cr0, cpu.state.eflags & flags::VM);
-        if self.made_from == Some(from) {
+        // Compared as plain words: this runs at every entry from the
+        // dispatcher.
+        let mut from = [0u32; MODE_WORDS];
+        for (i, seg) in cpu.state.segs.iter().enumerate() {
+            from[3 * i] = seg.base;
+            from[3 * i + 1] = seg.limit;
+            from[3 * i + 2] = u32::from(seg.attr) | u32::from(seg.selector) << 16;
+        }
+        from[18] = cpu.state.cr0;
+        from[19] = cpu.state.eflags & flags::VM;
+        if self.made_from == from {
             return;
         }
-        self.made_from = Some(from);
+        self.made_from = from;
         for s in SegReg::ALL {
             let (base, read_end) = cpu.fast_window(s, Access::Read);
             self.seg_base[s as usize] = base;
