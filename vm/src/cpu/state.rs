@@ -295,6 +295,20 @@ impl Default for CpuState {
 }
 
 impl CpuState {
+    /// Every segment flat (base 0, 4 GiB, 32-bit) with selector 0x08, CS a
+    /// code segment: the tests' protected mode without descriptor tables.
+    #[cfg(test)]
+    pub(crate) fn flat_segments(&mut self) {
+        for s in SegReg::ALL {
+            self.segs[s as usize] = Segment {
+                selector: 0x08,
+                base: 0,
+                limit: 0xFFFF_FFFF,
+                attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if s == SegReg::Cs { attr::CODE } else { 0 },
+            };
+        }
+    }
+
     /// The state after RESET (SDM Vol. 3A, table 9-1), except that CS:IP is
     /// F000:FFF0 with the customary base 0xFFFF0000.
     pub fn reset() -> Self {

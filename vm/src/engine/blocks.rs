@@ -1104,7 +1104,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
 
 #[cfg(test)]
 mod tests {
-    use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
+    use crate::cpu::state::{cr0, flags};
     use crate::host::NoInput;
     use crate::machine::{CaptureConsole, Engine, Kernel, Machine};
 
@@ -1128,15 +1128,7 @@ mod tests {
             }
         }
         let st = &mut m.cpu.state;
-        let flat = |code: bool| Segment {
-            selector: 0x08,
-            base: 0,
-            limit: 0xFFFF_FFFF,
-            attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if code { attr::CODE } else { 0 },
-        };
-        for s in SegReg::ALL {
-            st.segs[s as usize] = flat(s == SegReg::Cs);
-        }
+        st.flat_segments();
         st.cr3 = PAGE_DIR;
         st.cr0 = cr0::PE | cr0::ET | cr0::PG;
         st.eflags = flags::FIXED1;

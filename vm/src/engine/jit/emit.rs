@@ -367,7 +367,7 @@ impl Emitter {
     /// EAX = the effective address of `mem` (32-bit addressing).
     fn effective_address(&mut self, mem: MemRef) {
         let Some((base, index, scale, disp)) = mem.parts32() else {
-            unreachable!("memory_access admits 32-bit addressing only")
+            unreachable!("memory operands and LEA are compiled with 32-bit addressing only")
         };
         let disp = disp as i32;
         match base {
@@ -805,30 +805,9 @@ impl Emitter {
                 }
             }
             Op::Lea { size, dst, mem } => {
-                let Some((base, index, scale, disp)) = mem.parts32() else {
-                    unreachable!("is_native admits 32-bit addressing only")
-                };
-                let disp = disp as i32;
-                match base {
-                    Some(b) => {
-                        let b = (STATE + offsets::reg(usize::from(b))) as i32;
-                        asm!(self.ops; mov eax, DWORD [r15 + b]);
-                    }
-                    None => asm!(self.ops; mov eax, 0),
-                }
-                match index {
-                    Some(i) => {
-                        let i = (STATE + offsets::reg(usize::from(i))) as i32;
-                        asm!(self.ops; mov ecx, DWORD [r15 + i]);
-                        match scale {
-                            1 => asm!(self.ops; lea eax, [rax + rcx + disp]),
-                            2 => asm!(self.ops; lea eax, [rax + rcx * 2 + disp]),
-                            4 => asm!(self.ops; lea eax, [rax + rcx * 4 + disp]),
-                            _ => asm!(self.ops; lea eax, [rax + rcx * 8 + disp]),
-                        }
-                    }
-                    None => asm!(self.ops; lea eax, [rax + disp]),
-                }
+                // LEA computes the address and writes no flag, as the lea in
+                // `effective_address` does.
+                self.effective_address(mem);
                 let d = reg(dst, size);
                 match size {
                     4 => asm!(self.ops; mov DWORD [r15 + d], eax),

@@ -6,7 +6,7 @@
 
 use super::JitConfig;
 use crate::bus::Bus;
-use crate::cpu::state::{attr, cr0, flags, SegReg, Segment};
+use crate::cpu::state::{cr0, flags, SegReg};
 use crate::host::NoInput;
 use crate::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
@@ -224,15 +224,7 @@ fn machine(code: &[u8], rng: &mut Rng, engine: Engine, jit: JitConfig) -> Machin
     };
     let mut m = Machine::boot(4 << 20, &kernel, &mut NoInput::default()).expect("boot");
     let st = &mut m.cpu.state;
-    let flat = |code: bool| Segment {
-        selector: 0x08,
-        base: 0,
-        limit: 0xFFFF_FFFF,
-        attr: attr::P | attr::S | attr::RW | attr::DB | attr::G | if code { attr::CODE } else { 0 },
-    };
-    for s in SegReg::ALL {
-        st.segs[s as usize] = flat(s == SegReg::Cs);
-    }
+    st.flat_segments();
     st.cr0 = cr0::PE | cr0::ET;
     let status = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
     st.eflags = flags::FIXED1 | (rng.next() as u32 & status);
