@@ -84,6 +84,7 @@ pub fn is_native(op: &Op) -> bool {
         // host's CF is undefined).
         Op::ShiftRI { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
+        Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         _ => memory_access(op).is_some(),
     }
 }
@@ -647,6 +648,39 @@ impl Emitter {
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
+    /// JMP r32 / CALL r32 at the end of a block: the target checked against
+    /// the CS limit before anything is pushed; the block engine finds the
+    /// block there.
+    fn indirect(&mut self, index: usize, insn: &Insn, src: Gpr, call: bool) {
+        let slow = self.ops.new_dynamic_label();
+        self.store_flags();
+        self.flags.in_host = false;
+        self.store_icount();
+        let s = reg(src, 4);
+        asm!(self.ops
+            ; mov eax, DWORD [r15 + s]
+            ; cmp eax, DWORD [r15 + CS_LIMIT]
+            ; ja =>slow
+            ; mov r11d, eax
+        );
+        if call {
+            self.stack_access(true, slow);
+            asm!(self.ops
+                ; mov DWORD [r8], insn.next_ip as i32
+                ; mov DWORD [r15 + ESP], r10d
+            );
+        }
+        asm!(self.ops; mov DWORD [r15 + EIP], r11d);
+        self.count_one();
+        asm!(self.ops
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+            ;=>slow
+        );
+        self.step(index);
+        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+    }
+
     /// RET / RET imm16 at the end of a block: the return address checked
     /// against the CS limit before ESP moves.
     fn ret(&mut self, index: usize, imm: u32) {
@@ -1028,6 +1062,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             }
             Op::CallRel { target, .. } => e.call(i, insn, target),
             Op::Ret { imm, .. } => e.ret(i, imm),
+            Op::JmpR { src, .. } => e.indirect(i, insn, src, false),
+            Op::CallR { src, .. } => e.indirect(i, insn, src, true),
             Op::PushR { .. } | Op::PushI { .. } | Op::PopR { .. } => {
                 e.stack(i, &insn.op);
                 if last {

@@ -38,10 +38,10 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
     let s = rng.below(8) as u8;
     let rr = 0xC0 | (s << 3) | d;
     let imm = rng.next() as u32;
-    match rng.below(24) {
+    match rng.below(25) {
         // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
         // except those that name ESP/EBP's... none: AL..BH are all safe).
-        0 | 1 | 2 => {
+        0..=2 => {
             let op = (rng.below(8) as u8) << 3;
             let byte = rng.below(3);
             let rr8 = 0xC0 | (s << 3) | rng.below(8) as u8;
@@ -125,6 +125,15 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         22 => vec![0xE8, 1, 0, 0, 0, 0xC3, 0x58 | d],
         // call L; jmp over; L: ret; over:
         23 => vec![0xE8, 2, 0, 0, 0, 0xEB, 1, 0xC3],
+        // Through a register: mov d, next; jmp d — or call d with d at a
+        // RET that returns right after the call.
+        24 => {
+            let at = CODE + 0xC00 + 8 * rng.below(8) as u32;
+            let mut v = vec![0xB8 | d];
+            v.extend(at.to_le_bytes());
+            v.extend([0xFF, 0xD0 | d]);
+            v
+        }
         // A store to the code page: data beside the code, or (rarely) the
         // code itself, which must then run as written.
         18 => {
@@ -146,7 +155,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         // Memory at [base + disp8]: mostly ESI (which starts on the data
         // page), sometimes any register (anywhere: unmapped, MMIO, a
         // limit, a fault).
-        15 | 16 | 17 => {
+        15..=17 => {
             let base = if rng.below(4) == 0 {
                 [0, 1, 2, 3, 5, 6, 7][rng.below(7) as usize]
             } else {
@@ -218,10 +227,13 @@ fn page(m: &mut Machine, read_only_data: bool) {
 }
 
 fn machine(code: &[u8], rng: &mut Rng, engine: Engine, jit: JitConfig) -> Machine {
-    let kernel = Kernel::Flat {
-        image: code.to_vec(),
-        addr: CODE,
-    };
+    // RETs for the indirect calls (instruction 24), past the code.
+    let mut image = vec![0u8; 0x1000];
+    image[..code.len()].copy_from_slice(code);
+    for r in 0..8 {
+        image[0xC00 + 8 * r] = 0xC3;
+    }
+    let kernel = Kernel::Flat { image, addr: CODE };
     let mut m = Machine::boot(4 << 20, &kernel, &mut NoInput::default()).expect("boot");
     let st = &mut m.cpu.state;
     st.flat_segments();
