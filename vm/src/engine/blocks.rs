@@ -1063,6 +1063,8 @@ fn run_block<const RAW: bool, H: RawHooks>(
             *executed += jit.loops();
             jit.stats.retired += cpu.icount - before;
             jit.stats.stepped += steps;
+            jit.stats.entries += 1;
+            jit.stats.runs_inside += jit.loops();
             if ended == jit::LEAVE {
                 return outcome;
             }

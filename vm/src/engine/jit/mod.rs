@@ -259,6 +259,10 @@ pub struct JitStats {
     /// ones its steps ran (the rest ran as host code).
     pub retired: u64,
     pub stepped: u64,
+    /// Translations entered from the block engine, and runs of blocks that
+    /// followed inside translations (self-loops and chained blocks).
+    pub entries: u64,
+    pub runs_inside: u64,
 }
 
 /// The compiler and its code cache.

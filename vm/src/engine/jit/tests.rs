@@ -415,3 +415,24 @@ fn memory_operands_of_a_hot_loop_run_inline() {
         assert!(s.retired > 60_000 && s.stepped < 10, "paging {paging}: {s:?}");
     }
 }
+
+// A loop over two blocks (a forward branch inside it) runs from one
+// translation into the other without going back to the block engine.
+#[test]
+fn a_loop_of_two_blocks_runs_chained() {
+    // top: inc eax; test al, 1; jz skip; inc ebx; skip: dec ebp; jnz top; hlt
+    let code = [0x40, 0xA8, 0x01, 0x74, 0x01, 0x43, 0x4D, 0x75, 0xF7, 0xF4];
+    let setup = |engine, jit| {
+        let mut m = machine(&code, &mut Rng(3), engine, jit);
+        m.cpu.state.cr0 &= !cr0::PG;
+        m.cpu.state.regs[5] = 10_000;
+        m
+    };
+    let mut want = setup(Engine::Emulate, JitConfig::OFF);
+    let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+    let mut got = setup(Engine::Blocks, JitConfig::EAGER);
+    let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+    assert_eq!((stop, got.state()), (want_stop, want.state()));
+    let s = got.blocks.jit.stats;
+    assert!(s.runs_inside > 10_000 && s.entries < 1_000, "{s:?}");
+}
