@@ -185,8 +185,9 @@ struct FetchCheck {
 }
 
 impl FetchCheck {
-    /// For `block`, whose first byte is at physical address `phys0`.
-    fn new(cpu: &Cpu, block: &Block, phys0: u32) -> FetchCheck {
+    /// For `block` (its first byte at physical address `block.phys`).
+    fn new(cpu: &Cpu, block: &Block) -> FetchCheck {
+        let phys0 = block.phys;
         let first = block.insts.first().map_or(0, |ci| ci.ip);
         let lin0 = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(first);
         let paging = cpu.state.paging();
@@ -500,7 +501,17 @@ impl BlockCache {
         };
         if *linked == Some(to) && self.jit.link(code, *e, None) {
             *linked = None;
-            self.unlinked.entry(to).or_default().push((from, exit));
+            self.wait_for(to, from, exit);
+        }
+    }
+
+    /// Notes that exit `exit` of `from`'s translation waits for `to` to be
+    /// compiled. Once per exit: a block compiled again and again (code that
+    /// keeps being rewritten) must not grow the list.
+    fn wait_for(&mut self, to: BlockKey, from: BlockKey, exit: usize) {
+        let waiting = self.unlinked.entry(to).or_default();
+        if !waiting.contains(&(from, exit)) {
+            waiting.push((from, exit));
         }
     }
 
@@ -519,7 +530,10 @@ impl BlockCache {
             return false;
         }
         *linked = Some(to);
-        self.blocks[to_slot as usize].incoming.push((from, exit));
+        let incoming = &mut self.blocks[to_slot as usize].incoming;
+        if !incoming.contains(&(from, exit)) {
+            incoming.push((from, exit));
+        }
         true
     }
 
@@ -540,7 +554,7 @@ impl BlockCache {
             .collect();
         for (exit, to) in targets.into_iter().enumerate() {
             if !self.link(key, exit, to) {
-                self.unlinked.entry(to).or_default().push((key, exit));
+                self.wait_for(to, key, exit);
             }
         }
         for (from, exit) in self.unlinked.remove(&key).unwrap_or_default() {
@@ -683,7 +697,6 @@ impl BlockCache {
             cpu,
             platform,
             stop_icount,
-            phys,
             executed,
             &mut self.jit,
             None,
@@ -742,7 +755,6 @@ impl BlockCache {
                 cpu,
                 platform,
                 stop_icount,
-                phys,
                 &mut self.stats.executed,
                 &mut self.jit,
                 Some(&mut *raw),
@@ -762,7 +774,6 @@ impl BlockCache {
 /// translation's steps: what stays true from one instruction to the next.
 struct BlockRun<'a, const RAW: bool, H: RawHooks> {
     block: &'a Block,
-    phys0: u32,
     stop_icount: u64,
     if_before: bool,
     /// Entered in an interrupt shadow (after STI or MOV SS): an interrupt may
@@ -788,10 +799,8 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             if cpu.state.eip != ci.ip || cpu.icount >= self.stop_icount || self.shadowed {
                 return Some(Step(StepOutcome::Retired));
             }
-            let expected = self.phys0.wrapping_add(ci.offset);
-            let (block, phys0) = (self.block, self.phys0);
-            let check = *self.fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0));
-            if !check.passes(cpu, ci.offset, expected) {
+            let expected = self.block.phys.wrapping_add(ci.offset);
+            if !self.fetch_check(cpu).passes(cpu, ci.offset, expected) {
                 match cpu.refetch(platform, ci.len) {
                     Ok(p) if p == expected => {}
                     // A fault (repeated and delivered by the reference step next
@@ -882,8 +891,8 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
 
     /// The fetch check for the block's first byte, made if need be.
     fn fetch_check(&mut self, cpu: &Cpu) -> FetchCheck {
-        let (block, phys0) = (self.block, self.phys0);
-        *self.fetch.get_or_insert_with(|| FetchCheck::new(cpu, block, phys0))
+        let block = self.block;
+        *self.fetch.get_or_insert_with(|| FetchCheck::new(cpu, block))
     }
 }
 
@@ -901,6 +910,7 @@ struct StepContext<'r, 'a, const RAW: bool, H: RawHooks> {
     platform: *mut Platform,
     /// Why a step left the block.
     outcome: RawOutcome,
+    /// Instructions the steps retired.
     steps: u64,
 }
 
@@ -928,7 +938,6 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
             let block: &'a Block = unsafe { &*self.blocks.add(slot as usize) };
             let run = BlockRun {
                 block,
-                phys0: block.phys,
                 stop_icount: self.run.stop_icount,
                 if_before: cpu.virtual_if(),
                 shadowed: false,
@@ -960,7 +969,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
         (ctx, cpu, platform)
     };
     let i = index as usize;
-    ctx.steps += 1;
+    let before = cpu.icount;
     // SAFETY: as above; `env` outlives the call.
     let env = unsafe { &mut *env };
     env.stepped = 1;
@@ -985,6 +994,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
             None
         }
     });
+    ctx.steps += cpu.icount - before;
     match leave {
         None => jit::END,
         Some(outcome) => {
@@ -1006,7 +1016,6 @@ fn run_block<const RAW: bool, H: RawHooks>(
     cpu: &mut Cpu,
     platform: &mut Platform,
     stop_icount: u64,
-    phys0: u32,
     executed: &mut u64,
     jit: &mut Jit,
     hooks: Option<&mut H>,
@@ -1016,7 +1025,6 @@ fn run_block<const RAW: bool, H: RawHooks>(
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
     let mut run = BlockRun::<RAW, H> {
         block,
-        phys0,
         stop_icount,
         if_before: cpu.virtual_if(),
         shadowed: cpu.state.interrupt_shadow,
@@ -1098,7 +1106,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
         {
             return Step(StepOutcome::Retired);
         }
-        if !run.fetch_check(cpu).passes(cpu, 0, phys0) {
+        if !run.fetch_check(cpu).passes(cpu, 0, block.phys) {
             return Step(StepOutcome::Retired);
         }
     }

@@ -9,9 +9,13 @@
 //! instruction to the next and written to the guest's only before a call
 //! or an exit. Where the SDM leaves a flag undefined the reference's choice
 //! is made explicit (AF after AND/OR/XOR/TEST is cleared), so no host
-//! microarchitecture shows through. Everything else is a call to the block
-//! engine's step for that one instruction, which runs it as the interpreter
-//! does, with every check between instructions.
+//! microarchitecture shows through. Memory operands, the stack and near
+//! branches through it take an inline path (segment window, TLB probe,
+//! plain RAM) to guest RAM. Everything else, and every access the inline
+//! path refuses, is a call to the block engine's step for that one
+//! instruction, which runs it as the interpreter does, with every check
+//! between instructions. Exits to the same page are jumps that chaining
+//! links to the next translation.
 //!
 //! Translation ABI: `extern "sysv64" fn(cpu: *mut Cpu, env: *mut Env) -> u32`,
 //! returning `END` (the block ran to its end; EIP is the next one's) or
@@ -423,12 +427,8 @@ impl Emitter {
         self.translate(mem.seg as i32, size, write, slow, careful);
         let writes_flags = self.on_memory(op);
         // Counted here; the step counts its own.
-        asm!(self.ops
-            ; mov rax, QWORD [r15 + ICOUNT]
-            ; lea rax, [rax + 1]
-            ; mov QWORD [r15 + ICOUNT], rax
-            ; jmp =>done
-        );
+        self.count_one();
+        asm!(self.ops; jmp =>done);
         if plain_store {
             asm!(self.ops; =>careful);
             match *op {
@@ -461,15 +461,11 @@ impl Emitter {
                 ; jmp ->epilogue
             );
         }
-        asm!(self.ops
-            ;=>slow
-            ; mov rdi, r14
-            ; mov esi, index as i32
-            ; mov edx, self.slot as i32
-            ; call QWORD [r14 + ENV_STEP]
-            ; test eax, eax
-            ; jnz =>self.leave
-        );
+        // The checks that sent the slow way clobbered the host flags; the
+        // guest's are in memory, the icount is up to date.
+        asm!(self.ops; =>slow);
+        self.flags.in_host = false;
+        self.step(index);
         if let Some(logical) = writes_flags {
             // Both ways end with the flags in the host.
             self.flags.in_host = false;

@@ -1,10 +1,12 @@
 //! The compiler tier (issue 17, docs/raw-engine.md): blocks that have run
 //! often enough are translated to host code, which the block engine enters
-//! in place of interpreting them, in either view. A translation runs the
-//! register-only integer instructions as host instructions and calls back
-//! into the block engine for each other instruction, so it computes what
-//! the interpreter computes, leaves at the same boundaries and keeps the
-//! icount exact; the interpreter stays the first tier and the fallback.
+//! in place of interpreting them, in either view. A translation runs
+//! integer instructions on registers and on plain RAM (through an inline
+//! TLB probe) as host instructions, and calls back into the block engine
+//! for every other instruction and every access the inline path refuses,
+//! so it computes what the interpreter computes, leaves at the same
+//! boundaries and keeps the icount exact; the interpreter stays the first
+//! tier and the fallback.
 //!
 //! Only x86-64 hosts compile; elsewhere `compile` declines and the
 //! interpreter runs everything.
