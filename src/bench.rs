@@ -303,6 +303,7 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         replay::DEFAULT_CHECKPOINT_INTERVAL
     );
     let mut r = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
+    r.keep_history();
     let t = Instant::now();
     r.seek(r.end_icount())?;
     outln!(
@@ -340,6 +341,69 @@ pub fn reverse(rounds: u32) -> Result<ExitCode> {
         } else {
             "UNEXPECTED HIT"
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// reverse-stepi latencies across a recorded trace, as a debugger sees
+/// them: at positions spread over it, each reached by running forward
+/// (gdb's continue) from three checkpoints before, either just after a
+/// checkpoint (the step crosses back into the previous interval) or late
+/// in an interval, one step backwards and then ten more.
+pub fn reverse_on(path: &Path) -> Result<ExitCode> {
+    let trace = replay::Trace::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut r = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
+    r.keep_history();
+    let marks = r.checkpoint_icounts();
+    outln!("trace: {} instructions, {} checkpoints", r.end_icount(), marks.len());
+    const PLACES: usize = 6;
+    let mut positions = Vec::new();
+    for i in 0..PLACES {
+        let k = 1 + (marks.len().saturating_sub(3)) * i / PLACES;
+        let (Some(&at), Some(&next)) = (marks.get(k), marks.get(k + 1)) else {
+            continue;
+        };
+        positions.push((marks[k.saturating_sub(3)], at + 1));
+        positions.push((marks[k.saturating_sub(3)], at + (next - at) * 9 / 10));
+    }
+    let (mut first, mut repeated, mut jumped) = (Vec::new(), Vec::new(), Vec::new());
+    for &(from, p) in &positions {
+        // A replay that jumped there: a fresh one, seeking.
+        let mut fresh = replay::Replayer::new(&trace, replay::ReplayOptions::default())?;
+        fresh.keep_history();
+        fresh.seek(p)?;
+        let t = Instant::now();
+        fresh.seek(p - 1)?;
+        jumped.push(t.elapsed().as_secs_f64() * 1e3);
+        drop(fresh);
+        r.seek(from)?;
+        r.resume(p, &[], &[])?;
+        for step in 0..11 {
+            let here = r.icount();
+            let t = Instant::now();
+            r.seek(here - 1)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if step == 0 {
+                first.push(ms)
+            } else {
+                repeated.push(ms)
+            }
+        }
+    }
+    let stats = |v: &[f64]| {
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        (v.iter().sum::<f64>() / v.len().max(1) as f64, max)
+    };
+    let ((first_avg, first_max), (rep_avg, rep_max)) = (stats(&first), stats(&repeated));
+    let (jump_avg, jump_max) = stats(&jumped);
+    outln!(
+        "  reverse-stepi at {} positions, each reached running forward: {first_avg:.1} ms on average, {first_max:.1} ms at most",
+        positions.len()
+    );
+    outln!("  the same, each reached by a fresh replay's seek: {jump_avg:.1} ms on average, {jump_max:.1} ms at most");
+    outln!(
+        "  the next ten steps back at each ({} in all): {rep_avg:.1} ms on average, {rep_max:.1} ms at most",
+        repeated.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,10 @@ enum Command {
         /// a reverse-continue to a watchpoint over the whole trace.
         #[arg(long)]
         reverse: bool,
+        /// With --reverse: time reverse-stepi at positions across this
+        /// trace instead (cold, right after a seek there, then repeated).
+        #[arg(long, value_name = "FILE.rbt", requires = "reverse")]
+        trace: Option<PathBuf>,
         /// Measure bisect instead: record the patch-bug guest (about 100
         /// million instructions by default) once per injected bug class and
         /// once clean, and time `ringback bisect` on each trace.
@@ -313,6 +317,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             until,
         }),
         Command::Gdb { trace, listen, engine } => trace_cmd::gdb(&trace, &listen, engine),
+        Command::Bench {
+            reverse: true,
+            trace: Some(trace),
+            ..
+        } => bench::reverse_on(&trace),
         Command::Bench {
             rounds, reverse: true, ..
         } => bench::reverse(rounds.unwrap_or(40)),

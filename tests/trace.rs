@@ -179,6 +179,108 @@ fn seeking_equals_running_straight_there() {
     }
 }
 
+/// The replay at `target` as a fresh replayer reaches it: the checkpoint
+/// at or before it, restored, and run forward.
+fn reference_at<'t>(trace: &'t Trace, target: u64) -> Replayer<'t> {
+    let mut r = Replayer::new(trace, ReplayOptions::default()).expect("replayer");
+    let k = r
+        .checkpoint_icounts()
+        .iter()
+        .rposition(|&c| c <= target)
+        .expect("a checkpoint");
+    r.restore(k).expect("restore");
+    r.run_to(target, false).expect("run");
+    r
+}
+
+fn assert_same_place(r: &Replayer, reference: &Replayer, what: &str) {
+    assert_eq!(r.icount(), reference.icount(), "{what}");
+    assert_eq!(r.machine.state(), reference.machine.state(), "{what}");
+    assert!(
+        r.machine.platform.mem.ram() == reference.machine.platform.mem.ram(),
+        "RAM {what}"
+    );
+    assert_eq!(r.console.serial, reference.console.serial, "serial output {what}");
+    assert_eq!(r.input.cursor, reference.input.cursor, "input consumed {what}");
+}
+
+/// What a debugger does to a replay kept for going back (image, undo
+/// records, snapshots): runs forward, steps back across checkpoints, jumps
+/// back and forth. Every place is the one a fresh replayer reaches, and
+/// the recording's digests hold when the replay goes on from there.
+#[test]
+fn going_back_through_history_lands_where_a_fresh_replay_does() {
+    // Page tables rewritten all the time (TLB state matters), memory
+    // rewritten all the time, and the demo's interrupts and output.
+    for args in ["paging 200", "mem 1", ""] {
+        let kernel = if args.is_empty() {
+            multiboot("demo", "")
+        } else {
+            multiboot("bench", args)
+        };
+        go_back_through_history(&kernel, args);
+    }
+}
+
+fn go_back_through_history(kernel: &Kernel, name: &str) {
+    // Intervals long enough for a seek to leave several snapshots.
+    let (bytes, _, m) = record("history", kernel, Engine::Raw, RawConfig::default(), b"", 1_000_000);
+    let trace = Trace::from_bytes(bytes).expect("open");
+    let end = m.icount();
+    let marks: Vec<u64> = trace.checkpoint_frames().iter().map(|f| f.icount).collect();
+    assert!(marks.len() > 3, "{name}: enough checkpoints to cross: {marks:?}");
+    let mut r = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+    r.keep_history();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n.max(1)
+    };
+    for round in 0..6 {
+        // Forward as gdb's continue does, to somewhere ahead.
+        let here = r.icount();
+        let target = here + next(end - here);
+        r.resume(target, &[], &[]).expect("resume");
+        assert_same_place(
+            &r,
+            &reference_at(&trace, target),
+            &format!("{name} round {round}: after running to {target}"),
+        );
+        // Steps back, the first of them across a checkpoint when one is near.
+        let crossing = marks.iter().rev().find(|&&c| c > 0 && c < target).map(|&c| c + 1);
+        if let Some(c) = crossing.filter(|&c| c < target) {
+            r.seek(c).expect("seek");
+        }
+        for _ in 0..3 {
+            let t = r.icount().saturating_sub(1);
+            r.seek(t).expect("step back");
+            assert_same_place(
+                &r,
+                &reference_at(&trace, t),
+                &format!("{name} round {round}: stepped back to {t}"),
+            );
+        }
+        // Far back, then the recording's digests up to the next checkpoint.
+        let t = next(r.icount());
+        r.seek(t).expect("seek back");
+        assert_same_place(
+            &r,
+            &reference_at(&trace, t),
+            &format!("{name} round {round}: back to {t}"),
+        );
+        if let Some(&c) = marks.iter().find(|&&c| c > t) {
+            let d = r.run_to(c, true).expect("verify");
+            assert!(
+                d.is_none(),
+                "{name} round {round}: from {t}: {}",
+                d.map(|d| d.to_string()).unwrap_or_default()
+            );
+        }
+    }
+}
+
 #[test]
 fn serial_input_replays_without_a_host() {
     let kernel = multiboot("echo", "");

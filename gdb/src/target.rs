@@ -71,7 +71,8 @@ pub struct DebugTarget<'t> {
 }
 
 impl<'t> DebugTarget<'t> {
-    pub fn new(replayer: Replayer<'t>) -> Self {
+    pub fn new(mut replayer: Replayer<'t>) -> Self {
+        replayer.keep_history();
         DebugTarget {
             replayer,
             breakpoints: Vec::new(),
@@ -328,6 +329,7 @@ impl SingleThreadBase for DebugTarget<'_> {
     /// forgets the edit. Segment registers keep their descriptors; only an
     /// unchanged selector is accepted.
     fn write_registers(&mut self, regs: &X86CoreRegs) -> TargetResult<(), Self> {
+        self.replayer.note_edit();
         let st = &mut self.replayer.machine.cpu.state;
         let sel = |s: SegReg| u32::from(st.segs[s as usize].selector);
         let segs = &regs.segments;
@@ -373,6 +375,7 @@ impl SingleThreadBase for DebugTarget<'_> {
             return Err(TargetError::Errno(14));
         }
         self.edited = true;
+        self.replayer.note_edit();
         Ok(())
     }
 

@@ -38,6 +38,12 @@ pub enum TraceError {
     Boot(#[source] vm::VmError),
     #[error("the traces are not recordings of the same guest and input: {0}")]
     NotComparable(String),
+    #[error("the replay's own undo record of checkpoint {checkpoint} does not decompress")]
+    Undo {
+        checkpoint: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the trace writer stopped: {0}")]
     Writer(String),
 }

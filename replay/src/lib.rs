@@ -13,6 +13,8 @@ pub mod model;
 pub mod reader;
 pub mod record;
 pub mod replay;
+pub mod rewind;
+pub mod seek;
 pub mod state;
 pub mod state_diff;
 pub mod timeline;

@@ -133,19 +133,17 @@ pub struct Replayer<'t> {
     pub input: ReplayInput,
     /// Serial output from the start of the recording up to the position.
     pub console: CaptureConsole,
-    checkpoints: Vec<FrameEntry>,
+    pub(crate) checkpoints: Vec<FrameEntry>,
     /// Index of the next checkpoint the replay will reach.
-    next_checkpoint: usize,
-    ram: Option<RamHasher>,
+    pub(crate) next_checkpoint: usize,
+    pub(crate) ram: Option<RamHasher>,
     /// The recording's RAM as the checkpoints so far describe it (verify).
-    recorded_ram: Option<Vec<u8>>,
-    /// The RAM image and serial output last rebuilt by `restore`, for the
-    /// next restore of the same or a later checkpoint (stepping backwards
-    /// restores the same one again and again).
-    ram_cache: Option<RamCache>,
+    pub(crate) recorded_ram: Option<Vec<u8>>,
+    /// The image, undo records and snapshots that make going back quick.
+    pub(crate) rewind: crate::rewind::Rewind,
     /// The checkpoint where the recording stopped other than at an
     /// instruction count (the last one, if so).
-    stop_checkpoint: Option<usize>,
+    pub(crate) stop_checkpoint: Option<usize>,
     pub(crate) final_stop: FinalStop,
 }
 
@@ -199,12 +197,6 @@ impl FinalStop {
     }
 }
 
-struct RamCache {
-    index: usize,
-    ram: Vec<u8>,
-    serial: Vec<u8>,
-}
-
 impl<'t> Replayer<'t> {
     /// The machine at icount 0, as recorded.
     pub fn new(trace: &'t Trace, options: ReplayOptions) -> Result<Self> {
@@ -255,7 +247,7 @@ impl<'t> Replayer<'t> {
             next_checkpoint: 0,
             ram: None,
             recorded_ram: None,
-            ram_cache: None,
+            rewind: Default::default(),
         })
     }
 
@@ -278,6 +270,7 @@ impl<'t> Replayer<'t> {
         self.machine.forget_cached_code();
         let dirty = self.machine.platform.mem.take_dirty();
         if !verify {
+            self.passed_checkpoint(index, &dirty);
             return Ok(None);
         }
         let f = self.checkpoints[index].clone();
@@ -288,9 +281,9 @@ impl<'t> Replayer<'t> {
         ram.update(&self.machine.platform.mem, &dirty);
         if self.recorded_ram.is_none() {
             // After a restore, the recording's RAM is the image it rebuilt.
-            self.recorded_ram = Some(match &self.ram_cache {
-                Some(c) => c.ram.clone(),
-                None => vec![0; self.machine.platform.mem.ram_size()],
+            self.recorded_ram = Some(match &self.rewind.image {
+                Some(image) if image.index + 1 == index => image.ram.clone(),
+                _ => vec![0; self.machine.platform.mem.ram_size()],
             });
         }
         let Some(recorded) = self.recorded_ram.as_mut() else {
@@ -305,8 +298,11 @@ impl<'t> Replayer<'t> {
         let state = self.machine.state();
         let stop_matches = Some(index) != self.stop_checkpoint || self.final_stop.replayed == cp.stopped;
         if ram.digest(&state) == cp.digest && self.input.mismatch.is_none() && stop_matches {
+            // Only RAM shown to be the recording's becomes the image.
+            self.passed_checkpoint(index, &dirty);
             return Ok(None);
         }
+        self.rewind.note_written(&dirty);
         Ok(Some(self.divergence(&cp, &state)))
     }
 
@@ -440,83 +436,10 @@ impl<'t> Replayer<'t> {
         Ok(None)
     }
 
-    /// Moves to `target`: restores the nearest checkpoint at or before it
-    /// (unless the replay is already between it and the target) and runs.
-    pub fn seek(&mut self, target: u64) -> Result<()> {
-        let target = self.begin_seek(target)?;
-        self.run_to(target, false)?;
-        Ok(())
-    }
-
-    /// The first half of a seek, for callers that run the rest in chunks
-    /// (`run_to` on the way): restores the nearest checkpoint at or before
-    /// `target` unless the replay is already on the way there. Returns the
-    /// target, clamped to the trace's end.
-    pub fn begin_seek(&mut self, target: u64) -> Result<u64> {
-        let target = target.min(self.end_icount());
-        let k = self
-            .checkpoints
-            .iter()
-            .rposition(|c| c.icount <= target)
-            .ok_or(TraceError::Missing("checkpoint"))?;
-        let here = self.machine.icount();
-        if !(here >= self.checkpoints[k].icount && here <= target && self.next_checkpoint > k) {
-            self.restore(k)?;
-        }
-        Ok(target)
-    }
-
     /// One instruction forward (or none at the trace's end).
     pub fn step(&mut self) -> Result<()> {
         let t = self.machine.icount() + 1;
         self.run_to(t, false)?;
-        Ok(())
-    }
-
-    /// Puts the machine in the state of checkpoint `k`: CPU, devices, RAM
-    /// (rebuilt from the pages of every checkpoint up to `k`, starting from
-    /// the last image rebuilt when that is not past `k`), input cursor and
-    /// serial output.
-    pub fn restore(&mut self, k: usize) -> Result<()> {
-        let (mut ram, mut serial, from) = match self.ram_cache.take() {
-            Some(c) if c.index <= k => (c.ram, c.serial, c.index + 1),
-            _ => (vec![0u8; self.machine.platform.mem.ram_size()], Vec::new(), 0),
-        };
-        let mut last = None;
-        for f in &self.checkpoints[from..=k] {
-            let cp = self.trace.checkpoint(f)?;
-            for (page, bytes) in &cp.pages {
-                let start = *page as usize * vm::mem::PAGE_SIZE;
-                if let Some(dst) = ram.get_mut(start..start + bytes.len()) {
-                    dst.copy_from_slice(bytes);
-                }
-            }
-            serial.extend_from_slice(&cp.serial);
-            last = Some(cp);
-        }
-        let cp = match last {
-            Some(cp) => cp,
-            None => self.trace.checkpoint(&self.checkpoints[k])?,
-        };
-        self.machine.platform.mem.load(0, &ram).map_err(TraceError::Boot)?;
-        self.machine.restore_state(&cp.state);
-        self.machine.platform.mem.take_dirty();
-        self.input.cursor = usize::try_from(cp.inputs_consumed).unwrap_or(usize::MAX);
-        self.input.mismatch = None;
-        self.console = CaptureConsole {
-            serial: serial.clone(),
-            debugcon: Vec::new(),
-        };
-        self.next_checkpoint = k + 1;
-        // The stop checkpoint's state is the machine after the stop.
-        self.final_stop.replayed = if Some(k) == self.stop_checkpoint {
-            cp.stopped.clone()
-        } else {
-            None
-        };
-        self.ram = None;
-        self.recorded_ram = None;
-        self.ram_cache = Some(RamCache { index: k, ram, serial });
         Ok(())
     }
 
@@ -560,9 +483,17 @@ impl Replayer<'_> {
             if here >= limit {
                 return Ok(if here >= end { Stop::End } else { Stop::Reached });
             }
-            let target = next_cp.map_or(limit, |c| c.min(limit));
+            let mut target = next_cp.map_or(limit, |c| c.min(limit));
+            let snapshot_at = (here / crate::rewind::RUN_SNAPSHOT_SPACING + 1) * crate::rewind::RUN_SNAPSHOT_SPACING;
+            let snapshot = self.rewind.image.is_some() && snapshot_at < target;
+            if snapshot {
+                target = snapshot_at;
+            }
             if let Some(stop) = debug_stop(self.run_machine(target)) {
                 return Ok(stop);
+            }
+            if snapshot && self.machine.icount() == snapshot_at {
+                self.take_snapshot();
             }
             if self.machine.icount() == here {
                 // Halted for good short of the target: nothing more runs.

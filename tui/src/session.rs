@@ -222,7 +222,8 @@ impl Session {
     }
 
     pub fn new(trace: Arc<Trace>) -> Result<Session> {
-        let replayer = Replayer::shared(trace.clone(), ReplayOptions::default())?;
+        let mut replayer = Replayer::shared(trace.clone(), ReplayOptions::default())?;
+        replayer.keep_history();
         let symbols = Symbols::of(&trace.header.kernel);
         use capstone::arch::BuildsCapstone;
         let build = |mode| capstone::Capstone::new().x86().mode(mode).build().ok();

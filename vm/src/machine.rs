@@ -146,6 +146,25 @@ pub struct Machine {
     debugcon_buf: Vec<u8>,
 }
 
+/// A machine's place in its run between checkpoints ([`Machine::position`]).
+#[derive(Clone, Debug)]
+pub struct Position {
+    pub state: MachineState,
+    tlb: crate::cpu::mmu::Tlb,
+    fault_loop: (u64, u64),
+}
+
+impl Position {
+    /// A checkpoint's position: restoring it is [`Machine::restore_state`].
+    pub fn from_state(state: MachineState) -> Self {
+        Position {
+            state,
+            tlb: crate::cpu::mmu::Tlb::new(),
+            fault_loop: (u64::MAX, 0),
+        }
+    }
+}
+
 /// The machine's full state as plain data, for comparing and hashing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MachineState {
@@ -230,6 +249,27 @@ impl Machine {
         self.platform.restore_devices(&s.devices);
         self.fault_loop = (u64::MAX, 0);
         self.forget_cached_code();
+    }
+
+    /// Where the machine stands, RAM aside, complete enough to resume from
+    /// between checkpoints: the state, the TLB (a guest that edits page
+    /// tables without invalidating sees its stale entries) and the run
+    /// loop's fault-loop count. The engines' caches are left out: they are
+    /// not guest-visible.
+    pub fn position(&self) -> Position {
+        Position {
+            state: self.state(),
+            tlb: self.cpu.tlb.clone(),
+            fault_loop: self.fault_loop,
+        }
+    }
+
+    /// Puts the machine where [`Machine::position`] found it (RAM is the
+    /// caller's to restore, first).
+    pub fn restore_position(&mut self, p: &Position) {
+        self.restore_state(&p.state);
+        self.cpu.tlb.copy_from(&p.tlb);
+        self.fault_loop = p.fault_loop;
     }
 
     /// Drops every cached translation and everything the engines learned
@@ -805,5 +845,68 @@ mod idle_tests {
         assert_eq!(b.state(), before.state());
         assert_eq!(b.platform.mem.ram(), before.platform.mem.ram());
         assert!(b.platform.mem.take_dirty().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+    use crate::cpu::state::cr0;
+    use crate::host::NoInput;
+
+    const PAGE_DIR: u32 = 0x2_0000;
+    const PAGE_TABLE: u32 = 0x2_1000;
+
+    /// A guest that remaps a page it has just read without INVLPG, then
+    /// reads it again: the second read sees the stale TLB entry.
+    fn stale_tlb_guest(engine: Engine) -> Machine {
+        let mut code = vec![0xA1, 0x00, 0x50, 0x00, 0x00]; // mov eax, [0x5000]
+        code.extend([0xC7, 0x05]); // mov dword [PAGE_TABLE + 5 * 4], 0x6003
+        code.extend((PAGE_TABLE + 5 * 4).to_le_bytes());
+        code.extend(0x6003u32.to_le_bytes());
+        code.extend([0x8B, 0x1D, 0x00, 0x50, 0x00, 0x00, 0xF4]); // mov ebx, [0x5000]; hlt
+        let kernel = Kernel::Flat {
+            image: code,
+            addr: 0x1_0000,
+        };
+        let mut m = Machine::boot(4 << 20, &kernel, &mut NoInput::default()).expect("boot");
+        let mem = &mut m.platform.mem;
+        mem.write(PAGE_DIR, 4, PAGE_TABLE | 3);
+        for p in 0..1024u32 {
+            mem.write(PAGE_TABLE + 4 * p, 4, (p << 12) | 3);
+        }
+        mem.write(0x5000, 4, 0x1111_1111);
+        mem.write(0x6000, 4, 0x2222_2222);
+        let st = &mut m.cpu.state;
+        st.flat_segments();
+        st.cr0 = cr0::PE | cr0::ET | cr0::PG;
+        st.cr3 = PAGE_DIR;
+        st.eip = 0x1_0000;
+        m.engine = engine;
+        m
+    }
+
+    /// A position keeps the TLB: resuming from one, the guest reads what it
+    /// read the first time, stale entry and all; restoring only the state
+    /// (as at a checkpoint, where the recording flushes too) does not.
+    #[test]
+    fn a_position_resumes_with_the_tlb_it_had() {
+        for engine in [Engine::Emulate, Engine::Blocks, Engine::Raw] {
+            let mut m = stale_tlb_guest(engine);
+            let run = |m: &mut Machine, limit| m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+            run(&mut m, 2);
+            let here = m.position();
+            run(&mut m, 3);
+            assert_eq!(m.cpu.state.regs[3], 0x1111_1111, "{engine:?}: the stale entry is read");
+            m.restore_position(&here);
+            run(&mut m, 3);
+            assert_eq!(m.cpu.state.regs[3], 0x1111_1111, "{engine:?}: again from the position");
+            m.restore_state(&here.state);
+            run(&mut m, 3);
+            assert_eq!(
+                m.cpu.state.regs[3], 0x2222_2222,
+                "{engine:?}: a flushed TLB reads the new mapping"
+            );
+        }
     }
 }

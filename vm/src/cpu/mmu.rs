@@ -87,6 +87,12 @@ impl Tlb {
         self.entries.fill(TlbEntry::default());
     }
 
+    /// Takes `other`'s entries in place: the compiler's code holds the
+    /// address of this table.
+    pub fn copy_from(&mut self, other: &Tlb) {
+        self.entries.copy_from_slice(&other.entries);
+    }
+
     /// A CR3 write: drops everything but global pages (when CR4.PGE is on).
     pub fn flush_non_global(&mut self) {
         for e in self.entries.iter_mut() {
