@@ -329,8 +329,7 @@ impl SingleThreadBase for DebugTarget<'_> {
     /// forgets the edit. Segment registers keep their descriptors; only an
     /// unchanged selector is accepted.
     fn write_registers(&mut self, regs: &X86CoreRegs) -> TargetResult<(), Self> {
-        self.replayer.note_edit();
-        let st = &mut self.replayer.machine.cpu.state;
+        let st = &self.replayer.machine.cpu.state;
         let sel = |s: SegReg| u32::from(st.segs[s as usize].selector);
         let segs = &regs.segments;
         if [segs.cs, segs.ss, segs.ds, segs.es, segs.fs, segs.gs]
@@ -346,6 +345,8 @@ impl SingleThreadBase for DebugTarget<'_> {
             return Err(TargetError::NonFatal);
         }
         self.edited = true;
+        self.replayer.note_edit();
+        let st = &mut self.replayer.machine.cpu.state;
         st.regs = [
             regs.eax, regs.ecx, regs.edx, regs.ebx, regs.esp, regs.ebp, regs.esi, regs.edi,
         ];

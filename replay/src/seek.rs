@@ -34,10 +34,16 @@ impl Replayer<'_> {
         !self.machine.raw.config.inject.any() && !self.rewind.edited
     }
 
-    /// The replay's mark where it stands.
-    fn mark(&self) -> Mark {
+    /// The replay's mark where it stands; at a checkpoint (`checkpoint`),
+    /// as restoring the checkpoint from the trace makes it (TLB empty, no
+    /// fault loop under way).
+    fn mark(&self, checkpoint: bool) -> Mark {
         Mark {
-            position: self.machine.position(),
+            position: if checkpoint {
+                Position::from_state(self.machine.state())
+            } else {
+                self.machine.position()
+            },
             inputs_consumed: self.input.cursor,
             next_checkpoint: self.next_checkpoint,
             replayed: self.final_stop.replayed.clone(),
@@ -105,6 +111,16 @@ impl Replayer<'_> {
     /// pages, back by undo records, from scratch when one is missing. The
     /// pages it changes join `touched`.
     fn move_image(&mut self, k: usize) -> Result<()> {
+        let moved = self.move_image_or_fail(k);
+        if moved.is_err() {
+            // Part of the way: its RAM and mark may not belong together.
+            self.rewind.image = None;
+            self.rewind.full = true;
+        }
+        moved
+    }
+
+    fn move_image_or_fail(&mut self, k: usize) -> Result<()> {
         let Some(index) = self.rewind.image.as_ref().map(|i| i.index) else {
             return self.build_image(k);
         };
@@ -116,7 +132,14 @@ impl Replayer<'_> {
             let mut last = None;
             for j in index + 1..=k {
                 let cp = self.trace.checkpoint(&self.checkpoints[j])?;
-                let pages: Vec<u32> = cp.pages.iter().map(|(p, _)| *p).collect();
+                // Page numbers come from the file: only those in RAM.
+                let in_ram = self.machine.platform.mem.ram_size() / PAGE_SIZE;
+                let pages: Vec<u32> = cp
+                    .pages
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .filter(|&p| (p as usize) < in_ram)
+                    .collect();
                 self.rewind.record_undo(j, &pages);
                 let Some(image) = self.rewind.image.as_mut() else { break };
                 apply_pages(&mut image.ram, &cp.pages);
@@ -218,13 +241,22 @@ impl Replayer<'_> {
     /// record.
     pub(crate) fn passed_checkpoint(&mut self, k: usize, written: &[usize]) {
         self.rewind.note_written(written);
-        if self.rewind.image.is_none() && self.rewind.keep_history && !self.rewind.edited {
+        // Only the recording's RAM and state become the image: a replay on
+        // its own configuration (bisect's patched side, injected bugs) or
+        // one that has diverged keeps to the checkpoints.
+        let recorded_line = !self.rewind.edited
+            && self.input.mismatch.is_none()
+            && self.machine.raw.config == self.trace.header.config.raw;
+        if !recorded_line {
+            return;
+        }
+        if self.rewind.image.is_none() && self.rewind.keep_history {
             let ram = self.machine.platform.mem.ram().to_vec();
             self.rewind.image = Some(Image {
                 index: k,
                 ram,
                 serial: self.console.serial.clone(),
-                mark: self.mark(),
+                mark: self.mark(true),
             });
             self.rewind.full = false;
             self.rewind.clear_touched();
@@ -232,13 +264,13 @@ impl Replayer<'_> {
             return;
         }
         let follows = self.rewind.image.as_ref().is_some_and(|i| i.index + 1 == k);
-        if !follows || self.rewind.full || self.rewind.edited {
+        if !follows || self.rewind.full {
             return;
         }
         let mut pages: Vec<u32> = self.rewind.touched.iter().map(|&p| p as u32).collect();
         pages.sort_unstable();
         self.rewind.record_undo(k, &pages);
-        let mark = self.mark();
+        let mark = self.mark(true);
         let mem = &self.machine.platform.mem;
         let Some(image) = self.rewind.image.as_mut() else {
             return;
@@ -289,7 +321,7 @@ impl Replayer<'_> {
         let snapshot = Snapshot {
             icount,
             base,
-            mark: self.mark(),
+            mark: self.mark(false),
             serial: self.console.serial.clone(),
             pages: pages.clone(),
             last_used: self.rewind.clock,
