@@ -45,6 +45,9 @@ struct TlbEntry {
 #[derive(Clone, Debug)]
 pub struct Tlb {
     entries: Box<[TlbEntry]>,
+    /// Entries written by page walks so far: a translation that chains on
+    /// after a step must know whether its code page's entry may be gone.
+    fills: u64,
 }
 
 impl Default for Tlb {
@@ -80,7 +83,13 @@ impl Tlb {
     pub fn new() -> Self {
         Tlb {
             entries: vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice(),
+            fills: 0,
         }
+    }
+
+    /// Entries written by page walks so far.
+    pub fn fills(&self) -> u64 {
+        self.fills
     }
 
     pub fn flush_all(&mut self) {
@@ -196,6 +205,7 @@ impl Cpu {
             pte & 0xFFFF_F000
         };
         let vpn = linear >> 12;
+        self.tlb.fills += 1;
         self.tlb.entries[vpn as usize % TLB_ENTRIES] = TlbEntry {
             tag: vpn + 1,
             phys_page,

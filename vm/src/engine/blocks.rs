@@ -383,6 +383,7 @@ impl BlockCache {
             }
             self.blocks[slot as usize] = Block::default();
             self.free.push(slot);
+            self.jit.forget(k.eip, k.phys, jit::jump_mode(k.code32, k.view));
             let r = &mut self.recent[recent_slot(k)];
             if r.slot == slot {
                 r.slot = EMPTY;
@@ -596,6 +597,7 @@ impl BlockCache {
             slot: slot as u32,
             phys: key.phys,
             chain_last: block.contiguous.then(|| block.end.wrapping_sub(1)),
+            mode: jit::jump_mode(key.code32, key.view),
         };
         let compiled = self.jit.compile(&shape);
         let block = &mut self.blocks[slot];
@@ -623,6 +625,8 @@ impl BlockCache {
         raw: &mut impl RawHooks,
         events: &mut SinkSlot,
     ) -> StepOutcome {
+        // Anything may have run since the last call.
+        self.jit.modes_may_have_changed();
         loop {
             if platform.mem.code_written() {
                 self.invalidate_written(cpu, platform, raw, events);
@@ -645,6 +649,8 @@ impl BlockCache {
         raw: &mut impl RawHooks,
         events: &mut SinkSlot,
     ) -> StepOutcome {
+        // Anything may have run since the last call.
+        self.jit.modes_may_have_changed();
         loop {
             if platform.mem.code_written() {
                 self.invalidate_written(cpu, platform, raw, events);
@@ -659,6 +665,12 @@ impl BlockCache {
         }
     }
 
+    /// One reference step outside any block: it may change anything.
+    fn step_outside(&mut self, cpu: &mut Cpu, platform: &mut Platform) -> StepOutcome {
+        self.jit.modes_may_have_changed();
+        cpu.step(platform)
+    }
+
     /// Runs instructions from the block at CS:EIP until the block ends,
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).
@@ -671,12 +683,12 @@ impl BlockCache {
         // translation); its physical address selects the block.
         let phys = match cpu.refetch(platform, 1) {
             Ok(p) => p,
-            Err(_) => return cpu.step(platform),
+            Err(_) => return self.step_outside(cpu, platform),
         };
         if phys as usize >= platform.mem.ram_size() {
             // Code outside RAM (ROM, MMIO, nothing): reading ahead to build a
             // block could touch device registers; run it instruction by instruction.
-            return cpu.step(platform);
+            return self.step_outside(cpu, platform);
         }
         let key = BlockKey {
             phys,
@@ -688,12 +700,13 @@ impl BlockCache {
         self.consider_compiling(slot, false, key);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
-            return cpu.step(platform);
+            return self.step_outside(cpu, platform);
         }
         let executed = &mut self.stats.executed;
         match run_block::<false, NoHooks>(
             &self.blocks,
             slot,
+            jit::jump_mode(key.code32, key.view),
             cpu,
             platform,
             stop_icount,
@@ -703,7 +716,7 @@ impl BlockCache {
         ) {
             RawOutcome::Step(outcome) => outcome,
             // Only raw blocks exit to the monitor.
-            RawOutcome::Exit(_) => cpu.step(platform),
+            RawOutcome::Exit(_) => self.step_outside(cpu, platform),
         }
     }
 
@@ -721,6 +734,8 @@ impl BlockCache {
         raw: &mut impl RawHooks,
         events: &mut SinkSlot,
     ) -> RawOutcome {
+        // Anything may have run since the last call.
+        self.jit.modes_may_have_changed();
         let compressed = matches!(view, RingView::Compressed { .. });
         loop {
             if cpu.state.halted {
@@ -752,6 +767,7 @@ impl BlockCache {
             let out = run_block::<true, _>(
                 &self.blocks,
                 slot,
+                jit::jump_mode(key.code32, key.view),
                 cpu,
                 platform,
                 stop_icount,
@@ -970,9 +986,9 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     };
     let i = index as usize;
     let before = cpu.icount;
+    let tlb_fills = cpu.tlb.fills();
     // SAFETY: as above; `env` outlives the call.
     let env = unsafe { &mut *env };
-    env.stepped = 1;
     // SAFETY: translations pass their own block's slot, and a translation
     // runs only while its block is cached.
     let run = unsafe { ctx.run_of(slot, cpu) };
@@ -983,6 +999,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     let leave = run.execute(i, cpu, platform).or_else(|| {
         if may_change_modes {
             // Segments, paging, privilege or the A20 gate may be new.
+            env.mem.modes_may_have_changed();
             env.mem.refresh(cpu, platform);
         }
         if cpu.state.eflags & flags::TF != 0 {
@@ -995,6 +1012,14 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
         }
     });
     ctx.steps += cpu.icount - before;
+    // What a chained entry cannot vouch for: a step that may have changed
+    // modes (segments, paging, privilege, the interrupt flag: only generic
+    // instructions and the raw engine's sites do), filled the TLB (the
+    // entry of a code page may be gone) or touched a debugger's watch.
+    // Anything else that matters between blocks made the step leave.
+    if may_change_modes || cpu.tlb.fills() != tlb_fills || platform.watch_hit.is_some() {
+        env.stepped = 1;
+    }
     match leave {
         None => jit::END,
         Some(outcome) => {
@@ -1013,6 +1038,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
 fn run_block<const RAW: bool, H: RawHooks>(
     blocks: &[Block],
     slot: usize,
+    mode: u32,
     cpu: &mut Cpu,
     platform: &mut Platform,
     stop_icount: u64,
@@ -1044,6 +1070,8 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 && run.fetch_check(cpu).cs_ok
         });
         if let Some(code) = code {
+            // Where dynamic exits of other translations find it.
+            jit.remember(ip0, block.phys, mode, code);
             let before = cpu.icount;
             let mut ctx = StepContext {
                 run: &mut run,
@@ -1081,6 +1109,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 return Step(StepOutcome::Retired);
             }
         } else {
+            jit.modes_may_have_changed();
             for i in 0..block.insts.len() {
                 if let Some(out) = run.boundary(i, cpu, platform) {
                     return out;

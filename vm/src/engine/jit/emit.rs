@@ -26,7 +26,7 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, Insn, MemEnv, Shape, END, LEAVE};
+use super::{Env, Insn, JumpSlot, MemEnv, Shape, END, JUMP_SLOTS, LEAVE};
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{flags, offsets, SegReg};
 use crate::cpu::Cpu;
@@ -48,6 +48,14 @@ const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
 const ENV_STEPPED: i32 = offset_of!(Env, stepped) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
+const ENV_JUMPS: i32 = offset_of!(Env, jumps) as i32;
+const CS_BASE: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_BASE) as i32;
+const JUMP_SLOT_SHIFT: i8 = 5;
+const _: () = assert!(std::mem::size_of::<JumpSlot>() == 1 << JUMP_SLOT_SHIFT);
+const JS_EIP: i32 = offset_of!(JumpSlot, eip) as i32;
+const JS_PHYS: i32 = offset_of!(JumpSlot, phys) as i32;
+const JS_MODE: i32 = offset_of!(JumpSlot, mode) as i32;
+const JS_ENTRY: i32 = offset_of!(JumpSlot, entry) as i32;
 const ESP: i32 = (STATE + offsets::reg(4)) as i32;
 const M_STACK32: i32 = (MEM + offset_of!(MemEnv, stack32)) as i32;
 const MEM: usize = offset_of!(Env, mem);
@@ -140,6 +148,10 @@ struct Emitter {
     /// Chainable exits: the offset of each `jmp rel32`'s displacement and
     /// the EIP it leaves for.
     exits: Vec<(usize, u32)>,
+    /// The block's jump mode, and the label of its jump table lookup once
+    /// a dynamic exit needs it.
+    mode: u32,
+    lookup: Option<DynamicLabel>,
 }
 
 macro_rules! asm {
@@ -668,9 +680,9 @@ impl Emitter {
         }
         asm!(self.ops; mov DWORD [r15 + EIP], r11d);
         self.count_one();
+        let lookup = self.lookup();
         asm!(self.ops
-            ; mov eax, END as i32
-            ; jmp ->epilogue
+            ; jmp =>lookup
             ;=>slow
         );
         self.step(index);
@@ -692,13 +704,70 @@ impl Emitter {
             ; mov DWORD [r15 + EIP], r9d
         );
         self.count_one();
+        let lookup = self.lookup();
         asm!(self.ops
-            ; mov eax, END as i32
-            ; jmp ->epilogue
+            ; jmp =>lookup
             ;=>slow
         );
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+    }
+
+    /// The label of the jump table lookup, emitted at the end.
+    fn lookup(&mut self) -> DynamicLabel {
+        *self.lookup.get_or_insert_with(|| self.ops.new_dynamic_label())
+    }
+
+    /// The jump table lookup a dynamic exit ends in, with the state
+    /// complete and EIP the target: the slot for that EIP must hold it, in
+    /// this block's mode (a near branch changes neither CS nor the view),
+    /// at the physical address where CS and the TLB put it now (a TLB miss
+    /// or a fetch the privilege forbids goes back to the block engine, as
+    /// does any mismatch); then the target's chain entry makes the checks
+    /// of every chained entry. Clobbers RAX, RCX, RDX, R8 and R9.
+    fn emit_lookup(&mut self, at: DynamicLabel) {
+        let miss = self.ops.new_dynamic_label();
+        let linear = self.ops.new_dynamic_label();
+        asm!(self.ops
+            ;=>at
+            ; mov eax, DWORD [r15 + EIP]
+            ; mov ecx, eax
+            ; shr ecx, 12
+            ; xor ecx, eax
+            ; and ecx, (JUMP_SLOTS - 1) as i32
+            ; shl rcx, JUMP_SLOT_SHIFT
+            ; add rcx, QWORD [r14 + ENV_JUMPS]
+            ; cmp eax, DWORD [rcx + JS_EIP]
+            ; jne =>miss
+            ; cmp DWORD [rcx + JS_MODE], self.mode as i32
+            ; jne =>miss
+            ; add eax, DWORD [r15 + CS_BASE]
+            ; mov r8d, eax
+            ; cmp DWORD [r14 + M_PAGING], 0
+            ; je =>linear
+            ; mov edx, eax
+            ; shr edx, 12
+            ; lea r9d, [rdx + 1]
+            ; and edx, TLB_SLOTS - 1
+            ; imul edx, edx, TLB_ENTRY
+            ; add rdx, QWORD [r14 + M_TLB]
+            ; cmp DWORD [rdx + TLB_TAG], r9d
+            ; jne =>miss
+            ; mov r9d, DWORD [rdx + TLB_PERMISSIONS]
+            ; and r9d, DWORD [r14 + M_READ_PERMISSIONS]
+            ; cmp r9d, DWORD [r14 + M_READ_PERMISSIONS]
+            ; jne =>miss
+            ; and r8d, 0xFFF
+            ; or r8d, DWORD [rdx + TLB_PHYS]
+            ;=>linear
+            ; and r8d, DWORD [r14 + M_A20]
+            ; cmp r8d, DWORD [rcx + JS_PHYS]
+            ; jne =>miss
+            ; jmp QWORD [rcx + JS_ENTRY]
+            ;=>miss
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+        );
     }
 
     /// The operation of a memory instruction on the host address in r8;
@@ -978,6 +1047,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         first_ip,
         page_offset: shape.phys & 0xFFF,
         exits: Vec::new(),
+        mode: shape.mode,
+        lookup: None,
     };
     asm!(e.ops
         ; push r15
@@ -1020,8 +1091,25 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         if !(insn.plain && is_native(&insn.op)) {
             e.step(i);
             if last {
-                // The step moved EIP on and counted the instruction.
-                asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+                // The step moved EIP on and counted the instruction; after
+                // a near branch the target may be found in the jump table.
+                let near = matches!(
+                    insn.op,
+                    Op::Ret { .. }
+                        | Op::JmpM { .. }
+                        | Op::CallM { .. }
+                        | Op::JmpR { .. }
+                        | Op::CallR { .. }
+                        | Op::JmpRel { .. }
+                        | Op::CallRel { .. }
+                        | Op::Jcc { .. }
+                );
+                if insn.plain && near {
+                    let lookup = e.lookup();
+                    asm!(e.ops; jmp =>lookup);
+                } else {
+                    asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+                }
             }
             continue;
         }
@@ -1080,6 +1168,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 }
             }
         }
+    }
+    if let Some(at) = e.lookup {
+        e.emit_lookup(at);
     }
     asm!(e.ops
         ;=>leave

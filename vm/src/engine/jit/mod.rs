@@ -55,8 +55,10 @@ pub struct Env {
     pub stop_icount: u64,
     /// Runs of a self-looping block made inside the translation.
     pub loops: u64,
-    /// Set by the step: something ran that the translation cannot vouch
-    /// for, so a self-loop goes back through the block engine's checks.
+    /// Set by a step that ran something the translation cannot vouch for
+    /// (it may have changed modes, filled the TLB or touched a watch): a
+    /// self-loop or a chained entry then goes back through the block
+    /// engine's checks.
     pub stepped: u64,
     /// A store to plain RAM that the inline path leaves to `PhysMem`
     /// (the page holds watched code or is not yet dirty): 1 when it changed
@@ -65,7 +67,52 @@ pub struct Env {
     pub platform: *mut Platform,
     /// The step's own context.
     pub ctx: *mut (),
+    /// The table of blocks' chain entries that RET and JMP/CALL through a
+    /// register look their target up in ([`JUMP_SLOTS`] slots).
+    pub jumps: *const JumpSlot,
     pub mem: MemEnv,
+}
+
+/// Slots in the table translations look dynamic targets up in.
+pub const JUMP_SLOTS: usize = 4096;
+
+/// A slot of that table: a block's EIP, the physical address of its first
+/// byte and its mode ([`jump_mode`]), and its translation's chain entry.
+/// The generated code checks that EIP, the mode of the translation it
+/// leaves and where the guest's CS and paging put that EIP all match before
+/// it jumps. `repr(C)` for fixed offsets, 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct JumpSlot {
+    pub eip: u32,
+    pub phys: u32,
+    pub mode: u32,
+    pad: u32,
+    pub entry: u64,
+    pad2: u64,
+}
+
+impl JumpSlot {
+    /// Matches nothing: no mode is all ones.
+    const EMPTY: JumpSlot = JumpSlot {
+        eip: 0,
+        phys: 0,
+        mode: u32::MAX,
+        pad: 0,
+        entry: 0,
+        pad2: 0,
+    };
+}
+
+/// A block's mode as the jump table keys it: its code size and ring view,
+/// which a near RET or indirect branch never changes.
+pub fn jump_mode(code32: bool, view: u8) -> u32 {
+    u32::from(code32) | u32::from(view) << 1
+}
+
+/// The slot for a target EIP (the generated code computes the same).
+pub fn jump_slot(eip: u32) -> usize {
+    (eip ^ (eip >> 12)) as usize & (JUMP_SLOTS - 1)
 }
 
 /// Words of what `MemEnv`'s windows are computed from: base, limit and
@@ -101,6 +148,10 @@ pub struct MemEnv {
     /// What the segment windows and permissions were computed from: the
     /// segment registers, CR0 and EFLAGS.VM.
     made_from: [u32; MODE_WORDS],
+    /// Nothing that could change those has run since they were compared:
+    /// only translations and plain steps ran (the block engine going from
+    /// one translation to the next), so the comparison can be skipped.
+    modes_known: bool,
 }
 
 impl MemEnv {
@@ -122,7 +173,14 @@ impl MemEnv {
             watched: std::ptr::null(),
             tlb: std::ptr::null(),
             made_from: [u32::MAX; MODE_WORDS],
+            modes_known: false,
         }
+    }
+
+    /// Something ran that may have changed the segments, CR0 or
+    /// EFLAGS.VM: the next refresh compares them again.
+    pub fn modes_may_have_changed(&mut self) {
+        self.modes_known = false;
     }
 
     /// Brings everything up to date; the segment windows only when the
@@ -135,7 +193,11 @@ impl MemEnv {
         (self.a20_mask, self.ram_end, self.rom_start, self.rom_len) = (a20_mask, ram_end, rom_start, rom_len);
         (self.ram, self.dirty, self.watched) = platform.mem.raw_parts();
         self.tlb = cpu.tlb.entries_ptr();
-        // Compared as plain words: this runs at every entry from the
+        if self.modes_known {
+            return;
+        }
+        self.modes_known = true;
+        // Compared as plain words: this runs at most entries from the
         // dispatcher.
         let mut from = [0u32; MODE_WORDS];
         for (i, seg) in cpu.state.segs.iter().enumerate() {
@@ -196,6 +258,8 @@ pub struct Shape<'a> {
     /// EIP of its last byte, when other translations may chain to it (its
     /// instructions lie back to back).
     pub chain_last: Option<u32>,
+    /// Its [`jump_mode`]: what a dynamic exit's target must have.
+    pub mode: u32,
 }
 
 /// When to compile.
@@ -276,6 +340,8 @@ pub struct Jit {
     /// The environment translations run in, kept from one run to the next
     /// (its memory part is mostly still right).
     env: Box<Env>,
+    /// The jump table `env.jumps` points at.
+    jumps: Box<[JumpSlot]>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -312,6 +378,7 @@ impl std::fmt::Debug for Jit {
 
 impl Jit {
     pub fn new(config: JitConfig) -> Jit {
+        let jumps = vec![JumpSlot::EMPTY; JUMP_SLOTS].into_boxed_slice();
         Jit {
             config,
             #[cfg(target_arch = "x86_64")]
@@ -325,8 +392,10 @@ impl Jit {
                 store: store_to_ram,
                 platform: std::ptr::null_mut(),
                 ctx: std::ptr::null_mut(),
+                jumps: jumps.as_ptr(),
                 mem: MemEnv::empty(),
             }),
+            jumps,
         }
     }
 
@@ -337,10 +406,42 @@ impl Jit {
         &mut self.env
     }
 
+    /// Something other than translations and plain steps may run next (the
+    /// interpreter, the outer loop): the next entry compares the modes the
+    /// inline memory path depends on again.
+    #[inline]
+    pub fn modes_may_have_changed(&mut self) {
+        self.env.mem.modes_may_have_changed();
+    }
+
     /// Drops every translation (the blocks they belong to are going).
     pub fn flush(&mut self) {
         #[cfg(target_arch = "x86_64")]
         self.cache.flush();
+        self.jumps.fill(JumpSlot::EMPTY);
+    }
+
+    /// Enters the block at `eip` (`phys`, `mode`) in the jump table with
+    /// its translation, for dynamic exits to find.
+    #[inline]
+    pub fn remember(&mut self, eip: u32, phys: u32, mode: u32, code: Code) {
+        if let (Some(entry), true) = (code.chain_entry, self.is_current(code)) {
+            self.jumps[jump_slot(eip)] = JumpSlot {
+                eip,
+                phys,
+                mode,
+                entry: entry as u64,
+                ..JumpSlot::EMPTY
+            };
+        }
+    }
+
+    /// Takes a dropped block out of the jump table.
+    pub fn forget(&mut self, eip: u32, phys: u32, mode: u32) {
+        let slot = &mut self.jumps[jump_slot(eip)];
+        if slot.eip == eip && slot.phys == phys && slot.mode == mode {
+            *slot = JumpSlot::EMPTY;
+        }
     }
 
     /// Runs a self-looping translation made in its last run.
@@ -380,7 +481,7 @@ impl Jit {
             let mut addr = self.cache.next_address()?;
             let mut out = emit::assemble(shape, addr)?;
             if !self.cache.fits(out.bytes.len()) {
-                self.cache.flush();
+                self.flush();
                 self.stats.flushes += 1;
                 addr = self.cache.next_address()?;
                 out = emit::assemble(shape, addr)?;

@@ -436,3 +436,47 @@ fn a_loop_of_two_blocks_runs_chained() {
     let s = got.blocks.jit.stats;
     assert!(s.runs_inside > 10_000 && s.entries < 1_000, "{s:?}");
 }
+
+// Returns and calls through memory find their target's translation in the
+// jump table: a loop calling a function, directly and through a pointer,
+// runs from translation to translation without the block engine.
+#[test]
+fn returns_and_indirect_calls_run_chained_through_the_jump_table() {
+    // top: call f; dec ebp; jnz top; hlt; f: inc ebx; ret
+    let direct = [0xE8, 0x04, 0x00, 0x00, 0x00, 0x4D, 0x75, 0xF8, 0xF4, 0x43, 0xC3];
+    // top: inc ecx; call [esi]; dec ebp; jnz top; hlt; f: inc ebx; ret
+    let through_memory = [0x41, 0xFF, 0x16, 0x4D, 0x75, 0xFA, 0xF4, 0x43, 0xC3];
+    for (name, code, f) in [("call", &direct[..], 9), ("call [esi]", &through_memory[..], 7)] {
+        for paging in [false, true] {
+            let setup = |engine, jit| {
+                let mut m = machine(code, &mut Rng(5), engine, jit);
+                m.cpu.state.cr0 &= !cr0::PG;
+                if paging {
+                    page(&mut m, false);
+                }
+                m.cpu.state.regs[5] = 10_000;
+                m.cpu.state.regs[6] = DATA;
+                m.platform.mem.write(DATA, 4, CODE + f);
+                m
+            };
+            let mut want = setup(Engine::Emulate, JitConfig::OFF);
+            let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            let mut got = setup(Engine::Blocks, JitConfig::EAGER);
+            let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            assert_eq!(
+                (stop, got.state()),
+                (want_stop, want.state()),
+                "{name}, paging {paging}"
+            );
+            assert!(
+                got.platform.mem.ram() == want.platform.mem.ram(),
+                "{name}, paging {paging}: RAM"
+            );
+            let s = got.blocks.jit.stats;
+            assert!(
+                s.runs_inside > 20_000 && s.entries < 1_000,
+                "{name}, paging {paging}: {s:?}"
+            );
+        }
+    }
+}
