@@ -97,6 +97,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::ShiftRI { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
+        Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
         _ => memory_access(op).is_some(),
     }
 }
@@ -713,6 +714,27 @@ impl Emitter {
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
+    /// After a host IMUL into EAX (AX): stores the product to the guest
+    /// register at offset `d` and makes the host flags the reference's
+    /// (SDM Vol. 2A, IMUL: CF = OF = the product did not fit; SF, ZF and PF
+    /// are undefined, and the reference takes them from the truncated
+    /// product, with AF clear). The host's own SF, ZF and PF after IMUL are
+    /// not trusted: TEST sets them, LAHF/SAHF carry CF, an overflowing add
+    /// sets OF.
+    fn imul_result(&mut self, size: u8, d: i32) {
+        match size {
+            4 => asm!(self.ops; mov DWORD [r15 + d], eax; seto cl; test eax, eax),
+            _ => asm!(self.ops; mov WORD [r15 + d], ax; seto cl; test ax, ax),
+        }
+        asm!(self.ops
+            ; lahf
+            ; or ah, cl
+            ; add cl, 0x7F
+            ; sahf
+        );
+        self.wrote_flags(true);
+    }
+
     /// The label of the jump table lookup, emitted at the end.
     fn lookup(&mut self) -> DynamicLabel {
         *self.lookup.get_or_insert_with(|| self.ops.new_dynamic_label())
@@ -912,6 +934,22 @@ impl Emitter {
                     4 => asm!(self.ops; mov DWORD [r15 + d], eax),
                     _ => asm!(self.ops; mov WORD [r15 + d], ax),
                 }
+            }
+            Op::ImulRR { size, dst, src } => {
+                let (d, s) = (reg(dst, size), reg(src, size));
+                match size {
+                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]; imul eax, DWORD [r15 + s]),
+                    _ => asm!(self.ops; mov ax, WORD [r15 + d]; imul ax, WORD [r15 + s]),
+                }
+                self.imul_result(size, d);
+            }
+            Op::ImulRRI { size, dst, src, imm } => {
+                let (d, s) = (reg(dst, size), reg(src, size));
+                match size {
+                    4 => asm!(self.ops; imul eax, DWORD [r15 + s], imm as i32),
+                    _ => asm!(self.ops; imul ax, WORD [r15 + s], imm as i16),
+                }
+                self.imul_result(size, d);
             }
             Op::AluRR { op, size, dst, src } => {
                 let (d, s) = (reg(dst, size), reg(src, size));

@@ -179,6 +179,23 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         11 => vec![0x83, 0xC0 | ((2 + rng.below(2) as u8) << 3) | d, imm as u8],
         // PUSHF; POP d: the flags as a value.
         12 => vec![0x9C, 0x58 | d],
+        // IMUL r, r/m and IMUL r, r/m, imm at 16 and 32 bits; PUSHF; POP d
+        // after it half the time (its SF, ZF, PF and AF are the reference's
+        // choice).
+        13 => {
+            let [a, b, c, e] = imm.to_le_bytes();
+            let mut v = match rng.below(5) {
+                0 => vec![0x0F, 0xAF, 0xC0 | (d << 3) | s],
+                1 => vec![0x66, 0x0F, 0xAF, 0xC0 | (d << 3) | s],
+                2 => vec![0x6B, 0xC0 | (d << 3) | s, a],
+                3 => vec![0x69, 0xC0 | (d << 3) | s, a, b, c, e],
+                _ => vec![0x66, 0x69, 0xC0 | (d << 3) | s, a, b],
+            };
+            if rng.below(2) == 0 {
+                v.extend([0x9C, 0x58 | dst_reg(rng)]);
+            }
+            v
+        }
         _ => vec![0x90],
     }
 }
