@@ -180,6 +180,18 @@ pub enum Op {
         cc: u8,
         target: u32,
     },
+    /// SETcc of a byte register (`cc` as for Jcc).
+    Setcc {
+        cc: u8,
+        dst: Gpr,
+    },
+    /// CMOVcc between registers.
+    CmovRR {
+        cc: u8,
+        size: u8,
+        dst: Gpr,
+        src: Gpr,
+    },
     /// Shifts and rotates of a register by an immediate count (1 included).
     ShiftRI {
         op: ShiftOp,
@@ -502,6 +514,57 @@ impl Op {
                 cc: datamov::condition_of(inst),
                 target: inst.near_branch_target() as u32,
             },
+            M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg => {
+                if k0 != OpKind::Register {
+                    return None;
+                }
+                Op::Setcc {
+                    cc: datamov::condition_of(inst),
+                    dst: gpr(inst, 0, 1)?,
+                }
+            }
+            M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg => {
+                if n != 2 || k0 != OpKind::Register || k1 != OpKind::Register {
+                    return None;
+                }
+                let size = op_size(inst, 0);
+                Op::CmovRR {
+                    cc: datamov::condition_of(inst),
+                    size,
+                    dst: gpr(inst, 0, size)?,
+                    src: gpr(inst, 1, size)?,
+                }
+            }
             M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
                 let op = ShiftOp::of(m)?;
                 if n != 2 || k0 != OpKind::Register {
@@ -570,6 +633,8 @@ impl Op {
                 | Op::ShiftRCl { .. }
                 | Op::ImulRR { .. }
                 | Op::ImulRRI { .. }
+                | Op::Setcc { .. }
+                | Op::CmovRR { .. }
         )
     }
 }
@@ -689,6 +754,16 @@ impl Cpu {
                 string::once(self, bus, op, size, a32, src)?;
             }
             Op::Jcc { cc, target } => control::jcc_to(self, cc, target)?,
+            Op::Setcc { cc, dst } => {
+                let v = u32::from(flags::condition(self.state.eflags, cc));
+                dst.write(&mut self.state.regs, 1, v);
+            }
+            Op::CmovRR { cc, size, dst, src } => {
+                if flags::condition(self.state.eflags, cc) {
+                    let v = src.read(&self.state.regs, size);
+                    dst.write(&mut self.state.regs, size, v);
+                }
+            }
             Op::ShiftRI { op, size, dst, count } => self.shift_reg(op, size, dst, u32::from(count)),
             Op::ShiftRCl { op, size, dst } => {
                 let count = self.state.regs[ECX] & 0xFF;
@@ -1022,6 +1097,20 @@ mod tests {
     }
 
     #[test]
+    fn setcc_cmov_shapes_agree() {
+        // Every condition (random flags each round), on byte registers AH..BH
+        // included and on words and dwords.
+        for cc in 0..16u8 {
+            agree(&flat, &[0x0F, 0x90 | cc, 0xC4], false); // setcc ah
+            agree(&flat, &[0x0F, 0x90 | cc, 0xC1], false); // setcc cl
+            agree(&flat, &[0x0F, 0x40 | cc, 0xC3], false); // cmovcc eax, ebx
+            agree(&flat, &[0x66, 0x0F, 0x40 | cc, 0xCA], false); // cmovcc cx, dx
+        }
+        agree(&real, &[0x0F, 0x94, 0xC7], true); // sete bh
+        agree(&real, &[0x0F, 0x42, 0xC1], true); // cmovb ax, cx
+    }
+
+    #[test]
     fn stack_and_branch_shapes_agree() {
         let forms: &[&[u8]] = &[
             &[0x50],                   // push eax
@@ -1165,6 +1254,8 @@ mod tests {
             &[0xFF, 0x1B],       // call far [ebx]
             &[0xEC],             // in al, dx
             &[0x6C],             // insb
+            &[0x0F, 0x94, 0x03], // sete [ebx]
+            &[0x0F, 0x43, 0x03], // cmovae eax, [ebx]
         ];
         for f in forms {
             let inst = Decoder::with_ip(32, f, 0, DecoderOptions::NONE).decode();

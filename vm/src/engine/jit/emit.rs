@@ -98,6 +98,8 @@ pub fn is_native(op: &Op) -> bool {
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
+        Op::Setcc { .. } => true,
+        Op::CmovRR { size, .. } => size != 1,
         _ => memory_access(op).is_some(),
     }
 }
@@ -251,6 +253,66 @@ macro_rules! binary_alu {
             AluOp::Cmp => $form!(cmp, $($args)*),
             AluOp::Test => $form!(test, $($args)*),
             _ => unreachable!("a two-operand ALU operation"),
+        }
+    };
+}
+
+/// Emits `$form!(mnemonic, args...)` with the SETcc (`set`) or CMOVcc
+/// (`cmov`) mnemonic of condition `$cc` (the Jcc numbering).
+macro_rules! by_condition {
+    (set, $cc:expr, $form:ident, $($args:tt)*) => {
+        match $cc & 15 {
+            0 => $form!(seto, $($args)*),
+            1 => $form!(setno, $($args)*),
+            2 => $form!(setb, $($args)*),
+            3 => $form!(setae, $($args)*),
+            4 => $form!(sete, $($args)*),
+            5 => $form!(setne, $($args)*),
+            6 => $form!(setbe, $($args)*),
+            7 => $form!(seta, $($args)*),
+            8 => $form!(sets, $($args)*),
+            9 => $form!(setns, $($args)*),
+            10 => $form!(setp, $($args)*),
+            11 => $form!(setnp, $($args)*),
+            12 => $form!(setl, $($args)*),
+            13 => $form!(setge, $($args)*),
+            14 => $form!(setle, $($args)*),
+            _ => $form!(setg, $($args)*),
+        }
+    };
+    (cmov, $cc:expr, $form:ident, $($args:tt)*) => {
+        match $cc & 15 {
+            0 => $form!(cmovo, $($args)*),
+            1 => $form!(cmovno, $($args)*),
+            2 => $form!(cmovb, $($args)*),
+            3 => $form!(cmovae, $($args)*),
+            4 => $form!(cmove, $($args)*),
+            5 => $form!(cmovne, $($args)*),
+            6 => $form!(cmovbe, $($args)*),
+            7 => $form!(cmova, $($args)*),
+            8 => $form!(cmovs, $($args)*),
+            9 => $form!(cmovns, $($args)*),
+            10 => $form!(cmovp, $($args)*),
+            11 => $form!(cmovnp, $($args)*),
+            12 => $form!(cmovl, $($args)*),
+            13 => $form!(cmovge, $($args)*),
+            14 => $form!(cmovle, $($args)*),
+            _ => $form!(cmovg, $($args)*),
+        }
+    };
+}
+
+macro_rules! set_al {
+    ($m:ident, $ops:expr) => {
+        asm!($ops; $m al)
+    };
+}
+
+macro_rules! cmov_from_slot {
+    ($m:ident, $ops:expr, $size:expr, $s:expr) => {
+        match $size {
+            4 => asm!($ops; $m eax, DWORD [r15 + $s]),
+            _ => asm!($ops; $m ax, WORD [r15 + $s]),
         }
     };
 }
@@ -930,6 +992,27 @@ impl Emitter {
                 // `effective_address` does.
                 self.effective_address(mem);
                 let d = reg(dst, size);
+                match size {
+                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
+                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
+                }
+            }
+            Op::Setcc { cc, dst } => {
+                self.load_flags();
+                by_condition!(set, cc, set_al, self.ops);
+                let d = reg(dst, 1);
+                asm!(self.ops; mov BYTE [r15 + d], al);
+            }
+            Op::CmovRR { cc, size, dst, src } => {
+                // The destination is written back whichever way: unchanged
+                // when the condition fails, as the reference leaves it.
+                self.load_flags();
+                let (d, s) = (reg(dst, size), reg(src, size));
+                match size {
+                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]),
+                    _ => asm!(self.ops; mov ax, WORD [r15 + d]),
+                }
+                by_condition!(cmov, cc, cmov_from_slot, self.ops, size, s);
                 match size {
                     4 => asm!(self.ops; mov DWORD [r15 + d], eax),
                     _ => asm!(self.ops; mov WORD [r15 + d], ax),

@@ -196,6 +196,16 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             }
             v
         }
+        // SETcc of any byte register, CMOVcc at 16 and 32 bits, on every
+        // condition.
+        14 => {
+            let cc = rng.below(16) as u8;
+            match rng.below(3) {
+                0 => vec![0x0F, 0x90 | cc, 0xC0 | rng.below(8) as u8],
+                1 => vec![0x0F, 0x40 | cc, 0xC0 | (d << 3) | s],
+                _ => vec![0x66, 0x0F, 0x40 | cc, 0xC0 | (d << 3) | s],
+            }
+        }
         _ => vec![0x90],
     }
 }
