@@ -50,9 +50,10 @@ impl RamHasher {
         // postcard of plain data cannot fail; an empty encoding would still
         // be caught by the page hashes and the comparison of states.
         h.update(&postcard::to_allocvec(state).unwrap_or_default());
-        for p in &self.pages {
-            h.update(p);
-        }
+        // One call over the whole table: the same bytes as one update per
+        // page hash (so the same digest), hashed with SIMD instead of 32
+        // bytes at a time, which cost a millisecond per checkpoint at 128 MiB.
+        h.update(self.pages.as_flattened());
         *h.finalize().as_bytes()
     }
 
