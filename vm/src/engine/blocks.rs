@@ -241,6 +241,18 @@ struct Recent {
 
 const EMPTY: u32 = u32::MAX;
 
+impl Recent {
+    const NONE: Recent = Recent {
+        key: BlockKey {
+            phys: 0,
+            eip: 0,
+            code32: false,
+            view: 0,
+        },
+        slot: EMPTY,
+    };
+}
+
 #[derive(Clone, Debug)]
 pub struct BlockCache {
     /// Blocks by slot; a dropped block's slot is emptied and reused.
@@ -263,20 +275,11 @@ pub struct BlockCache {
 
 impl Default for BlockCache {
     fn default() -> Self {
-        let none = Recent {
-            key: BlockKey {
-                phys: 0,
-                eip: 0,
-                code32: false,
-                view: 0,
-            },
-            slot: EMPTY,
-        };
         BlockCache {
             blocks: Vec::new(),
             free: Vec::new(),
             index: FastMap::default(),
-            recent: vec![none; RECENT].into_boxed_slice(),
+            recent: vec![Recent::NONE; RECENT].into_boxed_slice(),
             by_page: FastMap::default(),
             writes: Vec::new(),
             forgotten: Vec::new(),
@@ -295,12 +298,16 @@ impl BlockCache {
     /// Drops every block and translation; the counters and the compiler's
     /// configuration stay.
     pub fn forget_all(&mut self) {
-        let (jit, stats) = (std::mem::take(&mut self.jit), self.stats);
-        *self = BlockCache {
-            jit,
-            stats,
-            ..BlockCache::default()
-        };
+        // Emptied in place: the tables keep their memory for what follows
+        // (a checkpoint does this every few million instructions).
+        self.blocks.clear();
+        self.free.clear();
+        self.index.clear();
+        self.recent.fill(Recent::NONE);
+        self.by_page.clear();
+        self.writes.clear();
+        self.forgotten.clear();
+        self.unlinked.clear();
         self.jit.flush();
     }
 
