@@ -472,7 +472,7 @@ impl Machine {
                     self.flush_console(console);
                 }
                 if att.irq {
-                    self.platform.route_all();
+                    self.platform.route_changed();
                     self.platform.attention.irq = false;
                     deadline = self.next_deadline();
                 }

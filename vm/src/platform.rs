@@ -40,6 +40,7 @@ use crate::snapshot::{SectionReader, SectionWriter, Snapshot};
 pub const COM1_IRQ: u8 = 4;
 /// Devices in the table (`with_devices!`).
 const DEVICES: usize = 14;
+const ALL_DEVICES: u32 = (1 << DEVICES) - 1;
 
 /// The one list of the platform's devices, each `name: Type = field`,
 /// given to `$then!` after its other arguments. A new device is a field and
@@ -119,6 +120,7 @@ macro_rules! devices_state {
 
             pub fn restore_devices(&mut self, s: &DevicesState) {
                 $(self.$($f).+.restore(&s.$name);)+
+                self.stale_lines = ALL_DEVICES;
                 self.update_a20();
                 self.update_mmio_floor();
                 self.irq.update();
@@ -241,6 +243,10 @@ pub struct Platform {
     /// devices' own port ranges; shared by clones.
     port_map: std::sync::Arc<[u8]>,
     reset_requested: bool,
+    /// Devices (bits by their place in the table) whose output lines may
+    /// have changed since they were last routed: those reached through
+    /// [`Platform::device`], or all of them.
+    stale_lines: u32,
     a20_mask: u32,
     /// The lowest address any device's register window starts at: the one
     /// comparison a memory access makes before it is RAM's.
@@ -268,6 +274,7 @@ impl Platform {
             testdev: PcTestdev::new(),
             stats: BusStats::default(),
             attention: Attention::default(),
+            stale_lines: ALL_DEVICES,
             io_log: None,
             watches: Vec::new(),
             watch_hit: None,
@@ -387,7 +394,18 @@ impl Platform {
     /// up to date (every controller change passes through here: port
     /// accesses raise `attention.irq`, timers are serviced before it).
     pub fn route_all(&mut self) {
-        for index in 0..DEVICES {
+        self.stale_lines = ALL_DEVICES;
+        self.route_changed();
+    }
+
+    /// [`Platform::route_all`] for the devices whose lines may have
+    /// changed since they were last routed (after a port or MMIO access:
+    /// the device accessed); INTR is brought up to date whichever way.
+    pub fn route_changed(&mut self) {
+        let mut stale = std::mem::take(&mut self.stale_lines);
+        while stale != 0 {
+            let index = stale.trailing_zeros() as usize;
+            stale &= stale - 1;
             for line in self.devices_ref()[index].lines().into_iter().flatten() {
                 self.irq.set_line(line);
             }
@@ -421,6 +439,7 @@ impl Platform {
 
     /// One port device by its place in the table.
     fn device(&mut self, index: usize) -> &mut dyn Device {
+        self.stale_lines |= 1 << index;
         with_devices!(device_at_index!(self, index))
     }
 
@@ -576,6 +595,7 @@ impl Bus for Platform {
 
     fn fpu_error(&mut self) {
         self.ferr.raise();
+        self.stale_lines = ALL_DEVICES;
         self.attention.irq = true;
     }
 
@@ -600,6 +620,7 @@ impl Bus for Platform {
         // timer's deadline may have changed.
         self.update_mmio_floor();
         self.attention.irq = true;
+        self.stale_lines = ALL_DEVICES;
         ok
     }
 
