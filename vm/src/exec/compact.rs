@@ -514,22 +514,7 @@ impl Op {
                 cc: datamov::condition_of(inst),
                 target: inst.near_branch_target() as u32,
             },
-            M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg => {
+            m if datamov::is_setcc(m) => {
                 if k0 != OpKind::Register {
                     return None;
                 }
@@ -538,22 +523,7 @@ impl Op {
                     dst: gpr(inst, 0, 1)?,
                 }
             }
-            M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg => {
+            m if datamov::is_cmov(m) => {
                 if n != 2 || k0 != OpKind::Register || k1 != OpKind::Register {
                     return None;
                 }

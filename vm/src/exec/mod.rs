@@ -390,38 +390,8 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Lfence
         | M::Mfence
         | M::Sfence => datamov::exec::<B>,
-        M::Cmovo
-        | M::Cmovno
-        | M::Cmovb
-        | M::Cmovae
-        | M::Cmove
-        | M::Cmovne
-        | M::Cmovbe
-        | M::Cmova
-        | M::Cmovs
-        | M::Cmovns
-        | M::Cmovp
-        | M::Cmovnp
-        | M::Cmovl
-        | M::Cmovge
-        | M::Cmovle
-        | M::Cmovg => datamov::cmov::<B>,
-        M::Seto
-        | M::Setno
-        | M::Setb
-        | M::Setae
-        | M::Sete
-        | M::Setne
-        | M::Setbe
-        | M::Seta
-        | M::Sets
-        | M::Setns
-        | M::Setp
-        | M::Setnp
-        | M::Setl
-        | M::Setge
-        | M::Setle
-        | M::Setg => datamov::setcc::<B>,
+        m if datamov::is_cmov(m) => datamov::cmov::<B>,
+        m if datamov::is_setcc(m) => datamov::setcc::<B>,
         _ if x87::is_esc(inst) => x87::exec::<B>,
         _ => system::exec::<B>,
     }

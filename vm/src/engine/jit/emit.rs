@@ -577,22 +577,9 @@ impl Emitter {
             ; ja =>slow
             ; cmp DWORD [r14 + M_PAGING], 0
             ; je =>linear
-            // The TLB entry of the page, as Tlb::lookup finds it.
-            ; mov ecx, r8d
-            ; shr ecx, 12
-            ; mov edx, ecx
-            ; and edx, TLB_SLOTS - 1
-            ; imul edx, edx, TLB_ENTRY
-            ; add rdx, QWORD [r14 + M_TLB]
-            ; lea eax, [rcx + 1]
-            ; cmp DWORD [rdx + TLB_TAG], eax
-            ; jne =>slow
-            ; mov eax, DWORD [rdx + TLB_PERMISSIONS]
-            ; and eax, DWORD [r14 + permissions]
-            ; cmp eax, DWORD [r14 + permissions]
-            ; jne =>slow
-            ; and r8d, 0xFFF
-            ; or r8d, DWORD [rdx + TLB_PHYS]
+        );
+        self.tlb_probe(permissions, slow);
+        asm!(self.ops
             ;=>linear
             ; and r8d, DWORD [r14 + M_A20]
             ; lea rax, [r8 + i32::from(size)]
@@ -620,6 +607,30 @@ impl Emitter {
             );
         }
         asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
+    }
+
+    /// The TLB probe of the inline paths, as `Tlb::lookup` finds an entry:
+    /// R8D holds a linear address; when the TLB holds its page with the
+    /// permission bits at `permissions` (an offset in `MemEnv`), R8D becomes
+    /// the physical address (A20 not applied yet), else it jumps to `miss`.
+    /// Clobbers the host flags, RDX and R9.
+    fn tlb_probe(&mut self, permissions: i32, miss: DynamicLabel) {
+        asm!(self.ops
+            ; mov edx, r8d
+            ; shr edx, 12
+            ; lea r9d, [rdx + 1]
+            ; and edx, TLB_SLOTS - 1
+            ; imul edx, edx, TLB_ENTRY
+            ; add rdx, QWORD [r14 + M_TLB]
+            ; cmp DWORD [rdx + TLB_TAG], r9d
+            ; jne =>miss
+            ; mov r9d, DWORD [rdx + TLB_PERMISSIONS]
+            ; and r9d, DWORD [r14 + permissions]
+            ; cmp r9d, DWORD [r14 + permissions]
+            ; jne =>miss
+            ; and r8d, 0xFFF
+            ; or r8d, DWORD [rdx + TLB_PHYS]
+        );
     }
 
     /// The start of a stack access of 4 bytes at ESP + `delta` (a 32-bit
@@ -829,20 +840,9 @@ impl Emitter {
             ; mov r8d, eax
             ; cmp DWORD [r14 + M_PAGING], 0
             ; je =>linear
-            ; mov edx, eax
-            ; shr edx, 12
-            ; lea r9d, [rdx + 1]
-            ; and edx, TLB_SLOTS - 1
-            ; imul edx, edx, TLB_ENTRY
-            ; add rdx, QWORD [r14 + M_TLB]
-            ; cmp DWORD [rdx + TLB_TAG], r9d
-            ; jne =>miss
-            ; mov r9d, DWORD [rdx + TLB_PERMISSIONS]
-            ; and r9d, DWORD [r14 + M_READ_PERMISSIONS]
-            ; cmp r9d, DWORD [r14 + M_READ_PERMISSIONS]
-            ; jne =>miss
-            ; and r8d, 0xFFF
-            ; or r8d, DWORD [rdx + TLB_PHYS]
+        );
+        self.tlb_probe(M_READ_PERMISSIONS, miss);
+        asm!(self.ops
             ;=>linear
             ; and r8d, DWORD [r14 + M_A20]
             ; cmp r8d, DWORD [rcx + JS_PHYS]
