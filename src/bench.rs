@@ -669,11 +669,20 @@ pub fn linux(dir: &Path, with_qemu: bool) -> Result<ExitCode> {
         runs.push(("qemu-system-i386 (TCG)", qemu));
     }
     outln!("Debian's Linux, {cmdline:?}: seconds to /init's first line and to the reset at its end");
-    let mut times = Vec::new();
-    for (name, mut cmd) in runs {
-        let (first, end) = time_boot(&mut cmd).with_context(|| format!("timing {name}"))?;
-        outln!("  {name:<24} first /init line {first:7.2} s   end {end:7.2} s");
-        times.push((name, first, end));
+    // Two rounds, the configurations taking turns, and the faster of each:
+    // a shared host's speed drifts over the minutes one round takes.
+    let mut runs = runs;
+    let mut times: Vec<(&str, f64, f64)> = runs.iter().map(|(name, _)| (*name, f64::MAX, f64::MAX)).collect();
+    for round in 1..=2 {
+        for ((name, cmd), best) in runs.iter_mut().zip(times.iter_mut()) {
+            let (first, end) = time_boot(cmd).with_context(|| format!("timing {name}"))?;
+            outln!("  round {round}: {name:<24} first /init line {first:7.2} s   end {end:7.2} s");
+            best.1 = best.1.min(first);
+            best.2 = best.2.min(end);
+        }
+    }
+    for &(name, first, end) in &times {
+        outln!("  best of two: {name:<24} first /init line {first:7.2} s   end {end:7.2} s");
     }
     let _ = std::fs::remove_file(&trace);
     if let Some(&(_, q_first, q_end)) = times.iter().find(|t| t.0.starts_with("qemu")) {

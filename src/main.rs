@@ -94,7 +94,7 @@ enum Command {
         /// Measure Debian's Linux boot instead (scripts/linux.sh's kernel
         /// and initramfs, or those in $RINGBACK_LINUX): seconds to /init's
         /// first line and to the end, running and recording, beside
-        /// qemu-system-i386.
+        /// qemu-system-i386 (two rounds taking turns; the faster of each).
         #[arg(long)]
         linux: bool,
     },
