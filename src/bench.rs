@@ -356,6 +356,13 @@ pub fn reverse_on(path: &Path) -> Result<ExitCode> {
     r.keep_history();
     let marks = r.checkpoint_icounts();
     outln!("trace: {} instructions, {} checkpoints", r.end_icount(), marks.len());
+    if marks.len() < 3 {
+        bail!(
+            "{} has {} checkpoints: too few to step back across one",
+            path.display(),
+            marks.len()
+        );
+    }
     const PLACES: usize = 6;
     let mut positions = Vec::new();
     for i in 0..PLACES {
@@ -379,9 +386,11 @@ pub fn reverse_on(path: &Path) -> Result<ExitCode> {
         r.seek(from)?;
         r.resume(p, &[], &[])?;
         for step in 0..11 {
-            let here = r.icount();
+            let Some(back) = r.icount().checked_sub(1) else {
+                break;
+            };
             let t = Instant::now();
-            r.seek(here - 1)?;
+            r.seek(back)?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             if step == 0 {
                 first.push(ms)

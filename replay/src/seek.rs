@@ -30,8 +30,18 @@ impl Replayer<'_> {
         self.rewind.note_written(&dirty);
     }
 
+    /// The replay is where the recording was: no debugger edit, no input
+    /// it did not expect, the raw configuration it was recorded with (not
+    /// bisect's patched side). Only such RAM and state are kept.
+    fn on_recorded_line(&self) -> bool {
+        !self.rewind.edited && self.input.mismatch.is_none() && self.machine.raw.config == self.trace.header.config.raw
+    }
+
+    /// Snapshots between checkpoints also need the engines' caches, which
+    /// restoring drops, to be invisible to the guest: not so under injected
+    /// patch bugs.
     fn snapshots_allowed(&self) -> bool {
-        !self.machine.raw.config.inject.any() && !self.rewind.edited
+        self.on_recorded_line() && !self.machine.raw.config.inject.any()
     }
 
     /// The replay's mark where it stands; at a checkpoint (`checkpoint`),
@@ -241,13 +251,8 @@ impl Replayer<'_> {
     /// record.
     pub(crate) fn passed_checkpoint(&mut self, k: usize, written: &[usize]) {
         self.rewind.note_written(written);
-        // Only the recording's RAM and state become the image: a replay on
-        // its own configuration (bisect's patched side, injected bugs) or
-        // one that has diverged keeps to the checkpoints.
-        let recorded_line = !self.rewind.edited
-            && self.input.mismatch.is_none()
-            && self.machine.raw.config == self.trace.header.config.raw;
-        if !recorded_line {
+        // Otherwise the image keeps to the checkpoints.
+        if !self.on_recorded_line() {
             return;
         }
         if self.rewind.image.is_none() && self.rewind.keep_history {
