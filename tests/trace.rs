@@ -304,7 +304,16 @@ fn serial_input_replays_without_a_host() {
 fn survives(bytes: Vec<u8>) -> Result<(), TraceError> {
     let trace = Trace::from_bytes(bytes)?;
     let mut r = Replayer::new(&trace, ReplayOptions::default())?;
-    r.run_all(true, &mut |_| {})?;
+    let straight = r.run_all(true, &mut |_| {});
+    // Going back and forth too (the image, undo records and snapshots
+    // are built from the damaged frames), whatever the straight run said.
+    let mut back = Replayer::new(&trace, ReplayOptions::default())?;
+    back.keep_history();
+    let end = back.end_icount();
+    for target in [end / 2, end, end / 3, end.saturating_sub(1), 0] {
+        back.seek(target)?;
+    }
+    straight?;
     Ok(())
 }
 
