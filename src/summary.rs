@@ -37,8 +37,8 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
     let b = machine.blocks.stats;
     let _ = writeln!(
         out,
-        "ringback: blocks: {} built, {} run, {} dropped by writes",
-        b.built, b.executed, b.invalidated
+        "ringback: blocks: {} built, {} taken back after a checkpoint, {} run, {} dropped by writes",
+        b.built, b.revived, b.executed, b.invalidated
     );
     let jit = &machine.blocks.jit;
     if jit.config.enabled {

@@ -5,8 +5,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use vm::engine::blocks::BlockCache;
+use vm::engine::jit::JitConfig;
 use vm::engine::raw::{Injection, RawConfig};
-use vm::events::{Event, EventLog, PatchCause};
+use vm::events::{Event, EventLog, EventRecord, PatchCause};
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
@@ -194,4 +196,121 @@ fn patches_switched_off_mid_run_trap_again_with_the_same_results() {
     assert_eq!(String::from_utf8_lossy(&console.serial), reference);
     assert_eq!(m.state(), e.state());
     assert!(m.raw.monitor.exits - exits_before > 10_000, "disabled sites trap again");
+}
+
+/// Workloads for the event comparisons below: patches of every kind, trap
+/// loops with interrupts on and off, data beside code, the local APIC's
+/// MMIO and task switches.
+const EVENT_WORKLOADS: [(&str, &str); 6] = [
+    ("patchbugs", ""),
+    ("bench", "trap 2"),
+    ("bench", "trapoff 2"),
+    ("bench", "datacode 1"),
+    ("apic", ""),
+    ("tasks", ""),
+];
+
+/// Instructions between the points where the event tests forget everything
+/// cached, as a recorder's checkpoints do.
+const SEGMENT: u64 = 250_000;
+
+fn logging(m: &mut Machine) -> Arc<Mutex<EventLog>> {
+    let log = Arc::new(Mutex::new(EventLog::default()));
+    m.events.0 = Some(Box::new(log.clone()));
+    log
+}
+
+fn take_events(m: &mut Machine, log: &Arc<Mutex<EventLog>>) -> Vec<EventRecord> {
+    m.events.flush();
+    std::mem::take(&mut log.lock().expect("log").records)
+}
+
+/// The monitor's events (traps, patches, engine switches, device accesses,
+/// each with its icount and PC) are the same whether blocks are
+/// interpreted, compiled at their first entry or compiled when hot, with
+/// everything cached forgotten every `SEGMENT` instructions: translations
+/// and their chaining are invisible to the raw engine too, not only to the
+/// guest.
+#[test]
+fn the_monitors_events_do_not_depend_on_the_compiler() {
+    fn events(k: &Kernel, jit: JitConfig) -> (Vec<EventRecord>, String) {
+        let mut host = NoInput::default();
+        let mut m = Machine::boot(32 << 20, k, &mut host).expect("boot");
+        m.blocks.jit.config = jit;
+        let log = logging(&mut m);
+        let mut console = CaptureConsole::default();
+        let stop = loop {
+            match m.run(m.icount() + SEGMENT, &mut host, &mut console) {
+                StopReason::InsnLimit if m.icount() < LIMIT => m.forget_cached_code(),
+                stop => break stop,
+            }
+        };
+        assert_eq!(stop, StopReason::ExitDevice(1), "{jit:?}");
+        let records = take_events(&mut m, &log);
+        (records, String::from_utf8_lossy(&console.serial).into_owned())
+    }
+    for (name, append) in EVENT_WORKLOADS {
+        let k = kernel(name, append);
+        let (interpreted, out) = events(&k, JitConfig::OFF);
+        assert!(interpreted.len() > 20, "{name} {append}: {} events", interpreted.len());
+        for jit in [JitConfig::EAGER, JitConfig::default()] {
+            let (compiled, compiled_out) = events(&k, jit);
+            assert_eq!(compiled_out, out, "{name} {append} {jit:?}");
+            first_difference(&interpreted, &compiled, &format!("{name} {append} {jit:?}"));
+        }
+    }
+}
+
+/// What a replay from a checkpoint relies on: after the caches are
+/// forgotten, a machine that sets its blocks and translations aside and
+/// takes them back raises the same events and reaches the same state as
+/// one that starts there with nothing cached at all.
+#[test]
+fn blocks_taken_back_after_a_checkpoint_act_as_blocks_built_anew() {
+    for (name, append) in EVENT_WORKLOADS {
+        let k = kernel(name, append);
+        let mut host = NoInput::default();
+        let mut warm = Machine::boot(32 << 20, &k, &mut host).expect("boot");
+        let warm_log = logging(&mut warm);
+        let mut console = CaptureConsole::default();
+        let (mut taken_back, mut segments) = (0, 0);
+        for segment in 0.. {
+            segments += 1;
+            let before = warm.blocks.stats.revived;
+            let mut cold = warm.clone();
+            cold.blocks = BlockCache::default();
+            let cold_log = logging(&mut cold);
+            let target = warm.icount() + SEGMENT;
+            let stop = warm.run(target, &mut host, &mut console);
+            let cold_stop = cold.run(target, &mut NoInput::default(), &mut CaptureConsole::default());
+            let what = format!("{name} {append}, segment {segment}");
+            assert_eq!(cold_stop, stop, "{what}");
+            assert_eq!(cold.state(), warm.state(), "{what}");
+            assert!(
+                cold.platform.mem.ram() == warm.platform.mem.ram(),
+                "{what}: RAM differs"
+            );
+            first_difference(
+                &take_events(&mut cold, &cold_log),
+                &take_events(&mut warm, &warm_log),
+                &what,
+            );
+            taken_back += warm.blocks.stats.revived - before;
+            if stop != StopReason::InsnLimit {
+                assert_eq!(stop, StopReason::ExitDevice(1), "{what}");
+                break;
+            }
+            warm.forget_cached_code();
+        }
+        assert!(
+            segments == 1 || taken_back > 0,
+            "{name} {append}: no block was taken back in {segments} segments"
+        );
+    }
+}
+
+fn first_difference(a: &[EventRecord], b: &[EventRecord], what: &str) {
+    if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+        panic!("{what}: event {i} differs: {:?} against {:?}", a.get(i), b.get(i));
+    }
 }

@@ -272,8 +272,9 @@ impl Machine {
         self.fault_loop = p.fault_loop;
     }
 
-    /// Drops every cached translation and everything the engines learned
-    /// about guest code. The TLB flush is guest-visible only to a guest that
+    /// Forgets every cached translation and everything the engines learned
+    /// about guest code (the block cache sets its blocks aside, to take
+    /// back those whose bytes are unchanged as if built anew). The TLB flush is guest-visible only to a guest that
     /// edits page tables without invalidating (the SDM lets a processor
     /// flush at any time); recorder and replayer flush at the same points.
     pub fn forget_cached_code(&mut self) {
@@ -448,9 +449,10 @@ impl Machine {
                 }
             }
             if let Some(log) = &mut self.platform.io_log {
+                self.platform.attention.logged = false;
                 if !log.is_empty() {
-                    // Port I/O ends every block, so the access belongs to
-                    // the instruction that ran last.
+                    // A logged access ends its block, so it belongs to the
+                    // instruction that ran last.
                     let pc = self.cpu.state.segs[crate::cpu::SegReg::Cs as usize]
                         .base
                         .wrapping_add(self.cpu.start_eip);

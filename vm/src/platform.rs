@@ -161,6 +161,7 @@ impl Platform {
     #[inline]
     fn log_io(&mut self, addr: u32, mmio: bool, size: u8, value: u32, write: bool) {
         if let Some(log) = &mut self.io_log {
+            self.attention.logged = true;
             log.push(IoAccess {
                 addr,
                 mmio,
@@ -212,6 +213,10 @@ pub struct Attention {
     pub irq: bool,
     /// Exit device written, or a reset requested.
     pub stop: bool,
+    /// A device access went into `io_log`: the block ends after the
+    /// instruction, so that its event names that instruction (an MMIO
+    /// access does not end a block by itself).
+    pub logged: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -153,6 +153,9 @@ struct Block {
     /// Bytes from the block's physical address that its decoding read: the
     /// instructions, and the bytes that ended it if they did not decode.
     bytes: u16,
+    /// What those bytes were, for taking the block back after
+    /// [`BlockCache::forget_all`] only if they still are.
+    read: Box<[u8]>,
     /// Entries from the dispatcher, until it is compiled.
     runs: u32,
     /// Its translation, if it has one.
@@ -225,6 +228,9 @@ pub enum RawOutcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockStats {
     pub built: u64,
+    /// Blocks taken back after `forget_all` (their bytes unchanged) instead
+    /// of being built again.
+    pub revived: u64,
     pub executed: u64,
     pub invalidated: u64,
 }
@@ -271,7 +277,15 @@ pub struct BlockCache {
     /// Exits of translations waiting for the block they leave for to be
     /// compiled: that block's key, and theirs with the exit's index.
     unlinked: FastMap<BlockKey, Vec<(BlockKey, usize)>>,
+    /// Blocks set aside by `forget_all`, with the epoch they were set aside
+    /// in: not found, not watched, never run, until `find` takes one back.
+    dormant: FastMap<BlockKey, (u32, u32)>,
+    /// `forget_all`s so far.
+    epoch: u32,
 }
+
+/// Epochs a dormant block waits to be taken back before its slot is freed.
+const DORMANT_EPOCHS: u32 = 8;
 
 impl Default for BlockCache {
     fn default() -> Self {
@@ -286,6 +300,8 @@ impl Default for BlockCache {
             stats: BlockStats::default(),
             jit: Jit::default(),
             unlinked: FastMap::default(),
+            dormant: FastMap::default(),
+            epoch: 0,
         }
     }
 }
@@ -295,20 +311,39 @@ fn recent_slot(key: &BlockKey) -> usize {
 }
 
 impl BlockCache {
-    /// Drops every block and translation; the counters and the compiler's
-    /// configuration stay.
+    /// Forgets every block as far as anything the guest or the raw engine
+    /// could tell: none is found, watched or run any more, and the next
+    /// entry at any address builds and annotates its block anew. A
+    /// checkpoint does this every few million instructions, so the work is
+    /// kept out of sight: each block is set aside with its decoding and its
+    /// translation, and building it again takes it back instead, when its
+    /// bytes are still what it decoded (memory may have been replaced
+    /// since) and its new annotations leave the same instructions to host
+    /// code. The counters and the compiler's configuration stay.
     pub fn forget_all(&mut self) {
-        // Emptied in place: the tables keep their memory for what follows
-        // (a checkpoint does this every few million instructions).
-        self.blocks.clear();
-        self.free.clear();
-        self.index.clear();
+        self.epoch = self.epoch.wrapping_add(1);
+        let epoch = self.epoch;
+        let (blocks, free) = (&mut self.blocks, &mut self.free);
+        self.dormant.retain(|_, &mut (slot, since)| {
+            let keep = epoch.wrapping_sub(since) <= DORMANT_EPOCHS;
+            if !keep {
+                blocks[slot as usize] = Block::default();
+                free.push(slot);
+            }
+            keep
+        });
+        for (key, slot) in self.index.drain() {
+            self.dormant.insert(key, (slot, epoch));
+        }
+        // Emptied in place: the tables keep their memory for what follows.
         self.recent.fill(Recent::NONE);
         self.by_page.clear();
         self.writes.clear();
         self.forgotten.clear();
         self.unlinked.clear();
-        self.jit.flush();
+        // Links and jump table entries between translations are made again
+        // as their blocks come back.
+        self.jit.forget_jumps();
     }
 
     /// Drops the blocks whose bytes the guest changed, and tells `raw` (the
@@ -413,7 +448,10 @@ impl BlockCache {
         }
         let slot = match self.index.get(&key) {
             Some(&s) => s,
-            None => self.build(platform, key, annotate),
+            None => match self.dormant.remove(&key) {
+                Some((slot, _)) => self.revive(platform, key, slot, annotate),
+                None => self.build(platform, key, annotate),
+            },
         };
         self.recent[recent_slot(&key)] = Recent { key, slot };
         slot as usize
@@ -421,6 +459,63 @@ impl BlockCache {
 
     /// Decodes a block from physical memory, without touching the guest's
     /// view of anything (no translation, no accessed bits).
+    /// Takes back the dormant block in `slot` for `key` if its bytes are
+    /// unchanged, doing what [`BlockCache::build`] would do with what the
+    /// guest and the raw engine see (the watch, the annotations in order);
+    /// otherwise builds the block anew.
+    fn revive(
+        &mut self,
+        platform: &mut Platform,
+        key: BlockKey,
+        slot: u32,
+        mut annotate: impl FnMut(&mut Platform, u32, &Instruction) -> SiteKind,
+    ) -> u32 {
+        let block = &mut self.blocks[slot as usize];
+        let mut now = [0u8; MAX_BLOCK * MAX_INSN_LEN];
+        let now = &mut now[..block.read.len()];
+        platform.fetch_phys(key.phys, now);
+        if *now != *block.read {
+            *block = Block::default();
+            self.free.push(slot);
+            return self.build(platform, key, annotate);
+        }
+        self.stats.revived += 1;
+        platform.mem.watch_code(key.phys, u32::from(block.bytes));
+        self.by_page.entry(key.phys >> 12).or_default().push(key);
+        // What the translation depends on is which instructions are plain
+        // sites (in a raw view; a true-view block's are all plain).
+        let mut same_host_code = true;
+        for ci in &mut block.insts {
+            let site = annotate(platform, key.phys.wrapping_add(ci.offset), &ci.inst);
+            same_host_code &= (site == SiteKind::Plain) == (ci.site == SiteKind::Plain);
+            ci.site = site;
+        }
+        // Links from before may point at translations of blocks that are
+        // still dormant.
+        block.incoming.clear();
+        let code = block.code.filter(|&c| same_host_code && self.jit.is_current(c));
+        match code {
+            Some(code) => {
+                for (exit, linked) in &mut block.exits {
+                    if linked.take().is_some() {
+                        self.jit.link(code, *exit, None);
+                    }
+                }
+            }
+            None => {
+                block.code = None;
+                block.exits.clear();
+                block.runs = 0;
+                block.not_worth &= same_host_code;
+            }
+        }
+        self.index.insert(key, slot);
+        if code.is_some() {
+            self.link_compiled(key, slot as usize);
+        }
+        slot
+    }
+
     fn build(
         &mut self,
         platform: &mut Platform,
@@ -480,6 +575,7 @@ impl BlockCache {
             contiguous,
             end,
             bytes: read as u16,
+            read: bytes[..read].into(),
             phys: key.phys,
             ..Block::default()
         };
@@ -719,6 +815,7 @@ impl BlockCache {
             stop_icount,
             executed,
             &mut self.jit,
+            true,
             None,
         ) {
             RawOutcome::Step(outcome) => outcome,
@@ -770,6 +867,11 @@ impl BlockCache {
             if block.insts.is_empty() {
                 return RawOutcome::Step(cpu.step(platform));
             }
+            // The view was chosen for this block's start, but the raw
+            // engine may have chosen it for the start alone (guest ring 0
+            // with IF clear inside a patch region): then every next block
+            // is the monitor's to choose, so its translation must not chain.
+            let stays = raw.stays_in(cpu, view);
             cpu.enter_view(view);
             let out = run_block::<true, _>(
                 &self.blocks,
@@ -780,6 +882,7 @@ impl BlockCache {
                 stop_icount,
                 &mut self.stats.executed,
                 &mut self.jit,
+                stays,
                 Some(&mut *raw),
             );
             cpu.leave_view();
@@ -1040,7 +1143,9 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
 /// annotations: exceptions come back undelivered as exits for the monitor,
 /// marked sites and software interrupts exit before they run, and patches
 /// run inline. A block with a translation runs it instead of the
-/// interpreter whenever the whole block fits before `stop_icount`.
+/// interpreter whenever the whole block fits before `stop_icount`;
+/// `may_chain`: the engine would choose the same view for the blocks that
+/// follow, so the translation may go on into theirs.
 #[allow(clippy::too_many_arguments)]
 fn run_block<const RAW: bool, H: RawHooks>(
     blocks: &[Block],
@@ -1051,6 +1156,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     stop_icount: u64,
     executed: &mut u64,
     jit: &mut Jit,
+    may_chain: bool,
     hooks: Option<&mut H>,
 ) -> RawOutcome {
     use RawOutcome::Step;
@@ -1094,7 +1200,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
             env.step = translated_step::<RAW, H>;
             env.stop_icount = stop_icount;
             env.loops = 0;
-            env.stepped = 0;
+            env.stepped = u64::from(!may_chain);
             env.platform = ctx.platform;
             env.ctx = (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast();
             let cpu_ptr = ctx.cpu;
@@ -1191,6 +1297,144 @@ mod tests {
     // access (the next fetch walks and sets the accessed bit the guest just
     // cleared), one still cached (the bit stays clear), CR3 reloads and
     // paging switched off and on in the middle of a block.
+    /// Runs `code` to `first` instructions, forgets everything cached (a
+    /// checkpoint), lets `between` change the machine (a seek restoring
+    /// other RAM) and runs on in segments of `segment` instructions with
+    /// the caches forgotten between them; returns how it stopped and where.
+    fn across_checkpoints(
+        code: &[u8],
+        engine: Engine,
+        first: u64,
+        between: impl Fn(&mut Machine),
+        segment: u64,
+    ) -> (crate::machine::StopReason, crate::machine::MachineState, u64) {
+        use crate::engine::jit::JitConfig;
+        use crate::machine::StopReason;
+        let mut m = machine(code, engine);
+        m.cpu.state.regs[1] = 50;
+        m.blocks.jit.config = JitConfig::EAGER;
+        let (mut host, mut console) = (NoInput::default(), CaptureConsole::default());
+        assert_eq!(m.run(first, &mut host, &mut console), StopReason::InsnLimit);
+        m.forget_cached_code();
+        between(&mut m);
+        let stop = loop {
+            match m.run(m.icount() + segment, &mut host, &mut console) {
+                StopReason::InsnLimit if m.icount() < 100_000 => m.forget_cached_code(),
+                stop => break stop,
+            }
+        };
+        (stop, m.state(), m.blocks.stats.revived)
+    }
+
+    // Code changed while its blocks were set aside (RAM replaced by a
+    // seek): the block is built anew, and a taken-back translation that
+    // was linked to it no longer jumps into its old translation.
+    #[test]
+    fn blocks_set_aside_are_taken_back_only_while_their_bytes_are_unchanged() {
+        let code = [
+            0x83, 0xC0, 0x01, // loop: add eax, 1
+            0xEB, 0x00, // jmp b
+            0x83, 0xC3, 0x02, // b: add ebx, 2
+            0x49, // dec ecx
+            0x75, 0xF5, // jnz loop
+            0xF4, // hlt
+        ];
+        let poke = |m: &mut Machine| m.platform.mem.write(CODE + 7, 1, 5);
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let (stop_e, e, _) = across_checkpoints(&code, Engine::Emulate, 42, poke, 1_000_000);
+            let (stop, b, revived) = across_checkpoints(&code, engine, 42, poke, 1_000_000);
+            assert_eq!((stop, &b), (stop_e, &e), "{engine:?}");
+            // Eight rounds of five instructions ran before the change.
+            assert_eq!(e.cpu.regs[3], 2 * 8 + 5 * (50 - 8), "the new immediate counts");
+            assert!(revived > 0, "{engine:?}: the unchanged block was taken back");
+        }
+    }
+
+    // A block taken back is watched again: the guest rewriting its bytes
+    // later drops it, whichever segment between checkpoints it falls in.
+    #[test]
+    fn blocks_taken_back_see_the_guest_rewrite_them() {
+        let code = [
+            0xB8, 0x00, 0x00, 0x00, 0x00, // loop: mov eax, 0
+            0xEB, 0x00, // jmp w
+            0x01, 0xC3, // w: add ebx, eax
+            0xF6, 0xC1, 0x07, // test cl, 7
+            0x75, 0x06, // jnz skip
+            0x89, 0x0D, 0x01, 0x00, 0x01, 0x00, // mov [loop + 1], ecx
+            0x49, // skip: dec ecx
+            0x75, 0xE9, // jnz loop
+            0xF4, // hlt
+        ];
+        for engine in [Engine::Blocks, Engine::Raw] {
+            for segment in [7, 23, 64] {
+                let (stop_e, e, _) = across_checkpoints(&code, Engine::Emulate, 3, |_| {}, segment);
+                let (stop, b, revived) = across_checkpoints(&code, engine, 3, |_| {}, segment);
+                assert_eq!((stop, &b), (stop_e, &e), "{engine:?}, segments of {segment}");
+                assert!(revived > 0, "{engine:?}: blocks were taken back");
+            }
+        }
+    }
+
+    // A function that clears IF returns from inside its patch region to a
+    // caller whose block was compiled in the compressed view (it ran there
+    // while IF was set): the monitor chooses the true-privilege blocks for
+    // it, as when it is not compiled, rather than the return chaining into
+    // the compressed translation.
+    #[test]
+    fn a_return_out_of_a_patch_region_goes_back_to_the_monitor() {
+        use crate::engine::jit::JitConfig;
+        use crate::events::{Event, EventLog, EventRecord};
+        use std::sync::{Arc, Mutex};
+        let code = [
+            0xE8, 0x07, 0x00, 0x00, 0x00, // loop: call f
+            0x01, 0xC3, // add ebx, eax
+            0xFB, // sti
+            0x49, // dec ecx
+            0x75, 0xF5, // jnz loop
+            0xF4, // hlt
+            0xF6, 0xC1, 0x01, // f: test cl, 1
+            0x74, 0x01, // jz skip
+            0xFA, // cli
+            0xB8, 0x01, 0x00, 0x00, 0x00, // skip: mov eax, 1
+            0xEB, 0x00, // jmp l
+            0x83, 0xC0, 0x02, // l: add eax, 2
+            0xC3, // ret
+        ];
+        let events = |jit: JitConfig| -> (Vec<EventRecord>, _) {
+            let mut m = machine(&code, Engine::Raw);
+            m.cpu.state.eflags |= flags::IF;
+            m.cpu.state.regs[1] = 40;
+            m.blocks.jit.config = jit;
+            let log = Arc::new(Mutex::new(EventLog::default()));
+            m.events.0 = Some(Box::new(log.clone()));
+            let stop = m.run(5_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            m.events.flush();
+            let records = log.lock().expect("log").records.clone();
+            (records, (stop, m.state()))
+        };
+        let (interpreted, end) = events(JitConfig::OFF);
+        let switches = |records: &[EventRecord]| {
+            records
+                .iter()
+                .filter(|r| matches!(r.event, Event::EngineSwitch { .. }))
+                .count()
+        };
+        assert!(
+            switches(&interpreted) >= 20,
+            "{:?}",
+            interpreted
+                .iter()
+                .map(|r| format!("{} {:#x} {}", r.icount, r.pc, r.event))
+                .collect::<Vec<_>>()
+        );
+        for jit in [JitConfig::EAGER, JitConfig::default()] {
+            let (compiled, compiled_end) = events(jit);
+            assert_eq!(compiled_end, end);
+            assert_eq!(switches(&compiled), switches(&interpreted), "{jit:?}");
+            assert_eq!(compiled, interpreted, "{jit:?}");
+        }
+    }
+
     // Paging turned off in the middle of a block entered through a mapping
     // that is not the identity: the next fetch reads the linear address as
     // a physical one, other bytes than the block's.

@@ -416,6 +416,12 @@ impl Jit {
         self.env.mem.modes_may_have_changed();
     }
 
+    /// Empties the jump table: the translations stay, but none is found
+    /// from another's dynamic exit until entered in it again.
+    pub fn forget_jumps(&mut self) {
+        self.jumps.fill(JumpSlot::EMPTY);
+    }
+
     /// Drops every translation (the blocks they belong to are going).
     pub fn flush(&mut self) {
         #[cfg(target_arch = "x86_64")]
