@@ -15,7 +15,8 @@
 //! path refuses, is a call to the block engine's step for that one
 //! instruction, which runs it as the interpreter does, with every check
 //! between instructions. Exits to the same page are jumps that chaining
-//! links to the next translation.
+//! links to the next translation; exits to another page, and dynamic ones,
+//! look their target up in the jump table.
 //!
 //! Translation ABI: `extern "sysv64" fn(cpu: *mut Cpu, env: *mut Env) -> u32`,
 //! returning `END` (the block ran to its end; EIP is the next one's) or
@@ -427,7 +428,9 @@ impl Emitter {
 
     /// Leaves for `eip` with the state complete: through a jump that a later
     /// link may point at the translation of the block there (same page),
-    /// otherwise returning [`END`].
+    /// otherwise through the jump table (another page: where it is in
+    /// physical memory depends on the paging of the moment, which the
+    /// lookup checks).
     fn exit_to(&mut self, eip: u32) {
         self.sync();
         asm!(self.ops; mov DWORD [r15 + EIP], eip as i32);
@@ -437,11 +440,14 @@ impl Emitter {
             let at = self.ops.offset().0 + 1;
             self.ops.extend([0xE9, 0, 0, 0, 0]);
             self.exits.push((at, eip));
+            asm!(self.ops
+                ; mov eax, END as i32
+                ; jmp ->epilogue
+            );
+        } else {
+            let lookup = self.lookup();
+            asm!(self.ops; jmp =>lookup);
         }
-        asm!(self.ops
-            ; mov eax, END as i32
-            ; jmp ->epilogue
-        );
     }
 
     /// EAX = the effective address of `mem` (32-bit addressing).

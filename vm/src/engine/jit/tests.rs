@@ -507,3 +507,33 @@ fn returns_and_indirect_calls_run_chained_through_the_jump_table() {
         }
     }
 }
+
+// Direct branches to another page find their target in the jump table (a
+// link could not know where the page is in physical memory): a loop
+// across a page boundary runs chained, with paging on and off.
+#[test]
+fn branches_to_another_page_run_chained_through_the_jump_table() {
+    // top: inc ebx; jmp next (CODE + 0x1000)
+    let code = [0x43, 0xE9, 0xFA, 0x0F, 0x00, 0x00];
+    // next: dec ebp; jnz top; hlt
+    let next = [0x4D, 0x0F, 0x85, 0xF9, 0xEF, 0xFF, 0xFF, 0xF4];
+    for paging in [false, true] {
+        let setup = |engine, jit| {
+            let mut m = machine(&code, &mut Rng(7), engine, jit);
+            m.platform.mem.load(CODE + 0x1000, &next).expect("fits");
+            m.cpu.state.cr0 &= !cr0::PG;
+            if paging {
+                page(&mut m, false);
+            }
+            m.cpu.state.regs[5] = 10_000;
+            m
+        };
+        let mut want = setup(Engine::Emulate, JitConfig::OFF);
+        let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        let mut got = setup(Engine::Blocks, JitConfig::EAGER);
+        let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
+        let s = got.blocks.jit.stats;
+        assert!(s.runs_inside > 15_000 && s.entries < 1_000, "paging {paging}: {s:?}");
+    }
+}
