@@ -17,6 +17,15 @@ pub trait Bus {
             *b = self.read_phys(addr.wrapping_add(i as u32), 1, 0) as u8;
         }
     }
+    /// RAM for a repeated string instruction's iterations done in bulk:
+    /// `write` (and `read`, if any) are physical ranges `(start, len)` that
+    /// must be ordinary RAM, where an access reaches no device, no ROM, no
+    /// debugger's watch and, for `write`, no page holding watched code;
+    /// the written pages are marked dirty. `None` (the default) leaves
+    /// every iteration to the instruction itself.
+    fn bulk_ram(&mut self, _read: Option<(u32, u32)>, _write: (u32, u32)) -> Option<&mut [u8]> {
+        None
+    }
     /// Port input of `size` bytes at virtual time `now` (see [`Cpu::now`]).
     ///
     /// [`Cpu::now`]: crate::cpu::Cpu::now

@@ -357,6 +357,23 @@ impl PhysMem {
         &self.ram
     }
 
+    /// The RAM for a bulk store into `start..start + len` (within RAM),
+    /// its pages marked dirty; `None` when one of them holds watched code
+    /// (the store must then be looked at byte by byte).
+    pub fn bulk_store(&mut self, start: u32, len: u32) -> Option<&mut [u8]> {
+        let (first, last) = (
+            start as usize >> PAGE_SHIFT,
+            (start + len.max(1) - 1) as usize >> PAGE_SHIFT,
+        );
+        if (first..=last).any(|p| self.is_watched(p << PAGE_SHIFT)) {
+            return None;
+        }
+        for page in first..=last {
+            self.set_dirty(page);
+        }
+        Some(&mut self.ram)
+    }
+
     /// The RAM bytes, leaving none: for copying a machine without them.
     pub(crate) fn take_ram(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.ram)

@@ -537,6 +537,23 @@ impl Bus for Platform {
     }
 
     #[inline]
+    fn bulk_ram(&mut self, read: Option<(u32, u32)>, write: (u32, u32)) -> Option<&mut [u8]> {
+        let (a20_mask, ram_end, (rom_start, rom_len)) = self.plain_ram();
+        let plain = |(start, len): (u32, u32)| {
+            let end = u64::from(start) + u64::from(len);
+            // The A20 gate leaves the range where it is, and it lies below
+            // every device and outside the ROM's shadow.
+            start & a20_mask == start
+                && (end.saturating_sub(1) as u32) & a20_mask == end.saturating_sub(1) as u32
+                && end <= ram_end
+                && (end <= u64::from(rom_start) || u64::from(start) >= u64::from(rom_start) + u64::from(rom_len))
+        };
+        if !plain(write) || !read.is_none_or(plain) {
+            return None;
+        }
+        self.mem.bulk_store(write.0, write.1)
+    }
+
     fn write_phys(&mut self, addr: u32, size: u8, value: u32, now: u64) {
         let addr = addr & self.a20_mask;
         if !self.watches.is_empty() {

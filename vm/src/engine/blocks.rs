@@ -966,6 +966,19 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
                 Some(Ok(outcome)) => Some(outcome),
             },
         };
+        // Iterations of REP MOVS/STOS but the last at once, while nothing
+        // can be due between them (the instruction then finishes or repeats
+        // as always, and the block ends: a translation counts on one
+        // instruction per step to fit before the deadline).
+        let batched = result.is_none()
+            && matches!(ci.op, Op::Generic)
+            && (ci.inst.has_rep_prefix() || ci.inst.has_repne_prefix())
+            && cpu.state.eflags & flags::TF == 0
+            && !cpu.state.interrupt_shadow
+            && {
+                let room = self.stop_icount.saturating_sub(cpu.icount + 1);
+                crate::exec::string::rep_batch(cpu, platform, &ci.inst, room) > 0
+            };
         let outcome = match result {
             Some(outcome) => outcome,
             None if !matches!(ci.op, Op::Generic) && cpu.state.eflags & flags::TF == 0 => {
@@ -999,7 +1012,8 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         // Leave when the guest's IF comes on: a pending interrupt is taken
         // at this boundary. (It going off needs nothing: none can be taken.)
         let vif = cpu.virtual_if();
-        if platform.attention != Default::default()
+        if batched
+            || platform.attention != Default::default()
             || platform.mem.code_written()
             || cpu.state.halted
             || cpu.state.interrupt_shadow
@@ -1371,6 +1385,87 @@ mod tests {
                 let (stop, b, revived) = across_checkpoints(&code, engine, 3, |_| {}, segment);
                 assert_eq!((stop, &b), (stop_e, &e), "{engine:?}, segments of {segment}");
                 assert!(revived > 0, "{engine:?}: blocks were taken back");
+            }
+        }
+    }
+
+    // REP MOVS and REP STOS run their iterations in bulk where nothing can
+    // tell (exec::string::rep_batch): across pages, overlapping, backwards
+    // (not in bulk), into the code's own page (not in bulk), stopped by the
+    // instruction limit anywhere in between, with interrupts on and off
+    // (compressed or true privilege): the same state and RAM as the
+    // reference's iteration by iteration, at every stop.
+    #[test]
+    fn repeated_string_instructions_in_bulk_match_the_reference() {
+        use crate::engine::jit::JitConfig;
+        #[rustfmt::skip]
+        let code = [
+            0xBF, 0x00, 0x00, 0x20, 0x00, // mov edi, 200000h
+            0xB9, 0xB8, 0x0B, 0x00, 0x00, // mov ecx, 3000
+            0xB8, 0x44, 0x33, 0x22, 0x11, // mov eax, 11223344h
+            0xFC, // cld
+            0xF3, 0xAB, // rep stosd
+            0xBE, 0x00, 0x00, 0x20, 0x00, // mov esi, 200000h
+            0xBF, 0x01, 0x00, 0x20, 0x00, // mov edi, 200001h
+            0xB9, 0x88, 0x13, 0x00, 0x00, // mov ecx, 5000
+            0xF3, 0xA4, // rep movsb (each byte copies the one just written)
+            0xBE, 0x00, 0x00, 0x20, 0x00, // mov esi, 200000h
+            0xBF, 0x00, 0x50, 0x20, 0x00, // mov edi, 205000h
+            0xB9, 0xD0, 0x07, 0x00, 0x00, // mov ecx, 2000
+            0xF3, 0xA5, // rep movsd
+            0xFD, // std
+            0xBE, 0xFE, 0x5F, 0x20, 0x00, // mov esi, 205FFEh
+            0xBF, 0xFE, 0xAF, 0x20, 0x00, // mov edi, 20AFFEh
+            0xB9, 0x64, 0x00, 0x00, 0x00, // mov ecx, 100
+            0x66, 0xF3, 0xA5, // rep movsw
+            0xFC, // cld
+            0xBF, 0x00, 0x01, 0x01, 0x00, // mov edi, CODE + 100h
+            0xB9, 0x40, 0x00, 0x00, 0x00, // mov ecx, 64
+            0xB8, 0x90, 0x90, 0x90, 0x90, // mov eax, 90909090h
+            0xF3, 0xAA, // rep stosb
+            0xF4, // hlt
+        ];
+        let run = |engine, jit: JitConfig, (interrupts, paging): (bool, bool), limit: u64| {
+            let mut m = machine(&code, engine);
+            m.blocks.jit.config = jit;
+            if !paging {
+                m.cpu.state.cr0 &= !cr0::PG;
+            }
+            if interrupts {
+                m.cpu.state.eflags |= flags::IF;
+            }
+            let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        for modes in [(false, true), (true, true), (false, false), (true, false)] {
+            for limit in [1, 10, 500, 3001, 3007, 5500, 8050, 10_000, 10_130, 10_200, 1_000_000] {
+                let (stop_e, e) = run(Engine::Emulate, JitConfig::OFF, modes, limit);
+                for (engine, jit) in [
+                    (Engine::Blocks, JitConfig::OFF),
+                    (Engine::Blocks, JitConfig::EAGER),
+                    (Engine::Raw, JitConfig::EAGER),
+                    (Engine::Raw, JitConfig::default()),
+                ] {
+                    let what = format!("{engine:?} {jit:?}, (IF, paging) {modes:?}, limit {limit}");
+                    let (stop, mut b) = run(engine, jit, modes, limit);
+                    assert_eq!((stop, b.state()), (stop_e.clone(), e.state()), "{what}");
+                    assert!(b.platform.mem.ram() == e.platform.mem.ram(), "{what}: RAM");
+                    // What a checkpoint saves: every page written.
+                    let dirty = |m: &mut Machine| {
+                        let mut pages = m.platform.mem.take_dirty();
+                        pages.sort_unstable();
+                        pages
+                    };
+                    assert_eq!(dirty(&mut b), dirty(&mut e.clone()), "{what}: dirty pages");
+                }
+                if limit == 1_000_000 {
+                    assert_eq!(
+                        e.platform.mem.read(0x20_5000, 4),
+                        0x4444_4444,
+                        "movsb replicated a byte"
+                    );
+                    assert_eq!(e.platform.mem.read(CODE + 0x100, 4), 0x9090_9090);
+                }
             }
         }
     }

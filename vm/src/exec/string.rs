@@ -55,6 +55,98 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
     Ok(Flow::Repeat)
 }
 
+/// Runs up to `max` iterations of a REP MOVS or REP STOS at once, as many
+/// as leave at least one for the instruction itself to finish with; returns
+/// how many, each retired as the instruction would have (ECX, ESI, EDI and
+/// the icount move on, EIP stays). It does only what repeating the
+/// instruction would do without anything else happening: upwards (DF
+/// clear), 32-bit addressing, inside one page for the source and one for
+/// the destination, inside the segments' limits, with the instruction's
+/// page, the source's and the destination's all held by the TLB (so that
+/// no iteration would walk the page tables) and all of it plain RAM
+/// ([`Bus::bulk_ram`]); otherwise nothing. The caller makes sure nothing
+/// is due before `max` more instructions (an interrupt, a deadline).
+pub fn rep_batch<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction, max: u64) -> u64 {
+    use crate::cpu::mmu::Access;
+    let (op, size) = op_of(inst.mnemonic());
+    let ecx = cpu.state.regs[ECX];
+    if !matches!(op, StrOp::Movs | StrOp::Stos)
+        || !(inst.has_rep_prefix() || inst.has_repne_prefix())
+        || !addr32(inst)
+        || cpu.flag(DF)
+        || ecx < 2
+        || max == 0
+    {
+        return 0;
+    }
+    let size = u32::from(size);
+    let user = cpu.state.cpl() == 3;
+    let wp = cpu.state.cr0 & crate::cpu::state::cr0::WP != 0;
+    let paging = cpu.state.paging();
+    // Iterations that stay on the page and inside the segment from `offset`,
+    // and the physical address of the first.
+    let span = |cpu: &Cpu, sreg: SegReg, offset: u32, access: Access| -> Option<(u32, u32)> {
+        let (base, end) = cpu.fast_window(sreg, access);
+        let lin = base.wrapping_add(offset);
+        let on_page = (0x1000 - (lin & 0xFFF)) / size;
+        let in_segment = end.checked_sub(offset)?.div_ceil(size);
+        let phys = if paging {
+            cpu.tlb.lookup(lin, access == Access::Write, user, wp)?
+        } else {
+            lin
+        };
+        Some((on_page.min(in_segment), phys))
+    };
+    if paging {
+        let code = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(cpu.state.eip);
+        if cpu.tlb.lookup(code, false, user, wp).is_none() {
+            return 0;
+        }
+    }
+    let di = cpu.state.regs[EDI];
+    let Some((dst_room, dst)) = span(cpu, SegReg::Es, di, Access::Write) else {
+        return 0;
+    };
+    let src = match op {
+        StrOp::Movs => match span(cpu, seg_of(inst.memory_segment()), cpu.state.regs[ESI], Access::Read) {
+            Some(s) => Some(s),
+            None => return 0,
+        },
+        _ => None,
+    };
+    let n = u64::from((ecx - 1).min(dst_room).min(src.map_or(u32::MAX, |s| s.0))).min(max) as u32;
+    if n == 0 {
+        return 0;
+    }
+    let bytes = n * size;
+    let Some(ram) = bus.bulk_ram(src.map(|(_, s)| (s, bytes)), (dst, bytes)) else {
+        return 0;
+    };
+    let (dst, len) = (dst as usize, size as usize);
+    match src {
+        // Element by element upwards, as the iterations go: an overlap
+        // repeats what was just written.
+        Some((_, src)) => {
+            let src = src as usize;
+            for i in 0..n as usize {
+                let at = i * len;
+                ram.copy_within(src + at..src + at + len, dst + at);
+            }
+            cpu.state.regs[ESI] = cpu.state.regs[ESI].wrapping_add(bytes);
+        }
+        None => {
+            let value = cpu.state.regs[EAX].to_le_bytes();
+            for chunk in ram[dst..dst + bytes as usize].chunks_exact_mut(len) {
+                chunk.copy_from_slice(&value[..len]);
+            }
+        }
+    }
+    cpu.state.regs[EDI] = di.wrapping_add(bytes);
+    cpu.state.regs[ECX] = ecx - n;
+    cpu.icount += u64::from(n);
+    u64::from(n)
+}
+
 /// The operation and its size of a string instruction's mnemonic.
 pub fn op_of(m: Mnemonic) -> (StrOp, u8) {
     use Mnemonic as M;
