@@ -38,9 +38,19 @@ impl Session {
         String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &self.0]).stdout).into_owned()
     }
 
-    fn alternate_screen(&self) -> bool {
-        let out = tmux(&["display-message", "-p", "-t", &self.0, "#{alternate_on}"]);
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    /// Whether the pane shows the alternate screen, once tmux settles on
+    /// `expected` or after 5 s (on a loaded host tmux can report the switch
+    /// after the screen's contents).
+    fn alternate_screen(&self, expected: bool) -> bool {
+        let start = Instant::now();
+        loop {
+            let out = tmux(&["display-message", "-p", "-t", &self.0, "#{alternate_on}"]);
+            let on = String::from_utf8_lossy(&out.stdout).trim() == "1";
+            if on == expected || start.elapsed() > Duration::from_secs(5) {
+                return on;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until the screen shows `text`.
@@ -82,7 +92,7 @@ fn the_inspector_answers_keys_and_gives_the_terminal_back() {
         assert!(first.contains(pane), "{pane} missing:\n{first}");
     }
     assert!(first.contains("icount 0 / 918221"), "{first}");
-    assert!(s.alternate_screen());
+    assert!(s.alternate_screen(true));
 
     // Go to the instruction bisect names, step over it and back.
     s.keys(&["g"]);
@@ -108,7 +118,7 @@ fn the_inspector_answers_keys_and_gives_the_terminal_back() {
     s.keys(&["q"]);
     let after = s.wait_for("inspector-exited-0");
     assert!(!after.contains("Timeline"), "{after}");
-    assert!(!s.alternate_screen());
+    assert!(!s.alternate_screen(false));
 }
 
 #[test]

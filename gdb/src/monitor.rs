@@ -1,7 +1,7 @@
 //! `monitor` commands: where the replay is, moving it, and what the trace
 //! says around it.
 
-use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd};
+use gdbstub::target::ext::monitor_cmd::{output, outputln, ConsoleOutput, MonitorCmd};
 use vm::engine::raw::patm::PatchState;
 
 use crate::target::DebugTarget;
@@ -36,7 +36,7 @@ impl MonitorCmd for DebugTarget<'_> {
             (Some("seek"), Some(n)) => match n.parse::<u64>() {
                 Ok(n) => {
                     let target = n.min(r.end_icount());
-                    r.seek(target).map_err(GdbError::Trace)?;
+                    seek_keeping_gdb_waiting(r, target, &mut out)?;
                     outputln!(
                         out,
                         "at icount {} (pc {:#x}); 'stepi 0' or 'info registers' to refresh gdb",
@@ -47,7 +47,7 @@ impl MonitorCmd for DebugTarget<'_> {
                 Err(_) => outputln!(out, "seek needs an instruction count, not '{n}'"),
             },
             (Some("restart"), None) => {
-                r.seek(0).map_err(GdbError::Trace)?;
+                seek_keeping_gdb_waiting(r, 0, &mut out)?;
                 outputln!(out, "at icount 0");
             }
             (Some("checkpoints"), None) => {
@@ -123,4 +123,47 @@ impl MonitorCmd for DebugTarget<'_> {
         }
         Ok(())
     }
+}
+
+/// Checkpoints a seek passes between two chances to tell gdb it is still
+/// at work.
+const SEEK_STRIDE: usize = 64;
+
+/// Seeks in strides of checkpoints, sending gdb a dot of console output
+/// whenever half a second has passed: a first seek across a long trace
+/// moves the replay's RAM image over every checkpoint on the way (a
+/// second or more), and gdb takes a reply slower than its `remotetimeout`
+/// (2 s) for a lost packet, which ends the session.
+fn seek_keeping_gdb_waiting(
+    r: &mut replay::Replayer,
+    target: u64,
+    out: &mut ConsoleOutput<'_>,
+) -> Result<(), GdbError> {
+    let here = r.icount();
+    let icounts = r.checkpoint_icounts();
+    let (low, high) = (here.min(target), here.max(target));
+    let mut waypoints: Vec<u64> = icounts
+        .iter()
+        .copied()
+        .filter(|&c| c > low && c < high)
+        .step_by(SEEK_STRIDE)
+        .collect();
+    if target < here {
+        waypoints.reverse();
+    }
+    let mut told = std::time::Instant::now();
+    let mut dots = false;
+    for at in waypoints.into_iter().chain(std::iter::once(target)) {
+        r.seek(at).map_err(GdbError::Trace)?;
+        if told.elapsed().as_millis() >= 500 {
+            output!(out, ".");
+            out.flush();
+            told = std::time::Instant::now();
+            dots = true;
+        }
+    }
+    if dots {
+        outputln!(out, "");
+    }
+    Ok(())
 }

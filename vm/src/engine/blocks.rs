@@ -141,6 +141,9 @@ struct CachedInst {
     inst: Instruction,
     /// What the raw engine does with it (always plain in the true view).
     site: SiteKind,
+    /// A generic instruction that may change what the block engine and the
+    /// inline memory path hold (`exec::leaves_modes_alone`).
+    may_change_modes: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -558,8 +561,10 @@ impl BlockCache {
                 contiguous &= ip == end && u64::from(ip) + u64::from(len) <= u64::from(mask);
                 end = ip.wrapping_add(len);
                 let offset = ip.wrapping_sub(key.eip);
+                let op = Op::build(&inst);
                 CachedInst {
-                    op: Op::build(&inst),
+                    may_change_modes: matches!(op, Op::Generic) && !crate::exec::leaves_modes_alone(&inst),
+                    op,
                     handler: handler_for::<Platform>(&inst),
                     ip,
                     next_ip: ip.wrapping_add(len) & mask,
@@ -1119,7 +1124,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     let ci = &run.block.insts[i];
     // Host code before this instruction left EIP where the block began.
     cpu.state.eip = ci.ip;
-    let may_change_modes = matches!(ci.op, Op::Generic) || (RAW && !matches!(ci.site, SiteKind::Plain));
+    let may_change_modes = ci.may_change_modes || (RAW && !matches!(ci.site, SiteKind::Plain));
     let leave = run.execute(i, cpu, platform).or_else(|| {
         if may_change_modes {
             // Segments, paging, privilege or the A20 gate may be new.
@@ -1138,7 +1143,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     ctx.steps += cpu.icount - before;
     // What a chained entry cannot vouch for: a step that may have changed
     // modes (segments, paging, privilege, the interrupt flag: only generic
-    // instructions and the raw engine's sites do), filled the TLB (the
+    // instructions `exec::leaves_modes_alone` does not list, and the raw
+    // engine's sites, do), filled the TLB (the
     // entry of a code page may be gone) or touched a debugger's watch.
     // Anything else that matters between blocks made the step leave.
     if may_change_modes || cpu.tlb.fills() != tlb_fills || platform.watch_hit.is_some() {

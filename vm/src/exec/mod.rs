@@ -751,6 +751,105 @@ pub fn stack_op_size(inst: &Instruction) -> u8 {
     }
 }
 
+/// Whether the instruction leaves alone everything the block engine and the
+/// compiler's inline memory path hold between instructions: segment
+/// registers, control and debug registers, the privilege level, EFLAGS'
+/// system flags (IF, TF, IOPL, VM, AC, NT), descriptor tables, the TLB, MSRs
+/// and the I/O space (a port can move the A20 gate). Those that do not, or
+/// might, are not listed; a fault any of them raises leaves the block
+/// anyway.
+pub fn leaves_modes_alone(inst: &Instruction) -> bool {
+    use Mnemonic as M;
+    // A segment, control or debug register among the operands (MOV, PUSH
+    // and POP of one).
+    let system_register = (0..inst.op_count()).any(|i| {
+        inst.op_kind(i) == OpKind::Register && {
+            let r = inst.op_register(i);
+            r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
+        }
+    });
+    !system_register
+        && (datamov::is_cmov(inst.mnemonic())
+            || datamov::is_setcc(inst.mnemonic())
+            || matches!(
+                inst.mnemonic(),
+                M::Add
+                    | M::Adc
+                    | M::Sub
+                    | M::Sbb
+                    | M::And
+                    | M::Or
+                    | M::Xor
+                    | M::Cmp
+                    | M::Test
+                    | M::Inc
+                    | M::Dec
+                    | M::Neg
+                    | M::Not
+                    | M::Mul
+                    | M::Imul
+                    | M::Div
+                    | M::Idiv
+                    | M::Shl
+                    | M::Shr
+                    | M::Sar
+                    | M::Rol
+                    | M::Ror
+                    | M::Rcl
+                    | M::Rcr
+                    | M::Shld
+                    | M::Shrd
+                    | M::Bt
+                    | M::Bts
+                    | M::Btr
+                    | M::Btc
+                    | M::Bsf
+                    | M::Bsr
+                    | M::Bswap
+                    | M::Xchg
+                    | M::Xadd
+                    | M::Cmpxchg
+                    | M::Cmpxchg8b
+                    | M::Mov
+                    | M::Movzx
+                    | M::Movsx
+                    | M::Lea
+                    | M::Push
+                    | M::Pop
+                    | M::Leave
+                    | M::Cbw
+                    | M::Cwde
+                    | M::Cwd
+                    | M::Cdq
+                    | M::Lahf
+                    | M::Sahf
+                    | M::Clc
+                    | M::Stc
+                    | M::Cmc
+                    | M::Cld
+                    | M::Std
+                    | M::Nop
+                    | M::Rdtsc
+                    | M::Cpuid
+                    | M::Xlatb
+                    | M::Movsb
+                    | M::Movsw
+                    | M::Movsd
+                    | M::Stosb
+                    | M::Stosw
+                    | M::Stosd
+                    | M::Lodsb
+                    | M::Lodsw
+                    | M::Lodsd
+                    | M::Scasb
+                    | M::Scasw
+                    | M::Scasd
+                    | M::Cmpsb
+                    | M::Cmpsw
+                    | M::Cmpsd
+            ))
+}
+
 /// Whether the instruction carries a LOCK prefix it may not have, so that it
 /// raises #UD (SDM Vol. 2A, "LOCK": only the read-modify-write forms of the
 /// listed instructions with a memory destination accept it).
@@ -841,5 +940,72 @@ mod fetch_tests {
             other => panic!("expected #PF, got {other:?}"),
         }
         assert_eq!(m.cpu.state.cr2, PAGE_END + 1);
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::decode::decode_one;
+    use super::leaves_modes_alone;
+
+    // What the block engine lets run without looking at the modes again
+    // (segments, control registers, privilege, IF, the TLB, ports) against
+    // what must make it look: every form that can change one of them.
+    #[test]
+    fn only_instructions_that_change_no_mode_are_listed() {
+        let alone: &[&[u8]] = &[
+            &[0x0F, 0x43, 0x06], // cmovae eax, [esi]
+            &[0x0F, 0x94, 0xC0], // sete al
+            &[0xF7, 0xF1],       // div ecx
+            &[0xC1, 0xC8, 0x05], // ror eax, 5
+            &[0xC9],             // leave
+            &[0xFF, 0x36],       // push dword [esi]
+            &[0x8F, 0x06],       // pop dword [esi]
+            &[0x0F, 0xB1, 0x0E], // cmpxchg [esi], ecx
+            &[0x0F, 0xC7, 0x0E], // cmpxchg8b [esi]
+            &[0x0F, 0xC8],       // bswap eax
+            &[0x87, 0x06],       // xchg [esi], eax
+            &[0x0F, 0x31],       // rdtsc
+            &[0xF3, 0xA5],       // rep movsd
+            &[0xF3, 0xAB],       // rep stosd
+            &[0x9E],             // sahf
+            &[0x89, 0xC8],       // mov eax, ecx
+        ];
+        let changing: &[&[u8]] = &[
+            &[0x8E, 0xD8],             // mov ds, ax
+            &[0x8C, 0xD8],             // mov ax, ds (listed as mov; a segment operand)
+            &[0x07],                   // pop es
+            &[0x0F, 0xA1],             // pop fs
+            &[0x0F, 0x22, 0xC0],       // mov cr0, eax
+            &[0x0F, 0x22, 0xD8],       // mov cr3, eax
+            &[0x0F, 0x23, 0xF8],       // mov dr7, eax
+            &[0x0F, 0xB2, 0x06],       // lss esi, [esi]
+            &[0xC5, 0x06],             // lds eax, [esi]
+            &[0x9D],                   // popfd
+            &[0xFB],                   // sti
+            &[0xFA],                   // cli
+            &[0xCF],                   // iretd
+            &[0xE6, 0x92],             // out 92h, al (the A20 gate)
+            &[0xEC],                   // in al, dx
+            &[0xF3, 0x6C],             // rep insb
+            &[0x0F, 0x01, 0x3E],       // invlpg [esi]
+            &[0x0F, 0x01, 0x16],       // lgdt [esi]
+            &[0x0F, 0x00, 0xD8],       // ltr ax
+            &[0x0F, 0x30],             // wrmsr
+            &[0x0F, 0x06],             // clts
+            &[0x0F, 0x01, 0xF0],       // lmsw ax
+            &[0xEA, 0, 0, 0, 0, 8, 0], // jmp far 8:0
+            &[0xCD, 0x80],             // int 80h
+            &[0xF4],                   // hlt
+            &[0x0F, 0x34],             // sysenter
+        ];
+        for (bytes, want) in alone
+            .iter()
+            .map(|b| (b, true))
+            .chain(changing.iter().map(|b| (b, false)))
+        {
+            let inst = decode_one(bytes, 0, true).unwrap_or_else(|| panic!("{bytes:02x?} decodes"));
+            assert_eq!(leaves_modes_alone(&inst), want, "{inst} ({bytes:02x?})");
+        }
     }
 }

@@ -537,3 +537,30 @@ fn branches_to_another_page_run_chained_through_the_jump_table() {
         assert!(s.runs_inside > 15_000 && s.entries < 1_000, "paging {paging}: {s:?}");
     }
 }
+
+// A step that changes no mode (here CMOVcc from memory, which has no host
+// form) does not stop a loop from running on inside its translation.
+#[test]
+fn steps_that_change_no_mode_keep_a_loop_in_its_translation() {
+    // top: cmovz eax, [esi]; inc ebx; add ecx, ebx; dec ebp; jnz top; hlt
+    let code = [0x0F, 0x44, 0x06, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF7, 0xF4];
+    for paging in [false, true] {
+        let setup = |engine, jit| {
+            let mut m = machine(&code, &mut Rng(11), engine, jit);
+            m.cpu.state.cr0 &= !cr0::PG;
+            if paging {
+                page(&mut m, false);
+            }
+            m.cpu.state.regs[5] = 10_000;
+            m.cpu.state.regs[6] = DATA;
+            m
+        };
+        let mut want = setup(Engine::Emulate, JitConfig::OFF);
+        let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        let mut got = setup(Engine::Blocks, JitConfig::EAGER);
+        let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
+        let s = got.blocks.jit.stats;
+        assert!(s.stepped >= 10_000 && s.entries < 1_000, "paging {paging}: {s:?}");
+    }
+}
