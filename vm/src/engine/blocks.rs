@@ -973,8 +973,9 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         };
         // Iterations of REP MOVS/STOS but the last at once, while nothing
         // can be due between them (the instruction then finishes or repeats
-        // as always, and the block ends: a translation counts on one
-        // instruction per step to fit before the deadline).
+        // as always; the block ends unless the rest of it still fits before
+        // the deadline, which a translation checked on entry counting one
+        // instruction per step).
         let batched = result.is_none()
             && matches!(ci.op, Op::Generic)
             && (ci.inst.has_rep_prefix() || ci.inst.has_repne_prefix())
@@ -1017,7 +1018,7 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         // Leave when the guest's IF comes on: a pending interrupt is taken
         // at this boundary. (It going off needs nothing: none can be taken.)
         let vif = cpu.virtual_if();
-        if batched
+        if (batched && cpu.icount + (self.block.insts.len() - i - 1) as u64 > self.stop_icount)
             || platform.attention != Default::default()
             || platform.mem.code_written()
             || cpu.state.halted
