@@ -266,14 +266,33 @@ fn jcc<B: Bus>(cpu: &mut Cpu, _: &mut B, inst: &Instruction) -> Result<Flow> {
     control::jcc(cpu, inst)
 }
 
-/// The family handler for a decoded instruction. The reference engine looks
-/// it up per instruction; engines that cache decoded code keep it with the
-/// instruction, so both run exactly the same semantics.
-pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
+/// The instruction families, one file (and one handler) each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    Alu,
+    MulDiv,
+    Shift,
+    Bit,
+    Bcd,
+    Stack,
+    Str,
+    Control,
+    Jcc,
+    DataMov,
+    Cmov,
+    Setcc,
+    X87,
+    System,
+    /// A LOCK prefix the instruction may not have (#UD).
+    InvalidLock,
+}
+
+/// The family of a decoded instruction.
+pub(crate) fn family(inst: &Instruction) -> Family {
     use Mnemonic as M;
     let m = inst.mnemonic();
     if lock_is_invalid(inst) {
-        return invalid_lock::<B>;
+        return Family::InvalidLock;
     }
     match m {
         M::Add
@@ -288,11 +307,11 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Inc
         | M::Dec
         | M::Neg
-        | M::Not => alu::exec::<B>,
-        M::Mul | M::Imul | M::Div | M::Idiv => muldiv::exec::<B>,
-        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => shift::exec::<B>,
-        M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt => bit::exec::<B>,
-        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => bcd::exec::<B>,
+        | M::Not => Family::Alu,
+        M::Mul | M::Imul | M::Div | M::Idiv => Family::MulDiv,
+        M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar | M::Shld | M::Shrd => Family::Shift,
+        M::Bt | M::Bts | M::Btr | M::Btc | M::Bsf | M::Bsr | M::Tzcnt | M::Lzcnt => Family::Bit,
+        M::Daa | M::Das | M::Aaa | M::Aas | M::Aam | M::Aad => Family::Bcd,
         M::Push
         | M::Pop
         | M::Pusha
@@ -304,7 +323,7 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Popf
         | M::Popfd
         | M::Enter
-        | M::Leave => stack::exec::<B>,
+        | M::Leave => Family::Stack,
         M::Movsb
         | M::Movsw
         | M::Movsd
@@ -328,7 +347,7 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Outsd
             if is_string_op(inst) =>
         {
-            string::exec::<B>
+            Family::Str
         }
         M::Jmp
         | M::Call
@@ -345,7 +364,7 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Int1
         | M::Iret
         | M::Iretd
-        | M::Bound => control::exec::<B>,
+        | M::Bound => Family::Control,
         M::Jo
         | M::Jno
         | M::Jb
@@ -361,8 +380,8 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Jl
         | M::Jge
         | M::Jle
-        | M::Jg => jcc::<B>,
-        M::Mov if is_control_or_debug(inst) => system::exec::<B>,
+        | M::Jg => Family::Jcc,
+        M::Mov if is_control_or_debug(inst) => Family::System,
         M::Mov
         | M::Movzx
         | M::Movsx
@@ -389,11 +408,34 @@ pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
         | M::Pause
         | M::Lfence
         | M::Mfence
-        | M::Sfence => datamov::exec::<B>,
-        m if datamov::is_cmov(m) => datamov::cmov::<B>,
-        m if datamov::is_setcc(m) => datamov::setcc::<B>,
-        _ if x87::is_esc(inst) => x87::exec::<B>,
-        _ => system::exec::<B>,
+        | M::Sfence => Family::DataMov,
+        m if datamov::is_cmov(m) => Family::Cmov,
+        m if datamov::is_setcc(m) => Family::Setcc,
+        _ if x87::is_esc(inst) => Family::X87,
+        _ => Family::System,
+    }
+}
+
+/// The family handler for a decoded instruction. The reference engine looks
+/// it up per instruction; engines that cache decoded code keep it with the
+/// instruction, so both run exactly the same semantics.
+pub fn handler_for<B: Bus>(inst: &Instruction) -> Handler<B> {
+    match family(inst) {
+        Family::Alu => alu::exec::<B>,
+        Family::MulDiv => muldiv::exec::<B>,
+        Family::Shift => shift::exec::<B>,
+        Family::Bit => bit::exec::<B>,
+        Family::Bcd => bcd::exec::<B>,
+        Family::Stack => stack::exec::<B>,
+        Family::Str => string::exec::<B>,
+        Family::Control => control::exec::<B>,
+        Family::Jcc => jcc::<B>,
+        Family::DataMov => datamov::exec::<B>,
+        Family::Cmov => datamov::cmov::<B>,
+        Family::Setcc => datamov::setcc::<B>,
+        Family::X87 => x87::exec::<B>,
+        Family::System => system::exec::<B>,
+        Family::InvalidLock => invalid_lock::<B>,
     }
 }
 
@@ -768,86 +810,19 @@ pub fn leaves_modes_alone(inst: &Instruction) -> bool {
             r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
         }
     });
+    let m = inst.mnemonic();
     !system_register
-        && (datamov::is_cmov(inst.mnemonic())
-            || datamov::is_setcc(inst.mnemonic())
-            || matches!(
-                inst.mnemonic(),
-                M::Add
-                    | M::Adc
-                    | M::Sub
-                    | M::Sbb
-                    | M::And
-                    | M::Or
-                    | M::Xor
-                    | M::Cmp
-                    | M::Test
-                    | M::Inc
-                    | M::Dec
-                    | M::Neg
-                    | M::Not
-                    | M::Mul
-                    | M::Imul
-                    | M::Div
-                    | M::Idiv
-                    | M::Shl
-                    | M::Shr
-                    | M::Sar
-                    | M::Rol
-                    | M::Ror
-                    | M::Rcl
-                    | M::Rcr
-                    | M::Shld
-                    | M::Shrd
-                    | M::Bt
-                    | M::Bts
-                    | M::Btr
-                    | M::Btc
-                    | M::Bsf
-                    | M::Bsr
-                    | M::Bswap
-                    | M::Xchg
-                    | M::Xadd
-                    | M::Cmpxchg
-                    | M::Cmpxchg8b
-                    | M::Mov
-                    | M::Movzx
-                    | M::Movsx
-                    | M::Lea
-                    | M::Push
-                    | M::Pop
-                    | M::Leave
-                    | M::Cbw
-                    | M::Cwde
-                    | M::Cwd
-                    | M::Cdq
-                    | M::Lahf
-                    | M::Sahf
-                    | M::Clc
-                    | M::Stc
-                    | M::Cmc
-                    | M::Cld
-                    | M::Std
-                    | M::Nop
-                    | M::Rdtsc
-                    | M::Cpuid
-                    | M::Xlatb
-                    | M::Movsb
-                    | M::Movsw
-                    | M::Movsd
-                    | M::Stosb
-                    | M::Stosw
-                    | M::Stosd
-                    | M::Lodsb
-                    | M::Lodsw
-                    | M::Lodsd
-                    | M::Scasb
-                    | M::Scasw
-                    | M::Scasd
-                    | M::Cmpsb
-                    | M::Cmpsw
-                    | M::Cmpsd
-            ))
+        && match family(inst) {
+            Family::Alu | Family::MulDiv | Family::Shift | Family::Bit | Family::Bcd => true,
+            Family::Cmov | Family::Setcc => true,
+            Family::Stack => matches!(m, M::Push | M::Pop | M::Leave),
+            // Not INS and OUTS: the I/O space.
+            Family::Str => !matches!(string::op_of(m).0, string::StrOp::Ins | string::StrOp::Outs),
+            // Not the far pointer loads, which load a segment register.
+            Family::DataMov => !matches!(m, M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss),
+            Family::System => matches!(m, M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std),
+            Family::Control | Family::Jcc | Family::X87 | Family::InvalidLock => false,
+        }
 }
 
 /// Whether the instruction carries a LOCK prefix it may not have, so that it

@@ -4,7 +4,7 @@
 //! instruction limits swept across the loop, so every exit boundary and the
 //! icount budget are met.
 
-use super::JitConfig;
+use super::{JitConfig, JitStats};
 use crate::bus::Bus;
 use crate::cpu::state::{cr0, flags, SegReg};
 use crate::host::NoInput;
@@ -408,6 +408,35 @@ fn timer_interrupts_land_on_the_same_boundary_as_on_the_reference() {
     assert!(interrupts > 1000, "the timer interrupted the loops: {interrupts}");
 }
 
+/// Runs a loop of `code` (EBP 10,000 rounds, ESI at DATA, paging on or off
+/// and identity-mapped, then `setup`) on the reference and, every block
+/// compiled at its first entry, on the block engine; checks that the two
+/// stop alike with the same state and RAM, and returns the compiler's
+/// counters.
+fn compiled_against_reference(code: &[u8], seed: u64, paging: bool, setup: impl Fn(&mut Machine)) -> JitStats {
+    let machine_for = |engine, jit| {
+        let mut m = machine(code, &mut Rng(seed), engine, jit);
+        m.cpu.state.cr0 &= !cr0::PG;
+        if paging {
+            page(&mut m, false);
+        }
+        m.cpu.state.regs[5] = 10_000;
+        m.cpu.state.regs[6] = DATA;
+        setup(&mut m);
+        m
+    };
+    let mut want = machine_for(Engine::Emulate, JitConfig::OFF);
+    let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+    let mut got = machine_for(Engine::Blocks, JitConfig::EAGER);
+    let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+    assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
+    assert!(
+        got.platform.mem.ram() == want.platform.mem.ram(),
+        "paging {paging}: RAM"
+    );
+    got.blocks.jit.stats
+}
+
 // Loads, stores and read-modify-writes of RAM run inline, with paging on
 // and off, once the page is dirty: only the first store to a page steps.
 #[test]
@@ -419,26 +448,7 @@ fn memory_operands_of_a_hot_loop_run_inline() {
         0xF4,
     ];
     for paging in [false, true] {
-        let setup = |engine, jit| {
-            let mut m = machine(&code, &mut Rng(7), engine, jit);
-            m.cpu.state.cr0 &= !cr0::PG;
-            if paging {
-                page(&mut m, false);
-            }
-            m.cpu.state.regs[5] = 10_000;
-            m.cpu.state.regs[6] = DATA;
-            m
-        };
-        let mut want = setup(Engine::Emulate, JitConfig::OFF);
-        let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        let mut got = setup(Engine::Blocks, JitConfig::EAGER);
-        let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
-        assert!(
-            got.platform.mem.ram() == want.platform.mem.ram(),
-            "paging {paging}: RAM"
-        );
-        let s = got.blocks.jit.stats;
+        let s = compiled_against_reference(&code, 7, paging, |_| {});
         assert!(s.retired > 60_000 && s.stepped < 10, "paging {paging}: {s:?}");
     }
 }
@@ -449,18 +459,7 @@ fn memory_operands_of_a_hot_loop_run_inline() {
 fn a_loop_of_two_blocks_runs_chained() {
     // top: inc eax; test al, 1; jz skip; inc ebx; skip: dec ebp; jnz top; hlt
     let code = [0x40, 0xA8, 0x01, 0x74, 0x01, 0x43, 0x4D, 0x75, 0xF7, 0xF4];
-    let setup = |engine, jit| {
-        let mut m = machine(&code, &mut Rng(3), engine, jit);
-        m.cpu.state.cr0 &= !cr0::PG;
-        m.cpu.state.regs[5] = 10_000;
-        m
-    };
-    let mut want = setup(Engine::Emulate, JitConfig::OFF);
-    let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-    let mut got = setup(Engine::Blocks, JitConfig::EAGER);
-    let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-    assert_eq!((stop, got.state()), (want_stop, want.state()));
-    let s = got.blocks.jit.stats;
+    let s = compiled_against_reference(&code, 3, false, |_| {});
     assert!(s.runs_inside > 10_000 && s.entries < 1_000, "{s:?}");
 }
 
@@ -475,31 +474,7 @@ fn returns_and_indirect_calls_run_chained_through_the_jump_table() {
     let through_memory = [0x41, 0xFF, 0x16, 0x4D, 0x75, 0xFA, 0xF4, 0x43, 0xC3];
     for (name, code, f) in [("call", &direct[..], 9), ("call [esi]", &through_memory[..], 7)] {
         for paging in [false, true] {
-            let setup = |engine, jit| {
-                let mut m = machine(code, &mut Rng(5), engine, jit);
-                m.cpu.state.cr0 &= !cr0::PG;
-                if paging {
-                    page(&mut m, false);
-                }
-                m.cpu.state.regs[5] = 10_000;
-                m.cpu.state.regs[6] = DATA;
-                m.platform.mem.write(DATA, 4, CODE + f);
-                m
-            };
-            let mut want = setup(Engine::Emulate, JitConfig::OFF);
-            let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-            let mut got = setup(Engine::Blocks, JitConfig::EAGER);
-            let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-            assert_eq!(
-                (stop, got.state()),
-                (want_stop, want.state()),
-                "{name}, paging {paging}"
-            );
-            assert!(
-                got.platform.mem.ram() == want.platform.mem.ram(),
-                "{name}, paging {paging}: RAM"
-            );
-            let s = got.blocks.jit.stats;
+            let s = compiled_against_reference(code, 5, paging, |m| m.platform.mem.write(DATA, 4, CODE + f));
             assert!(
                 s.runs_inside > 20_000 && s.entries < 1_000,
                 "{name}, paging {paging}: {s:?}"
@@ -518,22 +493,9 @@ fn branches_to_another_page_run_chained_through_the_jump_table() {
     // next: dec ebp; jnz top; hlt
     let next = [0x4D, 0x0F, 0x85, 0xF9, 0xEF, 0xFF, 0xFF, 0xF4];
     for paging in [false, true] {
-        let setup = |engine, jit| {
-            let mut m = machine(&code, &mut Rng(7), engine, jit);
-            m.platform.mem.load(CODE + 0x1000, &next).expect("fits");
-            m.cpu.state.cr0 &= !cr0::PG;
-            if paging {
-                page(&mut m, false);
-            }
-            m.cpu.state.regs[5] = 10_000;
-            m
-        };
-        let mut want = setup(Engine::Emulate, JitConfig::OFF);
-        let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        let mut got = setup(Engine::Blocks, JitConfig::EAGER);
-        let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
-        let s = got.blocks.jit.stats;
+        let s = compiled_against_reference(&code, 7, paging, |m| {
+            m.platform.mem.load(CODE + 0x1000, &next).expect("fits")
+        });
         assert!(s.runs_inside > 15_000 && s.entries < 1_000, "paging {paging}: {s:?}");
     }
 }
@@ -545,22 +507,7 @@ fn steps_that_change_no_mode_keep_a_loop_in_its_translation() {
     // top: cmovz eax, [esi]; inc ebx; add ecx, ebx; dec ebp; jnz top; hlt
     let code = [0x0F, 0x44, 0x06, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF7, 0xF4];
     for paging in [false, true] {
-        let setup = |engine, jit| {
-            let mut m = machine(&code, &mut Rng(11), engine, jit);
-            m.cpu.state.cr0 &= !cr0::PG;
-            if paging {
-                page(&mut m, false);
-            }
-            m.cpu.state.regs[5] = 10_000;
-            m.cpu.state.regs[6] = DATA;
-            m
-        };
-        let mut want = setup(Engine::Emulate, JitConfig::OFF);
-        let want_stop = want.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        let mut got = setup(Engine::Blocks, JitConfig::EAGER);
-        let stop = got.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
-        assert_eq!((stop, got.state()), (want_stop, want.state()), "paging {paging}");
-        let s = got.blocks.jit.stats;
+        let s = compiled_against_reference(&code, 11, paging, |_| {});
         assert!(s.stepped >= 10_000 && s.entries < 1_000, "paging {paging}: {s:?}");
     }
 }
