@@ -371,6 +371,9 @@ impl Machine {
             (None, Some(_)) => self.platform.io_log = None,
             _ => {}
         }
+        // Left set by a run that stopped before it logged its last access,
+        // it would end every block from here on.
+        self.platform.attention.logged = false;
         let mut deadline = self.next_deadline();
         loop {
             if self.cpu.icount >= max_icount {
