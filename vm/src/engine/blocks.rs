@@ -153,11 +153,10 @@ struct Block {
     /// wrapping around the code size, ending before EIP `end`.
     contiguous: bool,
     end: u32,
-    /// Bytes from the block's physical address that its decoding read: the
-    /// instructions, and the bytes that ended it if they did not decode.
-    bytes: u16,
-    /// What those bytes were, for taking the block back after
-    /// [`BlockCache::forget_all`] only if they still are.
+    /// The bytes from the block's physical address that its decoding read
+    /// (the instructions, and the bytes that ended it if they did not
+    /// decode): what is watched, and what must still be there for the
+    /// block to be taken back after [`BlockCache::forget_all`].
     read: Box<[u8]>,
     /// Entries from the dispatcher, until it is compiled.
     runs: u32,
@@ -171,6 +170,13 @@ struct Block {
     exits: Vec<(Exit, Option<BlockKey>)>,
     /// Translations linked to this one: their block and exit.
     incoming: Vec<(BlockKey, usize)>,
+}
+
+impl Block {
+    /// Bytes from its physical address that its decoding read.
+    fn extent(&self) -> u32 {
+        self.read.len() as u32
+    }
 }
 
 /// What makes [`Cpu::refetch`] of an instruction in a block a foregone
@@ -389,7 +395,7 @@ impl BlockCache {
         let (written, kept): (Vec<BlockKey>, Vec<BlockKey>) = keys.drain(..).partition(|k| {
             index
                 .get(k)
-                .is_none_or(|&slot| w.overlaps(k.phys & 0xFFF, u32::from(blocks[slot as usize].bytes)))
+                .is_none_or(|&slot| w.overlaps(k.phys & 0xFFF, blocks[slot as usize].extent()))
         });
         for k in &written {
             self.drop_block(k);
@@ -404,7 +410,7 @@ impl BlockCache {
     fn rewatch_page(&self, page: u32, mem: &mut PhysMem) {
         for k in self.by_page.get(&page).into_iter().flatten() {
             if let Some(&slot) = self.index.get(k) {
-                mem.watch_code(k.phys, u32::from(self.blocks[slot as usize].bytes));
+                mem.watch_code(k.phys, self.blocks[slot as usize].extent());
             }
         }
     }
@@ -483,7 +489,7 @@ impl BlockCache {
             return self.build(platform, key, annotate);
         }
         self.stats.revived += 1;
-        platform.mem.watch_code(key.phys, u32::from(block.bytes));
+        platform.mem.watch_code(key.phys, block.extent());
         self.by_page.entry(key.phys >> 12).or_default().push(key);
         // What the translation depends on is which instructions are plain
         // sites (in a raw view; a true-view block's are all plain).
@@ -579,7 +585,6 @@ impl BlockCache {
             insts,
             contiguous,
             end,
-            bytes: read as u16,
             read: bytes[..read].into(),
             phys: key.phys,
             ..Block::default()
