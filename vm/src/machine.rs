@@ -481,6 +481,8 @@ impl Machine {
                     self.platform.attention.irq = false;
                     deadline = self.next_deadline();
                 }
+                // Nothing to do but to have ended the block.
+                self.platform.attention.memory_map = false;
                 if att.stop {
                     self.platform.attention.stop = false;
                     if let Some(status) = self.platform.exit.exit_status() {

@@ -217,6 +217,9 @@ pub struct Attention {
     /// instruction, so that its event names that instruction (an MMIO
     /// access does not end a block by itself).
     pub logged: bool,
+    /// The A20 gate moved (a port access): blocks end, so that what the
+    /// engines hold about memory is worked out again.
+    pub memory_map: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +255,9 @@ pub struct Platform {
     /// have changed since they were last routed: those reached through
     /// [`Platform::device`], or all of them.
     stale_lines: u32,
+    /// Devices (bits by their place in the table) a port access to which
+    /// may move the machine loop's next deadline.
+    deadline_devices: u32,
     a20_mask: u32,
     /// The lowest address any device's register window starts at: the one
     /// comparison a memory access makes before it is RAM's.
@@ -280,6 +286,7 @@ impl Platform {
             stats: BusStats::default(),
             attention: Attention::default(),
             stale_lines: ALL_DEVICES,
+            deadline_devices: 0,
             io_log: None,
             watches: Vec::new(),
             watch_hit: None,
@@ -290,13 +297,18 @@ impl Platform {
             rom_shadow: (0, 0),
         };
         let mut map = vec![0u8; 1 << 16];
+        let mut deadline_devices = 0;
         for (index, device) in p.devices_ref().iter().enumerate() {
+            if device.access_moves_deadlines() {
+                deadline_devices |= 1 << index;
+            }
             let tag = (index as u8 + 1) | if device.wide() { 0x80 } else { 0 };
             for &(first, last) in device.ports() {
                 map[usize::from(first)..=usize::from(last)].fill(tag);
             }
         }
         p.port_map = map.into();
+        p.deadline_devices = deadline_devices;
         p.update_a20();
         p.update_mmio_floor();
         p
@@ -397,7 +409,7 @@ impl Platform {
     }
     /// Moves every device's output line into the router and brings INTR
     /// up to date (every controller change passes through here: port
-    /// accesses raise `attention.irq`, timers are serviced before it).
+    /// accesses route at once, timers are serviced before it).
     pub fn route_all(&mut self) {
         self.stale_lines = ALL_DEVICES;
         self.route_changed();
@@ -464,7 +476,9 @@ impl Platform {
         self.attention.irq |= fx.irq;
         self.attention.stop |= fx.stop;
         if fx.a20 {
+            let before = self.a20_mask;
             self.update_a20();
+            self.attention.memory_map |= self.a20_mask != before;
         }
         if fx.reset {
             self.reset_requested = true;
@@ -478,6 +492,27 @@ impl Platform {
         }
         if let Some(line) = fx.line {
             self.irq.set_line(line);
+        }
+    }
+
+    /// After a port access: the devices accessed are routed now, so that an
+    /// interrupt they raise or withdraw is seen at the next instruction
+    /// boundary. The machine loop is asked to look only when it has
+    /// something to do: a deadline may have moved, or the CPU is asked for
+    /// an interrupt (which ends a block even with IF clear, as every port
+    /// access used to). A port access that does neither (the 8259's mask,
+    /// port 0x80, an unmapped port) lets the block go on.
+    fn port_accessed(&mut self) {
+        if self.stale_lines == 0 {
+            // No device decoded it (port 0x80): nothing changed.
+            return;
+        }
+        if self.stale_lines & self.deadline_devices != 0 {
+            self.attention.irq = true;
+        }
+        self.route_changed();
+        if self.irq.intr() || self.irq.nmi() {
+            self.attention.irq = true;
         }
     }
 
@@ -603,7 +638,7 @@ impl Bus for Platform {
             }
         };
         // Reads can clear interrupt conditions (UART IIR/RBR, CMOS register C).
-        self.attention.irq = true;
+        self.port_accessed();
         let value = match value {
             Some(v) => v & mask(size),
             None => {
@@ -670,7 +705,7 @@ impl Bus for Platform {
         if !mapped {
             self.stats.unmapped_port_writes += 1;
         }
-        self.attention.irq = true;
+        self.port_accessed();
         self.log_io(u32::from(port), false, size, value, true);
     }
 }

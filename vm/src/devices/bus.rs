@@ -71,6 +71,12 @@ pub trait Device {
     fn timed(&self) -> bool {
         false
     }
+    /// Whether a port access to it may move the machine loop's next
+    /// deadline (a timer's, or the next look for host input), so that the
+    /// loop must work it out again.
+    fn access_moves_deadlines(&self) -> bool {
+        self.timed()
+    }
     /// The earliest virtual tick at which one of its timers fires.
     fn next_deadline(&self) -> Option<u64> {
         None
@@ -311,6 +317,11 @@ impl Device for Uart {
     }
     fn lines(&self) -> Lines {
         [Some(self.irq()), None]
+    }
+    /// A read of the receive buffer makes room for host input, which the
+    /// machine loop then looks for at its next poll.
+    fn access_moves_deadlines(&self) -> bool {
+        true
     }
 }
 

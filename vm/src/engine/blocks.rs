@@ -141,9 +141,22 @@ struct CachedInst {
     inst: Instruction,
     /// What the raw engine does with it (always plain in the true view).
     site: SiteKind,
-    /// A generic instruction that may change what the block engine and the
-    /// inline memory path hold (`exec::leaves_modes_alone`).
-    may_change_modes: bool,
+    /// The instruction may change what the block engine and the inline
+    /// memory path hold (`exec::leaves_modes_alone` does not list it).
+    changes_modes: bool,
+    /// Of the modes it changes at most EFLAGS' system flags (CLI, STI,
+    /// POPF): whether it did is seen by comparing them.
+    flags_only: bool,
+}
+
+impl CachedInst {
+    /// Whether running it here may change the modes: as a generic step or
+    /// as a patch (which runs the instruction on the guest's true state and
+    /// puts the view back). A compact form changes none by construction.
+    #[inline(always)]
+    fn may_change_modes<const RAW: bool>(&self) -> bool {
+        self.changes_modes && (matches!(self.op, Op::Generic) || (RAW && matches!(self.site, SiteKind::Patch(_))))
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -569,7 +582,14 @@ impl BlockCache {
                 let offset = ip.wrapping_sub(key.eip);
                 let op = Op::build(&inst);
                 CachedInst {
-                    may_change_modes: matches!(op, Op::Generic) && !crate::exec::leaves_modes_alone(&inst),
+                    changes_modes: !crate::exec::leaves_modes_alone(&inst),
+                    flags_only: matches!(
+                        inst.mnemonic(),
+                        iced_x86::Mnemonic::Cli
+                            | iced_x86::Mnemonic::Sti
+                            | iced_x86::Mnemonic::Popf
+                            | iced_x86::Mnemonic::Popfd
+                    ),
                     op,
                     handler: handler_for::<Platform>(&inst),
                     ip,
@@ -1035,8 +1055,10 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             return Some(Step(StepOutcome::Retired));
         }
         self.if_before = vif;
-        // A generic instruction or a patch may have changed CR0, CS or the CPL.
-        self.fetch = None;
+        if ci.may_change_modes::<RAW>() {
+            // CR0, CS or the CPL may be new.
+            self.fetch = None;
+        }
         None
     }
 
@@ -1108,6 +1130,10 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
 
 /// The step a translation calls for an instruction it does not run as host
 /// code: the interpreter's, with the checks at the boundary after it.
+/// EFLAGS' system flags: what a CLI, STI or POPF may change that matters
+/// between blocks.
+const SYSTEM_FLAGS: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::RF | flags::VM | flags::AC;
+
 extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32, slot: u32) -> u32 {
     // SAFETY: `run_block` made `env` and its context for this call of the
     // translation, which it does not touch until the translation returns;
@@ -1130,8 +1156,13 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     let ci = &run.block.insts[i];
     // Host code before this instruction left EIP where the block began.
     cpu.state.eip = ci.ip;
-    let may_change_modes = ci.may_change_modes || (RAW && !matches!(ci.site, SiteKind::Plain));
+    let system_flags = |cpu: &Cpu| (cpu.state.eflags & SYSTEM_FLAGS, cpu.ring_view);
+    let flags_before = system_flags(cpu);
+    let mut may_change_modes = ci.may_change_modes::<RAW>();
     let leave = run.execute(i, cpu, platform).or_else(|| {
+        // CLI, STI and POPF that left the flags as they were (the guest's
+        // own, or the view's virtual ones) changed nothing.
+        may_change_modes &= !(ci.flags_only && system_flags(cpu) == flags_before);
         if may_change_modes {
             // Segments, paging, privilege or the A20 gate may be new.
             env.mem.modes_may_have_changed();
@@ -1149,8 +1180,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     ctx.steps += cpu.icount - before;
     // What a chained entry cannot vouch for: a step that may have changed
     // modes (segments, paging, privilege, the interrupt flag: only generic
-    // instructions `exec::leaves_modes_alone` does not list, and the raw
-    // engine's sites, do), filled the TLB (the
+    // instructions and patches of those `exec::leaves_modes_alone` does not
+    // list do), filled the TLB (the
     // entry of a code page may be gone) or touched a debugger's watch.
     // Anything else that matters between blocks made the step leave.
     if may_change_modes || cpu.tlb.fills() != tlb_fills || platform.watch_hit.is_some() {

@@ -796,10 +796,11 @@ pub fn stack_op_size(inst: &Instruction) -> u8 {
 /// Whether the instruction leaves alone everything the block engine and the
 /// compiler's inline memory path hold between instructions: segment
 /// registers, control and debug registers, the privilege level, EFLAGS'
-/// system flags (IF, TF, IOPL, VM, AC, NT), descriptor tables, the TLB, MSRs
-/// and the I/O space (a port can move the A20 gate). Those that do not, or
-/// might, are not listed; a fault any of them raises leaves the block
-/// anyway.
+/// system flags (IF, TF, IOPL, VM, AC, NT), descriptor tables, the TLB and
+/// MSRs. Those that do not, or might, are not listed; a fault any of them
+/// raises leaves the block anyway. Port I/O is listed: a port access that
+/// moves the A20 gate, or anything else the machine loop must see, ends
+/// the block through the platform's attention.
 pub fn leaves_modes_alone(inst: &Instruction) -> bool {
     use Mnemonic as M;
     // A segment, control or debug register among the operands (MOV, PUSH
@@ -815,12 +816,14 @@ pub fn leaves_modes_alone(inst: &Instruction) -> bool {
         && match family(inst) {
             Family::Alu | Family::MulDiv | Family::Shift | Family::Bit | Family::Bcd => true,
             Family::Cmov | Family::Setcc => true,
-            Family::Stack => matches!(m, M::Push | M::Pop | M::Leave),
-            // Not INS and OUTS: the I/O space.
-            Family::Str => !matches!(string::op_of(m).0, string::StrOp::Ins | string::StrOp::Outs),
+            Family::Stack => matches!(m, M::Push | M::Pop | M::Leave | M::Pushf | M::Pushfd),
+            Family::Str => true,
             // Not the far pointer loads, which load a segment register.
             Family::DataMov => !matches!(m, M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss),
-            Family::System => matches!(m, M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std),
+            Family::System => matches!(
+                m,
+                M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std | M::In | M::Out
+            ),
             Family::Control | Family::Jcc | Family::X87 | Family::InvalidLock => false,
         }
 }
@@ -924,7 +927,7 @@ mod mode_tests {
     use super::leaves_modes_alone;
 
     // What the block engine lets run without looking at the modes again
-    // (segments, control registers, privilege, IF, the TLB, ports) against
+    // (segments, control registers, privilege, IF, the TLB) against
     // what must make it look: every form that can change one of them.
     #[test]
     fn only_instructions_that_change_no_mode_are_listed() {
@@ -945,6 +948,10 @@ mod mode_tests {
             &[0xF3, 0xAB],       // rep stosd
             &[0x9E],             // sahf
             &[0x89, 0xC8],       // mov eax, ecx
+            &[0x9C],             // pushfd
+            &[0xE6, 0x92],       // out 92h, al (the A20 gate: attention ends the block)
+            &[0xEC],             // in al, dx
+            &[0xF3, 0x6C],       // rep insb
         ];
         let changing: &[&[u8]] = &[
             &[0x8E, 0xD8],             // mov ds, ax
@@ -960,9 +967,6 @@ mod mode_tests {
             &[0xFB],                   // sti
             &[0xFA],                   // cli
             &[0xCF],                   // iretd
-            &[0xE6, 0x92],             // out 92h, al (the A20 gate)
-            &[0xEC],                   // in al, dx
-            &[0xF3, 0x6C],             // rep insb
             &[0x0F, 0x01, 0x3E],       // invlpg [esi]
             &[0x0F, 0x01, 0x16],       // lgdt [esi]
             &[0x0F, 0x00, 0xD8],       // ltr ax

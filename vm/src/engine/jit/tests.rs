@@ -511,3 +511,131 @@ fn steps_that_change_no_mode_keep_a_loop_in_its_translation() {
         assert!(s.stepped >= 10_000 && s.entries < 1_000, "paging {paging}: {s:?}");
     }
 }
+
+// A port access that wants nothing of the machine loop (port 0x80, the
+// 8259's mask) does not end its block: a loop of them runs on inside its
+// translation.
+#[test]
+fn port_accesses_that_want_nothing_of_the_machine_loop_keep_a_loop_in_its_translation() {
+    // top: out 80h, al; in al, 21h; inc ebx; dec ebp; jnz top; hlt
+    let code = [0xE6, 0x80, 0xE4, 0x21, 0x43, 0x4D, 0x75, 0xF8, 0xF4];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 13, paging, |_| {});
+        assert!(s.stepped >= 20_000 && s.entries < 1_000, "paging {paging}: {s:?}");
+    }
+}
+
+// A port write that moves the A20 gate ends its block: the load after it
+// in the same block reads through the new gate, as on the reference.
+#[test]
+fn a_port_write_that_moves_the_a20_gate_ends_its_block() {
+    // top: in al, 92h; xor al, 2; out 92h, al; mov eax, [130000h];
+    //      add ecx, eax; dec ebp; jnz top; hlt
+    let code = [
+        0xE4, 0x92, 0x34, 0x02, 0xE6, 0x92, 0xA1, 0x00, 0x00, 0x13, 0x00, 0x01, 0xC1, 0x4D, 0x75, 0xF0, 0xF4,
+    ];
+    for paging in [false, true] {
+        compiled_against_reference(&code, 17, paging, |m| {
+            // The 8042's gate off (its output port: no reset, A20 clear),
+            // so that port 0x92 alone moves it.
+            m.platform.io_write(0x64, 1, 0xD1, 0);
+            m.platform.io_write(0x60, 1, 0x01, 0);
+            m.platform.attention = Default::default();
+            m.platform.mem.write(0x3_0000, 4, 0x1111);
+            m.platform.mem.write(0x13_0000, 4, 0x2222_0000);
+        });
+    }
+}
+
+/// The loop below with interrupts on, the 8259 pair set up at vector 0x20,
+/// and IRQ 3 (driven by the test device) masked: each round unmasks it, and
+/// the handler adds the interrupted EIP to SUM, counts itself in COUNT,
+/// masks IRQ 3 again and makes a new edge on it.
+fn unmasked_by_a_port_write(seed: u64, engine: Engine, jit: JitConfig, limit: u64) -> (StopReason, Machine) {
+    // sti; top: mov al, F7h; out 21h, al; inc ebx; add ecx, ebx; dec ebp;
+    // jnz top; cli; hlt
+    let code = [
+        0xFB, 0xB0, 0xF7, 0xE6, 0x21, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF6, 0xFA, 0xF4,
+    ];
+    let mut image = vec![0u8; 0x1000];
+    image[..code.len()].copy_from_slice(&code);
+    // push eax; mov eax, [esp+4]; add [SUM], eax; inc dword [COUNT];
+    // mov al, FFh; out 21h, al; mov al, 20h; out 20h, al (EOI);
+    // mov dx, 2003h; mov al, 0; out dx, al; mov al, 1; out dx, al;
+    // pop eax; iretd
+    let mut handler = vec![0x50, 0x8B, 0x44, 0x24, 0x04, 0x01, 0x05];
+    handler.extend(SUM.to_le_bytes());
+    handler.extend([0xFF, 0x05]);
+    handler.extend(COUNT.to_le_bytes());
+    handler.extend([
+        0xB0, 0xFF, 0xE6, 0x21, 0xB0, 0x20, 0xE6, 0x20, 0x66, 0xBA, 0x03, 0x20, 0xB0, 0x00, 0xEE, 0xB0, 0x01, 0xEE,
+        0x58, 0xCF,
+    ]);
+    image[0x800..0x800 + handler.len()].copy_from_slice(&handler);
+    let mut rng = Rng(seed);
+    let mut m = machine(&image, &mut rng, engine, jit);
+    m.cpu.state.regs[5] = 100 + rng.below(2_000) as u32;
+    for (i, d) in [0u64, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].iter().enumerate() {
+        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+    }
+    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+    m.platform
+        .mem
+        .load(IDT + 8 * 0x23, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
+        .expect("fits");
+    let st = &mut m.cpu.state;
+    st.gdtr.base = GDT;
+    st.gdtr.limit = 23;
+    st.idtr.base = IDT;
+    st.idtr.limit = 0x24 * 8 - 1;
+    for s in SegReg::ALL {
+        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
+    }
+    for (port, value) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0x21, 0xFF),
+        (0xA0, 0x11),
+        (0xA1, 0x28),
+        (0xA1, 0x02),
+        (0xA1, 0x01),
+        (0xA1, 0xFF),
+        (0x2003, 0x01),
+    ] {
+        m.platform.io_write(port, 1, value, 0);
+    }
+    m.platform.route_all();
+    m.platform.attention = Default::default();
+    let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+    (stop, m)
+}
+
+// An interrupt that a port write lets through (the 8259's mask) is taken
+// right after that write, on every engine, even though the write itself
+// does not end the block otherwise.
+#[test]
+fn an_interrupt_a_port_write_lets_through_lands_on_the_same_boundary_as_on_the_reference() {
+    let mut rng = Rng(0x1EE7_0000_0000_0021);
+    let mut interrupts = 0;
+    for round in 0..40 {
+        let seed = rng.next() | 1;
+        let limit = 500 + rng.below(20_000);
+        let (want_stop, want) = unmasked_by_a_port_write(seed, Engine::Emulate, JitConfig::OFF, limit);
+        interrupts += want.platform.mem.read(COUNT, 4);
+        for engine in [Engine::Blocks, Engine::Raw] {
+            for jit in [JitConfig::OFF, JitConfig::EAGER] {
+                let (stop, got) = unmasked_by_a_port_write(seed, engine, jit, limit);
+                let what = format!("round {round} on {engine:?}, jit {jit:?}, limit {limit}");
+                assert_eq!(stop, want_stop, "{what}");
+                assert_eq!(got.state(), want.state(), "{what}");
+                assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+            }
+        }
+    }
+    assert!(
+        interrupts > 1000,
+        "the unmasked line interrupted the loops: {interrupts}"
+    );
+}
