@@ -261,6 +261,36 @@ fn the_monitors_events_do_not_depend_on_the_compiler() {
     }
 }
 
+/// Every port and MMIO access is an event named after the instruction that
+/// made it, on every engine: the block engine emits it right after that
+/// instruction and goes on, the reference after each step.
+#[test]
+fn device_accesses_name_the_same_instruction_on_every_engine() {
+    fn accesses(k: &Kernel, engine: Engine, jit: JitConfig) -> Vec<EventRecord> {
+        let mut host = NoInput::default();
+        let mut m = Machine::boot(32 << 20, k, &mut host).expect("boot");
+        m.engine = engine;
+        m.blocks.jit.config = jit;
+        let log = logging(&mut m);
+        let stop = m.run(LIMIT, &mut host, &mut CaptureConsole::default());
+        assert_eq!(stop, StopReason::ExitDevice(1), "{engine:?} {jit:?}");
+        let mut records = take_events(&mut m, &log);
+        records.retain(|r| matches!(r.event, Event::Io { .. }));
+        records
+    }
+    for (name, append) in EVENT_WORKLOADS {
+        let k = kernel(name, append);
+        let want = accesses(&k, Engine::Emulate, JitConfig::OFF);
+        assert!(want.len() > 20, "{name} {append}: {} accesses", want.len());
+        for engine in [Engine::Blocks, Engine::Raw] {
+            for jit in [JitConfig::OFF, JitConfig::EAGER] {
+                let got = accesses(&k, engine, jit);
+                first_difference(&want, &got, &format!("{name} {append} on {engine:?}, {jit:?}"));
+            }
+        }
+    }
+}
+
 /// What a replay from a checkpoint relies on: after the caches are
 /// forgotten, a machine that sets its blocks and translations aside and
 /// takes them back raises the same events and reaches the same state as

@@ -451,25 +451,14 @@ impl Machine {
                     };
                 }
             }
-            if let Some(log) = &mut self.platform.io_log {
-                self.platform.attention.logged = false;
-                if !log.is_empty() {
-                    // A logged access ends its block, so it belongs to the
-                    // instruction that ran last.
-                    let pc = self.cpu.state.segs[crate::cpu::SegReg::Cs as usize]
-                        .base
-                        .wrapping_add(self.cpu.start_eip);
-                    let icount = self.cpu.icount.saturating_sub(1);
-                    for a in log.drain(..) {
-                        self.events.emit(icount, pc, || Event::Io {
-                            addr: a.addr,
-                            mmio: a.mmio,
-                            size: a.size,
-                            value: a.value,
-                            write: a.write,
-                        });
-                    }
-                }
+            if self.platform.attention.logged {
+                // The engine left the rest: they belong to the instruction
+                // that ran last.
+                let pc = self.cpu.state.segs[crate::cpu::SegReg::Cs as usize]
+                    .base
+                    .wrapping_add(self.cpu.start_eip);
+                let icount = self.cpu.icount.saturating_sub(1);
+                self.platform.emit_logged(&mut self.events, icount, pc);
             }
             let att = self.platform.attention;
             if att != Default::default() {

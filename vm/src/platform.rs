@@ -32,6 +32,7 @@ use crate::devices::pit::Pit;
 use crate::devices::testdev::PcTestdev;
 use crate::devices::uart::Uart;
 use crate::devices::IrqLine;
+use crate::events::{Event, SinkSlot};
 use crate::exec::flags::mask;
 use crate::irq::InterruptRouter;
 use crate::mem::PhysMem;
@@ -159,6 +160,23 @@ impl Platform {
     }
 
     #[inline]
+    /// Emits the logged device accesses as events of the instruction at
+    /// `pc` that retired as instruction `icount`, emptying the log.
+    pub fn emit_logged(&mut self, events: &mut SinkSlot, icount: u64, pc: u32) {
+        self.attention.logged = false;
+        if let Some(log) = &mut self.io_log {
+            for a in log.drain(..) {
+                events.emit(icount, pc, || Event::Io {
+                    addr: a.addr,
+                    mmio: a.mmio,
+                    size: a.size,
+                    value: a.value,
+                    write: a.write,
+                });
+            }
+        }
+    }
+
     fn log_io(&mut self, addr: u32, mmio: bool, size: u8, value: u32, write: bool) {
         if let Some(log) = &mut self.io_log {
             self.attention.logged = true;
@@ -213,9 +231,10 @@ pub struct Attention {
     pub irq: bool,
     /// Exit device written, or a reset requested.
     pub stop: bool,
-    /// A device access went into `io_log`: the block ends after the
-    /// instruction, so that its event names that instruction (an MMIO
-    /// access does not end a block by itself).
+    /// A device access went into `io_log`: its event must be emitted
+    /// naming the instruction that made it (`Platform::emit_logged`), by
+    /// the block engine right after it, or by the machine loop after the
+    /// step.
     pub logged: bool,
     /// The A20 gate moved (a port access): blocks end, so that what the
     /// engines hold about memory is worked out again.

@@ -764,7 +764,7 @@ impl BlockCache {
             if platform.mem.code_written() {
                 self.invalidate_written(cpu, platform, raw, events);
             }
-            let outcome = self.run_one(cpu, platform, stop_icount);
+            let outcome = self.run_one(cpu, platform, stop_icount, events);
             if outcome != StepOutcome::Retired || outer_loop_would_act(cpu, platform, stop_icount) {
                 return outcome;
             }
@@ -788,7 +788,7 @@ impl BlockCache {
             if platform.mem.code_written() {
                 self.invalidate_written(cpu, platform, raw, events);
             }
-            let outcome = self.run_one(cpu, platform, stop_icount);
+            let outcome = self.run_one(cpu, platform, stop_icount, events);
             if outcome != StepOutcome::Retired
                 || outer_loop_would_act(cpu, platform, stop_icount)
                 || !raw.stays_in(cpu, RingView::True)
@@ -808,7 +808,13 @@ impl BlockCache {
     /// `stop_icount` is reached, or something needs the outer loop (an
     /// exception, a halt, port I/O, a change of IF, a write to cached code).
     /// The caller has dropped what earlier writes to code made stale.
-    fn run_one(&mut self, cpu: &mut Cpu, platform: &mut Platform, stop_icount: u64) -> StepOutcome {
+    fn run_one(
+        &mut self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+        stop_icount: u64,
+        events: &mut SinkSlot,
+    ) -> StepOutcome {
         if cpu.state.halted {
             return StepOutcome::Halted;
         }
@@ -847,6 +853,7 @@ impl BlockCache {
             &mut self.jit,
             true,
             None,
+            events,
         ) {
             RawOutcome::Step(outcome) => outcome,
             // Only raw blocks exit to the monitor.
@@ -914,6 +921,7 @@ impl BlockCache {
                 &mut self.jit,
                 stays,
                 Some(&mut *raw),
+                events,
             );
             cpu.leave_view();
             if out != RawOutcome::Step(StepOutcome::Retired)
@@ -940,6 +948,9 @@ struct BlockRun<'a, const RAW: bool, H: RawHooks> {
     /// Made when first needed: one-instruction blocks may never need it.
     fetch: Option<FetchCheck>,
     hooks: Option<&'a mut H>,
+    /// Where the device accesses an instruction logged go as events, named
+    /// after it, so that the block goes on (it moves with the hooks).
+    events: Option<&'a mut SinkSlot>,
 }
 
 impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
@@ -1026,6 +1037,9 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
                 if outcome != StepOutcome::Retired {
                     return Some(Step(outcome));
                 }
+                if platform.attention.logged {
+                    self.emit_logged(cpu, platform);
+                }
                 if ci.op.touches_memory() && (platform.attention != Default::default() || platform.mem.code_written()) {
                     return Some(Step(StepOutcome::Retired));
                 }
@@ -1039,6 +1053,9 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         };
         if outcome != StepOutcome::Retired {
             return Some(Step(outcome));
+        }
+        if platform.attention.logged {
+            self.emit_logged(cpu, platform);
         }
         // Leave when the guest's IF comes on: a pending interrupt is taken
         // at this boundary. (It going off needs nothing: none can be taken.)
@@ -1060,6 +1077,16 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             self.fetch = None;
         }
         None
+    }
+
+    /// The device accesses the instruction that just retired logged, as
+    /// its events. Nothing else emits events while a block runs (what
+    /// would ends it first), so they keep their order.
+    fn emit_logged(&mut self, cpu: &Cpu, platform: &mut Platform) {
+        if let Some(events) = self.events.as_deref_mut() {
+            let pc = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(cpu.start_eip);
+            platform.emit_logged(events, cpu.icount.saturating_sub(1), pc);
+        }
     }
 
     /// The fetch check for the block's first byte, made if need be.
@@ -1099,13 +1126,14 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
         if slot == self.slot {
             if let Some((_, other)) = self.chained.take() {
                 self.run.hooks = other.hooks;
+                self.run.events = other.events;
             }
             return self.run;
         }
         if self.chained.as_ref().is_none_or(|(s, _)| *s != slot) {
-            let hooks = match self.chained.take() {
-                Some((_, other)) => other.hooks,
-                None => self.run.hooks.take(),
+            let (hooks, events) = match self.chained.take() {
+                Some((_, other)) => (other.hooks, other.events),
+                None => (self.run.hooks.take(), self.run.events.take()),
             };
             // SAFETY: as the caller promises.
             let block: &'a Block = unsafe { &*self.blocks.add(slot as usize) };
@@ -1118,6 +1146,7 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
                 cpl: cpu.state.cpl(),
                 fetch: None,
                 hooks,
+                events,
             };
             self.chained = Some((slot, run));
         }
@@ -1215,6 +1244,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     jit: &mut Jit,
     may_chain: bool,
     hooks: Option<&mut H>,
+    events: &mut SinkSlot,
 ) -> RawOutcome {
     use RawOutcome::Step;
     let block = &blocks[slot];
@@ -1228,6 +1258,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
         cpl: cpu.state.cpl(),
         fetch: None,
         hooks,
+        events: Some(events),
     };
     let n = block.insts.len() as u64;
     loop {

@@ -192,6 +192,14 @@ pub enum Op {
         dst: Gpr,
         src: Gpr,
     },
+    /// CMOVcc from memory: the operand is read whether or not the
+    /// condition holds (a fault is raised either way).
+    CmovRM {
+        cc: u8,
+        size: u8,
+        dst: Gpr,
+        mem: MemRef,
+    },
     /// Shifts and rotates of a register by an immediate count (1 included).
     ShiftRI {
         op: ShiftOp,
@@ -524,15 +532,25 @@ impl Op {
                 }
             }
             m if datamov::is_cmov(m) => {
-                if n != 2 || k0 != OpKind::Register || k1 != OpKind::Register {
+                if n != 2 || k0 != OpKind::Register {
                     return None;
                 }
                 let size = op_size(inst, 0);
-                Op::CmovRR {
-                    cc: datamov::condition_of(inst),
-                    size,
-                    dst: gpr(inst, 0, size)?,
-                    src: gpr(inst, 1, size)?,
+                let (cc, dst) = (datamov::condition_of(inst), gpr(inst, 0, size)?);
+                match k1 {
+                    OpKind::Register => Op::CmovRR {
+                        cc,
+                        size,
+                        dst,
+                        src: gpr(inst, 1, size)?,
+                    },
+                    OpKind::Memory => Op::CmovRM {
+                        cc,
+                        size,
+                        dst,
+                        mem: mem(),
+                    },
+                    _ => return None,
                 }
             }
             M::Rol | M::Ror | M::Rcl | M::Rcr | M::Shl | M::Sal | M::Shr | M::Sar => {
@@ -731,6 +749,12 @@ impl Cpu {
             Op::CmovRR { cc, size, dst, src } => {
                 if flags::condition(self.state.eflags, cc) {
                     let v = src.read(&self.state.regs, size);
+                    dst.write(&mut self.state.regs, size, v);
+                }
+            }
+            Op::CmovRM { cc, size, dst, mem } => {
+                let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
+                if flags::condition(self.state.eflags, cc) {
                     dst.write(&mut self.state.regs, size, v);
                 }
             }
@@ -1075,7 +1099,10 @@ mod tests {
             agree(&flat, &[0x0F, 0x90 | cc, 0xC1], false); // setcc cl
             agree(&flat, &[0x0F, 0x40 | cc, 0xC3], false); // cmovcc eax, ebx
             agree(&flat, &[0x66, 0x0F, 0x40 | cc, 0xCA], false); // cmovcc cx, dx
+            agree(&flat, &[0x0F, 0x40 | cc, 0x03], false); // cmovcc eax, [ebx]
+            agree(&flat, &[0x66, 0x0F, 0x40 | cc, 0x4E, 0x06], false); // cmovcc cx, [esi+6]
         }
+        agree(&real, &[0x0F, 0x43, 0x07], true); // cmovae ax, [bx]
         agree(&real, &[0x0F, 0x94, 0xC7], true); // sete bh
         agree(&real, &[0x0F, 0x42, 0xC1], true); // cmovb ax, cx
     }
@@ -1168,6 +1195,8 @@ mod tests {
             &[0x89, 0x03],       // mov [ebx], eax
             &[0x0F, 0xB6, 0x03], // movzx eax, byte [ebx]
             &[0x0F, 0xAF, 0x03], // imul eax, [ebx]
+            &[0x0F, 0x43, 0x03], // cmovae eax, [ebx] (read even when not taken)
+            &[0x0F, 0x42, 0x03], // cmovb eax, [ebx]
             &[0xFF, 0x13],       // call [ebx]
             &[0xA4],             // movsb
             &[0x80, 0x3B, 0x00], // cmp byte [ebx], 0
@@ -1225,7 +1254,6 @@ mod tests {
             &[0xEC],             // in al, dx
             &[0x6C],             // insb
             &[0x0F, 0x94, 0x03], // sete [ebx]
-            &[0x0F, 0x43, 0x03], // cmovae eax, [ebx]
         ];
         for f in forms {
             let inst = Decoder::with_ip(32, f, 0, DecoderOptions::NONE).decode();

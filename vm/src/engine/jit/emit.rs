@@ -92,10 +92,16 @@ pub fn is_native(op: &Op) -> bool {
         Op::Lea { mem, .. } => mem.parts32().is_some(),
         Op::Jcc { .. } | Op::JmpRel { .. } => true,
         Op::PushR { size, .. } | Op::PushI { size, .. } | Op::PopR { size, .. } => size == 4,
-        // 32-bit SHL/SHR/SAR by a constant: every flag is defined or fixed up
-        // (narrower operands shift by counts past their width, where the
-        // host's CF is undefined).
-        Op::ShiftRI { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
+        // SHL/SHR/SAR by a constant below the operand's width, ROL/ROR of
+        // 32 bits, and 32-bit SHL/SHR/SAR by CL: every flag is defined or
+        // fixed up (a narrower operand shifted by its width or more leaves
+        // the host's CF undefined).
+        Op::ShiftRI { op, size, count, .. } => match op {
+            ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar => u32::from(count & 0x1F) < u32::from(size) * 8,
+            ShiftOp::Rol | ShiftOp::Ror => size == 4,
+            _ => false,
+        },
+        Op::ShiftRCl { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
@@ -113,7 +119,7 @@ fn memory_access(op: &Op) -> Option<(MemRef, u8, bool)> {
         Op::MovRM { size, mem, .. } => (mem, size, false),
         Op::MovxRM { ssize, mem, .. } => (mem, ssize, false),
         Op::MovMR { size, mem, .. } | Op::MovMI { size, mem, .. } => (mem, size, true),
-        Op::AluRM { size, mem, .. } => (mem, size, false),
+        Op::AluRM { size, mem, .. } | Op::CmovRM { size, mem, .. } => (mem, size, false),
         Op::AluMR { op, size, mem, .. } | Op::AluMI { op, size, mem, .. } => {
             (mem, size, !matches!(op, AluOp::Cmp | AluOp::Test))
         }
@@ -314,6 +320,15 @@ macro_rules! cmov_from_slot {
         match $size {
             4 => asm!($ops; $m eax, DWORD [r15 + $s]),
             _ => asm!($ops; $m ax, WORD [r15 + $s]),
+        }
+    };
+}
+
+macro_rules! cmov_from_r9 {
+    ($m:ident, $ops:expr, $size:expr) => {
+        match $size {
+            4 => asm!($ops; $m eax, r9d),
+            _ => asm!($ops; $m ax, r9w),
         }
     };
 }
@@ -922,6 +937,26 @@ impl Emitter {
                 binary_alu!(op, alu_slot_r9, self.ops, size, d);
                 Some(op.is_logical())
             }
+            Op::CmovRM { cc, size, dst, .. } => {
+                // The operand is read whichever way; the destination is
+                // written back unchanged when the condition fails.
+                match size {
+                    4 => asm!(self.ops; mov r9d, DWORD [r8]),
+                    _ => asm!(self.ops; mov r9w, WORD [r8]),
+                }
+                self.load_flags();
+                let d = reg(dst, size);
+                match size {
+                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]),
+                    _ => asm!(self.ops; mov ax, WORD [r15 + d]),
+                }
+                by_condition!(cmov, cc, cmov_from_r9, self.ops, size);
+                match size {
+                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
+                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
+                }
+                None
+            }
             Op::AluMR { op, size, src, .. } => {
                 let s = reg(src, size);
                 match size {
@@ -1065,44 +1100,126 @@ impl Emitter {
                     self.wrote_flags(false);
                 }
             }
-            Op::ShiftRI { op, dst, count, .. } => {
+            Op::ShiftRI { op, size, dst, count } => {
                 // A masked count of 0 changes nothing, flags included.
                 let count = count & 0x1F;
                 if count == 0 {
                     return;
                 }
-                let d = reg(dst, 4);
-                match op {
-                    ShiftOp::Shl => asm!(self.ops; shl DWORD [r15 + d], count as i8),
-                    ShiftOp::Shr => asm!(self.ops; shr DWORD [r15 + d], count as i8),
-                    _ => asm!(self.ops; sar DWORD [r15 + d], count as i8),
+                let d = reg(dst, size);
+                if matches!(op, ShiftOp::Rol | ShiftOp::Ror) {
+                    // Only CF and OF change: the others come from the guest.
+                    self.load_flags();
+                }
+                match (op, size) {
+                    (ShiftOp::Shl, 4) => asm!(self.ops; shl DWORD [r15 + d], count as i8),
+                    (ShiftOp::Shr, 4) => asm!(self.ops; shr DWORD [r15 + d], count as i8),
+                    (ShiftOp::Sar, 4) => asm!(self.ops; sar DWORD [r15 + d], count as i8),
+                    (ShiftOp::Rol, _) => asm!(self.ops; rol DWORD [r15 + d], count as i8),
+                    (ShiftOp::Ror, _) => asm!(self.ops; ror DWORD [r15 + d], count as i8),
+                    (ShiftOp::Shl, 2) => asm!(self.ops; shl WORD [r15 + d], count as i8),
+                    (ShiftOp::Shr, 2) => asm!(self.ops; shr WORD [r15 + d], count as i8),
+                    (ShiftOp::Sar, 2) => asm!(self.ops; sar WORD [r15 + d], count as i8),
+                    (ShiftOp::Shl, _) => asm!(self.ops; shl BYTE [r15 + d], count as i8),
+                    (ShiftOp::Shr, _) => asm!(self.ops; shr BYTE [r15 + d], count as i8),
+                    _ => asm!(self.ops; sar BYTE [r15 + d], count as i8),
                 }
                 if count > 1 {
-                    // OF is undefined on the host past one bit; the reference
-                    // makes it MSB(result) XOR CF for SHL and clears it for
-                    // SHR and SAR. SAHF puts back all but OF.
-                    if op == ShiftOp::Shl {
+                    self.fix_overflow_after_shift(op, d);
+                }
+                // SHL, SHR, SAR: SF, ZF and PF from the result, AF cleared
+                // (undefined); ROL, ROR: AF as it was.
+                self.wrote_flags(!matches!(op, ShiftOp::Rol | ShiftOp::Ror));
+            }
+            Op::ShiftRCl { op, dst, .. } => {
+                // The count is known only now. A masked count of 0 changes
+                // nothing; otherwise the shift is as by a constant, OF as the
+                // reference has it for the count. Both ways end with the
+                // guest's flags in memory.
+                self.store_flags();
+                self.flags.in_host = false;
+                let d = reg(dst, 4);
+                // CL: the low byte of ECX.
+                let count_at = (STATE + offsets::reg(1)) as i32;
+                let done = self.ops.new_dynamic_label();
+                asm!(self.ops
+                    ; movzx ecx, BYTE [r15 + count_at]
+                    ; and ecx, 0x1F
+                    ; jz =>done
+                );
+                match op {
+                    ShiftOp::Shl => asm!(self.ops; shl DWORD [r15 + d], cl),
+                    ShiftOp::Shr => asm!(self.ops; shr DWORD [r15 + d], cl),
+                    _ => asm!(self.ops; sar DWORD [r15 + d], cl),
+                }
+                match op {
+                    ShiftOp::Shr => {
+                        // The host's OF (MSB of the operand) is the
+                        // reference's for a count of 1; past it, clear.
                         asm!(self.ops
+                            ; seto r9b
                             ; lahf
-                            ; mov al, ah
-                            ; shr al, 7
-                            ; xor al, ah
-                            ; and al, 1
-                            ; add al, 0x7F
-                            ; sahf
-                        );
-                    } else {
-                        asm!(self.ops
-                            ; lahf
-                            ; cmp al, al
+                            ; cmp ecx, 1
+                            ; sete dl
+                            ; and dl, r9b
+                            ; add dl, 0x7F
                             ; sahf
                         );
                     }
+                    // For SHL and SAR the reference's OF past one bit is what
+                    // it is at one bit.
+                    _ => self.fix_overflow_after_shift(op, d),
                 }
-                // SF, ZF and PF from the result, AF cleared (undefined).
                 self.wrote_flags(true);
+                self.store_flags();
+                self.flags.in_host = false;
+                asm!(self.ops; =>done);
             }
             _ => unreachable!("not a native operation: {op:?}"),
+        }
+    }
+
+    /// OF after a shift or rotate of the register at `d` by more than one
+    /// bit, where the host's is undefined, as the reference makes it: for
+    /// SHL MSB(result) XOR CF, for SHR and SAR clear, for ROL MSB(result)
+    /// XOR CF, for ROR the XOR of the result's two top bits (32-bit). SAHF
+    /// puts back all the other flags; RAX, RCX and RDX are clobbered.
+    fn fix_overflow_after_shift(&mut self, op: ShiftOp, d: i32) {
+        match op {
+            ShiftOp::Shl => asm!(self.ops
+                ; lahf
+                ; mov al, ah
+                ; shr al, 7
+                ; xor al, ah
+                ; and al, 1
+                ; add al, 0x7F
+                ; sahf
+            ),
+            ShiftOp::Rol => asm!(self.ops
+                ; lahf
+                ; mov edx, DWORD [r15 + d]
+                ; shr edx, 31
+                ; xor dl, ah
+                ; and dl, 1
+                ; add dl, 0x7F
+                ; sahf
+            ),
+            ShiftOp::Ror => asm!(self.ops
+                ; lahf
+                ; mov edx, DWORD [r15 + d]
+                ; mov ecx, edx
+                ; shr ecx, 1
+                ; xor edx, ecx
+                ; shr edx, 30
+                ; and dl, 1
+                ; add dl, 0x7F
+                ; sahf
+            ),
+            _ => asm!(self.ops
+                ; lahf
+                ; cmp al, al
+                ; sahf
+            ),
         }
     }
 

@@ -109,12 +109,14 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             v.extend((DATA + 4 * rng.below(16) as u32).to_le_bytes());
             v
         }
-        // A shift (a step).
+        // A shift or rotate: by 1, by a constant at 16 and 32 bits, by CL.
         10 => {
-            let kind = [0xE0, 0xE8, 0xF8, 0xC0, 0xD0][rng.below(5) as usize];
-            match rng.below(3) {
+            let kind = [0xE0, 0xE8, 0xF8, 0xC0, 0xC8, 0xD0][rng.below(6) as usize];
+            match rng.below(5) {
                 0 => vec![0xD1, kind | d],
                 1 => vec![0x66, 0xC1, kind | d, rng.below(33) as u8],
+                2 => vec![0xD3, kind | d],
+                3 => vec![0x66, 0xD3, kind | d],
                 _ => vec![0xC1, kind | d, rng.below(40) as u8],
             }
         }
@@ -163,7 +165,11 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             };
             let disp = (rng.below(64) as u8) & !3;
             let sub = rng.below(8) as u8;
-            match rng.below(9) {
+            let cc = rng.below(16) as u8;
+            match rng.below(11) {
+                // CMOVcc from memory, at 32 and 16 bits.
+                9 => vec![0x0F, 0x40 | cc, 0x40 | (d << 3) | base, disp],
+                10 => vec![0x66, 0x0F, 0x40 | cc, 0x40 | (d << 3) | base, disp],
                 0 => vec![0x8B, 0x40 | (d << 3) | base, disp],
                 1 => vec![0x89, 0x40 | (s << 3) | base, disp],
                 2 => vec![0x88, 0x40 | (s << 3) | base, disp],
@@ -453,6 +459,22 @@ fn memory_operands_of_a_hot_loop_run_inline() {
     }
 }
 
+// CMOVcc from memory runs inline, taken or not (the operand is read
+// either way), at 32 and 16 bits.
+#[test]
+fn conditional_moves_from_memory_run_inline() {
+    // top: test bl, 1; cmovz eax, [esi]; cmovnz cx, [esi+4];
+    //      inc dword [esi]; add [esi+4], ebx; inc ebx; dec ebp; jnz top; hlt
+    let code = [
+        0xF6, 0xC3, 0x01, 0x0F, 0x44, 0x06, 0x66, 0x0F, 0x45, 0x4E, 0x04, 0xFF, 0x06, 0x01, 0x5E, 0x04, 0x43, 0x4D,
+        0x75, 0xEC, 0xF4,
+    ];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 19, paging, |_| {});
+        assert!(s.retired > 60_000 && s.stepped < 10, "paging {paging}: {s:?}");
+    }
+}
+
 // A loop over two blocks (a forward branch inside it) runs from one
 // translation into the other without going back to the block engine.
 #[test]
@@ -500,12 +522,12 @@ fn branches_to_another_page_run_chained_through_the_jump_table() {
     }
 }
 
-// A step that changes no mode (here CMOVcc from memory, which has no host
-// form) does not stop a loop from running on inside its translation.
+// A step that changes no mode (here BSWAP, which has no host form) does
+// not stop a loop from running on inside its translation.
 #[test]
 fn steps_that_change_no_mode_keep_a_loop_in_its_translation() {
-    // top: cmovz eax, [esi]; inc ebx; add ecx, ebx; dec ebp; jnz top; hlt
-    let code = [0x0F, 0x44, 0x06, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF7, 0xF4];
+    // top: bswap eax; inc ebx; add ecx, ebx; dec ebp; jnz top; hlt
+    let code = [0x0F, 0xC8, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF8, 0xF4];
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 11, paging, |_| {});
         assert!(s.stepped >= 10_000 && s.entries < 1_000, "paging {paging}: {s:?}");
@@ -638,4 +660,40 @@ fn an_interrupt_a_port_write_lets_through_lands_on_the_same_boundary_as_on_the_r
         interrupts > 1000,
         "the unmasked line interrupted the loops: {interrupts}"
     );
+}
+
+// Shifts and rotates run as host code where every flag can be made the
+// reference's: each form and count here, with the flags after it pushed and
+// folded into a checksum every round, on operands that change every round.
+#[test]
+fn shifts_and_rotates_leave_the_flags_the_reference_leaves() {
+    // ROL, ROR, SHL, SHR, SAR as the ModRM reg field of C1/D1/D3 on EAX.
+    let kinds = [0xC0u8, 0xC8, 0xE0, 0xE8, 0xF8];
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    for kind in kinds {
+        for count in [1u8, 2, 7, 8, 15, 16, 17, 31, 32, 33] {
+            forms.push(vec![0xC1, kind, count]);
+            forms.push(vec![0x66, 0xC1, kind, count]);
+        }
+        forms.push(vec![0xD1, kind]);
+        forms.push(vec![0xD3, kind]);
+        forms.push(vec![0x66, 0xD3, kind]);
+    }
+    let mut native = 0;
+    for (n, shift) in forms.iter().enumerate() {
+        // top: mov eax, ebx; <shift eax>; pushfd; pop edx; xor edi, edx;
+        //      add edi, eax; imul ebx, ebx, 9E3779B1h; add ebx, 1234567h;
+        //      inc ecx; dec ebp; jnz top; hlt
+        let mut code = vec![0x89, 0xD8];
+        code.extend(shift);
+        code.extend([0x9C, 0x5A, 0x31, 0xD7, 0x01, 0xC7, 0x69, 0xDB, 0xB1, 0x79, 0x37, 0x9E]);
+        code.extend([0x81, 0xC3, 0x67, 0x45, 0x23, 0x01, 0x41, 0x4D, 0x75]);
+        let back = -(code.len() as i32 + 1);
+        code.push(back as u8);
+        code.push(0xF4);
+        let s = compiled_against_reference(&code, 23 + n as u64, false, |_| {});
+        // Two steps a round (PUSHFD, and the shift where it has no host form).
+        native += u32::from(s.stepped < s.retired / 5);
+    }
+    assert!(native > 40, "{native} of {} forms ran as host code", forms.len());
 }
