@@ -1057,15 +1057,34 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         if platform.attention.logged {
             self.emit_logged(cpu, platform);
         }
+        // No interrupt is pending, and none can come before the next
+        // instruction retires without ending the block after it (a device
+        // access raises attention, a timer is a deadline).
+        let none_pending = !platform.intr() && !platform.irq.nmi();
+        if cpu.state.interrupt_shadow
+            && none_pending
+            && i + 1 < self.block.insts.len()
+            && cpu.icount < self.stop_icount
+            && cpu.state.eflags & flags::TF == 0
+        {
+            // An interrupt shadow (after STI, MOV SS, POP SS) holds
+            // interrupts off at the next boundary only; with none pending,
+            // and the next instruction sure to run in this block, it has
+            // done all it would.
+            cpu.state.interrupt_shadow = false;
+        }
         // Leave when the guest's IF comes on: a pending interrupt is taken
         // at this boundary. (It going off needs nothing: none can be taken.)
+        // In the compressed view, where the raw engine would choose the same
+        // view again, the block goes on when none is pending.
         let vif = cpu.virtual_if();
+        let compressed = matches!(cpu.ring_view, RingView::Compressed { .. });
         if (batched && cpu.icount + (self.block.insts.len() - i - 1) as u64 > self.stop_icount)
             || platform.attention != Default::default()
             || platform.mem.code_written()
             || cpu.state.halted
             || cpu.state.interrupt_shadow
-            || (vif && !self.if_before)
+            || (vif && !self.if_before && !(compressed && none_pending))
             || cpu.state.code32() != self.code32
             || (RAW && (cpu.state.cpl() != self.cpl || cpu.state.eflags & flags::TF != 0))
         {

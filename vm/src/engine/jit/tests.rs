@@ -569,16 +569,17 @@ fn a_port_write_that_moves_the_a20_gate_ends_its_block() {
     }
 }
 
-/// The loop below with interrupts on, the 8259 pair set up at vector 0x20,
-/// and IRQ 3 (driven by the test device) masked: each round unmasks it, and
-/// the handler adds the interrupted EIP to SUM, counts itself in COUNT,
-/// masks IRQ 3 again and makes a new edge on it.
-fn unmasked_by_a_port_write(seed: u64, engine: Engine, jit: JitConfig, limit: u64) -> (StopReason, Machine) {
-    // sti; top: mov al, F7h; out 21h, al; inc ebx; add ecx, ebx; dec ebp;
-    // jnz top; cli; hlt
-    let code = [
-        0xFB, 0xB0, 0xF7, 0xE6, 0x21, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF6, 0xFA, 0xF4,
-    ];
+/// A loop of `code` with the 8259 pair set up at vector 0x20 and IRQ 3
+/// (driven by the test device) masked: each round unmasks it, and the
+/// handler adds the interrupted EIP to SUM, counts itself in COUNT, masks
+/// IRQ 3 again and makes a new edge on it.
+fn unmasked_by_a_port_write(
+    code: &[u8],
+    seed: u64,
+    engine: Engine,
+    jit: JitConfig,
+    limit: u64,
+) -> (StopReason, Machine) {
     let mut image = vec![0u8; 0x1000];
     image[..code.len()].copy_from_slice(&code);
     // push eax; mov eax, [esp+4]; add [SUM], eax; inc dword [COUNT];
@@ -639,16 +640,52 @@ fn unmasked_by_a_port_write(seed: u64, engine: Engine, jit: JitConfig, limit: u6
 // does not end the block otherwise.
 #[test]
 fn an_interrupt_a_port_write_lets_through_lands_on_the_same_boundary_as_on_the_reference() {
-    let mut rng = Rng(0x1EE7_0000_0000_0021);
+    // sti; top: mov al, F7h; out 21h, al; inc ebx; add ecx, ebx; dec ebp;
+    // jnz top; cli; hlt
+    let code = [
+        0xFB, 0xB0, 0xF7, 0xE6, 0x21, 0x43, 0x01, 0xD9, 0x4D, 0x75, 0xF6, 0xFA, 0xF4,
+    ];
+    unmasked_loops_against_the_reference(&code, 0x1EE7_0000_0000_0021);
+}
+
+// An interrupt that waits while IF is clear is taken after the instruction
+// that follows the STI (its shadow), on every engine, whether blocks go on
+// past an STI or not.
+#[test]
+fn an_interrupt_waiting_for_sti_lands_after_its_shadow_as_on_the_reference() {
+    // top: cli; mov al, F7h; out 21h, al; inc ebx; sti; add ecx, ebx;
+    //      inc edx; dec ebp; jnz top; cli; hlt
+    let code = [
+        0xFA, 0xB0, 0xF7, 0xE6, 0x21, 0x43, 0xFB, 0x01, 0xD9, 0x42, 0x4D, 0x75, 0xF3, 0xFA, 0xF4,
+    ];
+    unmasked_loops_against_the_reference(&code, 0x1EE7_0000_0000_0022);
+}
+
+// ... and right after a POPF that sets IF (no shadow), on every engine:
+// the raw engine runs such code ring-compressed, with the POPF patched.
+#[test]
+fn an_interrupt_waiting_for_popf_lands_right_after_it_as_on_the_reference() {
+    // top: cli; mov al, F7h; out 21h, al; inc ebx; pushfd; pop eax;
+    //      or eax, 200h; push eax; popfd; add ecx, ebx; dec ebp; jnz top;
+    //      cli; hlt
+    let code = [
+        0xFA, 0xB0, 0xF7, 0xE6, 0x21, 0x43, 0x9C, 0x58, 0x0D, 0x00, 0x02, 0x00, 0x00, 0x50, 0x9D, 0x01, 0xD9, 0x4D,
+        0x75, 0xEC, 0xFA, 0xF4,
+    ];
+    unmasked_loops_against_the_reference(&code, 0x1EE7_0000_0000_0023);
+}
+
+fn unmasked_loops_against_the_reference(code: &[u8], seed: u64) {
+    let mut rng = Rng(seed);
     let mut interrupts = 0;
     for round in 0..40 {
         let seed = rng.next() | 1;
         let limit = 500 + rng.below(20_000);
-        let (want_stop, want) = unmasked_by_a_port_write(seed, Engine::Emulate, JitConfig::OFF, limit);
+        let (want_stop, want) = unmasked_by_a_port_write(code, seed, Engine::Emulate, JitConfig::OFF, limit);
         interrupts += want.platform.mem.read(COUNT, 4);
         for engine in [Engine::Blocks, Engine::Raw] {
             for jit in [JitConfig::OFF, JitConfig::EAGER] {
-                let (stop, got) = unmasked_by_a_port_write(seed, engine, jit, limit);
+                let (stop, got) = unmasked_by_a_port_write(code, seed, engine, jit, limit);
                 let what = format!("round {round} on {engine:?}, jit {jit:?}, limit {limit}");
                 assert_eq!(stop, want_stop, "{what}");
                 assert_eq!(got.state(), want.state(), "{what}");
