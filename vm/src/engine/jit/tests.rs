@@ -581,7 +581,7 @@ fn unmasked_by_a_port_write(
     limit: u64,
 ) -> (StopReason, Machine) {
     let mut image = vec![0u8; 0x1000];
-    image[..code.len()].copy_from_slice(&code);
+    image[..code.len()].copy_from_slice(code);
     // push eax; mov eax, [esp+4]; add [SUM], eax; inc dword [COUNT];
     // mov al, FFh; out 21h, al; mov al, 20h; out 20h, al (EOI);
     // mov dx, 2003h; mov al, 0; out dx, al; mov al, 1; out dx, al;
