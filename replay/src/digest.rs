@@ -15,8 +15,15 @@ impl RamHasher {
     /// Hashes every page of `mem`.
     pub fn new(mem: &PhysMem) -> Self {
         let n = mem.ram_size() / PAGE_SIZE;
+        let zero = *blake3::hash(&[0u8; PAGE_SIZE]).as_bytes();
+        // Pages never written are zeros: hashed once, not read (reading
+        // them would make the host map every page of a large RAM).
         let pages = (0..n)
-            .map(|p| mem.page(p).map_or([0; 32], |b| *blake3::hash(b).as_bytes()))
+            .map(|p| match mem.page(p) {
+                Some(_) if mem.never_written(p) => zero,
+                Some(b) => *blake3::hash(b).as_bytes(),
+                None => [0; 32],
+            })
             .collect();
         RamHasher { pages }
     }
@@ -60,10 +67,34 @@ impl RamHasher {
     /// Every page that is not all zeros, with its contents.
     pub fn nonzero_pages(&self, mem: &PhysMem) -> Vec<(u32, Vec<u8>)> {
         (0..self.pages.len())
+            .filter(|&p| !mem.never_written(p))
             .filter_map(|p| {
                 let b = mem.page(p)?;
                 b.iter().any(|&x| x != 0).then(|| (p as u32, b.to_vec()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Pages never written are taken as zeros without being read: the
+    // hashes are those of every page read, and only pages with a nonzero
+    // byte are listed as contents.
+    #[test]
+    fn pages_never_written_hash_as_the_zeros_they_hold() {
+        let mut mem = PhysMem::new(64 * PAGE_SIZE);
+        mem.write(3 * PAGE_SIZE as u32 + 5, 4, 0xDEAD_BEEF);
+        mem.write(7 * PAGE_SIZE as u32, 1, 1);
+        mem.write(7 * PAGE_SIZE as u32, 1, 0);
+        let hasher = RamHasher::new(&mem);
+        let every: Vec<[u8; 32]> = (0..64)
+            .map(|p| *blake3::hash(mem.page(p).expect("in RAM")).as_bytes())
+            .collect();
+        assert_eq!(hasher.pages, every);
+        let listed: Vec<u32> = hasher.nonzero_pages(&mem).iter().map(|(p, _)| *p).collect();
+        assert_eq!(listed, [3]);
     }
 }

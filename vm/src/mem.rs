@@ -20,6 +20,10 @@ pub struct PhysMem {
     /// The pages set in `dirty`, in the order they were first written: taking
     /// them costs the pages written, not a walk over the bitmap.
     dirty_list: Vec<u32>,
+    /// Pages written at least once since the RAM was made (every write
+    /// marks its page dirty first): the others are known to be zeros
+    /// without reading them, which would make the host map them.
+    written: Vec<u64>,
     roms: Vec<Rom>,
     /// Writes that hit ROM or nothing at all.
     pub dropped_writes: u64,
@@ -60,6 +64,7 @@ impl PhysMem {
             ram: vec![0; pages * PAGE_SIZE],
             dirty: vec![0; pages.div_ceil(64)],
             dirty_list: Vec::new(),
+            written: vec![0; pages.div_ceil(64)],
             roms: Vec::new(),
             dropped_writes: 0,
             watched: vec![0; pages.div_ceil(64)],
@@ -204,8 +209,15 @@ impl PhysMem {
         let (word, bit) = (page / 64, 1u64 << (page % 64));
         if self.dirty[word] & bit == 0 {
             self.dirty[word] |= bit;
+            self.written[word] |= bit;
             self.dirty_list.push(page as u32);
         }
+    }
+
+    /// Whether page `page` was never written since the RAM was made: it
+    /// holds zeros.
+    pub fn never_written(&self, page: usize) -> bool {
+        self.written.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) == 0)
     }
 
     #[inline]
@@ -565,6 +577,27 @@ mod tests {
             assert_eq!(m.read(addr, 0), 0);
         }
         assert_eq!(m.take_dirty(), vec![0, 127]);
+    }
+
+    // A page counts as written from its first write on, whichever way the
+    // write came (a store, a load, a fill, a bulk store), and stays written
+    // when its dirty bit is taken: every page never written holds zeros.
+    #[test]
+    fn pages_never_written_are_known_without_reading_them() {
+        let mut m = PhysMem::new(RAM);
+        m.write(0x1000, 1, 0);
+        m.load(0x3000, &[1, 2]).expect("fits");
+        m.fill(0x5FFF, 2, 7).expect("fits");
+        assert!(m.bulk_store(0x9000, 16).is_some());
+        let written = [1, 3, 5, 6, 9];
+        assert_eq!(m.take_dirty(), written);
+        m.write(0x1000, 4, 0);
+        for p in 0..=128 {
+            assert_eq!(m.never_written(p), !written.contains(&p) && p < 128, "page {p}");
+            if m.never_written(p) {
+                assert!(m.page(p).is_some_and(|b| b.iter().all(|&x| x == 0)), "page {p}");
+            }
+        }
     }
 
     #[test]
