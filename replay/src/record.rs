@@ -51,6 +51,15 @@ enum Job {
         icount: u64,
         batch: EventBatch,
     },
+    /// A checkpoint without its digest: the writer hashes the pages it
+    /// carries into its own page hashes, computes the digest and encodes
+    /// the frame, off the guest's thread. `ram_pages` on the first, whose
+    /// pages are all the nonzero ones.
+    Checkpoint {
+        icount: u64,
+        checkpoint: Box<Checkpoint>,
+        ram_pages: Option<usize>,
+    },
     /// Acknowledged once every earlier frame is in the file.
     Sync(std::sync::mpsc::Sender<()>),
     Finish,
@@ -58,6 +67,8 @@ enum Job {
 
 /// The writer thread's side: compresses and appends frames, keeps the index.
 struct WriterThread {
+    /// The hash of every RAM page as of the last checkpoint.
+    ram: Option<RamHasher>,
     out: BufWriter<File>,
     offset: u64,
     index: Vec<FrameEntry>,
@@ -93,6 +104,25 @@ impl WriterThread {
         Ok(())
     }
 
+    /// Completes a checkpoint with its digest and writes it.
+    fn checkpoint(&mut self, icount: u64, mut cp: Checkpoint, ram_pages: Option<usize>) -> std::io::Result<()> {
+        if let Some(n) = ram_pages {
+            // Its pages are every page that is not all zeros.
+            self.ram = Some(RamHasher::zeroed(n));
+        }
+        let ram = self
+            .ram
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("a checkpoint before the first"))?;
+        for (page, bytes) in &cp.pages {
+            ram.set_page(*page as usize, bytes);
+        }
+        cp.digest = ram.digest(&cp.state);
+        let frame = cp.into_frame().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let raw = postcard::to_allocvec(&frame).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.write(FrameKind::Checkpoint, icount, &raw)
+    }
+
     /// Runs the jobs; an error is also left in `failure`, for the guest's
     /// thread to report when its next send finds the writer gone.
     fn run(self, jobs: Receiver<Job>, failure: Arc<Mutex<Option<std::io::Error>>>) -> std::io::Result<WriteStats> {
@@ -119,6 +149,11 @@ impl WriterThread {
                     let raw = postcard::to_allocvec(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
                     self.write(FrameKind::Events, icount, &raw)?;
                 }
+                Job::Checkpoint {
+                    icount,
+                    checkpoint,
+                    ram_pages,
+                } => self.checkpoint(icount, *checkpoint, ram_pages)?,
                 Job::Finish => {
                     let index = TraceIndex {
                         frames: std::mem::take(&mut self.index),
@@ -162,6 +197,7 @@ impl TraceWriter {
         let failure = Arc::new(Mutex::new(None));
         let thread_failure = failure.clone();
         let writer = WriterThread {
+            ram: None,
             out,
             offset: format::PREAMBLE_LEN as u64,
             index: Vec::new(),
@@ -223,6 +259,16 @@ impl FrameSender {
         let raw = postcard::to_allocvec(value).map_err(|e| TraceError::Writer(e.to_string()))?;
         self.jobs
             .send(Job::Frame { kind, icount, raw })
+            .map_err(|_| self.writer_error())
+    }
+
+    fn send_checkpoint(&self, icount: u64, checkpoint: Checkpoint, ram_pages: Option<usize>) -> Result<()> {
+        self.jobs
+            .send(Job::Checkpoint {
+                icount,
+                checkpoint: Box::new(checkpoint),
+                ram_pages,
+            })
             .map_err(|_| self.writer_error())
     }
 
@@ -361,7 +407,6 @@ pub struct Recorder {
     consumed: u64,
     serial: Vec<u8>,
     serial_total: u64,
-    ram: RamHasher,
     base: u64,
     interval: u64,
     adaptive: bool,
@@ -395,7 +440,6 @@ impl Recorder {
             consumed: 0,
             serial: Vec::new(),
             serial_total: 0,
-            ram: RamHasher::new(&machine.platform.mem),
             base,
             interval: base,
             adaptive: header.adaptive_checkpoints,
@@ -474,10 +518,9 @@ impl Recorder {
         }
         machine.forget_cached_code();
         let dirty = machine.platform.mem.take_dirty();
-        self.ram.update(&machine.platform.mem, &dirty);
         let state = machine.state();
         let pages = if first {
-            self.ram.nonzero_pages(&machine.platform.mem)
+            RamHasher::nonzero_pages(&machine.platform.mem)
         } else {
             dirty
                 .iter()
@@ -487,7 +530,8 @@ impl Recorder {
         let events_before = self.count.lock().map(|c| *c).unwrap_or(0);
         let cp = Checkpoint {
             sequence: self.checkpoints,
-            digest: self.ram.digest(&state),
+            // The writer's, from the pages.
+            digest: [0; 32],
             state,
             pages,
             inputs_consumed: self.consumed,
@@ -495,8 +539,8 @@ impl Recorder {
             events_before,
             stopped,
         };
-        let frame = cp.into_frame().map_err(|e| TraceError::Writer(format!("{e:#}")))?;
-        self.frames.send(FrameKind::Checkpoint, machine.icount(), &frame)?;
+        let ram_pages = first.then(|| machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE);
+        self.frames.send_checkpoint(machine.icount(), cp, ram_pages)?;
         self.checkpoints += 1;
         Ok(dirty.len())
     }
