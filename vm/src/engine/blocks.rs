@@ -1091,8 +1091,8 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             return Some(Step(StepOutcome::Retired));
         }
         self.if_before = vif;
-        if ci.may_change_modes::<RAW>() {
-            // CR0, CS or the CPL may be new.
+        if ci.may_change_modes::<RAW>() && !ci.flags_only {
+            // CR0, CS or the CPL may be new (not after CLI, STI or POPF).
             self.fetch = None;
         }
         None
@@ -1211,7 +1211,9 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
         // CLI, STI and POPF that left the flags as they were (the guest's
         // own, or the view's virtual ones) changed nothing.
         may_change_modes &= !(ci.flags_only && system_flags(cpu) == flags_before);
-        if may_change_modes {
+        // Nor do they touch what the inline memory path holds, when they did
+        // change one (IF, IOPL, TF, AC: none is part of it).
+        if may_change_modes && !ci.flags_only {
             // Segments, paging, privilege or the A20 gate may be new.
             env.mem.modes_may_have_changed();
             env.mem.refresh(cpu, platform);

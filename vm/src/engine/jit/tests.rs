@@ -338,6 +338,27 @@ const HANDLER: u32 = CODE + 0x800;
 const SUM: u32 = DATA + 0x100;
 const COUNT: u32 = DATA + 0x104;
 
+/// A flat GDT (code 0x08, data 0x10) and an IDT whose gate for `vector`
+/// leads to HANDLER, loaded, with the segment registers holding them.
+fn handle_vector(m: &mut Machine, vector: u8) {
+    for (i, d) in [0u64, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].iter().enumerate() {
+        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+    }
+    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+    m.platform
+        .mem
+        .load(IDT + 8 * u32::from(vector), &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
+        .expect("fits");
+    let st = &mut m.cpu.state;
+    st.gdtr.base = GDT;
+    st.gdtr.limit = 23;
+    st.idtr.base = IDT;
+    st.idtr.limit = (u16::from(vector) + 1) * 8 - 1;
+    for s in SegReg::ALL {
+        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
+    }
+}
+
 /// The loop of `program` with interrupts on, and a local APIC timer whose
 /// handler adds the interrupted EIP to SUM and counts itself in COUNT: the
 /// sum shows the exact boundary of every interrupt.
@@ -363,22 +384,7 @@ fn interrupted(
     image[0x800..0x800 + handler.len()].copy_from_slice(&handler);
     let mut m = machine(&image, rng, engine, jit);
     m.cpu.state.regs[5] = 50 + rng.below(200) as u32;
-    for (i, d) in [0u64, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].iter().enumerate() {
-        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
-    }
-    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
-    m.platform
-        .mem
-        .load(IDT + 8 * 0x20, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
-        .expect("fits");
-    let st = &mut m.cpu.state;
-    st.gdtr.base = GDT;
-    st.gdtr.limit = 23;
-    st.idtr.base = IDT;
-    st.idtr.limit = 0x21 * 8 - 1;
-    for s in SegReg::ALL {
-        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
-    }
+    handle_vector(&mut m, 0x20);
     // The 8259s masked; the APIC timer periodic at vector 0x20.
     m.platform.io_write(0x21, 1, 0xFF, 0);
     m.platform.io_write(0xA1, 1, 0xFF, 0);
@@ -598,22 +604,7 @@ fn unmasked_by_a_port_write(
     let mut rng = Rng(seed);
     let mut m = machine(&image, &mut rng, engine, jit);
     m.cpu.state.regs[5] = 100 + rng.below(2_000) as u32;
-    for (i, d) in [0u64, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF].iter().enumerate() {
-        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
-    }
-    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
-    m.platform
-        .mem
-        .load(IDT + 8 * 0x23, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
-        .expect("fits");
-    let st = &mut m.cpu.state;
-    st.gdtr.base = GDT;
-    st.gdtr.limit = 23;
-    st.idtr.base = IDT;
-    st.idtr.limit = 0x24 * 8 - 1;
-    for s in SegReg::ALL {
-        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
-    }
+    handle_vector(&mut m, 0x23);
     for (port, value) in [
         (0x20, 0x11),
         (0x21, 0x20),
