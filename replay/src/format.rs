@@ -110,9 +110,26 @@ fn crc_of(header: &[u8], payload: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// A compressor for frames, kept from one frame to the next by a writer
+/// (making one costs more than compressing a small frame).
+pub fn frame_compressor() -> io::Result<zstd::bulk::Compressor<'static>> {
+    zstd::bulk::Compressor::new(ZSTD_LEVEL)
+}
+
 /// Compresses `raw` and writes it as one frame; returns the bytes written.
 pub fn write_frame(out: &mut impl Write, kind: FrameKind, icount: u64, raw: &[u8]) -> io::Result<u64> {
-    let payload = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
+    write_frame_with(&mut frame_compressor()?, out, kind, icount, raw)
+}
+
+/// [`write_frame`] with a compressor of [`frame_compressor`]'s.
+pub fn write_frame_with(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    out: &mut impl Write,
+    kind: FrameKind,
+    icount: u64,
+    raw: &[u8],
+) -> io::Result<u64> {
+    let payload = compressor.compress(raw)?;
     let mut header = [0u8; FRAME_HEADER_LEN];
     header[..4].copy_from_slice(FRAME_MAGIC);
     header[4] = kind as u8;

@@ -69,6 +69,7 @@ enum Job {
 struct WriterThread {
     /// The hash of every RAM page as of the last checkpoint.
     ram: Option<RamHasher>,
+    compressor: zstd::bulk::Compressor<'static>,
     out: BufWriter<File>,
     offset: u64,
     index: Vec<FrameEntry>,
@@ -87,7 +88,7 @@ pub struct WriteStats {
 impl WriterThread {
     fn write(&mut self, kind: FrameKind, icount: u64, raw: &[u8]) -> std::io::Result<()> {
         let start = self.offset;
-        let n = format::write_frame(&mut self.out, kind, icount, raw)?;
+        let n = format::write_frame_with(&mut self.compressor, &mut self.out, kind, icount, raw)?;
         self.offset += n;
         self.compressed += n;
         self.raw += raw.len() as u64;
@@ -198,6 +199,7 @@ impl TraceWriter {
         let thread_failure = failure.clone();
         let writer = WriterThread {
             ram: None,
+            compressor: format::frame_compressor().map_err(io)?,
             out,
             offset: format::PREAMBLE_LEN as u64,
             index: Vec::new(),
