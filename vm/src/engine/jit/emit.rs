@@ -1107,10 +1107,14 @@ impl Emitter {
                     return;
                 }
                 let d = reg(dst, size);
-                if matches!(op, ShiftOp::Rol | ShiftOp::Ror) {
+                let rotate = matches!(op, ShiftOp::Rol | ShiftOp::Ror);
+                if rotate {
                     // Only CF and OF change: the others come from the guest.
                     self.load_flags();
                 }
+                // A rotate keeps AF, which may be the host's undefined one
+                // after a logical operation (the guest's is clear then).
+                let clear_af = !rotate || self.flags.clear_af;
                 match (op, size) {
                     (ShiftOp::Shl, 4) => asm!(self.ops; shl DWORD [r15 + d], count as i8),
                     (ShiftOp::Shr, 4) => asm!(self.ops; shr DWORD [r15 + d], count as i8),
@@ -1129,7 +1133,7 @@ impl Emitter {
                 }
                 // SHL, SHR, SAR: SF, ZF and PF from the result, AF cleared
                 // (undefined); ROL, ROR: AF as it was.
-                self.wrote_flags(!matches!(op, ShiftOp::Rol | ShiftOp::Ror));
+                self.wrote_flags(clear_af);
             }
             Op::ShiftRCl { op, dst, .. } => {
                 // The count is known only now. A masked count of 0 changes

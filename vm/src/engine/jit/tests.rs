@@ -707,6 +707,13 @@ fn shifts_and_rotates_leave_the_flags_the_reference_leaves() {
         forms.push(vec![0xD3, kind]);
         forms.push(vec![0x66, 0xD3, kind]);
     }
+    // Rotates keep AF: after a logical operation or a shift (whose AF the
+    // host leaves undefined and the reference clears) as after anything.
+    for before in [[0xC1, 0xE2, 0x03], [0x85, 0xD2, 0x90], [0x31, 0xD6, 0x90]] {
+        for kind in [0xC0u8, 0xC8] {
+            forms.push([&before[..], &[0xC1, kind, 5]].concat()); // shl edx, 3 / test edx, edx / xor esi, edx
+        }
+    }
     let mut native = 0;
     for (n, shift) in forms.iter().enumerate() {
         // top: mov eax, ebx; <shift eax>; pushfd; pop edx; xor edi, edx;
