@@ -454,10 +454,8 @@ impl Machine {
             if self.platform.attention.logged {
                 // The engine left the rest: they belong to the instruction
                 // that ran last.
-                let pc = self.cpu.state.segs[crate::cpu::SegReg::Cs as usize]
-                    .base
-                    .wrapping_add(self.cpu.start_eip);
                 let icount = self.cpu.icount.saturating_sub(1);
+                let pc = self.cpu.start_pc();
                 self.platform.emit_logged(&mut self.events, icount, pc);
             }
             let att = self.platform.attention;

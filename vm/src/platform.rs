@@ -159,7 +159,6 @@ impl Platform {
         }
     }
 
-    #[inline]
     /// Emits the logged device accesses as events of the instruction at
     /// `pc` that retired as instruction `icount`, emptying the log.
     pub fn emit_logged(&mut self, events: &mut SinkSlot, icount: u64, pc: u32) {
@@ -177,6 +176,7 @@ impl Platform {
         }
     }
 
+    #[inline]
     fn log_io(&mut self, addr: u32, mmio: bool, size: u8, value: u32, write: bool) {
         if let Some(log) = &mut self.io_log {
             self.attention.logged = true;

@@ -270,6 +270,13 @@ impl Cpu {
         }
     }
 
+    /// Linear address of the instruction that ran last (or faulted): what
+    /// its events name.
+    #[inline]
+    pub fn start_pc(&self) -> u32 {
+        self.state.segs[SegReg::Cs as usize].base.wrapping_add(self.start_eip)
+    }
+
     /// The guest's IF, whatever the view.
     #[inline]
     pub fn virtual_if(&self) -> bool {

@@ -583,13 +583,7 @@ impl BlockCache {
                 let op = Op::build(&inst);
                 CachedInst {
                     changes_modes: !crate::exec::leaves_modes_alone(&inst),
-                    flags_only: matches!(
-                        inst.mnemonic(),
-                        iced_x86::Mnemonic::Cli
-                            | iced_x86::Mnemonic::Sti
-                            | iced_x86::Mnemonic::Popf
-                            | iced_x86::Mnemonic::Popfd
-                    ),
+                    flags_only: crate::exec::changes_only_system_flags(&inst),
                     op,
                     handler: handler_for::<Platform>(&inst),
                     ip,
@@ -1103,8 +1097,7 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
     /// would ends it first), so they keep their order.
     fn emit_logged(&mut self, cpu: &Cpu, platform: &mut Platform) {
         if let Some(events) = self.events.as_deref_mut() {
-            let pc = cpu.state.segs[SegReg::Cs as usize].base.wrapping_add(cpu.start_eip);
-            platform.emit_logged(events, cpu.icount.saturating_sub(1), pc);
+            platform.emit_logged(events, cpu.icount.saturating_sub(1), cpu.start_pc());
         }
     }
 
@@ -1176,12 +1169,12 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
     }
 }
 
-/// The step a translation calls for an instruction it does not run as host
-/// code: the interpreter's, with the checks at the boundary after it.
 /// EFLAGS' system flags: what a CLI, STI or POPF may change that matters
 /// between blocks.
 const SYSTEM_FLAGS: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::RF | flags::VM | flags::AC;
 
+/// The step a translation calls for an instruction it does not run as host
+/// code: the interpreter's, with the checks at the boundary after it.
 extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32, slot: u32) -> u32 {
     // SAFETY: `run_block` made `env` and its context for this call of the
     // translation, which it does not touch until the translation returns;

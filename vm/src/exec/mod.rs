@@ -828,6 +828,16 @@ pub fn leaves_modes_alone(inst: &Instruction) -> bool {
         }
 }
 
+/// Whether the only modes the instruction can change (of those
+/// [`leaves_modes_alone`] names) are EFLAGS' system flags: CLI, STI, POPF.
+/// Whether it did is then seen by comparing the flags.
+pub fn changes_only_system_flags(inst: &Instruction) -> bool {
+    matches!(
+        inst.mnemonic(),
+        Mnemonic::Cli | Mnemonic::Sti | Mnemonic::Popf | Mnemonic::Popfd
+    )
+}
+
 /// Whether the instruction carries a LOCK prefix it may not have, so that it
 /// raises #UD (SDM Vol. 2A, "LOCK": only the read-modify-write forms of the
 /// listed instructions with a memory destination accept it).
@@ -924,7 +934,7 @@ mod fetch_tests {
 #[cfg(test)]
 mod mode_tests {
     use super::decode::decode_one;
-    use super::leaves_modes_alone;
+    use super::{changes_only_system_flags, leaves_modes_alone};
 
     // What the block engine lets run without looking at the modes again
     // (segments, control registers, privilege, IF, the TLB) against
@@ -985,6 +995,9 @@ mod mode_tests {
         {
             let inst = decode_one(bytes, 0, true).unwrap_or_else(|| panic!("{bytes:02x?} decodes"));
             assert_eq!(leaves_modes_alone(&inst), want, "{inst} ({bytes:02x?})");
+            // Of those that change a mode, CLI, STI and POPF change flags only.
+            let flags_only = [&[0xFA][..], &[0xFB], &[0x9D], &[0x66, 0x9D]].contains(&&bytes[..]);
+            assert_eq!(changes_only_system_flags(&inst), flags_only, "{inst} ({bytes:02x?})");
         }
     }
 }
