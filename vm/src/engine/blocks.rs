@@ -1180,7 +1180,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // translation, which it does not touch until the translation returns;
     // the CPU and platform pointers come from its exclusive borrows, and the
     // translation itself keeps nothing of the guest in host registers across
-    // this call (it reads the state again from memory).
+    // this call but a copy of flags it stored first (it reads the state
+    // again from memory).
     let (ctx, cpu, platform) = unsafe {
         let ctx = &mut *((*env).ctx as *mut StepContext<'_, '_, RAW, H>);
         let (cpu, platform) = (&mut *ctx.cpu, &mut *ctx.platform);

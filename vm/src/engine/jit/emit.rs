@@ -7,9 +7,11 @@
 //! instructions run as the same host instruction on those memory slots;
 //! their arithmetic flags are the host's, kept in the host EFLAGS from one
 //! instruction to the next and written to the guest's only before a call
-//! or an exit. Where the SDM leaves a flag undefined the reference's choice
-//! is made explicit (AF after AND/OR/XOR/TEST is cleared), so no host
-//! microarchitecture shows through. Memory operands, the stack and near
+//! or an exit. The checks of a memory access park them in EBX (LAHF/SETO)
+//! and the access joins the instructions not yet counted: only its slow
+//! way, the step, needs `CpuState` complete. Where the SDM leaves a flag
+//! undefined the reference's choice is made explicit (AF after
+//! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through. Memory operands, the stack and near
 //! branches through it take an inline path (segment window, TLB probe,
 //! plain RAM) to guest RAM. Everything else, and every access the inline
 //! path refuses, is a call to the block engine's step for that one
@@ -136,7 +138,11 @@ fn memory_access(op: &Op) -> Option<(MemRef, u8, bool)> {
 struct Flags {
     /// The host EFLAGS hold them.
     in_host: bool,
-    /// ... and they differ from `CpuState::eflags`.
+    /// EBX holds them, parked by a memory access's checks: AH as LAHF
+    /// makes it, AL = OF. A copy that stays good until a flag is written
+    /// (EBX is callee-saved, so a step's call keeps it).
+    parked: bool,
+    /// ... and the newest of them differs from `CpuState::eflags`.
     dirty: bool,
     /// The last instruction to write them was a logical one: AF is the
     /// host's undefined value and the guest's is clear.
@@ -355,6 +361,15 @@ impl Emitter {
         if self.flags.in_host {
             return;
         }
+        if self.flags.parked {
+            asm!(self.ops
+                ; mov eax, ebx
+                ; add al, 0x7F
+                ; sahf
+            );
+            self.flags.in_host = true;
+            return;
+        }
         asm!(self.ops
             ; mov eax, DWORD [r15 + EFLAGS]
             ; mov ecx, eax
@@ -366,15 +381,32 @@ impl Emitter {
         );
         self.flags = Flags {
             in_host: true,
+            parked: false,
             dirty: false,
             clear_af: false,
         };
     }
 
+    /// Moves the guest's arithmetic flags out of the way of checks that
+    /// clobber the host's: into EBX when only the host has them (LAHF and
+    /// SETO, where storing them to `CpuState` takes a PUSHF and a
+    /// read-modify-write of EFLAGS). Clobbers EAX.
+    fn park_flags(&mut self) {
+        if self.flags.in_host && self.flags.dirty && !self.flags.parked {
+            asm!(self.ops
+                ; lahf
+                ; seto al
+                ; mov ebx, eax
+            );
+            self.flags.parked = true;
+        }
+        self.flags.in_host = false;
+    }
+
     /// Writes the host's arithmetic flags to the guest's EFLAGS if they
     /// changed. The host flags are left as they were.
     fn store_flags(&mut self) {
-        if !(self.flags.in_host && self.flags.dirty) {
+        if !self.flags.dirty {
             return;
         }
         let keep = if self.flags.clear_af {
@@ -382,6 +414,24 @@ impl Emitter {
         } else {
             STATUS
         };
+        if !self.flags.in_host {
+            debug_assert!(self.flags.parked, "dirty flags are in the host or in EBX");
+            // From EBX: AH is EFLAGS' low byte, AL is OF. The host flags
+            // are not the guest's here, so they may be clobbered.
+            asm!(self.ops
+                ; movzx eax, bh
+                ; movzx ecx, bl
+                ; shl ecx, 11
+                ; or eax, ecx
+                ; and eax, keep as i32
+                ; mov ecx, DWORD [r15 + EFLAGS]
+                ; and ecx, !STATUS as i32
+                ; or ecx, eax
+                ; mov DWORD [r15 + EFLAGS], ecx
+            );
+            self.flags.dirty = false;
+            return;
+        }
         asm!(self.ops
             ; pushfq
             ; pop rax
@@ -419,9 +469,27 @@ impl Emitter {
     fn wrote_flags(&mut self, logical: bool) {
         self.flags = Flags {
             in_host: true,
+            parked: false,
             dirty: true,
             clear_af: logical,
         };
+    }
+
+    /// The guest's flags only in `CpuState` (in the host's too when they
+    /// were there), for code that clobbers EBX or leaves.
+    fn spill_flags(&mut self) {
+        self.store_flags();
+        self.flags.in_host = false;
+        self.flags.parked = false;
+    }
+
+    /// After the step of a memory instruction on its slow way, which
+    /// counted the instructions pending before it and itself: takes them
+    /// off the icount again, so that the slow way meets the inline one,
+    /// which leaves them pending, with the icount as it left it.
+    fn uncount_after_step(&mut self, pending_before: u64) {
+        let n = (pending_before + 1) as i32;
+        asm!(self.ops; sub QWORD [r15 + ICOUNT], n);
     }
 
     /// Calls the step for instruction `index`; leaves when it says so.
@@ -437,7 +505,9 @@ impl Emitter {
             ; test eax, eax
             ; jnz =>leave
         );
+        // The step may have written flags: only `CpuState` has them now.
         self.flags.in_host = false;
+        self.flags.parked = false;
         self.flags.dirty = false;
     }
 
@@ -499,16 +569,18 @@ impl Emitter {
     /// ROM, a page not yet dirty or holding watched code, a watchpoint) is
     /// the step, which does it all as the interpreter does. Nothing is
     /// written before every check has passed, so the step starts clean.
+    ///
+    /// The inline way neither stores the flags nor counts: the checks only
+    /// park the flags, and the instruction joins those pending. Only the
+    /// slow way brings `CpuState` up to date, for the step.
     fn memory(&mut self, index: usize, insn: &Insn) {
         let op = &insn.op;
         let Some((mem, size, write)) = memory_access(op) else {
             unreachable!("not a memory operation: {op:?}")
         };
-        // The checks clobber the host flags; the icount is brought up to
-        // date so both ways leave it the same.
-        self.store_flags();
-        self.flags.in_host = false;
-        self.store_icount();
+        // The checks clobber the host flags.
+        self.park_flags();
+        let entry = (self.flags, self.pending);
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         // A plain store to a page not yet dirty, or holding watched code,
@@ -522,8 +594,6 @@ impl Emitter {
         self.effective_address(mem);
         self.translate(mem.seg as i32, size, write, slow, careful);
         let writes_flags = self.on_memory(op);
-        // Counted here; the step counts its own.
-        self.count_one();
         asm!(self.ops; jmp =>done);
         if plain_store {
             asm!(self.ops; =>careful);
@@ -539,18 +609,20 @@ impl Emitter {
                 Op::MovMI { imm, .. } => asm!(self.ops; mov edx, imm as i32),
                 _ => unreachable!("a plain store"),
             }
+            // The store keeps EBX (callee-saved), so parked flags stay.
             asm!(self.ops
                 ; mov rdi, r14
                 ; mov esi, r8d
                 ; mov ecx, i32::from(size)
                 ; call QWORD [r14 + ENV_STORE]
-                ; mov rcx, QWORD [r15 + ICOUNT]
-                ; lea rcx, [rcx + 1]
-                ; mov QWORD [r15 + ICOUNT], rcx
                 ; test eax, eax
                 ; jz =>done
-                // It changed watched code: the block ends here, for the
-                // block engine to drop what was written.
+            );
+            // It changed watched code: the block ends after the store, for
+            // the block engine to drop what was written.
+            (self.flags, self.pending) = (entry.0, entry.1 + 1);
+            self.sync();
+            asm!(self.ops
                 ; mov QWORD [r14 + ENV_STEPPED], 1
                 ; mov DWORD [r15 + EIP], insn.next_ip as i32
                 ; mov eax, END as i32
@@ -558,19 +630,23 @@ impl Emitter {
             );
         }
         // The checks that sent the slow way clobbered the host flags; the
-        // guest's are in memory, the icount is up to date.
+        // guest's are in `CpuState` or parked.
         asm!(self.ops; =>slow);
-        self.flags.in_host = false;
+        (self.flags, self.pending) = entry;
         self.step(index);
+        self.uncount_after_step(entry.1);
+        self.pending = entry.1 + 1;
         if let Some(logical) = writes_flags {
             // Both ways end with the flags in the host.
-            self.flags.in_host = false;
             self.load_flags();
             asm!(self.ops; =>done);
             self.wrote_flags(logical);
         } else {
+            // The step wrote no flag: parked ones are still good, and the
+            // inline way may have loaded them into the host but changed
+            // none.
             asm!(self.ops; =>done);
-            self.flags.in_host = false;
+            self.flags = entry.0;
         }
     }
 
@@ -656,12 +732,9 @@ impl Emitter {
 
     /// The start of a stack access of 4 bytes at ESP + `delta` (a 32-bit
     /// stack only): R10 = the new ESP (ESP + `push_delta`), R8 = the host
-    /// address. The flags and the icount are stored first, as for any
-    /// memory access.
+    /// address. The flags are parked first, as for any memory access.
     fn stack_access(&mut self, write: bool, slow: DynamicLabel) {
-        self.store_flags();
-        self.flags.in_host = false;
-        self.store_icount();
+        self.park_flags();
         asm!(self.ops
             ; cmp DWORD [r14 + M_STACK32], 0
             ; je =>slow
@@ -674,19 +747,14 @@ impl Emitter {
         self.translate(SegReg::Ss as i32, 4, write, slow, slow);
     }
 
-    /// Counts the instruction just run inline (host flags untouched).
-    fn count_one(&mut self) {
-        asm!(self.ops
-            ; mov rax, QWORD [r15 + ICOUNT]
-            ; lea rax, [rax + 1]
-            ; mov QWORD [r15 + ICOUNT], rax
-        );
-    }
-
     /// PUSH r32 / PUSH imm32 and POP r32, with a 32-bit stack.
     fn stack(&mut self, index: usize, op: &Op) {
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
+        // As for other memory accesses: the flags parked, the instruction
+        // left pending on the inline way.
+        self.park_flags();
+        let entry = (self.flags, self.pending);
         match *op {
             Op::PushR { src, .. } => {
                 self.stack_access(true, slow);
@@ -721,20 +789,21 @@ impl Emitter {
             }
             _ => unreachable!("not a stack operation: {op:?}"),
         }
-        self.count_one();
         asm!(self.ops; jmp =>done; =>slow);
+        (self.flags, self.pending) = entry;
         self.step(index);
+        self.uncount_after_step(entry.1);
         asm!(self.ops; =>done);
-        self.flags.in_host = false;
+        // PUSH and POP write no flag.
+        (self.flags, self.pending) = (entry.0, entry.1 + 1);
     }
 
     /// CALL rel32 at the end of a block: the target checked against the CS
     /// limit before anything is pushed, as the reference does.
     fn call(&mut self, index: usize, insn: &Insn, target: u32) {
         let slow = self.ops.new_dynamic_label();
-        self.store_flags();
-        self.flags.in_host = false;
-        self.store_icount();
+        self.spill_flags();
+        let entry = (self.flags, self.pending);
         asm!(self.ops
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
             ; jb =>slow
@@ -744,9 +813,10 @@ impl Emitter {
             ; mov DWORD [r8], insn.next_ip as i32
             ; mov DWORD [r15 + ESP], r10d
         );
-        self.count_one();
+        self.pending += 1;
         self.exit_to(target);
         asm!(self.ops; =>slow);
+        (self.flags, self.pending) = entry;
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
@@ -756,9 +826,9 @@ impl Emitter {
     /// block there.
     fn indirect(&mut self, index: usize, insn: &Insn, src: Gpr, call: bool) {
         let slow = self.ops.new_dynamic_label();
-        self.store_flags();
-        self.flags.in_host = false;
-        self.store_icount();
+        // The exit is a jump table lookup, with the state complete.
+        self.spill_flags();
+        let entry = (self.flags, self.pending);
         let s = reg(src, 4);
         asm!(self.ops
             ; mov eax, DWORD [r15 + s]
@@ -774,12 +844,14 @@ impl Emitter {
             );
         }
         asm!(self.ops; mov DWORD [r15 + EIP], r11d);
-        self.count_one();
+        self.pending += 1;
+        self.store_icount();
         let lookup = self.lookup();
         asm!(self.ops
             ; jmp =>lookup
             ;=>slow
         );
+        (self.flags, self.pending) = entry;
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
@@ -788,6 +860,8 @@ impl Emitter {
     /// against the CS limit before ESP moves.
     fn ret(&mut self, index: usize, imm: u32) {
         let slow = self.ops.new_dynamic_label();
+        self.park_flags();
+        let entry = (self.flags, self.pending);
         self.stack_access(false, slow);
         let pop = 4 + imm as i32;
         asm!(self.ops
@@ -798,12 +872,15 @@ impl Emitter {
             ; mov DWORD [r15 + ESP], r10d
             ; mov DWORD [r15 + EIP], r9d
         );
-        self.count_one();
+        // The lookup needs the state complete.
+        self.pending += 1;
+        self.sync();
         let lookup = self.lookup();
         asm!(self.ops
             ; jmp =>lookup
             ;=>slow
         );
+        (self.flags, self.pending) = entry;
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
@@ -1286,6 +1363,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         ops,
         flags: Flags {
             in_host: false,
+            parked: false,
             dirty: false,
             clear_af: false,
         },

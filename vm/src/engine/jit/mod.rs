@@ -344,12 +344,30 @@ pub struct Jit {
     env: Box<Env>,
     /// The jump table `env.jumps` points at.
     jumps: Box<[JumpSlot]>,
+    /// Where each translation's host code lies, for `perf` to name it
+    /// (`RINGBACK_PERF_MAP` set: the `/tmp/perf-PID.map` convention).
+    perf_map: Option<std::io::LineWriter<std::fs::File>>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
 // refreshed before every use; they are never dereferenced by another thread
 // (moving the machine moves its compiler with it).
 unsafe impl Send for Jit {}
+
+/// Opens `/tmp/perf-PID.map` when `RINGBACK_PERF_MAP` is set, so that
+/// `perf report` names host code by the guest block it translates. Which
+/// file is written never reaches the guest.
+fn open_perf_map() -> Option<std::io::LineWriter<std::fs::File>> {
+    std::env::var_os("RINGBACK_PERF_MAP")?;
+    let path = format!("/tmp/perf-{}.map", std::process::id());
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(file) => Some(std::io::LineWriter::new(file)),
+        Err(e) => {
+            eprintln!("ringback: cannot write {path}: {e}");
+            None
+        }
+    }
+}
 
 extern "sysv64" fn no_step(_: *mut Env, _: u32, _: u32) -> u32 {
     LEAVE
@@ -398,6 +416,7 @@ impl Jit {
                 mem: MemEnv::empty(),
             }),
             jumps,
+            perf_map: open_perf_map(),
         }
     }
 
@@ -502,6 +521,17 @@ impl Jit {
             self.stats.compiled += 1;
             self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;
+            if let (Some(map), Some(first)) = (self.perf_map.as_mut(), shape.insns.first()) {
+                use std::io::Write;
+                // A profiling aid only: a failed write loses names, not state.
+                let _ = writeln!(
+                    map,
+                    "{at:x} {:x} guest eip {:#010x} phys {:#010x}",
+                    out.bytes.len(),
+                    first.ip,
+                    shape.phys
+                );
+            }
             let exits = out
                 .exits
                 .iter()
