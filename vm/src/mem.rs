@@ -34,6 +34,8 @@ pub struct PhysMem {
     /// Writes that changed watched code bytes, one entry per page, until the
     /// engines take them.
     code_writes: Vec<CodeWrite>,
+    /// See [`PhysMem::store_epoch`].
+    store_epoch: u64,
 }
 
 /// One bit per byte of a page.
@@ -70,6 +72,7 @@ impl PhysMem {
             watched: vec![0; pages.div_ceil(64)],
             code_bytes: FastMap::default(),
             code_writes: Vec::new(),
+            store_epoch: 0,
         }
     }
 
@@ -84,7 +87,10 @@ impl PhysMem {
         while addr < end {
             let page = addr >> PAGE_SHIFT;
             let stop = ((page + 1) << PAGE_SHIFT).min(end);
-            self.watched[page / 64] |= 1 << (page % 64);
+            if self.watched[page / 64] & (1 << (page % 64)) == 0 {
+                self.watched[page / 64] |= 1 << (page % 64);
+                self.store_epoch += 1;
+            }
             let bits = self
                 .code_bytes
                 .entry(page as u32)
@@ -211,6 +217,32 @@ impl PhysMem {
             self.dirty[word] |= bit;
             self.written[word] |= bit;
             self.dirty_list.push(page as u32);
+        }
+    }
+
+    /// Counts the changes that can make a page need [`PhysMem::write`] for
+    /// a store where it did not before: its dirty bit cleared, its first
+    /// watched code, new RAM. The compiler's host slots go when it moves.
+    pub fn store_epoch(&self) -> u64 {
+        self.store_epoch
+    }
+
+    /// Whether a store to `page` needs nothing of [`PhysMem::write`] but
+    /// the store: the page is dirty already and holds no watched code.
+    pub fn takes_plain_stores(&self, page: usize) -> bool {
+        self.is_dirty(page) && self.watched.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) == 0)
+    }
+
+    /// Whether `page` holds watched code.
+    pub fn holds_watched_code(&self, page: usize) -> bool {
+        self.watched.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
+    }
+
+    /// Marks `page` dirty ahead of a store to it that will not come through
+    /// [`PhysMem::write`] (the compiler's inline store).
+    pub fn mark_page_dirty(&mut self, page: usize) {
+        if page < self.ram.len() >> PAGE_SHIFT {
+            self.set_dirty(page);
         }
     }
 
@@ -392,6 +424,7 @@ impl PhysMem {
     }
 
     pub(crate) fn put_ram(&mut self, ram: Vec<u8>) {
+        self.store_epoch += 1;
         self.ram = ram;
     }
 
@@ -408,6 +441,7 @@ impl PhysMem {
     /// Returns the dirty page numbers, in ascending order, and clears the
     /// bitmap.
     pub fn take_dirty(&mut self) -> Vec<usize> {
+        self.store_epoch += 1;
         let mut pages: Vec<usize> = self.dirty_list.drain(..).map(|p| p as usize).collect();
         for &p in &pages {
             self.dirty[p / 64] = 0;

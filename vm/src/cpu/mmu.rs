@@ -42,12 +42,62 @@ struct TlbEntry {
 
 /// A direct-mapped software TLB. It only caches what the page tables say; the
 /// guest sees exactly the flushing behaviour the SDM allows (CR3 writes, INVLPG).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Tlb {
     entries: Box<[TlbEntry]>,
+    /// One [`HostSlot`] beside each entry, emptied whenever its entry is
+    /// written or dropped.
+    host: Box<[HostSlot]>,
     /// Entries written by page walks so far: a translation that chains on
     /// after a step must know whether its code page's entry may be gone.
     fills: u64,
+}
+
+/// What the compiler keeps beside a TLB slot: for the linear page the slot
+/// translates, where it lies in host memory. The TLB knows nothing of it
+/// but that it goes whenever the slot changes, so a host slot never
+/// outlives the translation it was made from (the compiler's inline path
+/// is then exactly as strict as the TLB). Tags are page addresses;
+/// [`HostSlot::NONE`] matches no address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct HostSlot {
+    /// The page may be read at `addend + linear`.
+    pub read_tag: u32,
+    /// ... and written there, straight.
+    pub write_tag: u32,
+    /// ... or written, through the memory's own store (it holds watched
+    /// code).
+    pub careful_tag: u32,
+    pub pad: u32,
+    /// Host address of the page minus its linear address.
+    pub addend: u64,
+    /// To 32 bytes: the inline path indexes slots by a shift.
+    pub pad2: u64,
+}
+
+impl HostSlot {
+    pub const NONE_TAG: u32 = 1;
+    pub const NONE: HostSlot = HostSlot {
+        read_tag: Self::NONE_TAG,
+        write_tag: Self::NONE_TAG,
+        careful_tag: Self::NONE_TAG,
+        pad: 0,
+        addend: 0,
+        pad2: 0,
+    };
+}
+
+/// A copy has the same translations and no host slots: they point into the
+/// memory of the machine they were made for.
+impl Clone for Tlb {
+    fn clone(&self) -> Self {
+        Tlb {
+            entries: self.entries.clone(),
+            host: vec![HostSlot::NONE; TLB_ENTRIES].into_boxed_slice(),
+            fills: self.fills,
+        }
+    }
 }
 
 impl Default for Tlb {
@@ -70,6 +120,12 @@ pub mod tlb_layout {
     pub const USER: u32 = 1;
     pub const WRITABLE: u32 = 1 << 8;
     pub const DIRTY: u32 = 1 << 16;
+    pub const HOST_SLOT_SIZE: usize = size_of::<super::HostSlot>();
+    pub const HOST_READ_TAG: usize = offset_of!(super::HostSlot, read_tag);
+    pub const HOST_WRITE_TAG: usize = offset_of!(super::HostSlot, write_tag);
+    pub const HOST_CAREFUL_TAG: usize = offset_of!(super::HostSlot, careful_tag);
+    pub const HOST_ADDEND: usize = offset_of!(super::HostSlot, addend);
+    const _: () = assert!(HOST_SLOT_SIZE == 32);
     const _: () = assert!(offset_of!(TlbEntry, writable) == PERMISSIONS + 1);
     const _: () = assert!(offset_of!(TlbEntry, dirty) == PERMISSIONS + 2);
 }
@@ -83,8 +139,24 @@ impl Tlb {
     pub fn new() -> Self {
         Tlb {
             entries: vec![TlbEntry::default(); TLB_ENTRIES].into_boxed_slice(),
+            host: vec![HostSlot::NONE; TLB_ENTRIES].into_boxed_slice(),
             fills: 0,
         }
+    }
+
+    /// The host slots, for the compiler's inline path ([`tlb_layout`]).
+    pub fn host_ptr(&mut self) -> *mut u8 {
+        self.host.as_mut_ptr().cast()
+    }
+
+    /// The host slot beside the entry for `linear`.
+    pub fn host_slot(&mut self, linear: u32) -> &mut HostSlot {
+        &mut self.host[(linear >> 12) as usize % TLB_ENTRIES]
+    }
+
+    /// Empties every host slot (what they were made under changed).
+    pub fn clear_host(&mut self) {
+        self.host.fill(HostSlot::NONE);
     }
 
     /// Entries written by page walks so far.
@@ -94,19 +166,22 @@ impl Tlb {
 
     pub fn flush_all(&mut self) {
         self.entries.fill(TlbEntry::default());
+        self.clear_host();
     }
 
     /// Takes `other`'s entries in place: the compiler's code holds the
     /// address of this table.
     pub fn copy_from(&mut self, other: &Tlb) {
         self.entries.copy_from_slice(&other.entries);
+        self.clear_host();
     }
 
     /// A CR3 write: drops everything but global pages (when CR4.PGE is on).
     pub fn flush_non_global(&mut self) {
-        for e in self.entries.iter_mut() {
+        for (e, h) in self.entries.iter_mut().zip(self.host.iter_mut()) {
             if !e.global {
                 *e = TlbEntry::default();
+                *h = HostSlot::NONE;
             }
         }
     }
@@ -131,14 +206,16 @@ impl Tlb {
     /// (SDM Vol. 2A, INVLPG), which this TLB caches as 4 KiB pieces.
     pub fn invlpg(&mut self, linear: u32) {
         let vpn = linear >> 12;
-        let e = &mut self.entries[vpn as usize % TLB_ENTRIES];
-        if e.tag == vpn + 1 {
-            *e = TlbEntry::default();
+        let i = vpn as usize % TLB_ENTRIES;
+        if self.entries[i].tag == vpn + 1 {
+            self.entries[i] = TlbEntry::default();
+            self.host[i] = HostSlot::NONE;
         }
         let region = linear >> 22;
-        for e in self.entries.iter_mut() {
+        for (e, h) in self.entries.iter_mut().zip(self.host.iter_mut()) {
             if e.large && e.tag != 0 && (e.tag - 1) >> 10 == region {
                 *e = TlbEntry::default();
+                *h = HostSlot::NONE;
             }
         }
     }
@@ -206,6 +283,7 @@ impl Cpu {
         };
         let vpn = linear >> 12;
         self.tlb.fills += 1;
+        self.tlb.host[vpn as usize % TLB_ENTRIES] = HostSlot::NONE;
         self.tlb.entries[vpn as usize % TLB_ENTRIES] = TlbEntry {
             tag: vpn + 1,
             phys_page,

@@ -68,13 +68,15 @@ const M_SEG_WRITE_END: i32 = (MEM + offset_of!(MemEnv, seg_write_end)) as i32;
 const M_PAGING: i32 = (MEM + offset_of!(MemEnv, paging)) as i32;
 const M_A20: i32 = (MEM + offset_of!(MemEnv, a20_mask)) as i32;
 const M_READ_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, read_permissions)) as i32;
-const M_WRITE_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, write_permissions)) as i32;
-const M_ROM_START: i32 = (MEM + offset_of!(MemEnv, rom_start)) as i32;
-const M_ROM_LEN: i32 = (MEM + offset_of!(MemEnv, rom_len)) as i32;
-const M_RAM_END: i32 = (MEM + offset_of!(MemEnv, ram_end)) as i32;
 const M_RAM: i32 = (MEM + offset_of!(MemEnv, ram)) as i32;
-const M_DIRTY: i32 = (MEM + offset_of!(MemEnv, dirty)) as i32;
-const M_WATCHED: i32 = (MEM + offset_of!(MemEnv, watched)) as i32;
+const M_HOST: i32 = (MEM + offset_of!(MemEnv, host)) as i32;
+const ENV_FILL: i32 = offset_of!(Env, fill) as i32;
+const HOST_SLOT_SHIFT: i8 = 5;
+const _: () = assert!(tlb_layout::HOST_SLOT_SIZE == 1 << HOST_SLOT_SHIFT);
+const HOST_READ_TAG: i32 = tlb_layout::HOST_READ_TAG as i32;
+const HOST_WRITE_TAG: i32 = tlb_layout::HOST_WRITE_TAG as i32;
+const HOST_CAREFUL_TAG: i32 = tlb_layout::HOST_CAREFUL_TAG as i32;
+const HOST_ADDEND: i32 = tlb_layout::HOST_ADDEND as i32;
 const M_TLB: i32 = (MEM + offset_of!(MemEnv, tlb)) as i32;
 const TLB_SLOTS: i32 = tlb_layout::ENTRIES as i32;
 const TLB_ENTRY: i32 = tlb_layout::ENTRY_SIZE as i32;
@@ -147,6 +149,16 @@ struct Flags {
     /// The last instruction to write them was a logical one: AF is the
     /// host's undefined value and the guest's is clear.
     clear_af: bool,
+}
+
+/// Where an inline access's host slot check failed (see
+/// [`Emitter::translate`]).
+struct SlotMiss {
+    at: DynamicLabel,
+    /// A store's check of the careful tag, after the write tag's.
+    careful: Option<DynamicLabel>,
+    size: u8,
+    write: bool,
 }
 
 struct Emitter {
@@ -586,16 +598,15 @@ impl Emitter {
         // A plain store to a page not yet dirty, or holding watched code,
         // goes through `PhysMem::write` rather than the whole step.
         let plain_store = matches!(op, Op::MovMR { .. } | Op::MovMI { .. });
-        let careful = if plain_store {
-            self.ops.new_dynamic_label()
-        } else {
-            slow
-        };
+        let careful = plain_store.then(|| self.ops.new_dynamic_label());
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
         self.effective_address(mem);
-        self.translate(mem.seg as i32, size, write, slow, careful);
+        let miss = self.translate(mem.seg as i32, size, write, slow);
         let writes_flags = self.on_memory(op);
         asm!(self.ops; jmp =>done);
-        if plain_store {
+        self.slot_missed(miss, careful, retry, slow);
+        if let Some(careful) = careful {
             asm!(self.ops; =>careful);
             match *op {
                 Op::MovMR { size, src, .. } => {
@@ -651,59 +662,80 @@ impl Emitter {
     }
 
     /// The inline path from an offset in EAX within segment `seg` to the
-    /// host address of an access of `size` bytes, in r8; jumps to `slow`
-    /// when a check fails, and for a store to a page that is not yet dirty
-    /// or holds watched code to `careful` with the physical address in r8.
-    /// Clobbers the host flags, RAX, RCX, RDX and R9.
-    fn translate(&mut self, seg: i32, size: u8, write: bool, slow: DynamicLabel, careful: DynamicLabel) {
-        let (seg_end, permissions) = if write {
-            (M_SEG_WRITE_END + 4 * seg, M_WRITE_PERMISSIONS)
+    /// host address of an access of `size` bytes, in r8: the segment
+    /// window, then the host slot of the linear page (one compare, which
+    /// also fails an access that crosses into the next page). Jumps to
+    /// `slow` when the window refuses it, and to the returned labels when
+    /// the slot does, for [`Emitter::slot_missed`] to handle. Clobbers the
+    /// host flags, RAX, RDX, R8 and R9.
+    fn translate(&mut self, seg: i32, size: u8, write: bool, slow: DynamicLabel) -> SlotMiss {
+        let seg_end = if write {
+            M_SEG_WRITE_END + 4 * seg
         } else {
-            (M_SEG_READ_END + 4 * seg, M_READ_PERMISSIONS)
+            M_SEG_READ_END + 4 * seg
         };
-        let last_start = 0x1000 - i32::from(size);
-        let linear = self.ops.new_dynamic_label();
+        let miss = SlotMiss {
+            at: self.ops.new_dynamic_label(),
+            careful: write.then(|| self.ops.new_dynamic_label()),
+            size,
+            write,
+        };
+        let tag = if write { HOST_WRITE_TAG } else { HOST_READ_TAG };
+        let last = i32::from(size) - 1;
+        let first_miss = miss.careful.unwrap_or(miss.at);
         asm!(self.ops
             ; cmp eax, DWORD [r14 + seg_end]
             ; jae =>slow
             ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
             ; mov r8d, eax
-            // Within one page.
-            ; and eax, 0xFFF
-            ; cmp eax, last_start
-            ; ja =>slow
-            ; cmp DWORD [r14 + M_PAGING], 0
-            ; je =>linear
+            ; mov edx, eax
+            ; shr edx, 12
+            ; and edx, TLB_SLOTS - 1
+            ; shl edx, HOST_SLOT_SHIFT
+            ; add rdx, QWORD [r14 + M_HOST]
+            ; lea r9d, [rax + last]
+            ; and r9d, -0x1000
+            ; cmp r9d, DWORD [rdx + tag]
+            ; jne =>first_miss
+            ; add r8, QWORD [rdx + HOST_ADDEND]
         );
-        self.tlb_probe(permissions, slow);
-        asm!(self.ops
-            ;=>linear
-            ; and r8d, DWORD [r14 + M_A20]
-            ; lea rax, [r8 + i32::from(size)]
-            ; cmp rax, QWORD [r14 + M_RAM_END]
-            ; ja =>slow
-        );
-        if write {
+        miss
+    }
+
+    /// The cold side of [`Emitter::translate`]. A store whose page holds
+    /// watched code (the careful tag) goes to `careful` with the physical
+    /// address in R8 when it is a plain store, else to `slow`. Any other
+    /// miss asks `Env::fill` for the slot and goes back to `retry` (where
+    /// the access's address is computed) when it was made, else to `slow`.
+    fn slot_missed(&mut self, miss: SlotMiss, careful: Option<DynamicLabel>, retry: DynamicLabel, slow: DynamicLabel) {
+        let at = miss.at;
+        if let Some(check) = miss.careful {
             asm!(self.ops
-                ; mov eax, r8d
-                ; sub eax, DWORD [r14 + M_ROM_START]
-                ; cmp eax, DWORD [r14 + M_ROM_LEN]
-                ; jb =>slow
-                // Dirty already, and no watched code on the page.
-                ; mov rcx, r8
-                ; shr rcx, 12
-                ; mov rdx, rcx
-                ; shr rdx, 6
-                ; mov rax, QWORD [r14 + M_WATCHED]
-                ; mov r9, QWORD [rax + rdx * 8]
-                ; not r9
-                ; mov rax, QWORD [r14 + M_DIRTY]
-                ; and r9, QWORD [rax + rdx * 8]
-                ; bt r9, rcx
-                ; jnc =>careful
+                ;=>check
+                ; cmp r9d, DWORD [rdx + HOST_CAREFUL_TAG]
+                ; jne =>at
             );
+            match careful {
+                Some(careful) => asm!(self.ops
+                    ; add r8, QWORD [rdx + HOST_ADDEND]
+                    ; sub r8, QWORD [r14 + M_RAM]
+                    ; jmp =>careful
+                ),
+                None => asm!(self.ops; jmp =>slow),
+            }
         }
-        asm!(self.ops; add r8, QWORD [r14 + M_RAM]);
+        asm!(self.ops
+            ;=>at
+            ; mov rdi, r15
+            ; mov rsi, r14
+            ; mov edx, r8d
+            ; mov ecx, i32::from(miss.size)
+            ; mov r8d, i32::from(miss.write)
+            ; call QWORD [r14 + ENV_FILL]
+            ; test eax, eax
+            ; jnz =>retry
+            ; jmp =>slow
+        );
     }
 
     /// The TLB probe of the inline paths, as `Tlb::lookup` finds an entry:
@@ -730,10 +762,12 @@ impl Emitter {
         );
     }
 
-    /// The start of a stack access of 4 bytes at ESP + `delta` (a 32-bit
-    /// stack only): R10 = the new ESP (ESP + `push_delta`), R8 = the host
-    /// address. The flags are parked first, as for any memory access.
-    fn stack_access(&mut self, write: bool, slow: DynamicLabel) {
+    /// The start of a stack access of 4 bytes at ESP (ESP - 4 for a
+    /// push; a 32-bit stack only): R10 = that offset, R8 = the host
+    /// address. The flags are parked first, as for any memory access. The
+    /// caller places the label a filled host slot retries from, and the
+    /// cold side.
+    fn stack_access(&mut self, write: bool, slow: DynamicLabel) -> SlotMiss {
         self.park_flags();
         asm!(self.ops
             ; cmp DWORD [r14 + M_STACK32], 0
@@ -744,7 +778,7 @@ impl Emitter {
             asm!(self.ops; sub eax, 4);
         }
         asm!(self.ops; mov r10d, eax);
-        self.translate(SegReg::Ss as i32, 4, write, slow, slow);
+        self.translate(SegReg::Ss as i32, 4, write, slow)
     }
 
     /// PUSH r32 / PUSH imm32 and POP r32, with a 32-bit stack.
@@ -755,9 +789,11 @@ impl Emitter {
         // left pending on the inline way.
         self.park_flags();
         let entry = (self.flags, self.pending);
-        match *op {
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        let miss = match *op {
             Op::PushR { src, .. } => {
-                self.stack_access(true, slow);
+                let miss = self.stack_access(true, slow);
                 // PUSH ESP pushes the value before the push.
                 let s = reg(src, 4);
                 asm!(self.ops
@@ -765,16 +801,18 @@ impl Emitter {
                     ; mov DWORD [r8], eax
                     ; mov DWORD [r15 + ESP], r10d
                 );
+                miss
             }
             Op::PushI { imm, .. } => {
-                self.stack_access(true, slow);
+                let miss = self.stack_access(true, slow);
                 asm!(self.ops
                     ; mov DWORD [r8], imm as i32
                     ; mov DWORD [r15 + ESP], r10d
                 );
+                miss
             }
             Op::PopR { dsize, dst, .. } => {
-                self.stack_access(false, slow);
+                let miss = self.stack_access(false, slow);
                 // ESP moves first: POP ESP loads the popped value.
                 let d = reg(dst, dsize);
                 asm!(self.ops
@@ -786,10 +824,13 @@ impl Emitter {
                     4 => asm!(self.ops; mov DWORD [r15 + d], r9d),
                     _ => asm!(self.ops; mov WORD [r15 + d], r9w),
                 }
+                miss
             }
             _ => unreachable!("not a stack operation: {op:?}"),
-        }
-        asm!(self.ops; jmp =>done; =>slow);
+        };
+        asm!(self.ops; jmp =>done);
+        self.slot_missed(miss, None, retry, slow);
+        asm!(self.ops; =>slow);
         (self.flags, self.pending) = entry;
         self.step(index);
         self.uncount_after_step(entry.1);
@@ -808,13 +849,16 @@ impl Emitter {
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
             ; jb =>slow
         );
-        self.stack_access(true, slow);
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        let miss = self.stack_access(true, slow);
         asm!(self.ops
             ; mov DWORD [r8], insn.next_ip as i32
             ; mov DWORD [r15 + ESP], r10d
         );
         self.pending += 1;
         self.exit_to(target);
+        self.slot_missed(miss, None, retry, slow);
         asm!(self.ops; =>slow);
         (self.flags, self.pending) = entry;
         self.step(index);
@@ -830,27 +874,33 @@ impl Emitter {
         self.spill_flags();
         let entry = (self.flags, self.pending);
         let s = reg(src, 4);
+        // A filled host slot retries from the load of the target (R11 does
+        // not survive the call).
+        let retry = self.ops.new_dynamic_label();
         asm!(self.ops
+            ;=>retry
             ; mov eax, DWORD [r15 + s]
             ; cmp eax, DWORD [r15 + CS_LIMIT]
             ; ja =>slow
             ; mov r11d, eax
         );
-        if call {
-            self.stack_access(true, slow);
+        let miss = call.then(|| {
+            let miss = self.stack_access(true, slow);
             asm!(self.ops
                 ; mov DWORD [r8], insn.next_ip as i32
                 ; mov DWORD [r15 + ESP], r10d
             );
-        }
+            miss
+        });
         asm!(self.ops; mov DWORD [r15 + EIP], r11d);
         self.pending += 1;
         self.store_icount();
         let lookup = self.lookup();
-        asm!(self.ops
-            ; jmp =>lookup
-            ;=>slow
-        );
+        asm!(self.ops; jmp =>lookup);
+        if let Some(miss) = miss {
+            self.slot_missed(miss, None, retry, slow);
+        }
+        asm!(self.ops; =>slow);
         (self.flags, self.pending) = entry;
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
@@ -862,7 +912,9 @@ impl Emitter {
         let slow = self.ops.new_dynamic_label();
         self.park_flags();
         let entry = (self.flags, self.pending);
-        self.stack_access(false, slow);
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        let miss = self.stack_access(false, slow);
         let pop = 4 + imm as i32;
         asm!(self.ops
             ; mov r9d, DWORD [r8]
@@ -876,10 +928,11 @@ impl Emitter {
         self.pending += 1;
         self.sync();
         let lookup = self.lookup();
-        asm!(self.ops
-            ; jmp =>lookup
-            ;=>slow
-        );
+        asm!(self.ops; jmp =>lookup);
+        // The flags were parked, if anything, when the slot missed.
+        (self.flags, self.pending) = entry;
+        self.slot_missed(miss, None, retry, slow);
+        asm!(self.ops; =>slow);
         (self.flags, self.pending) = entry;
         self.step(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);

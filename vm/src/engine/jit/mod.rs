@@ -45,6 +45,19 @@ extern "sysv64" fn store_to_ram(env: *mut Env, phys: u32, value: u32, size: u32)
     u32::from(platform.mem.code_written())
 }
 
+/// See [`Env::fill`]: `(cpu, env, linear address, size, write)`.
+pub type FillFn = extern "sysv64" fn(cpu: *mut Cpu, env: *mut Env, linear: u32, size: u32, write: u32) -> u32;
+
+extern "sysv64" fn fill_host_slot(cpu: *mut Cpu, env: *mut Env, linear: u32, size: u32, write: u32) -> u32 {
+    // SAFETY: the translation calling this passes the CPU it runs on and its
+    // own `env`, whose `platform` the block engine set from its exclusive
+    // borrow; nothing else touches them until the translation returns.
+    let (cpu, env) = unsafe { (&mut *cpu, &mut *env) };
+    // SAFETY: as above.
+    let platform = unsafe { &mut *env.platform };
+    u32::from(env.mem.fill_host_slot(cpu, platform, linear, size, write != 0))
+}
+
 /// What a translation is given besides the CPU. `repr(C)`: the generated
 /// code reads its fields at fixed offsets.
 #[repr(C)]
@@ -64,6 +77,11 @@ pub struct Env {
     /// (the page holds watched code or is not yet dirty): 1 when it changed
     /// watched code.
     pub store: StoreFn,
+    /// An access whose page has no host slot yet: makes one if the TLB
+    /// already allows the access and the page is plain RAM, and says
+    /// whether it did (the inline path then tries again; else the step
+    /// does the access).
+    pub fill: FillFn,
     pub platform: *mut Platform,
     /// The step's own context.
     pub ctx: *mut (),
@@ -145,6 +163,14 @@ pub struct MemEnv {
     pub dirty: *const u64,
     pub watched: *const u64,
     pub tlb: *const u8,
+    /// The TLB's host slots (`tlb_layout::HOST_*`): where the inline path
+    /// finds a linear page in host memory.
+    pub host: *mut u8,
+    /// What the host slots were filled under: paging, the permissions an
+    /// access needs, the A20 gate, where plain RAM and the ROM are, the
+    /// memory's store epoch and the slots' own address. Any change empties
+    /// them.
+    host_made_under: [u64; 8],
     /// What the segment windows and permissions were computed from: the
     /// segment registers, CR0 and EFLAGS.VM.
     made_from: [u32; MODE_WORDS],
@@ -172,6 +198,8 @@ impl MemEnv {
             dirty: std::ptr::null(),
             watched: std::ptr::null(),
             tlb: std::ptr::null(),
+            host: std::ptr::null_mut(),
+            host_made_under: [u64::MAX; 8],
             made_from: [u32::MAX; MODE_WORDS],
             modes_known: false,
         }
@@ -184,19 +212,105 @@ impl MemEnv {
     }
 
     /// Brings everything up to date; the segment windows only when the
-    /// segments, CR0 or EFLAGS.VM changed since they were computed.
-    pub fn refresh(&mut self, cpu: &Cpu, platform: &mut Platform) {
-        use crate::cpu::mmu::tlb_layout::{DIRTY, USER, WRITABLE};
-        use crate::cpu::mmu::Access;
-        use crate::cpu::state::{cr0, flags, SegReg};
+    /// segments, CR0 or EFLAGS.VM changed since they were computed. Empties
+    /// the TLB's host slots when what they were made under changed.
+    pub fn refresh(&mut self, cpu: &mut Cpu, platform: &mut Platform) {
         let (a20_mask, ram_end, (rom_start, rom_len)) = platform.plain_ram();
         (self.a20_mask, self.ram_end, self.rom_start, self.rom_len) = (a20_mask, ram_end, rom_start, rom_len);
         (self.ram, self.dirty, self.watched) = platform.mem.raw_parts();
         self.tlb = cpu.tlb.entries_ptr();
-        if self.modes_known {
-            return;
+        self.host = cpu.tlb.host_ptr();
+        if !self.modes_known {
+            self.modes_known = true;
+            self.compare_modes(cpu);
         }
-        self.modes_known = true;
+        let under = [
+            u64::from(self.paging),
+            u64::from(self.read_permissions) | u64::from(self.write_permissions) << 32,
+            u64::from(self.a20_mask),
+            self.ram_end,
+            u64::from(self.rom_start) | u64::from(self.rom_len) << 32,
+            self.ram as u64,
+            platform.mem.store_epoch(),
+            self.host as u64,
+        ];
+        if under.iter().zip(&self.host_made_under).fold(0, |d, (a, b)| d | (a ^ b)) != 0 {
+            self.host_made_under = under;
+            cpu.tlb.clear_host();
+        }
+    }
+
+    /// Makes the host slot for an access of `size` bytes at `linear` that
+    /// passed its segment checks, when the inline path may do it without
+    /// looking further: it stays in one page, the TLB holds the page with
+    /// the permissions the access needs as it stands (no page walk: that
+    /// and its faults are the step's), and the page is plain RAM. A store
+    /// needs a page without watched code; one not yet dirty is marked dirty
+    /// now, as the store that follows would. A store to watched code gets
+    /// the careful tag. Returns whether the inline path will now take the
+    /// access.
+    pub fn fill_host_slot(&self, cpu: &mut Cpu, platform: &mut Platform, linear: u32, size: u32, write: bool) -> bool {
+        use crate::cpu::mmu::tlb_layout::{USER, WRITABLE};
+        use crate::cpu::mmu::HostSlot;
+        if (linear & 0xFFF) + size > 0x1000 || self.ram.is_null() {
+            return false;
+        }
+        let phys = if self.paging != 0 {
+            let user = self.read_permissions & USER != 0;
+            let wp = self.write_permissions & WRITABLE != 0;
+            match cpu.tlb.lookup(linear, write, user, wp) {
+                Some(phys) => phys,
+                None => return false,
+            }
+        } else {
+            linear
+        };
+        let phys_page = phys & self.a20_mask & !0xFFF;
+        if u64::from(phys_page) + 0x1000 > self.ram_end {
+            return false;
+        }
+        let page = (phys_page >> 12) as usize;
+        let mut careful = false;
+        if write {
+            let rom_end = u64::from(self.rom_start) + u64::from(self.rom_len);
+            if self.rom_len != 0 && u64::from(phys_page) < rom_end && phys_page + 0x1000 > self.rom_start {
+                return false;
+            }
+            if platform.mem.holds_watched_code(page) {
+                careful = true;
+            } else {
+                platform.mem.mark_page_dirty(page);
+            }
+        }
+        let linear_page = linear & !0xFFF;
+        let addend = (self.ram as u64)
+            .wrapping_add(u64::from(phys_page))
+            .wrapping_sub(u64::from(linear_page));
+        let slot = cpu.tlb.host_slot(linear);
+        if slot.addend != addend {
+            *slot = HostSlot {
+                addend,
+                ..HostSlot::NONE
+            };
+        }
+        // A page that may be written may be read.
+        slot.read_tag = linear_page;
+        if write {
+            if careful {
+                slot.careful_tag = linear_page;
+            } else {
+                slot.write_tag = linear_page;
+            }
+        }
+        true
+    }
+
+    /// Recomputes the segment windows, paging and permissions when the
+    /// segments, CR0 or EFLAGS.VM changed.
+    fn compare_modes(&mut self, cpu: &Cpu) {
+        use crate::cpu::mmu::tlb_layout::{DIRTY, USER, WRITABLE};
+        use crate::cpu::mmu::Access;
+        use crate::cpu::state::{cr0, flags, SegReg};
         // Compared as plain words: this runs at most entries from the
         // dispatcher.
         let mut from = [0u32; MODE_WORDS];
@@ -410,6 +524,7 @@ impl Jit {
                 loops: 0,
                 stepped: 0,
                 store: store_to_ram,
+                fill: fill_host_slot,
                 platform: std::ptr::null_mut(),
                 ctx: std::ptr::null_mut(),
                 jumps: jumps.as_ptr(),
@@ -422,7 +537,7 @@ impl Jit {
 
     /// The environment for the next run of a translation: its memory part
     /// brought up to date, the rest for the caller to set.
-    pub fn env(&mut self, cpu: &Cpu, platform: &mut Platform) -> &mut Env {
+    pub fn env(&mut self, cpu: &mut Cpu, platform: &mut Platform) -> &mut Env {
         self.env.mem.refresh(cpu, platform);
         &mut self.env
     }

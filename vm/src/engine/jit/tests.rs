@@ -732,3 +732,128 @@ fn shifts_and_rotates_leave_the_flags_the_reference_leaves() {
     }
     assert!(native > 40, "{native} of {} forms ran as host code", forms.len());
 }
+
+// The host slot beside a TLB entry goes with the entry. A PTE changed
+// without INVLPG leaves the stale translation in use until another page
+// takes its TLB slot; after that, the next access walks the page tables
+// again and finds the new page, inline as on the reference.
+#[test]
+fn a_host_slot_goes_when_its_tlb_entry_is_replaced() {
+    const PAGE_TABLE2: u32 = 0x2_2000;
+    const ALT: u32 = DATA + 0x1000;
+    // top: mov eax, [esi]; add edi, eax
+    //      mov dword [DATA's PTE], ALT | 3   ; no INVLPG: the TLB keeps DATA
+    //      mov eax, [esi]; add edi, eax
+    //      mov eax, [0x430000]; add edi, eax ; the same TLB slot as DATA
+    //      mov eax, [esi]; add edi, eax      ; walks again: ALT
+    //      mov dword [DATA's PTE], DATA | 3
+    //      mov eax, [0x430000]               ; takes the slot back
+    //      mov eax, [esi]; add edi, eax      ; DATA again
+    //      dec ebp; jnz top; hlt
+    let code = [
+        0x8B, 0x06, 0x01, 0xC7, 0xC7, 0x05, 0xC0, 0x10, 0x02, 0x00, 0x03, 0x10, 0x03, 0x00, 0x8B, 0x06, 0x01, 0xC7,
+        0xA1, 0x00, 0x00, 0x43, 0x00, 0x01, 0xC7, 0x8B, 0x06, 0x01, 0xC7, 0xC7, 0x05, 0xC0, 0x10, 0x02, 0x00, 0x03,
+        0x00, 0x03, 0x00, 0xA1, 0x00, 0x00, 0x43, 0x00, 0x8B, 0x06, 0x01, 0xC7, 0x4D, 0x75, 0xCD, 0xF4,
+    ];
+    assert_eq!(PAGE_TABLE + 4 * (DATA >> 12), 0x210C0);
+    let s = compiled_against_reference(&code, 23, true, |m| {
+        // 0x430000 maps to DATA's frame through a second page table.
+        m.platform.mem.write(PAGE_DIR + 4, 4, PAGE_TABLE2 | 3);
+        m.platform.mem.write(PAGE_TABLE2 + 4 * 0x30, 4, DATA | 3);
+        m.platform.mem.write(DATA, 4, 0x1111_1111);
+        m.platform.mem.write(ALT, 4, 0x2222_2222);
+        m.cpu.state.regs[5] = 2_000;
+    });
+    // The four accesses that walk the page tables step; the rest of the
+    // loop runs inline.
+    assert!(s.retired > 20_000 && s.stepped <= 4 * 2_000 + 10, "{s:?}");
+}
+
+// A checkpoint takes the dirty pages and clears their bits: a store that
+// follows must mark its page dirty again, though its host slot was made
+// when the page was dirty already.
+#[test]
+fn inline_stores_after_the_dirty_pages_are_taken_mark_them_again() {
+    // top: mov [esi], ebp; dec ebp; jnz top; hlt
+    let code = [0x89, 0x2E, 0x4D, 0x75, 0xFB, 0xF4];
+    for paging in [false, true] {
+        let mut m = machine(&code, &mut Rng(5), Engine::Blocks, JitConfig::EAGER);
+        m.cpu.state.cr0 &= !cr0::PG;
+        if paging {
+            page(&mut m, false);
+        }
+        m.cpu.state.regs[5] = 1_000_000;
+        m.cpu.state.regs[6] = DATA;
+        let page_of_data = (DATA >> 12) as usize;
+        let mut icount = 0;
+        for round in 0..3 {
+            icount += 30_000;
+            let stop = m.run(icount, &mut NoInput::default(), &mut CaptureConsole::default());
+            assert_eq!(stop, StopReason::InsnLimit, "paging {paging}, round {round}");
+            let dirty = m.platform.mem.take_dirty();
+            assert!(
+                dirty.contains(&page_of_data),
+                "paging {paging}, round {round}: {dirty:x?}"
+            );
+        }
+        assert!(
+            m.blocks.jit.stats.stepped < 20,
+            "paging {paging}: {:?}",
+            m.blocks.jit.stats
+        );
+    }
+}
+
+// Code built on a page whose stores ran inline: the page's host slots
+// go, so the stores that follow into the code's bytes are seen (the
+// block is dropped and rebuilt), while the data stores beside it go on
+// running inline through `PhysMem::write`.
+#[test]
+fn stores_to_a_page_that_became_code_are_seen() {
+    // top: mov [esi], ebp; mov [esi+0x101], ebp   ; the imm32 of f
+    //      mov ecx, DATA + 0x100; call ecx; add edi, eax
+    //      dec ebp; jnz top; hlt
+    // f (at DATA + 0x100): mov eax, imm32; ret
+    let code = [
+        0x89, 0x2E, 0x89, 0xAE, 0x01, 0x01, 0x00, 0x00, 0xB9, 0x00, 0x01, 0x03, 0x00, 0xFF, 0xD1, 0x01, 0xC7, 0x4D,
+        0x75, 0xEC, 0xF4,
+    ];
+    for paging in [false, true] {
+        compiled_against_reference(&code, 29, paging, |m| {
+            for (i, b) in [0xB8, 0, 0, 0, 0, 0xC3].into_iter().enumerate() {
+                m.platform.mem.write(DATA + 0x100 + i as u32, 1, b);
+            }
+            m.cpu.state.regs[5] = 300;
+        });
+    }
+}
+
+// INVLPG and a CR3 write drop the host slots of the entries they drop: the
+// access after each sees the page the page tables now name. (The first
+// access after a walk makes the host slot, the second uses it.)
+#[test]
+fn invlpg_and_cr3_writes_drop_host_slots() {
+    const ALT: u32 = DATA + 0x1000;
+    // top: mov eax, [esi]; add edi, eax; mov eax, [esi+4]; add edi, eax
+    //      mov dword [DATA's PTE], ALT | 3; invlpg [esi]
+    //      mov eax, [esi]; add edi, eax; mov eax, [esi+4]; add edi, eax
+    //      mov dword [DATA's PTE], DATA | 3; mov eax, cr3; mov cr3, eax
+    //      dec ebp; jnz top; hlt
+    let code = [
+        0x8B, 0x06, 0x01, 0xC7, 0x8B, 0x46, 0x04, 0x01, 0xC7, 0xC7, 0x05, 0xC0, 0x10, 0x02, 0x00, 0x03, 0x10, 0x03,
+        0x00, 0x0F, 0x01, 0x3E, 0x8B, 0x06, 0x01, 0xC7, 0x8B, 0x46, 0x04, 0x01, 0xC7, 0xC7, 0x05, 0xC0, 0x10, 0x02,
+        0x00, 0x03, 0x00, 0x03, 0x00, 0x0F, 0x20, 0xD8, 0x0F, 0x22, 0xD8, 0x4D, 0x75, 0xCE, 0xF4,
+    ];
+    assert_eq!(PAGE_TABLE + 4 * (DATA >> 12), 0x210C0);
+    compiled_against_reference(&code, 31, true, |m| {
+        for (at, v) in [
+            (DATA, 0x1111_1111),
+            (DATA + 4, 0x3333_3333),
+            (ALT, 0x2222_2222),
+            (ALT + 4, 0x4444_4444),
+        ] {
+            m.platform.mem.write(at, 4, v);
+        }
+        m.cpu.state.regs[5] = 1_000;
+    });
+}
