@@ -88,7 +88,8 @@ fn run_engine(engine: Engine, patching: bool, jit: bool, mode: Mode, workload: &
             m,
             host.rtc_start,
             replay::DEFAULT_CHECKPOINT_INTERVAL,
-            false,
+            // Adapting, as `ringback record` does by default.
+            true,
         );
         replay::record(&path, &header, m, host, console, u64::MAX, &mut |_| {})
     };

@@ -112,11 +112,15 @@ enum Command {
         /// The trace file to write.
         #[arg(short, long, value_name = "FILE.rbt")]
         output: PathBuf,
-        /// Instructions between checkpoints (smaller: faster seeks, bigger file).
-        #[arg(long, default_value_t = replay::DEFAULT_CHECKPOINT_INTERVAL)]
-        checkpoint_interval: u64,
+        /// Instructions between checkpoints, fixed unless
+        /// --adaptive-checkpoints (smaller: faster seeks, bigger file).
+        /// Without it: 5000000, adapting to the guest.
+        #[arg(long)]
+        checkpoint_interval: Option<u64>,
         /// Adapt the interval to the guest: longer while it writes little
-        /// memory, shorter while it writes much (within 8x either way).
+        /// memory, shorter while it writes much (within 8x either way). The
+        /// default when no --checkpoint-interval is given: each checkpoint
+        /// costs the recording a cold start of the raw engine's caches.
         #[arg(long)]
         adaptive_checkpoints: bool,
         #[command(flatten)]
@@ -278,10 +282,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             };
             let (kernel, ram) = load_kernel(&run)?;
+            let adaptive = adaptive_checkpoints || checkpoint_interval.is_none();
+            let checkpoint_interval = checkpoint_interval.unwrap_or(replay::DEFAULT_CHECKPOINT_INTERVAL);
             if let Some(addr) = &run.gdb {
                 return trace_cmd::live_gdb(&output, &kernel, ram, &run, checkpoint_interval, addr);
             }
-            trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval, adaptive_checkpoints)
+            trace_cmd::record(&output, &kernel, ram, &run, checkpoint_interval, adaptive)
         }
         Command::Replay {
             trace,

@@ -235,6 +235,7 @@ struct Info {
     engine: String,
     checkpoints: usize,
     checkpoint_interval: u64,
+    adaptive_checkpoints: bool,
     events: usize,
     events_by_kind: BTreeMap<String, u64>,
     top_trap_sites: Vec<(String, u64)>,
@@ -313,6 +314,7 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
         engine: format!("{:?}", trace.header.config.engine).to_lowercase(),
         checkpoints: checkpoints.len(),
         checkpoint_interval: trace.header.checkpoint_interval,
+        adaptive_checkpoints: trace.header.adaptive_checkpoints,
         events: events.len(),
         top_trap_sites: top.iter().map(|(pc, n)| (format!("{pc:#x}"), *n)).collect(),
         patches_installed: count("patch installed"),
@@ -338,11 +340,19 @@ pub fn info(path: &Path, json: bool) -> Result<ExitCode> {
         ),
         _ => outln!("  {} instructions (recording incomplete)", info.instructions),
     }
-    outln!(
-        "  {} checkpoints every {} instructions",
-        info.checkpoints,
-        info.checkpoint_interval
-    );
+    if info.adaptive_checkpoints {
+        outln!(
+            "  {} checkpoints, every {} instructions adapting to the guest (within 8x either way)",
+            info.checkpoints,
+            info.checkpoint_interval
+        );
+    } else {
+        outln!(
+            "  {} checkpoints every {} instructions",
+            info.checkpoints,
+            info.checkpoint_interval
+        );
+    }
     outln!("  {} events:", info.events);
     for (k, n) in &info.events_by_kind {
         outln!("    {k:22} {n}");

@@ -587,3 +587,51 @@ fn endless_kernel_and_module_files_are_refused() {
         "module /dev/zero is larger than guest RAM",
     );
 }
+
+// `record` adapts the checkpoint interval unless it is given one: a guest
+// that writes little memory gets fewer checkpoints than at a fixed 5M, and
+// both traces replay to identical digests.
+#[test]
+fn record_adapts_the_checkpoint_interval_unless_given_one() {
+    let kernel = format!("{OUT_DIR}/bench.elf");
+    let mut summary = Vec::new();
+    for (name, interval) in [("adapting.rbt", None), ("fixed.rbt", Some("5000000"))] {
+        let trace = scratch(name, b"");
+        let mut args = vec![
+            "record", "-o", &trace, &kernel, "--append", "int 40", "--serial", "none",
+        ];
+        if let Some(n) = interval {
+            args.extend(["--checkpoint-interval", n]);
+        }
+        // The workload ends by the exit device, with status 1.
+        let out = ringback(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("guest exit (status 1)"), "{err}");
+        let info = ringback(&["info", &trace, "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+        assert_eq!(json["complete"], true, "{json}");
+        let verify = ringback(&["replay", "--verify", &trace]);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        summary.push((
+            json["adaptive_checkpoints"].as_bool(),
+            json["checkpoints"].as_u64().unwrap_or(0),
+            json["instructions"].as_u64().unwrap_or(0),
+        ));
+    }
+    let [(adapting, fewer, insns_a), (fixed, more, insns_f)] = summary[..] else {
+        unreachable!("two recordings")
+    };
+    assert_eq!((adapting, fixed), (Some(true), Some(false)));
+    assert_eq!(insns_a, insns_f);
+    assert_eq!(
+        more,
+        insns_f.div_ceil(5_000_000) + 1,
+        "a checkpoint every 5M and one at the start"
+    );
+    assert!(fewer * 3 < more, "{fewer} checkpoints adapting, {more} fixed");
+}
