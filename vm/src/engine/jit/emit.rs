@@ -415,8 +415,10 @@ impl Emitter {
         self.flags.in_host = false;
     }
 
-    /// Writes the host's arithmetic flags to the guest's EFLAGS if they
-    /// changed. The host flags are left as they were.
+    /// Writes the guest's arithmetic flags to `CpuState::eflags` if they
+    /// changed there, from the host's or from EBX. The merge clobbers the
+    /// host flags, so afterwards they are the guest's only in `CpuState`
+    /// (and still in EBX if they were parked).
     fn store_flags(&mut self) {
         if !self.flags.dirty {
             return;
@@ -426,27 +428,22 @@ impl Emitter {
         } else {
             STATUS
         };
-        if !self.flags.in_host {
+        if self.flags.in_host {
+            asm!(self.ops
+                ; pushfq
+                ; pop rax
+            );
+        } else {
             debug_assert!(self.flags.parked, "dirty flags are in the host or in EBX");
-            // From EBX: AH is EFLAGS' low byte, AL is OF. The host flags
-            // are not the guest's here, so they may be clobbered.
+            // From EBX: AH is EFLAGS' low byte, AL is OF.
             asm!(self.ops
                 ; movzx eax, bh
                 ; movzx ecx, bl
                 ; shl ecx, 11
                 ; or eax, ecx
-                ; and eax, keep as i32
-                ; mov ecx, DWORD [r15 + EFLAGS]
-                ; and ecx, !STATUS as i32
-                ; or ecx, eax
-                ; mov DWORD [r15 + EFLAGS], ecx
             );
-            self.flags.dirty = false;
-            return;
         }
         asm!(self.ops
-            ; pushfq
-            ; pop rax
             ; and eax, keep as i32
             ; mov ecx, DWORD [r15 + EFLAGS]
             ; and ecx, !STATUS as i32
@@ -454,6 +451,7 @@ impl Emitter {
             ; mov DWORD [r15 + EFLAGS], ecx
         );
         self.flags.dirty = false;
+        self.flags.in_host = false;
     }
 
     /// Adds the instructions retired since the last update to the icount
@@ -487,8 +485,8 @@ impl Emitter {
         };
     }
 
-    /// The guest's flags only in `CpuState` (in the host's too when they
-    /// were there), for code that clobbers EBX or leaves.
+    /// The guest's flags only in `CpuState`, for code that clobbers the
+    /// host flags and EBX, or leaves.
     fn spill_flags(&mut self) {
         self.store_flags();
         self.flags.in_host = false;
