@@ -1221,6 +1221,12 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
             None
         }
     });
+    if leave.is_some() {
+        // It left before the checks after it: whatever it changed (an IRET
+        // to ring 3 that set IF, a far jump to 16-bit code) the next entry
+        // must see, so the modes are compared again then.
+        env.mem.modes_may_have_changed();
+    }
     ctx.steps += cpu.icount - before;
     // What a chained entry cannot vouch for: a step that may have changed
     // modes (segments, paging, privilege, the interrupt flag: only generic

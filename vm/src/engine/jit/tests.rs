@@ -857,3 +857,78 @@ fn invlpg_and_cr3_writes_drop_host_slots() {
         m.cpu.state.regs[5] = 1_000;
     });
 }
+
+// A translated IRET from ring 0 to ring 3 that sets IF leaves its block
+// (IF coming on); the next translation, in ring 3, must not run with ring
+// 0's view of memory. A supervisor page ring 0 read inline (so it has a
+// host slot) faults when ring 3 reads it, as on the reference.
+#[test]
+fn a_step_that_leaves_after_a_privilege_change_drops_the_old_view_of_memory() {
+    const SUP: u32 = DATA + 0x2000;
+    const TSS: u32 = 0x700;
+    const USER: usize = 0x400;
+    let mut code = vec![0u8; 0x900];
+    // mov eax, [SUP] (twice: the second runs inline from a host slot);
+    // push 0x23; push 0x70000; push 0x202; push 0x1B; push CODE + USER; iret
+    let mut kernel = vec![0xA1];
+    kernel.extend(SUP.to_le_bytes());
+    kernel.push(0xA1);
+    kernel.extend(SUP.to_le_bytes());
+    kernel.extend([
+        0x6A, 0x23, 0x68, 0x00, 0x00, 0x07, 0x00, 0x68, 0x02, 0x02, 0x00, 0x00, 0x6A, 0x1B, 0x68,
+    ]);
+    kernel.extend((CODE + USER as u32).to_le_bytes());
+    kernel.push(0xCF);
+    code[..kernel.len()].copy_from_slice(&kernel);
+    // user: mov ebx, ss:[SUP]; inc ecx; jmp user
+    let mut user = vec![0x36, 0x8B, 0x1D];
+    user.extend(SUP.to_le_bytes());
+    user.extend([0x41, 0xEB, 0xF6]);
+    code[USER..USER + user.len()].copy_from_slice(&user);
+    // The #PF handler: hlt, with IF clear.
+    code[0x800] = 0xF4;
+    compiled_against_reference(&code, 37, false, |m| {
+        let gdt: [u64; 6] = [
+            0,
+            0x00CF_9A00_0000_FFFF,
+            0x00CF_9200_0000_FFFF,
+            0x00CF_FA00_0000_FFFF,
+            0x00CF_F200_0000_FFFF,
+            0x0000_8B00_0700_0067,
+        ];
+        for (i, d) in gdt.iter().enumerate() {
+            m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+        }
+        let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+        m.platform
+            .mem
+            .load(IDT + 8 * 14, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
+            .expect("fits");
+        m.platform.mem.write(TSS + 4, 4, 0x7_F000);
+        m.platform.mem.write(TSS + 8, 4, 0x10);
+        // Every page user-accessible but SUP.
+        m.platform.mem.write(PAGE_DIR, 4, PAGE_TABLE | 7);
+        for p in 0..1024u32 {
+            let user = if p == SUP >> 12 { 0 } else { 4 };
+            m.platform.mem.write(PAGE_TABLE + 4 * p, 4, (p << 12) | 3 | user);
+        }
+        let st = &mut m.cpu.state;
+        st.gdtr.base = GDT;
+        st.gdtr.limit = 6 * 8 - 1;
+        st.idtr.base = IDT;
+        st.idtr.limit = 15 * 8 - 1;
+        for s in SegReg::ALL {
+            st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
+        }
+        st.tr = crate::cpu::state::Segment {
+            selector: 0x28,
+            base: TSS,
+            limit: 0x67,
+            attr: crate::cpu::state::attr::P | 0xB,
+        };
+        st.eflags &= !flags::IF;
+        st.cr3 = PAGE_DIR;
+        st.cr0 |= cr0::PG;
+        m.cpu.tlb.flush_all();
+    });
+}
