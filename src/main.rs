@@ -115,7 +115,7 @@ enum Command {
         /// Instructions between checkpoints, fixed unless
         /// --adaptive-checkpoints (smaller: faster seeks, bigger file).
         /// Without it: 5000000, adapting to the guest.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         checkpoint_interval: Option<u64>,
         /// Adapt the interval to the guest: longer while it writes little
         /// memory, shorter while it writes much (within 8x either way). The

@@ -635,3 +635,12 @@ fn record_adapts_the_checkpoint_interval_unless_given_one() {
     );
     assert!(fewer * 3 < more, "{fewer} checkpoints adapting, {more} fixed");
 }
+
+// An interval of 0 would checkpoint after every instruction: refused.
+#[test]
+fn record_refuses_a_checkpoint_interval_of_zero() {
+    let kernel = format!("{OUT_DIR}/bench.elf");
+    let trace = scratch("zero-interval.rbt", b"");
+    let out = ringback(&["record", "-o", &trace, &kernel, "--checkpoint-interval", "0"]);
+    assert_error(&out, "--checkpoint-interval");
+}

@@ -185,11 +185,9 @@ impl PhysMem {
         }
     }
 
-    /// RAM and the dirty and code-watch bitmaps (a bit per page), for the
-    /// compiler's inline stores: a page both dirty and without watched code
-    /// takes a store with nothing else to do.
-    pub fn raw_parts(&mut self) -> (*mut u8, *const u64, *const u64) {
-        (self.ram.as_mut_ptr(), self.dirty.as_ptr(), self.watched.as_ptr())
+    /// Where RAM is in host memory, for the compiler's inline accesses.
+    pub fn ram_ptr(&mut self) -> *mut u8 {
+        self.ram.as_mut_ptr()
     }
 
     pub fn ram_size(&self) -> usize {
@@ -227,15 +225,9 @@ impl PhysMem {
         self.store_epoch
     }
 
-    /// Whether a store to `page` needs nothing of [`PhysMem::write`] but
-    /// the store: the page is dirty already and holds no watched code.
-    pub fn takes_plain_stores(&self, page: usize) -> bool {
-        self.is_dirty(page) && self.watched.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) == 0)
-    }
-
     /// Whether `page` holds watched code.
     pub fn holds_watched_code(&self, page: usize) -> bool {
-        self.watched.get(page / 64).is_some_and(|w| w & (1 << (page % 64)) != 0)
+        page < self.ram.len() >> PAGE_SHIFT && self.is_watched(page << PAGE_SHIFT)
     }
 
     /// Marks `page` dirty ahead of a store to it that will not come through

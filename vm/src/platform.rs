@@ -333,8 +333,6 @@ impl Platform {
         p
     }
 
-    /// Makes RAM in `[start, end)` read-only: a ROM's copy (the BIOS area
-    /// below 1 MiB).
     /// What decides whether a physical access can go straight to RAM, for
     /// the compiler's inline path: the A20 mask, the end of the addresses
     /// that are plain RAM (0 while a debugger watches memory: every access
@@ -348,6 +346,21 @@ impl Platform {
         (self.a20_mask, end, self.rom_shadow)
     }
 
+    /// Whether the physical range `start..start + len` may be read and
+    /// written as RAM with no device check ([`Platform::plain_ram`]): the
+    /// A20 gate leaves it where it is, and it lies below every device,
+    /// with no debugger watch anywhere, outside the ROM's shadow.
+    pub fn is_plain_ram(&self, start: u32, len: u32) -> bool {
+        let (a20_mask, ram_end, (rom_start, rom_len)) = self.plain_ram();
+        let end = u64::from(start) + u64::from(len);
+        start & a20_mask == start
+            && (end.saturating_sub(1) as u32) & a20_mask == end.saturating_sub(1) as u32
+            && end <= ram_end
+            && (end <= u64::from(rom_start) || u64::from(start) >= u64::from(rom_start) + u64::from(rom_len))
+    }
+
+    /// Makes RAM in `[start, end)` read-only: a ROM's copy (the BIOS area
+    /// below 1 MiB).
     pub fn protect_rom_shadow(&mut self, start: u32, end: u32) {
         self.rom_shadow = (start, end.saturating_sub(start));
     }
@@ -592,16 +605,7 @@ impl Bus for Platform {
 
     #[inline]
     fn bulk_ram(&mut self, read: Option<(u32, u32)>, write: (u32, u32)) -> Option<&mut [u8]> {
-        let (a20_mask, ram_end, (rom_start, rom_len)) = self.plain_ram();
-        let plain = |(start, len): (u32, u32)| {
-            let end = u64::from(start) + u64::from(len);
-            // The A20 gate leaves the range where it is, and it lies below
-            // every device and outside the ROM's shadow.
-            start & a20_mask == start
-                && (end.saturating_sub(1) as u32) & a20_mask == end.saturating_sub(1) as u32
-                && end <= ram_end
-                && (end <= u64::from(rom_start) || u64::from(start) >= u64::from(rom_start) + u64::from(rom_len))
-        };
+        let plain = |(start, len): (u32, u32)| self.is_plain_ram(start, len);
         if !plain(write) || !read.is_none_or(plain) {
             return None;
         }

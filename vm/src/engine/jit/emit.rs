@@ -11,9 +11,10 @@
 //! and the access joins the instructions not yet counted: only its slow
 //! way, the step, needs `CpuState` complete. Where the SDM leaves a flag
 //! undefined the reference's choice is made explicit (AF after
-//! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through. Memory operands, the stack and near
-//! branches through it take an inline path (segment window, TLB probe,
-//! plain RAM) to guest RAM. Everything else, and every access the inline
+//! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through.
+//! Memory operands, the stack and near branches through it take an inline
+//! path (segment window, then the host slot beside the TLB entry) to guest
+//! RAM. Everything else, and every access the inline
 //! path refuses, is a call to the block engine's step for that one
 //! instruction, which runs it as the interpreter does, with every check
 //! between instructions. Exits to the same page are jumps that chaining
@@ -736,7 +737,7 @@ impl Emitter {
         );
     }
 
-    /// The TLB probe of the inline paths, as `Tlb::lookup` finds an entry:
+    /// The TLB probe of the jump table lookup, as `Tlb::lookup` finds an entry:
     /// R8D holds a linear address; when the TLB holds its page with the
     /// permission bits at `permissions` (an offset in `MemEnv`), R8D becomes
     /// the physical address (A20 not applied yet), else it jumps to `miss`.

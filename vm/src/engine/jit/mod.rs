@@ -1,8 +1,8 @@
 //! The compiler tier (issue 17, docs/raw-engine.md): blocks that have run
 //! often enough are translated to host code, which the block engine enters
 //! in place of interpreting them, in either view. A translation runs
-//! integer instructions on registers and on plain RAM (through an inline
-//! TLB probe) as host instructions, and calls back into the block engine
+//! integer instructions on registers and on plain RAM (through the host
+//! slots beside the TLB) as host instructions, and calls back into the block engine
 //! for every other instruction and every access the inline path refuses,
 //! so it computes what the interpreter computes, leaves at the same
 //! boundaries and keeps the icount exact; the interpreter stays the first
@@ -155,13 +155,9 @@ pub struct MemEnv {
     /// The TLB entry permission bits a read (write) needs at this privilege.
     pub read_permissions: u32,
     pub write_permissions: u32,
-    pub rom_start: u32,
-    pub rom_len: u32,
-    /// Physical addresses below this are plain RAM.
-    pub ram_end: u64,
+    /// Guest RAM: a careful store's physical address is its host address
+    /// minus this.
     pub ram: *mut u8,
-    pub dirty: *const u64,
-    pub watched: *const u64,
     pub tlb: *const u8,
     /// The TLB's host slots (`tlb_layout::HOST_*`): where the inline path
     /// finds a linear page in host memory.
@@ -191,12 +187,7 @@ impl MemEnv {
             a20_mask: 0,
             read_permissions: 0,
             write_permissions: 0,
-            rom_start: 0,
-            rom_len: 0,
-            ram_end: 0,
             ram: std::ptr::null_mut(),
-            dirty: std::ptr::null(),
-            watched: std::ptr::null(),
             tlb: std::ptr::null(),
             host: std::ptr::null_mut(),
             host_made_under: [u64::MAX; 8],
@@ -216,8 +207,8 @@ impl MemEnv {
     /// the TLB's host slots when what they were made under changed.
     pub fn refresh(&mut self, cpu: &mut Cpu, platform: &mut Platform) {
         let (a20_mask, ram_end, (rom_start, rom_len)) = platform.plain_ram();
-        (self.a20_mask, self.ram_end, self.rom_start, self.rom_len) = (a20_mask, ram_end, rom_start, rom_len);
-        (self.ram, self.dirty, self.watched) = platform.mem.raw_parts();
+        self.a20_mask = a20_mask;
+        self.ram = platform.mem.ram_ptr();
         self.tlb = cpu.tlb.entries_ptr();
         self.host = cpu.tlb.host_ptr();
         if !self.modes_known {
@@ -228,8 +219,8 @@ impl MemEnv {
             u64::from(self.paging),
             u64::from(self.read_permissions) | u64::from(self.write_permissions) << 32,
             u64::from(self.a20_mask),
-            self.ram_end,
-            u64::from(self.rom_start) | u64::from(self.rom_len) << 32,
+            ram_end,
+            u64::from(rom_start) | u64::from(rom_len) << 32,
             self.ram as u64,
             platform.mem.store_epoch(),
             self.host as u64,
@@ -266,16 +257,12 @@ impl MemEnv {
             linear
         };
         let phys_page = phys & self.a20_mask & !0xFFF;
-        if u64::from(phys_page) + 0x1000 > self.ram_end {
+        if !platform.is_plain_ram(phys_page, 0x1000) {
             return false;
         }
         let page = (phys_page >> 12) as usize;
         let mut careful = false;
         if write {
-            let rom_end = u64::from(self.rom_start) + u64::from(self.rom_len);
-            if self.rom_len != 0 && u64::from(phys_page) < rom_end && phys_page + 0x1000 > self.rom_start {
-                return false;
-            }
             if platform.mem.holds_watched_code(page) {
                 careful = true;
             } else {
