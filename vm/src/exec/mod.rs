@@ -620,6 +620,16 @@ impl Gpr {
         }
     }
 
+    /// Which of the eight registers it is (EAX = 0, in ModRM order).
+    pub fn index(self) -> u8 {
+        self.idx & 7
+    }
+
+    /// Whether an operand of `size` bytes is AH, CH, DH or BH.
+    pub fn is_high_byte(self, size: u8) -> bool {
+        size == 1 && self.shift != 0
+    }
+
     /// Byte offset of the operand within `CpuState::regs`, for code that
     /// addresses the registers in memory (the compiler tier).
     pub fn byte_offset(self, size: u8) -> usize {

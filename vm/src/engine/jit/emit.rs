@@ -1,15 +1,19 @@
 //! x86-64 code for a block (dynasm-rs templates; docs/raw-engine.md).
 //!
-//! The guest's registers, EIP, EFLAGS and the icount stay where they live,
-//! in `Cpu`, addressed from r15: a translation keeps nothing of the guest in
-//! host registers across an instruction, so leaving it at any boundary needs
-//! no write-back but the flags and the icount. Register-only integer
-//! instructions run as the same host instruction on those memory slots;
-//! their arithmetic flags are the host's, kept in the host EFLAGS from one
+//! The guest's registers, EIP, EFLAGS and the icount live in `Cpu`,
+//! addressed from r15. Up to three guest registers, the ones the block's
+//! host code uses most, are cached in callee-saved host registers (RBP,
+//! R12, R13) for the whole translation: loaded at its top, written back
+//! where changed before every step and exit, loaded again after a step
+//! (which may write any). Register-only integer instructions run as the
+//! same host instruction on the cache or the memory slot; their arithmetic
+//! flags are the host's, kept in the host EFLAGS from one
 //! instruction to the next and written to the guest's only before a call
 //! or an exit. The checks of a memory access park them in EBX (LAHF/SETO)
 //! and the access joins the instructions not yet counted: only its slow
-//! way, the step, needs `CpuState` complete. Where the SDM leaves a flag
+//! way, the step, needs `CpuState` complete. A block that branches back to
+//! its own top carries the flags round parked, and the icount check of its
+//! next run reuses the count it just stored. Where the SDM leaves a flag
 //! undefined the reference's choice is made explicit (AF after
 //! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through.
 //! Memory operands, the stack and near branches through it take an inline
@@ -24,6 +28,10 @@
 //! Translation ABI: `extern "sysv64" fn(cpu: *mut Cpu, env: *mut Env) -> u32`,
 //! returning `END` (the block ran to its end; EIP is the next one's) or
 //! `LEAVE` (a step asked to leave).
+
+// dynasm expands a dynamic register `Rd(h)` to `h.into()`, a conversion to
+// the same type when `h` is already a register number.
+#![allow(clippy::useless_conversion)]
 
 use std::mem::offset_of;
 
@@ -60,7 +68,6 @@ const JS_EIP: i32 = offset_of!(JumpSlot, eip) as i32;
 const JS_PHYS: i32 = offset_of!(JumpSlot, phys) as i32;
 const JS_MODE: i32 = offset_of!(JumpSlot, mode) as i32;
 const JS_ENTRY: i32 = offset_of!(JumpSlot, entry) as i32;
-const ESP: i32 = (STATE + offsets::reg(4)) as i32;
 const M_STACK32: i32 = (MEM + offset_of!(MemEnv, stack32)) as i32;
 const MEM: usize = offset_of!(Env, mem);
 const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
@@ -152,6 +159,18 @@ struct Flags {
     clear_af: bool,
 }
 
+impl Flags {
+    /// Where the flags are at the top of a block that loops on itself,
+    /// however it got there: parked, and taken as changed (so that any
+    /// exit stores them).
+    const LOOPING: Flags = Flags {
+        in_host: false,
+        parked: true,
+        dirty: true,
+        clear_af: false,
+    };
+}
+
 /// Where an inline access's host slot check failed (see
 /// [`Emitter::translate`]).
 struct SlotMiss {
@@ -162,11 +181,31 @@ struct SlotMiss {
     write: bool,
 }
 
+/// What the emitter tracks of the guest state at a point of the code: the
+/// code paths that join there must agree on it.
+#[derive(Clone, Copy)]
+struct At {
+    flags: Flags,
+    pending: u64,
+    dirty: u8,
+}
+
+/// Host registers that cache guest registers within a translation:
+/// callee-saved, so the calls to `Env::fill` and `Env::store` keep them.
+const CACHE_REGS: [u8; 3] = [5 /* rbp */, 12, 13];
+
 struct Emitter {
     ops: VecAssembler<X64Relocation>,
     flags: Flags,
     /// Instructions retired since the icount was last brought up to date.
     pending: u64,
+    /// The host register caching each guest register (by index), for the
+    /// whole translation: loaded at its top, written back before every
+    /// step and exit, loaded again after a step.
+    cached: [Option<u8>; 8],
+    /// The cached guest registers (bit per index) written since they were
+    /// last written back.
+    dirty: u8,
     leave: DynamicLabel,
     /// The block's slot, passed to the step.
     slot: u32,
@@ -189,35 +228,52 @@ macro_rules! asm {
     };
 }
 
-/// `op [r15 + at], eax/ax/al`: a register slot with EAX as the source.
-macro_rules! alu_slot_eax {
-    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
-        match $size {
-            4 => asm!($ops; $mn DWORD [r15 + $at], eax),
-            2 => asm!($ops; $mn WORD [r15 + $at], ax),
-            _ => asm!($ops; $mn BYTE [r15 + $at], al),
+/// Where a guest register is while a translation runs: its slot in
+/// `CpuState` (an offset from r15), or a host register that caches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loc {
+    Slot(i32),
+    Host(u8),
+}
+
+/// `op loc, eax/ax/al`: a guest register with EAX as the source.
+macro_rules! alu_loc_eax {
+    ($mn:ident, $ops:expr, $size:expr, $loc:expr) => {
+        match ($loc, $size) {
+            (Loc::Slot(at), 4) => asm!($ops; $mn DWORD [r15 + at], eax),
+            (Loc::Slot(at), 2) => asm!($ops; $mn WORD [r15 + at], ax),
+            (Loc::Slot(at), _) => asm!($ops; $mn BYTE [r15 + at], al),
+            (Loc::Host(h), 4) => asm!($ops; $mn Rd(h), eax),
+            (Loc::Host(h), 2) => asm!($ops; $mn Rw(h), ax),
+            (Loc::Host(h), _) => asm!($ops; $mn Rb(h), al),
         }
     };
 }
 
-/// `op [r15 + at], r9d/r9w/r9b`.
-macro_rules! alu_slot_r9 {
-    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
-        match $size {
-            4 => asm!($ops; $mn DWORD [r15 + $at], r9d),
-            2 => asm!($ops; $mn WORD [r15 + $at], r9w),
-            _ => asm!($ops; $mn BYTE [r15 + $at], r9b),
+/// `op loc, imm`.
+macro_rules! alu_loc_imm {
+    ($mn:ident, $ops:expr, $size:expr, $loc:expr, $imm:expr) => {
+        match ($loc, $size) {
+            (Loc::Slot(at), 4) => asm!($ops; $mn DWORD [r15 + at], $imm as i32),
+            (Loc::Slot(at), 2) => asm!($ops; $mn WORD [r15 + at], $imm as i16),
+            (Loc::Slot(at), _) => asm!($ops; $mn BYTE [r15 + at], $imm as i8),
+            (Loc::Host(h), 4) => asm!($ops; $mn Rd(h), $imm as i32),
+            (Loc::Host(h), 2) => asm!($ops; $mn Rw(h), $imm as i16),
+            (Loc::Host(h), _) => asm!($ops; $mn Rb(h), $imm as i8),
         }
     };
 }
 
-/// `op [r15 + at], imm`.
-macro_rules! alu_slot_imm {
-    ($mn:ident, $ops:expr, $size:expr, $at:expr, $imm:expr) => {
-        match $size {
-            4 => asm!($ops; $mn DWORD [r15 + $at], $imm as i32),
-            2 => asm!($ops; $mn WORD [r15 + $at], $imm as i16),
-            _ => asm!($ops; $mn BYTE [r15 + $at], $imm as i8),
+/// `op loc, r9d/r9w/r9b`.
+macro_rules! alu_loc_r9 {
+    ($mn:ident, $ops:expr, $size:expr, $loc:expr) => {
+        match ($loc, $size) {
+            (Loc::Slot(at), 4) => asm!($ops; $mn DWORD [r15 + at], r9d),
+            (Loc::Slot(at), 2) => asm!($ops; $mn WORD [r15 + at], r9w),
+            (Loc::Slot(at), _) => asm!($ops; $mn BYTE [r15 + at], r9b),
+            (Loc::Host(h), 4) => asm!($ops; $mn Rd(h), r9d),
+            (Loc::Host(h), 2) => asm!($ops; $mn Rw(h), r9w),
+            (Loc::Host(h), _) => asm!($ops; $mn Rb(h), r9b),
         }
     };
 }
@@ -244,13 +300,16 @@ macro_rules! alu_host_imm {
     };
 }
 
-/// A one-operand `op [r15 + at]` or `op [r8]`.
-macro_rules! unary_slot {
-    ($mn:ident, $ops:expr, $size:expr, $at:expr) => {
-        match $size {
-            4 => asm!($ops; $mn DWORD [r15 + $at]),
-            2 => asm!($ops; $mn WORD [r15 + $at]),
-            _ => asm!($ops; $mn BYTE [r15 + $at]),
+/// A one-operand `op loc` or `op [r8]`.
+macro_rules! unary_loc {
+    ($mn:ident, $ops:expr, $size:expr, $loc:expr) => {
+        match ($loc, $size) {
+            (Loc::Slot(at), 4) => asm!($ops; $mn DWORD [r15 + at]),
+            (Loc::Slot(at), 2) => asm!($ops; $mn WORD [r15 + at]),
+            (Loc::Slot(at), _) => asm!($ops; $mn BYTE [r15 + at]),
+            (Loc::Host(h), 4) => asm!($ops; $mn Rd(h)),
+            (Loc::Host(h), 2) => asm!($ops; $mn Rw(h)),
+            (Loc::Host(h), _) => asm!($ops; $mn Rb(h)),
         }
     };
 }
@@ -334,11 +393,13 @@ macro_rules! set_al {
     };
 }
 
-macro_rules! cmov_from_slot {
-    ($m:ident, $ops:expr, $size:expr, $s:expr) => {
-        match $size {
-            4 => asm!($ops; $m eax, DWORD [r15 + $s]),
-            _ => asm!($ops; $m ax, WORD [r15 + $s]),
+macro_rules! cmov_from_loc {
+    ($m:ident, $ops:expr, $size:expr, $loc:expr) => {
+        match ($loc, $size) {
+            (Loc::Slot(at), 4) => asm!($ops; $m eax, DWORD [r15 + at]),
+            (Loc::Slot(at), _) => asm!($ops; $m ax, WORD [r15 + at]),
+            (Loc::Host(h), 4) => asm!($ops; $m eax, Rd(h)),
+            (Loc::Host(h), _) => asm!($ops; $m ax, Rw(h)),
         }
     };
 }
@@ -367,6 +428,95 @@ macro_rules! unary_alu {
 }
 
 impl Emitter {
+    fn here(&self) -> At {
+        At {
+            flags: self.flags,
+            pending: self.pending,
+            dirty: self.dirty,
+        }
+    }
+
+    fn resume(&mut self, at: At) {
+        self.flags = at.flags;
+        self.pending = at.pending;
+        self.dirty = at.dirty;
+    }
+
+    /// Where the guest's register operand `g` of `size` bytes is now.
+    fn loc(&self, g: Gpr, size: u8) -> Loc {
+        match self.cached[usize::from(g.index())] {
+            Some(h) => {
+                debug_assert!(!g.is_high_byte(size), "high bytes are never cached");
+                Loc::Host(h)
+            }
+            None => Loc::Slot(reg(g, size)),
+        }
+    }
+
+    /// Where the guest's 32-bit register with `index` is now.
+    fn reg32(&self, index: u8) -> Loc {
+        match self.cached[usize::from(index & 7)] {
+            Some(h) => Loc::Host(h),
+            None => Loc::Slot((STATE + offsets::reg(usize::from(index & 7))) as i32),
+        }
+    }
+
+    /// Notes that the code just emitted wrote guest register `g`.
+    fn wrote(&mut self, g: Gpr) {
+        if self.cached[usize::from(g.index())].is_some() {
+            self.dirty |= 1 << g.index();
+        }
+    }
+
+    /// Writes the cached guest registers changed since the last write-back
+    /// to `CpuState` (without touching the host flags). They stay cached.
+    fn write_back(&mut self) {
+        for (i, h) in self.cached.into_iter().enumerate() {
+            if let Some(h) = h {
+                if self.dirty & (1 << i) != 0 {
+                    let at = (STATE + offsets::reg(i)) as i32;
+                    asm!(self.ops; mov DWORD [r15 + at], Rd(h));
+                }
+            }
+        }
+        self.dirty = 0;
+    }
+
+    /// Loads every cached guest register from `CpuState`.
+    fn reload(&mut self) {
+        debug_assert_eq!(self.dirty, 0, "dirty registers are written back first");
+        for (i, h) in self.cached.into_iter().enumerate() {
+            if let Some(h) = h {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
+            }
+        }
+    }
+
+    /// `mov r, loc` for host register number `r` (EAX, ECX, EDX, R9...).
+    fn load(&mut self, r: u8, loc: Loc, size: u8) {
+        match (loc, size) {
+            (Loc::Slot(at), 4) => asm!(self.ops; mov Rd(r), DWORD [r15 + at]),
+            (Loc::Slot(at), 2) => asm!(self.ops; mov Rw(r), WORD [r15 + at]),
+            (Loc::Slot(at), _) => asm!(self.ops; mov Rb(r), BYTE [r15 + at]),
+            (Loc::Host(h), 4) => asm!(self.ops; mov Rd(r), Rd(h)),
+            (Loc::Host(h), 2) => asm!(self.ops; mov Rw(r), Rw(h)),
+            (Loc::Host(h), _) => asm!(self.ops; mov Rb(r), Rb(h)),
+        }
+    }
+
+    /// `mov loc, r`; the caller notes the write ([`Emitter::wrote`]).
+    fn store(&mut self, loc: Loc, r: u8, size: u8) {
+        match (loc, size) {
+            (Loc::Slot(at), 4) => asm!(self.ops; mov DWORD [r15 + at], Rd(r)),
+            (Loc::Slot(at), 2) => asm!(self.ops; mov WORD [r15 + at], Rw(r)),
+            (Loc::Slot(at), _) => asm!(self.ops; mov BYTE [r15 + at], Rb(r)),
+            (Loc::Host(h), 4) => asm!(self.ops; mov Rd(h), Rd(r)),
+            (Loc::Host(h), 2) => asm!(self.ops; mov Rw(h), Rw(r)),
+            (Loc::Host(h), _) => asm!(self.ops; mov Rb(h), Rb(r)),
+        }
+    }
+
     /// Makes the host EFLAGS hold the guest's arithmetic flags. Loaded with
     /// SAHF and an overflowing add, not POPF: faster, and no other host flag
     /// (TF, DF, AC) can be touched.
@@ -414,6 +564,37 @@ impl Emitter {
             self.flags.parked = true;
         }
         self.flags.in_host = false;
+    }
+
+    /// EBX = the guest's arithmetic flags as parking leaves them, from
+    /// `CpuState` (the top of a block that loops on itself).
+    fn park_from_memory(&mut self) {
+        asm!(self.ops
+            ; mov eax, DWORD [r15 + EFLAGS]
+            ; mov ecx, eax
+            ; shr ecx, 11
+            ; and ecx, 1
+            ; mov ah, al
+            ; mov al, cl
+            ; mov ebx, eax
+        );
+        self.flags = Flags::LOOPING;
+    }
+
+    /// At the branch back to the top of a block that loops on itself: the
+    /// flags parked as the top parks them, with the guest's AF in the copy.
+    fn park_for_loop(&mut self) {
+        if self.flags.in_host && self.flags.dirty && !self.flags.parked {
+            self.park_flags();
+        } else if !self.flags.parked {
+            // Only `CpuState` has them (after a step).
+            self.park_from_memory();
+            return;
+        }
+        if self.flags.clear_af {
+            asm!(self.ops; and ebx, !0x1000);
+        }
+        self.flags = Flags::LOOPING;
     }
 
     /// Writes the guest's arithmetic flags to `CpuState::eflags` if they
@@ -470,10 +651,11 @@ impl Emitter {
         self.pending = 0;
     }
 
-    /// The guest state complete in memory: flags and icount.
+    /// The guest state complete in memory: flags, icount and registers.
     fn sync(&mut self) {
         self.store_flags();
         self.store_icount();
+        self.write_back();
     }
 
     /// An instruction wrote every arithmetic flag.
@@ -504,7 +686,19 @@ impl Emitter {
     }
 
     /// Calls the step for instruction `index`; leaves when it says so.
+    /// The cached registers are loaded again after it (it may write any).
     fn step(&mut self, index: usize) {
+        self.call_step(index);
+        self.reload();
+    }
+
+    /// A step after which the translation ends whichever way: no cached
+    /// register is needed after it.
+    fn step_to_end(&mut self, index: usize) {
+        self.call_step(index);
+    }
+
+    fn call_step(&mut self, index: usize) {
         self.sync();
         let leave = self.leave;
         let slot = self.slot as i32;
@@ -553,16 +747,12 @@ impl Emitter {
         };
         let disp = disp as i32;
         match base {
-            Some(b) => {
-                let b = (STATE + offsets::reg(usize::from(b))) as i32;
-                asm!(self.ops; mov eax, DWORD [r15 + b]);
-            }
+            Some(b) => self.load(0, self.reg32(b), 4),
             None => asm!(self.ops; mov eax, 0),
         }
         match index {
             Some(i) => {
-                let i = (STATE + offsets::reg(usize::from(i))) as i32;
-                asm!(self.ops; mov ecx, DWORD [r15 + i]);
+                self.load(1, self.reg32(i), 4);
                 match scale {
                     1 => asm!(self.ops; lea eax, [rax + rcx + disp]),
                     2 => asm!(self.ops; lea eax, [rax + rcx * 2 + disp]),
@@ -591,7 +781,7 @@ impl Emitter {
         };
         // The checks clobber the host flags.
         self.park_flags();
-        let entry = (self.flags, self.pending);
+        let entry = self.here();
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         // A plain store to a page not yet dirty, or holding watched code,
@@ -603,18 +793,16 @@ impl Emitter {
         self.effective_address(mem);
         let miss = self.translate(mem.seg as i32, size, write, slow);
         let writes_flags = self.on_memory(op);
+        let inline_dirty = self.dirty;
         asm!(self.ops; jmp =>done);
         self.slot_missed(miss, careful, retry, slow);
         if let Some(careful) = careful {
             asm!(self.ops; =>careful);
             match *op {
                 Op::MovMR { size, src, .. } => {
-                    let s = reg(src, size);
-                    match size {
-                        4 => asm!(self.ops; mov edx, DWORD [r15 + s]),
-                        2 => asm!(self.ops; movzx edx, WORD [r15 + s]),
-                        _ => asm!(self.ops; movzx edx, BYTE [r15 + s]),
-                    }
+                    // EDX: the value, zero-extended.
+                    asm!(self.ops; xor edx, edx);
+                    self.load(2, self.loc(src, size), size);
                 }
                 Op::MovMI { imm, .. } => asm!(self.ops; mov edx, imm as i32),
                 _ => unreachable!("a plain store"),
@@ -630,7 +818,8 @@ impl Emitter {
             );
             // It changed watched code: the block ends after the store, for
             // the block engine to drop what was written.
-            (self.flags, self.pending) = (entry.0, entry.1 + 1);
+            self.resume(entry);
+            self.pending += 1;
             self.sync();
             asm!(self.ops
                 ; mov QWORD [r14 + ENV_STEPPED], 1
@@ -642,10 +831,13 @@ impl Emitter {
         // The checks that sent the slow way clobbered the host flags; the
         // guest's are in `CpuState` or parked.
         asm!(self.ops; =>slow);
-        (self.flags, self.pending) = entry;
+        self.resume(entry);
         self.step(index);
-        self.uncount_after_step(entry.1);
-        self.pending = entry.1 + 1;
+        self.uncount_after_step(entry.pending);
+        self.pending = entry.pending + 1;
+        // Both ways end with every cached register in its host register;
+        // those the inline way wrote are still to be written back.
+        self.dirty = inline_dirty;
         if let Some(logical) = writes_flags {
             // Both ways end with the flags in the host.
             self.load_flags();
@@ -656,7 +848,7 @@ impl Emitter {
             // inline way may have loaded them into the host but changed
             // none.
             asm!(self.ops; =>done);
-            self.flags = entry.0;
+            self.flags = entry.flags;
         }
     }
 
@@ -771,13 +963,19 @@ impl Emitter {
         asm!(self.ops
             ; cmp DWORD [r14 + M_STACK32], 0
             ; je =>slow
-            ; mov eax, DWORD [r15 + ESP]
         );
+        self.load(0, self.reg32(4), 4);
         if write {
             asm!(self.ops; sub eax, 4);
         }
         asm!(self.ops; mov r10d, eax);
         self.translate(SegReg::Ss as i32, 4, write, slow)
+    }
+
+    /// ESP = R10D, the new stack pointer of a push or pop.
+    fn set_esp_from_r10(&mut self) {
+        self.store(self.reg32(4), 10, 4);
+        self.dirty |= u8::from(self.cached[4].is_some()) << 4;
     }
 
     /// PUSH r32 / PUSH imm32 and POP r32, with a 32-bit stack.
@@ -787,55 +985,50 @@ impl Emitter {
         // As for other memory accesses: the flags parked, the instruction
         // left pending on the inline way.
         self.park_flags();
-        let entry = (self.flags, self.pending);
+        let entry = self.here();
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
         let miss = match *op {
             Op::PushR { src, .. } => {
                 let miss = self.stack_access(true, slow);
                 // PUSH ESP pushes the value before the push.
-                let s = reg(src, 4);
-                asm!(self.ops
-                    ; mov eax, DWORD [r15 + s]
-                    ; mov DWORD [r8], eax
-                    ; mov DWORD [r15 + ESP], r10d
-                );
+                self.load(0, self.loc(src, 4), 4);
+                asm!(self.ops; mov DWORD [r8], eax);
+                self.set_esp_from_r10();
                 miss
             }
             Op::PushI { imm, .. } => {
                 let miss = self.stack_access(true, slow);
-                asm!(self.ops
-                    ; mov DWORD [r8], imm as i32
-                    ; mov DWORD [r15 + ESP], r10d
-                );
+                asm!(self.ops; mov DWORD [r8], imm as i32);
+                self.set_esp_from_r10();
                 miss
             }
             Op::PopR { dsize, dst, .. } => {
                 let miss = self.stack_access(false, slow);
                 // ESP moves first: POP ESP loads the popped value.
-                let d = reg(dst, dsize);
                 asm!(self.ops
                     ; mov r9d, DWORD [r8]
                     ; lea r10d, [r10 + 4]
-                    ; mov DWORD [r15 + ESP], r10d
                 );
-                match dsize {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], r9d),
-                    _ => asm!(self.ops; mov WORD [r15 + d], r9w),
-                }
+                self.set_esp_from_r10();
+                self.store(self.loc(dst, dsize), 9, dsize);
+                self.wrote(dst);
                 miss
             }
             _ => unreachable!("not a stack operation: {op:?}"),
         };
+        let inline_dirty = self.dirty;
         asm!(self.ops; jmp =>done);
         self.slot_missed(miss, None, retry, slow);
         asm!(self.ops; =>slow);
-        (self.flags, self.pending) = entry;
+        self.resume(entry);
         self.step(index);
-        self.uncount_after_step(entry.1);
+        self.uncount_after_step(entry.pending);
         asm!(self.ops; =>done);
         // PUSH and POP write no flag.
-        (self.flags, self.pending) = (entry.0, entry.1 + 1);
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
     }
 
     /// CALL rel32 at the end of a block: the target checked against the CS
@@ -843,7 +1036,7 @@ impl Emitter {
     fn call(&mut self, index: usize, insn: &Insn, target: u32) {
         let slow = self.ops.new_dynamic_label();
         self.spill_flags();
-        let entry = (self.flags, self.pending);
+        let entry = self.here();
         asm!(self.ops
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
             ; jb =>slow
@@ -851,16 +1044,14 @@ impl Emitter {
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
         let miss = self.stack_access(true, slow);
-        asm!(self.ops
-            ; mov DWORD [r8], insn.next_ip as i32
-            ; mov DWORD [r15 + ESP], r10d
-        );
+        asm!(self.ops; mov DWORD [r8], insn.next_ip as i32);
+        self.set_esp_from_r10();
         self.pending += 1;
         self.exit_to(target);
         self.slot_missed(miss, None, retry, slow);
         asm!(self.ops; =>slow);
-        (self.flags, self.pending) = entry;
-        self.step(index);
+        self.resume(entry);
+        self.step_to_end(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
@@ -871,37 +1062,35 @@ impl Emitter {
         let slow = self.ops.new_dynamic_label();
         // The exit is a jump table lookup, with the state complete.
         self.spill_flags();
-        let entry = (self.flags, self.pending);
-        let s = reg(src, 4);
+        let entry = self.here();
         // A filled host slot retries from the load of the target (R11 does
         // not survive the call).
         let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        self.load(0, self.loc(src, 4), 4);
         asm!(self.ops
-            ;=>retry
-            ; mov eax, DWORD [r15 + s]
             ; cmp eax, DWORD [r15 + CS_LIMIT]
             ; ja =>slow
             ; mov r11d, eax
         );
         let miss = call.then(|| {
             let miss = self.stack_access(true, slow);
-            asm!(self.ops
-                ; mov DWORD [r8], insn.next_ip as i32
-                ; mov DWORD [r15 + ESP], r10d
-            );
+            asm!(self.ops; mov DWORD [r8], insn.next_ip as i32);
+            self.set_esp_from_r10();
             miss
         });
         asm!(self.ops; mov DWORD [r15 + EIP], r11d);
         self.pending += 1;
         self.store_icount();
+        self.write_back();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
         if let Some(miss) = miss {
             self.slot_missed(miss, None, retry, slow);
         }
         asm!(self.ops; =>slow);
-        (self.flags, self.pending) = entry;
-        self.step(index);
+        self.resume(entry);
+        self.step_to_end(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
@@ -910,7 +1099,7 @@ impl Emitter {
     fn ret(&mut self, index: usize, imm: u32) {
         let slow = self.ops.new_dynamic_label();
         self.park_flags();
-        let entry = (self.flags, self.pending);
+        let entry = self.here();
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
         let miss = self.stack_access(false, slow);
@@ -920,34 +1109,36 @@ impl Emitter {
             ; cmp r9d, DWORD [r15 + CS_LIMIT]
             ; ja =>slow
             ; lea r10d, [r10 + pop]
-            ; mov DWORD [r15 + ESP], r10d
             ; mov DWORD [r15 + EIP], r9d
         );
+        self.set_esp_from_r10();
         // The lookup needs the state complete.
         self.pending += 1;
         self.sync();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
         // The flags were parked, if anything, when the slot missed.
-        (self.flags, self.pending) = entry;
+        self.resume(entry);
         self.slot_missed(miss, None, retry, slow);
         asm!(self.ops; =>slow);
-        (self.flags, self.pending) = entry;
-        self.step(index);
+        self.resume(entry);
+        self.step_to_end(index);
         asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
     }
 
     /// After a host IMUL into EAX (AX): stores the product to the guest
-    /// register at offset `d` and makes the host flags the reference's
+    /// register `dst` and makes the host flags the reference's
     /// (SDM Vol. 2A, IMUL: CF = OF = the product did not fit; SF, ZF and PF
     /// are undefined, and the reference takes them from the truncated
     /// product, with AF clear). The host's own SF, ZF and PF after IMUL are
     /// not trusted: TEST sets them, LAHF/SAHF carry CF, an overflowing add
     /// sets OF.
-    fn imul_result(&mut self, size: u8, d: i32) {
+    fn imul_result(&mut self, size: u8, dst: Gpr) {
+        self.store(self.loc(dst, size), 0, size);
+        self.wrote(dst);
         match size {
-            4 => asm!(self.ops; mov DWORD [r15 + d], eax; seto cl; test eax, eax),
-            _ => asm!(self.ops; mov WORD [r15 + d], ax; seto cl; test ax, ax),
+            4 => asm!(self.ops; seto cl; test eax, eax),
+            _ => asm!(self.ops; seto cl; test ax, ax),
         }
         asm!(self.ops
             ; lahf
@@ -1009,12 +1200,13 @@ impl Emitter {
     fn on_memory(&mut self, op: &Op) -> Option<bool> {
         match *op {
             Op::MovRM { size, dst, .. } => {
-                let d = reg(dst, size);
                 match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r8]; mov DWORD [r15 + d], eax),
-                    2 => asm!(self.ops; mov ax, WORD [r8]; mov WORD [r15 + d], ax),
-                    _ => asm!(self.ops; mov al, BYTE [r8]; mov BYTE [r15 + d], al),
+                    4 => asm!(self.ops; mov eax, DWORD [r8]),
+                    2 => asm!(self.ops; mov ax, WORD [r8]),
+                    _ => asm!(self.ops; mov al, BYTE [r8]),
                 }
+                self.store(self.loc(dst, size), 0, size);
+                self.wrote(dst);
                 None
             }
             Op::MovxRM {
@@ -1030,19 +1222,16 @@ impl Emitter {
                     (true, 1) => asm!(self.ops; movsx eax, BYTE [r8]),
                     (true, _) => asm!(self.ops; movsx eax, WORD [r8]),
                 }
-                let d = reg(dst, dsize);
-                match dsize {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
-                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
-                }
+                self.store(self.loc(dst, dsize), 0, dsize);
+                self.wrote(dst);
                 None
             }
             Op::MovMR { size, src, .. } => {
-                let s = reg(src, size);
+                self.load(0, self.loc(src, size), size);
                 match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + s]; mov DWORD [r8], eax),
-                    2 => asm!(self.ops; mov ax, WORD [r15 + s]; mov WORD [r8], ax),
-                    _ => asm!(self.ops; mov al, BYTE [r15 + s]; mov BYTE [r8], al),
+                    4 => asm!(self.ops; mov DWORD [r8], eax),
+                    2 => asm!(self.ops; mov WORD [r8], ax),
+                    _ => asm!(self.ops; mov BYTE [r8], al),
                 }
                 None
             }
@@ -1062,8 +1251,11 @@ impl Emitter {
                     _ => asm!(self.ops; mov r9b, BYTE [r8]),
                 }
                 self.load_flags_for(op);
-                let d = reg(dst, size);
-                binary_alu!(op, alu_slot_r9, self.ops, size, d);
+                let d = self.loc(dst, size);
+                binary_alu!(op, alu_loc_r9, self.ops, size, d);
+                if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                    self.wrote(dst);
+                }
                 Some(op.is_logical())
             }
             Op::CmovRM { cc, size, dst, .. } => {
@@ -1074,25 +1266,15 @@ impl Emitter {
                     _ => asm!(self.ops; mov r9w, WORD [r8]),
                 }
                 self.load_flags();
-                let d = reg(dst, size);
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]),
-                    _ => asm!(self.ops; mov ax, WORD [r15 + d]),
-                }
+                let d = self.loc(dst, size);
+                self.load(0, d, size);
                 by_condition!(cmov, cc, cmov_from_r9, self.ops, size);
-                match size {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
-                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
-                }
+                self.store(d, 0, size);
+                self.wrote(dst);
                 None
             }
             Op::AluMR { op, size, src, .. } => {
-                let s = reg(src, size);
-                match size {
-                    4 => asm!(self.ops; mov r9d, DWORD [r15 + s]),
-                    2 => asm!(self.ops; mov r9w, WORD [r15 + s]),
-                    _ => asm!(self.ops; mov r9b, BYTE [r15 + s]),
-                }
+                self.load(9, self.loc(src, size), size);
                 self.load_flags_for(op);
                 binary_alu!(op, alu_host_r9, self.ops, size);
                 Some(op.is_logical())
@@ -1123,20 +1305,21 @@ impl Emitter {
         match *op {
             Op::Nop => {}
             Op::MovRR { size, dst, src } => {
-                let (d, s) = (reg(dst, size), reg(src, size));
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + s]; mov DWORD [r15 + d], eax),
-                    2 => asm!(self.ops; mov ax, WORD [r15 + s]; mov WORD [r15 + d], ax),
-                    _ => asm!(self.ops; mov al, BYTE [r15 + s]; mov BYTE [r15 + d], al),
-                }
+                self.load(0, self.loc(src, size), size);
+                self.store(self.loc(dst, size), 0, size);
+                self.wrote(dst);
             }
             Op::MovRI { size, dst, imm } => {
-                let d = reg(dst, size);
-                match size {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], imm as i32),
-                    2 => asm!(self.ops; mov WORD [r15 + d], imm as i16),
-                    _ => asm!(self.ops; mov BYTE [r15 + d], imm as i8),
+                let d = self.loc(dst, size);
+                match (d, size) {
+                    (Loc::Slot(at), 4) => asm!(self.ops; mov DWORD [r15 + at], imm as i32),
+                    (Loc::Slot(at), 2) => asm!(self.ops; mov WORD [r15 + at], imm as i16),
+                    (Loc::Slot(at), _) => asm!(self.ops; mov BYTE [r15 + at], imm as i8),
+                    (Loc::Host(h), 4) => asm!(self.ops; mov Rd(h), imm as i32),
+                    (Loc::Host(h), 2) => asm!(self.ops; mov Rw(h), imm as i16),
+                    (Loc::Host(h), _) => asm!(self.ops; mov Rb(h), imm as i8),
                 }
+                self.wrote(dst);
             }
             Op::MovxRR {
                 signed,
@@ -1145,86 +1328,85 @@ impl Emitter {
                 dst,
                 src,
             } => {
-                let (d, s) = (reg(dst, dsize), reg(src, ssize));
-                match (signed, ssize) {
-                    (false, 1) => asm!(self.ops; movzx eax, BYTE [r15 + s]),
-                    (false, _) => asm!(self.ops; movzx eax, WORD [r15 + s]),
-                    (true, 1) => asm!(self.ops; movsx eax, BYTE [r15 + s]),
-                    (true, _) => asm!(self.ops; movsx eax, WORD [r15 + s]),
+                match (self.loc(src, ssize), signed, ssize) {
+                    (Loc::Slot(s), false, 1) => asm!(self.ops; movzx eax, BYTE [r15 + s]),
+                    (Loc::Slot(s), false, _) => asm!(self.ops; movzx eax, WORD [r15 + s]),
+                    (Loc::Slot(s), true, 1) => asm!(self.ops; movsx eax, BYTE [r15 + s]),
+                    (Loc::Slot(s), true, _) => asm!(self.ops; movsx eax, WORD [r15 + s]),
+                    (Loc::Host(h), false, 1) => asm!(self.ops; movzx eax, Rb(h)),
+                    (Loc::Host(h), false, _) => asm!(self.ops; movzx eax, Rw(h)),
+                    (Loc::Host(h), true, 1) => asm!(self.ops; movsx eax, Rb(h)),
+                    (Loc::Host(h), true, _) => asm!(self.ops; movsx eax, Rw(h)),
                 }
-                match dsize {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
-                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
-                }
+                self.store(self.loc(dst, dsize), 0, dsize);
+                self.wrote(dst);
             }
             Op::Lea { size, dst, mem } => {
                 // LEA computes the address and writes no flag, as the lea in
                 // `effective_address` does.
                 self.effective_address(mem);
-                let d = reg(dst, size);
-                match size {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
-                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
-                }
+                self.store(self.loc(dst, size), 0, size);
+                self.wrote(dst);
             }
             Op::Setcc { cc, dst } => {
                 self.load_flags();
                 by_condition!(set, cc, set_al, self.ops);
-                let d = reg(dst, 1);
-                asm!(self.ops; mov BYTE [r15 + d], al);
+                self.store(self.loc(dst, 1), 0, 1);
+                self.wrote(dst);
             }
             Op::CmovRR { cc, size, dst, src } => {
                 // The destination is written back whichever way: unchanged
                 // when the condition fails, as the reference leaves it.
                 self.load_flags();
-                let (d, s) = (reg(dst, size), reg(src, size));
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]),
-                    _ => asm!(self.ops; mov ax, WORD [r15 + d]),
-                }
-                by_condition!(cmov, cc, cmov_from_slot, self.ops, size, s);
-                match size {
-                    4 => asm!(self.ops; mov DWORD [r15 + d], eax),
-                    _ => asm!(self.ops; mov WORD [r15 + d], ax),
-                }
+                let (d, s) = (self.loc(dst, size), self.loc(src, size));
+                self.load(0, d, size);
+                by_condition!(cmov, cc, cmov_from_loc, self.ops, size, s);
+                self.store(d, 0, size);
+                self.wrote(dst);
             }
             Op::ImulRR { size, dst, src } => {
-                let (d, s) = (reg(dst, size), reg(src, size));
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + d]; imul eax, DWORD [r15 + s]),
-                    _ => asm!(self.ops; mov ax, WORD [r15 + d]; imul ax, WORD [r15 + s]),
+                self.load(0, self.loc(dst, size), size);
+                match (self.loc(src, size), size) {
+                    (Loc::Slot(s), 4) => asm!(self.ops; imul eax, DWORD [r15 + s]),
+                    (Loc::Slot(s), _) => asm!(self.ops; imul ax, WORD [r15 + s]),
+                    (Loc::Host(h), 4) => asm!(self.ops; imul eax, Rd(h)),
+                    (Loc::Host(h), _) => asm!(self.ops; imul ax, Rw(h)),
                 }
-                self.imul_result(size, d);
+                self.imul_result(size, dst);
             }
             Op::ImulRRI { size, dst, src, imm } => {
-                let (d, s) = (reg(dst, size), reg(src, size));
-                match size {
-                    4 => asm!(self.ops; imul eax, DWORD [r15 + s], imm as i32),
-                    _ => asm!(self.ops; imul ax, WORD [r15 + s], imm as i16),
+                match (self.loc(src, size), size) {
+                    (Loc::Slot(s), 4) => asm!(self.ops; imul eax, DWORD [r15 + s], imm as i32),
+                    (Loc::Slot(s), _) => asm!(self.ops; imul ax, WORD [r15 + s], imm as i16),
+                    (Loc::Host(h), 4) => asm!(self.ops; imul eax, Rd(h), imm as i32),
+                    (Loc::Host(h), _) => asm!(self.ops; imul ax, Rw(h), imm as i16),
                 }
-                self.imul_result(size, d);
+                self.imul_result(size, dst);
             }
             Op::AluRR { op, size, dst, src } => {
-                let (d, s) = (reg(dst, size), reg(src, size));
                 self.load_flags_for(op);
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r15 + s]),
-                    2 => asm!(self.ops; mov ax, WORD [r15 + s]),
-                    _ => asm!(self.ops; mov al, BYTE [r15 + s]),
+                self.load(0, self.loc(src, size), size);
+                let d = self.loc(dst, size);
+                binary_alu!(op, alu_loc_eax, self.ops, size, d);
+                if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                    self.wrote(dst);
                 }
-                binary_alu!(op, alu_slot_eax, self.ops, size, d);
                 self.wrote_flags(op.is_logical());
             }
             Op::AluRI { op, size, dst, imm } => {
-                let d = reg(dst, size);
+                let d = self.loc(dst, size);
                 self.load_flags_for(op);
-                binary_alu!(op, alu_slot_imm, self.ops, size, d, imm);
+                binary_alu!(op, alu_loc_imm, self.ops, size, d, imm);
+                if !matches!(op, AluOp::Cmp | AluOp::Test) {
+                    self.wrote(dst);
+                }
                 self.wrote_flags(op.is_logical());
             }
             Op::AluR { op, size, dst } => {
-                let d = reg(dst, size);
+                let d = self.loc(dst, size);
                 self.load_flags_for(op);
-                unary_alu!(op, unary_slot, self.ops, size, d);
+                unary_alu!(op, unary_loc, self.ops, size, d);
+                self.wrote(dst);
                 if op != AluOp::Not {
                     self.wrote_flags(false);
                 }
@@ -1235,7 +1417,7 @@ impl Emitter {
                 if count == 0 {
                     return;
                 }
-                let d = reg(dst, size);
+                let d = self.loc(dst, size);
                 let rotate = matches!(op, ShiftOp::Rol | ShiftOp::Ror);
                 if rotate {
                     // Only CF and OF change: the others come from the guest.
@@ -1244,19 +1426,32 @@ impl Emitter {
                 // A rotate keeps AF, which may be the host's undefined one
                 // after a logical operation (the guest's is clear then).
                 let clear_af = !rotate || self.flags.clear_af;
-                match (op, size) {
-                    (ShiftOp::Shl, 4) => asm!(self.ops; shl DWORD [r15 + d], count as i8),
-                    (ShiftOp::Shr, 4) => asm!(self.ops; shr DWORD [r15 + d], count as i8),
-                    (ShiftOp::Sar, 4) => asm!(self.ops; sar DWORD [r15 + d], count as i8),
-                    (ShiftOp::Rol, _) => asm!(self.ops; rol DWORD [r15 + d], count as i8),
-                    (ShiftOp::Ror, _) => asm!(self.ops; ror DWORD [r15 + d], count as i8),
-                    (ShiftOp::Shl, 2) => asm!(self.ops; shl WORD [r15 + d], count as i8),
-                    (ShiftOp::Shr, 2) => asm!(self.ops; shr WORD [r15 + d], count as i8),
-                    (ShiftOp::Sar, 2) => asm!(self.ops; sar WORD [r15 + d], count as i8),
-                    (ShiftOp::Shl, _) => asm!(self.ops; shl BYTE [r15 + d], count as i8),
-                    (ShiftOp::Shr, _) => asm!(self.ops; shr BYTE [r15 + d], count as i8),
-                    _ => asm!(self.ops; sar BYTE [r15 + d], count as i8),
+                let c = count as i8;
+                match (op, d, size) {
+                    (ShiftOp::Shl, Loc::Slot(at), 4) => asm!(self.ops; shl DWORD [r15 + at], c),
+                    (ShiftOp::Shr, Loc::Slot(at), 4) => asm!(self.ops; shr DWORD [r15 + at], c),
+                    (ShiftOp::Sar, Loc::Slot(at), 4) => asm!(self.ops; sar DWORD [r15 + at], c),
+                    (ShiftOp::Rol, Loc::Slot(at), _) => asm!(self.ops; rol DWORD [r15 + at], c),
+                    (ShiftOp::Ror, Loc::Slot(at), _) => asm!(self.ops; ror DWORD [r15 + at], c),
+                    (ShiftOp::Shl, Loc::Slot(at), 2) => asm!(self.ops; shl WORD [r15 + at], c),
+                    (ShiftOp::Shr, Loc::Slot(at), 2) => asm!(self.ops; shr WORD [r15 + at], c),
+                    (ShiftOp::Sar, Loc::Slot(at), 2) => asm!(self.ops; sar WORD [r15 + at], c),
+                    (ShiftOp::Shl, Loc::Slot(at), _) => asm!(self.ops; shl BYTE [r15 + at], c),
+                    (ShiftOp::Shr, Loc::Slot(at), _) => asm!(self.ops; shr BYTE [r15 + at], c),
+                    (_, Loc::Slot(at), _) => asm!(self.ops; sar BYTE [r15 + at], c),
+                    (ShiftOp::Shl, Loc::Host(h), 4) => asm!(self.ops; shl Rd(h), c),
+                    (ShiftOp::Shr, Loc::Host(h), 4) => asm!(self.ops; shr Rd(h), c),
+                    (ShiftOp::Sar, Loc::Host(h), 4) => asm!(self.ops; sar Rd(h), c),
+                    (ShiftOp::Rol, Loc::Host(h), _) => asm!(self.ops; rol Rd(h), c),
+                    (ShiftOp::Ror, Loc::Host(h), _) => asm!(self.ops; ror Rd(h), c),
+                    (ShiftOp::Shl, Loc::Host(h), 2) => asm!(self.ops; shl Rw(h), c),
+                    (ShiftOp::Shr, Loc::Host(h), 2) => asm!(self.ops; shr Rw(h), c),
+                    (ShiftOp::Sar, Loc::Host(h), 2) => asm!(self.ops; sar Rw(h), c),
+                    (ShiftOp::Shl, Loc::Host(h), _) => asm!(self.ops; shl Rb(h), c),
+                    (ShiftOp::Shr, Loc::Host(h), _) => asm!(self.ops; shr Rb(h), c),
+                    (_, Loc::Host(h), _) => asm!(self.ops; sar Rb(h), c),
                 }
+                self.wrote(dst);
                 if count > 1 {
                     self.fix_overflow_after_shift(op, d);
                 }
@@ -1271,20 +1466,26 @@ impl Emitter {
                 // guest's flags in memory.
                 self.store_flags();
                 self.flags.in_host = false;
-                let d = reg(dst, 4);
+                let d = self.loc(dst, 4);
                 // CL: the low byte of ECX.
-                let count_at = (STATE + offsets::reg(1)) as i32;
+                match self.reg32(1) {
+                    Loc::Slot(at) => asm!(self.ops; movzx ecx, BYTE [r15 + at]),
+                    Loc::Host(h) => asm!(self.ops; movzx ecx, Rb(h)),
+                }
                 let done = self.ops.new_dynamic_label();
                 asm!(self.ops
-                    ; movzx ecx, BYTE [r15 + count_at]
                     ; and ecx, 0x1F
                     ; jz =>done
                 );
-                match op {
-                    ShiftOp::Shl => asm!(self.ops; shl DWORD [r15 + d], cl),
-                    ShiftOp::Shr => asm!(self.ops; shr DWORD [r15 + d], cl),
-                    _ => asm!(self.ops; sar DWORD [r15 + d], cl),
+                match (op, d) {
+                    (ShiftOp::Shl, Loc::Slot(at)) => asm!(self.ops; shl DWORD [r15 + at], cl),
+                    (ShiftOp::Shr, Loc::Slot(at)) => asm!(self.ops; shr DWORD [r15 + at], cl),
+                    (_, Loc::Slot(at)) => asm!(self.ops; sar DWORD [r15 + at], cl),
+                    (ShiftOp::Shl, Loc::Host(h)) => asm!(self.ops; shl Rd(h), cl),
+                    (ShiftOp::Shr, Loc::Host(h)) => asm!(self.ops; shr Rd(h), cl),
+                    (_, Loc::Host(h)) => asm!(self.ops; sar Rd(h), cl),
                 }
+                self.wrote(dst);
                 match op {
                     ShiftOp::Shr => {
                         // The host's OF (MSB of the operand) is the
@@ -1317,7 +1518,7 @@ impl Emitter {
     /// SHL MSB(result) XOR CF, for SHR and SAR clear, for ROL MSB(result)
     /// XOR CF, for ROR the XOR of the result's two top bits (32-bit). SAHF
     /// puts back all the other flags; RAX, RCX and RDX are clobbered.
-    fn fix_overflow_after_shift(&mut self, op: ShiftOp, d: i32) {
+    fn fix_overflow_after_shift(&mut self, op: ShiftOp, d: Loc) {
         match op {
             ShiftOp::Shl => asm!(self.ops
                 ; lahf
@@ -1328,18 +1529,21 @@ impl Emitter {
                 ; add al, 0x7F
                 ; sahf
             ),
-            ShiftOp::Rol => asm!(self.ops
-                ; lahf
-                ; mov edx, DWORD [r15 + d]
+            ShiftOp::Rol => {
+                asm!(self.ops; lahf);
+                self.load(2, d, 4);
+                asm!(self.ops
                 ; shr edx, 31
                 ; xor dl, ah
                 ; and dl, 1
                 ; add dl, 0x7F
                 ; sahf
-            ),
-            ShiftOp::Ror => asm!(self.ops
-                ; lahf
-                ; mov edx, DWORD [r15 + d]
+                )
+            }
+            ShiftOp::Ror => {
+                asm!(self.ops; lahf);
+                self.load(2, d, 4);
+                asm!(self.ops
                 ; mov ecx, edx
                 ; shr ecx, 1
                 ; xor edx, ecx
@@ -1347,7 +1551,8 @@ impl Emitter {
                 ; and dl, 1
                 ; add dl, 0x7F
                 ; sahf
-            ),
+                )
+            }
             _ => asm!(self.ops
                 ; lahf
                 ; cmp al, al
@@ -1390,6 +1595,106 @@ pub struct Assembled {
     pub exits: Vec<(usize, u32)>,
 }
 
+/// Calls `use_reg(index, high_byte)` for each guest register operand of
+/// `op`, compiled as host code, addresses and the stack pointer included.
+fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
+    let mut gpr = |g: Gpr, size: u8| use_reg(g.index(), g.is_high_byte(size));
+    match *op {
+        Op::MovRR { size, dst, src }
+        | Op::AluRR { size, dst, src, .. }
+        | Op::CmovRR { size, dst, src, .. }
+        | Op::ImulRR { size, dst, src }
+        | Op::ImulRRI { size, dst, src, .. } => {
+            gpr(dst, size);
+            gpr(src, size);
+        }
+        Op::MovxRR {
+            dsize, ssize, dst, src, ..
+        } => {
+            gpr(dst, dsize);
+            gpr(src, ssize);
+        }
+        Op::MovRI { size, dst, .. } | Op::AluRI { size, dst, .. } | Op::AluR { size, dst, .. } => gpr(dst, size),
+        Op::ShiftRI { size, dst, .. } => gpr(dst, size),
+        Op::ShiftRCl { size, dst, .. } => {
+            gpr(dst, size);
+            use_reg(1, false);
+        }
+        Op::Setcc { dst, .. } => gpr(dst, 1),
+        Op::Lea { size, dst, mem } => {
+            gpr(dst, size);
+            address_registers(mem, use_reg);
+        }
+        Op::PushR { src, .. } => {
+            gpr(src, 4);
+            use_reg(4, false);
+        }
+        Op::PopR { dsize, dst, .. } => {
+            gpr(dst, dsize);
+            use_reg(4, false);
+        }
+        Op::PushI { .. } | Op::CallRel { .. } | Op::Ret { .. } => use_reg(4, false),
+        Op::JmpR { src, .. } => gpr(src, 4),
+        Op::CallR { src, .. } => {
+            gpr(src, 4);
+            use_reg(4, false);
+        }
+        Op::MovRM { size, dst, mem } | Op::AluRM { size, dst, mem, .. } | Op::CmovRM { size, dst, mem, .. } => {
+            gpr(dst, size);
+            address_registers(mem, use_reg);
+        }
+        Op::MovxRM { dsize, dst, mem, .. } => {
+            gpr(dst, dsize);
+            address_registers(mem, use_reg);
+        }
+        Op::MovMR { size, src, mem } | Op::AluMR { size, src, mem, .. } => {
+            gpr(src, size);
+            address_registers(mem, use_reg);
+        }
+        Op::MovMI { mem, .. } | Op::AluMI { mem, .. } | Op::AluM { mem, .. } => address_registers(mem, use_reg),
+        _ => {}
+    }
+}
+
+fn address_registers(mem: MemRef, use_reg: &mut impl FnMut(u8, bool)) {
+    if let Some((base, index, ..)) = mem.parts32() {
+        base.into_iter().chain(index).for_each(|r| use_reg(r, false));
+    }
+}
+
+/// Which guest registers the translation of `insns` keeps in host
+/// registers: the most used by its host code, when used more than once
+/// and more often than the steps that must write them back and load them
+/// again (once is enough in a block that loops on itself). A register whose AH..BH is an operand stays in memory (those
+/// have no encoding beside the host registers that cache).
+fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
+    let mut uses = [0u32; 8];
+    let mut high = [false; 8];
+    let mut steps = 0;
+    for insn in insns {
+        if insn.plain && is_native(&insn.op) {
+            registers_of(&insn.op, &mut |r, is_high| {
+                uses[usize::from(r & 7)] += 1;
+                high[usize::from(r & 7)] |= is_high;
+            });
+        } else {
+            steps += 1;
+        }
+    }
+    // A block that loops on itself loads and writes back once per entry,
+    // not per run: one use per run is worth it.
+    let least = if self_loop { 1 } else { 2 };
+    let mut order: Vec<usize> = (0..8)
+        .filter(|&r| !high[r] && uses[r] >= least && uses[r] > steps)
+        .collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
+    let mut plan = [None; 8];
+    for (&r, &h) in order.iter().zip(CACHE_REGS.iter()) {
+        plan[r] = Some(h);
+    }
+    plan
+}
+
 pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let insns = shape.insns;
     // Worth it only when host code outweighs the steps: a step from a
@@ -1408,6 +1713,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     // the icount budget lasts and no slow memory access stepped: nothing
     // but the icount changes what the block engine checks between runs.
     let pure = insns.iter().all(|i| i.plain && is_native(&i.op));
+    let loops_on_itself = pure
+        && insns
+            .last()
+            .is_some_and(|i| matches!(i.op, Op::Jcc { target, .. } | Op::JmpRel { target } if target == first_ip));
     let mut ops = VecAssembler::<X64Relocation>::new(base);
     let leave = ops.new_dynamic_label();
     let top = ops.new_dynamic_label();
@@ -1420,6 +1729,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             clear_af: false,
         },
         pending: 0,
+        cached: cache_plan(insns, loops_on_itself),
+        dirty: 0,
         leave,
         slot: shape.slot,
         first_ip,
@@ -1428,10 +1739,16 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         mode: shape.mode,
         lookup: None,
     };
+    // Six registers saved and eight bytes more keep the stack aligned for
+    // the calls.
     asm!(e.ops
         ; push r15
         ; push r14
         ; push rbx
+        ; push rbp
+        ; push r12
+        ; push r13
+        ; sub rsp, 8
         ; mov r15, rdi
         ; mov r14, rsi
         ; jmp =>top
@@ -1463,12 +1780,18 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         at
     });
     asm!(e.ops; =>top);
+    e.reload();
+    if loops_on_itself {
+        e.park_from_memory();
+    }
+    let body = e.ops.new_dynamic_label();
+    asm!(e.ops; =>body);
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
         if !(insn.plain && is_native(&insn.op)) {
-            e.step(i);
             if last {
+                e.step_to_end(i);
                 // The step moved EIP on and counted the instruction; after
                 // a near branch the target may be found in the jump table.
                 let near = matches!(
@@ -1488,6 +1811,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 } else {
                     asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
                 }
+            } else {
+                e.step(i);
             }
             continue;
         }
@@ -1497,19 +1822,18 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 e.load_flags();
                 let taken = e.ops.new_dynamic_label();
                 e.jump_if(cc, taken);
+                let at_taken = e.here();
                 e.pending += 1;
-                let at_taken = (e.flags, e.pending);
                 e.exit_to(insn.next_ip);
                 asm!(e.ops; =>taken);
-                (e.flags, e.pending) = at_taken;
-                e.pending -= 1;
+                e.resume(at_taken);
                 branch_taken(
                     &mut e,
                     i,
                     target,
                     within(target),
-                    (pure && target == first_ip).then_some(n),
-                    top,
+                    (loops_on_itself && target == first_ip).then_some(n),
+                    body,
                 );
             }
             Op::JmpRel { target } => {
@@ -1518,8 +1842,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                     i,
                     target,
                     within(target),
-                    (pure && target == first_ip).then_some(n),
-                    top,
+                    (loops_on_itself && target == first_ip).then_some(n),
+                    body,
                 );
             }
             Op::CallRel { target, .. } => e.call(i, insn, target),
@@ -1554,6 +1878,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         ;=>leave
         ; mov eax, LEAVE as i32
         ;->epilogue:
+        ; add rsp, 8
+        ; pop r13
+        ; pop r12
+        ; pop rbp
         ; pop rbx
         ; pop r14
         ; pop r15
@@ -1571,39 +1899,69 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
 /// the reference makes (a target outside it faults at the branch, so the
 /// step runs the branch), then the next run of a self-loop or the exit.
 /// `self_loop`: the block's length, when it may run again here.
-fn branch_taken(e: &mut Emitter, index: usize, target: u32, within: bool, self_loop: Option<usize>, top: DynamicLabel) {
-    e.store_flags();
+fn branch_taken(
+    e: &mut Emitter,
+    index: usize,
+    target: u32,
+    within: bool,
+    self_loop: Option<usize>,
+    body: DynamicLabel,
+) {
+    if self_loop.is_none() {
+        e.store_flags();
+    }
     if !within {
         let ok = e.ops.new_dynamic_label();
         asm!(e.ops
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
             ; jae =>ok
         );
-        let saved = (e.flags, e.pending);
+        let saved = e.here();
         e.flags.in_host = false;
-        e.step(index);
+        e.step_to_end(index);
         asm!(e.ops; mov eax, END as i32; jmp ->epilogue; =>ok);
-        (e.flags, e.pending) = saved;
+        e.resume(saved);
         e.flags.in_host = false;
     }
     e.pending += 1;
     if let Some(n) = self_loop {
-        // Another run fits the budget when icount + n <= stop.
+        // Another run fits the budget when icount + n <= stop. It starts
+        // after the loads of the cached registers, which hold the guest's.
+        // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
+        e.park_for_loop();
+        debug_assert!(e.pending > 0, "the branch itself is pending");
         e.store_icount();
+        e.write_back();
         let out = e.ops.new_dynamic_label();
+        // RAX: the icount just stored.
         asm!(e.ops
             ; cmp QWORD [r14 + ENV_STEPPED], 0
             ; jne =>out
-            ; mov rax, QWORD [r15 + ICOUNT]
-            ; add rax, n
+            ; lea rax, [rax + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>out
             ; add QWORD [r14 + ENV_LOOPS], 1
-            ; jmp =>top
+            ; jmp =>body
             ;=>out
         );
-        e.flags.in_host = false;
     }
     e.exit_to(target);
+}
+
+#[cfg(test)]
+mod encoding {
+    use super::*;
+
+    /// The low byte of a caching host register is BPL (with a REX prefix),
+    /// never CH, which the same register number means without one.
+    #[test]
+    fn byte_operands_of_caching_registers_take_a_rex_prefix() {
+        for &h in &CACHE_REGS {
+            let mut ops = VecAssembler::<X64Relocation>::new(0);
+            asm!(ops; mov Rb(h), al);
+            let bytes = ops.finalize().unwrap();
+            assert_eq!(bytes[0] & 0xF0, 0x40, "REX for register {h}: {bytes:02x?}");
+        }
+    }
 }

@@ -620,6 +620,11 @@ impl Jit {
             }
             let at = self.cache.install(&out.bytes);
             debug_assert_eq!(at, addr);
+            if let (Ok(want), Some(first)) = (std::env::var("RINGBACK_DUMP_EIP"), shape.insns.first()) {
+                if u32::from_str_radix(want.trim_start_matches("0x"), 16).ok() == Some(first.ip) {
+                    let _ = std::fs::write(format!("/tmp/jit-{:x}.bin", first.ip), &out.bytes);
+                }
+            }
             self.stats.compiled += 1;
             self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;

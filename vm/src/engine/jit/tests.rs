@@ -481,6 +481,21 @@ fn conditional_moves_from_memory_run_inline() {
     }
 }
 
+// A block that loops on itself carries its flags round parked in a host
+// register, whichever way they reached the branch back: here a shift by
+// CL (0, so the flags are DEC's) leaves them only in `CpuState`, and the
+// next round's ADC reads the carry the last one made.
+#[test]
+fn a_loop_carries_the_flags_a_shift_by_cl_left_in_memory_into_its_next_round() {
+    // top: adc eax, ebx; dec ebp; shl edx, cl; jnz top; hlt
+    let code = [0x11, 0xD8, 0x4D, 0xD3, 0xE2, 0x75, 0xF9, 0xF4];
+    let s = compiled_against_reference(&code, 29, false, |m| {
+        m.cpu.state.regs[1] = 0;
+        m.cpu.state.regs[3] = 0x9000_0001;
+    });
+    assert!(s.runs_inside > 5_000, "{s:?}");
+}
+
 // A loop over two blocks (a forward branch inside it) runs from one
 // translation into the other without going back to the block engine.
 #[test]
