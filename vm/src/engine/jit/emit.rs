@@ -1,11 +1,12 @@
 //! x86-64 code for a block (dynasm-rs templates; docs/raw-engine.md).
 //!
 //! The guest's registers, EIP, EFLAGS and the icount live in `Cpu`,
-//! addressed from r15. Up to three guest registers, the ones the block's
-//! host code uses most, are cached in callee-saved host registers (RBP,
-//! R12, R13) for the whole translation: loaded at its top, written back
-//! where changed before every step and exit, loaded again after a step
-//! (which may write any). Register-only integer instructions run as the
+//! addressed from r15. Up to seven guest registers, those the block's host
+//! code uses more than once, are cached in host registers (RBP, R12, R13,
+//! RSI, RDI, R10, R11) for the whole translation: loaded at its top,
+//! written back where changed before every step and exit, loaded again
+//! after a step (which may write any), and pushed around the inline memory
+//! path's calls where a call may clobber them. Register-only integer instructions run as the
 //! same host instruction on the cache or the memory slot; their arithmetic
 //! flags are the host's, kept in the host EFLAGS from one
 //! instruction to the next and written to the guest's only before a call
@@ -190,9 +191,13 @@ struct At {
     dirty: u8,
 }
 
-/// Host registers that cache guest registers within a translation:
-/// callee-saved, so the calls to `Env::fill` and `Env::store` keep them.
-const CACHE_REGS: [u8; 3] = [5 /* rbp */, 12, 13];
+/// Host registers that cache guest registers within a translation: all
+/// that the code around them leaves free.
+const CACHE_REGS: [u8; 7] = [5 /* rbp */, 12, 13, 6 /* rsi */, 7 /* rdi */, 10, 11];
+
+/// Those of [`CACHE_REGS`] that a call may clobber: pushed around the calls
+/// of the inline memory path (a step writes back and loads again anyway).
+const CALLER_SAVED: [u8; 4] = [6, 7, 10, 11];
 
 struct Emitter {
     ops: VecAssembler<X64Relocation>,
@@ -808,11 +813,15 @@ impl Emitter {
                 _ => unreachable!("a plain store"),
             }
             // The store keeps EBX (callee-saved), so parked flags stay.
+            self.save_caller_saved();
             asm!(self.ops
                 ; mov rdi, r14
                 ; mov esi, r8d
                 ; mov ecx, i32::from(size)
                 ; call QWORD [r14 + ENV_STORE]
+            );
+            self.restore_caller_saved();
+            asm!(self.ops
                 ; test eax, eax
                 ; jz =>done
             );
@@ -915,18 +924,54 @@ impl Emitter {
                 None => asm!(self.ops; jmp =>slow),
             }
         }
+        asm!(self.ops; =>at);
+        self.save_caller_saved();
         asm!(self.ops
-            ;=>at
             ; mov rdi, r15
             ; mov rsi, r14
             ; mov edx, r8d
             ; mov ecx, i32::from(miss.size)
             ; mov r8d, i32::from(miss.write)
             ; call QWORD [r14 + ENV_FILL]
+        );
+        self.restore_caller_saved();
+        asm!(self.ops
             ; test eax, eax
             ; jnz =>retry
             ; jmp =>slow
         );
+    }
+
+    /// The caching host registers a call may clobber, in use here.
+    fn caller_saved_in_use(&self) -> impl Iterator<Item = u8> + use<> {
+        let cached = self.cached;
+        CACHE_REGS
+            .into_iter()
+            .filter(move |&h| CALLER_SAVED.contains(&h) && cached.contains(&Some(h)))
+    }
+
+    /// Before a call that must not lose the cached guest registers (those
+    /// that are not callee-saved go on the host stack, which stays aligned).
+    fn save_caller_saved(&mut self) {
+        let n = self.caller_saved_in_use().count();
+        for h in self.caller_saved_in_use() {
+            asm!(self.ops; push Rq(h));
+        }
+        if n % 2 == 1 {
+            asm!(self.ops; sub rsp, 8);
+        }
+    }
+
+    /// After the call: [`Emitter::save_caller_saved`] undone (no flag is
+    /// touched).
+    fn restore_caller_saved(&mut self) {
+        let saved: Vec<u8> = self.caller_saved_in_use().collect();
+        if saved.len() % 2 == 1 {
+            asm!(self.ops; lea rsp, [rsp + 8]);
+        }
+        for &h in saved.iter().rev() {
+            asm!(self.ops; pop Rq(h));
+        }
     }
 
     /// The TLB probe of the jump table lookup, as `Tlb::lookup` finds an entry:
@@ -954,7 +999,7 @@ impl Emitter {
     }
 
     /// The start of a stack access of 4 bytes at ESP (ESP - 4 for a
-    /// push; a 32-bit stack only): R10 = that offset, R8 = the host
+    /// push; a 32-bit stack only): ECX = that offset, R8 = the host
     /// address. The flags are parked first, as for any memory access. The
     /// caller places the label a filled host slot retries from, and the
     /// cold side.
@@ -968,13 +1013,13 @@ impl Emitter {
         if write {
             asm!(self.ops; sub eax, 4);
         }
-        asm!(self.ops; mov r10d, eax);
+        asm!(self.ops; mov ecx, eax);
         self.translate(SegReg::Ss as i32, 4, write, slow)
     }
 
-    /// ESP = R10D, the new stack pointer of a push or pop.
-    fn set_esp_from_r10(&mut self) {
-        self.store(self.reg32(4), 10, 4);
+    /// ESP = ECX, the new stack pointer of a push or pop.
+    fn set_esp_from_ecx(&mut self) {
+        self.store(self.reg32(4), 1, 4);
         self.dirty |= u8::from(self.cached[4].is_some()) << 4;
     }
 
@@ -994,13 +1039,13 @@ impl Emitter {
                 // PUSH ESP pushes the value before the push.
                 self.load(0, self.loc(src, 4), 4);
                 asm!(self.ops; mov DWORD [r8], eax);
-                self.set_esp_from_r10();
+                self.set_esp_from_ecx();
                 miss
             }
             Op::PushI { imm, .. } => {
                 let miss = self.stack_access(true, slow);
                 asm!(self.ops; mov DWORD [r8], imm as i32);
-                self.set_esp_from_r10();
+                self.set_esp_from_ecx();
                 miss
             }
             Op::PopR { dsize, dst, .. } => {
@@ -1008,9 +1053,9 @@ impl Emitter {
                 // ESP moves first: POP ESP loads the popped value.
                 asm!(self.ops
                     ; mov r9d, DWORD [r8]
-                    ; lea r10d, [r10 + 4]
+                    ; lea ecx, [rcx + 4]
                 );
-                self.set_esp_from_r10();
+                self.set_esp_from_ecx();
                 self.store(self.loc(dst, dsize), 9, dsize);
                 self.wrote(dst);
                 miss
@@ -1045,7 +1090,7 @@ impl Emitter {
         asm!(self.ops; =>retry);
         let miss = self.stack_access(true, slow);
         asm!(self.ops; mov DWORD [r8], insn.next_ip as i32);
-        self.set_esp_from_r10();
+        self.set_esp_from_ecx();
         self.pending += 1;
         self.exit_to(target);
         self.slot_missed(miss, None, retry, slow);
@@ -1063,23 +1108,22 @@ impl Emitter {
         // The exit is a jump table lookup, with the state complete.
         self.spill_flags();
         let entry = self.here();
-        // A filled host slot retries from the load of the target (R11 does
-        // not survive the call).
+        // EIP takes the target before the push: a step on the slow way
+        // sets EIP to its own instruction first.
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
         self.load(0, self.loc(src, 4), 4);
         asm!(self.ops
             ; cmp eax, DWORD [r15 + CS_LIMIT]
             ; ja =>slow
-            ; mov r11d, eax
+            ; mov DWORD [r15 + EIP], eax
         );
         let miss = call.then(|| {
             let miss = self.stack_access(true, slow);
             asm!(self.ops; mov DWORD [r8], insn.next_ip as i32);
-            self.set_esp_from_r10();
+            self.set_esp_from_ecx();
             miss
         });
-        asm!(self.ops; mov DWORD [r15 + EIP], r11d);
         self.pending += 1;
         self.store_icount();
         self.write_back();
@@ -1108,10 +1152,10 @@ impl Emitter {
             ; mov r9d, DWORD [r8]
             ; cmp r9d, DWORD [r15 + CS_LIMIT]
             ; ja =>slow
-            ; lea r10d, [r10 + pop]
+            ; lea ecx, [rcx + pop]
             ; mov DWORD [r15 + EIP], r9d
         );
-        self.set_esp_from_r10();
+        self.set_esp_from_ecx();
         // The lookup needs the state complete.
         self.pending += 1;
         self.sync();

@@ -623,6 +623,12 @@ impl Jit {
             if let (Ok(want), Some(first)) = (std::env::var("RINGBACK_DUMP_EIP"), shape.insns.first()) {
                 if u32::from_str_radix(want.trim_start_matches("0x"), 16).ok() == Some(first.ip) {
                     let _ = std::fs::write(format!("/tmp/jit-{:x}.bin", first.ip), &out.bytes);
+                    let listing: String = shape
+                        .insns
+                        .iter()
+                        .map(|i| format!("{:#x} plain={} {:?}\n", i.ip, i.plain, i.op))
+                        .collect();
+                    let _ = std::fs::write(format!("/tmp/jit-{:x}.txt", first.ip), listing);
                 }
             }
             self.stats.compiled += 1;
