@@ -15,8 +15,9 @@ use vm::engine::raw::RawConfig;
 use vm::host::NoInput;
 use vm::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 
-/// QEMU runs this many times the rounds: it is so much faster that its
-/// start-up noise would swamp a difference over the same rounds.
+/// QEMU runs at least this many times the rounds: it is so much faster
+/// than the reference that its start-up noise would swamp a difference
+/// over the same rounds.
 const QEMU_ROUNDS_FACTOR: u32 = 10;
 
 const BENCH_KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.elf"));
@@ -161,46 +162,88 @@ fn run_qemu(kernel: &Path, workload: &str, rounds: u32) -> Result<(f64, String)>
     Ok((seconds, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// Runs `run(rounds)` from `rounds` on, growing them until the run takes
+/// `target` seconds more than `baseline` (the one-round run) or 1000 times
+/// the rounds it began with; the last run and its rounds. Noise cannot
+/// send it far: each try grows the rounds at most tenfold.
+fn grow_rounds<T>(
+    rounds: u32,
+    baseline: f64,
+    target: f64,
+    mut run: impl FnMut(u32) -> Result<(f64, T)>,
+) -> Result<(u32, f64, T)> {
+    let cap = rounds.saturating_mul(1000);
+    let mut n = rounds;
+    loop {
+        let (secs, out) = run(n)?;
+        let took = secs - baseline;
+        if took >= target || n >= cap {
+            return Ok((n, secs, out));
+        }
+        let factor = (target / took.max(target / 10.0)).clamp(2.0, 10.0);
+        n = ((f64::from(n) * factor).ceil() as u32).min(cap);
+    }
+}
+
+/// Seconds of work each timed run of a fast configuration aims at: short
+/// runs are swamped by start-up noise (the difference of two runs).
+const TIMED_SECONDS: f64 = 0.5;
+
 /// One workload on every engine (and QEMU when `qemu` names the kernel file).
+///
+/// Every configuration first runs the workload's `rounds`, which must agree
+/// with the reference's output and icount; the fast ones are then timed over
+/// as many rounds as take about half a second (QEMU about a second), so the
+/// reference's few rounds do not leave their timing to noise.
 fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()> {
     let mut reference: Option<(Sample, u64, f64)> = None;
-    let mut raw_mips = 0.0;
-    let mut raw_secs = 0.0;
+    let mut raw_mips = 0.0_f64;
+    // Instructions per round after the first, from the raw engine's own
+    // long run: QEMU's rounds are counted with it.
+    let mut per_round_insns = 0.0;
     for &(label, engine, patching, jit, mode) in CONFIGS {
         let one = run_engine(engine, patching, jit, mode, workload, 1)?;
-        let many = run_engine(engine, patching, jit, mode, workload, rounds)?;
-        let insns = many.icount - one.icount;
-        let secs = many.seconds - one.seconds;
+        let checked = run_engine(engine, patching, jit, mode, workload, rounds)?;
+        let (timed_rounds, many) = if reference.is_none() || checked.seconds - one.seconds >= TIMED_SECONDS {
+            (rounds, None)
+        } else {
+            let (n, _, sample) = grow_rounds(rounds * 2, one.seconds, TIMED_SECONDS, |n| {
+                let sample = run_engine(engine, patching, jit, mode, workload, n)?;
+                Ok((sample.seconds, sample))
+            })?;
+            (n, Some(sample))
+        };
+        let timed = many.as_ref().unwrap_or(&checked);
+        let insns = timed.icount - one.icount;
+        let secs = timed.seconds - one.seconds;
         let mips = insns as f64 / secs / 1e6;
         let detail = match &reference {
             None => {
                 outln!(
                     "{workload}: {rounds} rounds, {insns} instructions after boot; {}",
-                    many.output.trim()
+                    checked.output.trim()
                 );
-                format!("{} port I/O", many.port_io - one.port_io)
+                format!("{} port I/O", checked.port_io - one.port_io)
             }
-            Some((r, _, r_secs)) => {
-                if many.icount != r.icount || many.output != r.output {
+            Some((r, _, r_secs_per_round)) => {
+                if checked.icount != r.icount || checked.output != r.output {
                     bail!(
                         "{workload}: {label} disagrees with the reference ({} vs {} instructions)",
-                        many.icount,
+                        checked.icount,
                         r.icount
                     );
                 }
+                let vs_reference = r_secs_per_round / (secs / f64::from(timed_rounds - 1));
                 if mode != Mode::Run {
                     format!(
-                        "{:.2}x emulate; {} costs {:+.1}% over raw",
-                        r_secs / secs,
+                        "{timed_rounds} rounds; {vs_reference:.2}x emulate; {} costs {:+.1}% over raw",
                         if mode == Mode::Record { "recording" } else { "replaying" },
-                        (secs / raw_secs - 1.0) * 100.0
+                        (raw_mips / mips - 1.0) * 100.0
                     )
                 } else {
                     format!(
-                        "{:.2}x emulate; {} exits, {} instructions on the reference",
-                        r_secs / secs,
-                        many.exits,
-                        many.reference_steps
+                        "{timed_rounds} rounds; {vs_reference:.2}x emulate; {} exits, {} instructions on the reference",
+                        timed.exits, timed.reference_steps
                     )
                 }
             }
@@ -208,28 +251,36 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         outln!("  {label:15} {mips:8.1} MIPS ({secs:.3} s; {detail})");
         if label == "raw" {
             raw_mips = mips;
-            raw_secs = secs;
+            per_round_insns = insns as f64 / f64::from(timed_rounds - 1);
         }
         if reference.is_none() {
-            reference = Some((many, insns, secs));
+            reference = Some((checked, insns, secs / f64::from(rounds - 1)));
         }
     }
-    let Some((r, insns, _)) = reference else {
+    let Some((r, _, _)) = reference else {
         return Ok(());
     };
     if let Some(path) = qemu {
         let (q1, _) = run_qemu(path, workload, 1)?;
         let (_, qout) = run_qemu(path, workload, rounds)?;
-        let q_rounds = rounds * QEMU_ROUNDS_FACTOR;
-        let (qbig, _) = run_qemu(path, workload, q_rounds)?;
         let same = if qout.trim() == r.output.trim() {
             "same checksum"
         } else {
             "DIFFERENT OUTPUT"
         };
+        let (q_rounds, qbig, _) = grow_rounds(rounds * QEMU_ROUNDS_FACTOR, q1, 2.0 * TIMED_SECONDS, |n| {
+            run_qemu(path, workload, n)
+        })?;
         // The instructions QEMU ran, counted as ringback counts them.
-        let q_insns = insns as f64 / f64::from(rounds - 1) * f64::from(q_rounds - 1);
+        let q_insns = per_round_insns * f64::from(q_rounds - 1);
         let q_secs = qbig - q1;
+        if q_secs <= 0.0 {
+            outln!(
+                "  {:15} too fast to time against its start-up ({q_rounds} rounds; {same})",
+                "qemu-system-i386"
+            );
+            return Ok(());
+        }
         let q_mips = q_insns / q_secs / 1e6;
         outln!(
             "  {:15} {q_mips:8.1} MIPS-equivalent ({q_rounds} rounds in {q_secs:.3} s; {same}); raw/qemu {:.3}",
