@@ -448,6 +448,9 @@ pub struct Jit {
     /// Where each translation's host code lies, for `perf` to name it
     /// (`RINGBACK_PERF_MAP` set: the `/tmp/perf-PID.map` convention).
     perf_map: Option<std::io::LineWriter<std::fs::File>>,
+    /// The guest EIP whose translations are written out for reading
+    /// (`RINGBACK_DUMP_EIP`, hexadecimal; see [`dump_translation`]).
+    dump_eip: Option<u32>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -468,6 +471,34 @@ fn open_perf_map() -> Option<std::io::LineWriter<std::fs::File>> {
             None
         }
     }
+}
+
+/// `RINGBACK_DUMP_EIP` as an EIP.
+fn dump_eip() -> Option<u32> {
+    let v = std::env::var("RINGBACK_DUMP_EIP").ok()?;
+    u32::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+}
+
+/// Writes a translation's host code to `/tmp/jit-EIP.bin` (for `objdump -D
+/// -b binary -mi386:x86-64`) and its guest instructions to
+/// `/tmp/jit-EIP.txt`. A profiling aid: a failed write loses the files only.
+#[cfg(target_arch = "x86_64")]
+fn dump_translation(shape: &Shape<'_>, code: &[u8]) {
+    let Some(first) = shape.insns.first() else { return };
+    let listing: String = shape
+        .insns
+        .iter()
+        .map(|i| {
+            format!(
+                "{:#010x} {} {:?}\n",
+                i.ip,
+                if i.plain { "plain" } else { "site " },
+                i.op
+            )
+        })
+        .collect();
+    let _ = std::fs::write(format!("/tmp/jit-{:x}.bin", first.ip), code);
+    let _ = std::fs::write(format!("/tmp/jit-{:x}.txt", first.ip), listing);
 }
 
 extern "sysv64" fn no_step(_: *mut Env, _: u32, _: u32) -> u32 {
@@ -519,6 +550,7 @@ impl Jit {
             }),
             jumps,
             perf_map: open_perf_map(),
+            dump_eip: dump_eip(),
         }
     }
 
@@ -620,20 +652,14 @@ impl Jit {
             }
             let at = self.cache.install(&out.bytes);
             debug_assert_eq!(at, addr);
-            if let (Ok(want), Some(first)) = (std::env::var("RINGBACK_DUMP_EIP"), shape.insns.first()) {
-                if u32::from_str_radix(want.trim_start_matches("0x"), 16).ok() == Some(first.ip) {
-                    let _ = std::fs::write(format!("/tmp/jit-{:x}.bin", first.ip), &out.bytes);
-                    let listing: String = shape
-                        .insns
-                        .iter()
-                        .map(|i| format!("{:#x} plain={} {:?}\n", i.ip, i.plain, i.op))
-                        .collect();
-                    let _ = std::fs::write(format!("/tmp/jit-{:x}.txt", first.ip), listing);
-                }
-            }
             self.stats.compiled += 1;
             self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;
+            if let (Some(want), Some(first)) = (self.dump_eip, shape.insns.first()) {
+                if want == first.ip {
+                    dump_translation(shape, &out.bytes);
+                }
+            }
             if let (Some(map), Some(first)) = (self.perf_map.as_mut(), shape.insns.first()) {
                 use std::io::Write;
                 // A profiling aid only: a failed write loses names, not state.
