@@ -161,10 +161,11 @@ struct Flags {
 }
 
 impl Flags {
-    /// Where the flags are at the top of a block that loops on itself,
-    /// however it got there: parked, and taken as changed (so that any
-    /// exit stores them).
-    const LOOPING: Flags = Flags {
+    /// Where the flags are at the top of every translation, however it got
+    /// there (from the block engine, from another translation, round a
+    /// loop): parked in EBX, and taken as changed (so that any way back to
+    /// the block engine stores them).
+    const AT_TOP: Flags = Flags {
         in_host: false,
         parked: true,
         dirty: true,
@@ -572,7 +573,7 @@ impl Emitter {
     }
 
     /// EBX = the guest's arithmetic flags as parking leaves them, from
-    /// `CpuState` (the top of a block that loops on itself).
+    /// `CpuState` (on entry from the block engine, or after a step).
     fn park_from_memory(&mut self) {
         asm!(self.ops
             ; mov eax, DWORD [r15 + EFLAGS]
@@ -583,14 +584,19 @@ impl Emitter {
             ; mov al, cl
             ; mov ebx, eax
         );
-        self.flags = Flags::LOOPING;
+        self.flags = Flags::AT_TOP;
     }
 
-    /// At the branch back to the top of a block that loops on itself: the
-    /// flags parked as the top parks them, with the guest's AF in the copy.
-    fn park_for_loop(&mut self) {
-        if self.flags.in_host && self.flags.dirty && !self.flags.parked {
-            self.park_flags();
+    /// Before an edge to the top of a translation (this one's, a chained
+    /// one's, or through the jump table): the flags parked as every top
+    /// takes them, with the guest's AF in the copy. Clobbers EAX.
+    fn park_for_edge(&mut self) {
+        if self.flags.in_host && !self.flags.parked {
+            asm!(self.ops
+                ; lahf
+                ; seto al
+                ; mov ebx, eax
+            );
         } else if !self.flags.parked {
             // Only `CpuState` has them (after a step).
             self.park_from_memory();
@@ -599,7 +605,7 @@ impl Emitter {
         if self.flags.clear_af {
             asm!(self.ops; and ebx, !0x1000);
         }
-        self.flags = Flags::LOOPING;
+        self.flags = Flags::AT_TOP;
     }
 
     /// Writes the guest's arithmetic flags to `CpuState::eflags` if they
@@ -673,14 +679,6 @@ impl Emitter {
         };
     }
 
-    /// The guest's flags only in `CpuState`, for code that clobbers the
-    /// host flags and EBX, or leaves.
-    fn spill_flags(&mut self) {
-        self.store_flags();
-        self.flags.in_host = false;
-        self.flags.parked = false;
-    }
-
     /// After the step of a memory instruction on its slow way, which
     /// counted the instructions pending before it and itself: takes them
     /// off the icount again, so that the slow way meets the inline one,
@@ -727,7 +725,7 @@ impl Emitter {
     /// physical memory depends on the paging of the moment, which the
     /// lookup checks).
     fn exit_to(&mut self, eip: u32) {
-        self.sync();
+        self.make_edge_state();
         asm!(self.ops; mov DWORD [r15 + EIP], eip as i32);
         let from_page = i64::from(self.page_offset) + i64::from(eip.wrapping_sub(self.first_ip) as i32);
         if (0..0x1000).contains(&from_page) {
@@ -735,14 +733,32 @@ impl Emitter {
             let at = self.ops.offset().0 + 1;
             self.ops.extend([0xE9, 0, 0, 0, 0]);
             self.exits.push((at, eip));
-            asm!(self.ops
-                ; mov eax, END as i32
-                ; jmp ->epilogue
-            );
+            self.end_from_edge();
         } else {
             let lookup = self.lookup();
             asm!(self.ops; jmp =>lookup);
         }
+    }
+
+    /// The state an edge between translations carries: the flags parked
+    /// (see [`Flags::AT_TOP`]), the icount and the registers in `Cpu`.
+    fn make_edge_state(&mut self) {
+        self.park_for_edge();
+        self.store_icount();
+        self.write_back();
+    }
+
+    /// Back to the block engine from an edge's state: the flags stored
+    /// from EBX first.
+    fn end_from_edge(&mut self) {
+        let at_edge = self.here();
+        self.flags = Flags::AT_TOP;
+        self.store_flags();
+        asm!(self.ops
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+        );
+        self.resume(at_edge);
     }
 
     /// EAX = the effective address of `mem` (32-bit addressing).
@@ -1080,7 +1096,7 @@ impl Emitter {
     /// limit before anything is pushed, as the reference does.
     fn call(&mut self, index: usize, insn: &Insn, target: u32) {
         let slow = self.ops.new_dynamic_label();
-        self.spill_flags();
+        self.park_for_edge();
         let entry = self.here();
         asm!(self.ops
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
@@ -1105,8 +1121,8 @@ impl Emitter {
     /// block there.
     fn indirect(&mut self, index: usize, insn: &Insn, src: Gpr, call: bool) {
         let slow = self.ops.new_dynamic_label();
-        // The exit is a jump table lookup, with the state complete.
-        self.spill_flags();
+        // The exit is a jump table lookup: an edge.
+        self.park_for_edge();
         let entry = self.here();
         // EIP takes the target before the push: a step on the slow way
         // sets EIP to its own instruction first.
@@ -1125,8 +1141,7 @@ impl Emitter {
             miss
         });
         self.pending += 1;
-        self.store_icount();
-        self.write_back();
+        self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
         if let Some(miss) = miss {
@@ -1142,7 +1157,7 @@ impl Emitter {
     /// against the CS limit before ESP moves.
     fn ret(&mut self, index: usize, imm: u32) {
         let slow = self.ops.new_dynamic_label();
-        self.park_flags();
+        self.park_for_edge();
         let entry = self.here();
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
@@ -1156,9 +1171,8 @@ impl Emitter {
             ; mov DWORD [r15 + EIP], r9d
         );
         self.set_esp_from_ecx();
-        // The lookup needs the state complete.
         self.pending += 1;
-        self.sync();
+        self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
         // The flags were parked, if anything, when the slot missed.
@@ -1198,8 +1212,8 @@ impl Emitter {
         *self.lookup.get_or_insert_with(|| self.ops.new_dynamic_label())
     }
 
-    /// The jump table lookup a dynamic exit ends in, with the state
-    /// complete and EIP the target: the slot for that EIP must hold it, in
+    /// The jump table lookup a dynamic exit ends in, with an edge's state
+    /// ([`Emitter::make_edge_state`]) and EIP the target: the slot for that EIP must hold it, in
     /// this block's mode (a near branch changes neither CS nor the view),
     /// at the physical address where CS and the TLB put it now (a TLB miss
     /// or a fetch the privilege forbids goes back to the block engine, as
@@ -1234,9 +1248,8 @@ impl Emitter {
             ; jne =>miss
             ; jmp QWORD [rcx + JS_ENTRY]
             ;=>miss
-            ; mov eax, END as i32
-            ; jmp ->epilogue
         );
+        self.end_from_edge();
     }
 
     /// The operation of a memory instruction on the host address in r8;
@@ -1795,8 +1808,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         ; sub rsp, 8
         ; mov r15, rdi
         ; mov r14, rsi
-        ; jmp =>top
     );
+    // Every top takes the flags parked.
+    e.park_from_memory();
+    asm!(e.ops; jmp =>top);
     // Entered from another translation's exit, in its frame, with the state
     // complete at this block's start: it goes on only if no step ran since
     // the block engine last looked (so nothing it checks between blocks can
@@ -1818,16 +1833,14 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             ; add QWORD [r14 + ENV_LOOPS], 1
             ; jmp =>top
             ;=>refuse
-            ; mov eax, END as i32
-            ; jmp ->epilogue
         );
+        // Back to the block engine with the flags the edge carried.
+        e.end_from_edge();
         at
     });
     asm!(e.ops; =>top);
+    e.flags = Flags::AT_TOP;
     e.reload();
-    if loops_on_itself {
-        e.park_from_memory();
-    }
     let body = e.ops.new_dynamic_label();
     asm!(e.ops; =>body);
     let n = insns.len();
@@ -1850,6 +1863,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                         | Op::Jcc { .. }
                 );
                 if insn.plain && near {
+                    e.park_for_edge();
                     let lookup = e.lookup();
                     asm!(e.ops; jmp =>lookup);
                 } else {
@@ -1951,9 +1965,8 @@ fn branch_taken(
     self_loop: Option<usize>,
     body: DynamicLabel,
 ) {
-    if self_loop.is_none() {
-        e.store_flags();
-    }
+    // The CS limit check and the loop's checks clobber the host flags.
+    e.park_for_edge();
     if !within {
         let ok = e.ops.new_dynamic_label();
         asm!(e.ops
@@ -1973,7 +1986,7 @@ fn branch_taken(
         // after the loads of the cached registers, which hold the guest's.
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
-        e.park_for_loop();
+        e.park_for_edge();
         debug_assert!(e.pending > 0, "the branch itself is pending");
         e.store_icount();
         e.write_back();
