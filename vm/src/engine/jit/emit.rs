@@ -22,7 +22,9 @@
 //! RAM. Everything else, and every access the inline
 //! path refuses, is a call to the block engine's step for that one
 //! instruction, which runs it as the interpreter does, with every check
-//! between instructions. Exits to the same page are jumps that chaining
+//! between instructions. Those slow ways and the slot misses are emitted
+//! after the block's last instruction, so the hot path runs straight
+//! through. Exits to the same page are jumps that chaining
 //! links to the next translation; exits to another page, and dynamic ones,
 //! look their target up in the jump table.
 //!
@@ -226,7 +228,11 @@ struct Emitter {
     /// a dynamic exit needs it.
     mode: u32,
     lookup: Option<DynamicLabel>,
+    /// Code to emit after the block (see [`Emitter::cold`]).
+    cold: Vec<ColdCode>,
 }
+
+type ColdCode = Box<dyn FnOnce(&mut Emitter)>;
 
 macro_rules! asm {
     ($ops:expr; $($t:tt)*) => {
@@ -796,8 +802,9 @@ impl Emitter {
     /// park the flags, and the instruction joins those pending. Only the
     /// slow way brings `CpuState` up to date, for the step.
     fn memory(&mut self, index: usize, insn: &Insn) {
-        let op = &insn.op;
-        let Some((mem, size, write)) = memory_access(op) else {
+        let op = insn.op;
+        let next_ip = insn.next_ip;
+        let Some((mem, size, write)) = memory_access(&op) else {
             unreachable!("not a memory operation: {op:?}")
         };
         // The checks clobber the host flags.
@@ -813,68 +820,79 @@ impl Emitter {
         asm!(self.ops; =>retry);
         self.effective_address(mem);
         let miss = self.translate(mem.seg as i32, size, write, slow);
-        let writes_flags = self.on_memory(op);
+        let writes_flags = self.on_memory(&op);
         let inline_dirty = self.dirty;
-        asm!(self.ops; jmp =>done);
-        self.slot_missed(miss, careful, retry, slow);
+        asm!(self.ops; =>done);
+        self.cold(move |e| e.slot_missed(miss, careful, retry, slow));
         if let Some(careful) = careful {
-            asm!(self.ops; =>careful);
-            match *op {
-                Op::MovMR { size, src, .. } => {
-                    // EDX: the value, zero-extended.
-                    asm!(self.ops; xor edx, edx);
-                    self.load(2, self.loc(src, size), size);
+            self.cold(move |e| {
+                asm!(e.ops; =>careful);
+                match op {
+                    Op::MovMR { size, src, .. } => {
+                        // EDX: the value, zero-extended.
+                        asm!(e.ops; xor edx, edx);
+                        e.load(2, e.loc(src, size), size);
+                    }
+                    Op::MovMI { imm, .. } => asm!(e.ops; mov edx, imm as i32),
+                    _ => unreachable!("a plain store"),
                 }
-                Op::MovMI { imm, .. } => asm!(self.ops; mov edx, imm as i32),
-                _ => unreachable!("a plain store"),
-            }
-            // The store keeps EBX (callee-saved), so parked flags stay.
-            self.save_caller_saved();
-            asm!(self.ops
-                ; mov rdi, r14
-                ; mov esi, r8d
-                ; mov ecx, i32::from(size)
-                ; call QWORD [r14 + ENV_STORE]
-            );
-            self.restore_caller_saved();
-            asm!(self.ops
-                ; test eax, eax
-                ; jz =>done
-            );
-            // It changed watched code: the block ends after the store, for
-            // the block engine to drop what was written.
-            self.resume(entry);
-            self.pending += 1;
-            self.sync();
-            asm!(self.ops
-                ; mov QWORD [r14 + ENV_STEPPED], 1
-                ; mov DWORD [r15 + EIP], insn.next_ip as i32
-                ; mov eax, END as i32
-                ; jmp ->epilogue
-            );
+                // The store keeps EBX (callee-saved), so parked flags stay.
+                e.save_caller_saved();
+                asm!(e.ops
+                    ; mov rdi, r14
+                    ; mov esi, r8d
+                    ; mov ecx, i32::from(size)
+                    ; call QWORD [r14 + ENV_STORE]
+                );
+                e.restore_caller_saved();
+                asm!(e.ops
+                    ; test eax, eax
+                    ; jz =>done
+                );
+                // It changed watched code: the block ends after the store,
+                // for the block engine to drop what was written.
+                e.resume(entry);
+                e.pending += 1;
+                e.sync();
+                asm!(e.ops
+                    ; mov QWORD [r14 + ENV_STEPPED], 1
+                    ; mov DWORD [r15 + EIP], next_ip as i32
+                    ; mov eax, END as i32
+                    ; jmp ->epilogue
+                );
+            });
         }
         // The checks that sent the slow way clobbered the host flags; the
-        // guest's are in `CpuState` or parked.
-        asm!(self.ops; =>slow);
-        self.resume(entry);
-        self.step(index);
-        self.uncount_after_step(entry.pending);
+        // guest's are in `CpuState` or parked. Both ways end with every
+        // cached register in its host register (those the inline way wrote
+        // still to be written back) and, when the instruction writes flags,
+        // with the flags in the host.
+        self.cold(move |e| {
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step(index);
+            e.uncount_after_step(entry.pending);
+            if writes_flags.is_some() {
+                e.load_flags();
+            }
+            asm!(e.ops; jmp =>done);
+        });
         self.pending = entry.pending + 1;
-        // Both ways end with every cached register in its host register;
-        // those the inline way wrote are still to be written back.
         self.dirty = inline_dirty;
-        if let Some(logical) = writes_flags {
-            // Both ways end with the flags in the host.
-            self.load_flags();
-            asm!(self.ops; =>done);
-            self.wrote_flags(logical);
-        } else {
+        match writes_flags {
+            Some(logical) => self.wrote_flags(logical),
             // The step wrote no flag: parked ones are still good, and the
             // inline way may have loaded them into the host but changed
             // none.
-            asm!(self.ops; =>done);
-            self.flags = entry.flags;
+            None => self.flags = entry.flags,
         }
+    }
+
+    /// Code off the hot path (slow ways, slot misses), emitted after the
+    /// block's last instruction so that the hot path runs straight through.
+    /// It sets the emitter state it needs and ends in a jump.
+    fn cold(&mut self, f: impl FnOnce(&mut Emitter) + 'static) {
+        self.cold.push(Box::new(f));
     }
 
     /// The inline path from an offset in EAX within segment `seg` to the
@@ -1079,13 +1097,15 @@ impl Emitter {
             _ => unreachable!("not a stack operation: {op:?}"),
         };
         let inline_dirty = self.dirty;
-        asm!(self.ops; jmp =>done);
-        self.slot_missed(miss, None, retry, slow);
-        asm!(self.ops; =>slow);
-        self.resume(entry);
-        self.step(index);
-        self.uncount_after_step(entry.pending);
         asm!(self.ops; =>done);
+        self.cold(move |e| {
+            e.slot_missed(miss, None, retry, slow);
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step(index);
+            e.uncount_after_step(entry.pending);
+            asm!(e.ops; jmp =>done);
+        });
         // PUSH and POP write no flag.
         self.resume(entry);
         self.pending += 1;
@@ -1109,11 +1129,13 @@ impl Emitter {
         self.set_esp_from_ecx();
         self.pending += 1;
         self.exit_to(target);
-        self.slot_missed(miss, None, retry, slow);
-        asm!(self.ops; =>slow);
-        self.resume(entry);
-        self.step_to_end(index);
-        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+        self.cold(move |e| {
+            e.slot_missed(miss, None, retry, slow);
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step_to_end(index);
+            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+        });
     }
 
     /// JMP r32 / CALL r32 at the end of a block: the target checked against
@@ -1144,13 +1166,15 @@ impl Emitter {
         self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
-        if let Some(miss) = miss {
-            self.slot_missed(miss, None, retry, slow);
-        }
-        asm!(self.ops; =>slow);
-        self.resume(entry);
-        self.step_to_end(index);
-        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+        self.cold(move |e| {
+            if let Some(miss) = miss {
+                e.slot_missed(miss, None, retry, slow);
+            }
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step_to_end(index);
+            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+        });
     }
 
     /// RET / RET imm16 at the end of a block: the return address checked
@@ -1175,13 +1199,15 @@ impl Emitter {
         self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
-        // The flags were parked, if anything, when the slot missed.
-        self.resume(entry);
-        self.slot_missed(miss, None, retry, slow);
-        asm!(self.ops; =>slow);
-        self.resume(entry);
-        self.step_to_end(index);
-        asm!(self.ops; mov eax, END as i32; jmp ->epilogue);
+        self.cold(move |e| {
+            // The flags were parked, if anything, when the slot missed.
+            e.resume(entry);
+            e.slot_missed(miss, None, retry, slow);
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step_to_end(index);
+            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+        });
     }
 
     /// After a host IMUL into EAX (AX): stores the product to the guest
@@ -1795,6 +1821,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         exits: Vec::new(),
         mode: shape.mode,
         lookup: None,
+        cold: Vec::new(),
     };
     // Six registers saved and eight bytes more keep the stack aligned for
     // the calls.
@@ -1929,6 +1956,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             }
         }
     }
+    // Cold code may add more (none does today).
+    while !e.cold.is_empty() {
+        for f in std::mem::take(&mut e.cold) {
+            f(&mut e);
+        }
+    }
     if let Some(at) = e.lookup {
         e.emit_lookup(at);
     }
@@ -1968,17 +2001,19 @@ fn branch_taken(
     // The CS limit check and the loop's checks clobber the host flags.
     e.park_for_edge();
     if !within {
-        let ok = e.ops.new_dynamic_label();
+        let outside = e.ops.new_dynamic_label();
         asm!(e.ops
             ; cmp DWORD [r15 + CS_LIMIT], target as i32
-            ; jae =>ok
+            ; jb =>outside
         );
+        e.flags.in_host = false;
         let saved = e.here();
-        e.flags.in_host = false;
-        e.step_to_end(index);
-        asm!(e.ops; mov eax, END as i32; jmp ->epilogue; =>ok);
-        e.resume(saved);
-        e.flags.in_host = false;
+        e.cold(move |e| {
+            asm!(e.ops; =>outside);
+            e.resume(saved);
+            e.step_to_end(index);
+            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+        });
     }
     e.pending += 1;
     if let Some(n) = self_loop {
