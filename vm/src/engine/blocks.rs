@@ -1235,7 +1235,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // entry of a code page may be gone) or touched a debugger's watch.
     // Anything else that matters between blocks made the step leave.
     if may_change_modes || cpu.tlb.fills() != tlb_fills || platform.watch_hit.is_some() {
-        env.stepped = 1;
+        env.stop_icount = 0;
     }
     match leave {
         None => jit::END,
@@ -1307,9 +1307,8 @@ fn run_block<const RAW: bool, H: RawHooks>(
             };
             let env = jit.env(cpu, platform);
             env.step = translated_step::<RAW, H>;
-            env.stop_icount = stop_icount;
+            env.stop_icount = if may_chain { stop_icount } else { 0 };
             env.loops = 0;
-            env.stepped = u64::from(!may_chain);
             env.platform = ctx.platform;
             env.ctx = (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast();
             let cpu_ptr = ctx.cpu;

@@ -61,7 +61,6 @@ const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
-const ENV_STEPPED: i32 = offset_of!(Env, stepped) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
 const ENV_JUMPS: i32 = offset_of!(Env, jumps) as i32;
 const CS_BASE: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_BASE) as i32;
@@ -855,7 +854,7 @@ impl Emitter {
                 e.pending += 1;
                 e.sync();
                 asm!(e.ops
-                    ; mov QWORD [r14 + ENV_STEPPED], 1
+                    ; mov QWORD [r14 + ENV_STOP], 0
                     ; mov DWORD [r15 + EIP], next_ip as i32
                     ; mov eax, END as i32
                     ; jmp ->epilogue
@@ -923,9 +922,8 @@ impl Emitter {
             ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
             ; mov r8d, eax
             ; mov edx, eax
-            ; shr edx, 12
-            ; and edx, TLB_SLOTS - 1
-            ; shl edx, HOST_SLOT_SHIFT
+            ; shr edx, 12 - HOST_SLOT_SHIFT
+            ; and edx, (TLB_SLOTS - 1) << HOST_SLOT_SHIFT
             ; add rdx, QWORD [r14 + M_HOST]
             ; lea r9d, [rax + last]
             ; and r9d, -0x1000
@@ -1283,12 +1281,19 @@ impl Emitter {
     fn on_memory(&mut self, op: &Op) -> Option<bool> {
         match *op {
             Op::MovRM { size, dst, .. } => {
-                match size {
-                    4 => asm!(self.ops; mov eax, DWORD [r8]),
-                    2 => asm!(self.ops; mov ax, WORD [r8]),
-                    _ => asm!(self.ops; mov al, BYTE [r8]),
+                match (self.loc(dst, size), size) {
+                    (Loc::Host(h), 4) => asm!(self.ops; mov Rd(h), DWORD [r8]),
+                    (Loc::Host(h), 2) => asm!(self.ops; mov Rw(h), WORD [r8]),
+                    (Loc::Host(h), _) => asm!(self.ops; mov Rb(h), BYTE [r8]),
+                    (d, _) => {
+                        match size {
+                            4 => asm!(self.ops; mov eax, DWORD [r8]),
+                            2 => asm!(self.ops; mov ax, WORD [r8]),
+                            _ => asm!(self.ops; mov al, BYTE [r8]),
+                        }
+                        self.store(d, 0, size);
+                    }
                 }
-                self.store(self.loc(dst, size), 0, size);
                 self.wrote(dst);
                 None
             }
@@ -1844,13 +1849,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     // the block engine last looked (so nothing it checks between blocks can
     // have changed but the icount), the whole block fits before the
     // deadline and CS admits all of it, as on entry from the block engine.
+    // Such a step sets the stop to 0: one compare checks both.
     let chain_entry = shape.chain_last.map(|last| {
         let at = e.ops.offset().0;
         let n = insns.len() as i32;
         let refuse = e.ops.new_dynamic_label();
         asm!(e.ops
-            ; cmp QWORD [r14 + ENV_STEPPED], 0
-            ; jne =>refuse
             ; mov rax, QWORD [r15 + ICOUNT]
             ; add rax, n
             ; cmp rax, QWORD [r14 + ENV_STOP]
@@ -2028,8 +2032,6 @@ fn branch_taken(
         let out = e.ops.new_dynamic_label();
         // RAX: the icount just stored.
         asm!(e.ops
-            ; cmp QWORD [r14 + ENV_STEPPED], 0
-            ; jne =>out
             ; lea rax, [rax + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>out

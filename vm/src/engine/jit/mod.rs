@@ -63,16 +63,14 @@ extern "sysv64" fn fill_host_slot(cpu: *mut Cpu, env: *mut Env, linear: u32, siz
 #[repr(C)]
 pub struct Env {
     pub step: StepFn,
-    /// The icount at which the block engine must stop (the nearer of the
-    /// limit and the next deadline).
+    /// The icount at which a self-loop or a chained entry must go back to
+    /// the block engine: the nearer of the limit and the next deadline, or
+    /// 0 once a step ran something the translation cannot vouch for (it may
+    /// have changed modes, filled the TLB or touched a watch), so that the
+    /// block engine's checks run again. One compare serves both.
     pub stop_icount: u64,
     /// Runs of a self-looping block made inside the translation.
     pub loops: u64,
-    /// Set by a step that ran something the translation cannot vouch for
-    /// (it may have changed modes, filled the TLB or touched a watch): a
-    /// self-loop or a chained entry then goes back through the block
-    /// engine's checks.
-    pub stepped: u64,
     /// A store to plain RAM that the inline path leaves to `PhysMem`
     /// (the page holds watched code or is not yet dirty): 1 when it changed
     /// watched code.
@@ -540,7 +538,6 @@ impl Jit {
                 step: no_step,
                 stop_icount: 0,
                 loops: 0,
-                stepped: 0,
                 store: store_to_ram,
                 fill: fill_host_slot,
                 platform: std::ptr::null_mut(),
