@@ -1179,9 +1179,8 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // SAFETY: `run_block` made `env` and its context for this call of the
     // translation, which it does not touch until the translation returns;
     // the CPU and platform pointers come from its exclusive borrows, and the
-    // translation itself keeps nothing of the guest in host registers across
-    // this call but a copy of flags it stored first (it reads the state
-    // again from memory).
+    // translation writes back every guest register it caches and the flags
+    // before this call and reads them again from memory after it.
     let (ctx, cpu, platform) = unsafe {
         let ctx = &mut *((*env).ctx as *mut StepContext<'_, '_, RAW, H>);
         let (cpu, platform) = (&mut *ctx.cpu, &mut *ctx.platform);
