@@ -207,7 +207,7 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         let (timed_rounds, many) = if reference.is_none() || checked.seconds - one.seconds >= TIMED_SECONDS {
             (rounds, None)
         } else {
-            let (n, _, sample) = grow_rounds(rounds * 2, one.seconds, TIMED_SECONDS, |n| {
+            let (n, _, sample) = grow_rounds(rounds.saturating_mul(2), one.seconds, TIMED_SECONDS, |n| {
                 let sample = run_engine(engine, patching, jit, mode, workload, n)?;
                 Ok((sample.seconds, sample))
             })?;
@@ -268,9 +268,12 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         } else {
             "DIFFERENT OUTPUT"
         };
-        let (q_rounds, qbig, _) = grow_rounds(rounds * QEMU_ROUNDS_FACTOR, q1, 2.0 * TIMED_SECONDS, |n| {
-            run_qemu(path, workload, n)
-        })?;
+        let (q_rounds, qbig, _) = grow_rounds(
+            rounds.saturating_mul(QEMU_ROUNDS_FACTOR),
+            q1,
+            2.0 * TIMED_SECONDS,
+            |n| run_qemu(path, workload, n),
+        )?;
         // The instructions QEMU ran, counted as ringback counts them.
         let q_insns = per_round_insns * f64::from(q_rounds - 1);
         let q_secs = qbig - q1;

@@ -2,7 +2,8 @@
 //!
 //! The guest's registers, EIP, EFLAGS and the icount live in `Cpu`,
 //! addressed from r15. Up to seven guest registers, those the block's host
-//! code uses more than once, are cached in host registers (RBP, R12, R13,
+//! code uses more than once (once, in a block that loops on itself), are
+//! cached in host registers (RBP, R12, R13,
 //! RSI, RDI, R10, R11) for the whole translation: loaded at its top,
 //! written back where changed before every step and exit, loaded again
 //! after a step (which may write any), and pushed around the inline memory
@@ -653,7 +654,8 @@ impl Emitter {
     }
 
     /// Adds the instructions retired since the last update to the icount
-    /// (without touching the host flags).
+    /// (without touching the host flags); RAX holds the new icount when
+    /// there were any.
     fn store_icount(&mut self) {
         if self.pending == 0 {
             return;
@@ -1672,8 +1674,6 @@ impl Emitter {
     }
 }
 
-/// Assembles the translation of `shape` for address `base`. `None` when no
-/// instruction would run as host code: the interpreter does as well.
 /// A block's translation as assembled.
 pub struct Assembled {
     pub bytes: Vec<u8>,
@@ -1783,6 +1783,8 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
     plan
 }
 
+/// Assembles the translation of `shape` for address `base`. `None` when no
+/// instruction would run as host code: the interpreter does as well.
 pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let insns = shape.insns;
     // Worth it only when host code outweighs the steps: a step from a
@@ -2026,11 +2028,13 @@ fn branch_taken(
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
         e.park_for_edge();
-        debug_assert!(e.pending > 0, "the branch itself is pending");
+        if e.pending == 0 {
+            asm!(e.ops; mov rax, QWORD [r15 + ICOUNT]);
+        }
+        // RAX: the icount, as `store_icount` leaves it.
         e.store_icount();
         e.write_back();
         let out = e.ops.new_dynamic_label();
-        // RAX: the icount just stored.
         asm!(e.ops
             ; lea rax, [rax + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
