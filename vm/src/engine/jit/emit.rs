@@ -1129,13 +1129,7 @@ impl Emitter {
         self.set_esp_from_ecx();
         self.pending += 1;
         self.exit_to(target);
-        self.cold(move |e| {
-            e.slot_missed(miss, None, retry, slow);
-            asm!(e.ops; =>slow);
-            e.resume(entry);
-            e.step_to_end(index);
-            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
-        });
+        self.cold_branch_end(Some(miss), retry, slow, entry, index);
     }
 
     /// JMP r32 / CALL r32 at the end of a block: the target checked against
@@ -1166,6 +1160,20 @@ impl Emitter {
         self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
+        self.cold_branch_end(miss, retry, slow, entry, index);
+    }
+
+    /// The cold side of a branch that ends its block: the host slot miss of
+    /// its push or pop, if it has one, then its slow way, which steps the
+    /// branch and goes back to the block engine.
+    fn cold_branch_end(
+        &mut self,
+        miss: Option<SlotMiss>,
+        retry: DynamicLabel,
+        slow: DynamicLabel,
+        entry: At,
+        index: usize,
+    ) {
         self.cold(move |e| {
             if let Some(miss) = miss {
                 e.slot_missed(miss, None, retry, slow);
@@ -1199,15 +1207,7 @@ impl Emitter {
         self.make_edge_state();
         let lookup = self.lookup();
         asm!(self.ops; jmp =>lookup);
-        self.cold(move |e| {
-            // The flags were parked, if anything, when the slot missed.
-            e.resume(entry);
-            e.slot_missed(miss, None, retry, slow);
-            asm!(e.ops; =>slow);
-            e.resume(entry);
-            e.step_to_end(index);
-            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
-        });
+        self.cold_branch_end(Some(miss), retry, slow, entry, index);
     }
 
     /// After a host IMUL into EAX (AX): stores the product to the guest
