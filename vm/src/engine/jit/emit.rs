@@ -568,14 +568,20 @@ impl Emitter {
     /// read-modify-write of EFLAGS). Clobbers EAX.
     fn park_flags(&mut self) {
         if self.flags.in_host && self.flags.dirty && !self.flags.parked {
-            asm!(self.ops
-                ; lahf
-                ; seto al
-                ; mov ebx, eax
-            );
+            self.park_host_flags();
             self.flags.parked = true;
         }
         self.flags.in_host = false;
+    }
+
+    /// EBX = the host's flags in the parked form: AH as LAHF makes it, AL =
+    /// OF. Clobbers EAX.
+    fn park_host_flags(&mut self) {
+        asm!(self.ops
+            ; lahf
+            ; seto al
+            ; mov ebx, eax
+        );
     }
 
     /// EBX = the guest's arithmetic flags as parking leaves them, from
@@ -598,11 +604,7 @@ impl Emitter {
     /// takes them, with the guest's AF in the copy. Clobbers EAX.
     fn park_for_edge(&mut self) {
         if self.flags.in_host && !self.flags.parked {
-            asm!(self.ops
-                ; lahf
-                ; seto al
-                ; mov ebx, eax
-            );
+            self.park_host_flags();
         } else if !self.flags.parked {
             // Only `CpuState` has them (after a step).
             self.park_from_memory();
