@@ -278,6 +278,7 @@ impl Machine {
     /// edits page tables without invalidating (the SDM lets a processor
     /// flush at any time); recorder and replayer flush at the same points.
     pub fn forget_cached_code(&mut self) {
+        self.count_compiled_patch_hits();
         self.cpu.tlb.flush_all();
         self.blocks.forget_all();
         self.raw.reset_caches();
@@ -365,6 +366,24 @@ impl Machine {
     /// Runs the reference engine until something stops the machine or the
     /// instruction count reaches `max_icount`.
     pub fn run(&mut self, max_icount: u64, host: &mut dyn HostInput, console: &mut dyn Console) -> StopReason {
+        let stop = self.run_loop(max_icount, host, console);
+        self.count_compiled_patch_hits();
+        stop
+    }
+
+    /// Adds the hits that compiled patches counted to the patch table,
+    /// where everyone reads them.
+    fn count_compiled_patch_hits(&mut self) {
+        let patches = &mut self.raw.patches;
+        self.blocks.jit.drain_patch_hits(|index, hits| {
+            if let Some(p) = patches.get_mut(index) {
+                p.hits += hits;
+                p.traps_avoided += hits;
+            }
+        });
+    }
+
+    fn run_loop(&mut self, max_icount: u64, host: &mut dyn HostInput, console: &mut dyn Console) -> StopReason {
         // Port and MMIO accesses are events only while someone listens.
         match (&self.events.0, &self.platform.io_log) {
             (Some(_), None) => self.platform.io_log = Some(Vec::new()),

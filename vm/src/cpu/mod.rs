@@ -136,6 +136,12 @@ pub enum RingView {
     Compressed { virtual_flags: u32 },
 }
 
+impl RingView {
+    /// The offset of `Compressed`'s `virtual_flags` in a `RingView`: the
+    /// fields of a `repr(C, u32)` enum's variant follow its 4-byte tag.
+    pub const VIRTUAL_FLAGS: usize = 4;
+}
+
 /// A processor: architectural state plus the structures that only cache it.
 #[derive(Clone, Debug)]
 pub struct Cpu {

@@ -19,7 +19,7 @@
 
 use iced_x86::{FlowControl, Instruction};
 
-use super::jit::{self, Code, Env, Exit, Insn, Jit, Shape};
+use super::jit::{self, Code, Env, Exit, FlagSite, Insn, Jit, Shape};
 use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
@@ -61,8 +61,23 @@ pub enum SiteKind {
     Trap,
     /// A software interrupt: goes through the monitor's IDT to the monitor.
     SoftInt(u8),
-    /// Run the patch with this index instead.
-    Patch(u32),
+    /// Run the patch with this index instead. `leaks_view_flags`: an
+    /// injected bug (a PUSHF patch that pushes the ring-1 flags), which the
+    /// compiled form of the patch must carry too.
+    Patch {
+        index: u32,
+        leaks_view_flags: bool,
+    },
+}
+
+impl SiteKind {
+    /// Whether a translation made for a block with this site serves one
+    /// with `other` there: plain sites and patches may be host code, the
+    /// rest always steps.
+    fn compiled_alike(self, other: SiteKind) -> bool {
+        let steps = |s: SiteKind| matches!(s, SiteKind::Trap | SiteKind::SoftInt(_));
+        self == other || (steps(self) && steps(other))
+    }
 }
 
 /// What the raw engine supplies to blocks that run in a ring view: the
@@ -155,7 +170,7 @@ impl CachedInst {
     /// puts the view back). A compact form changes none by construction.
     #[inline(always)]
     fn may_change_modes<const RAW: bool>(&self) -> bool {
-        self.changes_modes && (matches!(self.op, Op::Generic) || (RAW && matches!(self.site, SiteKind::Patch(_))))
+        self.changes_modes && (matches!(self.op, Op::Generic) || (RAW && matches!(self.site, SiteKind::Patch { .. })))
     }
 }
 
@@ -505,11 +520,12 @@ impl BlockCache {
         platform.mem.watch_code(key.phys, block.extent());
         self.by_page.entry(key.phys >> 12).or_default().push(key);
         // What the translation depends on is which instructions are plain
-        // sites (in a raw view; a true-view block's are all plain).
+        // sites and which patches it runs (in a raw view; a true-view
+        // block's are all plain).
         let mut same_host_code = true;
         for ci in &mut block.insts {
             let site = annotate(platform, key.phys.wrapping_add(ci.offset), &ci.inst);
-            same_host_code &= (site == SiteKind::Plain) == (ci.site == SiteKind::Plain);
+            same_host_code &= site.compiled_alike(ci.site);
             ci.site = site;
         }
         // Links from before may point at translations of blocks that are
@@ -711,6 +727,20 @@ impl BlockCache {
                 plain: !raw || ci.site == SiteKind::Plain,
                 ip: ci.ip,
                 next_ip: ci.next_ip,
+                flag_op: jit::FlagOp::of(&ci.inst).and_then(|op| match ci.site {
+                    SiteKind::Plain if key.view == view_code(RingView::True) => Some((op, FlagSite::True)),
+                    SiteKind::Patch {
+                        index,
+                        leaks_view_flags,
+                    } => Some((
+                        op,
+                        FlagSite::Patch {
+                            index,
+                            leaks_view_flags,
+                        },
+                    )),
+                    _ => None,
+                }),
             })
             .collect();
         let first = block.insts[0].ip;
@@ -991,7 +1021,7 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             SiteKind::Plain => None,
             SiteKind::Trap => return Some(Exit(ExitReason::Marked)),
             SiteKind::SoftInt(v) => return Some(Exit(ExitReason::SoftwareInterrupt(v))),
-            SiteKind::Patch(index) => match self
+            SiteKind::Patch { index, .. } => match self
                 .hooks
                 .as_deref_mut()
                 .and_then(|h| h.run_patch(cpu, platform, index))
@@ -1195,8 +1225,10 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // runs only while its block is cached.
     let run = unsafe { ctx.run_of(slot, cpu) };
     let ci = &run.block.insts[i];
-    // Host code before this instruction left EIP where the block began.
+    // Host code before this instruction left EIP where the block began, and
+    // may have cleared IF (a compiled CLI).
     cpu.state.eip = ci.ip;
+    run.if_before = cpu.virtual_if();
     let system_flags = |cpu: &Cpu| (cpu.state.eflags & SYSTEM_FLAGS, cpu.ring_view);
     let flags_before = system_flags(cpu);
     let mut may_change_modes = ci.may_change_modes::<RAW>();

@@ -42,10 +42,10 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, Insn, JumpSlot, MemEnv, Shape, END, JUMP_SLOTS, LEAVE};
+use super::{Env, FlagOp, FlagSite, Insn, JumpSlot, MemEnv, Shape, END, JUMP_SLOTS, LEAVE};
 use crate::cpu::mmu::tlb_layout;
-use crate::cpu::state::{flags, offsets, SegReg};
-use crate::cpu::Cpu;
+use crate::cpu::state::{cr0, flags, offsets, SegReg};
+use crate::cpu::{Cpu, RingView};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
@@ -59,6 +59,21 @@ const EFLAGS: i32 = (STATE + offsets::EFLAGS) as i32;
 const EIP: i32 = (STATE + offsets::EIP) as i32;
 const CS_LIMIT: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_LIMIT) as i32;
 const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
+const CR0: i32 = (STATE + offsets::CR0) as i32;
+const CS_SELECTOR: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_SELECTOR) as i32;
+/// The guest's IF and IOPL in the compressed view.
+const VIRTUAL_FLAGS: i32 = (offset_of!(Cpu, ring_view) + RingView::VIRTUAL_FLAGS) as i32;
+const ENV_PATCH_HITS: i32 = offset_of!(Env, patch_hits) as i32;
+const ENV_PATCH_HITS_WAITING: i32 = offset_of!(Env, patch_hits_waiting) as i32;
+/// What POPF writes at CPL 0 outside V86 mode (`Cpu::write_eflags`), less
+/// IF and IOPL, which a compiled POPF never changes (nor, in the
+/// compressed view, are they the guest's in `CpuState`).
+const POPF_MERGES: u32 = flags::WRITABLE & !(flags::VM | flags::VIF | flags::VIP | flags::RF | flags::IF | flags::IOPL);
+/// The system flags a POPF may change (the block engine's `SYSTEM_FLAGS`
+/// that it can write): a POPF that would change one is left to the step.
+const POPF_MODES: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::AC;
+/// Patch indexes a translation's counter addressing reaches.
+const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
@@ -1114,6 +1129,167 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
+    /// CLI, STI, PUSHFD or POPFD at instruction `index` (see [`FlagOp`]):
+    /// inline where it changes no mode, else (and for any fault, any stack
+    /// the inline path refuses) the step. A patch's inline way counts a hit.
+    fn flag_op(&mut self, index: usize, op: FlagOp, site: FlagSite) {
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        // The host flags are free for the checks; PUSHFD and POPFD need the
+        // status flags in `CpuState` with the rest.
+        self.park_flags();
+        if matches!(op, FlagOp::Pushfd | FlagOp::Popfd) {
+            self.store_flags();
+        }
+        let entry = self.here();
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        let virtual_if = matches!(site, FlagSite::Patch { .. });
+        let mut miss = None;
+        match (op, virtual_if) {
+            // The guest is ring 0: nothing faults.
+            (FlagOp::Cli, true) => {
+                let unchanged = self.ops.new_dynamic_label();
+                asm!(self.ops
+                    ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                    ; jz =>unchanged
+                    ; and DWORD [r15 + VIRTUAL_FLAGS], !flags::IF as i32
+                    // IF going off needs nothing here, but the block engine
+                    // chooses the engine anew: no chained entry.
+                    ; mov QWORD [r14 + ENV_STOP], 0
+                    ;=>unchanged
+                );
+            }
+            (FlagOp::Sti, true) => asm!(self.ops
+                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                ; jz =>slow
+            ),
+            (FlagOp::Cli | FlagOp::Sti, false) => {
+                // #GP unless CPL <= IOPL; real and V86 modes to the step.
+                asm!(self.ops
+                    ; mov eax, DWORD [r15 + EFLAGS]
+                    ; test eax, flags::VM as i32
+                    ; jnz =>slow
+                    ; test DWORD [r15 + CR0], cr0::PE as i32
+                    ; jz =>slow
+                    ; movzx ecx, WORD [r15 + CS_SELECTOR]
+                    ; and ecx, 3
+                    ; mov edx, eax
+                    ; shr edx, 12
+                    ; and edx, 3
+                    ; cmp ecx, edx
+                    ; ja =>slow
+                    ; test eax, flags::IF as i32
+                );
+                if op == FlagOp::Sti {
+                    // Setting IF starts a shadow: the step.
+                    asm!(self.ops; jz =>slow);
+                } else {
+                    asm!(self.ops
+                        ; jz =>done
+                        ; and eax, !flags::IF as i32
+                        ; mov DWORD [r15 + EFLAGS], eax
+                        ; mov QWORD [r14 + ENV_STOP], 0
+                    );
+                }
+            }
+            (FlagOp::Pushfd, _) => {
+                if !virtual_if {
+                    // V86 mode may fault.
+                    asm!(self.ops
+                        ; test DWORD [r15 + EFLAGS], flags::VM as i32
+                        ; jnz =>slow
+                    );
+                }
+                miss = Some(self.stack_access(true, slow));
+                asm!(self.ops; mov eax, DWORD [r15 + EFLAGS]);
+                if let FlagSite::Patch {
+                    leaks_view_flags: false,
+                    ..
+                } = site
+                {
+                    asm!(self.ops
+                        ; and eax, !(flags::IF | flags::IOPL) as i32
+                        ; or eax, DWORD [r15 + VIRTUAL_FLAGS]
+                    );
+                }
+                // The image has VM and RF clear.
+                asm!(self.ops
+                    ; and eax, !(flags::VM | flags::RF) as i32
+                    ; mov DWORD [r8], eax
+                );
+                self.set_esp_from_ecx();
+            }
+            (FlagOp::Popfd, _) => {
+                if !virtual_if {
+                    asm!(self.ops
+                        ; test DWORD [r15 + EFLAGS], flags::VM as i32
+                        ; jnz =>slow
+                    );
+                }
+                miss = Some(self.stack_access(false, slow));
+                asm!(self.ops
+                    ; mov r9d, DWORD [r8]
+                    ; mov eax, DWORD [r15 + EFLAGS]
+                    ; mov edx, eax
+                );
+                if virtual_if {
+                    asm!(self.ops
+                        ; and edx, !(flags::IF | flags::IOPL) as i32
+                        ; or edx, DWORD [r15 + VIRTUAL_FLAGS]
+                    );
+                }
+                asm!(self.ops
+                    ; xor edx, r9d
+                    ; test edx, POPF_MODES as i32
+                    ; jnz =>slow
+                    ; and r9d, POPF_MERGES as i32
+                    ; and eax, !POPF_MERGES as i32
+                    ; or eax, r9d
+                    ; or eax, flags::FIXED1 as i32
+                    ; mov DWORD [r15 + EFLAGS], eax
+                    ; lea ecx, [rcx + 4]
+                );
+                self.set_esp_from_ecx();
+            }
+        }
+        if let FlagSite::Patch { index, .. } = site {
+            asm!(self.ops
+                ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
+                ; add QWORD [rax + (index * 8) as i32], 1
+                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
+            );
+        }
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>done);
+        // After POPFD only `CpuState` has the arithmetic flags, whichever
+        // way ran; the others leave them where they were.
+        let flags_after = if op == FlagOp::Popfd {
+            Flags {
+                in_host: false,
+                parked: false,
+                dirty: false,
+                clear_af: false,
+            }
+        } else {
+            entry.flags
+        };
+        self.cold(move |e| {
+            if let Some(miss) = miss {
+                e.slot_missed(miss, None, retry, slow);
+            }
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step(index);
+            e.uncount_after_step(entry.pending);
+            asm!(e.ops; jmp =>done);
+        });
+        self.resume(entry);
+        self.flags = flags_after;
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// CALL rel32 at the end of a block: the target checked against the CS
     /// limit before anything is pushed, as the reference does.
     fn call(&mut self, index: usize, insn: &Insn, target: u32) {
@@ -1687,6 +1863,19 @@ pub struct Assembled {
 
 /// Calls `use_reg(index, high_byte)` for each guest register operand of
 /// `op`, compiled as host code, addresses and the stack pointer included.
+/// The flag instruction `insn` is compiled as, if any.
+fn flag_op_of(insn: &Insn) -> Option<(FlagOp, FlagSite)> {
+    insn.flag_op.filter(|(_, site)| match *site {
+        FlagSite::True => true,
+        FlagSite::Patch { index, .. } => index < MAX_COMPILED_PATCH,
+    })
+}
+
+/// Whether `insn` runs as host code (when its inline way is taken).
+fn runs_as_host(insn: &Insn) -> bool {
+    (insn.plain && is_native(&insn.op)) || flag_op_of(insn).is_some()
+}
+
 fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
     let mut gpr = |g: Gpr, size: u8| use_reg(g.index(), g.is_high_byte(size));
     match *op {
@@ -1762,12 +1951,14 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
     let mut high = [false; 8];
     let mut steps = 0;
     for insn in insns {
-        if insn.plain && is_native(&insn.op) {
+        if flag_op_of(insn).is_some_and(|(op, _)| matches!(op, FlagOp::Pushfd | FlagOp::Popfd)) {
+            uses[4] += 1;
+        } else if runs_as_host(insn) {
             registers_of(&insn.op, &mut |r, is_high| {
                 uses[usize::from(r & 7)] += 1;
                 high[usize::from(r & 7)] |= is_high;
             });
-        } else {
+        } else if flag_op_of(insn).is_none() {
             steps += 1;
         }
     }
@@ -1791,10 +1982,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let insns = shape.insns;
     // Worth it only when host code outweighs the steps: a step from a
     // translation costs more than the interpreter's own.
-    let host = insns.iter().filter(|i| i.plain && is_native(&i.op)).count();
+    let host = insns.iter().filter(|i| runs_as_host(i)).count();
     let useful = insns
         .iter()
-        .filter(|i| i.plain && is_native(&i.op) && !matches!(i.op, Op::Nop))
+        .filter(|i| runs_as_host(i) && !matches!(i.op, Op::Nop))
         .count();
     if useful == 0 || insns.len() - host > host {
         return None;
@@ -1804,7 +1995,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     // A block with no step that branches to its own start loops here while
     // the icount budget lasts and no slow memory access stepped: nothing
     // but the icount changes what the block engine checks between runs.
-    let pure = insns.iter().all(|i| i.plain && is_native(&i.op));
+    let pure = insns.iter().all(runs_as_host);
     let loops_on_itself = pure
         && insns
             .last()
@@ -1881,6 +2072,13 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
+        if let Some((op, site)) = flag_op_of(insn) {
+            e.flag_op(i, op, site);
+            if last {
+                e.exit_to(insn.next_ip);
+            }
+            continue;
+        }
         if !(insn.plain && is_native(&insn.op)) {
             if last {
                 e.step_to_end(i);

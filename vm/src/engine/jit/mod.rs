@@ -86,6 +86,10 @@ pub struct Env {
     /// The table of blocks' chain entries that RET and JMP/CALL through a
     /// register look their target up in ([`JUMP_SLOTS`] slots).
     pub jumps: *const JumpSlot,
+    /// Hits of compiled patches, by patch index ([`Jit::drain_patch_hits`]),
+    /// and whether any was counted since the last drain.
+    pub patch_hits: *mut u64,
+    pub patch_hits_waiting: u64,
     pub mem: MemEnv,
 }
 
@@ -339,10 +343,50 @@ impl MemEnv {
 pub struct Insn {
     pub op: Op,
     /// It may run as host code: a plain site (the raw engine's marked sites
-    /// and patches go through the step).
+    /// and patches go through the step, but for `flag_op`'s).
     pub plain: bool,
     pub ip: u32,
     pub next_ip: u32,
+    /// A flag instruction compiled where it runs on the guest's true EFLAGS.
+    pub flag_op: Option<(FlagOp, FlagSite)>,
+}
+
+/// CLI, STI, PUSHFD and POPFD (SDM Vol. 2A, 2B), which the compiler runs as
+/// host code where they change no mode: CLI whatever it does (IF going off
+/// needs nothing), STI when IF is already set, PUSHFD always, POPFD when it
+/// changes no system flag. The step runs the rest, and every fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagOp {
+    Cli,
+    Sti,
+    Pushfd,
+    Popfd,
+}
+
+impl FlagOp {
+    pub fn of(inst: &iced_x86::Instruction) -> Option<FlagOp> {
+        use iced_x86::Code as C;
+        Some(match inst.code() {
+            C::Cli => FlagOp::Cli,
+            C::Sti => FlagOp::Sti,
+            C::Pushfd => FlagOp::Pushfd,
+            C::Popfd => FlagOp::Popfd,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a [`FlagOp`] runs, which says where the guest's IF and IOPL are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagSite {
+    /// A plain instruction in the true view: `CpuState::eflags` is the
+    /// guest's, and CPL, IOPL and V86 mode decide what it may do.
+    True,
+    /// The raw engine's patch `index` in the compressed view: the guest is
+    /// ring 0, its IF and IOPL are the view's virtual flags. Its hits are
+    /// counted. `leaks_view_flags`: the injected PUSHF bug, which pushes
+    /// the ring-1 flags.
+    Patch { index: u32, leaks_view_flags: bool },
 }
 
 /// A block to translate.
@@ -449,6 +493,9 @@ pub struct Jit {
     /// The guest EIP whose translations are written out for reading
     /// (`RINGBACK_DUMP_EIP`, hexadecimal; see [`dump_translation`]).
     dump_eip: Option<u32>,
+    /// The counters `env.patch_hits` points at: one per patch index that
+    /// a translation runs, grown when one is compiled.
+    patch_hits: Vec<u64>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -543,11 +590,29 @@ impl Jit {
                 platform: std::ptr::null_mut(),
                 ctx: std::ptr::null_mut(),
                 jumps: jumps.as_ptr(),
+                patch_hits: std::ptr::null_mut(),
+                patch_hits_waiting: 0,
                 mem: MemEnv::empty(),
             }),
             jumps,
             perf_map: open_perf_map(),
             dump_eip: dump_eip(),
+            patch_hits: Vec::new(),
+        }
+    }
+
+    /// Hands over the hits compiled patches counted since the last call
+    /// (`f(index, hits)` for each patch that had any) and starts them again
+    /// from zero.
+    pub fn drain_patch_hits(&mut self, mut f: impl FnMut(u32, u64)) {
+        if self.env.patch_hits_waiting == 0 {
+            return;
+        }
+        self.env.patch_hits_waiting = 0;
+        for (index, hits) in self.patch_hits.iter_mut().enumerate() {
+            if *hits != 0 {
+                f(index as u32, std::mem::take(hits));
+            }
         }
     }
 
@@ -636,6 +701,17 @@ impl Jit {
         #[cfg(target_arch = "x86_64")]
         {
             let started = std::time::Instant::now();
+            // The counters of the patches it runs exist before it does.
+            let most = shape.insns.iter().filter_map(|i| match i.flag_op {
+                Some((_, FlagSite::Patch { index, .. })) => Some(index as usize),
+                _ => None,
+            });
+            if let Some(most) = most.max() {
+                if most >= self.patch_hits.len() {
+                    self.patch_hits.resize(most + 1, 0);
+                    self.env.patch_hits = self.patch_hits.as_mut_ptr();
+                }
+            }
             let mut addr = self.cache.next_address()?;
             let mut out = emit::assemble(shape, addr)?;
             if !self.cache.fits(out.bytes.len()) {

@@ -947,3 +947,141 @@ fn a_step_that_leaves_after_a_privilege_change_drops_the_old_view_of_memory() {
         m.cpu.tlb.flush_all();
     });
 }
+
+/// A flag instruction, or an integer one: CLI, STI, PUSHFD into a register,
+/// POPFD of a random image (status flags, DF, IF, IOPL, NT, AC, ID; never
+/// TF or VM), POPFD of the flags with some of those toggled, or PUSHFD
+/// and POPFD unchanged.
+fn flag_instruction(rng: &mut Rng) -> Vec<u8> {
+    let status = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
+    let images = status | flags::DF | flags::IF | flags::IOPL | flags::NT | flags::AC | flags::ID;
+    let image = rng.next() as u32 & images;
+    match rng.below(8) {
+        0 => vec![0xFA],
+        1 => vec![0xFB],
+        2 => vec![0x9C, 0x58 | dst_reg(rng)],
+        3 => {
+            let mut v = vec![0x68];
+            v.extend(image.to_le_bytes());
+            v.push(0x9D);
+            v
+        }
+        // pushfd; xor dword [esp], image; popfd
+        4 => {
+            let toggle = if rng.below(2) == 0 { image & status } else { image };
+            let mut v = vec![0x9C, 0x81, 0x34, 0x24];
+            v.extend(toggle.to_le_bytes());
+            v.push(0x9D);
+            v
+        }
+        5 => vec![0x9C, 0x9D],
+        _ => instruction(rng),
+    }
+}
+
+// CLI, STI, PUSHFD and POPFD compiled where they change no mode (in the
+// true view, and as the raw engine's patches in the compressed one), on
+// random programs that mix them with integer code, starting with IF set or
+// clear and stopped at limits swept over the run: the same state and RAM
+// as the reference, and the same patch hits as the interpreter counts.
+#[test]
+fn flag_instructions_run_as_on_the_reference() {
+    let mut rng = Rng(0x4A17_C0DE_0000_00F1);
+    let mut compiled_hits = 0;
+    for program_no in 0..300 {
+        let mut body = Vec::new();
+        for _ in 0..1 + rng.below(16) {
+            body.extend(flag_instruction(&mut rng));
+        }
+        // dec ebp; jnz top (rel32); cli; hlt
+        body.push(0x4D);
+        let back = -(body.len() as i32 + 6);
+        body.extend([0x0F, 0x85]);
+        body.extend(back.to_le_bytes());
+        body.extend([0xFA, 0xF4]);
+        let seed = rng.next() | 1;
+        let if_set = rng.below(2) == 0;
+        let go = |engine, jit, limit| {
+            let mut m = machine(&body, &mut Rng(seed), engine, jit);
+            handle_vector(&mut m, 0x20);
+            if if_set {
+                m.cpu.state.eflags |= flags::IF;
+            }
+            let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (_, whole) = go(Engine::Emulate, JitConfig::OFF, 100_000);
+        let mut limits = vec![100_000];
+        limits.extend((0..4).map(|_| 1 + rng.below(whole.cpu.icount.max(1))));
+        for engine in [Engine::Blocks, Engine::Raw] {
+            for &limit in &limits {
+                let (want_stop, want) = go(Engine::Emulate, JitConfig::OFF, limit);
+                let (stop, got) = go(engine, JitConfig::EAGER, limit);
+                let what = format!("program {program_no} on {engine:?}, IF {if_set}, limit {limit}: {body:02x?}");
+                assert_eq!(stop, want_stop, "{what}");
+                assert_eq!(got.state(), want.state(), "{what}");
+                assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+                if engine == Engine::Raw {
+                    let (_, interpreted) = go(engine, JitConfig::OFF, limit);
+                    let hits = got.raw.patch_totals();
+                    assert_eq!(hits, interpreted.raw.patch_totals(), "{what}: patch hits");
+                    compiled_hits += hits.hits;
+                }
+            }
+        }
+    }
+    assert!(compiled_hits > 10_000, "patches ran: {compiled_hits} hits");
+}
+
+// A loop of flag instructions that change no mode runs as host code from
+// end to end: with IF clear in the true view (the block engine), and as
+// compiled patches in the raw engine's compressed view, which count their
+// hits as the interpreted patches do.
+#[test]
+fn flag_instructions_that_change_no_mode_run_as_host_code() {
+    // top: cli; pushfd; pop eax; push eax; popfd; inc ebx; dec ebp; jnz top; hlt
+    let code = [0xFA, 0x9C, 0x58, 0x50, 0x9D, 0x43, 0x4D, 0x75, 0xF6, 0xF4];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 17, paging, |_| {});
+        assert!(s.retired > 60_000 && s.stepped < 10, "paging {paging}: {s:?}");
+    }
+    // top: pushfd; pop eax; or eax, 4 (PF); push eax; popfd; sti; inc ebx;
+    //      dec ebp; jnz top; cli; hlt
+    let code = [
+        0x9C, 0x58, 0x83, 0xC8, 0x04, 0x50, 0x9D, 0xFB, 0x43, 0x4D, 0x75, 0xF2, 0xFA, 0xF4,
+    ];
+    let go = |jit| {
+        let mut m = machine(&code, &mut Rng(19), Engine::Raw, jit);
+        handle_vector(&mut m, 0x20);
+        m.cpu.state.eflags |= flags::IF;
+        m.cpu.state.regs[5] = 10_000;
+        let stop = m.run(1_000_000, &mut NoInput::default(), &mut CaptureConsole::default());
+        (stop, m)
+    };
+    let (want_stop, want) = go(JitConfig::OFF);
+    let (stop, got) = go(JitConfig::EAGER);
+    assert_eq!((stop, got.state()), (want_stop, want.state()));
+    let hits = got.raw.patch_totals();
+    assert_eq!(hits, want.raw.patch_totals());
+    assert!(hits.hits >= 29_000, "three patches a round: {hits:?}");
+    let s = got.blocks.jit.stats;
+    assert!(s.retired > 60_000 && s.stepped < 100, "{s:?}");
+}
+
+// Compiled code finds the compressed view's virtual flags where
+// `RingView::VIRTUAL_FLAGS` says.
+#[test]
+fn the_virtual_flags_lie_where_compiled_code_reads_them() {
+    let view = crate::cpu::RingView::Compressed {
+        virtual_flags: 0x1234_5678,
+    };
+    // SAFETY: `view` is a live `repr(C, u32)` value at least 8 bytes long.
+    let word = unsafe {
+        (&view as *const crate::cpu::RingView)
+            .cast::<u8>()
+            .add(crate::cpu::RingView::VIRTUAL_FLAGS)
+            .cast::<u32>()
+            .read_unaligned()
+    };
+    assert_eq!(word, 0x1234_5678);
+}

@@ -503,6 +503,21 @@ impl RawEngine {
         self.enabled(index)
     }
 
+    /// The site of enabled patch `index`, with the injected bug its
+    /// compiled form must carry.
+    fn patch_site(&self, index: u32) -> SiteKind {
+        let pushf = self.patches.get(index).is_some_and(|p| {
+            matches!(
+                p.inst.mnemonic(),
+                iced_x86::Mnemonic::Pushf | iced_x86::Mnemonic::Pushfd
+            )
+        });
+        SiteKind::Patch {
+            index,
+            leaks_view_flags: pushf && self.config.inject.pushf_leak,
+        }
+    }
+
     fn enabled(&self, index: u32) -> bool {
         self.patches.get(index).is_some_and(|p| p.state == PatchState::Enabled)
     }
@@ -575,7 +590,7 @@ impl RawHooks for RawEngine {
         }
         if let Some(index) = self.patches.at(site) {
             return match self.patches.get(index).map(|p| p.state) {
-                Some(PatchState::Enabled) => SiteKind::Patch(index),
+                Some(PatchState::Enabled) => self.patch_site(index),
                 _ if self.scanner.is_marked(site) => SiteKind::Trap,
                 _ => SiteKind::Plain,
             };
@@ -598,7 +613,7 @@ impl RawHooks for RawEngine {
             events,
         );
         if self.enabled(index) {
-            SiteKind::Patch(index)
+            self.patch_site(index)
         } else {
             SiteKind::Trap
         }
