@@ -36,6 +36,11 @@ pub struct InterruptRouter {
 }
 
 impl InterruptRouter {
+    /// Where INTR and the NMI request lie in the router, for compiled code
+    /// that looks whether an interrupt waits (as `intr` and `nmi` do).
+    pub const INTR: usize = std::mem::offset_of!(InterruptRouter, intr);
+    pub const NMI: usize = std::mem::offset_of!(InterruptRouter, lapic) + LocalApic::NMI_PENDING;
+
     pub fn new() -> Self {
         InterruptRouter {
             pic: PicPair::new(),

@@ -125,6 +125,10 @@ fn test(bits: &[u32; 8], vector: u8) -> bool {
 }
 
 impl LocalApic {
+    /// Where the NMI request lies, for compiled code that looks whether an
+    /// interrupt waits.
+    pub const NMI_PENDING: usize = std::mem::offset_of!(LocalApic, nmi_pending);
+
     pub fn new() -> Self {
         LocalApic {
             base: DEFAULT_BASE,

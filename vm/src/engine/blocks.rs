@@ -19,7 +19,7 @@
 
 use iced_x86::{FlowControl, Instruction};
 
-use super::jit::{self, Code, Env, Exit, FlagSite, Insn, Jit, Shape};
+use super::jit::{self, Code, Env, Exit, Insn, Jit, Shape, SystemSite};
 use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
@@ -727,14 +727,14 @@ impl BlockCache {
                 plain: !raw || ci.site == SiteKind::Plain,
                 ip: ci.ip,
                 next_ip: ci.next_ip,
-                flag_op: jit::FlagOp::of(&ci.inst).and_then(|op| match ci.site {
-                    SiteKind::Plain if key.view == view_code(RingView::True) => Some((op, FlagSite::True)),
+                system_op: jit::SystemOp::of(&ci.inst).and_then(|op| match ci.site {
+                    SiteKind::Plain if key.view == view_code(RingView::True) => Some((op, SystemSite::True)),
                     SiteKind::Patch {
                         index,
                         leaks_view_flags,
                     } => Some((
                         op,
-                        FlagSite::Patch {
+                        SystemSite::Patch {
                             index,
                             leaks_view_flags,
                         },
@@ -1277,6 +1277,74 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     }
 }
 
+/// The step of an IN or OUT ([`jit::SystemOp::Port`]) that a translation
+/// calls: where the guest may use the port (a patch runs at the guest's
+/// ring 0; in the true view CPL <= IOPL or real mode) the access goes
+/// straight to the device, with the checks the block engine makes after a
+/// port access; anything else is `translated_step`'s.
+extern "sysv64" fn port_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32, slot: u32, packed: u32) -> u32 {
+    use crate::cpu::state::reg::EDX;
+    // SAFETY: as for `translated_step`, whose contract this call has.
+    let (ctx, cpu, platform) = unsafe {
+        let ctx = &mut *((*env).ctx as *mut StepContext<'_, '_, RAW, H>);
+        let (cpu, platform) = (&mut *ctx.cpu, &mut *ctx.platform);
+        (ctx, cpu, platform)
+    };
+    // SAFETY: as for `translated_step`.
+    let run = unsafe { ctx.run_of(slot, cpu) };
+    let ci = &run.block.insts[index as usize];
+    let patch = match ci.site {
+        SiteKind::Patch { index, .. } if RAW => Some(index),
+        _ => None,
+    };
+    let st = &cpu.state;
+    let allowed = match patch {
+        Some(_) => true,
+        None => cpu.ring_view == RingView::True && (!st.protected_mode() || (!st.v86_mode() && st.cpl() <= st.iopl())),
+    };
+    if !allowed || st.eflags & flags::TF != 0 {
+        return translated_step::<RAW, H>(env, index, slot);
+    }
+    let (input, size, port) = jit::unpack_port(packed);
+    let port = port.map_or((st.regs[EDX] & 0xFFFF) as u16, u16::from);
+    let mask = crate::exec::flags::mask(size);
+    // What the interpreter sets before an instruction, which events name.
+    cpu.state.eip = ci.ip;
+    cpu.start_eip = ci.ip;
+    cpu.state.interrupt_shadow = false;
+    let now = cpu.now();
+    let eax = &mut cpu.state.regs[crate::cpu::state::reg::EAX];
+    if input {
+        let v = platform.io_read(port, size, now);
+        *eax = (*eax & !mask) | (v & mask);
+    } else {
+        platform.io_write(port, size, *eax & mask, now);
+    }
+    cpu.state.eip = ci.next_ip;
+    cpu.icount += 1;
+    if let Some(p) = patch {
+        // SAFETY: as above; the compiler sized the counters for every patch
+        // its translations run.
+        unsafe {
+            *(*env).patch_hits.add(p as usize) += 1;
+            (*env).patch_hits_waiting = 1;
+        }
+    }
+    if platform.attention.logged {
+        run.emit_logged(cpu, platform);
+    }
+    ctx.steps += 1;
+    // A port access changes no mode; what it asks of the machine loop (an
+    // interrupt line, output, the A20 gate, a reset) ends the block.
+    if platform.attention != Default::default() || platform.mem.code_written() {
+        ctx.outcome = RawOutcome::Step(StepOutcome::Retired);
+        // SAFETY: as above.
+        unsafe { (*env).mem.modes_may_have_changed() };
+        return jit::LEAVE;
+    }
+    jit::END
+}
+
 /// Runs a block. `RAW` blocks run in a ring view with the raw engine's
 /// annotations: exceptions come back undelivered as exits for the monitor,
 /// marked sites and software interrupts exit before they run, and patches
@@ -1338,6 +1406,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
             };
             let env = jit.env(cpu, platform);
             env.step = translated_step::<RAW, H>;
+            env.port = port_step::<RAW, H>;
             env.stop_icount = if may_chain { stop_icount } else { 0 };
             env.loops = 0;
             env.platform = ctx.platform;
@@ -1652,6 +1721,77 @@ mod tests {
             assert_eq!(compiled_end, end);
             assert_eq!(switches(&compiled), switches(&interpreted), "{jit:?}");
             assert_eq!(compiled, interpreted, "{jit:?}");
+        }
+    }
+
+    // IN and OUT that a translation sends straight to the device log the
+    // same port events, at the same icount and EIP, as the interpreter's:
+    // patched in the compressed view (IF set) and plain in the true view
+    // (IF clear), through an immediate port and through DX.
+    #[test]
+    fn compiled_port_accesses_log_what_interpreted_ones_log() {
+        use crate::engine::jit::JitConfig;
+        use crate::events::{Event, EventLog, EventRecord};
+        use std::sync::{Arc, Mutex};
+        let code = [
+            0x88, 0xC8, // loop: mov al, cl
+            0xE6, 0x80, // out 80h, al
+            0xE4, 0x21, // in al, 21h
+            0x01, 0xC3, // add ebx, eax
+            0x66, 0xBA, 0x80, 0x00, // mov dx, 80h
+            0x66, 0xEF, // out dx, ax
+            0xED, // in eax, dx
+            0x01, 0xC3, // add ebx, eax
+            0x49, // dec ecx
+            0x75, 0xEC, // jnz loop
+            0xFA, // cli
+            0xF4, // hlt
+        ];
+        for if_set in [true, false] {
+            let events = |jit: JitConfig| -> (Vec<EventRecord>, _) {
+                let mut m = machine(&code, Engine::Raw);
+                if if_set {
+                    m.cpu.state.eflags |= flags::IF;
+                }
+                m.cpu.state.regs[1] = 300;
+                // Every line masked: the machine has no IDT.
+                use crate::bus::Bus;
+                m.platform.io_write(0x21, 1, 0xFF, 0);
+                m.platform.io_write(0xA1, 1, 0xFF, 0);
+                m.platform.route_all();
+                m.platform.attention = Default::default();
+                m.blocks.jit.config = jit;
+                let log = Arc::new(Mutex::new(EventLog::default()));
+                m.events.0 = Some(Box::new(log.clone()));
+                let stop = m.run(50_000, &mut NoInput::default(), &mut CaptureConsole::default());
+                m.events.flush();
+                let records = log.lock().expect("log").records.clone();
+                let hits = m.raw.patch_totals();
+                (records, (stop, m.state(), hits, m.blocks.jit.stats.retired))
+            };
+            let (interpreted, (stop, state, hits, _)) = events(JitConfig::OFF);
+            let ports = |records: &[EventRecord]| {
+                records
+                    .iter()
+                    .filter(|r| matches!(r.event, Event::Io { mmio: false, .. }))
+                    .count()
+            };
+            assert!(
+                ports(&interpreted) >= 1_000,
+                "IF {if_set}: {} {stop:?}",
+                ports(&interpreted)
+            );
+            assert_eq!(hits.hits > 0, if_set, "patches only in the compressed view: {hits:?}");
+            for jit in [JitConfig::EAGER, JitConfig::default()] {
+                let (compiled, (c_stop, c_state, c_hits, retired)) = events(jit);
+                assert_eq!(
+                    (c_stop, c_state, c_hits),
+                    (stop.clone(), state.clone(), hits),
+                    "IF {if_set}, {jit:?}"
+                );
+                assert_eq!(compiled, interpreted, "IF {if_set}, {jit:?}");
+                assert!(retired > 1_000, "translations ran: {retired}");
+            }
         }
     }
 

@@ -42,7 +42,7 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, FlagOp, FlagSite, Insn, JumpSlot, MemEnv, Shape, END, JUMP_SLOTS, LEAVE};
+use super::{Env, Insn, JumpSlot, MemEnv, Shape, SystemOp, SystemSite, END, JUMP_SLOTS, LEAVE};
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{cr0, flags, offsets, SegReg};
 use crate::cpu::{Cpu, RingView};
@@ -50,6 +50,8 @@ use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
 use crate::exec::{Gpr, MemRef};
+use crate::irq::InterruptRouter;
+use crate::platform::Platform;
 
 /// The arithmetic flags the host computes for the guest.
 const STATUS: u32 = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
@@ -63,6 +65,9 @@ const CR0: i32 = (STATE + offsets::CR0) as i32;
 const CS_SELECTOR: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_SELECTOR) as i32;
 /// The guest's IF and IOPL in the compressed view.
 const VIRTUAL_FLAGS: i32 = (offset_of!(Cpu, ring_view) + RingView::VIRTUAL_FLAGS) as i32;
+const ENV_PLATFORM: i32 = offset_of!(Env, platform) as i32;
+const PLATFORM_INTR: i32 = (offset_of!(Platform, irq) + InterruptRouter::INTR) as i32;
+const PLATFORM_NMI: i32 = (offset_of!(Platform, irq) + InterruptRouter::NMI) as i32;
 const ENV_PATCH_HITS: i32 = offset_of!(Env, patch_hits) as i32;
 const ENV_PATCH_HITS_WAITING: i32 = offset_of!(Env, patch_hits_waiting) as i32;
 /// What POPF writes at CPL 0 outside V86 mode (`Cpu::write_eflags`), less
@@ -75,6 +80,7 @@ const POPF_MODES: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags:
 /// Patch indexes a translation's counter addressing reaches.
 const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
+const ENV_PORT: i32 = offset_of!(Env, port) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
@@ -726,14 +732,23 @@ impl Emitter {
     }
 
     fn call_step(&mut self, index: usize) {
+        self.call_helper(index, ENV_STEP, None);
+    }
+
+    /// Calls the step at `helper` (an offset in `Env`) for instruction
+    /// `index`, with `arg` as its fourth argument; leaves when it says so.
+    fn call_helper(&mut self, index: usize, helper: i32, arg: Option<u32>) {
         self.sync();
         let leave = self.leave;
         let slot = self.slot as i32;
+        if let Some(arg) = arg {
+            asm!(self.ops; mov ecx, arg as i32);
+        }
         asm!(self.ops
             ; mov rdi, r14
             ; mov esi, index as i32
             ; mov edx, slot
-            ; call QWORD [r14 + ENV_STEP]
+            ; call QWORD [r14 + helper]
             ; test eax, eax
             ; jnz =>leave
         );
@@ -1129,26 +1144,26 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
-    /// CLI, STI, PUSHFD or POPFD at instruction `index` (see [`FlagOp`]):
+    /// CLI, STI, PUSHFD or POPFD at instruction `index` (see [`SystemOp`]):
     /// inline where it changes no mode, else (and for any fault, any stack
     /// the inline path refuses) the step. A patch's inline way counts a hit.
-    fn flag_op(&mut self, index: usize, op: FlagOp, site: FlagSite) {
+    fn system_op(&mut self, index: usize, op: SystemOp, site: SystemSite, last: bool) {
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         // The host flags are free for the checks; PUSHFD and POPFD need the
         // status flags in `CpuState` with the rest.
         self.park_flags();
-        if matches!(op, FlagOp::Pushfd | FlagOp::Popfd) {
+        if matches!(op, SystemOp::Pushfd | SystemOp::Popfd) {
             self.store_flags();
         }
         let entry = self.here();
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
-        let virtual_if = matches!(site, FlagSite::Patch { .. });
+        let virtual_if = matches!(site, SystemSite::Patch { .. });
         let mut miss = None;
         match (op, virtual_if) {
             // The guest is ring 0: nothing faults.
-            (FlagOp::Cli, true) => {
+            (SystemOp::Cli, true) => {
                 let unchanged = self.ops.new_dynamic_label();
                 asm!(self.ops
                     ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
@@ -1160,11 +1175,26 @@ impl Emitter {
                     ;=>unchanged
                 );
             }
-            (FlagOp::Sti, true) => asm!(self.ops
-                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
-                ; jz =>slow
-            ),
-            (FlagOp::Cli | FlagOp::Sti, false) => {
+            (SystemOp::Sti, true) => {
+                // Setting IF starts a shadow over the next instruction. With
+                // no interrupt waiting, and the next instruction in this
+                // block (which fits before the deadline), nothing can arrive
+                // before the shadow ends: as the block engine, it is dropped.
+                // The view stays compressed.
+                let set = self.ops.new_dynamic_label();
+                asm!(self.ops
+                    ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                    ; jnz =>set
+                );
+                if last {
+                    asm!(self.ops; jmp =>slow);
+                } else {
+                    self.jump_if_interrupt_waits(slow);
+                    asm!(self.ops; or DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32);
+                }
+                asm!(self.ops; =>set);
+            }
+            (SystemOp::Cli | SystemOp::Sti, false) => {
                 // #GP unless CPL <= IOPL; real and V86 modes to the step.
                 asm!(self.ops
                     ; mov eax, DWORD [r15 + EFLAGS]
@@ -1181,7 +1211,7 @@ impl Emitter {
                     ; ja =>slow
                     ; test eax, flags::IF as i32
                 );
-                if op == FlagOp::Sti {
+                if op == SystemOp::Sti {
                     // Setting IF starts a shadow: the step.
                     asm!(self.ops; jz =>slow);
                 } else {
@@ -1193,7 +1223,7 @@ impl Emitter {
                     );
                 }
             }
-            (FlagOp::Pushfd, _) => {
+            (SystemOp::Pushfd, _) => {
                 if !virtual_if {
                     // V86 mode may fault.
                     asm!(self.ops
@@ -1203,7 +1233,7 @@ impl Emitter {
                 }
                 miss = Some(self.stack_access(true, slow));
                 asm!(self.ops; mov eax, DWORD [r15 + EFLAGS]);
-                if let FlagSite::Patch {
+                if let SystemSite::Patch {
                     leaks_view_flags: false,
                     ..
                 } = site
@@ -1220,7 +1250,8 @@ impl Emitter {
                 );
                 self.set_esp_from_ecx();
             }
-            (FlagOp::Popfd, _) => {
+            (SystemOp::Port { .. }, _) => unreachable!("IN and OUT call their step"),
+            (SystemOp::Popfd, _) => {
                 if !virtual_if {
                     asm!(self.ops
                         ; test DWORD [r15 + EFLAGS], flags::VM as i32
@@ -1239,10 +1270,39 @@ impl Emitter {
                         ; or edx, DWORD [r15 + VIRTUAL_FLAGS]
                     );
                 }
+                if virtual_if {
+                    // IF may change: going off needs nothing (but the
+                    // engine chosen anew, as after CLI), coming on needs no
+                    // interrupt waiting, which would be taken right after.
+                    let same_if = self.ops.new_dynamic_label();
+                    let going_off = self.ops.new_dynamic_label();
+                    let toggle = self.ops.new_dynamic_label();
+                    asm!(self.ops
+                        ; xor edx, r9d
+                        ; test edx, (POPF_MODES & !flags::IF) as i32
+                        ; jnz =>slow
+                        ; test edx, flags::IF as i32
+                        ; jz =>same_if
+                        ; test r9d, flags::IF as i32
+                        ; jz =>going_off
+                    );
+                    self.jump_if_interrupt_waits(slow);
+                    asm!(self.ops
+                        ; jmp =>toggle
+                        ;=>going_off
+                        ; mov QWORD [r14 + ENV_STOP], 0
+                        ;=>toggle
+                        ; xor DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                        ;=>same_if
+                    );
+                } else {
+                    asm!(self.ops
+                        ; xor edx, r9d
+                        ; test edx, POPF_MODES as i32
+                        ; jnz =>slow
+                    );
+                }
                 asm!(self.ops
-                    ; xor edx, r9d
-                    ; test edx, POPF_MODES as i32
-                    ; jnz =>slow
                     ; and r9d, POPF_MERGES as i32
                     ; and eax, !POPF_MERGES as i32
                     ; or eax, r9d
@@ -1253,7 +1313,7 @@ impl Emitter {
                 self.set_esp_from_ecx();
             }
         }
-        if let FlagSite::Patch { index, .. } = site {
+        if let SystemSite::Patch { index, .. } = site {
             asm!(self.ops
                 ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
                 ; add QWORD [rax + (index * 8) as i32], 1
@@ -1264,7 +1324,7 @@ impl Emitter {
         asm!(self.ops; =>done);
         // After POPFD only `CpuState` has the arithmetic flags, whichever
         // way ran; the others leave them where they were.
-        let flags_after = if op == FlagOp::Popfd {
+        let flags_after = if op == SystemOp::Popfd {
             Flags {
                 in_host: false,
                 parked: false,
@@ -1288,6 +1348,20 @@ impl Emitter {
         self.flags = flags_after;
         self.pending += 1;
         self.dirty = inline_dirty;
+    }
+
+    /// Jumps to `to` when an interrupt or an NMI waits for the CPU (what
+    /// the block engine's `none_pending` looks at). Inside a translation
+    /// neither can come without a step or a deadline ending it first.
+    /// Clobbers the host flags and RDX.
+    fn jump_if_interrupt_waits(&mut self, to: DynamicLabel) {
+        asm!(self.ops
+            ; mov rdx, QWORD [r14 + ENV_PLATFORM]
+            ; cmp BYTE [rdx + PLATFORM_INTR], 0
+            ; jne =>to
+            ; cmp BYTE [rdx + PLATFORM_NMI], 0
+            ; jne =>to
+        );
     }
 
     /// CALL rel32 at the end of a block: the target checked against the CS
@@ -1864,16 +1938,16 @@ pub struct Assembled {
 /// Calls `use_reg(index, high_byte)` for each guest register operand of
 /// `op`, compiled as host code, addresses and the stack pointer included.
 /// The flag instruction `insn` is compiled as, if any.
-fn flag_op_of(insn: &Insn) -> Option<(FlagOp, FlagSite)> {
-    insn.flag_op.filter(|(_, site)| match *site {
-        FlagSite::True => true,
-        FlagSite::Patch { index, .. } => index < MAX_COMPILED_PATCH,
+fn system_op_of(insn: &Insn) -> Option<(SystemOp, SystemSite)> {
+    insn.system_op.filter(|(_, site)| match *site {
+        SystemSite::True => true,
+        SystemSite::Patch { index, .. } => index < MAX_COMPILED_PATCH,
     })
 }
 
 /// Whether `insn` runs as host code (when its inline way is taken).
 fn runs_as_host(insn: &Insn) -> bool {
-    (insn.plain && is_native(&insn.op)) || flag_op_of(insn).is_some()
+    (insn.plain && is_native(&insn.op)) || system_op_of(insn).is_some()
 }
 
 fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
@@ -1951,15 +2025,15 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
     let mut high = [false; 8];
     let mut steps = 0;
     for insn in insns {
-        if flag_op_of(insn).is_some_and(|(op, _)| matches!(op, FlagOp::Pushfd | FlagOp::Popfd)) {
-            uses[4] += 1;
-        } else if runs_as_host(insn) {
-            registers_of(&insn.op, &mut |r, is_high| {
+        match system_op_of(insn) {
+            Some((SystemOp::Pushfd | SystemOp::Popfd, _)) => uses[4] += 1,
+            Some((SystemOp::Port { .. }, _)) => steps += 1,
+            Some(_) => {}
+            None if runs_as_host(insn) => registers_of(&insn.op, &mut |r, is_high| {
                 uses[usize::from(r & 7)] += 1;
                 high[usize::from(r & 7)] |= is_high;
-            });
-        } else if flag_op_of(insn).is_none() {
-            steps += 1;
+            }),
+            None => steps += 1,
         }
     }
     // A block that loops on itself loads and writes back once per entry,
@@ -2072,8 +2146,17 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
-        if let Some((op, site)) = flag_op_of(insn) {
-            e.flag_op(i, op, site);
+        if let Some((SystemOp::Port { input, size, port }, _)) = system_op_of(insn) {
+            e.call_helper(i, ENV_PORT, Some(super::pack_port(input, size, port)));
+            if last {
+                asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+            } else {
+                e.reload();
+            }
+            continue;
+        }
+        if let Some((op, site)) = system_op_of(insn) {
+            e.system_op(i, op, site, last);
             if last {
                 e.exit_to(insn.next_ip);
             }

@@ -32,6 +32,9 @@ pub const LEAVE: u32 = 1;
 /// boundary after it; [`END`] to go on, [`LEAVE`] to leave the block.
 pub type StepFn = extern "sysv64" fn(env: *mut Env, index: u32, slot: u32) -> u32;
 
+/// See [`Env::port`]: `(env, index, slot, packed operands)`.
+pub type PortFn = extern "sysv64" fn(env: *mut Env, index: u32, slot: u32, packed: u32) -> u32;
+
 /// See [`Env::store`]: `(env, physical address, value, size)`.
 pub type StoreFn = extern "sysv64" fn(env: *mut Env, phys: u32, value: u32, size: u32) -> u32;
 
@@ -63,6 +66,10 @@ extern "sysv64" fn fill_host_slot(cpu: *mut Cpu, env: *mut Env, linear: u32, siz
 #[repr(C)]
 pub struct Env {
     pub step: StepFn,
+    /// The step of an IN or OUT ([`SystemOp::Port`], operands packed by
+    /// [`pack_port`]): straight to the device where the guest may use the
+    /// port, else as `step`.
+    pub port: PortFn,
     /// The icount at which a self-loop or a chained entry must go back to
     /// the block engine: the nearer of the limit and the next deadline, or
     /// 0 once a step ran something the translation cannot vouch for (it may
@@ -343,42 +350,81 @@ impl MemEnv {
 pub struct Insn {
     pub op: Op,
     /// It may run as host code: a plain site (the raw engine's marked sites
-    /// and patches go through the step, but for `flag_op`'s).
+    /// and patches go through the step, but for `system_op`'s).
     pub plain: bool,
     pub ip: u32,
     pub next_ip: u32,
     /// A flag instruction compiled where it runs on the guest's true EFLAGS.
-    pub flag_op: Option<(FlagOp, FlagSite)>,
+    pub system_op: Option<(SystemOp, SystemSite)>,
 }
 
-/// CLI, STI, PUSHFD and POPFD (SDM Vol. 2A, 2B), which the compiler runs as
-/// host code where they change no mode: CLI whatever it does (IF going off
-/// needs nothing), STI when IF is already set, PUSHFD always, POPFD when it
-/// changes no system flag. The step runs the rest, and every fault.
+/// Sensitive instructions the compiler runs without the general step.
+/// CLI, STI, PUSHFD and POPFD (SDM Vol. 2A, 2B) are host code where they
+/// change no mode: CLI whatever it does (IF going off needs nothing), STI
+/// when IF is already set or no interrupt waits, PUSHFD always, POPFD when
+/// it changes no system flag but IF. IN and OUT of AL, AX or EAX (SDM Vol.
+/// 2A, 2B) call [`Env::port`], which goes straight to the device. The step
+/// runs the rest, and every fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlagOp {
+pub enum SystemOp {
     Cli,
     Sti,
     Pushfd,
     Popfd,
+    /// `port`: the immediate port, `None` for DX.
+    Port {
+        input: bool,
+        size: u8,
+        port: Option<u8>,
+    },
 }
 
-impl FlagOp {
-    pub fn of(inst: &iced_x86::Instruction) -> Option<FlagOp> {
+impl SystemOp {
+    pub fn of(inst: &iced_x86::Instruction) -> Option<SystemOp> {
         use iced_x86::Code as C;
+        let port = |input, size, imm: bool| SystemOp::Port {
+            input,
+            size,
+            port: imm.then(|| inst.immediate8()),
+        };
         Some(match inst.code() {
-            C::Cli => FlagOp::Cli,
-            C::Sti => FlagOp::Sti,
-            C::Pushfd => FlagOp::Pushfd,
-            C::Popfd => FlagOp::Popfd,
+            C::Cli => SystemOp::Cli,
+            C::Sti => SystemOp::Sti,
+            C::Pushfd => SystemOp::Pushfd,
+            C::Popfd => SystemOp::Popfd,
+            C::In_AL_imm8 => port(true, 1, true),
+            C::In_AX_imm8 => port(true, 2, true),
+            C::In_EAX_imm8 => port(true, 4, true),
+            C::In_AL_DX => port(true, 1, false),
+            C::In_AX_DX => port(true, 2, false),
+            C::In_EAX_DX => port(true, 4, false),
+            C::Out_imm8_AL => port(false, 1, true),
+            C::Out_imm8_AX => port(false, 2, true),
+            C::Out_imm8_EAX => port(false, 4, true),
+            C::Out_DX_AL => port(false, 1, false),
+            C::Out_DX_AX => port(false, 2, false),
+            C::Out_DX_EAX => port(false, 4, false),
             _ => return None,
         })
     }
 }
 
-/// Where a [`FlagOp`] runs, which says where the guest's IF and IOPL are.
+/// An IN or OUT as [`Env::port`] takes it: the port in bits 0-7 (bit 8 set:
+/// DX instead), the size in bits 9-11, bit 12 set for IN.
+pub fn pack_port(input: bool, size: u8, port: Option<u8>) -> u32 {
+    let at = port.map_or(1 << 8, u32::from);
+    at | (u32::from(size) << 9) | (u32::from(input) << 12)
+}
+
+/// [`pack_port`] undone: `(input, size, port)`, `None` for DX.
+pub fn unpack_port(packed: u32) -> (bool, u8, Option<u8>) {
+    let port = (packed & (1 << 8) == 0).then_some(packed as u8);
+    (packed & (1 << 12) != 0, ((packed >> 9) & 7) as u8, port)
+}
+
+/// Where a [`SystemOp`] runs, which says where the guest's IF and IOPL are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FlagSite {
+pub enum SystemSite {
     /// A plain instruction in the true view: `CpuState::eflags` is the
     /// guest's, and CPL, IOPL and V86 mode decide what it may do.
     True,
@@ -550,6 +596,10 @@ extern "sysv64" fn no_step(_: *mut Env, _: u32, _: u32) -> u32 {
     LEAVE
 }
 
+extern "sysv64" fn no_port(_: *mut Env, _: u32, _: u32, _: u32) -> u32 {
+    LEAVE
+}
+
 impl Default for Jit {
     fn default() -> Self {
         Jit::new(JitConfig::default())
@@ -583,6 +633,7 @@ impl Jit {
             stats: JitStats::default(),
             env: Box::new(Env {
                 step: no_step,
+                port: no_port,
                 stop_icount: 0,
                 loops: 0,
                 store: store_to_ram,
@@ -702,8 +753,8 @@ impl Jit {
         {
             let started = std::time::Instant::now();
             // The counters of the patches it runs exist before it does.
-            let most = shape.insns.iter().filter_map(|i| match i.flag_op {
-                Some((_, FlagSite::Patch { index, .. })) => Some(index as usize),
+            let most = shape.insns.iter().filter_map(|i| match i.system_op {
+                Some((_, SystemSite::Patch { index, .. })) => Some(index as usize),
                 _ => None,
             });
             if let Some(most) = most.max() {
