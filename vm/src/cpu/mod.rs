@@ -124,7 +124,10 @@ pub const MONITOR_IDT_BASE: u32 = 0xFFC0_1000;
 /// How the executing state relates to the guest's true state: the raw
 /// engine's ring compression (see docs/raw-engine.md). Outside the raw engine
 /// the view is always `True`, and `CpuState` is the guest's state.
+/// `repr(C, u32)`: a tag word, then the variant's fields, so compiled code
+/// finds `virtual_flags` at [`RingView::VIRTUAL_FLAGS`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, u32)]
 pub enum RingView {
     #[default]
     True,

@@ -63,10 +63,13 @@ pub enum SiteKind {
     SoftInt(u8),
     /// Run the patch with this index instead. `leaks_view_flags`: an
     /// injected bug (a PUSHF patch that pushes the ring-1 flags), which the
-    /// compiled form of the patch must carry too.
+    /// compiled form of the patch must carry too. `current`: the patch runs
+    /// the instruction at the site now, which its compiled form is made
+    /// from (with the injected stale-patch bug it may run an older one).
     Patch {
         index: u32,
         leaks_view_flags: bool,
+        current: bool,
     },
 }
 
@@ -732,6 +735,7 @@ impl BlockCache {
                     SiteKind::Patch {
                         index,
                         leaks_view_flags,
+                        current: true,
                     } => Some((
                         op,
                         SystemSite::Patch {
@@ -1226,7 +1230,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     let run = unsafe { ctx.run_of(slot, cpu) };
     let ci = &run.block.insts[i];
     // Host code before this instruction left EIP where the block began, and
-    // may have cleared IF (a compiled CLI).
+    // may have changed IF (compiled CLI, STI or POPFD).
     cpu.state.eip = ci.ip;
     run.if_before = cpu.virtual_if();
     let system_flags = |cpu: &Cpu| (cpu.state.eflags & SYSTEM_FLAGS, cpu.ring_view);

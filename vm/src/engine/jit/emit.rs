@@ -78,7 +78,7 @@ const POPF_MERGES: u32 = flags::WRITABLE & !(flags::VM | flags::VIF | flags::VIP
 /// that it can write): a POPF that would change one is left to the step.
 const POPF_MODES: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::AC;
 /// Patch indexes a translation's counter addressing reaches.
-const MAX_COMPILED_PATCH: u32 = 1 << 24;
+pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_PORT: i32 = offset_of!(Env, port) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
@@ -1935,9 +1935,7 @@ pub struct Assembled {
     pub exits: Vec<(usize, u32)>,
 }
 
-/// Calls `use_reg(index, high_byte)` for each guest register operand of
-/// `op`, compiled as host code, addresses and the stack pointer included.
-/// The flag instruction `insn` is compiled as, if any.
+/// The sensitive instruction `insn` is compiled as, if any.
 fn system_op_of(insn: &Insn) -> Option<(SystemOp, SystemSite)> {
     insn.system_op.filter(|(_, site)| match *site {
         SystemSite::True => true,
@@ -1950,6 +1948,8 @@ fn runs_as_host(insn: &Insn) -> bool {
     (insn.plain && is_native(&insn.op)) || system_op_of(insn).is_some()
 }
 
+/// Calls `use_reg(index, high_byte)` for each guest register operand of
+/// `op`, compiled as host code, addresses and the stack pointer included.
 fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
     let mut gpr = |g: Gpr, size: u8| use_reg(g.index(), g.is_high_byte(size));
     match *op {

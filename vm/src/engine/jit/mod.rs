@@ -354,15 +354,17 @@ pub struct Insn {
     pub plain: bool,
     pub ip: u32,
     pub next_ip: u32,
-    /// A flag instruction compiled where it runs on the guest's true EFLAGS.
+    /// A sensitive instruction compiled without the general step, and
+    /// where it runs.
     pub system_op: Option<(SystemOp, SystemSite)>,
 }
 
 /// Sensitive instructions the compiler runs without the general step.
 /// CLI, STI, PUSHFD and POPFD (SDM Vol. 2A, 2B) are host code where they
 /// change no mode: CLI whatever it does (IF going off needs nothing), STI
-/// when IF is already set or no interrupt waits, PUSHFD always, POPFD when
-/// it changes no system flag but IF. IN and OUT of AL, AX or EAX (SDM Vol.
+/// when IF is already set (or, in the compressed view, when no interrupt
+/// waits), PUSHFD always, POPFD when it changes no system flag (but IF in
+/// the compressed view, coming on only when no interrupt waits). IN and OUT of AL, AX or EAX (SDM Vol.
 /// 2A, 2B) call [`Env::port`], which goes straight to the device. The step
 /// runs the rest, and every fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +384,10 @@ pub enum SystemOp {
 impl SystemOp {
     pub fn of(inst: &iced_x86::Instruction) -> Option<SystemOp> {
         use iced_x86::Code as C;
+        // LOCK makes these #UD: the step raises it.
+        if inst.has_lock_prefix() {
+            return None;
+        }
         let port = |input, size, imm: bool| SystemOp::Port {
             input,
             size,
@@ -754,7 +760,7 @@ impl Jit {
             let started = std::time::Instant::now();
             // The counters of the patches it runs exist before it does.
             let most = shape.insns.iter().filter_map(|i| match i.system_op {
-                Some((_, SystemSite::Patch { index, .. })) => Some(index as usize),
+                Some((_, SystemSite::Patch { index, .. })) if index < emit::MAX_COMPILED_PATCH => Some(index as usize),
                 _ => None,
             });
             if let Some(most) = most.max() {

@@ -1085,3 +1085,35 @@ fn the_virtual_flags_lie_where_compiled_code_reads_them() {
     };
     assert_eq!(word, 0x1234_5678);
 }
+
+// LOCK CLI, LOCK PUSHFD and LOCK IN are #UD on the reference; compiled,
+// they still are (the step raises it): a handler that skips them counts
+// one per round.
+#[test]
+fn locked_sensitive_instructions_raise_invalid_opcode_compiled_too() {
+    for locked in [[0xF0, 0xFA], [0xF0, 0x9C], [0xF0, 0xE4]] {
+        // top: lock ...; nop (the IN's port byte, or padding); dec ebp;
+        // jnz top; hlt. Handler: inc ebx; add dword [esp], 2; iretd.
+        let mut code = vec![0u8; 0x900];
+        code[..7].copy_from_slice(&[locked[0], locked[1], 0x90, 0x4D, 0x75, 0xFA, 0xF4]);
+        code[0x800..0x806].copy_from_slice(&[0x43, 0x83, 0x04, 0x24, 0x02, 0xCF]);
+        let go = |engine, jit| {
+            let mut m = machine(&code, &mut Rng(23), engine, jit);
+            handle_vector(&mut m, 6);
+            m.cpu.state.regs[3] = 0;
+            m.cpu.state.regs[5] = 1_000;
+            let stop = m.run(100_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            (stop, m)
+        };
+        let (want_stop, want) = go(Engine::Emulate, JitConfig::OFF);
+        assert_eq!(want.cpu.state.regs[3], 1_000, "{locked:02x?}: one #UD a round");
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let (stop, got) = go(engine, JitConfig::EAGER);
+            assert_eq!(
+                (stop, got.state()),
+                (want_stop.clone(), want.state()),
+                "{locked:02x?} on {engine:?}"
+            );
+        }
+    }
+}

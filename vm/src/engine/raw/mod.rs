@@ -503,10 +503,11 @@ impl RawEngine {
         self.enabled(index)
     }
 
-    /// The site of enabled patch `index`, with the injected bug its
-    /// compiled form must carry.
-    fn patch_site(&self, index: u32) -> SiteKind {
-        let pushf = self.patches.get(index).is_some_and(|p| {
+    /// The site of enabled patch `index`, where `inst` is now, with the
+    /// injected bug its compiled form must carry.
+    fn patch_site(&self, index: u32, inst: &Instruction) -> SiteKind {
+        let patch = self.patches.get(index);
+        let pushf = patch.is_some_and(|p| {
             matches!(
                 p.inst.mnemonic(),
                 iced_x86::Mnemonic::Pushf | iced_x86::Mnemonic::Pushfd
@@ -515,6 +516,7 @@ impl RawEngine {
         SiteKind::Patch {
             index,
             leaks_view_flags: pushf && self.config.inject.pushf_leak,
+            current: patch.is_some_and(|p| p.inst == *inst),
         }
     }
 
@@ -590,7 +592,7 @@ impl RawHooks for RawEngine {
         }
         if let Some(index) = self.patches.at(site) {
             return match self.patches.get(index).map(|p| p.state) {
-                Some(PatchState::Enabled) => self.patch_site(index),
+                Some(PatchState::Enabled) => self.patch_site(index, inst),
                 _ if self.scanner.is_marked(site) => SiteKind::Trap,
                 _ => SiteKind::Plain,
             };
@@ -613,7 +615,7 @@ impl RawHooks for RawEngine {
             events,
         );
         if self.enabled(index) {
-            self.patch_site(index)
+            self.patch_site(index, inst)
         } else {
             SiteKind::Trap
         }
