@@ -123,6 +123,15 @@ pub trait RawHooks {
     /// Whether the guest is still where the same view applies, so the next
     /// block may run without asking the monitor.
     fn stays_in(&self, cpu: &Cpu, view: RingView) -> bool;
+    /// Whether a translation entered in `view` may go on into others:
+    /// where `stays_in`, and in the compressed view with the guest's IF
+    /// clear too (the monitor chose it for a patch region), where every
+    /// translation it reaches checks that the monitor would choose the
+    /// compressed view for its own block ([`RawHooks::in_patch_region`]).
+    fn chains_in(&self, cpu: &Cpu, view: RingView) -> bool;
+    /// Whether the monitor runs the guest's ring 0 with IF clear in the
+    /// compressed view at `phys`: a patch region holds it.
+    fn in_patch_region(&self, phys: u32, code32: bool) -> bool;
 }
 
 /// Blocks at the guest's true privilege ask nothing of a raw engine.
@@ -139,6 +148,12 @@ impl RawHooks for NoHooks {
         match *self {}
     }
     fn stays_in(&self, _: &Cpu, _: RingView) -> bool {
+        match *self {}
+    }
+    fn chains_in(&self, _: &Cpu, _: RingView) -> bool {
+        match *self {}
+    }
+    fn in_patch_region(&self, _: u32, _: bool) -> bool {
         match *self {}
     }
 }
@@ -195,6 +210,10 @@ struct Block {
     code: Option<Code>,
     /// The compiler declined it: nothing in it would run as host code.
     not_worth: bool,
+    /// Its translation (compressed view) was made while a patch region
+    /// held its start, so it takes chained entries with the guest's IF
+    /// clear.
+    region_chained: bool,
     /// Its physical address (its key's).
     phys: u32,
     /// Its translation's chainable exits, and the block each is linked to.
@@ -534,7 +553,11 @@ impl BlockCache {
         // Links from before may point at translations of blocks that are
         // still dormant.
         block.incoming.clear();
-        let code = block.code.filter(|&c| same_host_code && self.jit.is_current(c));
+        // A translation that took a patch region for granted goes: the
+        // regions were forgotten with the patches.
+        let code = block
+            .code
+            .filter(|&c| same_host_code && !block.region_chained && self.jit.is_current(c));
         match code {
             Some(code) => {
                 for (exit, linked) in &mut block.exits {
@@ -711,9 +734,11 @@ impl BlockCache {
 
     /// Counts an entry of the block in `slot` from the dispatcher, and
     /// compiles it once it has had enough. `raw`: the block runs in a ring
-    /// view, where only plain sites may run as host code.
+    /// view, where only plain sites may run as host code. `in_region`:
+    /// whether a patch region holds the block's start (asked only when it
+    /// is compiled, and only in the compressed view).
     #[inline]
-    fn consider_compiling(&mut self, slot: usize, raw: bool, key: BlockKey) {
+    fn consider_compiling(&mut self, slot: usize, raw: bool, key: BlockKey, in_region: impl FnOnce() -> bool) {
         let block = &mut self.blocks[slot];
         if !self.jit.config.enabled || block.not_worth || block.code.is_some_and(|c| self.jit.is_current(c)) {
             return;
@@ -748,6 +773,8 @@ impl BlockCache {
             })
             .collect();
         let first = block.insts[0].ip;
+        let compressed = key.view == view_code(RingView::Compressed { virtual_flags: 0 });
+        let region = compressed && in_region();
         let shape = Shape {
             insns: &insns,
             extent: if block.contiguous {
@@ -759,6 +786,7 @@ impl BlockCache {
             phys: key.phys,
             chain_last: block.contiguous.then(|| block.end.wrapping_sub(1)),
             mode: jit::jump_mode(key.code32, key.view),
+            needs_virtual_if: compressed && !region,
         };
         let compiled = self.jit.compile(&shape);
         let block = &mut self.blocks[slot];
@@ -768,6 +796,7 @@ impl BlockCache {
             return;
         };
         block.code = Some(code);
+        block.region_chained = region;
         block.exits = exits.into_iter().map(|e| (e, None)).collect();
         self.link_compiled(key, slot);
     }
@@ -864,7 +893,7 @@ impl BlockCache {
             view: 0,
         };
         let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
-        self.consider_compiling(slot, false, key);
+        self.consider_compiling(slot, false, key, || false);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
             return self.step_outside(cpu, platform);
@@ -927,16 +956,16 @@ impl BlockCache {
             let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
-            self.consider_compiling(slot, true, key);
+            self.consider_compiling(slot, true, key, || raw.in_patch_region(phys, key.code32));
             let block = &self.blocks[slot];
             if block.insts.is_empty() {
                 return RawOutcome::Step(cpu.step(platform));
             }
             // The view was chosen for this block's start, but the raw
             // engine may have chosen it for the start alone (guest ring 0
-            // with IF clear inside a patch region): then every next block
-            // is the monitor's to choose, so its translation must not chain.
-            let stays = raw.stays_in(cpu, view);
+            // with IF clear inside a patch region): then the translations
+            // it chains to check that they lie in a region too.
+            let stays = raw.chains_in(cpu, view);
             cpu.enter_view(view);
             let out = run_block::<true, _>(
                 &self.blocks,
@@ -1373,6 +1402,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     use RawOutcome::Step;
     let block = &blocks[slot];
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
+    let if_at_entry = cpu.virtual_if();
     let mut run = BlockRun::<RAW, H> {
         block,
         stop_icount,
@@ -1453,10 +1483,13 @@ fn run_block<const RAW: bool, H: RawHooks>(
         // after what `BlockCache::run` and the outer loop would check first:
         // their conditions, no write to watched code, and the first byte's
         // fetch (CS and the TLB as before, so the same block).
+        // In the compressed view, the guest's IF going off since entry
+        // leaves the choice of the view to the monitor again.
         if cpu.state.eip != ip0
             || run.shadowed
             || platform.mem.code_written()
             || outer_loop_would_act(cpu, platform, stop_icount)
+            || (if_at_entry && !cpu.virtual_if() && matches!(cpu.ring_view, RingView::Compressed { .. }))
         {
             return Step(StepOutcome::Retired);
         }
@@ -1725,6 +1758,60 @@ mod tests {
             assert_eq!(compiled_end, end);
             assert_eq!(switches(&compiled), switches(&interpreted), "{jit:?}");
             assert_eq!(compiled, interpreted, "{jit:?}");
+        }
+    }
+
+    // A loop that turns IF off and on again with patched CLI, STI and POPFD
+    // in the compressed view stays in its translations once its blocks lie
+    // in the patches' regions, with the same events, state and patch hits
+    // as when it is interpreted.
+    #[test]
+    fn a_loop_that_clears_if_in_patch_regions_runs_chained() {
+        use crate::engine::jit::JitConfig;
+        use crate::events::{EventLog, EventRecord};
+        use std::sync::{Arc, Mutex};
+        let code = [
+            0xFA, // loop: cli
+            0x9C, // pushfd
+            0x58, // pop eax
+            0xFB, // sti
+            0x50, // push eax
+            0x9D, // popfd (IF off again)
+            0xFA, // cli
+            0xE6, 0x80, // out 80h, al
+            0xE4, 0x21, // in al, 21h
+            0x01, 0xC3, // add ebx, eax
+            0x49, // dec ecx
+            0x75, 0xF0, // jnz loop
+            0xF4, // hlt
+        ];
+        let events = |jit: JitConfig| -> (Vec<EventRecord>, _, _) {
+            let mut m = machine(&code, Engine::Raw);
+            m.cpu.state.eflags |= flags::IF;
+            m.cpu.state.regs[1] = 2_000;
+            {
+                // Every line masked: the machine has no IDT.
+                use crate::bus::Bus;
+                m.platform.io_write(0x21, 1, 0xFF, 0);
+                m.platform.io_write(0xA1, 1, 0xFF, 0);
+            }
+            m.platform.route_all();
+            m.platform.attention = Default::default();
+            m.blocks.jit.config = jit;
+            let log = Arc::new(Mutex::new(EventLog::default()));
+            m.events.0 = Some(Box::new(log.clone()));
+            let stop = m.run(100_000, &mut NoInput::default(), &mut CaptureConsole::default());
+            m.events.flush();
+            let records = log.lock().expect("log").records.clone();
+            (records, (stop, m.state(), m.raw.patch_totals()), m.blocks.jit.stats)
+        };
+        let (interpreted, end, _) = events(JitConfig::OFF);
+        assert!(end.2.hits > 12_000, "patched: {:?}", end.2);
+        for jit in [JitConfig::EAGER, JitConfig::default()] {
+            let (compiled, compiled_end, stats) = events(jit);
+            assert_eq!(compiled_end, end, "{jit:?}");
+            assert_eq!(compiled, interpreted, "{jit:?}");
+            assert!(stats.entries < 200 && stats.runs_inside > 1_900, "{jit:?}: {stats:?}");
         }
     }
 

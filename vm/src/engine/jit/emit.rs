@@ -251,6 +251,8 @@ struct Emitter {
     lookup: Option<DynamicLabel>,
     /// Code to emit after the block (see [`Emitter::cold`]).
     cold: Vec<ColdCode>,
+    /// See `Shape::needs_virtual_if`.
+    needs_virtual_if: bool,
 }
 
 type ColdCode = Box<dyn FnOnce(&mut Emitter)>;
@@ -1168,10 +1170,10 @@ impl Emitter {
                 asm!(self.ops
                     ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
                     ; jz =>unchanged
+                    // IF going off needs nothing here; a translation the
+                    // monitor would not run with IF clear refuses to be
+                    // chained to (`Shape::needs_virtual_if`).
                     ; and DWORD [r15 + VIRTUAL_FLAGS], !flags::IF as i32
-                    // IF going off needs nothing here, but the block engine
-                    // chooses the engine anew: no chained entry.
-                    ; mov QWORD [r14 + ENV_STOP], 0
                     ;=>unchanged
                 );
             }
@@ -1271,12 +1273,11 @@ impl Emitter {
                     );
                 }
                 if virtual_if {
-                    // IF may change: going off needs nothing (but the
-                    // engine chosen anew, as after CLI), coming on needs no
-                    // interrupt waiting, which would be taken right after.
+                    // IF may change: going off needs nothing (as after
+                    // CLI), coming on needs no interrupt waiting, which
+                    // would be taken right after.
                     let same_if = self.ops.new_dynamic_label();
                     let going_off = self.ops.new_dynamic_label();
-                    let toggle = self.ops.new_dynamic_label();
                     asm!(self.ops
                         ; xor edx, r9d
                         ; test edx, (POPF_MODES & !flags::IF) as i32
@@ -1288,10 +1289,7 @@ impl Emitter {
                     );
                     self.jump_if_interrupt_waits(slow);
                     asm!(self.ops
-                        ; jmp =>toggle
                         ;=>going_off
-                        ; mov QWORD [r14 + ENV_STOP], 0
-                        ;=>toggle
                         ; xor DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
                         ;=>same_if
                     );
@@ -2096,6 +2094,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         mode: shape.mode,
         lookup: None,
         cold: Vec::new(),
+        needs_virtual_if: shape.needs_virtual_if,
     };
     // Six registers saved and eight bytes more keep the stack aligned for
     // the calls.
@@ -2130,6 +2129,14 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             ; ja =>refuse
             ; cmp DWORD [r15 + CS_LIMIT], last as i32
             ; jb =>refuse
+        );
+        if shape.needs_virtual_if {
+            asm!(e.ops
+                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                ; jz =>refuse
+            );
+        }
+        asm!(e.ops
             ; add QWORD [r14 + ENV_LOOPS], 1
             ; jmp =>top
             ;=>refuse
@@ -2322,6 +2329,14 @@ fn branch_taken(
             ; lea rax, [rax + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>out
+        );
+        if e.needs_virtual_if {
+            asm!(e.ops
+                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                ; jz =>out
+            );
+        }
+        asm!(e.ops
             ; add QWORD [r14 + ENV_LOOPS], 1
             ; jmp =>body
             ;=>out

@@ -457,6 +457,11 @@ pub struct Shape<'a> {
     pub chain_last: Option<u32>,
     /// Its [`jump_mode`]: what a dynamic exit's target must have.
     pub mode: u32,
+    /// A compressed-view block the monitor would not choose the compressed
+    /// view for with the guest's IF clear (no patch region holds it): its
+    /// chained entries and self-loops go on only while the virtual IF is
+    /// set.
+    pub needs_virtual_if: bool,
 }
 
 /// When to compile.

@@ -544,11 +544,15 @@ impl RawHooks for RawEngine {
                 events.emit(cpu.icount, pc(cpu), || Event::SelfModifyingWrite { page });
                 self.scanner.forget_page(page);
                 if !self.config.inject.stale_patch {
-                    for (site, phys) in self.patches.invalidate_page(page) {
+                    // Translations on the pages of the regions dropped may
+                    // have been made for a region: they go too.
+                    for (site, phys) in self.patches.invalidate_page(page, forgotten) {
                         events.emit(cpu.icount, site, || Event::PatchRemoved { site, phys });
                     }
                 }
-                forgotten.push(page);
+                if !forgotten.contains(&page) {
+                    forgotten.push(page);
+                }
             }
             self.scanner.rewatch_page(page, mem);
             self.patches.rewatch_page(page, mem);
@@ -666,6 +670,19 @@ impl RawHooks for RawEngine {
                 | (Placement::Ring3, RingView::Ring3)
                 | (Placement::Ring0InterruptsOff, RingView::True)
         )
+    }
+
+    #[inline]
+    fn chains_in(&self, cpu: &Cpu, view: RingView) -> bool {
+        self.stays_in(cpu, view)
+            || matches!(
+                (placement(&cpu.state), view),
+                (Placement::Ring0InterruptsOff, RingView::Compressed { .. })
+            )
+    }
+
+    fn in_patch_region(&self, phys: u32, code32: bool) -> bool {
+        self.patches.in_region((phys, code32))
     }
 }
 

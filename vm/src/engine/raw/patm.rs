@@ -211,7 +211,9 @@ impl PatchTable {
 
     /// Marks the patches on a written page dirty and takes them out of use;
     /// returns the (site, phys) of each patch that was enabled.
-    pub fn invalidate_page(&mut self, page: u32) -> Vec<(u32, u32)> {
+    /// Pages that held sites of the regions dropped go into `region_pages`
+    /// (translations there may have been made for a region).
+    pub fn invalidate_page(&mut self, page: u32, region_pages: &mut Vec<u32>) -> Vec<(u32, u32)> {
         let mut removed = Vec::new();
         for index in self.by_page.remove(&page).unwrap_or_default() {
             let Some(p) = self.patches.get_mut(index as usize) else {
@@ -229,6 +231,9 @@ impl PatchTable {
                     *n -= 1;
                     if *n == 0 {
                         self.in_region.remove(&s);
+                        if !region_pages.contains(&(s.0 >> 12)) {
+                            region_pages.push(s.0 >> 12);
+                        }
                     }
                 }
             }
