@@ -1117,3 +1117,63 @@ fn locked_sensitive_instructions_raise_invalid_opcode_compiled_too() {
         }
     }
 }
+
+/// A loop of REP MOVSD across a page boundary and REPNE SCASB over 600
+/// bytes, for the tests below.
+fn string_loop() -> Vec<u8> {
+    let mut body = vec![0xFC]; // cld
+    body.push(0xBE); // mov esi, DATA + 0xFF4
+    body.extend((DATA + 0xFF4).to_le_bytes());
+    body.push(0xBF); // mov edi, DATA + 0x1FF8
+    body.extend((DATA + 0x1FF8).to_le_bytes());
+    body.push(0xB9); // mov ecx, 40
+    body.extend(40u32.to_le_bytes());
+    body.extend([0xF3, 0xA5]); // rep movsd
+    body.push(0xBF); // mov edi, DATA + 0x2F00
+    body.extend((DATA + 0x2F00).to_le_bytes());
+    body.push(0xB9); // mov ecx, 600
+    body.extend(600u32.to_le_bytes());
+    body.extend([0x31, 0xC0, 0xF2, 0xAE]); // xor eax, eax; repne scasb
+    body.push(0x4D); // dec ebp; jnz top (rel32); hlt
+    let back = -(body.len() as i32 + 6);
+    body.extend([0x0F, 0x85]);
+    body.extend(back.to_le_bytes());
+    body.push(0xF4);
+    body
+}
+
+// A repeated string instruction goes on inside its translation's step from
+// one iteration to the next (a batch ends at a page's end; SCAS is not
+// batched), rather than leaving the block after each.
+#[test]
+fn repeated_string_instructions_run_on_inside_their_step() {
+    let code = string_loop();
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 29, paging, |_| {});
+        assert!(s.retired > 500_000 && s.entries < 100, "paging {paging}: {s:?}");
+    }
+}
+
+// ... and a timer interrupt still lands between the same two iterations
+// as on the reference.
+#[test]
+fn timer_interrupts_land_between_the_same_string_iterations_as_on_the_reference() {
+    let code = string_loop();
+    let mut rng = Rng(0x4A17_C0DE_0000_0051);
+    let mut interrupts = 0;
+    for round in 0..30 {
+        let seed = rng.next() | 1;
+        let period = 7 + rng.below(300) as u32;
+        let limit = 2_000 + rng.below(60_000);
+        let (want_stop, want) = interrupted(&mut Rng(seed), Engine::Emulate, JitConfig::OFF, &code, period, limit);
+        interrupts += want.platform.mem.read(COUNT, 4);
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let (stop, got) = interrupted(&mut Rng(seed), engine, JitConfig::EAGER, &code, period, limit);
+            let what = format!("round {round} on {engine:?}, period {period}, limit {limit}");
+            assert_eq!(stop, want_stop, "{what}");
+            assert_eq!(got.state(), want.state(), "{what}");
+            assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+        }
+    }
+    assert!(interrupts > 300, "the timer interrupted the strings: {interrupts}");
+}
