@@ -1564,6 +1564,38 @@ mod tests {
         m
     }
 
+    /// Runs `code` on the raw engine with `jit`, the guest's IF set when
+    /// `if_set`, ECX = `rounds` and every interrupt line masked (the
+    /// machine has no IDT), for up to `limit` instructions: the events it
+    /// logged, why it stopped and the machine.
+    fn raw_run_logged(
+        code: &[u8],
+        jit: crate::engine::jit::JitConfig,
+        if_set: bool,
+        rounds: u32,
+        limit: u64,
+    ) -> (Vec<crate::events::EventRecord>, crate::machine::StopReason, Machine) {
+        use crate::bus::Bus;
+        use crate::events::EventLog;
+        use std::sync::{Arc, Mutex};
+        let mut m = machine(code, Engine::Raw);
+        if if_set {
+            m.cpu.state.eflags |= flags::IF;
+        }
+        m.cpu.state.regs[1] = rounds;
+        m.platform.io_write(0x21, 1, 0xFF, 0);
+        m.platform.io_write(0xA1, 1, 0xFF, 0);
+        m.platform.route_all();
+        m.platform.attention = Default::default();
+        m.blocks.jit.config = jit;
+        let log = Arc::new(Mutex::new(EventLog::default()));
+        m.events.0 = Some(Box::new(log.clone()));
+        let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+        m.events.flush();
+        let records = log.lock().expect("log").records.clone();
+        (records, stop, m)
+    }
+
     // The fetch check a block skips `refetch` with must see what the
     // reference's fetch sees: a TLB entry for the code page evicted by a data
     // access (the next fetch walks and sets the accessed bit the guest just
@@ -1736,8 +1768,7 @@ mod tests {
     #[test]
     fn a_return_out_of_a_patch_region_goes_back_to_the_monitor() {
         use crate::engine::jit::JitConfig;
-        use crate::events::{Event, EventLog, EventRecord};
-        use std::sync::{Arc, Mutex};
+        use crate::events::{Event, EventRecord};
         let code = [
             0xE8, 0x07, 0x00, 0x00, 0x00, // loop: call f
             0x01, 0xC3, // add ebx, eax
@@ -1754,15 +1785,7 @@ mod tests {
             0xC3, // ret
         ];
         let events = |jit: JitConfig| -> (Vec<EventRecord>, _) {
-            let mut m = machine(&code, Engine::Raw);
-            m.cpu.state.eflags |= flags::IF;
-            m.cpu.state.regs[1] = 40;
-            m.blocks.jit.config = jit;
-            let log = Arc::new(Mutex::new(EventLog::default()));
-            m.events.0 = Some(Box::new(log.clone()));
-            let stop = m.run(5_000, &mut NoInput::default(), &mut CaptureConsole::default());
-            m.events.flush();
-            let records = log.lock().expect("log").records.clone();
+            let (records, stop, m) = raw_run_logged(&code, jit, true, 40, 5_000);
             (records, (stop, m.state()))
         };
         let (interpreted, end) = events(JitConfig::OFF);
@@ -1796,8 +1819,7 @@ mod tests {
     #[test]
     fn a_loop_that_clears_if_in_patch_regions_runs_chained() {
         use crate::engine::jit::JitConfig;
-        use crate::events::{EventLog, EventRecord};
-        use std::sync::{Arc, Mutex};
+        use crate::events::EventRecord;
         let code = [
             0xFA, // loop: cli
             0x9C, // pushfd
@@ -1815,23 +1837,7 @@ mod tests {
             0xF4, // hlt
         ];
         let events = |jit: JitConfig| -> (Vec<EventRecord>, _, _) {
-            let mut m = machine(&code, Engine::Raw);
-            m.cpu.state.eflags |= flags::IF;
-            m.cpu.state.regs[1] = 2_000;
-            {
-                // Every line masked: the machine has no IDT.
-                use crate::bus::Bus;
-                m.platform.io_write(0x21, 1, 0xFF, 0);
-                m.platform.io_write(0xA1, 1, 0xFF, 0);
-            }
-            m.platform.route_all();
-            m.platform.attention = Default::default();
-            m.blocks.jit.config = jit;
-            let log = Arc::new(Mutex::new(EventLog::default()));
-            m.events.0 = Some(Box::new(log.clone()));
-            let stop = m.run(100_000, &mut NoInput::default(), &mut CaptureConsole::default());
-            m.events.flush();
-            let records = log.lock().expect("log").records.clone();
+            let (records, stop, m) = raw_run_logged(&code, jit, true, 2_000, 100_000);
             (records, (stop, m.state(), m.raw.patch_totals()), m.blocks.jit.stats)
         };
         let (interpreted, end, _) = events(JitConfig::OFF);
@@ -1851,8 +1857,7 @@ mod tests {
     #[test]
     fn compiled_port_accesses_log_what_interpreted_ones_log() {
         use crate::engine::jit::JitConfig;
-        use crate::events::{Event, EventLog, EventRecord};
-        use std::sync::{Arc, Mutex};
+        use crate::events::{Event, EventRecord};
         let code = [
             0x88, 0xC8, // loop: mov al, cl
             0xE6, 0x80, // out 80h, al
@@ -1869,23 +1874,7 @@ mod tests {
         ];
         for if_set in [true, false] {
             let events = |jit: JitConfig| -> (Vec<EventRecord>, _) {
-                let mut m = machine(&code, Engine::Raw);
-                if if_set {
-                    m.cpu.state.eflags |= flags::IF;
-                }
-                m.cpu.state.regs[1] = 300;
-                // Every line masked: the machine has no IDT.
-                use crate::bus::Bus;
-                m.platform.io_write(0x21, 1, 0xFF, 0);
-                m.platform.io_write(0xA1, 1, 0xFF, 0);
-                m.platform.route_all();
-                m.platform.attention = Default::default();
-                m.blocks.jit.config = jit;
-                let log = Arc::new(Mutex::new(EventLog::default()));
-                m.events.0 = Some(Box::new(log.clone()));
-                let stop = m.run(50_000, &mut NoInput::default(), &mut CaptureConsole::default());
-                m.events.flush();
-                let records = log.lock().expect("log").records.clone();
+                let (records, stop, m) = raw_run_logged(&code, jit, if_set, 300, 50_000);
                 let hits = m.raw.patch_totals();
                 (records, (stop, m.state(), hits, m.blocks.jit.stats.retired))
             };

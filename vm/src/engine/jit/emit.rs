@@ -1132,18 +1132,36 @@ impl Emitter {
         };
         let inline_dirty = self.dirty;
         asm!(self.ops; =>done);
+        self.cold_step(index, entry, Some(miss), retry, slow, done);
+        // PUSH and POP write no flag.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
+    /// The cold side of instruction `index`, whose inline way may refuse:
+    /// a host slot miss (filled, then tried again from `retry`), and at
+    /// `slow` the step, from the state at `entry`, joining the inline way
+    /// at `done` with the instruction left pending as it leaves it.
+    fn cold_step(
+        &mut self,
+        index: usize,
+        entry: At,
+        miss: Option<SlotMiss>,
+        retry: DynamicLabel,
+        slow: DynamicLabel,
+        done: DynamicLabel,
+    ) {
         self.cold(move |e| {
-            e.slot_missed(miss, None, retry, slow);
+            if let Some(miss) = miss {
+                e.slot_missed(miss, None, retry, slow);
+            }
             asm!(e.ops; =>slow);
             e.resume(entry);
             e.step(index);
             e.uncount_after_step(entry.pending);
             asm!(e.ops; jmp =>done);
         });
-        // PUSH and POP write no flag.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
     }
 
     /// CLI, STI, PUSHFD or POPFD at instruction `index` (see [`SystemOp`]):
@@ -1162,6 +1180,13 @@ impl Emitter {
         let retry = self.ops.new_dynamic_label();
         asm!(self.ops; =>retry);
         let virtual_if = matches!(site, SystemSite::Patch { .. });
+        if matches!(op, SystemOp::Pushfd | SystemOp::Popfd) && !virtual_if {
+            // In V86 mode they may fault.
+            asm!(self.ops
+                ; test DWORD [r15 + EFLAGS], flags::VM as i32
+                ; jnz =>slow
+            );
+        }
         let mut miss = None;
         match (op, virtual_if) {
             // The guest is ring 0: nothing faults.
@@ -1226,13 +1251,6 @@ impl Emitter {
                 }
             }
             (SystemOp::Pushfd, _) => {
-                if !virtual_if {
-                    // V86 mode may fault.
-                    asm!(self.ops
-                        ; test DWORD [r15 + EFLAGS], flags::VM as i32
-                        ; jnz =>slow
-                    );
-                }
                 miss = Some(self.stack_access(true, slow));
                 asm!(self.ops; mov eax, DWORD [r15 + EFLAGS]);
                 if let SystemSite::Patch {
@@ -1254,12 +1272,6 @@ impl Emitter {
             }
             (SystemOp::Port { .. }, _) => unreachable!("IN and OUT call their step"),
             (SystemOp::Popfd, _) => {
-                if !virtual_if {
-                    asm!(self.ops
-                        ; test DWORD [r15 + EFLAGS], flags::VM as i32
-                        ; jnz =>slow
-                    );
-                }
                 miss = Some(self.stack_access(false, slow));
                 asm!(self.ops
                     ; mov r9d, DWORD [r8]
@@ -1332,16 +1344,7 @@ impl Emitter {
         } else {
             entry.flags
         };
-        self.cold(move |e| {
-            if let Some(miss) = miss {
-                e.slot_missed(miss, None, retry, slow);
-            }
-            asm!(e.ops; =>slow);
-            e.resume(entry);
-            e.step(index);
-            e.uncount_after_step(entry.pending);
-            asm!(e.ops; jmp =>done);
-        });
+        self.cold_step(index, entry, miss, retry, slow, done);
         self.resume(entry);
         self.flags = flags_after;
         self.pending += 1;

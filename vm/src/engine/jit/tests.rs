@@ -404,20 +404,28 @@ fn timer_interrupts_land_on_the_same_boundary_as_on_the_reference() {
     for program_no in 0..150 {
         let len = 1 + rng.below(20) as usize;
         let code = program(&mut rng, len);
-        let seed = rng.next() | 1;
-        let period = 7 + rng.below(300) as u32;
-        let limit = 2_000 + rng.below(60_000);
-        let (want_stop, want) = interrupted(&mut Rng(seed), Engine::Emulate, JitConfig::OFF, &code, period, limit);
-        interrupts += want.platform.mem.read(COUNT, 4);
-        for engine in [Engine::Blocks, Engine::Raw] {
-            let (stop, got) = interrupted(&mut Rng(seed), engine, JitConfig::EAGER, &code, period, limit);
-            let what = format!("program {program_no} on {engine:?}, period {period}, limit {limit}: {code:02x?}");
-            assert_eq!(stop, want_stop, "{what}");
-            assert_eq!(got.state(), want.state(), "{what}");
-            assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
-        }
+        interrupts += timer_round_agrees(&mut rng, &code, &format!("program {program_no}: {code:02x?}"));
     }
     assert!(interrupts > 1000, "the timer interrupted the loops: {interrupts}");
+}
+
+/// One run of `code` under the periodic timer (its period and the limit
+/// drawn from `rng`) on the reference and, every block compiled, on both
+/// block engines: the same stop, state and RAM. Returns the interrupts the
+/// reference took.
+fn timer_round_agrees(rng: &mut Rng, code: &[u8], what: &str) -> u32 {
+    let seed = rng.next() | 1;
+    let period = 7 + rng.below(300) as u32;
+    let limit = 2_000 + rng.below(60_000);
+    let (want_stop, want) = interrupted(&mut Rng(seed), Engine::Emulate, JitConfig::OFF, code, period, limit);
+    for engine in [Engine::Blocks, Engine::Raw] {
+        let (stop, got) = interrupted(&mut Rng(seed), engine, JitConfig::EAGER, code, period, limit);
+        let what = format!("{what} on {engine:?}, period {period}, limit {limit}");
+        assert_eq!(stop, want_stop, "{what}");
+        assert_eq!(got.state(), want.state(), "{what}");
+        assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+    }
+    want.platform.mem.read(COUNT, 4)
 }
 
 /// Runs a loop of `code` (EBP 10,000 rounds, ESI at DATA, paging on or off
@@ -1162,18 +1170,7 @@ fn timer_interrupts_land_between_the_same_string_iterations_as_on_the_reference(
     let mut rng = Rng(0x4A17_C0DE_0000_0051);
     let mut interrupts = 0;
     for round in 0..30 {
-        let seed = rng.next() | 1;
-        let period = 7 + rng.below(300) as u32;
-        let limit = 2_000 + rng.below(60_000);
-        let (want_stop, want) = interrupted(&mut Rng(seed), Engine::Emulate, JitConfig::OFF, &code, period, limit);
-        interrupts += want.platform.mem.read(COUNT, 4);
-        for engine in [Engine::Blocks, Engine::Raw] {
-            let (stop, got) = interrupted(&mut Rng(seed), engine, JitConfig::EAGER, &code, period, limit);
-            let what = format!("round {round} on {engine:?}, period {period}, limit {limit}");
-            assert_eq!(stop, want_stop, "{what}");
-            assert_eq!(got.state(), want.state(), "{what}");
-            assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
-        }
+        interrupts += timer_round_agrees(&mut rng, &code, &format!("round {round}"));
     }
     assert!(interrupts > 300, "the timer interrupted the strings: {interrupts}");
 }
