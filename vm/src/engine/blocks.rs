@@ -1113,7 +1113,9 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
         // it: a batch stopped at a page's end, or SCAS, CMPS and LODS, which
         // are not batched) goes on here, a batch and an iteration at a time,
         // while nothing that the checks below leave for is due between its
-        // iterations, rather than leaving the block after each.
+        // iterations, rather than leaving the block after each. Each
+        // iteration starts with the fetch the reference makes.
+        let expected = self.block.phys.wrapping_add(ci.offset);
         while repeated
             && cpu.state.eip == ci.ip
             && cpu.icount < self.stop_icount
@@ -1124,8 +1126,20 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             && !platform.irq.nmi()
             && cpu.state.eflags & flags::TF == 0
         {
+            // With no side effect while the TLB still holds the code page;
+            // else made, and a fault or another mapping stops here, as
+            // between two instructions.
+            if !self.fetch_check(cpu).passes(cpu, ci.offset, expected) {
+                match cpu.refetch(platform, ci.len) {
+                    Ok(p) if p == expected => {}
+                    _ => break,
+                }
+            }
+            // Iterations ran here: the block goes on only if the rest of it
+            // still fits before the deadline (below).
+            batched = true;
             let room = self.stop_icount.saturating_sub(cpu.icount + 1);
-            batched |= crate::exec::string::rep_batch(cpu, platform, &ci.inst, room) > 0;
+            crate::exec::string::rep_batch(cpu, platform, &ci.inst, room);
             let outcome = if RAW {
                 match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
                     Ok(o) => o,

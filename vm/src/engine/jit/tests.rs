@@ -1141,7 +1141,7 @@ fn string_loop() -> Vec<u8> {
     body.extend((DATA + 0x2F00).to_le_bytes());
     body.push(0xB9); // mov ecx, 600
     body.extend(600u32.to_le_bytes());
-    body.extend([0x31, 0xC0, 0xF2, 0xAE]); // xor eax, eax; repne scasb
+    body.extend([0xB0, 0x01, 0xF2, 0xAE]); // mov al, 1; repne scasb (none: all 600)
     body.push(0x4D); // dec ebp; jnz top (rel32); hlt
     let back = -(body.len() as i32 + 6);
     body.extend([0x0F, 0x85]);
@@ -1159,6 +1159,23 @@ fn repeated_string_instructions_run_on_inside_their_step() {
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 29, paging, |_| {});
         assert!(s.retired > 500_000 && s.entries < 100, "paging {paging}: {s:?}");
+    }
+}
+
+// ... and stops where the reference stops, at every instruction limit over
+// two rounds (the iterations that ran in the step count against the
+// deadline of the rest of the block).
+#[test]
+fn repeated_string_instructions_stop_at_every_limit_as_on_the_reference() {
+    let code = string_loop();
+    for limit in 1..1_400 {
+        let (want_stop, want) = run(&code, 31, Engine::Emulate, JitConfig::OFF, limit);
+        for engine in [Engine::Blocks, Engine::Raw] {
+            let (stop, got) = run(&code, 31, engine, JitConfig::EAGER, limit);
+            let what = format!("{engine:?}, limit {limit}");
+            assert_eq!(stop, want_stop, "{what}");
+            assert_eq!(got.state(), want.state(), "{what}");
+        }
     }
 }
 
