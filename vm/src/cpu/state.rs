@@ -29,6 +29,11 @@ pub mod flags {
     pub const STATUS: u32 = CF | PF | AF | ZF | SF | OF;
     /// Bits software can change on an i686 (bit 1 reads as one, the rest as zero).
     pub const WRITABLE: u32 = STATUS | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID;
+    /// The system flags a CLI, STI or POPF may change that matter between
+    /// blocks (the engines compare them).
+    pub const SYSTEM: u32 = IF | TF | IOPL | NT | RF | VM | AC;
+    /// What POPF may write at CPL 0 outside V86 mode (`Cpu::write_eflags`).
+    pub const POPF_WRITABLE: u32 = WRITABLE & !(VM | VIF | VIP | RF);
 }
 
 /// CR0 bits (SDM Vol. 3A, 2.5).

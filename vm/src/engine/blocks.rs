@@ -186,6 +186,22 @@ impl CachedInst {
     /// Whether running it here may change the modes: as a generic step or
     /// as a patch (which runs the instruction on the guest's true state and
     /// puts the view back). A compact form changes none by construction.
+    /// Runs it with its family handler: in a `RAW` block a fault comes
+    /// back undelivered, as the monitor's exit.
+    #[inline(always)]
+    fn execute_generic<const RAW: bool>(
+        &self,
+        cpu: &mut Cpu,
+        platform: &mut Platform,
+    ) -> Result<StepOutcome, RawOutcome> {
+        if RAW {
+            cpu.execute_or_fault_with(platform, &self.inst, self.handler)
+                .map_err(|f| RawOutcome::Exit(ExitReason::Fault(f.vector)))
+        } else {
+            Ok(cpu.execute_with(platform, &self.inst, self.handler))
+        }
+    }
+
     #[inline(always)]
     fn may_change_modes<const RAW: bool>(&self) -> bool {
         self.changes_modes && (matches!(self.op, Op::Generic) || (RAW && matches!(self.site, SiteKind::Patch { .. })))
@@ -1100,11 +1116,10 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
                 }
                 return None;
             }
-            None if RAW => match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
+            None => match ci.execute_generic::<RAW>(cpu, platform) {
                 Ok(o) => o,
-                Err(f) => return Some(Exit(ExitReason::Fault(f.vector))),
+                Err(exit) => return Some(exit),
             },
-            None => cpu.execute_with(platform, &ci.inst, ci.handler),
         };
         if outcome != StepOutcome::Retired {
             return Some(Step(outcome));
@@ -1140,16 +1155,10 @@ impl<const RAW: bool, H: RawHooks> BlockRun<'_, RAW, H> {
             batched = true;
             let room = self.stop_icount.saturating_sub(cpu.icount + 1);
             crate::exec::string::rep_batch(cpu, platform, &ci.inst, room);
-            let outcome = if RAW {
-                match cpu.execute_or_fault_with(platform, &ci.inst, ci.handler) {
-                    Ok(o) => o,
-                    Err(f) => return Some(Exit(ExitReason::Fault(f.vector))),
-                }
-            } else {
-                cpu.execute_with(platform, &ci.inst, ci.handler)
-            };
-            if outcome != StepOutcome::Retired {
-                return Some(Step(outcome));
+            match ci.execute_generic::<RAW>(cpu, platform) {
+                Ok(StepOutcome::Retired) => {}
+                Ok(outcome) => return Some(Step(outcome)),
+                Err(exit) => return Some(exit),
             }
         }
         if platform.attention.logged {
@@ -1273,10 +1282,6 @@ impl<'a, const RAW: bool, H: RawHooks> StepContext<'_, 'a, RAW, H> {
     }
 }
 
-/// EFLAGS' system flags: what a CLI, STI or POPF may change that matters
-/// between blocks.
-const SYSTEM_FLAGS: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::RF | flags::VM | flags::AC;
-
 /// The step a translation calls for an instruction it does not run as host
 /// code: the interpreter's, with the checks at the boundary after it.
 extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, index: u32, slot: u32) -> u32 {
@@ -1303,7 +1308,7 @@ extern "sysv64" fn translated_step<const RAW: bool, H: RawHooks>(env: *mut Env, 
     // may have changed IF (compiled CLI, STI or POPFD).
     cpu.state.eip = ci.ip;
     run.if_before = cpu.virtual_if();
-    let system_flags = |cpu: &Cpu| (cpu.state.eflags & SYSTEM_FLAGS, cpu.ring_view);
+    let system_flags = |cpu: &Cpu| (cpu.state.eflags & flags::SYSTEM, cpu.ring_view);
     let flags_before = system_flags(cpu);
     let mut may_change_modes = ci.may_change_modes::<RAW>();
     let leave = run.execute(i, cpu, platform).or_else(|| {
@@ -1381,18 +1386,21 @@ extern "sysv64" fn port_step<const RAW: bool, H: RawHooks>(env: *mut Env, index:
     }
     let (input, size, port) = jit::unpack_port(packed);
     let port = port.map_or((st.regs[EDX] & 0xFFFF) as u16, u16::from);
-    let mask = crate::exec::flags::mask(size);
+    let data = match size {
+        1 => iced_x86::Register::AL,
+        2 => iced_x86::Register::AX,
+        _ => iced_x86::Register::EAX,
+    };
     // What the interpreter sets before an instruction, which events name.
     cpu.state.eip = ci.ip;
     cpu.start_eip = ci.ip;
     cpu.state.interrupt_shadow = false;
     let now = cpu.now();
-    let eax = &mut cpu.state.regs[crate::cpu::state::reg::EAX];
     if input {
         let v = platform.io_read(port, size, now);
-        *eax = (*eax & !mask) | (v & mask);
+        cpu.write_reg(data, v);
     } else {
-        platform.io_write(port, size, *eax & mask, now);
+        platform.io_write(port, size, cpu.read_reg(data), now);
     }
     cpu.state.eip = ci.next_ip;
     cpu.icount += 1;

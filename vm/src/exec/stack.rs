@@ -144,7 +144,7 @@ impl Cpu {
     pub fn write_eflags(&mut self, v: u32, size: u8) {
         let cpl = self.state.cpl();
         let iopl = self.state.iopl();
-        let mut changeable = fl::WRITABLE & !(fl::VM | fl::VIF | fl::VIP | fl::RF);
+        let mut changeable = fl::POPF_WRITABLE;
         if self.state.protected_mode() && cpl > 0 {
             changeable &= !fl::IOPL;
             if cpl > iopl {

@@ -70,13 +70,14 @@ const PLATFORM_INTR: i32 = (offset_of!(Platform, irq) + InterruptRouter::INTR) a
 const PLATFORM_NMI: i32 = (offset_of!(Platform, irq) + InterruptRouter::NMI) as i32;
 const ENV_PATCH_HITS: i32 = offset_of!(Env, patch_hits) as i32;
 const ENV_PATCH_HITS_WAITING: i32 = offset_of!(Env, patch_hits_waiting) as i32;
-/// What POPF writes at CPL 0 outside V86 mode (`Cpu::write_eflags`), less
-/// IF and IOPL, which a compiled POPF never changes (nor, in the
-/// compressed view, are they the guest's in `CpuState`).
-const POPF_MERGES: u32 = flags::WRITABLE & !(flags::VM | flags::VIF | flags::VIP | flags::RF | flags::IF | flags::IOPL);
-/// The system flags a POPF may change (the block engine's `SYSTEM_FLAGS`
-/// that it can write): a POPF that would change one is left to the step.
-const POPF_MODES: u32 = flags::IF | flags::TF | flags::IOPL | flags::NT | flags::AC;
+/// What POPF writes at CPL 0 outside V86 mode, less IF and IOPL, which a
+/// compiled POPF never changes (nor, in the compressed view, are they the
+/// guest's in `CpuState`).
+const POPF_MERGES: u32 = flags::POPF_WRITABLE & !(flags::IF | flags::IOPL);
+/// The system flags a POPF may change: a POPF that would change one is
+/// left to the step (but IF, in the compressed view).
+const POPF_MODES: u32 = flags::SYSTEM & flags::POPF_WRITABLE;
+const _: () = assert!(POPF_MODES == flags::IF | flags::TF | flags::IOPL | flags::NT | flags::AC);
 /// Patch indexes a translation's counter addressing reaches.
 pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
