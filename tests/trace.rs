@@ -390,6 +390,10 @@ fn golden_traces_replay_and_verify() {
         }
         let trace = Trace::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(trace.indexed, "{}: finished recording", path.display());
+        let events = trace
+            .events(0, u64::MAX)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!events.is_empty(), "{}: events", path.display());
         for engine in [Engine::Raw, Engine::Emulate] {
             let mut r = Replayer::new(
                 &trace,

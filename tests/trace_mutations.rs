@@ -402,18 +402,18 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                 ram.extend(cp.pages);
             }
             FrameKind::Events => {
-                let b: EventBatch = postcard::from_bytes(&f.raw).expect("events");
+                let b = EventBatch::decode(&f.raw, 0).expect("events");
                 let mut c = b.clone();
                 c.events.reverse();
                 if c != b {
-                    lie("events reversed", encode(&c));
+                    lie("events reversed", c.encode());
                 }
                 let mut c = b.clone();
                 c.events.pop();
-                lie("the last event dropped", encode(&c));
+                lie("the last event dropped", c.encode());
                 let mut c = b.clone();
                 c.events.clear();
-                lie("no events", encode(&c));
+                lie("no events", c.encode());
             }
             FrameKind::Inputs => {
                 let b: InputBatch = postcard::from_bytes(&f.raw).expect("inputs");

@@ -26,6 +26,12 @@ pub enum TraceError {
         #[source]
         source: postcard::Error,
     },
+    #[error("trace corrupt at byte {offset}: the events frame does not decode")]
+    Events {
+        offset: u64,
+        #[source]
+        source: crate::event_codec::DecodeError,
+    },
     #[error("trace at byte {offset}: the checkpoint's machine state cannot be restored")]
     State {
         offset: u64,

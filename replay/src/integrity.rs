@@ -96,7 +96,7 @@ impl Trace {
                     c.inputs += b.records.len() as u64;
                 }
                 FrameKind::Events => {
-                    let b: EventBatch = decode(&raw, f.offset, "events")?;
+                    let b = EventBatch::decode(&raw, f.offset)?;
                     check_events(
                         f,
                         &b.events,

@@ -6,6 +6,7 @@
 pub mod bisect;
 pub mod digest;
 pub mod error;
+pub mod event_codec;
 pub mod format;
 pub mod integrity;
 pub mod live;

@@ -140,10 +140,24 @@ pub struct EndInfo {
     pub events: u64,
 }
 
-/// A batch of events, in icount order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A batch of events, in icount order. An event frame's payload is its
+/// compact encoding ([`crate::event_codec`]), not postcard.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EventBatch {
     pub events: Vec<EventRecord>,
+}
+
+impl EventBatch {
+    pub fn encode(&self) -> Vec<u8> {
+        crate::event_codec::encode(&self.events)
+    }
+
+    /// Decodes the payload of the event frame at `offset`.
+    pub fn decode(raw: &[u8], offset: u64) -> crate::error::Result<EventBatch> {
+        crate::event_codec::decode(raw)
+            .map(|events| EventBatch { events })
+            .map_err(|source| crate::error::TraceError::Events { offset, source })
+    }
 }
 
 /// A batch of input records.

@@ -150,6 +150,11 @@ impl Trace {
         decode(&raw, f.offset, name)
     }
 
+    fn decode_events(&self, f: &FrameEntry) -> Result<EventBatch> {
+        let (_, raw) = format::read_frame(&self.bytes, f.offset as usize)?;
+        EventBatch::decode(&raw, f.offset)
+    }
+
     /// The checkpoints' icounts and frames, in order.
     pub fn checkpoint_frames(&self) -> Vec<FrameEntry> {
         self.frames_of(FrameKind::Checkpoint).cloned().collect()
@@ -175,7 +180,7 @@ impl Trace {
 
     /// The events of one batch frame.
     pub fn event_batch(&self, f: &FrameEntry) -> Result<Vec<EventRecord>> {
-        Ok(self.decode_frame::<EventBatch>(f, "events")?.events)
+        Ok(self.decode_events(f)?.events)
     }
 
     /// Events of the batches overlapping `[from, to)`, filtered to that range.
@@ -187,7 +192,7 @@ impl Trace {
             if f.icount >= to || next_start < from {
                 continue;
             }
-            let b: EventBatch = self.decode_frame(f, "events")?;
+            let b = self.decode_events(f)?;
             out.extend(b.events.into_iter().filter(|e| e.icount >= from && e.icount < to));
         }
         Ok(out)
@@ -202,7 +207,7 @@ impl Trace {
             if next_start <= icount {
                 continue;
             }
-            let b: EventBatch = self.decode_frame(f, "events")?;
+            let b = self.decode_events(f)?;
             if let Some(e) = b.events.into_iter().find(|e| e.icount > icount && filter(e)) {
                 return Ok(Some(e));
             }
@@ -217,7 +222,7 @@ impl Trace {
             if f.icount >= icount {
                 continue;
             }
-            let b: EventBatch = self.decode_frame(f, "events")?;
+            let b = self.decode_events(f)?;
             if let Some(e) = b.events.into_iter().rev().find(|e| e.icount < icount && filter(e)) {
                 return Ok(Some(e));
             }

@@ -19,8 +19,9 @@ use vm::machine::{Console, Machine, StopReason};
 
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
+use crate::event_codec;
 use crate::format::{self, FrameKind};
-use crate::model::{Checkpoint, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex};
+use crate::model::{Checkpoint, EndInfo, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex};
 
 /// Default instructions between checkpoints.
 /// Small enough that a step backwards replays at most this many
@@ -38,6 +39,14 @@ const ADAPT_RANGE: u64 = 8;
 const EVENT_BATCH: usize = 8192;
 /// Frames queued for the writer thread before the guest waits for it.
 const QUEUE: usize = 64;
+/// Emptied event batches the writer keeps for the guest's thread to fill
+/// again: a fresh one costs page faults on every one of its pages.
+const SPARE_BATCHES: usize = 4;
+/// Bytes an event batch's buffer starts with: a port access takes about 7.
+const EVENT_BATCH_BYTES: usize = EVENT_BATCH * 8;
+
+/// Event batches' buffers, going back from the writer to the guest's thread.
+type SpareBatches = Arc<Mutex<Vec<Vec<u8>>>>;
 
 enum Job {
     Frame {
@@ -45,11 +54,12 @@ enum Job {
         icount: u64,
         raw: Vec<u8>,
     },
-    /// Events are encoded on the writer thread too: the guest's thread only
-    /// hands the batch over.
+    /// Events, encoded as the guest's thread logged them
+    /// ([`event_codec`]): a few bytes each, where the records
+    /// themselves took 64 and crossed to the writer's core.
     Events {
         icount: u64,
-        batch: EventBatch,
+        encoded: Vec<u8>,
     },
     /// A checkpoint without its digest: the writer hashes the pages it
     /// carries into its own page hashes, computes the digest and encodes
@@ -75,6 +85,7 @@ struct WriterThread {
     index: Vec<FrameEntry>,
     compressed: u64,
     raw: u64,
+    spare: SpareBatches,
 }
 
 /// What the writer reports when it finishes.
@@ -146,9 +157,13 @@ impl WriterThread {
                     self.out.flush()?;
                     let _ = ack.send(());
                 }
-                Job::Events { icount, batch } => {
-                    let raw = postcard::to_allocvec(&batch).map_err(|e| std::io::Error::other(e.to_string()))?;
-                    self.write(FrameKind::Events, icount, &raw)?;
+                Job::Events { icount, encoded } => {
+                    self.write(FrameKind::Events, icount, &encoded)?;
+                    if let Ok(mut spare) = self.spare.lock() {
+                        if spare.len() < SPARE_BATCHES {
+                            spare.push(encoded);
+                        }
+                    }
                 }
                 Job::Checkpoint {
                     icount,
@@ -183,6 +198,7 @@ pub struct TraceWriter {
     thread: Option<JoinHandle<std::io::Result<WriteStats>>>,
     path: String,
     failure: Arc<Mutex<Option<std::io::Error>>>,
+    spare: SpareBatches,
 }
 
 impl TraceWriter {
@@ -197,7 +213,9 @@ impl TraceWriter {
         let (jobs, rx) = sync_channel(QUEUE);
         let failure = Arc::new(Mutex::new(None));
         let thread_failure = failure.clone();
+        let spare = SpareBatches::default();
         let writer = WriterThread {
+            spare: spare.clone(),
             ram: None,
             compressor: format::frame_compressor().map_err(io)?,
             out,
@@ -215,6 +233,7 @@ impl TraceWriter {
             thread: Some(thread),
             path: path.display().to_string(),
             failure,
+            spare,
         })
     }
 
@@ -223,6 +242,7 @@ impl TraceWriter {
             jobs: self.jobs.clone(),
             failure: self.failure.clone(),
             path: self.path.clone().into(),
+            spare: self.spare.clone(),
         }
     }
 
@@ -254,6 +274,7 @@ pub struct FrameSender {
     jobs: SyncSender<Job>,
     failure: Arc<Mutex<Option<std::io::Error>>>,
     path: Arc<str>,
+    spare: SpareBatches,
 }
 
 impl FrameSender {
@@ -274,9 +295,18 @@ impl FrameSender {
             .map_err(|_| self.writer_error())
     }
 
-    fn send_events(&self, icount: u64, batch: EventBatch) -> Result<()> {
+    /// An event batch's buffer the writer is done with, or a new one.
+    fn empty_batch(&self) -> Vec<u8> {
+        self.spare
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_else(|| Vec::with_capacity(EVENT_BATCH_BYTES))
+    }
+
+    fn send_events(&self, icount: u64, encoded: Vec<u8>) -> Result<()> {
         self.jobs
-            .send(Job::Events { icount, batch })
+            .send(Job::Events { icount, encoded })
             .map_err(|_| self.writer_error())
     }
 
@@ -297,29 +327,26 @@ impl FrameSender {
 /// Buffers events and sends them in batches.
 struct EventWriter {
     frames: FrameSender,
-    batch: Vec<EventRecord>,
+    batch: event_codec::Encoder,
     count: Arc<Mutex<u64>>,
     failed: Arc<Mutex<bool>>,
 }
 
 impl EventSink for EventWriter {
     fn event(&mut self, record: EventRecord) {
-        self.batch.push(record);
+        self.batch.push(&record);
         if self.batch.len() >= EVENT_BATCH {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        if self.batch.is_empty() {
+        let Some(icount) = self.batch.first_icount() else {
             return;
-        }
-        let icount = self.batch[0].icount;
-        let n = self.batch.len() as u64;
-        let batch = EventBatch {
-            events: std::mem::replace(&mut self.batch, Vec::with_capacity(EVENT_BATCH)),
         };
-        if self.frames.send_events(icount, batch).is_err() {
+        let n = self.batch.len() as u64;
+        let encoded = self.batch.take_into(self.frames.empty_batch());
+        if self.frames.send_events(icount, encoded).is_err() {
             if let Ok(mut f) = self.failed.lock() {
                 *f = true;
             }
@@ -428,7 +455,7 @@ impl Recorder {
         let failed = Arc::new(Mutex::new(false));
         machine.events = SinkSlot(Some(Box::new(EventWriter {
             frames: frames.clone(),
-            batch: Vec::with_capacity(EVENT_BATCH),
+            batch: event_codec::Encoder::with_capacity(EVENT_BATCH_BYTES),
             count: count.clone(),
             failed: failed.clone(),
         })));
