@@ -230,6 +230,9 @@ struct Block {
     /// held its start, so it takes chained entries with the guest's IF
     /// clear.
     region_chained: bool,
+    /// Segments ([`jit::flat_segments`]) a translation of it was refused
+    /// for taking as flat: the next is compiled without them.
+    flat_refused: u32,
     /// Its physical address (its key's).
     phys: u32,
     /// Its translation's chainable exits, and the block each is linked to.
@@ -754,7 +757,17 @@ impl BlockCache {
     /// whether a patch region holds the block's start (asked only when it
     /// is compiled, and only in the compressed view).
     #[inline]
-    fn consider_compiling(&mut self, slot: usize, raw: bool, key: BlockKey, in_region: impl FnOnce() -> bool) {
+    fn consider_compiling(
+        &mut self,
+        slot: usize,
+        raw: bool,
+        key: BlockKey,
+        cpu: &Cpu,
+        in_region: impl FnOnce() -> bool,
+    ) {
+        if !self.jit.refused.is_empty() {
+            self.drop_refused_translations(cpu);
+        }
         let block = &mut self.blocks[slot];
         if !self.jit.config.enabled || block.not_worth || block.code.is_some_and(|c| self.jit.is_current(c)) {
             return;
@@ -771,6 +784,7 @@ impl BlockCache {
                 plain: !raw || ci.site == SiteKind::Plain,
                 ip: ci.ip,
                 next_ip: ci.next_ip,
+                changes_modes: ci.changes_modes,
                 system_op: jit::SystemOp::of(&ci.inst).and_then(|op| match ci.site {
                     SiteKind::Plain if key.view == view_code(RingView::True) => Some((op, SystemSite::True)),
                     SiteKind::Patch {
@@ -803,6 +817,7 @@ impl BlockCache {
             chain_last: block.contiguous.then(|| block.end.wrapping_sub(1)),
             mode: jit::jump_mode(key.code32, key.view),
             needs_virtual_if: compressed && !region,
+            flat: jit::flat_segments(cpu) & !block.flat_refused,
         };
         let compiled = self.jit.compile(&shape);
         let block = &mut self.blocks[slot];
@@ -815,6 +830,28 @@ impl BlockCache {
         block.region_chained = region;
         block.exits = exits.into_iter().map(|e| (e, None)).collect();
         self.link_compiled(key, slot);
+    }
+
+    /// Drops the translations [`Jit::fits_segments`] refused (a segment
+    /// they took as flat is not): their exits go back to returning, and the
+    /// block is compiled again, without taking those segments as flat.
+    #[cold]
+    fn drop_refused_translations(&mut self, cpu: &Cpu) {
+        let flat = jit::flat_segments(cpu);
+        for slot in std::mem::take(&mut self.jit.refused) {
+            let block = &mut self.blocks[slot as usize];
+            let Some(code) = block.code.take() else {
+                continue;
+            };
+            block.flat_refused |= code.flat & !flat;
+            block.runs = 0;
+            for (exit, linked) in &mut block.exits {
+                if linked.take().is_some() {
+                    self.jit.link(code, *exit, None);
+                }
+            }
+            block.exits.clear();
+        }
     }
 
     /// Runs cached blocks from CS:EIP until `stop_icount` is reached or
@@ -909,7 +946,7 @@ impl BlockCache {
             view: 0,
         };
         let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
-        self.consider_compiling(slot, false, key, || false);
+        self.consider_compiling(slot, false, key, cpu, || false);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
             return self.step_outside(cpu, platform);
@@ -972,7 +1009,7 @@ impl BlockCache {
             let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
-            self.consider_compiling(slot, true, key, || raw.in_patch_region(phys, key.code32));
+            self.consider_compiling(slot, true, key, cpu, || raw.in_patch_region(phys, key.code32));
             let block = &self.blocks[slot];
             if block.insts.is_empty() {
                 return RawOutcome::Step(cpu.step(platform));
@@ -1472,6 +1509,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 && cpu.state.eflags & flags::TF == 0
                 && cpu.icount + n <= stop_icount
                 && run.fetch_check(cpu).cs_ok
+                && jit.fits_segments(c, slot, cpu, platform)
         });
         if let Some(code) = code {
             // Where dynamic exits of other translations find it.
@@ -1487,7 +1525,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 outcome: Step(StepOutcome::Retired),
                 steps: 0,
             };
-            let env = jit.env(cpu, platform);
+            let env = jit.env_as_refreshed();
             env.step = translated_step::<RAW, H>;
             env.port = port_step::<RAW, H>;
             env.stop_icount = if may_chain { stop_icount } else { 0 };

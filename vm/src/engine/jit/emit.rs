@@ -19,7 +19,8 @@
 //! undefined the reference's choice is made explicit (AF after
 //! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through.
 //! Memory operands, the stack and near branches through it take an inline
-//! path (segment window, then the host slot beside the TLB entry) to guest
+//! path (segment window unless the segment is flat, then the host slot
+//! beside the TLB entry) to guest
 //! RAM. Everything else, and every access the inline
 //! path refuses, is a call to the block engine's step for that one
 //! instruction, which runs it as the interpreter does, with every check
@@ -254,6 +255,10 @@ struct Emitter {
     cold: Vec<ColdCode>,
     /// See `Shape::needs_virtual_if`.
     needs_virtual_if: bool,
+    /// The segments the inline memory path takes as flat here
+    /// ([`super::flat_segments`]): those of the shape up to the first step
+    /// that may change a segment.
+    flat: u32,
 }
 
 type ColdCode = Box<dyn FnOnce(&mut Emitter)>;
@@ -933,7 +938,8 @@ impl Emitter {
 
     /// The inline path from an offset in EAX within segment `seg` to the
     /// host address of an access of `size` bytes, in r8: the segment
-    /// window, then the host slot of the linear page (one compare, which
+    /// window (none for a flat segment, whose offset is the linear address),
+    /// then the host slot of the linear page (one compare, which
     /// also fails an access that crosses into the next page). Jumps to
     /// `slow` when the window refuses it, and to the returned labels when
     /// the slot does, for [`Emitter::slot_missed`] to handle. Clobbers the
@@ -953,10 +959,14 @@ impl Emitter {
         let tag = if write { HOST_WRITE_TAG } else { HOST_READ_TAG };
         let last = i32::from(size) - 1;
         let first_miss = miss.careful.unwrap_or(miss.at);
+        if self.flat & super::flat_bit(seg as usize, write) == 0 {
+            asm!(self.ops
+                ; cmp eax, DWORD [r14 + seg_end]
+                ; jae =>slow
+                ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
+            );
+        }
         asm!(self.ops
-            ; cmp eax, DWORD [r14 + seg_end]
-            ; jae =>slow
-            ; add eax, DWORD [r14 + M_SEG_BASE + 4 * seg]
             ; mov r8d, eax
             ; mov edx, eax
             ; shr edx, 12 - HOST_SLOT_SHIFT
@@ -2095,10 +2105,11 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         first_ip,
         page_offset: shape.phys & 0xFFF,
         exits: Vec::new(),
-        mode: shape.mode,
+        mode: shape.mode | shape.flat << 16,
         lookup: None,
         cold: Vec::new(),
         needs_virtual_if: shape.needs_virtual_if,
+        flat: shape.flat,
     };
     // Six registers saved and eight bytes more keep the stack aligned for
     // the calls.
@@ -2198,6 +2209,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 }
             } else {
                 e.step(i);
+                if insn.changes_modes {
+                    // The segments may be others now.
+                    e.flat = 0;
+                }
             }
             continue;
         }

@@ -104,7 +104,9 @@ pub struct Env {
 pub const JUMP_SLOTS: usize = 4096;
 
 /// A slot of that table: a block's EIP, the physical address of its first
-/// byte and its mode ([`jump_mode`]), and its translation's chain entry.
+/// byte and its mode ([`jump_mode`], with the segments its translation
+/// takes as flat from bit 16: a translation jumps only to one that took the
+/// same), and its translation's chain entry.
 /// The generated code checks that EIP, the mode of the translation it
 /// leaves and where the guest's CS and paging put that EIP all match before
 /// it jumps. `repr(C)` for fixed offsets, 32 bytes.
@@ -142,6 +144,40 @@ pub fn jump_slot(eip: u32) -> usize {
     (eip ^ (eip >> 12)) as usize & (JUMP_SLOTS - 1)
 }
 
+/// A segment's window for 4-byte accesses when it is flat: base 0,
+/// limit 4 GiB - 1, expand-up ([`Cpu::fast_window`]).
+const FLAT_END: u32 = 0xFFFF_FFFD;
+
+/// Bit of [`flat_segments`] for reads (writes) through `seg`.
+pub fn flat_bit(seg: usize, write: bool) -> u32 {
+    1 << (seg + if write { 8 } else { 0 })
+}
+
+fn flat_segments_of(base: &[u32; 6], read_end: &[u32; 6], write_end: &[u32; 6]) -> u32 {
+    (0..6).fold(0, |flat, s| {
+        let read = base[s] == 0 && read_end[s] == FLAT_END;
+        let write = base[s] == 0 && write_end[s] == FLAT_END;
+        flat | if read { flat_bit(s, false) } else { 0 } | if write { flat_bit(s, true) } else { 0 }
+    })
+}
+
+/// The segments whose inline path needs neither a limit check nor a base:
+/// reads and writes through a flat segment take any offset whose bytes
+/// stay below 4 GiB, and an access that wraps past it crosses into the
+/// page at 0, which no host slot for its first page matches, so the step
+/// finds its fault. A translation compiled for them (`Code::flat`) runs
+/// only while they stay flat.
+pub fn flat_segments(cpu: &Cpu) -> u32 {
+    use crate::cpu::mmu::Access;
+    use crate::cpu::state::SegReg;
+    let (mut base, mut read_end, mut write_end) = ([0; 6], [0; 6], [0; 6]);
+    for s in SegReg::ALL {
+        (base[s as usize], read_end[s as usize]) = cpu.fast_window(s, Access::Read);
+        write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
+    }
+    flat_segments_of(&base, &read_end, &write_end)
+}
+
 /// Words of what `MemEnv`'s windows are computed from: base, limit and
 /// selector:attributes of each segment register, CR0 and EFLAGS.VM.
 const MODE_WORDS: usize = 20;
@@ -152,6 +188,8 @@ const MODE_WORDS: usize = 20;
 /// instruction or a patch); `repr(C)` for fixed offsets.
 #[repr(C)]
 pub struct MemEnv {
+    /// The segments that are flat as they stand ([`flat_segments`]).
+    pub flat: u32,
     pub seg_base: [u32; 6],
     /// Offsets below these take a 4-byte read (write) inside the segment.
     pub seg_read_end: [u32; 6],
@@ -188,6 +226,7 @@ pub struct MemEnv {
 impl MemEnv {
     fn empty() -> MemEnv {
         MemEnv {
+            flat: 0,
             seg_base: [0; 6],
             seg_read_end: [0; 6],
             seg_write_end: [0; 6],
@@ -329,6 +368,7 @@ impl MemEnv {
             self.seg_read_end[s as usize] = read_end;
             self.seg_write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
         }
+        self.flat = flat_segments_of(&self.seg_base, &self.seg_read_end, &self.seg_write_end);
         self.paging = u32::from(cpu.state.paging());
         self.stack32 = u32::from(cpu.state.stack32());
         let user = cpu.state.cpl() == 3;
@@ -354,6 +394,9 @@ pub struct Insn {
     pub plain: bool,
     pub ip: u32,
     pub next_ip: u32,
+    /// It may change the segments, paging or privilege
+    /// (`exec::leaves_modes_alone` does not list it).
+    pub changes_modes: bool,
     /// A sensitive instruction compiled without the general step, and
     /// where it runs.
     pub system_op: Option<(SystemOp, SystemSite)>,
@@ -462,6 +505,9 @@ pub struct Shape<'a> {
     /// chained entries and self-loops go on only while the virtual IF is
     /// set.
     pub needs_virtual_if: bool,
+    /// The segments it may take as flat ([`flat_segments`]): flat when it
+    /// is compiled, and not refused for it before.
+    pub flat: u32,
 }
 
 /// When to compile.
@@ -502,6 +548,10 @@ pub struct Code {
     generation: u32,
     /// Where other translations may jump in.
     chain_entry: Option<usize>,
+    /// The segments it takes as flat ([`Shape::flat`]): it runs only while
+    /// they are, so it is entered from the block engine only then, and
+    /// from another translation only if that one took them as flat too.
+    pub flat: u32,
 }
 
 /// An exit of a translation that can be linked to the translation of the
@@ -531,6 +581,9 @@ pub struct JitStats {
     /// followed inside translations (self-loops and chained blocks).
     pub entries: u64,
     pub runs_inside: u64,
+    /// Translations not entered because a segment they took as flat no
+    /// longer was (each is made again without it).
+    pub flat_refusals: u64,
 }
 
 /// The compiler and its code cache.
@@ -553,6 +606,9 @@ pub struct Jit {
     /// The counters `env.patch_hits` points at: one per patch index that
     /// a translation runs, grown when one is compiled.
     patch_hits: Vec<u64>,
+    /// The slots of blocks whose translation [`Jit::fits_segments`]
+    /// refused, for the block cache to compile again.
+    pub refused: Vec<u32>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -660,6 +716,7 @@ impl Jit {
             perf_map: open_perf_map(),
             dump_eip: dump_eip(),
             patch_hits: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
@@ -682,6 +739,25 @@ impl Jit {
     /// brought up to date, the rest for the caller to set.
     pub fn env(&mut self, cpu: &mut Cpu, platform: &mut Platform) -> &mut Env {
         self.env.mem.refresh(cpu, platform);
+        &mut self.env
+    }
+
+    /// Whether `code`, the translation of the block in `slot`, may run with
+    /// the segments as they stand (after bringing the memory environment up
+    /// to date): every one it takes as flat is. If not, the slot is noted
+    /// in `refused`.
+    pub fn fits_segments(&mut self, code: Code, slot: usize, cpu: &mut Cpu, platform: &mut Platform) -> bool {
+        self.env.mem.refresh(cpu, platform);
+        let fits = code.flat & !self.env.mem.flat == 0;
+        if !fits {
+            self.stats.flat_refusals += 1;
+            self.refused.push(slot as u32);
+        }
+        fits
+    }
+
+    /// The environment as [`Jit::fits_segments`] just brought it up to date.
+    pub fn env_as_refreshed(&mut self) -> &mut Env {
         &mut self.env
     }
 
@@ -714,7 +790,7 @@ impl Jit {
             self.jumps[jump_slot(eip)] = JumpSlot {
                 eip,
                 phys,
-                mode,
+                mode: mode | code.flat << 16,
                 entry: entry as u64,
                 ..JumpSlot::EMPTY
             };
@@ -724,7 +800,7 @@ impl Jit {
     /// Takes a dropped block out of the jump table.
     pub fn forget(&mut self, eip: u32, phys: u32, mode: u32) {
         let slot = &mut self.jumps[jump_slot(eip)];
-        if slot.eip == eip && slot.phys == phys && slot.mode == mode {
+        if slot.eip == eip && slot.phys == phys && slot.mode & 0xFFFF == mode {
             *slot = JumpSlot::EMPTY;
         }
     }
@@ -816,6 +892,7 @@ impl Jit {
                     addr: at,
                     generation: self.cache.generation(),
                     chain_entry: out.chain_entry.map(|off| at + off),
+                    flat: shape.flat,
                 },
                 exits,
             ))
@@ -831,7 +908,7 @@ impl Jit {
     /// None: back at the return it started with). Both must be current.
     /// Returns whether it was linked.
     pub fn link(&mut self, from: Code, exit: Exit, to: Option<Code>) -> bool {
-        if !self.is_current(from) || to.is_some_and(|c| !self.is_current(c)) {
+        if !self.is_current(from) || to.is_some_and(|c| !self.is_current(c) || c.flat & !from.flat != 0) {
             return false;
         }
         let target = match to {

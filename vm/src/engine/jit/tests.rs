@@ -434,6 +434,14 @@ fn timer_round_agrees(rng: &mut Rng, code: &[u8], what: &str) -> u32 {
 /// stop alike with the same state and RAM, and returns the compiler's
 /// counters.
 fn compiled_against_reference(code: &[u8], seed: u64, paging: bool, setup: impl Fn(&mut Machine)) -> JitStats {
+    compiled_machine_against_reference(code, seed, paging, setup)
+        .blocks
+        .jit
+        .stats
+}
+
+/// [`compiled_against_reference`], returning the machine that ran compiled.
+fn compiled_machine_against_reference(code: &[u8], seed: u64, paging: bool, setup: impl Fn(&mut Machine)) -> Machine {
     let machine_for = |engine, jit| {
         let mut m = machine(code, &mut Rng(seed), engine, jit);
         m.cpu.state.cr0 &= !cr0::PG;
@@ -454,7 +462,7 @@ fn compiled_against_reference(code: &[u8], seed: u64, paging: bool, setup: impl 
         got.platform.mem.ram() == want.platform.mem.ram(),
         "paging {paging}: RAM"
     );
-    got.blocks.jit.stats
+    got
 }
 
 // Loads, stores and read-modify-writes of RAM run inline, with paging on
@@ -549,6 +557,75 @@ fn branches_to_another_page_run_chained_through_the_jump_table() {
         });
         assert!(s.runs_inside > 15_000 && s.entries < 1_000, "paging {paging}: {s:?}");
     }
+}
+
+/// A GDT: null, flat code 0x08, flat data 0x10, and 0x18, data that is
+/// not flat (base 0x1000, limit 0x3FFFF), loaded.
+fn gdt_with_a_segment_that_is_not_flat(m: &mut Machine) {
+    let gdt: [u64; 4] = [0, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0x00C0_9200_1000_003F];
+    for (i, d) in gdt.iter().enumerate() {
+        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+    }
+    m.cpu.state.gdtr.base = GDT;
+    m.cpu.state.gdtr.limit = 4 * 8 - 1;
+}
+
+// A translation compiled while DS was flat (no limit check, no base on its
+// inline path) is not entered once DS is not: the block is compiled again
+// without taking DS as flat. Inside a block, the accesses after a step
+// that loads DS take nothing as flat. Rounds alternate DS between flat and
+// not, with paging on and off.
+#[test]
+fn translations_take_flat_segments_as_flat_only_while_they_are() {
+    // start: mov ecx, 500
+    // loop:  mov eax, [esi]; add [esi+4], eax; dec ecx; jnz loop
+    //        xor dx, 8; mov ds, dx; mov ebx, [esi+8]; add [esi+12], ebx
+    //        dec ebp; jnz start; hlt
+    let code = [
+        0xB9, 0xF4, 0x01, 0x00, 0x00, 0x8B, 0x06, 0x01, 0x46, 0x04, 0x49, 0x75, 0xF8, 0x66, 0x83, 0xF2, 0x08, 0x8E,
+        0xDA, 0x8B, 0x5E, 0x08, 0x01, 0x5E, 0x0C, 0x4D, 0x75, 0xE4, 0xF4,
+    ];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 41, paging, |m| {
+            gdt_with_a_segment_that_is_not_flat(m);
+            // Other words where DS is not flat: a read through the wrong
+            // window shows.
+            for i in 0..4 {
+                m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
+                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x7777_0000 * (i + 1));
+            }
+            m.cpu.state.regs[2] = 0x10;
+            m.cpu.state.regs[5] = 5;
+        });
+        assert!(s.flat_refusals >= 1, "paging {paging}: {s:?}");
+        assert!(s.retired > 2_000 && s.stepped < 100, "paging {paging}: {s:?}");
+    }
+}
+
+// Through a flat segment, a 4-byte read that runs past 4 GiB faults (#GP)
+// at that instruction as on the reference, after the reads before it ran
+// inline from the host slot of the last page (mapped to RAM).
+#[test]
+fn a_read_past_4_gib_through_a_flat_segment_faults_as_on_the_reference() {
+    const TOP_TABLE: u32 = 0x20_0000;
+    // loop: mov eax, [esi]; add ebx, eax; add esi, 2; jmp loop
+    let mut code = vec![0u8; 0x900];
+    code[..9].copy_from_slice(&[0x8B, 0x06, 0x01, 0xC3, 0x83, 0xC6, 0x02, 0xEB, 0xF7]);
+    // The #GP handler: hlt, with IF clear.
+    code[0x800] = 0xF4;
+    let m = compiled_machine_against_reference(&code, 43, true, |m| {
+        handle_vector(m, 13);
+        // The last linear page is the data page.
+        m.platform.mem.write(PAGE_DIR + 4 * 1023, 4, TOP_TABLE | 3);
+        m.platform.mem.write(TOP_TABLE + 4 * 1023, 4, DATA | 3);
+        m.cpu.tlb.flush_all();
+        m.cpu.state.eflags &= !flags::IF;
+        m.cpu.state.regs[6] = 0xFFFF_F000;
+    });
+    // Halted in the handler, the read at 0xFFFF_FFFE the one that faulted.
+    assert_eq!((m.cpu.state.eip, m.cpu.state.regs[6]), (HANDLER + 1, 0xFFFF_FFFE));
+    let s = m.blocks.jit.stats;
+    assert!(s.retired > 2_000 && s.stepped < 10, "{s:?}");
 }
 
 // A step that changes no mode (here BSWAP, which has no host form) does
