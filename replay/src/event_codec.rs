@@ -12,12 +12,15 @@
 //! event := varint icount delta, varint zigzag pc delta, tag, body
 //! tag   := 0x80 | mmio << 6 | write << 5 | size   -> varint addr, varint value (Io, size < 32)
 //!        | 1                                       -> vector byte (Interrupt)
-//!        | 0                                       -> postcard Event (any other)
+//!        | 0                                       -> postcard vm::events::Event (any other)
 //! ```
 //! Deltas are from the previous event (the first icount's from the batch's
 //! first, the first pc's from 0), wrapping, so every batch encodes.
 
 use vm::events::{Event, EventRecord};
+
+/// Events in one batch at most (what the recorder writes).
+pub const MAX_EVENTS: usize = 8192;
 
 const TAG_EVENT: u8 = 0;
 const TAG_INTERRUPT: u8 = 1;
@@ -177,6 +180,8 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("a varint at byte {0} is too long for its field")]
     Overlong(usize),
+    #[error("more than {MAX_EVENTS} events in one batch")]
+    TooMany,
     #[error("unknown event tag {tag:#x} at byte {at}")]
     Tag { tag: u8, at: usize },
     #[error("event at byte {at} does not decode")]
@@ -233,8 +238,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<EventRecord>, DecodeError> {
     }
     let mut icount = c.varint(64)?;
     let mut pc = 0u32;
-    events.reserve(bytes.len() / 8);
     while c.at < bytes.len() {
+        if events.len() == MAX_EVENTS {
+            return Err(DecodeError::TooMany);
+        }
         icount = icount.wrapping_add(c.varint(64)?);
         pc = pc.wrapping_add(unzigzag(c.varint_u32()?) as u32);
         let at = c.at;
@@ -320,6 +327,19 @@ mod tests {
         let events = sample();
         assert_eq!(decode(&encode(&events)).expect("decodes"), events);
         assert_eq!(decode(&encode(&[])).expect("decodes"), Vec::new());
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_the_events_the_recorder_writes() {
+        let event = EventRecord {
+            icount: 1,
+            pc: 2,
+            event: Event::Interrupt { vector: 0x20 },
+        };
+        let full = vec![event.clone(); MAX_EVENTS];
+        assert_eq!(decode(&encode(&full)).expect("decodes").len(), MAX_EVENTS);
+        let over = vec![event; MAX_EVENTS + 1];
+        assert!(matches!(decode(&encode(&over)), Err(DecodeError::TooMany)));
     }
 
     #[test]

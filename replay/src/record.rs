@@ -36,7 +36,7 @@ const ADAPT_MANY_PAGES: usize = 2048;
 const ADAPT_RANGE: u64 = 8;
 
 /// Events per event frame at most.
-const EVENT_BATCH: usize = 8192;
+const EVENT_BATCH: usize = event_codec::MAX_EVENTS;
 /// Frames queued for the writer thread before the guest waits for it.
 const QUEUE: usize = 64;
 /// Emptied event batches the writer keeps for the guest's thread to fill
