@@ -1503,6 +1503,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     let n = block.insts.len() as u64;
     loop {
         *executed += 1;
+        let refused_before = jit.refused.len();
         let code = block.code.filter(|&c| {
             jit.is_current(c)
                 && !run.shadowed
@@ -1511,6 +1512,9 @@ fn run_block<const RAW: bool, H: RawHooks>(
                 && run.fetch_check(cpu).cs_ok
                 && jit.fits_segments(c, slot, cpu, platform)
         });
+        // Refused for a segment no longer flat: the block runs once here,
+        // then the dispatcher compiles it again.
+        let refused = jit.refused.len() != refused_before;
         if let Some(code) = code {
             // Where dynamic exits of other translations find it.
             jit.remember(ip0, block.phys, mode, code);
@@ -1560,7 +1564,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
                     return out;
                 }
             }
-            if jit.config.enabled && block.code.is_none() && !block.not_worth {
+            if refused || (jit.config.enabled && block.code.is_none() && !block.not_worth) {
                 // Not compiled yet: back to the dispatcher, which counts the
                 // entry (a loop is hot).
                 return Step(StepOutcome::Retired);

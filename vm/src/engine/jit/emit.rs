@@ -1084,10 +1084,12 @@ impl Emitter {
     /// cold side.
     fn stack_access(&mut self, write: bool, slow: DynamicLabel) -> SlotMiss {
         self.park_flags();
-        asm!(self.ops
-            ; cmp DWORD [r14 + M_STACK32], 0
-            ; je =>slow
-        );
+        if self.flat & super::STACK32 == 0 {
+            asm!(self.ops
+                ; cmp DWORD [r14 + M_STACK32], 0
+                ; je =>slow
+            );
+        }
         self.load(0, self.reg32(4), 4);
         if write {
             asm!(self.ops; sub eax, 4);

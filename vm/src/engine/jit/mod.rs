@@ -153,15 +153,20 @@ pub fn flat_bit(seg: usize, write: bool) -> u32 {
     1 << (seg + if write { 8 } else { 0 })
 }
 
-fn flat_segments_of(base: &[u32; 6], read_end: &[u32; 6], write_end: &[u32; 6]) -> u32 {
-    (0..6).fold(0, |flat, s| {
+/// Bit of [`flat_segments`] for a 32-bit stack (SS's B bit): the inline
+/// stack accesses need not check for one.
+pub const STACK32: u32 = 1 << 6;
+
+fn flat_segments_of(base: &[u32; 6], read_end: &[u32; 6], write_end: &[u32; 6], stack32: bool) -> u32 {
+    (0..6).fold(if stack32 { STACK32 } else { 0 }, |flat, s| {
         let read = base[s] == 0 && read_end[s] == FLAT_END;
         let write = base[s] == 0 && write_end[s] == FLAT_END;
         flat | if read { flat_bit(s, false) } else { 0 } | if write { flat_bit(s, true) } else { 0 }
     })
 }
 
-/// The segments whose inline path needs neither a limit check nor a base:
+/// The segments whose inline path needs neither a limit check nor a base,
+/// and whether the stack is 32-bit ([`STACK32`]):
 /// reads and writes through a flat segment take any offset whose bytes
 /// stay below 4 GiB, and an access that wraps past it crosses into the
 /// page at 0, which no host slot for its first page matches, so the step
@@ -175,7 +180,7 @@ pub fn flat_segments(cpu: &Cpu) -> u32 {
         (base[s as usize], read_end[s as usize]) = cpu.fast_window(s, Access::Read);
         write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
     }
-    flat_segments_of(&base, &read_end, &write_end)
+    flat_segments_of(&base, &read_end, &write_end, cpu.state.stack32())
 }
 
 /// Words of what `MemEnv`'s windows are computed from: base, limit and
@@ -368,9 +373,14 @@ impl MemEnv {
             self.seg_read_end[s as usize] = read_end;
             self.seg_write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
         }
-        self.flat = flat_segments_of(&self.seg_base, &self.seg_read_end, &self.seg_write_end);
         self.paging = u32::from(cpu.state.paging());
         self.stack32 = u32::from(cpu.state.stack32());
+        self.flat = flat_segments_of(
+            &self.seg_base,
+            &self.seg_read_end,
+            &self.seg_write_end,
+            cpu.state.stack32(),
+        );
         let user = cpu.state.cpl() == 3;
         let wp = cpu.state.cr0 & cr0::WP != 0;
         self.read_permissions = if user { USER } else { 0 };

@@ -571,19 +571,21 @@ fn gdt_with_a_segment_that_is_not_flat(m: &mut Machine) {
 }
 
 // A translation compiled while DS was flat (no limit check, no base on its
-// inline path) is not entered once DS is not: the block is compiled again
-// without taking DS as flat. Inside a block, the accesses after a step
-// that loads DS take nothing as flat. Rounds alternate DS between flat and
+// inline path) is not entered once DS is not, from the block engine or
+// from a translation that does not take DS as flat: the block is compiled
+// again without. Inside a block, the accesses after a step that loads DS
+// take nothing as flat. Rounds alternate DS between flat and
 // not, with paging on and off.
 #[test]
 fn translations_take_flat_segments_as_flat_only_while_they_are() {
     // start: mov ecx, 500
-    // loop:  mov eax, [esi]; add [esi+4], eax; dec ecx; jnz loop
+    // loop:  mov eax, [esi]; jmp next (two blocks, chained)
+    // next:  add [esi+4], eax; dec ecx; jnz loop
     //        xor dx, 8; mov ds, dx; mov ebx, [esi+8]; add [esi+12], ebx
     //        dec ebp; jnz start; hlt
     let code = [
-        0xB9, 0xF4, 0x01, 0x00, 0x00, 0x8B, 0x06, 0x01, 0x46, 0x04, 0x49, 0x75, 0xF8, 0x66, 0x83, 0xF2, 0x08, 0x8E,
-        0xDA, 0x8B, 0x5E, 0x08, 0x01, 0x5E, 0x0C, 0x4D, 0x75, 0xE4, 0xF4,
+        0xB9, 0xF4, 0x01, 0x00, 0x00, 0x8B, 0x06, 0xEB, 0x00, 0x01, 0x46, 0x04, 0x49, 0x75, 0xF6, 0x66, 0x83, 0xF2,
+        0x08, 0x8E, 0xDA, 0x8B, 0x5E, 0x08, 0x01, 0x5E, 0x0C, 0x4D, 0x75, 0xE2, 0xF4,
     ];
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 41, paging, |m| {
@@ -597,8 +599,82 @@ fn translations_take_flat_segments_as_flat_only_while_they_are() {
             m.cpu.state.regs[2] = 0x10;
             m.cpu.state.regs[5] = 5;
         });
-        assert!(s.flat_refusals >= 1, "paging {paging}: {s:?}");
+        // At most once per block.
+        assert!((1..=5).contains(&s.flat_refusals), "paging {paging}: {s:?}");
         assert!(s.retired > 2_000 && s.stepped < 100, "paging {paging}: {s:?}");
+    }
+}
+
+// A translation made while DS was not flat does not chain into one made
+// while it was: that one runs only if DS is flat, which the first does not
+// check. Here the loop's head is compiled in the first round (DS not flat)
+// and its other side in the fourth (flat); in the fifth (not flat) the head
+// runs into it.
+#[test]
+fn a_translation_taking_a_segment_as_flat_is_not_chained_to_from_one_that_does_not() {
+    // mov ds, dx
+    // start: mov ecx, 200
+    // loop:  mov eax, [esi]; cmp ebp, 3; ja skip
+    //        add [esi+4], eax          (from the fourth round on)
+    // skip:  dec ecx; jnz loop
+    //        xor dx, 8; mov ds, dx; mov ebx, [esi+8]; add [esi+12], ebx
+    //        dec ebp; jnz start; hlt
+    let code = [
+        0x8E, 0xDA, 0xB9, 0xC8, 0x00, 0x00, 0x00, 0x8B, 0x06, 0x83, 0xFD, 0x03, 0x77, 0x03, 0x01, 0x46, 0x04, 0x49,
+        0x75, 0xF3, 0x66, 0x83, 0xF2, 0x08, 0x8E, 0xDA, 0x8B, 0x5E, 0x08, 0x01, 0x5E, 0x0C, 0x4D, 0x75, 0xDF, 0xF4,
+    ];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 53, paging, |m| {
+            gdt_with_a_segment_that_is_not_flat(m);
+            for i in 0..4 {
+                m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
+                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x7777_0000 * (i + 1));
+            }
+            m.cpu.state.regs[2] = 0x18;
+            m.cpu.state.regs[5] = 6;
+        });
+        assert!(s.flat_refusals >= 1 && s.runs_inside > 500, "paging {paging}: {s:?}");
+    }
+}
+
+// A translation compiled with a 32-bit stack pushes and pops ESP without
+// checking for one, so it is not entered with a 16-bit stack (SS flat
+// either way): rounds alternate SS between the two.
+#[test]
+fn translations_take_a_32_bit_stack_as_one_only_while_it_is() {
+    // start: mov ecx, 300
+    // loop:  push ecx; pop eax; add ebx, eax; dec ecx; jnz loop
+    //        xor dx, 0x30; mov ss, dx; add ebx, [0xFFFC]; dec ebp; jnz start; hlt
+    // (with ESP at 0x80000, a 16-bit stack's push writes 0xFFFC).
+    let code = [
+        0xB9, 0x2C, 0x01, 0x00, 0x00, 0x51, 0x58, 0x01, 0xC3, 0x49, 0x75, 0xF9, 0x66, 0x83, 0xF2, 0x30, 0x8E, 0xD2,
+        0x03, 0x1D, 0xFC, 0xFF, 0x00, 0x00, 0x4D, 0x75, 0xE5, 0xF4,
+    ];
+    for paging in [false, true] {
+        let m = compiled_machine_against_reference(&code, 47, paging, |m| {
+            // 0x10: flat data, a 32-bit stack; 0x20: flat data, a 16-bit one.
+            let gdt: [u64; 5] = [
+                0,
+                0x00CF_9A00_0000_FFFF,
+                0x00CF_9200_0000_FFFF,
+                0,
+                0x008F_9200_0000_FFFF,
+            ];
+            for (i, d) in gdt.iter().enumerate() {
+                m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+            }
+            m.cpu.state.gdtr.base = GDT;
+            m.cpu.state.gdtr.limit = 5 * 8 - 1;
+            m.cpu.state.regs[2] = 0x10;
+            m.cpu.state.regs[5] = 5;
+        });
+        // Ended on the 16-bit stack: SP wrapped below 0x10000.
+        assert_eq!(m.cpu.state.segs[SegReg::Ss as usize].selector, 0x20);
+        // Refused once per block compiled with a 32-bit stack, not once per
+        // run; a 16-bit stack's pushes and pops are steps.
+        let s = m.blocks.jit.stats;
+        assert!((1..=4).contains(&s.flat_refusals), "paging {paging}: {s:?}");
+        assert!(s.retired > 7_000, "paging {paging}: {s:?}");
     }
 }
 
