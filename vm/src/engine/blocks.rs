@@ -715,7 +715,10 @@ impl BlockCache {
         let (Some(code), Some((e, linked))) = (block.code, block.exits.get_mut(exit)) else {
             return false;
         };
-        if linked.is_some() || target.is_none() || !self.jit.link(code, *e, target) {
+        // An exit that waited may belong to a block since rewritten and
+        // built again under the same key, whose exit of that number leaves
+        // for somewhere else.
+        if linked.is_some() || e.eip != to.eip || target.is_none() || !self.jit.link(code, *e, target) {
             return false;
         }
         *linked = Some(to);
@@ -766,7 +769,7 @@ impl BlockCache {
         in_region: impl FnOnce() -> bool,
     ) {
         if !self.jit.refused.is_empty() {
-            self.drop_refused_translations(cpu);
+            self.drop_refused_translations();
         }
         let block = &mut self.blocks[slot];
         if !self.jit.config.enabled || block.not_worth || block.code.is_some_and(|c| self.jit.is_current(c)) {
@@ -836,14 +839,15 @@ impl BlockCache {
     /// they took as flat is not): their exits go back to returning, and the
     /// block is compiled again, without taking those segments as flat.
     #[cold]
-    fn drop_refused_translations(&mut self, cpu: &Cpu) {
-        let flat = jit::flat_segments(cpu);
-        for slot in std::mem::take(&mut self.jit.refused) {
+    fn drop_refused_translations(&mut self) {
+        for (slot, not_flat) in std::mem::take(&mut self.jit.refused) {
             let block = &mut self.blocks[slot as usize];
             let Some(code) = block.code.take() else {
                 continue;
             };
-            block.flat_refused |= code.flat & !flat;
+            // Those that were not flat then: by now the guest may have made
+            // them flat again.
+            block.flat_refused |= not_flat;
             block.runs = 0;
             for (exit, linked) in &mut block.exits {
                 if linked.take().is_some() {

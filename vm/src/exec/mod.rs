@@ -813,15 +813,13 @@ pub fn stack_op_size(inst: &Instruction) -> u8 {
 /// the block through the platform's attention.
 pub fn leaves_modes_alone(inst: &Instruction) -> bool {
     use Mnemonic as M;
-    // A segment, control or debug register among the operands (MOV, PUSH
-    // and POP of one).
-    let system_register = (0..inst.op_count()).any(|i| {
-        inst.op_kind(i) == OpKind::Register && {
-            let r = inst.op_register(i);
-            r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
-        }
-    });
     let m = inst.mnemonic();
+    // A segment, control or debug register written (MOV to one, POP of
+    // one); reading one (MOV from it, PUSH of it) changes nothing.
+    let system_register = inst.op_count() > 0 && inst.op0_kind() == OpKind::Register && m != M::Push && {
+        let r = inst.op0_register();
+        r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
+    };
     !system_register
         && match family(inst) {
             Family::Alu | Family::MulDiv | Family::Shift | Family::Bit | Family::Bcd => true,
@@ -834,7 +832,10 @@ pub fn leaves_modes_alone(inst: &Instruction) -> bool {
                 m,
                 M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std | M::In | M::Out
             ),
-            Family::Control | Family::Jcc | Family::X87 | Family::InvalidLock => false,
+            // The FPU's own state only (its faults end the block; an error
+            // reported as IRQ 13 is device attention).
+            Family::X87 => true,
+            Family::Control | Family::Jcc | Family::InvalidLock => false,
         }
 }
 
@@ -972,10 +973,15 @@ mod mode_tests {
             &[0xE6, 0x92],       // out 92h, al (the A20 gate: attention ends the block)
             &[0xEC],             // in al, dx
             &[0xF3, 0x6C],       // rep insb
+            &[0x8C, 0xD8],       // mov ax, ds (reads it)
+            &[0x0F, 0xA0],       // push fs
+            &[0x06],             // push es
+            &[0xD9, 0x06],       // fld dword [esi]
+            &[0xDD, 0x1E],       // fstp qword [esi]
+            &[0xD9, 0x2E],       // fldcw [esi]
         ];
         let changing: &[&[u8]] = &[
             &[0x8E, 0xD8],             // mov ds, ax
-            &[0x8C, 0xD8],             // mov ax, ds (listed as mov; a segment operand)
             &[0x07],                   // pop es
             &[0x0F, 0xA1],             // pop fs
             &[0x0F, 0x22, 0xC0],       // mov cr0, eax

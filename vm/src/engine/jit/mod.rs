@@ -617,8 +617,9 @@ pub struct Jit {
     /// a translation runs, grown when one is compiled.
     patch_hits: Vec<u64>,
     /// The slots of blocks whose translation [`Jit::fits_segments`]
-    /// refused, for the block cache to compile again.
-    pub refused: Vec<u32>,
+    /// refused, for the block cache to compile again, and the segments
+    /// that were not flat then.
+    pub refused: Vec<(u32, u32)>,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -755,15 +756,15 @@ impl Jit {
     /// Whether `code`, the translation of the block in `slot`, may run with
     /// the segments as they stand (after bringing the memory environment up
     /// to date): every one it takes as flat is. If not, the slot is noted
-    /// in `refused`.
+    /// in `refused` with those that are not.
     pub fn fits_segments(&mut self, code: Code, slot: usize, cpu: &mut Cpu, platform: &mut Platform) -> bool {
         self.env.mem.refresh(cpu, platform);
-        let fits = code.flat & !self.env.mem.flat == 0;
-        if !fits {
+        let not_flat = code.flat & !self.env.mem.flat;
+        if not_flat != 0 {
             self.stats.flat_refusals += 1;
-            self.refused.push(slot as u32);
+            self.refused.push((slot as u32, not_flat));
         }
-        fits
+        not_flat == 0
     }
 
     /// The environment as [`Jit::fits_segments`] just brought it up to date.
