@@ -814,6 +814,30 @@ impl Emitter {
             unreachable!("memory operands and LEA are compiled with 32-bit addressing only")
         };
         let disp = disp as i32;
+        // Cached registers go straight into the LEA (its low 32 bits are the
+        // guest's sum whatever their upper halves hold).
+        let host = |loc: Loc| match loc {
+            Loc::Host(h) => Some(h),
+            Loc::Slot(_) => None,
+        };
+        let cached_base = base.map(|b| host(self.reg32(b)));
+        let cached_index = index.map(|i| host(self.reg32(i)));
+        match (cached_base, cached_index) {
+            (Some(Some(b)), None) => {
+                asm!(self.ops; lea eax, [Rq(b) + disp]);
+                return;
+            }
+            (Some(Some(b)), Some(Some(i))) => {
+                match scale {
+                    1 => asm!(self.ops; lea eax, [Rq(b) + Rq(i) + disp]),
+                    2 => asm!(self.ops; lea eax, [Rq(b) + Rq(i) * 2 + disp]),
+                    4 => asm!(self.ops; lea eax, [Rq(b) + Rq(i) * 4 + disp]),
+                    _ => asm!(self.ops; lea eax, [Rq(b) + Rq(i) * 8 + disp]),
+                }
+                return;
+            }
+            _ => {}
+        }
         match base {
             Some(b) => self.load(0, self.reg32(b), 4),
             None => asm!(self.ops; mov eax, 0),
