@@ -594,7 +594,7 @@ fn translations_take_flat_segments_as_flat_only_while_they_are() {
             // window shows.
             for i in 0..4 {
                 m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
-                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x7777_0000 * (i + 1));
+                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x1777_0000 * (i + 1));
             }
             m.cpu.state.regs[2] = 0x10;
             m.cpu.state.regs[5] = 41;
@@ -628,7 +628,7 @@ fn a_translation_taking_a_segment_as_flat_is_not_chained_to_from_one_that_does_n
             gdt_with_a_segment_that_is_not_flat(m);
             for i in 0..4 {
                 m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
-                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x7777_0000 * (i + 1));
+                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x1777_0000 * (i + 1));
             }
             m.cpu.state.regs[2] = 0x18;
             m.cpu.state.regs[5] = 6;
