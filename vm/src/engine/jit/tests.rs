@@ -560,7 +560,8 @@ fn branches_to_another_page_run_chained_through_the_jump_table() {
 }
 
 /// A GDT: null, flat code 0x08, flat data 0x10, and 0x18, data that is
-/// not flat (base 0x1000, limit 0x3FFFF), loaded.
+/// not flat (base 0x1000, limit 0x3FFFF), loaded; other words at DATA
+/// through 0x10 and 0x18, so that a read through the wrong one shows.
 fn gdt_with_a_segment_that_is_not_flat(m: &mut Machine) {
     let gdt: [u64; 4] = [0, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0x00C0_9200_1000_003F];
     for (i, d) in gdt.iter().enumerate() {
@@ -568,6 +569,10 @@ fn gdt_with_a_segment_that_is_not_flat(m: &mut Machine) {
     }
     m.cpu.state.gdtr.base = GDT;
     m.cpu.state.gdtr.limit = 4 * 8 - 1;
+    for i in 0..4 {
+        m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
+        m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x1777_0000 * (i + 1));
+    }
 }
 
 // A translation compiled while DS was flat (no limit check, no base on its
@@ -590,12 +595,6 @@ fn translations_take_flat_segments_as_flat_only_while_they_are() {
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 41, paging, |m| {
             gdt_with_a_segment_that_is_not_flat(m);
-            // Other words where DS is not flat: a read through the wrong
-            // window shows.
-            for i in 0..4 {
-                m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
-                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x1777_0000 * (i + 1));
-            }
             m.cpu.state.regs[2] = 0x10;
             m.cpu.state.regs[5] = 41;
         });
@@ -626,10 +625,6 @@ fn a_translation_taking_a_segment_as_flat_is_not_chained_to_from_one_that_does_n
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 53, paging, |m| {
             gdt_with_a_segment_that_is_not_flat(m);
-            for i in 0..4 {
-                m.platform.mem.write(DATA + 4 * i, 4, 0x1111 * (i + 1));
-                m.platform.mem.write(DATA + 0x1000 + 4 * i, 4, 0x1777_0000 * (i + 1));
-            }
             m.cpu.state.regs[2] = 0x18;
             m.cpu.state.regs[5] = 6;
         });
