@@ -842,12 +842,12 @@ impl BlockCache {
     fn drop_refused_translations(&mut self) {
         for (slot, not_flat) in std::mem::take(&mut self.jit.refused) {
             let block = &mut self.blocks[slot as usize];
-            let Some(code) = block.code.take() else {
-                continue;
-            };
             // Those that were not flat then: by now the guest may have made
             // them flat again.
             block.flat_refused |= not_flat;
+            let Some(code) = block.code.take() else {
+                continue;
+            };
             block.runs = 0;
             for (exit, linked) in &mut block.exits {
                 if linked.take().is_some() {

@@ -828,9 +828,11 @@ pub fn leaves_modes_alone(inst: &Instruction) -> bool {
             Family::Str => true,
             // Not the far pointer loads, which load a segment register.
             Family::DataMov => !matches!(m, M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss),
+            // MOV from a control or debug register (MOV to one was caught
+            // above); WAIT as the x87 instructions below.
             Family::System => matches!(
                 m,
-                M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std | M::In | M::Out
+                M::Rdtsc | M::Cpuid | M::Clc | M::Stc | M::Cmc | M::Cld | M::Std | M::In | M::Out | M::Mov | M::Wait
             ),
             // The FPU's own state only (its faults end the block; an error
             // reported as IRQ 13 is device attention).
@@ -979,6 +981,13 @@ mod mode_tests {
             &[0xD9, 0x06],       // fld dword [esi]
             &[0xDD, 0x1E],       // fstp qword [esi]
             &[0xD9, 0x2E],       // fldcw [esi]
+            &[0xDB, 0xE3],       // fninit
+            &[0xDD, 0x26],       // frstor [esi]
+            &[0xD9, 0x26],       // fldenv [esi]
+            &[0xDD, 0x36],       // fnsave [esi]
+            &[0x9B],             // wait
+            &[0x0F, 0x20, 0xC0], // mov eax, cr0 (reads it)
+            &[0x0F, 0x21, 0xF8], // mov eax, dr7
         ];
         let changing: &[&[u8]] = &[
             &[0x8E, 0xD8],             // mov ds, ax
