@@ -94,7 +94,7 @@ const JS_EIP: i32 = offset_of!(JumpSlot, eip) as i32;
 const JS_PHYS: i32 = offset_of!(JumpSlot, phys) as i32;
 const JS_MODE: i32 = offset_of!(JumpSlot, mode) as i32;
 const JS_ENTRY: i32 = offset_of!(JumpSlot, entry) as i32;
-const M_STACK32: i32 = (MEM + offset_of!(MemEnv, stack32)) as i32;
+const M_FLAT: i32 = (MEM + offset_of!(MemEnv, flat)) as i32;
 const MEM: usize = offset_of!(Env, mem);
 const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
 const M_SEG_READ_END: i32 = (MEM + offset_of!(MemEnv, seg_read_end)) as i32;
@@ -1110,8 +1110,8 @@ impl Emitter {
         self.park_flags();
         if self.flat & super::STACK32 == 0 {
             asm!(self.ops
-                ; cmp DWORD [r14 + M_STACK32], 0
-                ; je =>slow
+                ; test DWORD [r14 + M_FLAT], super::STACK32 as i32
+                ; jz =>slow
             );
         }
         self.load(0, self.reg32(4), 4);

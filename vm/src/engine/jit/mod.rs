@@ -195,7 +195,8 @@ const MODE_WORDS: usize = 20;
 /// instruction or a patch); `repr(C)` for fixed offsets.
 #[repr(C)]
 pub struct MemEnv {
-    /// The segments that are flat as they stand ([`flat_segments`]).
+    /// The segments that are flat as they stand, and whether the stack is
+    /// 32-bit ([`flat_segments`]).
     pub flat: u32,
     pub seg_base: [u32; 6],
     /// Offsets below these take a 4-byte read (write) inside the segment.
@@ -203,8 +204,6 @@ pub struct MemEnv {
     pub seg_write_end: [u32; 6],
     /// CR0.PG.
     pub paging: u32,
-    /// SS is a 32-bit stack (its B bit).
-    pub stack32: u32,
     pub a20_mask: u32,
     /// The TLB entry permission bits a read (write) needs at this privilege.
     pub read_permissions: u32,
@@ -238,7 +237,6 @@ impl MemEnv {
             seg_read_end: [0; 6],
             seg_write_end: [0; 6],
             paging: 0,
-            stack32: 0,
             a20_mask: 0,
             read_permissions: 0,
             write_permissions: 0,
@@ -376,7 +374,6 @@ impl MemEnv {
             self.seg_write_end[s as usize] = cpu.fast_window(s, Access::Write).1;
         }
         self.paging = u32::from(cpu.state.paging());
-        self.stack32 = u32::from(cpu.state.stack32());
         self.flat = flat_segments_of(
             &self.seg_base,
             &self.seg_read_end,
@@ -748,13 +745,6 @@ impl Jit {
         }
     }
 
-    /// The environment for the next run of a translation: its memory part
-    /// brought up to date, the rest for the caller to set.
-    pub fn env(&mut self, cpu: &mut Cpu, platform: &mut Platform) -> &mut Env {
-        self.env.mem.refresh(cpu, platform);
-        &mut self.env
-    }
-
     /// Whether `code`, the translation of the block in `slot`, may run with
     /// the segments as they stand (after bringing the memory environment up
     /// to date): every one it takes as flat is. If not, the slot is noted
@@ -769,7 +759,9 @@ impl Jit {
         not_flat == 0
     }
 
-    /// The environment as [`Jit::fits_segments`] just brought it up to date.
+    /// The environment for the next run of a translation, its memory part
+    /// as [`Jit::fits_segments`] just brought it up to date; the rest for
+    /// the caller to set.
     pub fn env_as_refreshed(&mut self) -> &mut Env {
         &mut self.env
     }
