@@ -508,3 +508,55 @@ fn apic_kernel_records_and_verifies_on_every_engine() {
         let _ = std::fs::remove_file(&trace);
     }
 }
+
+/// Checkpoints leave what the raw engine learned alone: a recording scans
+/// and patches exactly as a plain run of the same guest does (before, every
+/// checkpoint started the scanner and the patches afresh). A replay that
+/// restores any checkpoint starts with a cold engine and still meets every
+/// later digest: the engine's learning is not guest-visible. Under injected
+/// patch bugs it is, and checkpoints forget it, so a restore repeats the
+/// recorder's engine exactly there too.
+#[test]
+fn checkpoints_keep_the_engines_learning_and_cold_restores_still_verify() {
+    let bugs: RawConfig = RawConfig {
+        inject: "pushf-leak,stale-patch".parse().expect("bug names"),
+        ..RawConfig::default()
+    };
+    for (name, append) in [
+        ("patchbugs", ""),
+        ("demo", ""),
+        ("bench", "trap 3"),
+        ("bench", "paging 16"),
+    ] {
+        let kernel = multiboot(name, append);
+        for raw in [RawConfig::default(), bugs] {
+            let what = format!("{name} {append} {:?}", raw.inject);
+            let (bytes, _, recorded) = record(name, &kernel, Engine::Raw, raw, b"", 100_000);
+            if !raw.inject.any() {
+                let mut host = ScriptedInput::new(1_700_000_000, b"").starting_at(1_000_000);
+                let rtc_start = host.rtc_start();
+                let mut m = Machine::boot(32 << 20, &kernel, &mut NoInput { rtc_start }).expect("boot");
+                m.engine = Engine::Raw;
+                m.raw.config = raw;
+                m.run(LIMIT, &mut host, &mut CaptureConsole::default());
+                assert_eq!(m.icount(), recorded.icount(), "{what}");
+                assert_eq!(recorded.raw.scanner.stats, m.raw.scanner.stats, "{what}: scans");
+                assert_eq!(recorded.raw.patch_totals(), m.raw.patch_totals(), "{what}: patches");
+            }
+            let trace = Trace::from_bytes(bytes).expect("open");
+            let checkpoints = trace.checkpoint_frames().len();
+            assert!(checkpoints > 4, "{what}: {checkpoints} checkpoints");
+            let marks: Vec<u64> = trace.checkpoint_frames().iter().map(|f| f.icount).collect();
+            let mut r = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+            for k in 1..checkpoints - 1 {
+                r.restore(k).expect("restore");
+                let divergence = r.run_to(marks[(k + 2).min(checkpoints - 1)], true).expect("replay");
+                assert!(
+                    divergence.is_none(),
+                    "{what}: from checkpoint {k}: {}",
+                    divergence.map(|d| d.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
