@@ -545,7 +545,7 @@ impl Recorder {
             };
             self.frames.send(FrameKind::Inputs, machine.icount(), &batch)?;
         }
-        machine.at_checkpoint();
+        machine.forget_cached_code();
         let dirty = machine.platform.mem.take_dirty();
         let state = machine.state();
         let pages = if first {

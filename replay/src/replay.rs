@@ -267,7 +267,7 @@ impl<'t> Replayer<'t> {
     /// Does at a checkpoint what the recorder did there. With `verify`,
     /// compares the digest; returns the divergence if it differs.
     fn at_checkpoint(&mut self, index: usize, verify: bool) -> Result<Option<Divergence>> {
-        self.machine.at_checkpoint();
+        self.machine.forget_cached_code();
         let dirty = self.machine.platform.mem.take_dirty();
         if !verify {
             self.passed_checkpoint(index, &dirty);

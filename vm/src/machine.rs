@@ -272,23 +272,6 @@ impl Machine {
         self.fault_loop = p.fault_loop;
     }
 
-    /// What the recorder and the replayer do at every checkpoint. A replay
-    /// that starts at a checkpoint has an empty TLB, so both flush it here.
-    /// What the engines learned goes on: it is not guest-visible, so a
-    /// replay starting here computes the same guest from a cold engine
-    /// (its own scans, traps and patches may then differ from the
-    /// recorded ones, which the trace keeps). Under injected patch bugs it
-    /// is guest-visible, so then everything is forgotten, and a replay
-    /// from any checkpoint repeats the recorder's engine exactly, as bisect
-    /// needs to find the bug.
-    pub fn at_checkpoint(&mut self) {
-        if self.raw.config.inject.any() {
-            self.forget_cached_code();
-        } else {
-            self.cpu.tlb.flush_all();
-        }
-    }
-
     /// Forgets every cached translation and everything the engines learned
     /// about guest code (the block cache sets its blocks aside, to take
     /// back those whose bytes are unchanged as if built anew). The TLB flush is guest-visible only to a guest that

@@ -392,8 +392,8 @@ impl BlockCache {
     /// Forgets every block as far as anything the guest or the raw engine
     /// could tell: none is found, watched or run any more, and the next
     /// entry at any address builds and annotates its block anew. A
-    /// restore (a seek, bisect, a checkpoint under injected patch bugs)
-    /// does this, so the work is kept out of sight: each block is set aside with its decoding and its
+    /// checkpoint does this every few million instructions, so the work is
+    /// kept out of sight: each block is set aside with its decoding and its
     /// translation, and building it again takes it back instead, when its
     /// bytes are still what it decoded (memory may have been replaced
     /// since) and its new annotations leave the same instructions to host

@@ -173,7 +173,7 @@ impl RawEngine {
         }
     }
 
-    /// Forgets scan results, patches and trap counts (a restore: memory
+    /// Forgets scan results, patches and trap counts (a checkpoint: memory
     /// may be replaced), keeping the configuration and the run's counters.
     pub fn reset_caches(&mut self) {
         let scan_stats = self.scanner.stats;

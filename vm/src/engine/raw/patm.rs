@@ -47,7 +47,7 @@ pub enum PatchState {
 }
 
 /// A patch as the same site and kind in any run: patch indices restart at
-/// every restore, sites do not.
+/// every checkpoint, sites do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PatchKey {
     pub phys: u32,
