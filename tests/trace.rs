@@ -508,3 +508,66 @@ fn apic_kernel_records_and_verifies_on_every_engine() {
         let _ = std::fs::remove_file(&trace);
     }
 }
+
+/// A replay that restores any checkpoint is the recording from there on:
+/// the guest (every later digest) and the raw engine too (the same scans,
+/// traps, patches and device accesses, event for event). Checkpoints start
+/// the engine's learning afresh in the recorder as a restore does in the
+/// replay, which matters where that learning is guest-visible: without the
+/// scanner (ring compression leaks), under injected patch bugs, and under
+/// any real patch bug, which bisect's intervals must reproduce.
+#[test]
+fn a_replay_restoring_any_checkpoint_repeats_the_recording_engine_and_all() {
+    let configs = [
+        RawConfig::default(),
+        RawConfig {
+            scanner: false,
+            ..RawConfig::default()
+        },
+        RawConfig {
+            inject: "pushf-leak,stale-patch".parse().expect("bug names"),
+            ..RawConfig::default()
+        },
+    ];
+    // The demo does not survive ring compression without the scanner.
+    for (name, append, configs) in [
+        ("patchbugs", "", &configs[..]),
+        ("bench", "trap 3", &configs[..]),
+        ("demo", "", &configs[..1]),
+    ] {
+        let kernel = multiboot(name, append);
+        for &raw in configs {
+            let what = format!("{name} {append}, scanner {}, {:?}", raw.scanner, raw.inject);
+            let (bytes, _, _) = record(name, &kernel, Engine::Raw, raw, b"", 100_000);
+            let trace = Trace::from_bytes(bytes).expect("open");
+            let marks: Vec<u64> = trace.checkpoint_frames().iter().map(|f| f.icount).collect();
+            assert!(marks.len() > 4, "{what}: {} checkpoints", marks.len());
+            let mut r = Replayer::new(&trace, ReplayOptions::default()).expect("replayer");
+            for k in 1..marks.len() - 1 {
+                let end = marks[(k + 2).min(marks.len() - 1)];
+                r.restore(k).expect("restore");
+                let log = std::sync::Arc::new(std::sync::Mutex::new(vm::events::EventLog::default()));
+                r.machine.events.0 = Some(Box::new(log.clone()));
+                let divergence = r.run_to(end, true).expect("replay");
+                assert!(
+                    divergence.is_none(),
+                    "{what}: from checkpoint {k}: {}",
+                    divergence.map(|d| d.to_string()).unwrap_or_default()
+                );
+                r.machine.events.flush();
+                let replayed: Vec<_> = std::mem::take(&mut log.lock().expect("log").records)
+                    .into_iter()
+                    .filter(|e| e.icount < end)
+                    .collect();
+                let recorded = trace.events(marks[k], end).expect("events");
+                assert!(
+                    replayed == recorded,
+                    "{what}: from checkpoint {k}: {} events replayed, {} recorded; first difference {:?}",
+                    replayed.len(),
+                    recorded.len(),
+                    replayed.iter().zip(&recorded).find(|(a, b)| a != b)
+                );
+            }
+        }
+    }
+}

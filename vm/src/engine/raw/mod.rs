@@ -175,6 +175,10 @@ impl RawEngine {
 
     /// Forgets scan results, patches and trap counts (a checkpoint: memory
     /// may be replaced), keeping the configuration and the run's counters.
+    /// Which engine ran last goes too: it decides whether an entry with IF
+    /// clear counts towards an entry patch, and a replay restoring the
+    /// checkpoint cannot know it (so the first choice after a checkpoint
+    /// is no switch).
     pub fn reset_caches(&mut self) {
         let scan_stats = self.scanner.stats;
         self.retired.add(&self.patches);
@@ -182,7 +186,6 @@ impl RawEngine {
             config: self.config,
             monitor: std::mem::take(&mut self.monitor),
             retired: self.retired,
-            current: self.current,
             suppressed: std::mem::take(&mut self.suppressed),
             ..Default::default()
         };
