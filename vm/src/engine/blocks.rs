@@ -309,6 +309,8 @@ pub struct BlockStats {
     /// Blocks taken back after `forget_all` (their bytes unchanged) instead
     /// of being built again.
     pub revived: u64,
+    /// Block runs: interpreted, entered from the dispatcher or chained to
+    /// (a compiled block looping on itself counts once per entry).
     pub executed: u64,
     pub invalidated: u64,
 }
@@ -1537,7 +1539,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
             env.step = translated_step::<RAW, H>;
             env.port = port_step::<RAW, H>;
             env.stop_icount = if may_chain { stop_icount } else { 0 };
-            env.loops = 0;
+            env.chained = 0;
             env.platform = ctx.platform;
             env.ctx = (&mut ctx as *mut StepContext<'_, '_, RAW, H>).cast();
             let cpu_ptr = ctx.cpu;
@@ -1546,11 +1548,11 @@ fn run_block<const RAW: bool, H: RawHooks>(
             // and `translated_step` is the step for this `RAW` and `H`.
             let ended = unsafe { jit.run(code, cpu_ptr) };
             let (outcome, steps, chained) = (ctx.outcome, ctx.steps, ctx.chained.is_some());
-            *executed += jit.loops();
+            *executed += jit.chained();
             jit.stats.retired += cpu.icount - before;
             jit.stats.stepped += steps;
             jit.stats.entries += 1;
-            jit.stats.runs_inside += jit.loops();
+            jit.stats.chained_entries += jit.chained();
             if ended == jit::LEAVE {
                 return outcome;
             }
@@ -1914,7 +1916,10 @@ mod tests {
             let (compiled, compiled_end, stats) = events(jit);
             assert_eq!(compiled_end, end, "{jit:?}");
             assert_eq!(compiled, interpreted, "{jit:?}");
-            assert!(stats.entries < 200 && stats.runs_inside > 3_900, "{jit:?}: {stats:?}");
+            assert!(
+                stats.entries < 200 && stats.chained_entries > 3_900,
+                "{jit:?}: {stats:?}"
+            );
         }
     }
 

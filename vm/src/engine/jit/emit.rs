@@ -84,7 +84,7 @@ pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_PORT: i32 = offset_of!(Env, port) as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
-const ENV_LOOPS: i32 = offset_of!(Env, loops) as i32;
+const ENV_CHAINED: i32 = offset_of!(Env, chained) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
 const ENV_JUMPS: i32 = offset_of!(Env, jumps) as i32;
 const CS_BASE: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_BASE) as i32;
@@ -255,6 +255,11 @@ struct Emitter {
     cold: Vec<ColdCode>,
     /// See `Shape::needs_virtual_if`.
     needs_virtual_if: bool,
+    /// A block that loops on itself keeps a copy of the icount in R13 (no
+    /// guest register is cached there), so that its back edge adds to a
+    /// register instead of loading what the run before it stored: a chain
+    /// through memory every run. Kept equal to `Cpu::icount` from the top on.
+    loop_icount: bool,
     /// The segments the inline memory path takes as flat here
     /// ([`super::flat_segments`]): those of the shape up to the first step
     /// that may change a segment.
@@ -692,12 +697,27 @@ impl Emitter {
             return;
         }
         let n = self.pending as i32;
-        asm!(self.ops
-            ; mov rax, QWORD [r15 + ICOUNT]
-            ; lea rax, [rax + n]
-            ; mov QWORD [r15 + ICOUNT], rax
-        );
+        if self.loop_icount {
+            asm!(self.ops
+                ; lea r13, [r13 + n]
+                ; mov QWORD [r15 + ICOUNT], r13
+            );
+        } else {
+            asm!(self.ops
+                ; mov rax, QWORD [r15 + ICOUNT]
+                ; lea rax, [rax + n]
+                ; mov QWORD [r15 + ICOUNT], rax
+            );
+        }
         self.pending = 0;
+    }
+
+    /// The icount's copy in R13 taken again from `Cpu` (a step counted
+    /// itself there).
+    fn reload_loop_icount(&mut self) {
+        if self.loop_icount {
+            asm!(self.ops; mov r13, QWORD [r15 + ICOUNT]);
+        }
     }
 
     /// The guest state complete in memory: flags, icount and registers.
@@ -724,6 +744,7 @@ impl Emitter {
     fn uncount_after_step(&mut self, pending_before: u64) {
         let n = (pending_before + 1) as i32;
         asm!(self.ops; sub QWORD [r15 + ICOUNT], n);
+        self.reload_loop_icount();
     }
 
     /// Calls the step for instruction `index`; leaves when it says so.
@@ -760,6 +781,7 @@ impl Emitter {
             ; test eax, eax
             ; jnz =>leave
         );
+        self.reload_loop_icount();
         // The step may have written flags: only `CpuState` has them now.
         self.flags.in_host = false;
         self.flags.parked = false;
@@ -2075,14 +2097,15 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
         }
     }
     // A block that loops on itself loads and writes back once per entry,
-    // not per run: one use per run is worth it.
+    // not per run: one use per run is worth it. R13 holds its icount.
     let least = if self_loop { 1 } else { 2 };
+    let hosts: Vec<u8> = CACHE_REGS.into_iter().filter(|&h| !self_loop || h != 13).collect();
     let mut order: Vec<usize> = (0..8)
         .filter(|&r| !high[r] && uses[r] >= least && uses[r] > steps)
         .collect();
     order.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
     let mut plan = [None; 8];
-    for (&r, &h) in order.iter().zip(CACHE_REGS.iter()) {
+    for (&r, &h) in order.iter().zip(hosts.iter()) {
         plan[r] = Some(h);
     }
     plan
@@ -2135,6 +2158,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         lookup: None,
         cold: Vec::new(),
         needs_virtual_if: shape.needs_virtual_if,
+        loop_icount: false,
         flat: shape.flat,
     };
     // Six registers saved and eight bytes more keep the stack aligned for
@@ -2178,7 +2202,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             );
         }
         asm!(e.ops
-            ; add QWORD [r14 + ENV_LOOPS], 1
+            ; add QWORD [r14 + ENV_CHAINED], 1
             ; jmp =>top
             ;=>refuse
         );
@@ -2189,6 +2213,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     asm!(e.ops; =>top);
     e.flags = Flags::AT_TOP;
     e.reload();
+    e.loop_icount = loops_on_itself;
+    e.reload_loop_icount();
     let body = e.ops.new_dynamic_label();
     asm!(e.ops; =>body);
     let n = insns.len();
@@ -2363,15 +2389,13 @@ fn branch_taken(
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
         e.park_for_edge();
-        if e.pending == 0 {
-            asm!(e.ops; mov rax, QWORD [r15 + ICOUNT]);
-        }
-        // RAX: the icount, as `store_icount` leaves it.
+        debug_assert!(e.loop_icount, "only a block that loops on itself runs again here");
+        // R13: the icount, kept by `store_icount`.
         e.store_icount();
         e.write_back();
         let out = e.ops.new_dynamic_label();
         asm!(e.ops
-            ; lea rax, [rax + n]
+            ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>out
         );
@@ -2382,7 +2406,6 @@ fn branch_taken(
             );
         }
         asm!(e.ops
-            ; add QWORD [r14 + ENV_LOOPS], 1
             ; jmp =>body
             ;=>out
         );

@@ -76,8 +76,8 @@ pub struct Env {
     /// have changed modes, filled the TLB or touched a watch), so that the
     /// block engine's checks run again. One compare serves both.
     pub stop_icount: u64,
-    /// Runs of a self-looping block made inside the translation.
-    pub loops: u64,
+    /// Entries from one translation into another's chain entry.
+    pub chained: u64,
     /// A store to plain RAM that the inline path leaves to `PhysMem`
     /// (the page holds watched code or is not yet dirty): 1 when it changed
     /// watched code.
@@ -586,10 +586,11 @@ pub struct JitStats {
     /// ones its steps ran (the rest ran as host code).
     pub retired: u64,
     pub stepped: u64,
-    /// Translations entered from the block engine, and runs of blocks that
-    /// followed inside translations (self-loops and chained blocks).
+    /// Translations entered from the block engine, and entries from one
+    /// translation into another (chained; a block looping on itself runs
+    /// again uncounted).
     pub entries: u64,
-    pub runs_inside: u64,
+    pub chained_entries: u64,
     /// Translations not entered because a segment they took as flat no
     /// longer was (each is made again without it).
     pub flat_refusals: u64,
@@ -712,7 +713,7 @@ impl Jit {
                 step: no_step,
                 port: no_port,
                 stop_icount: 0,
-                loops: 0,
+                chained: 0,
                 store: store_to_ram,
                 fill: fill_host_slot,
                 platform: std::ptr::null_mut(),
@@ -810,9 +811,9 @@ impl Jit {
         }
     }
 
-    /// Runs a self-looping translation made in its last run.
-    pub fn loops(&self) -> u64 {
-        self.env.loops
+    /// Chained entries in the last run of translations.
+    pub fn chained(&self) -> u64 {
+        self.env.chained
     }
 
     /// Bytes of code the cache holds now.
