@@ -344,3 +344,74 @@ fn first_difference(a: &[EventRecord], b: &[EventRecord], what: &str) {
         panic!("{what}: event {i} differs: {:?} against {:?}", a.get(i), b.get(i));
     }
 }
+
+/// The raw engine's learning saved as a trace would keep it (whole once,
+/// then what changed since the save before) and put back into a copy of
+/// the machine that has forgotten everything cached: from there the copy
+/// decides exactly as the engine that went on learning, event for event,
+/// where those decisions are guest-visible too (no scanner, injected patch
+/// bugs). The saves folded together are the whole learning at each point.
+const LEARNING_SEGMENT: u64 = 40_000;
+
+#[test]
+fn learning_put_back_decides_as_the_engine_it_was_saved_from() {
+    let configs = [
+        RawConfig::default(),
+        RawConfig {
+            scanner: false,
+            ..RawConfig::default()
+        },
+        RawConfig {
+            inject: "pushf-leak,stale-patch".parse().expect("bug names"),
+            ..RawConfig::default()
+        },
+    ];
+    for (name, append) in [("patchbugs", ""), ("bench", "trap 1"), ("bench", "trapoff 1")] {
+        let k = kernel(name, append);
+        for raw in configs {
+            let mut host = NoInput::default();
+            let mut warm = Machine::boot(32 << 20, &k, &mut host).expect("boot");
+            warm.raw.config = raw;
+            let warm_log = logging(&mut warm);
+            let mut console = CaptureConsole::default();
+            let mut saved: Option<vm::engine::raw::learning::RawLearning> = None;
+            let mut put_back = 0;
+            for segment in 0.. {
+                let what = format!(
+                    "{name} {append}, scanner {}, {:?}, segment {segment}",
+                    raw.scanner, raw.inject
+                );
+                // What a checkpoint does that the guest could see.
+                warm.cpu.tlb.flush_all();
+                let delta = warm.save_learning(saved.is_none());
+                let learning = saved.get_or_insert_with(Default::default);
+                learning.merge(&delta);
+                assert_eq!(*learning, warm.clone().save_learning(true), "{what}: folded saves");
+                let mut cold = warm.clone();
+                cold.restore_learning(learning).expect("put back");
+                put_back += learning.scanned.len()
+                    + learning.patch_count as usize
+                    + learning.hot.len()
+                    + learning.hot_entries.len();
+                let cold_log = logging(&mut cold);
+                // Short segments, so that saves fall between a site's first
+                // traps and the patch they lead to.
+                let target = warm.icount() + LEARNING_SEGMENT;
+                let stop = warm.run(target, &mut host, &mut console);
+                let cold_stop = cold.run(target, &mut NoInput::default(), &mut CaptureConsole::default());
+                assert_eq!(cold_stop, stop, "{what}");
+                assert_eq!(cold.state(), warm.state(), "{what}");
+                assert!(cold.platform.mem.ram() == warm.platform.mem.ram(), "{what}: RAM");
+                first_difference(
+                    &take_events(&mut cold, &cold_log),
+                    &take_events(&mut warm, &warm_log),
+                    &what,
+                );
+                if stop != StopReason::InsnLimit {
+                    break;
+                }
+            }
+            assert!(put_back > 0, "{name} {append} {raw:?}: nothing learned was put back");
+        }
+    }
+}

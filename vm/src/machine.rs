@@ -9,6 +9,7 @@ use crate::cpu::interrupt::IntSource;
 use crate::cpu::state::flags;
 use crate::cpu::{vector, Cpu, CpuState, Fault, StepOutcome};
 use crate::engine::blocks::BlockCache;
+use crate::engine::raw::learning::{LearningError, RawLearning};
 use crate::engine::raw::RawEngine;
 use crate::events::{Event, SinkSlot};
 use crate::host::{HostInput, INPUT_POLL_TICKS};
@@ -369,6 +370,21 @@ impl Machine {
         let stop = self.run_loop(max_icount, host, console);
         self.count_compiled_patch_hits();
         stop
+    }
+
+    /// What the raw engine learned, whole or changed since the last save
+    /// ([`RawEngine::save_learning`]), with the hits compiled patches
+    /// counted so far.
+    pub fn save_learning(&mut self, full: bool) -> RawLearning {
+        self.count_compiled_patch_hits();
+        self.raw.save_learning(full)
+    }
+
+    /// Forgets everything cached and puts whole saved learning into the
+    /// raw engine (after the machine's state and RAM are restored).
+    pub fn restore_learning(&mut self, learning: &RawLearning) -> Result<(), LearningError> {
+        self.forget_cached_code();
+        self.raw.restore_learning(learning, &mut self.platform.mem)
     }
 
     /// Adds the hits that compiled patches counted to the patch table,

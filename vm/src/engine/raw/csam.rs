@@ -14,6 +14,9 @@ use crate::bus::Bus;
 use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
 use crate::exec::MAX_INSN_LEN;
+use std::collections::BTreeMap;
+
+use super::learning::ScannedSite;
 use crate::hash::{FastMap, FastSet};
 use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
@@ -47,6 +50,8 @@ pub struct Scanner {
     /// Scanned sites (with their lengths) by physical page, to forget them
     /// when their code changes.
     by_page: FastMap<u32, Vec<(Site, u8)>>,
+    /// Pages whose scan results changed since the learning was last saved.
+    changed: FastSet<u32>,
     pub stats: ScanStats,
 }
 
@@ -102,6 +107,7 @@ impl Scanner {
                 self.scanned.insert(site);
                 let page = phys >> 12;
                 self.by_page.entry(page).or_default().push((site, inst.len() as u8));
+                self.changed.insert(page);
                 platform.mem.watch_code(phys, inst.len() as u32);
                 result.instructions += 1;
                 if classify(&inst) == Class::Sensitive {
@@ -158,10 +164,59 @@ impl Scanner {
     /// Forgets what was scanned on a page the guest changed.
     pub fn forget_page(&mut self, page: u32) {
         if let Some(sites) = self.by_page.remove(&page) {
+            self.changed.insert(page);
             for (s, _) in sites {
                 self.scanned.remove(&s);
                 self.marked.remove(&s);
             }
         }
+    }
+}
+
+impl Scanner {
+    /// The scan results of every page (`full`) or of the pages whose
+    /// results changed since the last save, for [`RawLearning`].
+    pub fn save(&mut self, full: bool) -> BTreeMap<u32, Vec<ScannedSite>> {
+        let pages: Vec<u32> = if full {
+            self.by_page.keys().copied().collect()
+        } else {
+            self.changed.iter().copied().collect()
+        };
+        self.changed.clear();
+        pages
+            .into_iter()
+            .map(|page| {
+                let sites = self.by_page.get(&page).map_or_else(Vec::new, |sites| {
+                    sites
+                        .iter()
+                        .map(|&(site, len)| ScannedSite {
+                            offset: (site.0 & 0xFFF) as u16,
+                            code32: site.1,
+                            len,
+                            marked: self.marked.contains(&site),
+                        })
+                        .collect()
+                });
+                (page, sites)
+            })
+            .collect()
+    }
+
+    /// Puts saved scan results (checked whole) into a scanner that has
+    /// forgotten everything, watching each instruction as its scan did.
+    pub fn restore(&mut self, scanned: &BTreeMap<u32, Vec<ScannedSite>>, mem: &mut PhysMem) {
+        for (&page, sites) in scanned {
+            let list = self.by_page.entry(page).or_default();
+            for s in sites {
+                let site = (page << 12 | u32::from(s.offset), s.code32);
+                self.scanned.insert(site);
+                if s.marked {
+                    self.marked.insert(site);
+                }
+                list.push((site, s.len));
+                mem.watch_code(site.0, u32::from(s.len));
+            }
+        }
+        self.changed.clear();
     }
 }

@@ -5,6 +5,7 @@
 //! happens at each exit. docs/raw-engine.md explains the design.
 
 pub mod csam;
+pub mod learning;
 pub mod patm;
 pub mod sensitive;
 
@@ -19,6 +20,7 @@ use crate::events::{EngineKind, Event, ExitReason, PatchCause, RefuseReason, Sin
 use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
 use csam::{decode_at, Scanner};
+use learning::{LearningError, RawLearning};
 use patm::{PatchKey, PatchKind, PatchState, PatchTable};
 use sensitive::{inlinable, software_interrupt};
 
@@ -190,6 +192,42 @@ impl RawEngine {
             ..Default::default()
         };
         self.scanner.stats = scan_stats;
+    }
+
+    /// What the engine learned (`full`), or what changed since the last
+    /// save, as plain data ([`learning`]).
+    pub fn save_learning(&mut self, full: bool) -> RawLearning {
+        let (patch_count, patches) = self.patches.save(full);
+        let sorted = |m: &HashMap<(u32, u32), u32>| {
+            let mut v: Vec<((u32, u32), u32)> = m.iter().map(|(k, n)| (*k, *n)).collect();
+            v.sort_unstable();
+            v
+        };
+        RawLearning {
+            full,
+            scanned: self.scanner.save(full),
+            patch_count,
+            patches,
+            hot: sorted(&self.hot),
+            hot_entries: sorted(&self.hot_entries),
+            current: self.current,
+        }
+    }
+
+    /// Puts whole saved learning into the engine, which must have
+    /// forgotten everything (`reset_caches`): from here it decides as the
+    /// engine it was saved from. Checked first, so a damaged save leaves
+    /// the engine as it was.
+    pub fn restore_learning(&mut self, learning: &RawLearning, mem: &mut PhysMem) -> Result<(), LearningError> {
+        learning.check()?;
+        let mut patches = PatchTable::default();
+        patches.restore(learning.patch_count, &learning.patches, mem)?;
+        self.patches = patches;
+        self.scanner.restore(&learning.scanned, mem);
+        self.hot = learning.hot.iter().copied().collect();
+        self.hot_entries = learning.hot_entries.iter().copied().collect();
+        self.current = learning.current;
+        Ok(())
     }
 
     /// Patch counts over the whole run, dropped tables included.

@@ -11,13 +11,18 @@
 
 use iced_x86::{FlowControl, Instruction};
 
+use std::collections::BTreeMap;
+
 use super::csam::{decode_at, Site};
+use super::learning::{LearningError, SavedPatch};
 use super::sensitive::{may_clear_if, may_set_if};
+use crate::bus::Bus;
 use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
 use crate::events::{PatchCause, RefuseReason};
+use crate::exec::MAX_INSN_LEN;
 use crate::exec::{handler_for, Handler};
-use crate::hash::FastMap;
+use crate::hash::{FastMap, FastSet};
 use crate::mem::{CodeWrite, PhysMem};
 use crate::platform::Platform;
 
@@ -36,7 +41,7 @@ pub enum PatchKind {
     Entry,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PatchState {
     Enabled,
     /// Switched off by hand (a debugger, delta debugging): the site traps.
@@ -73,6 +78,10 @@ pub struct Patch {
     pub traps_avoided: u64,
     /// Sites after a CLI/POPF patch that run raw with the virtual IF clear.
     pub region: Vec<Site>,
+    /// The bytes `inst` was decoded from (its length), for saving.
+    bytes: [u8; MAX_INSN_LEN],
+    /// Still found by its site and page: not dropped for a write.
+    indexed: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -86,6 +95,8 @@ pub struct PatchTable {
     in_region: FastMap<Site, u32>,
     /// Patch indices by physical page, for invalidation.
     by_page: FastMap<u32, Vec<u32>>,
+    /// Patches added or changed since the learning was last saved.
+    changed: FastSet<u32>,
 }
 
 impl Patch {
@@ -114,6 +125,7 @@ impl PatchTable {
     }
 
     pub fn get_mut(&mut self, index: u32) -> Option<&mut Patch> {
+        self.changed.insert(index);
         self.patches.get_mut(index as usize)
     }
 
@@ -169,6 +181,8 @@ impl PatchTable {
         };
         self.by_page.entry(phys >> 12).or_default().push(index);
         platform.mem.watch_code(phys, inst.len() as u32);
+        let bytes = instruction_bytes(cpu, platform, &inst, phys);
+        self.changed.insert(index);
         self.patches.push(Patch {
             site,
             phys,
@@ -182,6 +196,8 @@ impl PatchTable {
             hits: 0,
             traps_avoided: 0,
             region,
+            bytes,
+            indexed: true,
         });
         index
     }
@@ -219,6 +235,8 @@ impl PatchTable {
             let Some(p) = self.patches.get_mut(index as usize) else {
                 continue;
             };
+            self.changed.insert(index);
+            p.indexed = false;
             match p.kind {
                 PatchKind::Inline => self.by_site.remove(&(p.phys, p.code32)),
                 PatchKind::Entry => self.entries.remove(&(p.phys, p.code32)),
@@ -243,6 +261,22 @@ impl PatchTable {
         }
         removed
     }
+}
+
+/// The bytes `inst` (at `phys`) was decoded from, read through the page
+/// tables without side effects (an instruction may run into the next
+/// page); a byte there that no longer translates is read on from `phys`.
+fn instruction_bytes(cpu: &Cpu, platform: &mut Platform, inst: &Instruction, phys: u32) -> [u8; MAX_INSN_LEN] {
+    let cs_base = cpu.state.segs[SegReg::Cs as usize].base;
+    let mut bytes = [0u8; MAX_INSN_LEN];
+    for (i, b) in bytes.iter_mut().enumerate().take(inst.len()) {
+        let lin = cs_base.wrapping_add(inst.ip32()).wrapping_add(i as u32);
+        let at = cpu
+            .probe_translate(platform, lin)
+            .unwrap_or_else(|| phys.wrapping_add(i as u32));
+        platform.fetch_phys(at, std::slice::from_mut(b));
+    }
+    bytes
 }
 
 /// The sites a patch region covers from `start` in the current code
@@ -280,4 +314,95 @@ fn region_from(cpu: &Cpu, platform: &mut Platform, start: u32, code32: bool) -> 
         }
     }
     sites
+}
+
+impl PatchTable {
+    /// Every patch (`full`) or those added or changed since the last save,
+    /// for [`RawLearning`]; and how many the table holds.
+    pub fn save(&mut self, full: bool) -> (u32, BTreeMap<u32, SavedPatch>) {
+        let indices: Vec<u32> = if full {
+            (0..self.patches.len() as u32).collect()
+        } else {
+            self.changed.iter().copied().collect()
+        };
+        self.changed.clear();
+        let saved = indices
+            .into_iter()
+            .filter_map(|i| {
+                let p = self.patches.get(i as usize)?;
+                Some((
+                    i,
+                    SavedPatch {
+                        site: p.site,
+                        phys: p.phys,
+                        code32: p.code32,
+                        bytes: p.bytes[..p.inst.len()].to_vec(),
+                        kind: p.kind,
+                        state: p.state,
+                        cause: p.cause,
+                        installed_at: p.installed_at,
+                        hits: p.hits,
+                        traps_avoided: p.traps_avoided,
+                        region: p.region.clone(),
+                        indexed: p.indexed,
+                    },
+                ))
+            })
+            .collect();
+        (self.patches.len() as u32, saved)
+    }
+
+    /// Puts saved patches (checked whole: every index below `count`) into a
+    /// table that has forgotten everything, watching each one still
+    /// indexed as its install did.
+    pub fn restore(
+        &mut self,
+        count: u32,
+        saved: &BTreeMap<u32, SavedPatch>,
+        mem: &mut PhysMem,
+    ) -> Result<(), LearningError> {
+        *self = PatchTable::default();
+        for index in 0..count {
+            let s = saved.get(&index).ok_or(LearningError::MissingPatch { index, count })?;
+            let bad = LearningError::BadInstruction {
+                index,
+                len: s.bytes.len(),
+            };
+            let inst = crate::exec::decode::decode_one(&s.bytes, u64::from(s.site), s.code32).ok_or(bad.clone())?;
+            if inst.len() != s.bytes.len() {
+                return Err(bad);
+            }
+            let mut bytes = [0u8; MAX_INSN_LEN];
+            bytes[..s.bytes.len()].copy_from_slice(&s.bytes);
+            for site in &s.region {
+                *self.in_region.entry(*site).or_default() += 1;
+            }
+            if s.indexed {
+                let site = (s.phys, s.code32);
+                match s.kind {
+                    PatchKind::Inline => self.by_site.insert(site, index),
+                    PatchKind::Entry => self.entries.insert(site, index),
+                };
+                self.by_page.entry(s.phys >> 12).or_default().push(index);
+                mem.watch_code(s.phys, inst.len() as u32);
+            }
+            self.patches.push(Patch {
+                site: s.site,
+                phys: s.phys,
+                code32: s.code32,
+                handler: handler_for::<Platform>(&inst),
+                inst,
+                kind: s.kind,
+                state: s.state,
+                cause: s.cause,
+                installed_at: s.installed_at,
+                hits: s.hits,
+                traps_avoided: s.traps_avoided,
+                region: s.region.clone(),
+                bytes,
+                indexed: s.indexed,
+            });
+        }
+        Ok(())
+    }
 }
