@@ -37,7 +37,7 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
     let b = machine.blocks.stats;
     let _ = writeln!(
         out,
-        "ringback: blocks: {} built, {} taken back after a checkpoint, {} run, {} dropped by writes",
+        "ringback: blocks: {} built, {} taken back after a restore, {} run, {} dropped by writes",
         b.built, b.revived, b.executed, b.invalidated
     );
     let jit = &machine.blocks.jit;

@@ -291,7 +291,7 @@ fn device_accesses_name_the_same_instruction_on_every_engine() {
     }
 }
 
-/// What a replay from a checkpoint relies on: after the caches are
+/// What a replay restoring a checkpoint or a snapshot relies on: after the caches are
 /// forgotten, a machine that sets its blocks and translations aside and
 /// takes them back raises the same events and reaches the same state as
 /// one that starts there with nothing cached at all.
@@ -388,6 +388,7 @@ fn learning_put_back_decides_as_the_engine_it_was_saved_from() {
                 learning.merge(&delta);
                 assert_eq!(*learning, warm.clone().save_learning(true), "{what}: folded saves");
                 let mut cold = warm.clone();
+                cold.forget_cached_code();
                 cold.restore_learning(learning).expect("put back");
                 put_back += learning.scanned.len()
                     + learning.patch_count as usize

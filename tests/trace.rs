@@ -511,11 +511,13 @@ fn apic_kernel_records_and_verifies_on_every_engine() {
 
 /// A replay that restores any checkpoint is the recording from there on:
 /// the guest (every later digest) and the raw engine too (the same scans,
-/// traps, patches and device accesses, event for event). Checkpoints start
-/// the engine's learning afresh in the recorder as a restore does in the
-/// replay, which matters where that learning is guest-visible: without the
-/// scanner (ring compression leaks), under injected patch bugs, and under
-/// any real patch bug, which bisect's intervals must reproduce.
+/// traps, patches and device accesses, event for event). The recorder's
+/// engine goes on learning across checkpoints (it scans and patches as a
+/// plain run does), and a restore puts back what it had learned there
+/// (the learning frames), which matters where that learning is
+/// guest-visible: without the scanner (ring compression leaks), under
+/// injected patch bugs, and under any real patch bug, which bisect's
+/// intervals must reproduce.
 #[test]
 fn a_replay_restoring_any_checkpoint_repeats_the_recording_engine_and_all() {
     let configs = [
@@ -538,7 +540,17 @@ fn a_replay_restoring_any_checkpoint_repeats_the_recording_engine_and_all() {
         let kernel = multiboot(name, append);
         for &raw in configs {
             let what = format!("{name} {append}, scanner {}, {:?}", raw.scanner, raw.inject);
-            let (bytes, _, _) = record(name, &kernel, Engine::Raw, raw, b"", 100_000);
+            let (bytes, _, recorded) = record(name, &kernel, Engine::Raw, raw, b"", 100_000);
+            let mut host = ScriptedInput::new(1_700_000_000, b"").starting_at(1_000_000);
+            let rtc_start = host.rtc_start();
+            let mut plain = Machine::boot(32 << 20, &kernel, &mut NoInput { rtc_start }).expect("boot");
+            plain.engine = Engine::Raw;
+            plain.raw.config = raw;
+            plain.run(LIMIT, &mut host, &mut CaptureConsole::default());
+            assert_eq!(plain.icount(), recorded.icount(), "{what}");
+            assert_eq!(plain.state(), recorded.state(), "{what}");
+            assert_eq!(recorded.raw.scanner.stats, plain.raw.scanner.stats, "{what}: scans");
+            assert_eq!(recorded.raw.patch_totals(), plain.raw.patch_totals(), "{what}: patches");
             let trace = Trace::from_bytes(bytes).expect("open");
             let marks: Vec<u64> = trace.checkpoint_frames().iter().map(|f| f.icount).collect();
             assert!(marks.len() > 4, "{what}: {} checkpoints", marks.len());

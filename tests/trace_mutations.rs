@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use replay::format::{self, FrameKind};
 use replay::model::{
-    CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex,
+    CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, LearningFrame, TraceHeader, TraceIndex,
 };
 use replay::state::{SavedState, Section};
 use replay::{ReplayOptions, Trace};
@@ -433,6 +433,36 @@ fn mutants(bytes: &[u8], rng: &mut Rng) -> Vec<(String, Vec<u8>)> {
                 let mut c = b.clone();
                 c.records.insert(0, InputRecord::Stop { now: 0 });
                 lie("the user's stop before other input", encode(&c));
+            }
+            FrameKind::Learning => {
+                let l: LearningFrame = postcard::from_bytes(&f.raw).expect("learning");
+                let mut c = l.clone();
+                c.sequence += 1;
+                lie("sequence +1", encode(&c));
+                let mut c = l.clone();
+                c.learning.full = !c.learning.full;
+                lie("whole and changes swapped", encode(&c));
+                let mut c = l.clone();
+                c.learning.patch_count += 1;
+                lie("a patch more than it holds", encode(&c));
+                if let Some(p) = l.learning.patches.values().next() {
+                    let mut c = l.clone();
+                    if let Some(q) = c.learning.patches.values_mut().next() {
+                        q.bytes = vec![0x0F; p.bytes.len() + 16];
+                    }
+                    lie("a patch's instruction too long", encode(&c));
+                }
+                if let Some((&page, sites)) = l.learning.scanned.iter().find(|(_, s)| !s.is_empty()) {
+                    let mut c = l.clone();
+                    let mut bad = sites.clone();
+                    bad[0].offset = 0xFFF;
+                    bad[0].len = 2;
+                    c.learning.scanned.insert(page, bad);
+                    lie("a scanned instruction past its page", encode(&c));
+                }
+                let mut raw = f.raw.clone();
+                raw.push(0);
+                lie("a byte appended", raw);
             }
             FrameKind::End => {
                 let e: EndInfo = postcard::from_bytes(&f.raw).expect("end");

@@ -91,10 +91,7 @@ impl MonitorCmd for DebugTarget<'_> {
             (Some("patches"), None) => {
                 let patches = &r.machine.raw.patches.patches;
                 if patches.is_empty() {
-                    outputln!(
-                        out,
-                        "no patches at this position (patches are dropped at each checkpoint)"
-                    );
+                    outputln!(out, "no patches at this position");
                 }
                 for p in patches {
                     let state = match p.state {

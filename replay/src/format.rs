@@ -8,7 +8,7 @@ use crate::error::TraceError;
 
 pub const FILE_MAGIC: &[u8; 8] = b"RINGBACK";
 /// Bumped on any change to the layout or to a frame's contents.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 pub const PREAMBLE_LEN: usize = 16;
 
 pub const FRAME_MAGIC: &[u8; 4] = b"RBFR";
@@ -34,6 +34,8 @@ pub enum FrameKind {
     Checkpoint = 4,
     Index = 5,
     End = 6,
+    /// What the raw engine learned, just before each checkpoint.
+    Learning = 7,
 }
 
 impl FrameKind {
@@ -45,6 +47,7 @@ impl FrameKind {
             4 => FrameKind::Checkpoint,
             5 => FrameKind::Index,
             6 => FrameKind::End,
+            7 => FrameKind::Learning,
             _ => return None,
         })
     }
@@ -57,6 +60,7 @@ impl FrameKind {
             FrameKind::Checkpoint => "checkpoint",
             FrameKind::Index => "index",
             FrameKind::End => "end",
+            FrameKind::Learning => "learning",
         }
     }
 }

@@ -10,7 +10,9 @@ use vm::events::EventRecord;
 use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
 use crate::format::{self, FrameKind};
-use crate::model::{CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, TraceHeader};
+use crate::model::{
+    CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord, LearningFrame, TraceHeader,
+};
 use crate::reader::{decode, Trace};
 
 /// What the check counted.
@@ -18,6 +20,8 @@ use crate::reader::{decode, Trace};
 pub struct Contents {
     pub frames: usize,
     pub checkpoints: usize,
+    /// Learning frames (one before each checkpoint).
+    pub learning: usize,
     pub events: u64,
     pub inputs: u64,
     pub serial_bytes: u64,
@@ -53,6 +57,7 @@ impl Trace {
         let mut stopped_by_user = false;
         // The last checkpoint's icount and how the run stopped there, if it did.
         let mut last_checkpoint: Option<(u64, Option<String>)> = None;
+        let mut learning = vm::engine::raw::learning::RawLearning::default();
         for f in &self.frames {
             let kind =
                 FrameKind::from_u8(f.kind).ok_or_else(|| corrupt(f, format!("unknown frame kind {}", f.kind)))?;
@@ -113,6 +118,12 @@ impl Trace {
                     })?;
                     if let Some((_, Some(_))) = last_checkpoint {
                         return Err(corrupt(f, "a checkpoint after the one where the run stopped".into()));
+                    }
+                    if c.learning != c.checkpoints + 1 {
+                        return Err(corrupt(
+                            f,
+                            "a checkpoint without the engine's learning before it".into(),
+                        ));
                     }
                     if cp.sequence != c.checkpoints as u64 {
                         return Err(corrupt(
@@ -204,6 +215,30 @@ impl Trace {
                         ));
                     }
                     check_end(f, &end, &c, stopped)?;
+                }
+                FrameKind::Learning => {
+                    let l: LearningFrame = decode(&raw, f.offset, "learning")?;
+                    if l.sequence != c.checkpoints as u64 || c.learning != c.checkpoints {
+                        return Err(corrupt(
+                            f,
+                            format!(
+                                "learning for checkpoint number {} comes where number {} belongs",
+                                l.sequence, c.checkpoints
+                            ),
+                        ));
+                    }
+                    if l.learning.full != (l.sequence == 0) {
+                        return Err(corrupt(
+                            f,
+                            "the first checkpoint's learning must be whole, the others' changes".into(),
+                        ));
+                    }
+                    let bad =
+                        |e: vm::engine::raw::learning::LearningError| corrupt(f, format!("the engine's learning: {e}"));
+                    l.learning.check_contents().map_err(bad)?;
+                    learning.merge(&l.learning);
+                    learning.check_complete().map_err(bad)?;
+                    c.learning += 1;
                 }
                 FrameKind::Index => return Err(corrupt(f, "an index frame among the frames".into())),
             }

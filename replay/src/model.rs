@@ -96,6 +96,17 @@ pub struct Checkpoint<S = MachineState> {
     pub stopped: Option<String>,
 }
 
+/// What the raw engine learned up to a checkpoint, in the frame just
+/// before it: whole at the first, the changes since the one before after
+/// that. A replay restoring checkpoint `k` folds those of checkpoints 0 to
+/// `k` and puts the result back into its engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearningFrame {
+    /// The checkpoint's sequence number.
+    pub sequence: u64,
+    pub learning: vm::engine::raw::learning::RawLearning,
+}
+
 /// A checkpoint as its frame holds it.
 pub type CheckpointFrame = Checkpoint<SavedState>;
 

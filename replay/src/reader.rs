@@ -11,7 +11,7 @@ use crate::error::{Result, TraceError};
 use crate::format::{self, FrameKind};
 use crate::model::{
     ArchivedTraceIndex, Checkpoint, CheckpointFrame, EndInfo, EventBatch, FrameEntry, InputBatch, InputRecord,
-    TraceHeader,
+    LearningFrame, TraceHeader,
 };
 
 /// An open trace.
@@ -166,6 +166,15 @@ impl Trace {
             offset: f.offset,
             source,
         })
+    }
+
+    /// The learning frames, one before each checkpoint, in order.
+    pub fn learning_frames(&self) -> Vec<FrameEntry> {
+        self.frames_of(FrameKind::Learning).cloned().collect()
+    }
+
+    pub fn learning(&self, f: &FrameEntry) -> Result<LearningFrame> {
+        self.decode_frame(f, "learning")
     }
 
     /// The whole input log, in the order the machine asked.
@@ -443,6 +452,24 @@ fn check_order(frames: &[FrameEntry], finished: bool) -> Result<()> {
                 }
                 if last_events.is_some_and(|e| e > f.icount) {
                     return Err(corrupt(f.offset, "events after the end of the recording".into()));
+                }
+            }
+            FrameKind::Learning => {
+                behind(last_checkpoint, "a checkpoint")?;
+                // Right before its checkpoint, or before the input batch
+                // that comes right before it.
+                let next = |j: usize| frames.get(j).map(|n| (n.kind, n.icount));
+                let here = |kind: FrameKind| Some((kind as u8, f.icount));
+                let followed = next(i + 1) == here(FrameKind::Checkpoint)
+                    || (next(i + 1) == here(FrameKind::Inputs) && next(i + 2) == here(FrameKind::Checkpoint));
+                if !followed && (finished || next(i + 1).is_some()) {
+                    return Err(corrupt(
+                        f.offset,
+                        format!(
+                            "the learning frame at icount {} is not followed by its checkpoint",
+                            f.icount
+                        ),
+                    ));
                 }
             }
             FrameKind::Index => return Err(corrupt(f.offset, "an index frame before the last frame".into())),

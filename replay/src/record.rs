@@ -21,7 +21,7 @@ use crate::digest::RamHasher;
 use crate::error::{Result, TraceError};
 use crate::event_codec;
 use crate::format::{self, FrameKind};
-use crate::model::{Checkpoint, EndInfo, FrameEntry, InputBatch, InputRecord, TraceHeader, TraceIndex};
+use crate::model::{Checkpoint, EndInfo, FrameEntry, InputBatch, InputRecord, LearningFrame, TraceHeader, TraceIndex};
 
 /// Default instructions between checkpoints.
 /// Small enough that a step backwards replays at most this many
@@ -539,13 +539,17 @@ impl Recorder {
     /// many pages were dirty.
     fn checkpoint_inner(&mut self, machine: &mut Machine, first: bool, stopped: Option<String>) -> Result<usize> {
         machine.events.flush();
+        let learning = LearningFrame {
+            sequence: self.checkpoints,
+            learning: machine.at_checkpoint(first),
+        };
+        self.frames.send(FrameKind::Learning, machine.icount(), &learning)?;
         if !self.log.is_empty() {
             let batch = InputBatch {
                 records: std::mem::take(&mut self.log),
             };
             self.frames.send(FrameKind::Inputs, machine.icount(), &batch)?;
         }
-        machine.forget_cached_code();
         let dirty = machine.platform.mem.take_dirty();
         let state = machine.state();
         let pages = if first {

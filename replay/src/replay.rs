@@ -5,6 +5,7 @@
 //! and runs forward.
 
 use vm::engine::jit::JitConfig;
+use vm::engine::raw::learning::RawLearning;
 use vm::engine::raw::RawConfig;
 use vm::host::HostInput;
 use vm::machine::{CaptureConsole, Engine, Machine, MachineState, StopReason};
@@ -145,6 +146,13 @@ pub struct Replayer<'t> {
     /// instruction count (the last one, if so).
     pub(crate) stop_checkpoint: Option<usize>,
     pub(crate) final_stop: FinalStop,
+    /// The raw engine's learning at a checkpoint, folded from the learning
+    /// frames, to fold on from when the next restore is further on.
+    pub(crate) learning: Option<(usize, RawLearning)>,
+    /// The raw engine started cold where the recorder's had learned (a
+    /// snapshot was restored): it gets the recorded learning back at the
+    /// next checkpoint.
+    pub(crate) engine_cold: bool,
 }
 
 /// The stop a recording ended in (a halt with interrupts off, a triple
@@ -248,7 +256,62 @@ impl<'t> Replayer<'t> {
             ram: None,
             recorded_ram: None,
             rewind: Default::default(),
+            learning: None,
+            engine_cold: false,
         })
+    }
+
+    /// Folds the learning frames of checkpoints 0 to `k` (from the last
+    /// fold, when it was at or before `k`): the raw engine's learning as
+    /// the recorder had it at checkpoint `k`, kept in `self.learning`.
+    fn fold_learning_to(&mut self, k: usize) -> Result<()> {
+        let (mut at, mut learning) = match self.learning.take() {
+            Some((j, l)) if j <= k => (Some(j), l),
+            _ => (None, RawLearning::default()),
+        };
+        let from = at.map_or(0, |j| j + 1);
+        let mut frames = self.trace.frames_of(crate::format::FrameKind::Learning).skip(from);
+        for j in from..=k {
+            let f = frames.next().ok_or(TraceError::Missing("the engine's learning"))?;
+            let frame = self.trace.learning(f)?;
+            if frame.sequence != j as u64 || frame.learning.full != (j == 0) {
+                return Err(TraceError::Corrupt {
+                    offset: f.offset,
+                    what: format!("learning frame {j} is for checkpoint {}", frame.sequence),
+                });
+            }
+            learning.merge(&frame.learning);
+            at = Some(j);
+        }
+        self.learning = at.map(|j| (j, learning));
+        Ok(())
+    }
+
+    /// Whether this replay runs the engine as recorded, so that what the
+    /// recorder's engine learned belongs in it.
+    fn engine_as_recorded(&self) -> bool {
+        let h = &self.trace.header.config;
+        self.machine.engine == h.engine && self.machine.raw.config == h.raw
+    }
+
+    /// Puts what the recorder's engine had learned at checkpoint `k` into
+    /// the machine's, which has forgotten everything.
+    pub(crate) fn put_back_learning(&mut self, k: usize) -> Result<()> {
+        self.engine_cold = false;
+        if !self.engine_as_recorded() {
+            return Ok(());
+        }
+        self.fold_learning_to(k)?;
+        let offset = self.checkpoints.get(k).map_or(0, |c| c.offset);
+        let Some((_, learning)) = &self.learning else {
+            return Err(TraceError::Missing("the engine's learning"));
+        };
+        self.machine
+            .restore_learning(learning)
+            .map_err(|e| TraceError::Corrupt {
+                offset,
+                what: format!("the engine's learning at checkpoint {k}: {e}"),
+            })
     }
 
     pub fn icount(&self) -> u64 {
@@ -267,7 +330,29 @@ impl<'t> Replayer<'t> {
     /// Does at a checkpoint what the recorder did there. With `verify`,
     /// compares the digest; returns the divergence if it differs.
     fn at_checkpoint(&mut self, index: usize, verify: bool) -> Result<Option<Divergence>> {
-        self.machine.forget_cached_code();
+        let learned = self.machine.at_checkpoint(index == 0);
+        if self.engine_cold {
+            self.machine.forget_cached_code();
+            self.put_back_learning(index)?;
+        } else if verify && self.engine_as_recorded() {
+            // What a restore here would put back must be what this engine
+            // learned: else the file lies, or the engine does not decide
+            // alike on the same run.
+            let f = self
+                .trace
+                .frames_of(crate::format::FrameKind::Learning)
+                .nth(index)
+                .cloned()
+                .ok_or(TraceError::Missing("the engine's learning"))?;
+            let recorded = self.trace.learning(&f)?;
+            if recorded.learning != learned {
+                return Ok(Some(Divergence {
+                    icount: self.machine.icount(),
+                    pc: vm::engine::raw::pc(&self.machine.cpu),
+                    differences: vec![learning_difference(&recorded.learning, &learned)],
+                }));
+            }
+        }
         let dirty = self.machine.platform.mem.take_dirty();
         if !verify {
             self.passed_checkpoint(index, &dirty);
@@ -558,4 +643,37 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
         out.push(format!("{}: recorded {}, replayed {}", f.field, f.a, f.b));
     }
     out
+}
+
+/// The first way the raw engine's learning at a checkpoint differs from the
+/// recorded one, for a divergence report.
+fn learning_difference(recorded: &RawLearning, replayed: &RawLearning) -> String {
+    let what = if recorded.scanned != replayed.scanned {
+        let page = recorded
+            .scanned
+            .iter()
+            .zip(&replayed.scanned)
+            .find(|(a, b)| a != b)
+            .map_or_else(
+                || {
+                    format!(
+                        "{} pages recorded, {} replayed",
+                        recorded.scanned.len(),
+                        replayed.scanned.len()
+                    )
+                },
+                |((p, _), _)| format!("first at page {:#x}", p << 12),
+            );
+        format!("scan results ({page})")
+    } else if recorded.patch_count != replayed.patch_count || recorded.patches != replayed.patches {
+        format!(
+            "patches ({} recorded, {} replayed)",
+            recorded.patch_count, replayed.patch_count
+        )
+    } else if recorded.hot != replayed.hot || recorded.hot_entries != replayed.hot_entries {
+        "trap counts towards patches".to_string()
+    } else {
+        "which engine ran last".to_string()
+    };
+    format!("the raw engine learned otherwise than recorded: {what}")
 }

@@ -17,9 +17,12 @@
 //!   did not rewrite are shared with the one before it.
 //!
 //! None of this changes what the replay computes: every position is still
-//! the recorded run's, reached from a checkpoint by the same inputs. The
-//! engines' caches, which restoring drops, are not guest-visible, except
-//! under injected patch bugs: those traces get no snapshots.
+//! the recorded run's, reached from a checkpoint by the same inputs. A
+//! checkpoint restores the raw engine's learning too (its learning frames);
+//! a snapshot does not, so the engine starts cold there and gets the
+//! recorded learning back at the next checkpoint: not guest-visible, except
+//! where the learning is (no scanner, injected patch bugs), and such
+//! traces get no snapshots.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

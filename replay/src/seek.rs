@@ -41,7 +41,7 @@ impl Replayer<'_> {
     /// restoring drops, to be invisible to the guest: not so under injected
     /// patch bugs.
     fn snapshots_allowed(&self) -> bool {
-        self.on_recorded_line() && !self.machine.raw.config.inject.any()
+        self.on_recorded_line() && !self.machine.raw.config.learning_guest_visible()
     }
 
     /// The replay's mark where it stands; at a checkpoint (`checkpoint`),
@@ -242,7 +242,7 @@ impl Replayer<'_> {
         };
         self.return_to(&image.mark, &image.serial);
         self.rewind.image = Some(image);
-        Ok(())
+        self.put_back_learning(k)
     }
 
     /// At checkpoint `k`, passed going forward (after what the recorder did
@@ -358,6 +358,10 @@ impl Replayer<'_> {
         let (pages, mark, serial) = (s.pages.clone(), s.mark.clone(), s.serial.clone());
         self.sync_ram(&pages)?;
         self.return_to(&mark, &serial);
+        // Snapshots keep no learning: the engine starts cold here, which
+        // only the engine's own events and views can tell (no snapshot is
+        // taken where the guest could), until the next checkpoint.
+        self.engine_cold = true;
         Ok(())
     }
 

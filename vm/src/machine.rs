@@ -372,6 +372,16 @@ impl Machine {
         stop
     }
 
+    /// What the recorder (and a replay passing the point) does at a
+    /// checkpoint: flushes the TLB, which a replay restoring the checkpoint
+    /// starts without, and saves what the raw engine learned since the last
+    /// checkpoint (all of it at the first), which such a replay puts back.
+    /// The engines go on learning: nothing cached is forgotten.
+    pub fn at_checkpoint(&mut self, first: bool) -> RawLearning {
+        self.cpu.tlb.flush_all();
+        self.save_learning(first)
+    }
+
     /// What the raw engine learned, whole or changed since the last save
     /// ([`RawEngine::save_learning`]), with the hits compiled patches
     /// counted so far.
@@ -380,10 +390,9 @@ impl Machine {
         self.raw.save_learning(full)
     }
 
-    /// Forgets everything cached and puts whole saved learning into the
-    /// raw engine (after the machine's state and RAM are restored).
+    /// Puts whole saved learning into the raw engine, which has forgotten
+    /// everything (as [`Machine::restore_state`] leaves it).
     pub fn restore_learning(&mut self, learning: &RawLearning) -> Result<(), LearningError> {
-        self.forget_cached_code();
         self.raw.restore_learning(learning, &mut self.platform.mem)
     }
 

@@ -1,5 +1,6 @@
-//! The raw engine's patch table at the current position (it starts empty
-//! at every checkpoint).
+//! The raw engine's patch table at the current position (as the recorder's
+//! was there; after a step back to a snapshot between checkpoints, as an
+//! engine that started there would have it).
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Rect};

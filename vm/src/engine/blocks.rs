@@ -394,7 +394,7 @@ impl BlockCache {
     /// Forgets every block as far as anything the guest or the raw engine
     /// could tell: none is found, watched or run any more, and the next
     /// entry at any address builds and annotates its block anew. A
-    /// checkpoint does this every few million instructions, so the work is
+    /// restore (a seek, bisect's intervals) does this, so the work is
     /// kept out of sight: each block is set aside with its decoding and its
     /// translation, and building it again takes it back instead, when its
     /// bytes are still what it decoded (memory may have been replaced

@@ -4,7 +4,8 @@
 //! addressed from r15. Up to seven guest registers, those the block's host
 //! code uses more than once (once, in a block that loops on itself), are
 //! cached in host registers (RBP, R12, R13,
-//! RSI, RDI, R10, R11) for the whole translation: loaded at its top,
+//! RSI, RDI, R10, R11; six, without R13, in a block that loops on itself,
+//! which keeps its icount there) for the whole translation: loaded at its top,
 //! written back where changed before every step and exit, loaded again
 //! after a step (which may write any), and pushed around the inline memory
 //! path's calls where a call may clobber them. Register-only integer instructions run as the
@@ -690,8 +691,8 @@ impl Emitter {
     }
 
     /// Adds the instructions retired since the last update to the icount
-    /// (without touching the host flags); RAX holds the new icount when
-    /// there were any.
+    /// (without touching the host flags), and to its copy in R13 in a block
+    /// that loops on itself.
     fn store_icount(&mut self) {
         if self.pending == 0 {
             return;

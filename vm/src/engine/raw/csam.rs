@@ -205,8 +205,12 @@ impl Scanner {
     /// Puts saved scan results (checked whole) into a scanner that has
     /// forgotten everything, watching each instruction as its scan did.
     pub fn restore(&mut self, scanned: &BTreeMap<u32, Vec<ScannedSite>>, mem: &mut PhysMem) {
+        let total: usize = scanned.values().map(Vec::len).sum();
+        self.scanned.reserve(total);
+        self.by_page.reserve(scanned.len());
         for (&page, sites) in scanned {
             let list = self.by_page.entry(page).or_default();
+            list.reserve(sites.len());
             for s in sites {
                 let site = (page << 12 | u32::from(s.offset), s.code32);
                 self.scanned.insert(site);

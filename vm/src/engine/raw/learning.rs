@@ -15,10 +15,33 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::csam::Site;
-use super::patm::{PatchKind, PatchState};
-use crate::events::{EngineKind, PatchCause};
+use crate::events::{EngineKind, PatchCause, RefuseReason};
 use crate::exec::MAX_INSN_LEN;
+
+/// A patch's kind (defined here, with its state, so that the patch
+/// manager and the saved learning share them without importing each
+/// other; `patm` re-exports both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum PatchKind {
+    /// The instruction runs inline with its reference semantics.
+    Inline,
+    /// An entry point reached with the guest's IF clear (an interrupt or
+    /// exception handler behind an interrupt gate, code after a CLI run on
+    /// the reference): the instruction itself is not replaced, but the code
+    /// from it up to the next instruction that may set IF runs raw, as
+    /// PATM's interrupt-handler patches did.
+    Entry,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PatchState {
+    Enabled,
+    /// Switched off by hand (a debugger, delta debugging): the site traps.
+    Disabled,
+    /// Its page was written; it no longer describes the code there.
+    Dirty,
+    Refused(RefuseReason),
+}
 
 /// One scanned instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +68,8 @@ pub struct SavedPatch {
     pub installed_at: u64,
     pub hits: u64,
     pub traps_avoided: u64,
-    pub region: Vec<Site>,
+    /// (physical address, code32) of each site.
+    pub region: Vec<(u32, bool)>,
     /// Still found by its site and page (not dropped for a write).
     pub indexed: bool,
 }
@@ -108,17 +132,31 @@ impl RawLearning {
         self.current = delta.current;
     }
 
-    /// Checks what a restore relies on: whole, every patch present with an
-    /// instruction that fits, every scanned instruction inside its page.
+    /// Checks what a restore relies on: whole, every patch present, every
+    /// instruction and scanned site sound ([`RawLearning::check_contents`]).
     pub fn check(&self) -> Result<(), LearningError> {
+        self.check_complete()?;
+        self.check_contents()
+    }
+
+    /// Whole, with every patch below the count present.
+    pub fn check_complete(&self) -> Result<(), LearningError> {
         if !self.full {
             return Err(LearningError::NotWhole);
         }
-        for index in 0..self.patch_count {
-            let p = self.patches.get(&index).ok_or(LearningError::MissingPatch {
+        match (0..self.patch_count).find(|i| !self.patches.contains_key(i)) {
+            Some(index) => Err(LearningError::MissingPatch {
                 index,
                 count: self.patch_count,
-            })?;
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// What it holds, whole or not: each patch's instruction of 1 to 15
+    /// bytes, each scanned instruction inside its page.
+    pub fn check_contents(&self) -> Result<(), LearningError> {
+        for (&index, p) in &self.patches {
             if p.bytes.is_empty() || p.bytes.len() > MAX_INSN_LEN {
                 return Err(LearningError::BadInstruction {
                     index,

@@ -43,6 +43,15 @@ pub struct Injection {
     pub stale_patch: bool,
 }
 
+impl RawConfig {
+    /// Whether what the engine learned can change what the guest computes
+    /// (as it can under any patch bug): without the scanner, ring
+    /// compression leaks until patches cover the sites; injected bugs.
+    pub fn learning_guest_visible(&self) -> bool {
+        !self.scanner || self.inject.any()
+    }
+}
+
 impl Injection {
     pub const NAMES: &'static [&'static str] = &["pushf-leak", "sti-shadow", "scan-miss", "stale-patch"];
 
@@ -175,12 +184,11 @@ impl RawEngine {
         }
     }
 
-    /// Forgets scan results, patches and trap counts (a checkpoint: memory
+    /// Forgets scan results, patches and trap counts (a restore: memory
     /// may be replaced), keeping the configuration and the run's counters.
     /// Which engine ran last goes too: it decides whether an entry with IF
-    /// clear counts towards an entry patch, and a replay restoring the
-    /// checkpoint cannot know it (so the first choice after a checkpoint
-    /// is no switch).
+    /// clear counts towards an entry patch (so the first choice after a
+    /// restore is no switch event, and counts one).
     pub fn reset_caches(&mut self) {
         let scan_stats = self.scanner.stats;
         self.retired.add(&self.patches);

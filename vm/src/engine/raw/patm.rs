@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 
 use super::csam::{decode_at, Site};
 use super::learning::{LearningError, SavedPatch};
+pub use super::learning::{PatchKind, PatchState};
 use super::sensitive::{may_clear_if, may_set_if};
 use crate::bus::Bus;
 use crate::cpu::state::SegReg;
 use crate::cpu::Cpu;
-use crate::events::{PatchCause, RefuseReason};
+use crate::events::PatchCause;
 use crate::exec::MAX_INSN_LEN;
 use crate::exec::{handler_for, Handler};
 use crate::hash::{FastMap, FastSet};
@@ -29,30 +30,9 @@ use crate::platform::Platform;
 /// Instructions a patch region covers at most.
 const REGION_LIMIT: u32 = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub enum PatchKind {
-    /// The instruction runs inline with its reference semantics.
-    Inline,
-    /// An entry point reached with the guest's IF clear (an interrupt or
-    /// exception handler behind an interrupt gate, code after a CLI run on
-    /// the reference): the instruction itself is not replaced, but the code
-    /// from it up to the next instruction that may set IF runs raw, as
-    /// PATM's interrupt-handler patches did.
-    Entry,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum PatchState {
-    Enabled,
-    /// Switched off by hand (a debugger, delta debugging): the site traps.
-    Disabled,
-    /// Its page was written; it no longer describes the code there.
-    Dirty,
-    Refused(RefuseReason),
-}
-
-/// A patch as the same site and kind in any run: patch indices restart at
-/// every checkpoint, sites do not.
+/// A patch as the same site and kind in any run: another run (another
+/// configuration, some patches suppressed) numbers its patches otherwise,
+/// sites stay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PatchKey {
     pub phys: u32,
