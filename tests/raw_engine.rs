@@ -416,3 +416,53 @@ fn learning_put_back_decides_as_the_engine_it_was_saved_from() {
         }
     }
 }
+
+/// Bisect's delta debugging suppresses patches. Since a restore puts back
+/// the patches the recorder had made, suppressing reaches those too: each
+/// is switched off as if it had been installed so (its site traps, the
+/// region it owned goes), and runs no more.
+#[test]
+fn suppressing_patches_switches_off_those_already_made() {
+    use vm::engine::raw::patm::PatchState;
+    let k = kernel("bench", "trap 2");
+    let mut host = NoInput::default();
+    let mut m = Machine::boot(32 << 20, &k, &mut host).expect("boot");
+    let mut console = CaptureConsole::default();
+    m.run(400_000, &mut host, &mut console);
+    let enabled: Vec<_> = m
+        .raw
+        .patches
+        .patches
+        .iter()
+        .filter(|p| p.state == PatchState::Enabled)
+        .map(|p| (p.key(), p.region.clone()))
+        .collect();
+    assert!(
+        enabled.iter().any(|(_, region)| !region.is_empty()),
+        "a patch with a region: {enabled:?}"
+    );
+    m.suppress_patches(enabled.iter().map(|(key, _)| *key).collect());
+    let hits = |m: &mut Machine| -> Vec<u64> {
+        m.save_learning(false);
+        m.raw.patches.patches.iter().map(|p| p.hits).collect()
+    };
+    let before = hits(&mut m);
+    for (key, region) in &enabled {
+        for &site in region {
+            assert!(!m.raw.patches.in_region(site), "{key:?}: {site:?} still in a region");
+        }
+    }
+    m.run(800_000, &mut host, &mut console);
+    let after = hits(&mut m);
+    for (i, p) in m.raw.patches.patches.iter().enumerate() {
+        if enabled.iter().any(|(key, _)| *key == p.key()) && i < before.len() {
+            assert_ne!(p.state, PatchState::Enabled, "{:?}", p.key());
+            assert_eq!(after[i], before[i], "{:?} ran while suppressed", p.key());
+        }
+    }
+    assert!(
+        m.raw.monitor.exits > 1000,
+        "the suppressed sites trap: {} exits",
+        m.raw.monitor.exits
+    );
+}

@@ -563,6 +563,28 @@ impl Machine {
         (crate::linear::read(self, addr, &mut out) == len).then_some(out)
     }
 
+    /// Suppresses the patches with these keys (bisect's delta debugging):
+    /// those installed from now on are installed switched off, and those
+    /// enabled now (a restore put them back) are switched off as if they
+    /// had been.
+    pub fn suppress_patches(&mut self, keys: std::collections::HashSet<crate::engine::raw::patm::PatchKey>) {
+        use crate::engine::raw::patm::PatchState;
+        let enabled: Vec<u32> = (0..self.raw.patches.patches.len() as u32)
+            .filter(|&i| {
+                self.raw
+                    .patches
+                    .get(i)
+                    .is_some_and(|p| p.state == PatchState::Enabled && keys.contains(&p.key()))
+            })
+            .collect();
+        for index in enabled {
+            for page in self.raw.patches.switch_off(index) {
+                self.blocks.drop_page(page);
+            }
+        }
+        self.raw.suppressed = keys;
+    }
+
     /// Switches an inline patch off (its site traps again) or back on.
     /// Returns false when there is no such inline patch, or it is dirty or
     /// refused.

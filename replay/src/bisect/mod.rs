@@ -511,7 +511,8 @@ impl<'t> Bisector<'t> {
                 tests,
                 candidates: enabled.len(),
             });
-            work.machine.raw.suppressed = all.iter().filter(|k| !enabled.contains(k)).copied().collect();
+            work.machine
+                .suppress_patches(all.iter().filter(|k| !enabled.contains(k)).copied().collect());
             work.run_to(lo);
             let same_before = work.agrees_with(reference_before);
             work.run_to(n.hi);

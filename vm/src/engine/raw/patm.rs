@@ -182,6 +182,34 @@ impl PatchTable {
         index
     }
 
+    /// Switches an enabled patch off as if it had been installed switched
+    /// off (suppressed): its site traps again, and the region it owned (a
+    /// CLI or POPF patch's, an entry patch's) goes. Returns the pages whose
+    /// blocks were made for it.
+    pub fn switch_off(&mut self, index: u32) -> Vec<u32> {
+        let Some(p) = self.patches.get_mut(index as usize) else {
+            return Vec::new();
+        };
+        if p.state != PatchState::Enabled {
+            return Vec::new();
+        }
+        self.changed.insert(index);
+        p.state = PatchState::Disabled;
+        let mut pages = vec![p.phys >> 12];
+        for s in p.region.drain(..) {
+            if let Some(n) = self.in_region.get_mut(&s) {
+                *n -= 1;
+                if *n == 0 {
+                    self.in_region.remove(&s);
+                }
+            }
+            if !pages.contains(&(s.0 >> 12)) {
+                pages.push(s.0 >> 12);
+            }
+        }
+        pages
+    }
+
     /// Whether the guest changed the bytes of a patched instruction.
     pub fn code_changed(&self, w: &CodeWrite) -> bool {
         self.by_page.get(&w.page).is_some_and(|indices| {
