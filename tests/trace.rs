@@ -375,6 +375,38 @@ fn a_killed_recorder_leaves_a_replayable_prefix() {
     let mut r = Replayer::new(&partial, ReplayOptions::default()).expect("replayer");
     assert_eq!(r.end_icount(), cps[2].icount);
     assert!(r.run_all(true, &mut |_| {}).expect("replay").is_none());
+    // Where input came in, a checkpoint follows its learning and input
+    // frames: cut inside any checkpoint, the file still opens and verifies
+    // up to the checkpoint before.
+    let kernel = multiboot("echo", "");
+    let (bytes, _, _) = record(
+        "killed-echo",
+        &kernel,
+        Engine::Raw,
+        RawConfig::default(),
+        b"typed\nquit\n",
+        300_000,
+    );
+    let trace = Trace::from_bytes(bytes.clone()).expect("open");
+    let cps = trace.checkpoint_frames();
+    let inputs: Vec<u64> = trace
+        .frames_of(replay::format::FrameKind::Inputs)
+        .map(|f| f.icount)
+        .collect();
+    assert!(
+        cps.iter().skip(1).any(|c| inputs.contains(&c.icount)),
+        "a checkpoint after input"
+    );
+    for k in 1..cps.len() {
+        let cut = cps[k].offset as usize + 40;
+        let partial = Trace::from_bytes(bytes[..cut].to_vec()).expect("a prefix opens");
+        let mut r = Replayer::new(&partial, ReplayOptions::default()).expect("replayer");
+        assert_eq!(r.end_icount(), cps[k - 1].icount, "cut in checkpoint {k}");
+        assert!(
+            r.run_all(true, &mut |_| {}).expect("replay").is_none(),
+            "cut in checkpoint {k}"
+        );
+    }
 }
 
 /// traces/ holds small recordings made by earlier builds: a change that

@@ -287,6 +287,15 @@ impl<'t> Replayer<'t> {
         Ok(())
     }
 
+    /// The raw engine's learning as the recorder had it at checkpoint `k`.
+    pub(crate) fn learning_at(&mut self, k: usize) -> Result<&RawLearning> {
+        self.fold_learning_to(k)?;
+        match &self.learning {
+            Some((_, learning)) => Ok(learning),
+            None => Err(TraceError::Missing("the engine's learning")),
+        }
+    }
+
     /// Whether this replay runs the engine as recorded, so that what the
     /// recorder's engine learned belongs in it.
     fn engine_as_recorded(&self) -> bool {
@@ -297,12 +306,15 @@ impl<'t> Replayer<'t> {
     /// Puts what the recorder's engine had learned at checkpoint `k` into
     /// the machine's, which has forgotten everything.
     pub(crate) fn put_back_learning(&mut self, k: usize) -> Result<()> {
-        self.engine_cold = false;
         if !self.engine_as_recorded() {
+            self.engine_cold = false;
             return Ok(());
         }
-        self.fold_learning_to(k)?;
+        // Until it is back, the engine is cold: a failure here is reported
+        // again at the next checkpoint, never compared as a divergence.
+        self.engine_cold = true;
         let offset = self.checkpoints.get(k).map_or(0, |c| c.offset);
+        self.fold_learning_to(k)?;
         let Some((_, learning)) = &self.learning else {
             return Err(TraceError::Missing("the engine's learning"));
         };
@@ -311,7 +323,9 @@ impl<'t> Replayer<'t> {
             .map_err(|e| TraceError::Corrupt {
                 offset,
                 what: format!("the engine's learning at checkpoint {k}: {e}"),
-            })
+            })?;
+        self.engine_cold = false;
+        Ok(())
     }
 
     pub fn icount(&self) -> u64 {

@@ -37,9 +37,9 @@ impl Replayer<'_> {
         !self.rewind.edited && self.input.mismatch.is_none() && self.machine.raw.config == self.trace.header.config.raw
     }
 
-    /// Snapshots between checkpoints also need the engines' caches, which
-    /// restoring drops, to be invisible to the guest: not so under injected
-    /// patch bugs.
+    /// Snapshots between checkpoints keep no engine learning (a restore
+    /// starts it cold), so they need it invisible to the guest: not so
+    /// without the scanner or under injected patch bugs.
     fn snapshots_allowed(&self) -> bool {
         self.on_recorded_line() && !self.machine.raw.config.learning_guest_visible()
     }

@@ -240,7 +240,10 @@ impl Machine {
     /// Puts the machine in a saved state (a checkpoint): CPU, devices, time
     /// and the run loop's schedule; RAM is the caller's to restore. Cached
     /// translations, blocks, scan results and patches are dropped: they
-    /// describe the old memory, and none of them is guest-visible.
+    /// describe the old memory. What the raw engine had learned there is
+    /// the caller's to put back ([`Machine::restore_learning`]) where it
+    /// matters: under a patch bug or without the scanner the guest can
+    /// tell.
     pub fn restore_state(&mut self, s: &MachineState) {
         self.cpu.restore(&s.cpu);
         self.cpu.icount = s.icount;
@@ -255,8 +258,10 @@ impl Machine {
     /// Where the machine stands, RAM aside, complete enough to resume from
     /// between checkpoints: the state, the TLB (a guest that edits page
     /// tables without invalidating sees its stale entries) and the run
-    /// loop's fault-loop count. The engines' caches are left out: they are
-    /// not guest-visible.
+    /// loop's fault-loop count. The engines' caches and learning are left
+    /// out: a restore starts them cold, which only the engine's own events
+    /// show, except where the learning is guest-visible
+    /// (`RawConfig::learning_guest_visible`: no position is kept there).
     pub fn position(&self) -> Position {
         Position {
             state: self.state(),
@@ -401,7 +406,7 @@ impl Machine {
     fn count_compiled_patch_hits(&mut self) {
         let patches = &mut self.raw.patches;
         self.blocks.jit.drain_patch_hits(|index, hits| {
-            if let Some(p) = patches.get_mut(index) {
+            if let Some(p) = patches.counted(index) {
                 p.hits += hits;
                 p.traps_avoided += hits;
             }

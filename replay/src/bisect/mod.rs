@@ -249,7 +249,7 @@ impl<'t> Bisector<'t> {
                             }
                             let k = intervals[pos];
                             ra.restore(k)?;
-                            b.copy_all_from_replayer(&mut ra, self.b);
+                            b.copy_all_from_replayer(&mut ra, self.b, k)?;
                             let end = self.checkpoints[k + 1];
                             ra.run_to(end, false)?;
                             b.run_to(end);
@@ -263,7 +263,7 @@ impl<'t> Bisector<'t> {
                                 // Back to the start (from the RAM image the
                                 // replayer keeps): narrowing starts there.
                                 ra.restore(k)?;
-                                b.copy_all_from_replayer(&mut ra, self.b);
+                                b.copy_all_from_replayer(&mut ra, self.b, k)?;
                                 if let Ok(mut slot) = found.lock() {
                                     if slot.as_ref().map_or(true, |f| pos < f.0) {
                                         *slot = Some((pos, Side::from(ra), b, who));

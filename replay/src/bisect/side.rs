@@ -130,8 +130,16 @@ impl Side {
     }
 
     /// Makes this side the replayer's machine (all of RAM copied into this
-    /// side's own), configured as `config`.
-    pub(super) fn copy_all_from_replayer(&mut self, r: &mut Replayer, config: SideConfig) {
+    /// side's own) at checkpoint `k`, which it restored, configured as
+    /// `config`: with the raw engine's learning the recorder had there when
+    /// `config` is the recorded one (it decides as the recorder's did),
+    /// with none otherwise (the replayer's may be another configuration's).
+    pub(super) fn copy_all_from_replayer(
+        &mut self,
+        r: &mut Replayer,
+        config: SideConfig,
+        k: usize,
+    ) -> crate::error::Result<()> {
         let all: Vec<usize> = (0..r.machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE).collect();
         self.machine.copy_from(&mut r.machine, &all);
         copy_io(&mut self.input, &mut self.console, &r.input, &r.console);
@@ -139,6 +147,18 @@ impl Side {
         self.machine.engine = config.engine;
         self.machine.raw.config = config.raw;
         self.machine.platform.mem.take_dirty();
+        // At a checkpoint the TLB is empty: forgetting changes nothing else.
+        self.machine.forget_cached_code();
+        if config == SideConfig::recorded(&r.trace) {
+            let learning = r.learning_at(k)?;
+            self.machine
+                .restore_learning(learning)
+                .map_err(|e| crate::error::TraceError::Corrupt {
+                    offset: 0,
+                    what: format!("the engine's learning at checkpoint {k}: {e}"),
+                })?;
+        }
+        Ok(())
     }
 }
 

@@ -86,6 +86,10 @@ pub struct RawLearning {
     /// one added or changed, by index.
     pub patch_count: u32,
     pub patches: BTreeMap<u32, SavedPatch>,
+    /// Changes only: (index, hits, traps avoided) of each patch whose
+    /// counters alone changed (a patch that runs changes nothing else, and
+    /// its region need not be saved again).
+    pub counts: Vec<(u32, u64, u64)>,
     /// Traps and true-privilege entries with IF clear counted towards a
     /// patch, by (linear, physical) site: whole every time (few).
     pub hot: Vec<((u32, u32), u32)>,
@@ -103,6 +107,8 @@ pub enum LearningError {
     MissingPatch { index: u32, count: u32 },
     #[error("patch {index}'s instruction ({len} bytes) does not decode")]
     BadInstruction { index: u32, len: usize },
+    #[error("counters for patch {index}, beyond the {count} there are")]
+    CountBeyond { index: u32, count: u32 },
     #[error("scanned instruction at page {page:#x} offset {offset:#x} ({len} bytes) does not fit its page")]
     BadSite { page: u32, offset: u16, len: u8 },
 }
@@ -125,6 +131,12 @@ impl RawLearning {
         self.patch_count = delta.patch_count;
         for (index, p) in &delta.patches {
             self.patches.insert(*index, p.clone());
+        }
+        for &(index, hits, traps_avoided) in &delta.counts {
+            if let Some(p) = self.patches.get_mut(&index) {
+                p.hits = hits;
+                p.traps_avoided = traps_avoided;
+            }
         }
         self.patches.retain(|&i, _| i < delta.patch_count);
         self.hot = delta.hot.clone();
@@ -154,8 +166,15 @@ impl RawLearning {
     }
 
     /// What it holds, whole or not: each patch's instruction of 1 to 15
-    /// bytes, each scanned instruction inside its page.
+    /// bytes, counters only for patches there are, each scanned
+    /// instruction inside its page.
     pub fn check_contents(&self) -> Result<(), LearningError> {
+        if let Some(&(index, _, _)) = self.counts.iter().find(|c| c.0 >= self.patch_count) {
+            return Err(LearningError::CountBeyond {
+                index,
+                count: self.patch_count,
+            });
+        }
         for (&index, p) in &self.patches {
             if p.bytes.is_empty() || p.bytes.len() > MAX_INSN_LEN {
                 return Err(LearningError::BadInstruction {
@@ -229,6 +248,13 @@ mod tests {
                 whole(vec![(0, patch(&[0x0F]))], 1),
                 LearningError::BadInstruction { index: 0, len: 1 },
             ),
+            (
+                RawLearning {
+                    counts: vec![(1, 2, 2)],
+                    ..whole(vec![(0, patch(&[0xFA]))], 1)
+                },
+                LearningError::CountBeyond { index: 1, count: 1 },
+            ),
             // Two instructions where one was saved.
             (
                 whole(vec![(0, patch(&[0xFA, 0xFB]))], 1),
@@ -295,9 +321,11 @@ mod tests {
                 .collect(),
             patch_count: 2,
             patches: [(1, patch(&[0xFB]))].into_iter().collect(),
+            counts: vec![(0, 5, 4)],
             hot: vec![((1, 2), 3)],
             ..RawLearning::default()
         });
+        assert_eq!((learning.patches[&0].hits, learning.patches[&0].traps_avoided), (5, 4));
         assert!(learning.full);
         assert_eq!(learning.scanned.keys().copied().collect::<Vec<_>>(), [2, 7]);
         assert_eq!(learning.scanned[&2].len(), 2);

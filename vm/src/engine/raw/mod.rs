@@ -205,21 +205,21 @@ impl RawEngine {
     /// What the engine learned (`full`), or what changed since the last
     /// save, as plain data ([`learning`]).
     pub fn save_learning(&mut self, full: bool) -> RawLearning {
-        let (patch_count, patches) = self.patches.save(full);
         let sorted = |m: &HashMap<(u32, u32), u32>| {
             let mut v: Vec<((u32, u32), u32)> = m.iter().map(|(k, n)| (*k, *n)).collect();
             v.sort_unstable();
             v
         };
-        RawLearning {
+        let mut learning = RawLearning {
             full,
             scanned: self.scanner.save(full),
-            patch_count,
-            patches,
             hot: sorted(&self.hot),
             hot_entries: sorted(&self.hot_entries),
             current: self.current,
-        }
+            ..RawLearning::default()
+        };
+        self.patches.save(full, &mut learning);
+        learning
     }
 
     /// Puts whole saved learning into the engine, which must have
@@ -683,7 +683,7 @@ impl RawHooks for RawEngine {
         index: u32,
     ) -> Option<crate::cpu::Result<StepOutcome>> {
         let inject = self.config.inject;
-        let patch = self.patches.get_mut(index)?;
+        let patch = self.patches.counted(index)?;
         if patch.state != PatchState::Enabled {
             return None;
         }

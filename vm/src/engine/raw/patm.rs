@@ -14,7 +14,7 @@ use iced_x86::{FlowControl, Instruction};
 use std::collections::BTreeMap;
 
 use super::csam::{decode_at, Site};
-use super::learning::{LearningError, SavedPatch};
+use super::learning::{LearningError, RawLearning, SavedPatch};
 pub use super::learning::{PatchKind, PatchState};
 use super::sensitive::{may_clear_if, may_set_if};
 use crate::bus::Bus;
@@ -75,8 +75,10 @@ pub struct PatchTable {
     in_region: FastMap<Site, u32>,
     /// Patch indices by physical page, for invalidation.
     by_page: FastMap<u32, Vec<u32>>,
-    /// Patches added or changed since the learning was last saved.
+    /// Patches added or changed since the learning was last saved, and
+    /// those whose counters alone changed.
     changed: FastSet<u32>,
+    counted: FastSet<u32>,
 }
 
 impl Patch {
@@ -106,6 +108,13 @@ impl PatchTable {
 
     pub fn get_mut(&mut self, index: u32) -> Option<&mut Patch> {
         self.changed.insert(index);
+        self.patches.get_mut(index as usize)
+    }
+
+    /// A patch whose counters (hits, traps avoided) are about to change,
+    /// and nothing else.
+    pub fn counted(&mut self, index: u32) -> Option<&mut Patch> {
+        self.counted.insert(index);
         self.patches.get_mut(index as usize)
     }
 
@@ -271,12 +280,19 @@ impl PatchTable {
     }
 }
 
-/// The bytes `inst` (at `phys`) was decoded from, read through the page
-/// tables without side effects (an instruction may run into the next
-/// page); a byte there that no longer translates is read on from `phys`.
+/// The bytes `inst` (at `phys`) was decoded from. Within its page they are
+/// at `phys` (a patch made after its instruction ran, which may have
+/// changed CS or the paging, was decoded there); an instruction that runs
+/// into the next page was decoded by a block just now, through the page
+/// tables as they are, which are read without side effects (a byte that no
+/// longer translates is read on from `phys`).
 fn instruction_bytes(cpu: &Cpu, platform: &mut Platform, inst: &Instruction, phys: u32) -> [u8; MAX_INSN_LEN] {
-    let cs_base = cpu.state.segs[SegReg::Cs as usize].base;
     let mut bytes = [0u8; MAX_INSN_LEN];
+    if (phys & 0xFFF) as usize + inst.len() <= 0x1000 {
+        platform.fetch_phys(phys, &mut bytes[..inst.len()]);
+        return bytes;
+    }
+    let cs_base = cpu.state.segs[SegReg::Cs as usize].base;
     for (i, b) in bytes.iter_mut().enumerate().take(inst.len()) {
         let lin = cs_base.wrapping_add(inst.ip32()).wrapping_add(i as u32);
         let at = cpu
@@ -325,15 +341,24 @@ fn region_from(cpu: &Cpu, platform: &mut Platform, start: u32, code32: bool) -> 
 }
 
 impl PatchTable {
-    /// Every patch (`full`) or those added or changed since the last save,
-    /// for [`RawLearning`]; and how many the table holds.
-    pub fn save(&mut self, full: bool) -> (u32, BTreeMap<u32, SavedPatch>) {
+    /// Saves every patch (`full`) or those added or changed since the last
+    /// save (and the counters of those that only ran) into `into`, with
+    /// how many the table holds.
+    pub fn save(&mut self, full: bool, into: &mut RawLearning) {
         let indices: Vec<u32> = if full {
             (0..self.patches.len() as u32).collect()
         } else {
             self.changed.iter().copied().collect()
         };
+        let mut counts: Vec<(u32, u64, u64)> = self
+            .counted
+            .iter()
+            .filter(|i| !full && !self.changed.contains(i))
+            .filter_map(|&i| self.patches.get(i as usize).map(|p| (i, p.hits, p.traps_avoided)))
+            .collect();
+        counts.sort_unstable();
         self.changed.clear();
+        self.counted.clear();
         let saved = indices
             .into_iter()
             .filter_map(|i| {
@@ -357,7 +382,9 @@ impl PatchTable {
                 ))
             })
             .collect();
-        (self.patches.len() as u32, saved)
+        into.patch_count = self.patches.len() as u32;
+        into.patches = saved;
+        into.counts = counts;
     }
 
     /// Puts saved patches (checked whole: every index below `count`) into a
