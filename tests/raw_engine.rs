@@ -3,6 +3,8 @@
 //! guest computes (and so fails the differential tests), that patching cuts
 //! the trap-heavy loop's exits, and the events the monitor emits.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use vm::engine::blocks::BlockCache;
@@ -355,17 +357,7 @@ const LEARNING_SEGMENT: u64 = 40_000;
 
 #[test]
 fn learning_put_back_decides_as_the_engine_it_was_saved_from() {
-    let configs = [
-        RawConfig::default(),
-        RawConfig {
-            scanner: false,
-            ..RawConfig::default()
-        },
-        RawConfig {
-            inject: "pushf-leak,stale-patch".parse().expect("bug names"),
-            ..RawConfig::default()
-        },
-    ];
+    let configs = common::learning_configurations();
     for (name, append) in [("patchbugs", ""), ("bench", "trap 1"), ("bench", "trapoff 1")] {
         let k = kernel(name, append);
         for raw in configs {

@@ -552,17 +552,7 @@ fn apic_kernel_records_and_verifies_on_every_engine() {
 /// intervals must reproduce.
 #[test]
 fn a_replay_restoring_any_checkpoint_repeats_the_recording_engine_and_all() {
-    let configs = [
-        RawConfig::default(),
-        RawConfig {
-            scanner: false,
-            ..RawConfig::default()
-        },
-        RawConfig {
-            inject: "pushf-leak,stale-patch".parse().expect("bug names"),
-            ..RawConfig::default()
-        },
-    ];
+    let configs = common::learning_configurations();
     // The demo does not survive ring compression without the scanner.
     for (name, append, configs) in [
         ("patchbugs", "", &configs[..]),

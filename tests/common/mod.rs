@@ -203,3 +203,20 @@ pub fn gdb_batch(tag: &str, script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Raw-engine configurations under which what the engine learned matters
+/// to the guest or not: the default, no scanner (ring compression leaks
+/// until patches cover the sites), and two injected patch bugs.
+pub fn learning_configurations() -> [RawConfig; 3] {
+    [
+        RawConfig::default(),
+        RawConfig {
+            scanner: false,
+            ..RawConfig::default()
+        },
+        RawConfig {
+            inject: "pushf-leak,stale-patch".parse().expect("bug names"),
+            ..RawConfig::default()
+        },
+    ]
+}

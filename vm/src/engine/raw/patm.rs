@@ -205,17 +205,7 @@ impl PatchTable {
         self.changed.insert(index);
         p.state = PatchState::Disabled;
         let mut pages = vec![p.phys >> 12];
-        for s in p.region.drain(..) {
-            if let Some(n) = self.in_region.get_mut(&s) {
-                *n -= 1;
-                if *n == 0 {
-                    self.in_region.remove(&s);
-                }
-            }
-            if !pages.contains(&(s.0 >> 12)) {
-                pages.push(s.0 >> 12);
-            }
-        }
+        release_region(&mut self.in_region, &mut p.region, &mut pages);
         pages
     }
 
@@ -261,22 +251,29 @@ impl PatchTable {
             if p.state == PatchState::Enabled {
                 removed.push((p.site, p.phys));
             }
-            for s in p.region.drain(..) {
-                if let Some(n) = self.in_region.get_mut(&s) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.in_region.remove(&s);
-                        if !region_pages.contains(&(s.0 >> 12)) {
-                            region_pages.push(s.0 >> 12);
-                        }
-                    }
-                }
-            }
+            release_region(&mut self.in_region, &mut p.region, region_pages);
             if !matches!(p.state, PatchState::Refused(_)) {
                 p.state = PatchState::Dirty;
             }
         }
         removed
+    }
+}
+
+/// Gives up a patch's region: each site leaves `in_region` once no other
+/// region holds it, and its page joins `pages` (translations there may
+/// have been made for the region).
+fn release_region(in_region: &mut FastMap<Site, u32>, region: &mut Vec<Site>, pages: &mut Vec<u32>) {
+    for s in region.drain(..) {
+        if let Some(n) = in_region.get_mut(&s) {
+            *n -= 1;
+            if *n == 0 {
+                in_region.remove(&s);
+                if !pages.contains(&(s.0 >> 12)) {
+                    pages.push(s.0 >> 12);
+                }
+            }
+        }
     }
 }
 
