@@ -150,11 +150,12 @@ impl Side {
         // At a checkpoint the TLB is empty: forgetting changes nothing else.
         self.machine.forget_cached_code();
         if config == SideConfig::recorded(&r.trace) {
+            let offset = r.checkpoints.get(k).map_or(0, |c| c.offset);
             let learning = r.learning_at(k)?;
             self.machine
                 .restore_learning(learning)
                 .map_err(|e| crate::error::TraceError::Corrupt {
-                    offset: 0,
+                    offset,
                     what: format!("the engine's learning at checkpoint {k}: {e}"),
                 })?;
         }

@@ -683,10 +683,10 @@ impl RawHooks for RawEngine {
         index: u32,
     ) -> Option<crate::cpu::Result<StepOutcome>> {
         let inject = self.config.inject;
-        let patch = self.patches.counted(index)?;
-        if patch.state != PatchState::Enabled {
+        if self.patches.get(index)?.state != PatchState::Enabled {
             return None;
         }
+        let patch = self.patches.counted(index)?;
         patch.hits += 1;
         let view = cpu.ring_view;
         let m = patch.inst.mnemonic();
