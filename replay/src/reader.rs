@@ -168,11 +168,6 @@ impl Trace {
         })
     }
 
-    /// The learning frames, one before each checkpoint, in order.
-    pub fn learning_frames(&self) -> Vec<FrameEntry> {
-        self.frames_of(FrameKind::Learning).cloned().collect()
-    }
-
     pub fn learning(&self, f: &FrameEntry) -> Result<LearningFrame> {
         self.decode_frame(f, "learning")
     }

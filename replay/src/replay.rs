@@ -269,22 +269,30 @@ impl<'t> Replayer<'t> {
             Some((j, l)) if j <= k => (Some(j), l),
             _ => (None, RawLearning::default()),
         };
-        let from = at.map_or(0, |j| j + 1);
-        let mut frames = self.trace.frames_of(crate::format::FrameKind::Learning).skip(from);
-        for j in from..=k {
-            let f = frames.next().ok_or(TraceError::Missing("the engine's learning"))?;
-            let frame = self.trace.learning(f)?;
-            if frame.sequence != j as u64 || frame.learning.full != (j == 0) {
-                return Err(TraceError::Corrupt {
-                    offset: f.offset,
-                    what: format!("learning frame {j} is for checkpoint {}", frame.sequence),
-                });
-            }
-            learning.merge(&frame.learning);
+        for j in at.map_or(0, |j| j + 1)..=k {
+            learning.merge(&self.learning_frame(j)?);
             at = Some(j);
         }
         self.learning = at.map(|j| (j, learning));
         Ok(())
+    }
+
+    /// What checkpoint `j`'s learning frame holds (whole at the first,
+    /// changes after).
+    fn learning_frame(&self, j: usize) -> Result<RawLearning> {
+        let f = self
+            .trace
+            .frames_of(crate::format::FrameKind::Learning)
+            .nth(j)
+            .ok_or(TraceError::Missing("the engine's learning"))?;
+        let frame = self.trace.learning(f)?;
+        if frame.sequence != j as u64 || frame.learning.full != (j == 0) {
+            return Err(TraceError::Corrupt {
+                offset: f.offset,
+                what: format!("learning frame {j} is for checkpoint {}", frame.sequence),
+            });
+        }
+        Ok(frame.learning)
     }
 
     /// The raw engine's learning as the recorder had it at checkpoint `k`.
@@ -318,12 +326,7 @@ impl<'t> Replayer<'t> {
         let Some((_, learning)) = &self.learning else {
             return Err(TraceError::Missing("the engine's learning"));
         };
-        self.machine
-            .restore_learning(learning)
-            .map_err(|e| TraceError::Corrupt {
-                offset,
-                what: format!("the engine's learning at checkpoint {k}: {e}"),
-            })?;
+        put_learning(&mut self.machine, learning, k, offset)?;
         self.engine_cold = false;
         Ok(())
     }
@@ -352,18 +355,12 @@ impl<'t> Replayer<'t> {
             // What a restore here would put back must be what this engine
             // learned: else the file lies, or the engine does not decide
             // alike on the same run.
-            let f = self
-                .trace
-                .frames_of(crate::format::FrameKind::Learning)
-                .nth(index)
-                .cloned()
-                .ok_or(TraceError::Missing("the engine's learning"))?;
-            let recorded = self.trace.learning(&f)?;
-            if recorded.learning != learned {
+            let recorded = self.learning_frame(index)?;
+            if recorded != learned {
                 return Ok(Some(Divergence {
                     icount: self.machine.icount(),
                     pc: vm::engine::raw::pc(&self.machine.cpu),
-                    differences: vec![learning_difference(&recorded.learning, &learned)],
+                    differences: vec![learning_difference(&recorded, &learned)],
                 }));
             }
         }
@@ -657,6 +654,15 @@ pub fn state_differences(recorded: &MachineState, replayed: &MachineState) -> Ve
         out.push(format!("{}: recorded {}, replayed {}", f.field, f.a, f.b));
     }
     out
+}
+
+/// Puts whole learning, the recorder's at checkpoint `k` (its frame at
+/// `offset`), into `machine`'s raw engine, which has forgotten everything.
+pub(crate) fn put_learning(machine: &mut Machine, learning: &RawLearning, k: usize, offset: u64) -> Result<()> {
+    machine.restore_learning(learning).map_err(|e| TraceError::Corrupt {
+        offset,
+        what: format!("the engine's learning at checkpoint {k}: {e}"),
+    })
 }
 
 /// The first way the raw engine's learning at a checkpoint differs from the

@@ -152,12 +152,7 @@ impl Side {
         if config == SideConfig::recorded(&r.trace) {
             let offset = r.checkpoints.get(k).map_or(0, |c| c.offset);
             let learning = r.learning_at(k)?;
-            self.machine
-                .restore_learning(learning)
-                .map_err(|e| crate::error::TraceError::Corrupt {
-                    offset,
-                    what: format!("the engine's learning at checkpoint {k}: {e}"),
-                })?;
+            crate::replay::put_learning(&mut self.machine, learning, k, offset)?;
         }
         Ok(())
     }
