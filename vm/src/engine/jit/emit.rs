@@ -1,11 +1,11 @@
 //! x86-64 code for a block (dynasm-rs templates; docs/raw-engine.md).
 //!
 //! The guest's registers, EIP, EFLAGS and the icount live in `Cpu`,
-//! addressed from r15. Up to seven guest registers, those the block's host
-//! code uses more than once (once, in a block that loops on itself), are
-//! cached in host registers (RBP, R12, R13,
-//! RSI, RDI, R10, R11; six, without R13, in a block that loops on itself,
-//! which keeps its icount there) for the whole translation: loaded at its top,
+//! addressed from r15; every translation keeps a copy of the icount in R13,
+//! carried across the edges between translations. Up to six guest
+//! registers, those the block's host code uses more than once (once, in a
+//! block that loops on itself), are cached in host registers (RBP, R12,
+//! RSI, RDI, R10, R11) for the whole translation: loaded at its top,
 //! written back where changed before every step and exit, loaded again
 //! after a step (which may write any), and pushed around the inline memory
 //! path's calls where a call may clobber them. Register-only integer instructions run as the
@@ -15,8 +15,7 @@
 //! or an exit. The checks of a memory access park them in EBX (LAHF/SETO)
 //! and the access joins the instructions not yet counted: only its slow
 //! way, the step, needs `CpuState` complete. A block that branches back to
-//! its own top carries the flags round parked, and the icount check of its
-//! next run reuses the count it just stored. Where the SDM leaves a flag
+//! its own top carries the flags round parked. Where the SDM leaves a flag
 //! undefined the reference's choice is made explicit (AF after
 //! AND/OR/XOR/TEST is cleared), so no host microarchitecture shows through.
 //! Memory operands, the stack and near branches through it take an inline
@@ -219,8 +218,8 @@ struct At {
 }
 
 /// Host registers that cache guest registers within a translation: all
-/// that the code around them leaves free.
-const CACHE_REGS: [u8; 7] = [5 /* rbp */, 12, 13, 6 /* rsi */, 7 /* rdi */, 10, 11];
+/// that the code around them leaves free (R13 holds the icount).
+const CACHE_REGS: [u8; 6] = [5 /* rbp */, 12, 6 /* rsi */, 7 /* rdi */, 10, 11];
 
 /// Those of [`CACHE_REGS`] that a call may clobber: pushed around the calls
 /// of the inline memory path (a step writes back and loads again anyway).
@@ -256,11 +255,6 @@ struct Emitter {
     cold: Vec<ColdCode>,
     /// See `Shape::needs_virtual_if`.
     needs_virtual_if: bool,
-    /// A block that loops on itself keeps a copy of the icount in R13 (no
-    /// guest register is cached there), so that its back edge adds to a
-    /// register instead of loading what the run before it stored: a chain
-    /// through memory every run. Kept equal to `Cpu::icount` from the top on.
-    loop_icount: bool,
     /// The segments the inline memory path takes as flat here
     /// ([`super::flat_segments`]): those of the shape up to the first step
     /// that may change a segment.
@@ -691,34 +685,23 @@ impl Emitter {
     }
 
     /// Adds the instructions retired since the last update to the icount
-    /// (without touching the host flags), and to its copy in R13 in a block
-    /// that loops on itself.
+    /// and its copy in R13 (without touching the host flags).
     fn store_icount(&mut self) {
         if self.pending == 0 {
             return;
         }
         let n = self.pending as i32;
-        if self.loop_icount {
-            asm!(self.ops
-                ; lea r13, [r13 + n]
-                ; mov QWORD [r15 + ICOUNT], r13
-            );
-        } else {
-            asm!(self.ops
-                ; mov rax, QWORD [r15 + ICOUNT]
-                ; lea rax, [rax + n]
-                ; mov QWORD [r15 + ICOUNT], rax
-            );
-        }
+        asm!(self.ops
+            ; lea r13, [r13 + n]
+            ; mov QWORD [r15 + ICOUNT], r13
+        );
         self.pending = 0;
     }
 
     /// The icount's copy in R13 taken again from `Cpu` (a step counted
     /// itself there).
-    fn reload_loop_icount(&mut self) {
-        if self.loop_icount {
-            asm!(self.ops; mov r13, QWORD [r15 + ICOUNT]);
-        }
+    fn reload_icount(&mut self) {
+        asm!(self.ops; mov r13, QWORD [r15 + ICOUNT]);
     }
 
     /// The guest state complete in memory: flags, icount and registers.
@@ -745,7 +728,7 @@ impl Emitter {
     fn uncount_after_step(&mut self, pending_before: u64) {
         let n = (pending_before + 1) as i32;
         asm!(self.ops; sub QWORD [r15 + ICOUNT], n);
-        self.reload_loop_icount();
+        self.reload_icount();
     }
 
     /// Calls the step for instruction `index`; leaves when it says so.
@@ -782,7 +765,7 @@ impl Emitter {
             ; test eax, eax
             ; jnz =>leave
         );
-        self.reload_loop_icount();
+        self.reload_icount();
         // The step may have written flags: only `CpuState` has them now.
         self.flags.in_host = false;
         self.flags.parked = false;
@@ -2098,15 +2081,14 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
         }
     }
     // A block that loops on itself loads and writes back once per entry,
-    // not per run: one use per run is worth it. R13 holds its icount.
+    // not per run: one use per run is worth it.
     let least = if self_loop { 1 } else { 2 };
-    let hosts: Vec<u8> = CACHE_REGS.into_iter().filter(|&h| !self_loop || h != 13).collect();
     let mut order: Vec<usize> = (0..8)
         .filter(|&r| !high[r] && uses[r] >= least && uses[r] > steps)
         .collect();
     order.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
     let mut plan = [None; 8];
-    for (&r, &h) in order.iter().zip(hosts.iter()) {
+    for (&r, &h) in order.iter().zip(CACHE_REGS.iter()) {
         plan[r] = Some(h);
     }
     plan
@@ -2159,7 +2141,6 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         lookup: None,
         cold: Vec::new(),
         needs_virtual_if: shape.needs_virtual_if,
-        loop_icount: false,
         flat: shape.flat,
     };
     // Six registers saved and eight bytes more keep the stack aligned for
@@ -2175,8 +2156,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         ; mov r15, rdi
         ; mov r14, rsi
     );
-    // Every top takes the flags parked.
+    // Every top takes the flags parked and the icount in R13: edges between
+    // translations carry both.
     e.park_from_memory();
+    e.reload_icount();
     asm!(e.ops; jmp =>top);
     // Entered from another translation's exit, in its frame, with the state
     // complete at this block's start: it goes on only if no step ran since
@@ -2189,8 +2172,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         let n = insns.len() as i32;
         let refuse = e.ops.new_dynamic_label();
         asm!(e.ops
-            ; mov rax, QWORD [r15 + ICOUNT]
-            ; add rax, n
+            ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>refuse
             ; cmp DWORD [r15 + CS_LIMIT], last as i32
@@ -2214,8 +2196,6 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     asm!(e.ops; =>top);
     e.flags = Flags::AT_TOP;
     e.reload();
-    e.loop_icount = loops_on_itself;
-    e.reload_loop_icount();
     let body = e.ops.new_dynamic_label();
     asm!(e.ops; =>body);
     let n = insns.len();
@@ -2390,7 +2370,6 @@ fn branch_taken(
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
         e.park_for_edge();
-        debug_assert!(e.loop_icount, "only a block that loops on itself runs again here");
         // R13: the icount, kept by `store_icount`.
         e.store_icount();
         e.write_back();
