@@ -779,17 +779,22 @@ impl Emitter {
     /// lookup checks).
     fn exit_to(&mut self, eip: u32) {
         self.make_edge_state();
-        asm!(self.ops; mov DWORD [r15 + EIP], eip as i32);
         let from_page = i64::from(self.page_offset) + i64::from(eip.wrapping_sub(self.first_ip) as i32);
         if (0..0x1000).contains(&from_page) {
-            // jmp rel32 0: to the return below until linked.
+            // jmp rel32 0: to the return below until linked. A linked exit
+            // leaves EIP behind: the translation it enters stores its own
+            // when it refuses the entry, and its steps and exits set it.
             let at = self.ops.offset().0 + 1;
             self.ops.extend([0xE9, 0, 0, 0, 0]);
             self.exits.push((at, eip));
+            asm!(self.ops; mov DWORD [r15 + EIP], eip as i32);
             self.end_from_edge();
         } else {
             let lookup = self.lookup();
-            asm!(self.ops; jmp =>lookup);
+            asm!(self.ops
+                ; mov DWORD [r15 + EIP], eip as i32
+                ; jmp =>lookup
+            );
         }
     }
 
@@ -2171,6 +2176,15 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         let at = e.ops.offset().0;
         let n = insns.len() as i32;
         let refuse = e.ops.new_dynamic_label();
+        let at_edge = e.here();
+        e.cold(move |e| {
+            asm!(e.ops; =>refuse);
+            e.resume(at_edge);
+            // Back to the block engine with the state the edge carried, and
+            // this block's EIP (a linked exit leaves it behind).
+            asm!(e.ops; mov DWORD [r15 + EIP], first_ip as i32);
+            e.end_from_edge();
+        });
         asm!(e.ops
             ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
@@ -2184,13 +2198,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 ; jz =>refuse
             );
         }
-        asm!(e.ops
-            ; add QWORD [r14 + ENV_CHAINED], 1
-            ; jmp =>top
-            ;=>refuse
-        );
-        // Back to the block engine with the flags the edge carried.
-        e.end_from_edge();
+        asm!(e.ops; add QWORD [r14 + ENV_CHAINED], 1);
         at
     });
     asm!(e.ops; =>top);
