@@ -255,6 +255,8 @@ struct Emitter {
     cold: Vec<ColdCode>,
     /// See `Shape::needs_virtual_if`.
     needs_virtual_if: bool,
+    /// The block holds a CLI, STI or POPFD compiled as host code.
+    changes_if: bool,
     /// The segments the inline memory path takes as flat here
     /// ([`super::flat_segments`]): those of the shape up to the first step
     /// that may change a segment.
@@ -2146,6 +2148,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         lookup: None,
         cold: Vec::new(),
         needs_virtual_if: shape.needs_virtual_if,
+        changes_if: insns.iter().any(|i| {
+            matches!(
+                system_op_of(i),
+                Some((SystemOp::Cli | SystemOp::Sti | SystemOp::Popfd, _))
+            )
+        }),
         flat: shape.flat,
     };
     // Six registers saved and eight bytes more keep the stack aligned for
@@ -2206,6 +2214,17 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     e.reload();
     let body = e.ops.new_dynamic_label();
     asm!(e.ops; =>body);
+    if loops_on_itself {
+        // Its branch back leaves the registers it changed in their host
+        // registers; taken as changed from here on, every way out writes
+        // them back.
+        e.dirty = e
+            .cached
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.is_some())
+            .fold(0, |m, (i, _)| m | 1 << i);
+    }
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
@@ -2378,16 +2397,18 @@ fn branch_taken(
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
         e.park_for_edge();
-        // R13: the icount, kept by `store_icount`.
+        // R13: the icount, kept by `store_icount`; the registers stay in
+        // their host registers (the body takes them as changed).
         e.store_icount();
-        e.write_back();
         let out = e.ops.new_dynamic_label();
         asm!(e.ops
             ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>out
         );
-        if e.needs_virtual_if {
+        // The virtual IF was set when the loop was entered; only a compiled
+        // CLI, STI or POPFD of its own could have changed it since.
+        if e.needs_virtual_if && e.changes_if {
             asm!(e.ops
                 ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
                 ; jz =>out
