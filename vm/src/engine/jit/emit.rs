@@ -50,6 +50,7 @@ use crate::cpu::{Cpu, RingView};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
+use crate::exec::string::StrOp;
 use crate::exec::{Gpr, MemRef};
 use crate::irq::InterruptRouter;
 use crate::platform::Platform;
@@ -145,6 +146,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
         Op::Setcc { .. } => true,
         Op::CmovRR { size, .. } => size != 1,
+        Op::Str { op, a32, .. } => a32 && matches!(op, StrOp::Movs | StrOp::Stos | StrOp::Lods),
         _ => memory_access(op).is_some(),
     }
 }
@@ -1182,28 +1184,96 @@ impl Emitter {
         };
         let inline_dirty = self.dirty;
         asm!(self.ops; =>done);
-        self.cold_step(index, entry, Some(miss), retry, slow, done);
+        self.cold_step(index, entry, [miss], retry, slow, done);
         // PUSH and POP write no flag.
         self.resume(entry);
         self.pending += 1;
         self.dirty = inline_dirty;
     }
 
+    /// MOVS, STOS and LODS without a repeat prefix (32-bit addressing), as
+    /// the reference runs them (SDM Vol. 2B, MOVS/STOS/LODS): the source
+    /// read at ESI in its segment, then the destination written at ES:EDI,
+    /// then ESI and EDI moved on by the operand size. With DF set (they
+    /// count down), or any access the inline path refuses, the step runs
+    /// the whole instruction: nothing is written before every check has
+    /// passed. A slot miss fills and tries the instruction again from its
+    /// start (the call clobbers the value held in ECX).
+    fn string(&mut self, index: usize, op: StrOp, size: u8, src: SegReg) {
+        const ESI: u8 = 6;
+        const EDI: u8 = 7;
+        let eax = Gpr::of(iced_x86::Register::EAX).map_or_else(|| unreachable!("EAX is a general register"), |(g, _)| g);
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        // The checks clobber the host flags.
+        self.park_flags();
+        let entry = self.here();
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops
+            ;=>retry
+            ; test DWORD [r15 + EFLAGS], flags::DF as i32
+            ; jnz =>slow
+        );
+        let mut misses = Vec::new();
+        if op == StrOp::Stos {
+            self.load(1, self.loc(eax, size), size);
+        } else {
+            // ECX: the source, which `translate` keeps.
+            self.load(0, self.reg32(ESI), 4);
+            misses.push(self.translate(src as i32, size, false, slow));
+            match size {
+                1 => asm!(self.ops; movzx ecx, BYTE [r8]),
+                2 => asm!(self.ops; movzx ecx, WORD [r8]),
+                _ => asm!(self.ops; mov ecx, DWORD [r8]),
+            }
+        }
+        if op == StrOp::Lods {
+            self.store(self.loc(eax, size), 1, size);
+            self.wrote(eax);
+        } else {
+            self.load(0, self.reg32(EDI), 4);
+            misses.push(self.translate(SegReg::Es as i32, size, true, slow));
+            match size {
+                1 => asm!(self.ops; mov BYTE [r8], cl),
+                2 => asm!(self.ops; mov WORD [r8], cx),
+                _ => asm!(self.ops; mov DWORD [r8], ecx),
+            }
+        }
+        // The host flags are not the guest's here: ADD may clobber them.
+        let step = i32::from(size);
+        for (moves, index) in [(op != StrOp::Stos, ESI), (op != StrOp::Lods, EDI)] {
+            if moves {
+                match self.reg32(index) {
+                    Loc::Host(h) => asm!(self.ops; lea Rd(h), [Rq(h) + step]),
+                    Loc::Slot(at) => asm!(self.ops; add DWORD [r15 + at], step),
+                }
+                self.dirty |= u8::from(self.cached[usize::from(index)].is_some()) << index;
+            }
+        }
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>done);
+        self.cold_step(index, entry, misses, retry, slow, done);
+        // They write no flag.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// The cold side of instruction `index`, whose inline way may refuse:
-    /// a host slot miss (filled, then tried again from `retry`), and at
+    /// host slot misses (filled, then tried again from `retry`), and at
     /// `slow` the step, from the state at `entry`, joining the inline way
     /// at `done` with the instruction left pending as it leaves it.
     fn cold_step(
         &mut self,
         index: usize,
         entry: At,
-        miss: Option<SlotMiss>,
+        misses: impl IntoIterator<Item = SlotMiss> + 'static,
         retry: DynamicLabel,
         slow: DynamicLabel,
         done: DynamicLabel,
     ) {
         self.cold(move |e| {
-            if let Some(miss) = miss {
+            for miss in misses {
                 e.slot_missed(miss, None, retry, slow);
             }
             asm!(e.ops; =>slow);
@@ -2038,6 +2108,17 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(4, false);
         }
         Op::PushI { .. } | Op::CallRel { .. } | Op::Ret { .. } => use_reg(4, false),
+        Op::Str { op, .. } => {
+            if op != StrOp::Stos {
+                use_reg(6, false);
+            }
+            if op != StrOp::Lods {
+                use_reg(7, false);
+            }
+            if op != StrOp::Movs {
+                use_reg(0, false);
+            }
+        }
         Op::JmpR { src, .. } => gpr(src, 4),
         Op::CallR { src, .. } => {
             gpr(src, 4);
@@ -2310,6 +2391,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             Op::Ret { imm, .. } => e.ret(i, imm),
             Op::JmpR { src, .. } => e.indirect(i, insn, src, false),
             Op::CallR { src, .. } => e.indirect(i, insn, src, true),
+            Op::Str { op, size, src, .. } => {
+                e.string(i, op, size, src);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
+            }
             Op::PushR { .. } | Op::PushI { .. } | Op::PopR { .. } => {
                 e.stack(i, &insn.op);
                 if last {

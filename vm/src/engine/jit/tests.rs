@@ -1,6 +1,6 @@
 //! The compiler against the reference on random integer code: register
 //! operations of every size (AH..BH included) with random starting flags,
-//! forward branches, stores beside them (steps), pure self-loops, and
+//! forward branches, stores beside them (steps), string moves, pure self-loops, and
 //! instruction limits swept across the loop, so every exit boundary and the
 //! icount budget are met.
 
@@ -38,7 +38,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
     let s = rng.below(8) as u8;
     let rr = 0xC0 | (s << 3) | d;
     let imm = rng.next() as u32;
-    match rng.below(25) {
+    match rng.below(26) {
         // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
         // except those that name ESP/EBP's... none: AL..BH are all safe).
         0..=2 => {
@@ -211,6 +211,46 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
                 1 => vec![0x0F, 0x40 | cc, 0xC0 | (d << 3) | s],
                 _ => vec![0x66, 0x0F, 0x40 | cc, 0xC0 | (d << 3) | s],
             }
+        }
+        // MOVS, STOS or LODS without a repeat prefix: EDI sometimes moved
+        // to the data page (its last bytes included: an access crossing into
+        // the next page), beside the code or onto it; DF sometimes set
+        // around it; the source's segment sometimes overridden.
+        25 => {
+            let mut v = Vec::new();
+            let edi = match rng.below(6) {
+                0 | 1 => Some(DATA + rng.below(0x1002) as u32),
+                2 => Some(CODE + 0x400 + rng.below(0x400) as u32),
+                3 if rng.below(4) == 0 => Some(CODE + rng.below(0x60) as u32),
+                _ => None,
+            };
+            if let Some(edi) = edi {
+                v.push(0xBF);
+                v.extend(edi.to_le_bytes());
+            }
+            let down = rng.below(6) == 0;
+            if down {
+                v.push(0xFD);
+            }
+            if rng.below(4) == 0 {
+                v.push([0x26, 0x2E, 0x36, 0x3E][rng.below(4) as usize]);
+            }
+            let forms: [&[u8]; 9] = [
+                &[0xA4],
+                &[0xA5],
+                &[0x66, 0xA5],
+                &[0xAA],
+                &[0xAB],
+                &[0x66, 0xAB],
+                &[0xAC],
+                &[0xAD],
+                &[0x66, 0xAD],
+            ];
+            v.extend(forms[rng.below(9) as usize]);
+            if down {
+                v.push(0xFC);
+            }
+            v
         }
         _ => vec![0x90],
     }
