@@ -26,7 +26,9 @@ pub struct SavedState {
 pub struct Section {
     pub name: String,
     pub version: u16,
-    /// The part's state type, postcard-encoded.
+    /// The part's state type, postcard-encoded (as one slice: the same
+    /// bytes as a sequence of u8, written and read at once).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

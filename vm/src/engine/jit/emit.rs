@@ -1202,7 +1202,8 @@ impl Emitter {
     fn string(&mut self, index: usize, op: StrOp, size: u8, src: SegReg) {
         const ESI: u8 = 6;
         const EDI: u8 = 7;
-        let eax = Gpr::of(iced_x86::Register::EAX).map_or_else(|| unreachable!("EAX is a general register"), |(g, _)| g);
+        let eax =
+            Gpr::of(iced_x86::Register::EAX).map_or_else(|| unreachable!("EAX is a general register"), |(g, _)| g);
         let slow = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         // The checks clobber the host flags.
