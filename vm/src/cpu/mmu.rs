@@ -296,6 +296,68 @@ impl Cpu {
         Ok(phys_page | (linear & 0xFFF))
     }
 
+    /// The compiler's host slot fill, which must not change what the TLB
+    /// already holds: the walk `translate` would make for `linear` (same
+    /// reads, accessed and dirty bits, fill), made only when it succeeds,
+    /// both levels of the tables lie where `plain` says plain RAM, and the
+    /// fill evicts nothing: its slot is empty or holds the same page at the
+    /// same physical address (a store to a page not yet dirty). Otherwise
+    /// `None`, with nothing touched, and the access is the step's (whose
+    /// walk may evict the entry of the code running, which the block engine
+    /// checks after it).
+    pub fn walk_without_evicting<B: Bus>(
+        &mut self,
+        bus: &mut B,
+        linear: u32,
+        access: Access,
+        user: bool,
+        plain: impl Fn(&B, u32) -> bool,
+    ) -> Option<u32> {
+        let vpn = linear >> 12;
+        let held = self.tlb.entries[vpn as usize % TLB_ENTRIES];
+        if held.tag != 0 && held.tag != vpn + 1 {
+            return None;
+        }
+        let write = access == Access::Write;
+        let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
+        if !plain(bus, pde_addr) {
+            return None;
+        }
+        let pde = bus.read_phys(pde_addr, 4, self.now());
+        if pde & PTE_P == 0 {
+            return None;
+        }
+        let large = pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0;
+        let pte = if large {
+            pde
+        } else {
+            let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
+            if !plain(bus, addr) {
+                return None;
+            }
+            let pte = bus.read_phys(addr, 4, self.now());
+            if pte & PTE_P == 0 {
+                return None;
+            }
+            pte
+        };
+        let user_ok = pde & pte & PTE_US != 0;
+        let writable = pde & pte & PTE_RW != 0;
+        let wp = self.state.cr0 & cr0::WP != 0;
+        if (user && !user_ok) || (write && !writable && (user || wp)) {
+            return None;
+        }
+        let phys_page = if large {
+            (pte & 0xFFC0_0000) | (linear & 0x003F_F000)
+        } else {
+            pte & 0xFFFF_F000
+        };
+        if held.tag != 0 && held.phys_page != phys_page {
+            return None;
+        }
+        self.walk(bus, linear, access, user).ok()
+    }
+
     /// Reads 1, 2 or 4 bytes at a linear address, splitting at page boundaries.
     pub fn read_linear<B: Bus>(&mut self, bus: &mut B, linear: u32, size: u8, user: bool) -> Result<u32> {
         if (linear & 0xFFF) + u32::from(size) <= 0x1000 {

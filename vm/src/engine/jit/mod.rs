@@ -295,7 +295,7 @@ impl MemEnv {
     /// access.
     pub fn fill_host_slot(&self, cpu: &mut Cpu, platform: &mut Platform, linear: u32, size: u32, write: bool) -> bool {
         use crate::cpu::mmu::tlb_layout::{USER, WRITABLE};
-        use crate::cpu::mmu::HostSlot;
+        use crate::cpu::mmu::{Access, HostSlot};
         if (linear & 0xFFF) + size > 0x1000 || self.ram.is_null() {
             return false;
         }
@@ -304,7 +304,22 @@ impl MemEnv {
             let wp = self.write_permissions & WRITABLE != 0;
             match cpu.tlb.lookup(linear, write, user, wp) {
                 Some(phys) => phys,
-                None => return false,
+                // A TLB miss walks here when that changes nothing the TLB
+                // holds, with the tables in plain RAM holding no watched
+                // code (so the walk's accessed and dirty bits stay plain
+                // stores); anything else is the step's.
+                None => {
+                    let access = if write { Access::Write } else { Access::Read };
+                    let a20 = self.a20_mask;
+                    let plain = |p: &Platform, at: u32| {
+                        let page = at & a20 & !0xFFF;
+                        p.is_plain_ram(page, 0x1000) && !p.mem.holds_watched_code((page >> 12) as usize)
+                    };
+                    match cpu.walk_without_evicting(platform, linear, access, user, plain) {
+                        Some(phys) => phys,
+                        None => return false,
+                    }
+                }
             }
         } else {
             linear

@@ -1018,6 +1018,50 @@ fn a_host_slot_goes_when_its_tlb_entry_is_replaced() {
     assert!(s.retired > 20_000 && s.stepped <= 4 * 2_000 + 10, "{s:?}");
 }
 
+// A TLB miss of a data access walks inside the host slot fill only when
+// its fill changes nothing the TLB holds. Here the code page's PTE was just
+// changed without INVLPG, and a data access walks: a load whose page takes
+// the code page's TLB slot, or a store to the code page itself, whose entry
+// is not dirty yet (the walk finds the new frame). Either way the reference
+// fetches the next instruction through the new translation, from the new
+// frame, and so must the compiled block (the step's walk, which the block
+// engine checks after).
+#[test]
+fn a_data_walk_that_would_change_the_code_pages_entry_is_the_steps() {
+    const PAGE_TABLE2: u32 = 0x2_2000;
+    const ALT: u32 = 0x5_0000;
+    let load_evicting = [0xA1, 0x00, 0x00, 0x41, 0x00];
+    let mut store_to_code = vec![0xA3];
+    store_to_code.extend((CODE + 0x800).to_le_bytes());
+    for access in [&load_evicting[..], &store_to_code[..]] {
+        // mov dword [code page's PTE], ALT | 3   ; no INVLPG
+        // <access>
+        // inc edi                                ; inc esi in the ALT frame
+        // hlt
+        let mut code = vec![0xC7, 0x05];
+        code.extend((PAGE_TABLE + 4 * (CODE >> 12)).to_le_bytes());
+        code.extend((ALT | 3).to_le_bytes());
+        code.extend(access);
+        code.extend([0x47, 0xF4]);
+        let inc_at = code.len() as u32 - 2;
+        for compiled in [true, false] {
+            let m = compiled_machine_against_reference(&code, 29, true, |m| {
+                m.platform.mem.write(PAGE_DIR + 4, 4, PAGE_TABLE2 | 3);
+                m.platform.mem.write(PAGE_TABLE2 + 4 * 0x10, 4, DATA | 3);
+                for (i, &b) in code.iter().enumerate() {
+                    m.platform.mem.write(ALT + i as u32, 1, u32::from(b));
+                }
+                m.platform.mem.write(ALT + inc_at, 1, 0x46);
+                if !compiled {
+                    m.blocks.jit.config = JitConfig::OFF;
+                }
+            });
+            // The new frame's INC ran.
+            assert_eq!(m.cpu.state.regs[6], DATA + 1, "{access:02x?}, compiled {compiled}");
+        }
+    }
+}
+
 // A checkpoint takes the dirty pages and clears their bits: a store that
 // follows must mark its page dirty again, though its host slot was made
 // when the page was dirty already.
