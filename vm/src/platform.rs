@@ -553,9 +553,14 @@ impl Platform {
         match self.device_at(port)? {
             (_, true) => None,
             (index, false) => {
+                let stale = self.stale_lines;
                 let mut fx = Effects::default();
                 let value = self.device(index).read(port, 1, now, &mut fx);
                 self.apply(fx);
+                if fx.unchanged {
+                    // Nothing to route for it: the device is as stale as it was.
+                    self.stale_lines = stale;
+                }
                 value.map(|v| v as u8)
             }
         }
@@ -638,9 +643,13 @@ impl Bus for Platform {
         };
         let value = match wide {
             Some(i) => {
+                let stale = self.stale_lines;
                 let mut fx = Effects::default();
                 let value = self.device(i).read(port, size, now, &mut fx);
                 self.apply(fx);
+                if fx.unchanged {
+                    self.stale_lines = stale;
+                }
                 value
             }
             None => {
@@ -1135,6 +1144,24 @@ mod apic_tests {
         p.irq.pulse(0);
         assert_eq!(take(&mut p), Some(0x20), "the PIT through the 8259");
         assert_eq!(take(&mut p), Some(0x90), "then the APIC's request");
+    }
+
+    // Reading the 8259's IRR, ISR or mask changes nothing, so it needs no
+    // routing; a read after a poll command is the acknowledge, and routes:
+    // INTR drops at once.
+    #[test]
+    fn a_poll_read_of_the_8259_routes_where_a_register_read_needs_not() {
+        let mut p = with_pics(0xFE, 0xFF);
+        p.irq.pulse(0);
+        p.route_all();
+        assert!(p.intr());
+        assert_eq!(p.io_read(0x21, 1, 0), 0xFE, "the mask");
+        assert_eq!(p.io_read(0x20, 1, 0), 0x01, "IRR: IRQ 0");
+        assert!(p.intr(), "still asked");
+        p.io_write(0x20, 1, 0x0C, 0); // OCW3: poll
+        assert_eq!(p.io_read(0x20, 1, 0), 0x80, "IRQ 0, taken by the poll");
+        assert!(!p.intr(), "routed at the read");
+        assert_eq!(take(&mut p), None);
     }
 
     // Cluster destinations name a cluster and CPUs in it; only 0xFF is

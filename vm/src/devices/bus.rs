@@ -43,6 +43,9 @@ pub struct Effects {
     /// This line is driven to this level now (a device that drives any
     /// line it is told to: the test device).
     pub line: Option<IrqLine>,
+    /// The access changed nothing routing looks at (a register read
+    /// without side effects), so the device needs no routing for it.
+    pub unchanged: bool,
 }
 
 /// A device's interrupt lines.
@@ -158,7 +161,11 @@ impl Device for PicPair {
     fn ports(&self) -> &'static [(u16, u16)] {
         &[(0x20, 0x21), (0xA0, 0xA1)]
     }
-    fn read(&mut self, port: u16, _size: u8, _now: u64, _fx: &mut Effects) -> Option<u32> {
+    fn read(&mut self, port: u16, _size: u8, _now: u64, fx: &mut Effects) -> Option<u32> {
+        // IRR, ISR and IMR read as they are; a read after a poll command is
+        // the chip's acknowledge.
+        let chip = if port & 0x80 != 0 { &self.slave } else { &self.master };
+        fx.unchanged = !chip.poll;
         Some(u32::from(self.io_read(port)))
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, _fx: &mut Effects) {
