@@ -370,6 +370,17 @@ macro_rules! unary_host {
 }
 
 /// Emits `$form!(mnemonic, args...)` for a two-operand ALU operation.
+/// `op dst, src` between two host registers caching guest registers.
+macro_rules! alu_host_host {
+    ($mn:ident, $ops:expr, $size:expr, $d:expr, $s:expr) => {
+        match $size {
+            4 => asm!($ops; $mn Rd($d), Rd($s)),
+            2 => asm!($ops; $mn Rw($d), Rw($s)),
+            _ => asm!($ops; $mn Rb($d), Rb($s)),
+        }
+    };
+}
+
 macro_rules! binary_alu {
     ($op:expr, $form:ident, $($args:tt)*) => {
         match $op {
@@ -1769,8 +1780,13 @@ impl Emitter {
         match *op {
             Op::Nop => {}
             Op::MovRR { size, dst, src } => {
-                self.load(0, self.loc(src, size), size);
-                self.store(self.loc(dst, size), 0, size);
+                match (self.loc(dst, size), self.loc(src, size)) {
+                    (Loc::Host(d), Loc::Host(s)) => alu_host_host!(mov, self.ops, size, d, s),
+                    (d, s) => {
+                        self.load(0, s, size);
+                        self.store(d, 0, size);
+                    }
+                }
                 self.wrote(dst);
             }
             Op::MovRI { size, dst, imm } => {
@@ -1849,9 +1865,13 @@ impl Emitter {
             }
             Op::AluRR { op, size, dst, src } => {
                 self.load_flags_for(op);
-                self.load(0, self.loc(src, size), size);
-                let d = self.loc(dst, size);
-                binary_alu!(op, alu_loc_eax, self.ops, size, d);
+                match (self.loc(dst, size), self.loc(src, size)) {
+                    (Loc::Host(d), Loc::Host(s)) => binary_alu!(op, alu_host_host, self.ops, size, d, s),
+                    (d, s) => {
+                        self.load(0, s, size);
+                        binary_alu!(op, alu_loc_eax, self.ops, size, d);
+                    }
+                }
                 if !matches!(op, AluOp::Cmp | AluOp::Test) {
                     self.wrote(dst);
                 }
@@ -2362,21 +2382,28 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             Op::Jcc { cc, target } => {
                 debug_assert!(last, "a branch ends its block");
                 e.load_flags();
-                let taken = e.ops.new_dynamic_label();
-                e.jump_if(cc, taken);
-                let at_taken = e.here();
-                e.pending += 1;
-                e.exit_to(insn.next_ip);
-                asm!(e.ops; =>taken);
-                e.resume(at_taken);
-                branch_taken(
-                    &mut e,
-                    i,
-                    target,
-                    within(target),
-                    (loops_on_itself && target == first_ip).then_some(n),
-                    body,
-                );
+                let self_loop = (loops_on_itself && target == first_ip).then_some(n);
+                if self_loop.is_some() {
+                    // The loop goes round straight through: its way out is
+                    // the jump (cc ^ 1 is the opposite condition).
+                    let not_taken = e.ops.new_dynamic_label();
+                    e.jump_if(cc ^ 1, not_taken);
+                    let at_not_taken = e.here();
+                    branch_taken(&mut e, i, target, within(target), self_loop, body);
+                    asm!(e.ops; =>not_taken);
+                    e.resume(at_not_taken);
+                    e.pending += 1;
+                    e.exit_to(insn.next_ip);
+                } else {
+                    let taken = e.ops.new_dynamic_label();
+                    e.jump_if(cc, taken);
+                    let at_taken = e.here();
+                    e.pending += 1;
+                    e.exit_to(insn.next_ip);
+                    asm!(e.ops; =>taken);
+                    e.resume(at_taken);
+                    branch_taken(&mut e, i, target, within(target), None, body);
+                }
             }
             Op::JmpRel { target } => {
                 branch_taken(
