@@ -228,12 +228,20 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
                 v.push(0xBF);
                 v.extend(edi.to_le_bytes());
             }
+            if rng.below(3) == 0 {
+                v.push(0xBE);
+                v.extend((DATA + rng.below(0x1002) as u32).to_le_bytes());
+            }
             let down = rng.below(6) == 0;
             if down {
                 v.push(0xFD);
             }
             if rng.below(4) == 0 {
-                v.push([0x26, 0x2E, 0x36, 0x3E][rng.below(4) as usize]);
+                v.push([0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65][rng.below(6) as usize]);
+            }
+            if rng.below(8) == 0 {
+                // 16-bit addressing: SI and DI (the step's).
+                v.push(0x67);
             }
             let forms: [&[u8]; 9] = [
                 &[0xA4],
@@ -1060,6 +1068,58 @@ fn a_data_walk_that_would_change_the_code_pages_entry_is_the_steps() {
             assert_eq!(m.cpu.state.regs[6], DATA + 1, "{access:02x?}, compiled {compiled}");
         }
     }
+}
+
+// MOVS, STOS and LODS through segments that are not flat: each of ES, DS,
+// FS, GS and SS in turn based at 0x1000 (limit 0x3FFFF), the source's
+// segment overridden, accesses across a page and at the limit, DF set or
+// clear, paging on and off. The destination is ES:EDI whatever the
+// override; a read through the wrong segment shows in EBX.
+#[test]
+fn string_moves_use_their_segments_when_not_flat() {
+    let mut inline = 0;
+    for load in [[0x8E, 0xC2], [0x8E, 0xDA], [0x8E, 0xE2], [0x8E, 0xEA], [0x8E, 0xD2]] {
+        for (esi, edi) in [
+            (DATA, DATA + 0x800),
+            (DATA + 0xFF0, DATA + 0x1FF8),
+            (0x3_FFF0, DATA),
+            (DATA, 0x3_FFF4),
+            (DATA + 0x10, CODE + 0x900),
+        ] {
+            for down in [false, true] {
+                // mov <seg>, dx (0x18); top: [std]; mov esi, ..; mov edi, ..;
+                // movsd; lodsd; stosd; es movsb; movsw; stosb; lodsb;
+                // lodsw; stosw; fs movsb; gs lodsd; cs movsd; ss lodsb;
+                // add ebx, eax; dec ebp; jnz top; hlt
+                let mut code = load.to_vec();
+                let top = code.len();
+                if down {
+                    code.push(0xFD);
+                }
+                code.push(0xBE);
+                code.extend(esi.to_le_bytes());
+                code.push(0xBF);
+                code.extend(edi.to_le_bytes());
+                code.extend([
+                    0xA5, 0xAD, 0xAB, 0x26, 0xA4, 0x66, 0xA5, 0xAA, 0xAC, 0x66, 0xAD, 0x66, 0xAB, 0x64, 0xA4, 0x65,
+                    0xAD, 0x2E, 0xA5, 0x36, 0xAC, 0x01, 0xC3, 0x4D,
+                ]);
+                let back = -((code.len() - top) as i32 + 6);
+                code.extend([0x0F, 0x85]);
+                code.extend(back.to_le_bytes());
+                code.push(0xF4);
+                for paging in [false, true] {
+                    let s = compiled_against_reference(&code, 77, paging, |m| {
+                        gdt_with_a_segment_that_is_not_flat(m);
+                        m.cpu.state.regs[2] = 0x18;
+                        m.cpu.state.regs[5] = 300;
+                    });
+                    inline += u32::from(s.stepped * 4 < s.retired);
+                }
+            }
+        }
+    }
+    assert!(inline > 20, "the string moves ran inline in {inline} of 100 programs");
 }
 
 // A checkpoint takes the dirty pages and clears their bits: a store that
