@@ -17,7 +17,9 @@ use iced_x86::{Code, Instruction, MemorySize, Mnemonic, OpKind};
 use super::alu::{self, AluOp};
 use super::shift::{self, ShiftOp};
 use super::string::{self, StrOp};
-use super::{control, datamov, flags, immediate, is_string_op, muldiv, op_size, seg_of, stack_op_size, Gpr, MemRef};
+use super::{
+    control, datamov, flags, immediate, is_string_op, muldiv, op_size, seg_of, stack, stack_op_size, Gpr, MemRef,
+};
 use crate::bus::Bus;
 use crate::cpu::state::flags::CF;
 use crate::cpu::state::reg::ECX;
@@ -140,6 +142,15 @@ pub enum Op {
     PushI {
         size: u8,
         imm: u32,
+    },
+    /// PUSH m: the operand read at the stack operand size, then pushed.
+    PushM {
+        size: u8,
+        mem: MemRef,
+    },
+    /// LEAVE with a `size`-byte frame pointer.
+    Leave {
+        size: u8,
     },
     /// POP r: `size` bytes popped into a `dsize`-byte register.
     PopR {
@@ -408,6 +419,9 @@ impl Op {
                     _ => return None,
                 }
             }
+            M::Leave => Op::Leave {
+                size: if inst.code() == Code::Leavew { 2 } else { 4 },
+            },
             M::Lea if n == 2 && k1 == OpKind::Memory => {
                 let size = op_size(inst, 0);
                 Op::Lea {
@@ -429,6 +443,7 @@ impl Op {
                         size,
                         imm: imm(inst, 0, size)?,
                     },
+                    OpKind::Memory => Op::PushM { size, mem: mem() },
                     _ => return None,
                 }
             }
@@ -718,6 +733,13 @@ impl Cpu {
                 self.push(bus, size, v)?;
             }
             Op::PushI { size, imm } => self.push(bus, size, imm)?,
+            Op::PushM { size, mem } => {
+                // The operand is read before ESP moves (PUSH [ESP] pushes
+                // what was at the top).
+                let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
+                self.push(bus, size, v)?;
+            }
+            Op::Leave { size } => stack::leave(self, bus, size)?,
             Op::PopR { size, dsize, dst } => {
                 let v = self.pop(bus, size)?;
                 dst.write(&mut self.state.regs, dsize, v);
@@ -1110,34 +1132,41 @@ mod tests {
     #[test]
     fn stack_and_branch_shapes_agree() {
         let forms: &[&[u8]] = &[
-            &[0x50],                   // push eax
-            &[0x54],                   // push esp
-            &[0x66, 0x53],             // push bx
-            &[0x6A, 0xFF],             // push -1
-            &[0x68, 1, 2, 3, 4],       // push 04030201h
-            &[0x5B],                   // pop ebx
-            &[0x5C],                   // pop esp
-            &[0x66, 0x5F],             // pop di
-            &[0xE8, 0x10, 0, 0, 0],    // call $+15h
-            &[0xC3],                   // ret
-            &[0xC2, 0x08, 0x00],       // ret 8
-            &[0xEB, 0xFE],             // jmp $
-            &[0xE9, 0x00, 0x10, 0, 0], // jmp $+1005h
-            &[0x74, 0x10],             // je
-            &[0x7C, 0xF0],             // jl
-            &[0x0F, 0x87, 0, 1, 0, 0], // ja near
-            &[0xFF, 0xD0],             // call eax
-            &[0xFF, 0xE3],             // jmp ebx
-            &[0xFF, 0x13],             // call [ebx]
-            &[0xFF, 0x64, 0x24, 0x04], // jmp [esp+4]
-            &[0xA4],                   // movsb
-            &[0x66, 0xA5],             // movsw
-            &[0xAB],                   // stosd
-            &[0xAC],                   // lodsb
-            &[0xA7],                   // cmpsd
-            &[0xAE],                   // scasb
-            &[0x26, 0xA4],             // movsb with ES as the source
-            &[0x67, 0xA5],             // movsd with SI/DI
+            &[0x50],                         // push eax
+            &[0x54],                         // push esp
+            &[0x66, 0x53],                   // push bx
+            &[0x6A, 0xFF],                   // push -1
+            &[0x68, 1, 2, 3, 4],             // push 04030201h
+            &[0x5B],                         // pop ebx
+            &[0x5C],                         // pop esp
+            &[0x66, 0x5F],                   // pop di
+            &[0xE8, 0x10, 0, 0, 0],          // call $+15h
+            &[0xC3],                         // ret
+            &[0xC2, 0x08, 0x00],             // ret 8
+            &[0xEB, 0xFE],                   // jmp $
+            &[0xE9, 0x00, 0x10, 0, 0],       // jmp $+1005h
+            &[0x74, 0x10],                   // je
+            &[0x7C, 0xF0],                   // jl
+            &[0x0F, 0x87, 0, 1, 0, 0],       // ja near
+            &[0xFF, 0xD0],                   // call eax
+            &[0xFF, 0xE3],                   // jmp ebx
+            &[0xFF, 0x13],                   // call [ebx]
+            &[0xFF, 0x64, 0x24, 0x04],       // jmp [esp+4]
+            &[0xA4],                         // movsb
+            &[0x66, 0xA5],                   // movsw
+            &[0xAB],                         // stosd
+            &[0xAC],                         // lodsb
+            &[0xA7],                         // cmpsd
+            &[0xAE],                         // scasb
+            &[0x26, 0xA4],                   // movsb with ES as the source
+            &[0x67, 0xA5],                   // movsd with SI/DI
+            &[0xFF, 0x33],                   // push dword [ebx]
+            &[0xFF, 0x74, 0x24, 0x04],       // push dword [esp+4]
+            &[0xFF, 0x34, 0x24],             // push dword [esp]
+            &[0x66, 0xFF, 0x75, 0x08],       // push word [ebp+8]
+            &[0x2E, 0xFF, 0x36, 0, 0, 0, 0], // push dword cs:[0] (moffs-like disp32)
+            &[0xC9],                         // leave
+            &[0x66, 0xC9],                   // leave (BP)
         ];
         for f in forms {
             agree(&flat, f, false);
@@ -1151,6 +1180,9 @@ mod tests {
             &[0x75, 0x80],       // jne back
             &[0xA5],             // movsw
             &[0xAA],             // stosb
+            &[0xFF, 0x37],       // push word [bx]
+            &[0xC9],             // leave (BP)
+            &[0x66, 0xC9],       // leave (EBP)
         ];
         for f in forms {
             agree(&real, f, true);
@@ -1201,6 +1233,7 @@ mod tests {
             &[0xA4],             // movsb
             &[0x80, 0x3B, 0x00], // cmp byte [ebx], 0
             &[0xF6, 0x1B],       // neg byte [ebx]
+            &[0xFF, 0x33],       // push dword [ebx]
         ];
         for f in forms {
             agree_faulting(&small_ds, f);
@@ -1217,6 +1250,7 @@ mod tests {
             &[0xC3],             // ret
             &[0xFF, 0xD0],       // call eax
             &[0xAB],             // stosd
+            &[0xFF, 0x33],       // push dword [ebx] (the read succeeds)
         ];
         for f in forms {
             agree_faulting(&user_readonly, f);
@@ -1224,7 +1258,8 @@ mod tests {
         // Reading the read-only page is fine.
         agree(&user_readonly, &[0x8B, 0x03], false); // mov eax, [ebx]
         agree(&user_readonly, &[0x85, 0x03], false); // test [ebx], eax
-                                                     // Branch targets beyond the CS limit raise #GP(0) with nothing pushed.
+        agree(&user_readonly, &[0xC9], false); // leave: EBP on the data page
+                                               // Branch targets beyond the CS limit raise #GP(0) with nothing pushed.
         let forms: &[&[u8]] = &[
             &[0xE9, 0x00, 0x01, 0, 0], // jmp $+105h
             &[0xE8, 0x00, 0x01, 0, 0], // call $+105h

@@ -97,17 +97,22 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         }
         Mnemonic::Enter => enter(cpu, bus, inst),
         _ => {
-            // LEAVE
-            let size = if inst.code() == Code::Leavew { 2 } else { 4 };
-            let mask = cpu.sp_mask();
-            let bp = cpu.state.regs[EBP] & mask;
-            let v = cpu.read_mem(bus, SegReg::Ss, bp, size)?;
-            cpu.set_sp(bp.wrapping_add(u32::from(size)));
-            let m = if size == 4 { 0xFFFF_FFFF } else { 0xFFFF };
-            cpu.state.regs[EBP] = (cpu.state.regs[EBP] & !m) | v;
+            leave(cpu, bus, if inst.code() == Code::Leavew { 2 } else { 4 })?;
             Ok(Flow::Next)
         }
     }
+}
+
+/// LEAVE with a `size`-byte frame pointer: the stack pointer takes the
+/// frame pointer, which is popped.
+pub fn leave<B: Bus>(cpu: &mut Cpu, bus: &mut B, size: u8) -> Result<()> {
+    let mask = cpu.sp_mask();
+    let bp = cpu.state.regs[EBP] & mask;
+    let v = cpu.read_mem(bus, SegReg::Ss, bp, size)?;
+    cpu.set_sp(bp.wrapping_add(u32::from(size)));
+    let m = if size == 4 { 0xFFFF_FFFF } else { 0xFFFF };
+    cpu.state.regs[EBP] = (cpu.state.regs[EBP] & !m) | v;
+    Ok(())
 }
 
 fn enter<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {

@@ -131,6 +131,8 @@ pub fn is_native(op: &Op) -> bool {
         Op::Lea { mem, .. } => mem.parts32().is_some(),
         Op::Jcc { .. } | Op::JmpRel { .. } => true,
         Op::PushR { size, .. } | Op::PushI { size, .. } | Op::PopR { size, .. } => size == 4,
+        Op::PushM { size, mem } => size == 4 && mem.parts32().is_some(),
+        Op::Leave { size } => size == 4,
         // SHL/SHR/SAR by a constant below the operand's width, ROL/ROR of
         // 32 bits, and 32-bit SHL/SHR/SAR by CL: every flag is defined or
         // fixed up (a narrower operand shifted by its width or more leaves
@@ -1271,6 +1273,76 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
+    /// PUSH m32 with 32-bit addressing, on a 32-bit stack (`Op::PushM`), as
+    /// the reference runs it: the operand read through its segment's inline
+    /// path (before ESP moves: PUSH [ESP] pushes the top), kept in the
+    /// frame's spare slot at [RSP] while the push's own access is checked,
+    /// then written as PUSH r32 writes. A slot miss of either access fills
+    /// and tries the instruction again from its start; anything else the
+    /// inline path refuses is the step, with nothing written.
+    fn push_memory(&mut self, index: usize, mem: MemRef) {
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        self.park_flags();
+        let entry = self.here();
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        self.effective_address(mem);
+        let read = self.translate(mem.seg as i32, 4, false, slow);
+        asm!(self.ops
+            ; mov eax, DWORD [r8]
+            ; mov DWORD [rsp], eax
+        );
+        let push = self.stack_access(true, slow);
+        asm!(self.ops
+            ; mov eax, DWORD [rsp]
+            ; mov DWORD [r8], eax
+        );
+        self.set_esp_from_ecx();
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>done);
+        self.cold_step(index, entry, [read, push], retry, slow, done);
+        // PUSH writes no flag.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
+    /// LEAVE on a 32-bit stack (`Op::Leave`), as `exec::stack::leave`: the
+    /// dword at SS:EBP read, then ESP = EBP + 4 and EBP = that dword.
+    fn leave(&mut self, index: usize) {
+        const EBP: u8 = 5;
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        self.park_flags();
+        let entry = self.here();
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        if self.flat & super::STACK32 == 0 {
+            asm!(self.ops
+                ; test DWORD [r14 + M_FLAT], super::STACK32 as i32
+                ; jz =>slow
+            );
+        }
+        self.load(0, self.reg32(EBP), 4);
+        asm!(self.ops; mov ecx, eax);
+        let miss = self.translate(SegReg::Ss as i32, 4, false, slow);
+        asm!(self.ops
+            ; mov r9d, DWORD [r8]
+            ; lea ecx, [rcx + 4]
+        );
+        self.set_esp_from_ecx();
+        self.store(self.reg32(EBP), 9, 4);
+        self.dirty |= u8::from(self.cached[usize::from(EBP)].is_some()) << EBP;
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>done);
+        self.cold_step(index, entry, [miss], retry, slow, done);
+        // LEAVE writes no flag.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// The cold side of instruction `index`, whose inline way may refuse:
     /// host slot misses (filled, then tried again from `retry`), and at
     /// `slow` the step, from the state at `entry`, joining the inline way
@@ -2135,6 +2207,14 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(4, false);
         }
         Op::PushI { .. } | Op::CallRel { .. } | Op::Ret { .. } => use_reg(4, false),
+        Op::PushM { mem, .. } => {
+            address_registers(mem, use_reg);
+            use_reg(4, false);
+        }
+        Op::Leave { .. } => {
+            use_reg(4, false);
+            use_reg(5, false);
+        }
         Op::Str { op, .. } => {
             if op != StrOp::Stos {
                 use_reg(6, false);
@@ -2429,6 +2509,18 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             Op::CallR { src, .. } => e.indirect(i, insn, src, true),
             Op::Str { op, size, src, .. } => {
                 e.string(i, op, size, src);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
+            }
+            Op::PushM { mem, .. } => {
+                e.push_memory(i, mem);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
+            }
+            Op::Leave { .. } => {
+                e.leave(i);
                 if last {
                     e.exit_to(insn.next_ip);
                 }

@@ -122,7 +122,12 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         }
         // A push and a pop (of any register but ESP and EBP), a call of the
         // next instruction and a return to it.
-        20 => vec![0x50 | s, 0x58 | d],
+        20 => match rng.below(3) {
+            0 => vec![0x50 | s, 0x58 | d],
+            // PUSH dword [esi+disp8] or [esp+4] (read before ESP moves).
+            1 => vec![0xFF, 0x76, (rng.below(64) as u8) & !3, 0x58 | d],
+            _ => vec![0xFF, 0x74, 0x24, 0x04, 0x58 | d],
+        },
         21 => vec![0x68, imm as u8, 0, 0, 0, 0x58 | d],
         22 => vec![0xE8, 1, 0, 0, 0, 0xC3, 0x58 | d],
         // call L; jmp over; L: ret; over:
@@ -1120,6 +1125,42 @@ fn string_moves_use_their_segments_when_not_flat() {
         }
     }
     assert!(inline > 20, "the string moves ran inline in {inline} of 100 programs");
+}
+
+// PUSH m32 and LEAVE: frames built and left every round, operands read
+// through ESI, EBP and ESP (PUSH [ESP+4] reads before ESP moves), with DS
+// flat or based at 0x1000, paging on and off, and under the timer.
+#[test]
+fn push_memory_and_leave_run_as_on_the_reference() {
+    // [mov ds, dx]
+    // top: push ebp; mov ebp, esp; push dword [esi]; push dword [ebp];
+    //      push dword [esp+4]; pop eax; pop edx; pop ecx; add ebx, eax;
+    //      add ebx, edx; add ebx, ecx; add dword [esi], 1; leave;
+    //      dec ebp; jnz top; hlt
+    let body = [
+        0x55, 0x89, 0xE5, 0xFF, 0x36, 0xFF, 0x75, 0x00, 0xFF, 0x74, 0x24, 0x04, 0x58, 0x5A, 0x59, 0x01, 0xC3, 0x01,
+        0xD3, 0x01, 0xCB, 0x83, 0x06, 0x01, 0xC9, 0x4D,
+    ];
+    let mut native = 0;
+    for ds_not_flat in [false, true] {
+        let mut code = if ds_not_flat { vec![0x8E, 0xDA] } else { vec![] };
+        code.extend(body);
+        let back = -(body.len() as i32 + 2);
+        code.extend([0x75, back as u8, 0xF4]);
+        for paging in [false, true] {
+            let s = compiled_against_reference(&code, 31, paging, |m| {
+                gdt_with_a_segment_that_is_not_flat(m);
+                m.cpu.state.regs[2] = 0x18;
+                m.cpu.state.regs[5] = 2_000;
+            });
+            native += u32::from(s.stepped * 20 < s.retired);
+        }
+        let mut rng = Rng(0x7E57_0000_0000_0031);
+        for round in 0..10 {
+            timer_round_agrees(&mut rng, &code, &format!("ds not flat {ds_not_flat}, round {round}"));
+        }
+    }
+    assert_eq!(native, 4, "PUSH m32 and LEAVE ran as host code");
 }
 
 // A checkpoint takes the dirty pages and clears their bits: a store that
