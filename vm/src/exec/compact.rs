@@ -152,6 +152,16 @@ pub enum Op {
     Leave {
         size: u8,
     },
+    /// DIV r: EDX:EAX (DX:AX, AX) divided by the register.
+    DivR {
+        size: u8,
+        src: Gpr,
+    },
+    /// DIV m.
+    DivM {
+        size: u8,
+        mem: MemRef,
+    },
     /// POP r: `size` bytes popped into a `dsize`-byte register.
     PopR {
         size: u8,
@@ -416,6 +426,17 @@ impl Op {
                         dst,
                         mem: mem(),
                     },
+                    _ => return None,
+                }
+            }
+            M::Div if n == 1 => {
+                let size = op_size(inst, 0);
+                match k0 {
+                    OpKind::Register => Op::DivR {
+                        size,
+                        src: gpr(inst, 0, size)?,
+                    },
+                    OpKind::Memory => Op::DivM { size, mem: mem() },
                     _ => return None,
                 }
             }
@@ -740,6 +761,14 @@ impl Cpu {
                 self.push(bus, size, v)?;
             }
             Op::Leave { size } => stack::leave(self, bus, size)?,
+            Op::DivR { size, src } => {
+                let v = src.read(&self.state.regs, size);
+                muldiv::one_operand(self, Mnemonic::Div, size, v)?;
+            }
+            Op::DivM { size, mem } => {
+                let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
+                muldiv::one_operand(self, Mnemonic::Div, size, v)?;
+            }
             Op::PopR { size, dsize, dst } => {
                 let v = self.pop(bus, size)?;
                 dst.write(&mut self.state.regs, dsize, v);
@@ -1167,6 +1196,13 @@ mod tests {
             &[0x2E, 0xFF, 0x36, 0, 0, 0, 0], // push dword cs:[0] (moffs-like disp32)
             &[0xC9],                         // leave
             &[0x66, 0xC9],                   // leave (BP)
+            &[0xF7, 0xF3],                   // div ebx (random EDX: #DE often)
+            &[0xF7, 0xF0],                   // div eax
+            &[0xF7, 0xF2],                   // div edx (always #DE)
+            &[0xF7, 0x33],                   // div dword [ebx]
+            &[0x66, 0xF7, 0xF1],             // div cx
+            &[0xF6, 0xF3],                   // div bl
+            &[0xF6, 0xF4],                   // div ah
         ];
         for f in forms {
             agree(&flat, f, false);

@@ -20,6 +20,12 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
     }
     let size = op_size(inst, 0);
     let src = cpu.read_op(bus, inst, 0, size)?;
+    one_operand(cpu, m, size, src)?;
+    Ok(Flow::Next)
+}
+
+/// MUL, IMUL, DIV or IDIV (`m`) of the accumulator by `src`, `size` bytes.
+pub fn one_operand(cpu: &mut Cpu, m: Mnemonic, size: u8, src: u32) -> Result<()> {
     let bits = u32::from(size) * 8;
     let eax = cpu.state.regs[EAX];
     let edx = cpu.state.regs[EDX];
@@ -89,7 +95,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.state.regs[EDX] = hi_out;
         }
     }
-    Ok(Flow::Next)
+    Ok(())
 }
 
 /// IMUL r, r/m and IMUL r, r/m, imm: the product truncated to the destination.

@@ -133,6 +133,8 @@ pub fn is_native(op: &Op) -> bool {
         Op::PushR { size, .. } | Op::PushI { size, .. } | Op::PopR { size, .. } => size == 4,
         Op::PushM { size, mem } => size == 4 && mem.parts32().is_some(),
         Op::Leave { size } => size == 4,
+        Op::DivR { size, .. } => size == 4,
+        Op::DivM { size, mem } => size == 4 && mem.parts32().is_some(),
         // SHL/SHR/SAR by a constant below the operand's width, ROL/ROR of
         // 32 bits, and 32-bit SHL/SHR/SAR by CL: every flag is defined or
         // fixed up (a narrower operand shifted by its width or more leaves
@@ -1343,6 +1345,59 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
+    /// DIV r/m32 (`Op::DivR`, `Op::DivM` with 32-bit addressing) as the
+    /// host's DIV, which the reference's division equals where it does not
+    /// fault: EDX:EAX by the source, quotient to EAX, remainder to EDX. A
+    /// source of 0 or EDX at or above it (the quotient would not fit) is
+    /// the step, which raises #DE with nothing changed. The SDM leaves
+    /// every flag undefined and the reference keeps them: they are parked
+    /// in EBX first, which the host's DIV leaves alone.
+    fn divide(&mut self, index: usize, op: &Op) {
+        const EAX: u8 = 0;
+        const EDX: u8 = 2;
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        self.park_flags();
+        let entry = self.here();
+        let retry = self.ops.new_dynamic_label();
+        asm!(self.ops; =>retry);
+        // ECX: the divisor.
+        let miss = match *op {
+            Op::DivM { mem, .. } => {
+                self.effective_address(mem);
+                let miss = self.translate(mem.seg as i32, 4, false, slow);
+                asm!(self.ops; mov ecx, DWORD [r8]);
+                Some(miss)
+            }
+            Op::DivR { src, .. } => {
+                self.load(1, self.loc(src, 4), 4);
+                None
+            }
+            _ => unreachable!("not a division: {op:?}"),
+        };
+        self.load(2, self.reg32(EDX), 4);
+        asm!(self.ops
+            ; test ecx, ecx
+            ; jz =>slow
+            ; cmp edx, ecx
+            ; jae =>slow
+        );
+        self.load(0, self.reg32(EAX), 4);
+        asm!(self.ops; div ecx);
+        self.store(self.reg32(EAX), 0, 4);
+        self.store(self.reg32(EDX), 2, 4);
+        for g in [EAX, EDX] {
+            self.dirty |= u8::from(self.cached[usize::from(g)].is_some()) << g;
+        }
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>done);
+        self.cold_step(index, entry, miss, retry, slow, done);
+        // The guest's flags are where they were parked.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// The cold side of instruction `index`, whose inline way may refuse:
     /// host slot misses (filled, then tried again from `retry`), and at
     /// `slow` the step, from the state at `entry`, joining the inline way
@@ -2215,6 +2270,16 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(4, false);
             use_reg(5, false);
         }
+        Op::DivR { size, src } => {
+            gpr(src, size);
+            use_reg(0, false);
+            use_reg(2, false);
+        }
+        Op::DivM { mem, .. } => {
+            address_registers(mem, use_reg);
+            use_reg(0, false);
+            use_reg(2, false);
+        }
         Op::Str { op, .. } => {
             if op != StrOp::Stos {
                 use_reg(6, false);
@@ -2521,6 +2586,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             }
             Op::Leave { .. } => {
                 e.leave(i);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
+            }
+            Op::DivR { .. } | Op::DivM { .. } => {
+                e.divide(i, &insn.op);
                 if last {
                     e.exit_to(insn.next_ip);
                 }

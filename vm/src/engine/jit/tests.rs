@@ -38,7 +38,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
     let s = rng.below(8) as u8;
     let rr = 0xC0 | (s << 3) | d;
     let imm = rng.next() as u32;
-    match rng.below(26) {
+    match rng.below(27) {
         // ALU r/m, r at 8, 16 or 32 bits (byte registers: any of the eight
         // except those that name ESP/EBP's... none: AL..BH are all safe).
         0..=2 => {
@@ -264,6 +264,16 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
                 v.push(0xFC);
             }
             v
+        }
+        // DIV: by a register made odd after EDX is cleared (it fits), by
+        // one as it is (#DE when EDX is at or above it), or by memory.
+        26 => {
+            let r = [0, 1, 3, 6, 7][rng.below(5) as usize];
+            match rng.below(4) {
+                0 | 1 => vec![0x31, 0xD2, 0x83, 0xC8 | r, 0x01, 0xF7, 0xF0 | r],
+                2 => vec![0x31, 0xD2, 0xF7, 0x76, (rng.below(64) as u8) & !3],
+                _ => vec![0xF7, 0xF0 | r],
+            }
         }
         _ => vec![0x90],
     }
@@ -1125,6 +1135,41 @@ fn string_moves_use_their_segments_when_not_flat() {
         }
     }
     assert!(inline > 20, "the string moves ran inline in {inline} of 100 programs");
+}
+
+// DIV r32 and DIV m32 in a hot loop, dividends and divisors changing every
+// round, under the timer too; and a division by 0 and one whose quotient
+// does not fit, which raise #DE at the DIV with nothing changed.
+#[test]
+fn divisions_run_as_on_the_reference() {
+    // top: mov eax, ebx; xor edx, edx; mov ecx, ebp; or ecx, 1; div ecx;
+    //      add edi, eax; add edi, edx; mov edx, ebp; shr edx, 4;
+    //      mov eax, esi; div dword [esi]; add edi, eax; add edi, edx;
+    //      imul ebx, ebx, 0x9E3779B1; dec ebp; jnz top; hlt
+    let body = [
+        0x89, 0xD8, 0x31, 0xD2, 0x89, 0xE9, 0x83, 0xC9, 0x01, 0xF7, 0xF1, 0x01, 0xC7, 0x01, 0xD7, 0x89, 0xEA, 0xC1,
+        0xEA, 0x04, 0x89, 0xF0, 0xF7, 0x36, 0x01, 0xC7, 0x01, 0xD7, 0x69, 0xDB, 0xB1, 0x79, 0x37, 0x9E, 0x4D,
+    ];
+    let mut code = body.to_vec();
+    let back = -(body.len() as i32 + 2);
+    code.extend([0x75, back as u8, 0xF4]);
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 37, paging, |m| {
+            m.platform.mem.write(DATA, 4, 0x0100_0003);
+            m.cpu.state.regs[5] = 3_000;
+        });
+        assert!(s.stepped * 20 < s.retired, "DIV ran as host code: {s:?}");
+    }
+    let mut rng = Rng(0xD1D1_0000_0000_0001);
+    for round in 0..10 {
+        timer_round_agrees(&mut rng, &code, &format!("round {round}"));
+    }
+    // div ecx with ECX = 0, then with EDX = ECX: #DE, on the reference's terms.
+    for setup in [[0x31, 0xC9, 0x90, 0x90], [0x89, 0xCA, 0x90, 0x90]] {
+        let mut code = setup.to_vec();
+        code.extend([0xF7, 0xF1, 0xF4]);
+        compiled_against_reference(&code, 41, false, |_| {});
+    }
 }
 
 // PUSH m32 and LEAVE: frames built and left every round, operands read
