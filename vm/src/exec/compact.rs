@@ -18,7 +18,8 @@ use super::alu::{self, AluOp};
 use super::shift::{self, ShiftOp};
 use super::string::{self, StrOp};
 use super::{
-    control, datamov, flags, immediate, is_string_op, muldiv, op_size, seg_of, stack, stack_op_size, Gpr, MemRef,
+    control, datamov, flags, immediate, is_string_op, muldiv, op_size, seg_of, stack, stack_op_size, system, Gpr,
+    MemRef,
 };
 use crate::bus::Bus;
 use crate::cpu::state::flags::CF;
@@ -162,6 +163,8 @@ pub enum Op {
         size: u8,
         mem: MemRef,
     },
+    /// RDTSC.
+    Rdtsc,
     /// POP r: `size` bytes popped into a `dsize`-byte register.
     PopR {
         size: u8,
@@ -440,6 +443,7 @@ impl Op {
                     _ => return None,
                 }
             }
+            M::Rdtsc => Op::Rdtsc,
             M::Leave => Op::Leave {
                 size: if inst.code() == Code::Leavew { 2 } else { 4 },
             },
@@ -761,6 +765,7 @@ impl Cpu {
                 self.push(bus, size, v)?;
             }
             Op::Leave { size } => stack::leave(self, bus, size)?,
+            Op::Rdtsc => system::rdtsc(self)?,
             Op::DivR { size, src } => {
                 let v = src.read(&self.state.regs, size);
                 muldiv::one_operand(self, Mnemonic::Div, size, v)?;
@@ -1203,6 +1208,7 @@ mod tests {
             &[0x66, 0xF7, 0xF1],             // div cx
             &[0xF6, 0xF3],                   // div bl
             &[0xF6, 0xF4],                   // div ah
+            &[0x0F, 0x31],                   // rdtsc
         ];
         for f in forms {
             agree(&flat, f, false);

@@ -78,14 +78,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             cpu.state.halted = true;
         }
         M::Cpuid => cpuid(cpu, bus),
-        M::Rdtsc => {
-            if cpu.state.cr4 & cr4::TSD != 0 && cpu.state.cpl() > 0 && cpu.state.protected_mode() {
-                return Err(Fault::gp(0));
-            }
-            let tsc = cpu.tsc();
-            cpu.state.regs[EAX] = tsc as u32;
-            cpu.state.regs[EDX] = (tsc >> 32) as u32;
-        }
+        M::Rdtsc => rdtsc(cpu)?,
         // SDM Vol. 2B, RDPMC: #GP(0) at CPL > 0 unless CR4.PCE, and #GP(0)
         // for a counter the processor does not have; this model has none
         // (no performance-monitoring MSRs either).
@@ -278,6 +271,18 @@ fn flat_segment(selector: u16, code: bool, dpl: u16) -> Segment {
     }
 }
 
+/// RDTSC (SDM Vol. 2B): #GP(0) outside ring 0 when CR4.TSD is set; else
+/// EDX:EAX = IA32_TSC.
+pub fn rdtsc(cpu: &mut Cpu) -> Result<()> {
+    if cpu.state.cr4 & cr4::TSD != 0 && cpu.state.cpl() > 0 && cpu.state.protected_mode() {
+        return Err(Fault::gp(0));
+    }
+    let tsc = cpu.tsc();
+    cpu.state.regs[EAX] = tsc as u32;
+    cpu.state.regs[EDX] = (tsc >> 32) as u32;
+    Ok(())
+}
+
 fn cpuid<B: Bus>(cpu: &mut Cpu, bus: &mut B) {
     let leaf = cpu.state.regs[EAX];
     let (a, b, c, d) = match leaf {
@@ -445,6 +450,8 @@ impl Cpu {
     }
 
     /// The time-stamp counter: virtual time plus the guest's own offset.
+    /// IA32_TSC: virtual time at the instruction running, at 1 GHz, plus
+    /// the offset a WRMSR left.
     pub fn tsc(&self) -> u64 {
         self.now()
             .wrapping_mul(TSC_PER_INSN)

@@ -45,7 +45,7 @@ use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 
 use super::{Env, Insn, JumpSlot, MemEnv, Shape, SystemOp, SystemSite, END, JUMP_SLOTS, LEAVE};
 use crate::cpu::mmu::tlb_layout;
-use crate::cpu::state::{cr0, flags, offsets, SegReg};
+use crate::cpu::state::{cr0, cr4, flags, offsets, SegReg};
 use crate::cpu::{Cpu, RingView};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
@@ -64,6 +64,9 @@ const EIP: i32 = (STATE + offsets::EIP) as i32;
 const CS_LIMIT: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_LIMIT) as i32;
 const ICOUNT: i32 = offset_of!(Cpu, icount) as i32;
 const CR0: i32 = (STATE + offsets::CR0) as i32;
+const CR4: i32 = (STATE + offsets::CR4) as i32;
+const IDLE_TICKS: i32 = offset_of!(Cpu, idle_ticks) as i32;
+const TSC_OFFSET: i32 = (STATE + offsets::MSRS + offset_of!(crate::cpu::state::Msrs, tsc_offset)) as i32;
 const CS_SELECTOR: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_SELECTOR) as i32;
 /// The guest's IF and IOPL in the compressed view.
 const VIRTUAL_FLAGS: i32 = (offset_of!(Cpu, ring_view) + RingView::VIRTUAL_FLAGS) as i32;
@@ -134,6 +137,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::PushM { size, mem } => size == 4 && mem.parts32().is_some(),
         Op::Leave { size } => size == 4,
         Op::DivR { size, .. } => size == 4,
+        Op::Rdtsc => true,
         Op::DivM { size, mem } => size == 4 && mem.parts32().is_some(),
         // SHL/SHR/SAR by a constant below the operand's width, ROL/ROR of
         // 32 bits, and 32-bit SHL/SHR/SAR by CL: every flag is defined or
@@ -1398,6 +1402,44 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
+    /// RDTSC (`Op::Rdtsc`) as `exec::system::rdtsc` computes it: EDX:EAX =
+    /// (icount at this instruction + idle ticks) * `TSC_PER_INSN` + the
+    /// offset, the icount being R13 plus the instructions still pending.
+    /// With CR4.TSD set the step decides (#GP outside ring 0).
+    fn rdtsc(&mut self, index: usize) {
+        const EAX: u8 = 0;
+        const EDX: u8 = 2;
+        let slow = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        let retry = self.ops.new_dynamic_label();
+        // The arithmetic clobbers the host flags.
+        self.park_flags();
+        let entry = self.here();
+        let before = self.pending as i32;
+        asm!(self.ops
+            ; test DWORD [r15 + CR4], cr4::TSD as i32
+            ; jnz =>slow
+            ; mov rax, QWORD [r15 + IDLE_TICKS]
+            ; lea rax, [rax + r13 + before]
+            ; imul rax, rax, crate::time::TSC_PER_INSN as i32
+            ; add rax, QWORD [r15 + TSC_OFFSET]
+            ; mov rdx, rax
+            ; shr rdx, 32
+        );
+        self.store(self.reg32(EAX), 0, 4);
+        self.store(self.reg32(EDX), 2, 4);
+        for g in [EAX, EDX] {
+            self.dirty |= u8::from(self.cached[usize::from(g)].is_some()) << g;
+        }
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>retry; =>done);
+        self.cold_step(index, entry, None, retry, slow, done);
+        // RDTSC writes no flag.
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// The cold side of instruction `index`, whose inline way may refuse:
     /// host slot misses (filled, then tried again from `retry`), and at
     /// `slow` the step, from the state at `entry`, joining the inline way
@@ -2280,6 +2322,10 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(0, false);
             use_reg(2, false);
         }
+        Op::Rdtsc => {
+            use_reg(0, false);
+            use_reg(2, false);
+        }
         Op::Str { op, .. } => {
             if op != StrOp::Stos {
                 use_reg(6, false);
@@ -2586,6 +2632,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             }
             Op::Leave { .. } => {
                 e.leave(i);
+                if last {
+                    e.exit_to(insn.next_ip);
+                }
+            }
+            Op::Rdtsc => {
+                e.rdtsc(i);
                 if last {
                     e.exit_to(insn.next_ip);
                 }
