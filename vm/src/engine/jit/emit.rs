@@ -2240,14 +2240,8 @@ impl Emitter {
 /// A block's translation as assembled.
 pub struct Assembled {
     pub bytes: Vec<u8>,
-    /// Where another translation may jump in (see [`Shape::chain_entry`]),
-    /// and where one that leaves the virtual IF set may (past the test of
-    /// it, if the block makes one).
-    pub chain_entry: Option<(usize, usize)>,
-    /// Its exits leave the virtual IF set: every entry needs it set (see
-    /// `Shape::needs_virtual_if`) and it compiles nothing that changes it
-    /// (a step that may sets the stop, so no chained entry follows).
-    pub leaves_if_set: bool,
+    /// Where another translation may jump in (see [`Shape::chain_entry`]).
+    pub chain_entry: Option<usize>,
     /// Chainable exits: offset of the jump's displacement, and its EIP.
     pub exits: Vec<(usize, u32)>,
 }
@@ -2492,23 +2486,21 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             asm!(e.ops; mov DWORD [r15 + EIP], first_ip as i32);
             e.end_from_edge();
         });
-        if shape.needs_virtual_if {
-            asm!(e.ops
-                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
-                ; jz =>refuse
-            );
-        }
-        // Where a translation that leaves the virtual IF set comes in.
-        let if_set = e.ops.offset().0;
         asm!(e.ops
             ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>refuse
             ; cmp DWORD [r15 + CS_LIMIT], last as i32
             ; jb =>refuse
-            ; add QWORD [r14 + ENV_CHAINED], 1
         );
-        (at, if_set)
+        if shape.needs_virtual_if {
+            asm!(e.ops
+                ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32
+                ; jz =>refuse
+            );
+        }
+        asm!(e.ops; add QWORD [r14 + ENV_CHAINED], 1);
+        at
     });
     asm!(e.ops; =>top);
     e.flags = Flags::AT_TOP;
@@ -2695,7 +2687,6 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     Some(Assembled {
         bytes: e.ops.finalize().ok()?,
         chain_entry,
-        leaves_if_set: shape.needs_virtual_if && !e.changes_if,
         exits,
     })
 }

@@ -570,11 +570,8 @@ impl JitConfig {
 pub struct Code {
     addr: usize,
     generation: u32,
-    /// Where other translations may jump in, and where those that leave
-    /// the virtual IF set may (past its test).
-    chain_entry: Option<(usize, usize)>,
-    /// Its exits leave the virtual IF set (`emit::Assembled::leaves_if_set`).
-    leaves_if_set: bool,
+    /// Where other translations may jump in.
+    chain_entry: Option<usize>,
     /// The segments it takes as flat ([`Shape::flat`]): it runs only while
     /// they are, so it is entered from the block engine only then, and
     /// from another translation only if that one took them as flat too.
@@ -810,7 +807,7 @@ impl Jit {
     /// its translation, for dynamic exits to find.
     #[inline]
     pub fn remember(&mut self, eip: u32, phys: u32, mode: u32, code: Code) {
-        if let (Some((entry, _)), true) = (code.chain_entry, self.is_current(code)) {
+        if let (Some(entry), true) = (code.chain_entry, self.is_current(code)) {
             self.jumps[jump_slot(eip)] = JumpSlot {
                 eip,
                 phys,
@@ -915,8 +912,7 @@ impl Jit {
                 Code {
                     addr: at,
                     generation: self.cache.generation(),
-                    chain_entry: out.chain_entry.map(|(any, if_set)| (at + any, at + if_set)),
-                    leaves_if_set: out.leaves_if_set,
+                    chain_entry: out.chain_entry.map(|off| at + off),
                     flat: shape.flat,
                 },
                 exits,
@@ -938,15 +934,9 @@ impl Jit {
         }
         let target = match to {
             Some(Code {
-                chain_entry: Some((any, if_set)),
+                chain_entry: Some(entry),
                 ..
-            }) => {
-                if from.leaves_if_set {
-                    if_set
-                } else {
-                    any
-                }
-            }
+            }) => entry,
             Some(_) => return false,
             None => exit.patch + 4,
         };
