@@ -218,6 +218,15 @@ struct SlotMiss {
     write: bool,
 }
 
+/// The labels of an instruction whose inline way may refuse: its step
+/// (`slow`), where both ways meet (`done`), and its start (`retry`).
+#[derive(Clone, Copy)]
+struct Ways {
+    slow: DynamicLabel,
+    done: DynamicLabel,
+    retry: DynamicLabel,
+}
+
 /// What the emitter tracks of the guest state at a point of the code: the
 /// code paths that join there must agree on it.
 #[derive(Clone, Copy)]
@@ -527,8 +536,14 @@ impl Emitter {
 
     /// Notes that the code just emitted wrote guest register `g`.
     fn wrote(&mut self, g: Gpr) {
-        if self.cached[usize::from(g.index())].is_some() {
-            self.dirty |= 1 << g.index();
+        self.wrote_index(g.index());
+    }
+
+    /// Notes that the code just emitted wrote the guest register with
+    /// `index` (ModRM order).
+    fn wrote_index(&mut self, index: u8) {
+        if self.cached[usize::from(index & 7)].is_some() {
+            self.dirty |= 1 << (index & 7);
         }
     }
 
@@ -1159,7 +1174,7 @@ impl Emitter {
     /// ESP = ECX, the new stack pointer of a push or pop.
     fn set_esp_from_ecx(&mut self) {
         self.store(self.reg32(4), 1, 4);
-        self.dirty |= u8::from(self.cached[4].is_some()) << 4;
+        self.wrote_index(4);
     }
 
     /// PUSH r32 / PUSH imm32 and POP r32, with a 32-bit stack.
@@ -1201,13 +1216,8 @@ impl Emitter {
             }
             _ => unreachable!("not a stack operation: {op:?}"),
         };
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>done);
-        self.cold_step(index, entry, [miss], retry, slow, done);
         // PUSH and POP write no flag.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
+        self.end_with_cold_step(index, entry, [miss], Ways { slow, done, retry });
     }
 
     /// MOVS, STOS and LODS without a repeat prefix (32-bit addressing), as
@@ -1223,14 +1233,9 @@ impl Emitter {
         const EDI: u8 = 7;
         let eax =
             Gpr::of(iced_x86::Register::EAX).map_or_else(|| unreachable!("EAX is a general register"), |(g, _)| g);
-        let slow = self.ops.new_dynamic_label();
-        let done = self.ops.new_dynamic_label();
-        // The checks clobber the host flags.
-        self.park_flags();
-        let entry = self.here();
-        let retry = self.ops.new_dynamic_label();
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
         asm!(self.ops
-            ;=>retry
             ; test DWORD [r15 + EFLAGS], flags::DF as i32
             ; jnz =>slow
         );
@@ -1267,16 +1272,11 @@ impl Emitter {
                     Loc::Host(h) => asm!(self.ops; lea Rd(h), [Rq(h) + step]),
                     Loc::Slot(at) => asm!(self.ops; add DWORD [r15 + at], step),
                 }
-                self.dirty |= u8::from(self.cached[usize::from(index)].is_some()) << index;
+                self.wrote_index(index);
             }
         }
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>done);
-        self.cold_step(index, entry, misses, retry, slow, done);
         // They write no flag.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
+        self.end_with_cold_step(index, entry, misses, ways);
     }
 
     /// PUSH m32 with 32-bit addressing, on a 32-bit stack (`Op::PushM`), as
@@ -1287,12 +1287,8 @@ impl Emitter {
     /// and tries the instruction again from its start; anything else the
     /// inline path refuses is the step, with nothing written.
     fn push_memory(&mut self, index: usize, mem: MemRef) {
-        let slow = self.ops.new_dynamic_label();
-        let done = self.ops.new_dynamic_label();
-        self.park_flags();
-        let entry = self.here();
-        let retry = self.ops.new_dynamic_label();
-        asm!(self.ops; =>retry);
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
         self.effective_address(mem);
         let read = self.translate(mem.seg as i32, 4, false, slow);
         asm!(self.ops
@@ -1305,25 +1301,16 @@ impl Emitter {
             ; mov DWORD [r8], eax
         );
         self.set_esp_from_ecx();
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>done);
-        self.cold_step(index, entry, [read, push], retry, slow, done);
         // PUSH writes no flag.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
+        self.end_with_cold_step(index, entry, [read, push], ways);
     }
 
     /// LEAVE on a 32-bit stack (`Op::Leave`), as `exec::stack::leave`: the
     /// dword at SS:EBP read, then ESP = EBP + 4 and EBP = that dword.
     fn leave(&mut self, index: usize) {
         const EBP: u8 = 5;
-        let slow = self.ops.new_dynamic_label();
-        let done = self.ops.new_dynamic_label();
-        self.park_flags();
-        let entry = self.here();
-        let retry = self.ops.new_dynamic_label();
-        asm!(self.ops; =>retry);
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
         if self.flat & super::STACK32 == 0 {
             asm!(self.ops
                 ; test DWORD [r14 + M_FLAT], super::STACK32 as i32
@@ -1339,14 +1326,9 @@ impl Emitter {
         );
         self.set_esp_from_ecx();
         self.store(self.reg32(EBP), 9, 4);
-        self.dirty |= u8::from(self.cached[usize::from(EBP)].is_some()) << EBP;
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>done);
-        self.cold_step(index, entry, [miss], retry, slow, done);
+        self.wrote_index(EBP);
         // LEAVE writes no flag.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
+        self.end_with_cold_step(index, entry, [miss], ways);
     }
 
     /// DIV r/m32 (`Op::DivR`, `Op::DivM` with 32-bit addressing) as the
@@ -1359,12 +1341,8 @@ impl Emitter {
     fn divide(&mut self, index: usize, op: &Op) {
         const EAX: u8 = 0;
         const EDX: u8 = 2;
-        let slow = self.ops.new_dynamic_label();
-        let done = self.ops.new_dynamic_label();
-        self.park_flags();
-        let entry = self.here();
-        let retry = self.ops.new_dynamic_label();
-        asm!(self.ops; =>retry);
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
         // ECX: the divisor.
         let miss = match *op {
             Op::DivM { mem, .. } => {
@@ -1390,16 +1368,10 @@ impl Emitter {
         asm!(self.ops; div ecx);
         self.store(self.reg32(EAX), 0, 4);
         self.store(self.reg32(EDX), 2, 4);
-        for g in [EAX, EDX] {
-            self.dirty |= u8::from(self.cached[usize::from(g)].is_some()) << g;
-        }
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>done);
-        self.cold_step(index, entry, miss, retry, slow, done);
+        self.wrote_index(EAX);
+        self.wrote_index(EDX);
         // The guest's flags are where they were parked.
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
+        self.end_with_cold_step(index, entry, miss, ways);
     }
 
     /// RDTSC (`Op::Rdtsc`) as `exec::system::rdtsc` computes it: EDX:EAX =
@@ -1409,12 +1381,9 @@ impl Emitter {
     fn rdtsc(&mut self, index: usize) {
         const EAX: u8 = 0;
         const EDX: u8 = 2;
-        let slow = self.ops.new_dynamic_label();
-        let done = self.ops.new_dynamic_label();
-        let retry = self.ops.new_dynamic_label();
         // The arithmetic clobbers the host flags.
-        self.park_flags();
-        let entry = self.here();
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
         let before = self.pending as i32;
         asm!(self.ops
             ; test DWORD [r15 + CR4], cr4::TSD as i32
@@ -1428,13 +1397,42 @@ impl Emitter {
         );
         self.store(self.reg32(EAX), 0, 4);
         self.store(self.reg32(EDX), 2, 4);
-        for g in [EAX, EDX] {
-            self.dirty |= u8::from(self.cached[usize::from(g)].is_some()) << g;
-        }
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>retry; =>done);
-        self.cold_step(index, entry, None, retry, slow, done);
+        self.wrote_index(EAX);
+        self.wrote_index(EDX);
         // RDTSC writes no flag.
+        self.end_with_cold_step(index, entry, None, ways);
+    }
+
+    /// The start of the inline way of an instruction that may refuse it:
+    /// the flags parked (its checks clobber the host's), the state both of
+    /// its ways start from, and where a filled host slot tries it again.
+    fn begin_inline(&mut self) -> (At, Ways) {
+        let ways = Ways {
+            slow: self.ops.new_dynamic_label(),
+            done: self.ops.new_dynamic_label(),
+            retry: self.ops.new_dynamic_label(),
+        };
+        self.park_flags();
+        let entry = self.here();
+        asm!(self.ops; =>ways.retry);
+        (entry, ways)
+    }
+
+    /// The end of instruction `index`'s inline way, for an instruction that
+    /// writes no flag: `done` placed, its cold side ([`Emitter::cold_step`])
+    /// queued, and the emitter's state as both ways leave it: the flags as
+    /// at `entry`, the instruction pending, the registers the inline way
+    /// wrote changed.
+    fn end_with_cold_step(
+        &mut self,
+        index: usize,
+        entry: At,
+        misses: impl IntoIterator<Item = SlotMiss> + 'static,
+        ways: Ways,
+    ) {
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>ways.done);
+        self.cold_step(index, entry, misses, ways);
         self.resume(entry);
         self.pending += 1;
         self.dirty = inline_dirty;
@@ -1449,9 +1447,7 @@ impl Emitter {
         index: usize,
         entry: At,
         misses: impl IntoIterator<Item = SlotMiss> + 'static,
-        retry: DynamicLabel,
-        slow: DynamicLabel,
-        done: DynamicLabel,
+        Ways { slow, done, retry }: Ways,
     ) {
         self.cold(move |e| {
             for miss in misses {
@@ -1645,7 +1641,7 @@ impl Emitter {
         } else {
             entry.flags
         };
-        self.cold_step(index, entry, miss, retry, slow, done);
+        self.cold_step(index, entry, miss, Ways { slow, done, retry });
         self.resume(entry);
         self.flags = flags_after;
         self.pending += 1;
