@@ -552,18 +552,22 @@ impl Platform {
     fn read_port8(&mut self, port: u16, now: u64) -> Option<u8> {
         match self.device_at(port)? {
             (_, true) => None,
-            (index, false) => {
-                let stale = self.stale_lines;
-                let mut fx = Effects::default();
-                let value = self.device(index).read(port, 1, now, &mut fx);
-                self.apply(fx);
-                if fx.unchanged {
-                    // Nothing to route for it: the device is as stale as it was.
-                    self.stale_lines = stale;
-                }
-                value.map(|v| v as u8)
-            }
+            (index, false) => self.read_device(index, port, 1, now).map(|v| v as u8),
         }
+    }
+
+    /// A read of the port device at `index`, with what it asks done; one
+    /// that changed nothing routing looks at leaves the device as stale as
+    /// it was.
+    fn read_device(&mut self, index: usize, port: u16, size: u8, now: u64) -> Option<u32> {
+        let stale = self.stale_lines;
+        let mut fx = Effects::default();
+        let value = self.device(index).read(port, size, now, &mut fx);
+        self.apply(fx);
+        if fx.unchanged {
+            self.stale_lines = stale;
+        }
+        value
     }
 
     fn write_port8(&mut self, port: u16, value: u8, now: u64) -> bool {
@@ -642,16 +646,7 @@ impl Bus for Platform {
             _ => None,
         };
         let value = match wide {
-            Some(i) => {
-                let stale = self.stale_lines;
-                let mut fx = Effects::default();
-                let value = self.device(i).read(port, size, now, &mut fx);
-                self.apply(fx);
-                if fx.unchanged {
-                    self.stale_lines = stale;
-                }
-                value
-            }
+            Some(i) => self.read_device(i, port, size, now),
             None => {
                 // A wide access to byte-wide registers reads consecutive ports.
                 let mut v = 0u32;

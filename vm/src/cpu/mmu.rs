@@ -40,6 +40,25 @@ struct TlbEntry {
     large: bool,
 }
 
+/// What a page walk read, when it succeeds ([`Cpu::read_tables`]).
+struct Walked {
+    pde_addr: u32,
+    pde: u32,
+    pte_addr: u32,
+    pte: u32,
+    large: bool,
+    user_ok: bool,
+    writable: bool,
+    phys_page: u32,
+}
+
+/// Why a walk stopped: the page fault it raises (`present`: a protection
+/// fault), or a table where the caller's `plain` refused to read.
+enum Unwalked {
+    Fault { present: bool },
+    NotPlain,
+}
+
 /// A direct-mapped software TLB. It only caches what the page tables say; the
 /// guest sees exactly the flushing behaviour the SDM allows (CR3 writes, INVLPG).
 #[derive(Debug)]
@@ -237,63 +256,101 @@ impl Cpu {
     }
 
     fn walk<B: Bus>(&mut self, bus: &mut B, linear: u32, access: Access, user: bool) -> Result<u32> {
-        let write = access == Access::Write;
-        let fault = |cpu: &mut Cpu, present: bool| {
-            cpu.state.cr2 = linear;
-            let code = u32::from(present) | (u32::from(write) << 1) | (u32::from(user) << 2);
-            Err(Fault::with_error(vector::PF, code))
-        };
+        match self.read_tables(bus, linear, access, user, |_, _| true) {
+            Ok(w) => Ok(self.complete_walk(bus, linear, access, w)),
+            Err(Unwalked::Fault { present }) => {
+                self.state.cr2 = linear;
+                let write = access == Access::Write;
+                let code = u32::from(present) | (u32::from(write) << 1) | (u32::from(user) << 2);
+                Err(Fault::with_error(vector::PF, code))
+            }
+            Err(Unwalked::NotPlain) => unreachable!("every table is taken as plain here"),
+        }
+    }
+
+    /// The reads of a walk for `linear` and what they decide, touching
+    /// nothing: the page directory entry, the page table entry (the same
+    /// for a 4 MiB page), and the permissions; stopped where an entry lies
+    /// somewhere `plain` refuses.
+    fn read_tables<B: Bus>(
+        &self,
+        bus: &mut B,
+        linear: u32,
+        access: Access,
+        user: bool,
+        plain: impl Fn(&B, u32) -> bool,
+    ) -> std::result::Result<Walked, Unwalked> {
         let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
+        if !plain(bus, pde_addr) {
+            return Err(Unwalked::NotPlain);
+        }
         let pde = bus.read_phys(pde_addr, 4, self.now());
         if pde & PTE_P == 0 {
-            return fault(self, false);
+            return Err(Unwalked::Fault { present: false });
         }
         let large = pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0;
         let (pte_addr, pte) = if large {
             (pde_addr, pde)
         } else {
             let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
+            if !plain(bus, addr) {
+                return Err(Unwalked::NotPlain);
+            }
             let pte = bus.read_phys(addr, 4, self.now());
             if pte & PTE_P == 0 {
-                return fault(self, false);
+                return Err(Unwalked::Fault { present: false });
             }
             (addr, pte)
         };
         let user_ok = pde & pte & PTE_US != 0;
         let writable = pde & pte & PTE_RW != 0;
         let wp = self.state.cr0 & cr0::WP != 0;
-        if (user && !user_ok) || (write && !writable && (user || wp)) {
-            return fault(self, true);
-        }
-        // Accessed and dirty bits are set as the walk succeeds (SDM 4.8).
-        if !large && pde & PTE_A == 0 {
-            bus.write_phys(pde_addr, 4, pde | PTE_A, self.now());
-        }
-        let mut new_pte = pte | PTE_A;
-        if write {
-            new_pte |= PTE_D;
-        }
-        if new_pte != pte {
-            bus.write_phys(pte_addr, 4, new_pte, self.now());
+        if (user && !user_ok) || (access == Access::Write && !writable && (user || wp)) {
+            return Err(Unwalked::Fault { present: true });
         }
         let phys_page = if large {
             (pte & 0xFFC0_0000) | (linear & 0x003F_F000)
         } else {
             pte & 0xFFFF_F000
         };
+        Ok(Walked {
+            pde_addr,
+            pde,
+            pte_addr,
+            pte,
+            large,
+            user_ok,
+            writable,
+            phys_page,
+        })
+    }
+
+    /// A walk that succeeds: accessed and dirty bits set (SDM 4.8), the TLB
+    /// filled; the physical address.
+    fn complete_walk<B: Bus>(&mut self, bus: &mut B, linear: u32, access: Access, w: Walked) -> u32 {
+        if !w.large && w.pde & PTE_A == 0 {
+            bus.write_phys(w.pde_addr, 4, w.pde | PTE_A, self.now());
+        }
+        let mut new_pte = w.pte | PTE_A;
+        if access == Access::Write {
+            new_pte |= PTE_D;
+        }
+        if new_pte != w.pte {
+            bus.write_phys(w.pte_addr, 4, new_pte, self.now());
+        }
         let vpn = linear >> 12;
         self.tlb.fills += 1;
         self.tlb.host[vpn as usize % TLB_ENTRIES] = HostSlot::NONE;
         self.tlb.entries[vpn as usize % TLB_ENTRIES] = TlbEntry {
             tag: vpn + 1,
-            phys_page,
-            user: user_ok,
-            writable,
+            phys_page: w.phys_page,
+            user: w.user_ok,
+            writable: w.writable,
             dirty: new_pte & PTE_D != 0,
-            global: pte & PTE_G != 0 && self.state.cr4 & cr4::PGE != 0,
-            large,
+            global: w.pte & PTE_G != 0 && self.state.cr4 & cr4::PGE != 0,
+            large: w.large,
         };
-        Ok(phys_page | (linear & 0xFFF))
+        w.phys_page | (linear & 0xFFF)
     }
 
     /// The compiler's host slot fill, which must not change what the TLB
@@ -318,44 +375,11 @@ impl Cpu {
         if held.tag != 0 && held.tag != vpn + 1 {
             return None;
         }
-        let write = access == Access::Write;
-        let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
-        if !plain(bus, pde_addr) {
+        let w = self.read_tables(bus, linear, access, user, plain).ok()?;
+        if held.tag != 0 && held.phys_page != w.phys_page {
             return None;
         }
-        let pde = bus.read_phys(pde_addr, 4, self.now());
-        if pde & PTE_P == 0 {
-            return None;
-        }
-        let large = pde & PDE_PS != 0 && self.state.cr4 & cr4::PSE != 0;
-        let pte = if large {
-            pde
-        } else {
-            let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
-            if !plain(bus, addr) {
-                return None;
-            }
-            let pte = bus.read_phys(addr, 4, self.now());
-            if pte & PTE_P == 0 {
-                return None;
-            }
-            pte
-        };
-        let user_ok = pde & pte & PTE_US != 0;
-        let writable = pde & pte & PTE_RW != 0;
-        let wp = self.state.cr0 & cr0::WP != 0;
-        if (user && !user_ok) || (write && !writable && (user || wp)) {
-            return None;
-        }
-        let phys_page = if large {
-            (pte & 0xFFC0_0000) | (linear & 0x003F_F000)
-        } else {
-            pte & 0xFFFF_F000
-        };
-        if held.tag != 0 && held.phys_page != phys_page {
-            return None;
-        }
-        self.walk(bus, linear, access, user).ok()
+        Some(self.complete_walk(bus, linear, access, w))
     }
 
     /// Reads 1, 2 or 4 bytes at a linear address, splitting at page boundaries.

@@ -450,8 +450,6 @@ impl Cpu {
     }
 
     /// The time-stamp counter: virtual time plus the guest's own offset.
-    /// IA32_TSC: virtual time at the instruction running, at 1 GHz, plus
-    /// the offset a WRMSR left.
     pub fn tsc(&self) -> u64 {
         self.now()
             .wrapping_mul(TSC_PER_INSN)

@@ -1229,10 +1229,10 @@ impl Emitter {
     /// passed. A slot miss fills and tries the instruction again from its
     /// start (the call clobbers the value held in ECX).
     fn string(&mut self, index: usize, op: StrOp, size: u8, src: SegReg) {
+        // AL, AX and EAX share EAX's slot's first bytes.
+        const EAX: u8 = 0;
         const ESI: u8 = 6;
         const EDI: u8 = 7;
-        let eax =
-            Gpr::of(iced_x86::Register::EAX).map_or_else(|| unreachable!("EAX is a general register"), |(g, _)| g);
         let (entry, ways) = self.begin_inline();
         let slow = ways.slow;
         asm!(self.ops
@@ -1241,7 +1241,7 @@ impl Emitter {
         );
         let mut misses = Vec::new();
         if op == StrOp::Stos {
-            self.load(1, self.loc(eax, size), size);
+            self.load(1, self.reg32(EAX), size);
         } else {
             // ECX: the source, which `translate` keeps.
             self.load(0, self.reg32(ESI), 4);
@@ -1253,8 +1253,8 @@ impl Emitter {
             }
         }
         if op == StrOp::Lods {
-            self.store(self.loc(eax, size), 1, size);
-            self.wrote(eax);
+            self.store(self.reg32(EAX), 1, size);
+            self.wrote_index(EAX);
         } else {
             self.load(0, self.reg32(EDI), 4);
             misses.push(self.translate(SegReg::Es as i32, size, true, slow));
