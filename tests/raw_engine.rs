@@ -147,7 +147,7 @@ fn the_monitor_emits_typed_events_in_icount_order() {
     let log = Arc::new(Mutex::new(EventLog::default()));
     let mut host = NoInput::default();
     let mut m = Machine::boot(32 << 20, &k, &mut host).expect("boot");
-    m.events.0 = Some(Box::new(log.clone()));
+    m.events.attach(Box::new(log.clone()));
     let stop = m.run(LIMIT, &mut host, &mut CaptureConsole::default());
     assert_eq!(stop, StopReason::ExitDevice(1));
     let records = log.lock().expect("log").records.clone();
@@ -218,7 +218,7 @@ const SEGMENT: u64 = 250_000;
 
 fn logging(m: &mut Machine) -> Arc<Mutex<EventLog>> {
     let log = Arc::new(Mutex::new(EventLog::default()));
-    m.events.0 = Some(Box::new(log.clone()));
+    m.events.attach(Box::new(log.clone()));
     log
 }
 

@@ -581,7 +581,7 @@ fn a_replay_restoring_any_checkpoint_repeats_the_recording_engine_and_all() {
                 let end = marks[(k + 2).min(marks.len() - 1)];
                 r.restore(k).expect("restore");
                 let log = std::sync::Arc::new(std::sync::Mutex::new(vm::events::EventLog::default()));
-                r.machine.events.0 = Some(Box::new(log.clone()));
+                r.machine.events.attach(Box::new(log.clone()));
                 let divergence = r.run_to(end, true).expect("replay");
                 assert!(
                     divergence.is_none(),

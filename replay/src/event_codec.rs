@@ -17,7 +17,7 @@
 //! Deltas are from the previous event (the first icount's from the batch's
 //! first, the first pc's from 0), wrapping, so every batch encodes.
 
-use vm::events::{Event, EventRecord};
+use vm::events::{Event, EventRecord, EventView, IoAccess};
 
 /// Events in one batch at most (what the recorder writes).
 pub const MAX_EVENTS: usize = 8192;
@@ -98,54 +98,84 @@ impl Encoder {
     }
 
     pub fn push(&mut self, e: &EventRecord) {
-        if self.count == 0 {
-            self.put(|buf| put_varint(buf, 0, e.icount));
-            self.first = e.icount;
-            self.icount = e.icount;
-            self.pc = 0;
-        }
-        self.count += 1;
-        let icount_delta = e.icount.wrapping_sub(self.icount);
-        let pc_delta = u64::from(zigzag(e.pc.wrapping_sub(self.pc) as i32));
-        self.icount = e.icount;
-        self.pc = e.pc;
-        let head = |buf: &mut [u8; MAX_FIXED_BYTES]| {
-            let n = put_varint(buf, 0, icount_delta);
-            put_varint(buf, n, pc_delta)
-        };
-        match &e.event {
+        let view = match &e.event {
             Event::Io {
                 addr,
                 mmio,
                 size,
                 value,
                 write,
-            } if *size <= IO_SIZE => self.put(|buf| {
-                let n = head(buf);
-                buf[n] = TAG_IO | if *mmio { IO_MMIO } else { 0 } | if *write { IO_WRITE } else { 0 } | size;
-                let n = put_varint(buf, n + 1, u64::from(*addr));
-                put_varint(buf, n, u64::from(*value))
+            } => EventView::Io(IoAccess {
+                addr: *addr,
+                mmio: *mmio,
+                size: *size,
+                value: *value,
+                write: *write,
             }),
-            Event::Interrupt { vector } => self.put(|buf| {
-                let n = head(buf);
-                buf[n] = TAG_INTERRUPT;
-                buf[n + 1] = *vector;
-                n + 2
-            }),
-            other => {
-                self.put(|buf| {
-                    let n = head(buf);
-                    buf[n] = TAG_EVENT;
-                    n + 1
-                });
-                // Writing to a Vec cannot fail; an Event always serializes.
-                let out = std::mem::take(&mut self.out);
-                self.out = match postcard::to_extend(other, out) {
-                    Ok(out) => out,
-                    Err(_) => unreachable!("postcard writes any Event to a Vec"),
-                };
-            }
+            Event::Interrupt { vector } => EventView::Interrupt(*vector),
+            other => EventView::Other(other),
+        };
+        self.push_view(e.icount, e.pc, view);
+    }
+
+    /// Appends one event of a batch.
+    pub fn push_view(&mut self, icount: u64, pc: u32, view: EventView<'_>) {
+        if self.count == 0 {
+            self.put(|buf| put_varint(buf, 0, icount));
+            self.first = icount;
+            self.icount = icount;
+            self.pc = 0;
         }
+        self.count += 1;
+        let icount_delta = icount.wrapping_sub(self.icount);
+        let pc_delta = u64::from(zigzag(pc.wrapping_sub(self.pc) as i32));
+        self.icount = icount;
+        self.pc = pc;
+        let head = |buf: &mut [u8; MAX_FIXED_BYTES]| {
+            let n = put_varint(buf, 0, icount_delta);
+            put_varint(buf, n, pc_delta)
+        };
+        let wide_io;
+        let other = match view {
+            EventView::Io(a) if a.size <= IO_SIZE => {
+                return self.put(|buf| {
+                    let n = head(buf);
+                    buf[n] = TAG_IO | if a.mmio { IO_MMIO } else { 0 } | if a.write { IO_WRITE } else { 0 } | a.size;
+                    let n = put_varint(buf, n + 1, u64::from(a.addr));
+                    put_varint(buf, n, u64::from(a.value))
+                })
+            }
+            EventView::Interrupt(vector) => {
+                return self.put(|buf| {
+                    let n = head(buf);
+                    buf[n] = TAG_INTERRUPT;
+                    buf[n + 1] = vector;
+                    n + 2
+                })
+            }
+            EventView::Io(a) => {
+                wide_io = Event::Io {
+                    addr: a.addr,
+                    mmio: a.mmio,
+                    size: a.size,
+                    value: a.value,
+                    write: a.write,
+                };
+                &wide_io
+            }
+            EventView::Other(other) => other,
+        };
+        self.put(|buf| {
+            let n = head(buf);
+            buf[n] = TAG_EVENT;
+            n + 1
+        });
+        // Writing to a Vec cannot fail; an Event always serializes.
+        let out = std::mem::take(&mut self.out);
+        self.out = match postcard::to_extend(other, out) {
+            Ok(out) => out,
+            Err(_) => unreachable!("postcard writes any Event to a Vec"),
+        };
     }
 
     /// The encoded batch; the encoder starts a new one in a new buffer of
@@ -156,11 +186,15 @@ impl Encoder {
         std::mem::replace(&mut self.out, Vec::with_capacity(capacity))
     }
 
-    /// Starts a new batch in `buffer` (an emptied earlier one).
-    pub fn take_into(&mut self, mut buffer: Vec<u8>) -> Vec<u8> {
-        buffer.clear();
+    /// The batch encoded so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// Starts a new batch in the same buffer.
+    pub fn clear(&mut self) {
+        self.out.clear();
         self.count = 0;
-        std::mem::replace(&mut self.out, buffer)
     }
 }
 

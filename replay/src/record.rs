@@ -1,8 +1,8 @@
 //! Recording: runs a machine in checkpoint-sized segments and writes the
 //! header, the input log, the event log and the checkpoints as frames.
-//! Compression and file writes happen on a writer thread, so the guest's
-//! thread only serializes; a recorder killed at any moment leaves every frame
-//! it finished readable.
+//! Event encoding, compression and file writes happen on a writer thread:
+//! the guest's thread hands it batches of events and serializes the rest.
+//! A recorder killed at any moment leaves every frame it finished readable.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde::Serialize;
-use vm::events::{EventRecord, EventSink, SinkSlot};
+use vm::events::{EventBatch, EventSink, SLOT_BATCH};
 use vm::host::HostInput;
 use vm::machine::{Console, Machine, StopReason};
 
@@ -42,11 +42,11 @@ const QUEUE: usize = 64;
 /// Emptied event batches the writer keeps for the guest's thread to fill
 /// again: a fresh one costs page faults on every one of its pages.
 const SPARE_BATCHES: usize = 4;
-/// Bytes an event batch's buffer starts with: a port access takes about 7.
+/// Bytes an event frame's buffer starts with: a port access takes about 7.
 const EVENT_BATCH_BYTES: usize = EVENT_BATCH * 8;
 
-/// Event batches' buffers, going back from the writer to the guest's thread.
-type SpareBatches = Arc<Mutex<Vec<Vec<u8>>>>;
+/// Event batches, going back emptied from the writer to the guest's thread.
+type SpareBatches = Arc<Mutex<Vec<EventBatch>>>;
 
 enum Job {
     Frame {
@@ -54,13 +54,13 @@ enum Job {
         icount: u64,
         raw: Vec<u8>,
     },
-    /// Events, encoded as the guest's thread logged them
-    /// ([`event_codec`]): a few bytes each, where the records
-    /// themselves took 64 and crossed to the writer's core.
-    Events {
-        icount: u64,
-        encoded: Vec<u8>,
-    },
+    /// Events as the machine's slot batched them (24 bytes each for the
+    /// frequent ones): the writer encodes them ([`event_codec`]) into
+    /// frames of `EVENT_BATCH`, so that a trap loop's thousands of port
+    /// accesses cost the guest's thread a store each.
+    Events(EventBatch),
+    /// Writes the events not yet in a frame as one.
+    EndEvents,
     /// A checkpoint without its digest: the writer hashes the pages it
     /// carries into its own page hashes, computes the digest and encodes
     /// the frame, off the guest's thread. `ram_pages` on the first, whose
@@ -86,6 +86,8 @@ struct WriterThread {
     compressed: u64,
     raw: u64,
     spare: SpareBatches,
+    /// The event frame being filled.
+    events: event_codec::Encoder,
 }
 
 /// What the writer reports when it finishes.
@@ -114,6 +116,18 @@ impl WriterThread {
             raw_len: raw.len() as u32,
         });
         Ok(())
+    }
+
+    /// Writes the events encoded so far as a frame, if there are any.
+    fn end_events(&mut self) -> std::io::Result<()> {
+        let Some(icount) = self.events.first_icount() else {
+            return Ok(());
+        };
+        let mut events = std::mem::take(&mut self.events);
+        let written = self.write(FrameKind::Events, icount, events.bytes());
+        events.clear();
+        self.events = events;
+        written
     }
 
     /// Completes a checkpoint with its digest and writes it.
@@ -157,14 +171,21 @@ impl WriterThread {
                     self.out.flush()?;
                     let _ = ack.send(());
                 }
-                Job::Events { icount, encoded } => {
-                    self.write(FrameKind::Events, icount, &encoded)?;
+                Job::Events(mut batch) => {
+                    for (icount, pc, view) in batch.iter() {
+                        self.events.push_view(icount, pc, view);
+                        if self.events.len() >= EVENT_BATCH {
+                            self.end_events()?;
+                        }
+                    }
+                    batch.clear();
                     if let Ok(mut spare) = self.spare.lock() {
                         if spare.len() < SPARE_BATCHES {
-                            spare.push(encoded);
+                            spare.push(batch);
                         }
                     }
                 }
+                Job::EndEvents => self.end_events()?,
                 Job::Checkpoint {
                     icount,
                     checkpoint,
@@ -223,6 +244,7 @@ impl TraceWriter {
             index: Vec::new(),
             compressed: format::PREAMBLE_LEN as u64,
             raw: 0,
+            events: event_codec::Encoder::with_capacity(EVENT_BATCH_BYTES),
         };
         let thread = std::thread::Builder::new()
             .name("trace-writer".into())
@@ -295,19 +317,13 @@ impl FrameSender {
             .map_err(|_| self.writer_error())
     }
 
-    /// An event batch's buffer the writer is done with, or a new one.
-    fn empty_batch(&self) -> Vec<u8> {
+    /// An event batch the writer is done with, or a new one.
+    fn empty_batch(&self) -> EventBatch {
         self.spare
             .lock()
             .ok()
             .and_then(|mut spare| spare.pop())
-            .unwrap_or_else(|| Vec::with_capacity(EVENT_BATCH_BYTES))
-    }
-
-    fn send_events(&self, icount: u64, encoded: Vec<u8>) -> Result<()> {
-        self.jobs
-            .send(Job::Events { icount, encoded })
-            .map_err(|_| self.writer_error())
+            .unwrap_or_else(|| EventBatch::with_capacity(SLOT_BATCH))
     }
 
     /// Why the writer thread stopped: its I/O error (a full disk, say),
@@ -324,36 +340,34 @@ impl FrameSender {
     }
 }
 
-/// Buffers events and sends them in batches.
+/// Sends the machine's event batches to the writer thread.
 struct EventWriter {
     frames: FrameSender,
-    batch: event_codec::Encoder,
     count: Arc<Mutex<u64>>,
     failed: Arc<Mutex<bool>>,
 }
 
-impl EventSink for EventWriter {
-    fn event(&mut self, record: EventRecord) {
-        self.batch.push(&record);
-        if self.batch.len() >= EVENT_BATCH {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        let Some(icount) = self.batch.first_icount() else {
-            return;
-        };
-        let n = self.batch.len() as u64;
-        let encoded = self.batch.take_into(self.frames.empty_batch());
-        if self.frames.send_events(icount, encoded).is_err() {
+impl EventWriter {
+    fn send(&mut self, job: Job) {
+        if self.frames.jobs.send(job).is_err() {
             if let Ok(mut f) = self.failed.lock() {
                 *f = true;
             }
         }
+    }
+}
+
+impl EventSink for EventWriter {
+    fn events(&mut self, batch: EventBatch) -> EventBatch {
         if let Ok(mut c) = self.count.lock() {
-            *c += n;
+            *c += batch.len() as u64;
         }
+        self.send(Job::Events(batch));
+        self.frames.empty_batch()
+    }
+
+    fn flush(&mut self) {
+        self.send(Job::EndEvents);
     }
 }
 
@@ -453,12 +467,11 @@ impl Recorder {
         frames.send(FrameKind::Header, 0, header)?;
         let count = Arc::new(Mutex::new(0u64));
         let failed = Arc::new(Mutex::new(false));
-        machine.events = SinkSlot(Some(Box::new(EventWriter {
+        machine.events.attach(Box::new(EventWriter {
             frames: frames.clone(),
-            batch: event_codec::Encoder::with_capacity(EVENT_BATCH_BYTES),
             count: count.clone(),
             failed: failed.clone(),
-        })));
+        }));
         let base = header.checkpoint_interval.max(1);
         let mut rec = Recorder {
             writer: Some(writer),
@@ -598,7 +611,7 @@ impl Recorder {
                 events,
             },
         )?;
-        machine.events = SinkSlot(None);
+        machine.events.detach();
         if self.failed.lock().map(|f| *f).unwrap_or(true) {
             return Err(self.frames.writer_error());
         }

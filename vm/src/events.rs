@@ -236,9 +236,177 @@ impl fmt::Display for Event {
     }
 }
 
+/// One port or MMIO access, logged while a recorder listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    /// Port number, or physical address for MMIO.
+    pub addr: u32,
+    pub mmio: bool,
+    pub size: u8,
+    pub value: u32,
+    pub write: bool,
+}
+
+/// An event of a batch, as the batch hands it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventView<'a> {
+    Io(IoAccess),
+    Interrupt(u8),
+    /// Any other event, kept whole.
+    Other(&'a Event),
+}
+
+/// A batch's entry: the frequent events (device accesses, interrupts) in 24
+/// bytes, any other by its place in `EventBatch::others`. A trap loop logs
+/// an access every few instructions, so what a log costs the guest's
+/// thread is a store of this, nothing more.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    icount: u64,
+    pc: u32,
+    /// Io: the port or address; Other: the index in `others`.
+    addr: u32,
+    /// Io: the value; Interrupt: the vector.
+    value: u32,
+    size: u8,
+    flags: u8,
+}
+
+const ENTRY_MMIO: u8 = 1;
+const ENTRY_WRITE: u8 = 2;
+const ENTRY_INTERRUPT: u8 = 4;
+const ENTRY_OTHER: u8 = 8;
+
+/// Events in the order they happened, as the slot hands them to its sink.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    entries: Vec<Entry>,
+    others: Vec<Event>,
+}
+
+impl EventBatch {
+    pub fn with_capacity(events: usize) -> EventBatch {
+        EventBatch {
+            entries: Vec::with_capacity(events),
+            others: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.others.clear();
+    }
+
+    #[inline]
+    pub fn push_io(&mut self, icount: u64, pc: u32, a: IoAccess) {
+        self.entries.push(Entry {
+            icount,
+            pc,
+            addr: a.addr,
+            value: a.value,
+            size: a.size,
+            flags: if a.mmio { ENTRY_MMIO } else { 0 } | if a.write { ENTRY_WRITE } else { 0 },
+        });
+    }
+
+    pub fn push(&mut self, icount: u64, pc: u32, event: Event) {
+        match event {
+            Event::Io {
+                addr,
+                mmio,
+                size,
+                value,
+                write,
+            } => self.push_io(
+                icount,
+                pc,
+                IoAccess {
+                    addr,
+                    mmio,
+                    size,
+                    value,
+                    write,
+                },
+            ),
+            Event::Interrupt { vector } => self.entries.push(Entry {
+                icount,
+                pc,
+                addr: 0,
+                value: u32::from(vector),
+                size: 0,
+                flags: ENTRY_INTERRUPT,
+            }),
+            other => {
+                self.entries.push(Entry {
+                    icount,
+                    pc,
+                    addr: self.others.len() as u32,
+                    value: 0,
+                    size: 0,
+                    flags: ENTRY_OTHER,
+                });
+                self.others.push(other);
+            }
+        }
+    }
+
+    /// Each event's icount, pc and event, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u32, EventView<'_>)> + '_ {
+        self.entries.iter().map(|e| {
+            let view = if e.flags & ENTRY_OTHER != 0 {
+                match self.others.get(e.addr as usize) {
+                    Some(event) => EventView::Other(event),
+                    None => unreachable!("an Other entry indexes the event pushed with it"),
+                }
+            } else if e.flags & ENTRY_INTERRUPT != 0 {
+                EventView::Interrupt(e.value as u8)
+            } else {
+                EventView::Io(IoAccess {
+                    addr: e.addr,
+                    mmio: e.flags & ENTRY_MMIO != 0,
+                    size: e.size,
+                    value: e.value,
+                    write: e.flags & ENTRY_WRITE != 0,
+                })
+            };
+            (e.icount, e.pc, view)
+        })
+    }
+
+    /// The events as records.
+    pub fn records(&self) -> impl Iterator<Item = EventRecord> + '_ {
+        self.iter().map(|(icount, pc, view)| EventRecord {
+            icount,
+            pc,
+            event: match view {
+                EventView::Io(a) => Event::Io {
+                    addr: a.addr,
+                    mmio: a.mmio,
+                    size: a.size,
+                    value: a.value,
+                    write: a.write,
+                },
+                EventView::Interrupt(vector) => Event::Interrupt { vector },
+                EventView::Other(event) => event.clone(),
+            },
+        })
+    }
+}
+
 /// Where events go.
 pub trait EventSink: Send {
-    fn event(&mut self, record: EventRecord);
+    /// Takes the events of `batch`, in order, and returns an empty batch
+    /// (the same one emptied, or a spare) for the slot to fill next.
+    fn events(&mut self, batch: EventBatch) -> EventBatch;
     /// Passes on anything buffered (the recorder calls it at checkpoints).
     fn flush(&mut self) {}
 }
@@ -250,51 +418,211 @@ pub struct EventLog {
 }
 
 impl EventSink for EventLog {
-    fn event(&mut self, record: EventRecord) {
-        self.records.push(record);
+    fn events(&mut self, mut batch: EventBatch) -> EventBatch {
+        self.records.extend(batch.records());
+        batch.clear();
+        batch
     }
 }
 
 impl EventSink for std::sync::Arc<std::sync::Mutex<EventLog>> {
-    fn event(&mut self, record: EventRecord) {
+    fn events(&mut self, mut batch: EventBatch) -> EventBatch {
         if let Ok(mut log) = self.lock() {
-            log.records.push(record);
+            log.records.extend(batch.records());
         }
+        batch.clear();
+        batch
     }
 }
 
-/// The machine's slot for a sink. Cloning a machine (a checkpoint) does not
-/// clone where its events go.
+/// Events the slot holds before it hands them to its sink.
+pub const SLOT_BATCH: usize = 8192;
+
+/// The machine's slot for a sink. Events wait in a batch until it is full,
+/// the slot is flushed or the sink detached. Cloning a machine (a
+/// checkpoint) does not clone where its events go.
 #[derive(Default)]
-pub struct SinkSlot(pub Option<Box<dyn EventSink>>);
+pub struct SinkSlot {
+    sink: Option<Box<dyn EventSink>>,
+    batch: EventBatch,
+}
 
 impl Clone for SinkSlot {
     fn clone(&self) -> Self {
-        SinkSlot(None)
+        SinkSlot::default()
     }
 }
 
 impl fmt::Debug for SinkSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SinkSlot({})", if self.0.is_some() { "attached" } else { "none" })
+        write!(f, "SinkSlot({})", if self.sink.is_some() { "attached" } else { "none" })
     }
 }
 
 impl SinkSlot {
+    /// Sends events to `sink` from now on (those waiting for an earlier
+    /// sink go to it first).
+    pub fn attach(&mut self, sink: Box<dyn EventSink>) {
+        self.detach();
+        self.batch = EventBatch::with_capacity(SLOT_BATCH);
+        self.sink = Some(sink);
+    }
+
+    /// Hands the waiting events to the sink and lets it go.
+    pub fn detach(&mut self) -> Option<Box<dyn EventSink>> {
+        self.pass_on();
+        self.sink.take()
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.sink.is_some()
+    }
+
+    /// Hands the waiting events to the sink and asks it to pass on what it
+    /// buffers.
     pub fn flush(&mut self) {
-        if let Some(sink) = &mut self.0 {
+        self.pass_on();
+        if let Some(sink) = &mut self.sink {
             sink.flush();
+        }
+    }
+
+    /// Hands the waiting events to the sink.
+    pub fn pass_on(&mut self) {
+        if let Some(sink) = &mut self.sink {
+            if !self.batch.is_empty() {
+                let full = std::mem::take(&mut self.batch);
+                self.batch = sink.events(full);
+            }
         }
     }
 
     #[inline]
     pub fn emit(&mut self, icount: u64, pc: u32, event: impl FnOnce() -> Event) {
-        if let Some(sink) = &mut self.0 {
-            sink.event(EventRecord {
-                icount,
-                pc,
-                event: event(),
+        if self.sink.is_some() {
+            self.batch.push(icount, pc, event());
+            self.pass_on_when_full();
+        }
+    }
+
+    /// Logs a device access (`emit` of an `Event::Io`, without building one).
+    #[inline]
+    pub fn io(&mut self, icount: u64, pc: u32, access: IoAccess) {
+        if self.sink.is_some() {
+            self.batch.push_io(icount, pc, access);
+            self.pass_on_when_full();
+        }
+    }
+
+    #[inline]
+    fn pass_on_when_full(&mut self) {
+        if self.batch.len() >= SLOT_BATCH {
+            self.pass_on();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn io(n: u32) -> Event {
+        Event::Io {
+            addr: 0x20 + n,
+            mmio: n.is_multiple_of(3),
+            size: [1, 2, 4][n as usize % 3],
+            value: n.wrapping_mul(0x9E37_79B9),
+            write: n.is_multiple_of(2),
+        }
+    }
+
+    /// Every kind of event, in a mixed order.
+    fn sample() -> Vec<EventRecord> {
+        let mut out = Vec::new();
+        for n in 0..40u32 {
+            let event = match n % 5 {
+                0 => Event::Interrupt { vector: n as u8 },
+                1 => Event::PatchInstalled {
+                    site: n,
+                    phys: n << 12,
+                    mnemonic: format!("m{n}"),
+                    cause: PatchCause::Hot(n),
+                },
+                2 => Event::Trap {
+                    reason: ExitReason::Fault(13),
+                },
+                _ => io(n),
+            };
+            out.push(EventRecord {
+                icount: u64::from(n) * 1_000_000_007,
+                pc: 0xC000_0000 ^ n,
+                event,
             });
         }
+        out
+    }
+
+    #[test]
+    fn a_batch_gives_back_every_event_in_order() {
+        let mut batch = EventBatch::default();
+        for r in sample() {
+            batch.push(r.icount, r.pc, r.event);
+        }
+        assert_eq!(batch.records().collect::<Vec<_>>(), sample());
+        batch.clear();
+        assert!(batch.is_empty() && batch.records().next().is_none());
+    }
+
+    #[test]
+    fn the_slot_passes_events_on_when_full_and_when_detached() {
+        let log = Arc::new(Mutex::new(EventLog::default()));
+        let mut slot = SinkSlot::default();
+        slot.io(
+            0,
+            0,
+            IoAccess {
+                addr: 1,
+                mmio: false,
+                size: 1,
+                value: 2,
+                write: true,
+            },
+        );
+        slot.attach(Box::new(log.clone()));
+        let count = || log.lock().expect("log").records.len();
+        for n in 0..SLOT_BATCH as u32 - 1 {
+            slot.emit(u64::from(n), n, || io(n));
+        }
+        assert_eq!(count(), 0, "held until the batch is full");
+        slot.emit(7, 7, || Event::Interrupt { vector: 7 });
+        assert_eq!(count(), SLOT_BATCH, "a full batch goes at once");
+        for r in sample() {
+            slot.emit(r.icount, r.pc, || r.event.clone());
+        }
+        assert_eq!(count(), SLOT_BATCH);
+        assert!(slot.detach().is_some());
+        let records = log.lock().expect("log").records.clone();
+        assert_eq!(records[SLOT_BATCH..], sample()[..], "the rest goes on detaching");
+        assert_eq!(records[SLOT_BATCH - 1].event, Event::Interrupt { vector: 7 });
+        assert!(records[..SLOT_BATCH - 1]
+            .iter()
+            .enumerate()
+            .all(|(n, r)| r.event == io(n as u32)));
+        slot.io(
+            1,
+            1,
+            IoAccess {
+                addr: 1,
+                mmio: false,
+                size: 1,
+                value: 2,
+                write: true,
+            },
+        );
+        assert!(
+            !slot.is_attached() && slot.batch.is_empty(),
+            "nothing is kept without a sink"
+        );
     }
 }

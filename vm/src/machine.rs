@@ -374,6 +374,8 @@ impl Machine {
     pub fn run(&mut self, max_icount: u64, host: &mut dyn HostInput, console: &mut dyn Console) -> StopReason {
         let stop = self.run_loop(max_icount, host, console);
         self.count_compiled_patch_hits();
+        // The sink has every event of the run when it returns.
+        self.events.pass_on();
         stop
     }
 
@@ -415,9 +417,9 @@ impl Machine {
 
     fn run_loop(&mut self, max_icount: u64, host: &mut dyn HostInput, console: &mut dyn Console) -> StopReason {
         // Port and MMIO accesses are events only while someone listens.
-        match (&self.events.0, &self.platform.io_log) {
-            (Some(_), None) => self.platform.io_log = Some(Vec::new()),
-            (None, Some(_)) => self.platform.io_log = None,
+        match (self.events.is_attached(), &self.platform.io_log) {
+            (true, None) => self.platform.io_log = Some(Vec::new()),
+            (false, Some(_)) => self.platform.io_log = None,
             _ => {}
         }
         // Left set by a run that stopped before it logged its last access,

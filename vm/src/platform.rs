@@ -32,7 +32,8 @@ use crate::devices::pit::Pit;
 use crate::devices::testdev::PcTestdev;
 use crate::devices::uart::Uart;
 use crate::devices::IrqLine;
-use crate::events::{Event, SinkSlot};
+pub use crate::events::IoAccess;
+use crate::events::SinkSlot;
 use crate::exec::flags::mask;
 use crate::irq::InterruptRouter;
 use crate::mem::PhysMem;
@@ -159,19 +160,79 @@ impl Platform {
         }
     }
 
+    /// A port read, not logged: what `Bus::io_read` does before it logs
+    /// the access (a translation's port step logs it itself).
+    pub fn port_in(&mut self, port: u16, size: u8, now: u64) -> u32 {
+        self.stats.port_reads += 1;
+        let wide = match self.device_at(port) {
+            Some((index, true)) => Some(index),
+            _ => None,
+        };
+        let value = match wide {
+            Some(i) => self.read_device(i, port, size, now),
+            None => {
+                // A wide access to byte-wide registers reads consecutive ports.
+                let mut v = 0u32;
+                let mut mapped = false;
+                for i in 0..u16::from(size) {
+                    let b = match self.read_port8(port.wrapping_add(i), now) {
+                        Some(b) => {
+                            mapped = true;
+                            b
+                        }
+                        None => 0xFF,
+                    };
+                    v |= u32::from(b) << (8 * i);
+                }
+                mapped.then_some(v)
+            }
+        };
+        // Reads can clear interrupt conditions (UART IIR/RBR, CMOS register C).
+        self.port_accessed();
+        match value {
+            Some(v) => v & mask(size),
+            None => {
+                self.stats.unmapped_port_reads += 1;
+                mask(size)
+            }
+        }
+    }
+
+    /// A port write, not logged (see `port_in`).
+    pub fn port_out(&mut self, port: u16, size: u8, value: u32, now: u64) {
+        self.stats.port_writes += 1;
+        let wide = match self.device_at(port) {
+            Some((index, true)) => Some(index),
+            _ => None,
+        };
+        let mapped = match wide {
+            Some(i) => {
+                let mut fx = Effects::default();
+                self.device(i).write(port, size, value, now, &mut fx);
+                self.apply(fx);
+                true
+            }
+            None => {
+                let mut mapped = false;
+                for i in 0..u16::from(size) {
+                    mapped |= self.write_port8(port.wrapping_add(i), (value >> (8 * i)) as u8, now);
+                }
+                mapped
+            }
+        };
+        if !mapped {
+            self.stats.unmapped_port_writes += 1;
+        }
+        self.port_accessed();
+    }
+
     /// Emits the logged device accesses as events of the instruction at
     /// `pc` that retired as instruction `icount`, emptying the log.
     pub fn emit_logged(&mut self, events: &mut SinkSlot, icount: u64, pc: u32) {
         self.attention.logged = false;
         if let Some(log) = &mut self.io_log {
             for a in log.drain(..) {
-                events.emit(icount, pc, || Event::Io {
-                    addr: a.addr,
-                    mmio: a.mmio,
-                    size: a.size,
-                    value: a.value,
-                    write: a.write,
-                });
+                events.io(icount, pc, a);
             }
         }
     }
@@ -208,17 +269,6 @@ pub struct WatchHit {
     /// Index into `Platform::watches`.
     pub index: usize,
     pub addr: u32,
-    pub write: bool,
-}
-
-/// One port or MMIO access, logged while a recorder listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IoAccess {
-    /// Port number, or physical address for MMIO.
-    pub addr: u32,
-    pub mmio: bool,
-    pub size: u8,
-    pub value: u32,
     pub write: bool,
 }
 
@@ -640,39 +690,7 @@ impl Bus for Platform {
     }
 
     fn io_read(&mut self, port: u16, size: u8, now: u64) -> u32 {
-        self.stats.port_reads += 1;
-        let wide = match self.device_at(port) {
-            Some((index, true)) => Some(index),
-            _ => None,
-        };
-        let value = match wide {
-            Some(i) => self.read_device(i, port, size, now),
-            None => {
-                // A wide access to byte-wide registers reads consecutive ports.
-                let mut v = 0u32;
-                let mut mapped = false;
-                for i in 0..u16::from(size) {
-                    let b = match self.read_port8(port.wrapping_add(i), now) {
-                        Some(b) => {
-                            mapped = true;
-                            b
-                        }
-                        None => 0xFF,
-                    };
-                    v |= u32::from(b) << (8 * i);
-                }
-                mapped.then_some(v)
-            }
-        };
-        // Reads can clear interrupt conditions (UART IIR/RBR, CMOS register C).
-        self.port_accessed();
-        let value = match value {
-            Some(v) => v & mask(size),
-            None => {
-                self.stats.unmapped_port_reads += 1;
-                mask(size)
-            }
-        };
+        let value = self.port_in(port, size, now);
         self.log_io(u32::from(port), false, size, value, false);
         value
     }
@@ -709,30 +727,7 @@ impl Bus for Platform {
     }
 
     fn io_write(&mut self, port: u16, size: u8, value: u32, now: u64) {
-        self.stats.port_writes += 1;
-        let wide = match self.device_at(port) {
-            Some((index, true)) => Some(index),
-            _ => None,
-        };
-        let mapped = match wide {
-            Some(i) => {
-                let mut fx = Effects::default();
-                self.device(i).write(port, size, value, now, &mut fx);
-                self.apply(fx);
-                true
-            }
-            None => {
-                let mut mapped = false;
-                for i in 0..u16::from(size) {
-                    mapped |= self.write_port8(port.wrapping_add(i), (value >> (8 * i)) as u8, now);
-                }
-                mapped
-            }
-        };
-        if !mapped {
-            self.stats.unmapped_port_writes += 1;
-        }
-        self.port_accessed();
+        self.port_out(port, size, value, now);
         self.log_io(u32::from(port), false, size, value, true);
     }
 }

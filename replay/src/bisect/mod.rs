@@ -426,9 +426,9 @@ impl<'t> Bisector<'t> {
             _ => {
                 let log = std::sync::Arc::new(std::sync::Mutex::new(EventLog::default()));
                 let mut b = start_b.clone();
-                b.machine.events.0 = Some(Box::new(log.clone()));
+                b.machine.events.attach(Box::new(log.clone()));
                 b.run_to(n.hi);
-                b.machine.events.0 = None;
+                b.machine.events.detach();
                 let records = log.lock().map(|l| l.records.clone()).unwrap_or_default();
                 ("replay", records)
             }

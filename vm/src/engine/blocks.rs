@@ -24,7 +24,7 @@ use super::outer_loop_would_act;
 use crate::bus::Bus;
 use crate::cpu::state::{flags, SegReg};
 use crate::cpu::{Cpu, RingView, StepOutcome};
-use crate::events::{ExitReason, SinkSlot};
+use crate::events::{ExitReason, IoAccess, SinkSlot};
 use crate::exec::compact::Op;
 use crate::exec::{handler_for, Handler, MAX_INSN_LEN};
 use crate::hash::FastMap;
@@ -1439,11 +1439,26 @@ extern "sysv64" fn port_step<const RAW: bool, H: RawHooks>(env: *mut Env, index:
     cpu.start_eip = ci.ip;
     cpu.state.interrupt_shadow = false;
     let now = cpu.now();
-    if input {
-        let v = platform.io_read(port, size, now);
+    let value = if input {
+        let v = platform.port_in(port, size, now);
         cpu.write_reg(data, v);
+        v
     } else {
-        platform.io_write(port, size, cpu.read_reg(data), now);
+        let v = cpu.read_reg(data);
+        platform.port_out(port, size, v, now);
+        v
+    };
+    // Logged straight into the batch, not through the platform's log: a
+    // trap loop's recording costs this store per access.
+    if let Some(events) = run.events.as_deref_mut() {
+        let access = IoAccess {
+            addr: u32::from(port),
+            mmio: false,
+            size,
+            value,
+            write: !input,
+        };
+        events.io(cpu.icount, cpu.start_pc(), access);
     }
     cpu.state.eip = ci.next_ip;
     cpu.icount += 1;
@@ -1454,9 +1469,6 @@ extern "sysv64" fn port_step<const RAW: bool, H: RawHooks>(env: *mut Env, index:
             *(*env).patch_hits.add(p as usize) += 1;
             (*env).patch_hits_waiting = 1;
         }
-    }
-    if platform.attention.logged {
-        run.emit_logged(cpu, platform);
     }
     ctx.steps += 1;
     // A port access changes no mode; what it asks of the machine loop (an
@@ -1659,7 +1671,7 @@ mod tests {
         m.platform.attention = Default::default();
         m.blocks.jit.config = jit;
         let log = Arc::new(Mutex::new(EventLog::default()));
-        m.events.0 = Some(Box::new(log.clone()));
+        m.events.attach(Box::new(log.clone()));
         let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
         m.events.flush();
         let records = log.lock().expect("log").records.clone();
