@@ -616,6 +616,8 @@ impl Machine {
             self.blocks.drop_page(phys >> 12);
             self.events
                 .emit(self.cpu.icount, site, || Event::PatchToggled { site, phys, enabled });
+            // Outside a run: the sink has it now, as after a run.
+            self.events.pass_on();
         }
         true
     }

@@ -280,6 +280,69 @@ struct Emitter {
     /// ([`super::flat_segments`]): those of the shape up to the first step
     /// that may change a segment.
     flat: u32,
+    /// The instruction being emitted writes every arithmetic flag and
+    /// nothing reads them, or can see them, before the next instruction
+    /// that writes them all (see [`dead_flags`]): its flags need not be
+    /// exact, and a CMP or TEST need not run at all.
+    flags_dead: bool,
+}
+
+/// How an instruction uses the arithmetic flags, for [`dead_flags`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagUse {
+    /// Writes all six from its operands alone, and cannot fault or leave.
+    Overwrites,
+    /// Neither reads nor writes them, and cannot fault or leave.
+    Keeps,
+    /// Reads them, writes only some, or may fault, step or leave (where
+    /// the guest's EFLAGS must be exact).
+    Observes,
+}
+
+fn flag_use(insn: &Insn) -> FlagUse {
+    if !(insn.plain && is_native(&insn.op)) || system_op_of(insn).is_some() {
+        return FlagUse::Observes;
+    }
+    match insn.op {
+        Op::Nop | Op::MovRR { .. } | Op::MovRI { .. } | Op::MovxRR { .. } | Op::Lea { .. } => FlagUse::Keeps,
+        Op::AluR { op: AluOp::Not, .. } => FlagUse::Keeps,
+        Op::AluRR { op, .. } | Op::AluRI { op, .. }
+            if matches!(
+                op,
+                AluOp::Add | AluOp::Or | AluOp::And | AluOp::Sub | AluOp::Xor | AluOp::Cmp | AluOp::Test
+            ) =>
+        {
+            FlagUse::Overwrites
+        }
+        Op::AluR { op: AluOp::Neg, .. } | Op::ImulRR { .. } | Op::ImulRRI { .. } => FlagUse::Overwrites,
+        Op::ShiftRI {
+            op: ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar,
+            count,
+            ..
+        } if count & 0x1F != 0 => FlagUse::Overwrites,
+        _ => FlagUse::Observes,
+    }
+}
+
+/// For each instruction, whether the flags it writes are dead: another
+/// instruction writes them all before anything reads them or could see
+/// them (a fault, a step, an exit: the end of the block counts as one).
+/// Such an instruction's host flags are left as the host makes them; no
+/// guest state ever holds them.
+fn dead_flags(insns: &[Insn]) -> Vec<bool> {
+    let mut dead = vec![false; insns.len()];
+    let mut live = true;
+    for (i, insn) in insns.iter().enumerate().rev() {
+        match flag_use(insn) {
+            FlagUse::Overwrites => {
+                dead[i] = !live;
+                live = false;
+            }
+            FlagUse::Keeps => {}
+            FlagUse::Observes => live = true,
+        }
+    }
+    dead
 }
 
 type ColdCode = Box<dyn FnOnce(&mut Emitter)>;
@@ -1770,6 +1833,16 @@ impl Emitter {
     fn imul_result(&mut self, size: u8, dst: Gpr) {
         self.store(self.loc(dst, size), 0, size);
         self.wrote(dst);
+        self.imul_flags(size);
+    }
+
+    /// The flags of [`Emitter::imul_result`], the product in EAX (AX) and
+    /// OF the host IMUL's.
+    fn imul_flags(&mut self, size: u8) {
+        if self.flags_dead {
+            self.wrote_flags(false);
+            return;
+        }
         match size {
             4 => asm!(self.ops; seto cl; test eax, eax),
             _ => asm!(self.ops; seto cl; test ax, ax),
@@ -2009,16 +2082,26 @@ impl Emitter {
                 self.store(d, 0, size);
                 self.wrote(dst);
             }
-            Op::ImulRR { size, dst, src } => {
-                self.load(0, self.loc(dst, size), size);
-                match (self.loc(src, size), size) {
-                    (Loc::Slot(s), 4) => asm!(self.ops; imul eax, DWORD [r15 + s]),
-                    (Loc::Slot(s), _) => asm!(self.ops; imul ax, WORD [r15 + s]),
-                    (Loc::Host(h), 4) => asm!(self.ops; imul eax, Rd(h)),
-                    (Loc::Host(h), _) => asm!(self.ops; imul ax, Rw(h)),
+            Op::ImulRR { size, dst, src } => match (self.loc(dst, size), self.loc(src, size), size) {
+                (Loc::Host(d), Loc::Host(s), 4) => {
+                    asm!(self.ops; imul Rd(d), Rd(s));
+                    self.wrote(dst);
+                    if !self.flags_dead {
+                        asm!(self.ops; mov eax, Rd(d));
+                    }
+                    self.imul_flags(4);
                 }
-                self.imul_result(size, dst);
-            }
+                (d, s, _) => {
+                    self.load(0, d, size);
+                    match (s, size) {
+                        (Loc::Slot(s), 4) => asm!(self.ops; imul eax, DWORD [r15 + s]),
+                        (Loc::Slot(s), _) => asm!(self.ops; imul ax, WORD [r15 + s]),
+                        (Loc::Host(h), 4) => asm!(self.ops; imul eax, Rd(h)),
+                        (Loc::Host(h), _) => asm!(self.ops; imul ax, Rw(h)),
+                    }
+                    self.imul_result(size, dst);
+                }
+            },
             Op::ImulRRI { size, dst, src, imm } => {
                 match (self.loc(src, size), size) {
                     (Loc::Slot(s), 4) => asm!(self.ops; imul eax, DWORD [r15 + s], imm as i32),
@@ -2029,6 +2112,9 @@ impl Emitter {
                 self.imul_result(size, dst);
             }
             Op::AluRR { op, size, dst, src } => {
+                if self.flags_dead && matches!(op, AluOp::Cmp | AluOp::Test) {
+                    return;
+                }
                 self.load_flags_for(op);
                 match (self.loc(dst, size), self.loc(src, size)) {
                     (Loc::Host(d), Loc::Host(s)) => binary_alu!(op, alu_host_host, self.ops, size, d, s),
@@ -2043,6 +2129,9 @@ impl Emitter {
                 self.wrote_flags(op.is_logical());
             }
             Op::AluRI { op, size, dst, imm } => {
+                if self.flags_dead && matches!(op, AluOp::Cmp | AluOp::Test) {
+                    return;
+                }
                 let d = self.loc(dst, size);
                 self.load_flags_for(op);
                 binary_alu!(op, alu_loc_imm, self.ops, size, d, imm);
@@ -2101,7 +2190,7 @@ impl Emitter {
                     (_, Loc::Host(h), _) => asm!(self.ops; sar Rb(h), c),
                 }
                 self.wrote(dst);
-                if count > 1 {
+                if count > 1 && !self.flags_dead {
                     self.fix_overflow_after_shift(op, d);
                 }
                 // SHL, SHR, SAR: SF, ZF and PF from the result, AF cleared
@@ -2444,7 +2533,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             )
         }),
         flat: shape.flat,
+        flags_dead: false,
     };
+    let dead = dead_flags(insns);
     // Six registers saved and eight bytes more keep the stack aligned for
     // the calls.
     asm!(e.ops
@@ -2649,7 +2740,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 }
             }
             _ => {
+                e.flags_dead = dead[i];
                 e.native(&insn.op);
+                e.flags_dead = false;
                 e.pending += 1;
                 if last {
                     e.exit_to(insn.next_ip);

@@ -802,6 +802,49 @@ fn a_read_past_4_gib_through_a_flat_segment_faults_as_on_the_reference() {
     assert!(s.retired > 2_000 && s.stepped < 10, "{s:?}");
 }
 
+// An instruction whose flags the next one overwrites leaves them inexact
+// (or, a CMP or TEST, does not run), but not when a memory access between
+// the two may fault: the page fault at the load pushes the flags of the
+// writer before it, exact, as on the reference.
+#[test]
+fn flags_before_a_load_that_faults_are_exact_though_overwritten_after_it() {
+    let writers: [&[u8]; 9] = [
+        &[0x39, 0xD8],                   // cmp eax, ebx
+        &[0x85, 0xD8],                   // test eax, ebx
+        &[0x0F, 0xAF, 0xC3],             // imul eax, ebx
+        &[0xC1, 0xE0, 0x03],             // shl eax, 3
+        &[0xC1, 0xF8, 0x05],             // sar eax, 5
+        &[0xF7, 0xD8],                   // neg eax
+        &[0x2D, 0x78, 0x56, 0x34, 0x12], // sub eax, 12345678h
+        &[0x31, 0xD8],                   // xor eax, ebx
+        &[0x66, 0x0F, 0xAF, 0xC3],       // imul ax, bx
+    ];
+    for writer in writers {
+        // top: mov eax, ebp; mov ebx, ebp; shl ebx, 7; <writer>;
+        //      mov ecx, [esi]; add edx, eax; add esi, 1000h; dec ebp; jnz top
+        let mut code = vec![0x89, 0xE8, 0x89, 0xEB, 0xC1, 0xE3, 0x07];
+        code.extend(writer);
+        code.extend([0x8B, 0x0E, 0x01, 0xC2, 0x81, 0xC6, 0x00, 0x10, 0x00, 0x00, 0x4D, 0x75]);
+        code.push((-(code.len() as i32 + 1)) as u8);
+        code.push(0xF4);
+        code.resize(0x900, 0);
+        // The #PF handler: hlt, with IF clear.
+        code[0x800] = 0xF4;
+        let m = compiled_machine_against_reference(&code, 47, true, |m| {
+            handle_vector(m, 14);
+            m.cpu.state.eflags &= !flags::IF;
+        });
+        // The load past the 4 MiB mapped faulted.
+        assert_eq!(
+            (m.cpu.state.eip, m.cpu.state.regs[6]),
+            (HANDLER + 1, 0x40_0000),
+            "{writer:02x?}"
+        );
+        let s = m.blocks.jit.stats;
+        assert!(s.retired > 5_000 && s.stepped < 10, "{writer:02x?}: {s:?}");
+    }
+}
+
 // A step that changes no mode (here BSWAP, which has no host form) does
 // not stop a loop from running on inside its translation.
 #[test]
