@@ -73,6 +73,7 @@ impl CodeCache {
                 return None;
             }
             self.base = p.cast();
+            crate::mem::advise_huge_pages(self.base, self.size);
         }
         Some(self.base as usize + self.used)
     }
