@@ -994,6 +994,11 @@ impl BlockCache {
         // Anything may have run since the last call.
         self.jit.modes_may_have_changed();
         let compressed = matches!(view, RingView::Compressed { .. });
+        // Set when the guest's ring 0 cleared IF in the compressed view: the
+        // monitor keeps that view only for a block in a patch region, which
+        // the next block's fetch tells (the fetch `RawEngine::choose` would
+        // make first); anywhere else the monitor chooses again.
+        let mut only_in_region = false;
         loop {
             if cpu.state.halted {
                 return RawOutcome::Step(StepOutcome::Halted);
@@ -1004,8 +1009,12 @@ impl BlockCache {
             // The first byte's fetch, exactly as the reference does it.
             let phys = match cpu.refetch(platform, 1) {
                 Ok(p) if (p as usize) < platform.mem.ram_size() => p,
+                _ if only_in_region => return RawOutcome::Step(StepOutcome::Retired),
                 _ => return RawOutcome::Step(cpu.step(platform)),
             };
+            if only_in_region && !raw.in_patch_region(phys, cpu.state.code32()) {
+                return RawOutcome::Step(StepOutcome::Retired);
+            }
             let key = BlockKey {
                 phys,
                 eip: cpu.state.eip,
@@ -1040,11 +1049,16 @@ impl BlockCache {
                 events,
             );
             cpu.leave_view();
-            if out != RawOutcome::Step(StepOutcome::Retired)
-                || outer_loop_would_act(cpu, platform, stop_icount)
-                || !raw.stays_in(cpu, view)
-            {
+            if out != RawOutcome::Step(StepOutcome::Retired) || outer_loop_would_act(cpu, platform, stop_icount) {
                 return out;
+            }
+            if !raw.stays_in(cpu, view) {
+                if !raw.chains_in(cpu, view) {
+                    return out;
+                }
+                only_in_region = true;
+            } else {
+                only_in_region = false;
             }
         }
     }

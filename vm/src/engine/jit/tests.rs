@@ -845,6 +845,32 @@ fn flags_before_a_load_that_faults_are_exact_though_overwritten_after_it() {
     }
 }
 
+// A block cut by its length, not by a branch, ends with its flags live: the
+// CMP near its end (followed by up to three moves) decides what the next
+// block's PUSHF sees.
+#[test]
+fn flags_at_the_end_of_a_block_cut_by_its_length_are_exact() {
+    for moves in 0..4 {
+        let mut code = Vec::new();
+        // add eax, ebx / sub eax, ecx, alternating: each overwrites the last.
+        for i in 0..31 - moves {
+            code.extend(if i % 2 == 0 { [0x01, 0xD8] } else { [0x29, 0xC8] });
+        }
+        code.extend([0x39, 0xD1]); // cmp ecx, edx: instruction 32 - moves
+        for _ in 0..moves {
+            code.extend([0x89, 0xC6]); // mov esi, eax
+        }
+        // pushf; pop edi; add [SUM], edi; dec ebp; jnz top; hlt
+        code.extend([0x9C, 0x5F, 0x01, 0x3D]);
+        code.extend(SUM.to_le_bytes());
+        code.extend([0x4D, 0x0F, 0x85]);
+        code.extend((-(code.len() as i32 + 4)).to_le_bytes());
+        code.push(0xF4);
+        let s = compiled_against_reference(&code, 53 + moves as u64, false, |_| {});
+        assert!(s.retired > 100_000, "{moves} moves: {s:?}");
+    }
+}
+
 // A step that changes no mode (here BSWAP, which has no host form) does
 // not stop a loop from running on inside its translation.
 #[test]
