@@ -209,6 +209,22 @@ pub enum Op {
         cc: u8,
         dst: Gpr,
     },
+    /// SETcc of a byte in memory.
+    SetccM {
+        cc: u8,
+        mem: MemRef,
+    },
+    /// BSWAP of a 32-bit register.
+    Bswap {
+        dst: Gpr,
+    },
+    /// XCHG between two registers (with memory it is a locked
+    /// read-modify-write, left to the family handler).
+    XchgRR {
+        size: u8,
+        a: Gpr,
+        b: Gpr,
+    },
     /// CMOVcc between registers.
     CmovRR {
         cc: u8,
@@ -563,12 +579,25 @@ impl Op {
                 target: inst.near_branch_target() as u32,
             },
             m if datamov::is_setcc(m) => {
-                if k0 != OpKind::Register {
-                    return None;
+                let cc = datamov::condition_of(inst);
+                match k0 {
+                    OpKind::Register => Op::Setcc {
+                        cc,
+                        dst: gpr(inst, 0, 1)?,
+                    },
+                    OpKind::Memory => Op::SetccM { cc, mem: mem() },
+                    _ => return None,
                 }
-                Op::Setcc {
-                    cc: datamov::condition_of(inst),
-                    dst: gpr(inst, 0, 1)?,
+            }
+            M::Bswap if n == 1 && k0 == OpKind::Register && op_size(inst, 0) == 4 => {
+                Op::Bswap { dst: gpr(inst, 0, 4)? }
+            }
+            M::Xchg if n == 2 && k0 == OpKind::Register && k1 == OpKind::Register => {
+                let size = op_size(inst, 0);
+                Op::XchgRR {
+                    size,
+                    a: gpr(inst, 0, size)?,
+                    b: gpr(inst, 1, size)?,
                 }
             }
             m if datamov::is_cmov(m) => {
@@ -662,6 +691,8 @@ impl Op {
                 | Op::ImulRR { .. }
                 | Op::ImulRRI { .. }
                 | Op::Setcc { .. }
+                | Op::Bswap { .. }
+                | Op::XchgRR { .. }
                 | Op::CmovRR { .. }
         )
     }
@@ -801,6 +832,19 @@ impl Cpu {
             Op::Setcc { cc, dst } => {
                 let v = u32::from(flags::condition(self.state.eflags, cc));
                 dst.write(&mut self.state.regs, 1, v);
+            }
+            Op::SetccM { cc, mem } => {
+                let v = u32::from(flags::condition(self.state.eflags, cc));
+                self.write_mem(bus, mem.seg, mem.offset(&self.state.regs), 1, v)?;
+            }
+            Op::Bswap { dst } => {
+                let v = dst.read(&self.state.regs, 4);
+                dst.write(&mut self.state.regs, 4, datamov::bswap32(v));
+            }
+            Op::XchgRR { size, a, b } => {
+                let (va, vb) = (a.read(&self.state.regs, size), b.read(&self.state.regs, size));
+                a.write(&mut self.state.regs, size, vb);
+                b.write(&mut self.state.regs, size, va);
             }
             Op::CmovRR { cc, size, dst, src } => {
                 if flags::condition(self.state.eflags, cc) {
@@ -1157,10 +1201,32 @@ mod tests {
             agree(&flat, &[0x66, 0x0F, 0x40 | cc, 0xCA], false); // cmovcc cx, dx
             agree(&flat, &[0x0F, 0x40 | cc, 0x03], false); // cmovcc eax, [ebx]
             agree(&flat, &[0x66, 0x0F, 0x40 | cc, 0x4E, 0x06], false); // cmovcc cx, [esi+6]
+            agree(&flat, &[0x0F, 0x90 | cc, 0x03], false); // setcc [ebx]
+            agree(&flat, &[0x0F, 0x90 | cc, 0x46, 0x07], false); // setcc [esi+7]
         }
         agree(&real, &[0x0F, 0x43, 0x07], true); // cmovae ax, [bx]
         agree(&real, &[0x0F, 0x94, 0xC7], true); // sete bh
         agree(&real, &[0x0F, 0x42, 0xC1], true); // cmovb ax, cx
+        agree(&real, &[0x0F, 0x95, 0x07], true); // setne [bx]
+    }
+
+    #[test]
+    fn bswap_xchg_shapes_agree() {
+        agree(&flat, &[0x0F, 0xCB], false); // bswap ebx
+        agree(&real, &[0x66, 0x0F, 0xCB], true); // bswap ebx
+        let forms: &[&[u8]] = &[
+            &[0x87, 0xCA],       // xchg edx, ecx
+            &[0x87, 0xDB],       // xchg ebx, ebx
+            &[0x93],             // xchg ebx, eax
+            &[0x66, 0x87, 0xF1], // xchg cx, si
+            &[0x86, 0xE0],       // xchg al, ah
+            &[0x86, 0xFB],       // xchg bl, bh
+            &[0x86, 0xE4],       // xchg ah, ah
+        ];
+        for f in forms {
+            agree(&flat, f, false);
+            agree(&real, f, true);
+        }
     }
 
     #[test]
@@ -1276,6 +1342,7 @@ mod tests {
             &[0x80, 0x3B, 0x00], // cmp byte [ebx], 0
             &[0xF6, 0x1B],       // neg byte [ebx]
             &[0xFF, 0x33],       // push dword [ebx]
+            &[0x0F, 0x94, 0x03], // sete [ebx]
         ];
         for f in forms {
             agree_faulting(&small_ds, f);
@@ -1293,6 +1360,7 @@ mod tests {
             &[0xFF, 0xD0],       // call eax
             &[0xAB],             // stosd
             &[0xFF, 0x33],       // push dword [ebx] (the read succeeds)
+            &[0x0F, 0x9F, 0x03], // setg [ebx]
         ];
         for f in forms {
             agree_faulting(&user_readonly, f);
@@ -1330,7 +1398,8 @@ mod tests {
             &[0xFF, 0x1B],       // call far [ebx]
             &[0xEC],             // in al, dx
             &[0x6C],             // insb
-            &[0x0F, 0x94, 0x03], // sete [ebx]
+            &[0x87, 0x03],       // xchg [ebx], eax (locked)
+            &[0x66, 0x0F, 0xC8], // bswap ax (undefined)
         ];
         for f in forms {
             let inst = Decoder::with_ip(32, f, 0, DecoderOptions::NONE).decode();

@@ -92,7 +92,7 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let size = op_size(inst, 0);
             let v = cpu.read_op(bus, inst, 0, size)?;
             // With a 16-bit operand the result is undefined; real processors give 0.
-            let r = if size == 4 { v.swap_bytes() } else { 0 };
+            let r = if size == 4 { bswap32(v) } else { 0 };
             cpu.write_op(bus, inst, 0, size, r)?;
             Ok(Flow::Next)
         }
@@ -301,6 +301,12 @@ pub(crate) fn is_cmov(m: Mnemonic) -> bool {
             | M::Cmovle
             | M::Cmovg
     )
+}
+
+/// BSWAP of a 32-bit value (SDM Vol. 2A, BSWAP).
+#[inline]
+pub fn bswap32(v: u32) -> u32 {
+    v.swap_bytes()
 }
 
 #[cfg(test)]

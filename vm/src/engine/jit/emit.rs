@@ -152,7 +152,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
-        Op::Setcc { .. } => true,
+        Op::Setcc { .. } | Op::Bswap { .. } | Op::XchgRR { .. } => true,
         Op::CmovRR { size, .. } => size != 1,
         Op::Str { op, a32, .. } => a32 && matches!(op, StrOp::Movs | StrOp::Stos | StrOp::Lods),
         _ => memory_access(op).is_some(),
@@ -172,6 +172,7 @@ fn memory_access(op: &Op) -> Option<(MemRef, u8, bool)> {
             (mem, size, !matches!(op, AluOp::Cmp | AluOp::Test))
         }
         Op::AluM { size, mem, .. } => (mem, size, true),
+        Op::SetccM { mem, .. } => (mem, 1, true),
         _ => return None,
     };
     mem.parts32()?;
@@ -305,6 +306,7 @@ fn flag_use(insn: &Insn) -> FlagUse {
     }
     match insn.op {
         Op::Nop | Op::MovRR { .. } | Op::MovRI { .. } | Op::MovxRR { .. } | Op::Lea { .. } => FlagUse::Keeps,
+        Op::Bswap { .. } | Op::XchgRR { .. } => FlagUse::Keeps,
         Op::AluR { op: AluOp::Not, .. } => FlagUse::Keeps,
         Op::AluRR { op, .. } | Op::AluRI { op, .. }
             if matches!(
@@ -1971,6 +1973,12 @@ impl Emitter {
                 }
                 Some(op.is_logical())
             }
+            Op::SetccM { cc, .. } => {
+                self.load_flags();
+                by_condition!(set, cc, set_al, self.ops);
+                asm!(self.ops; mov BYTE [r8], al);
+                None
+            }
             Op::CmovRM { cc, size, dst, .. } => {
                 // The operand is read whichever way; the destination is
                 // written back unchanged when the condition fails.
@@ -2071,6 +2079,32 @@ impl Emitter {
                 by_condition!(set, cc, set_al, self.ops);
                 self.store(self.loc(dst, 1), 0, 1);
                 self.wrote(dst);
+            }
+            Op::Bswap { dst } => {
+                match self.loc(dst, 4) {
+                    Loc::Host(h) => asm!(self.ops; bswap Rd(h)),
+                    Loc::Slot(at) => asm!(self.ops
+                        ; mov eax, DWORD [r15 + at]
+                        ; bswap eax
+                        ; mov DWORD [r15 + at], eax
+                    ),
+                }
+                self.wrote(dst);
+            }
+            Op::XchgRR { size, a, b } => {
+                match (self.loc(a, size), self.loc(b, size), size) {
+                    (Loc::Host(x), Loc::Host(y), 4) => asm!(self.ops; xchg Rd(x), Rd(y)),
+                    (la, lb, _) => {
+                        // Both read before either is written: AH..BH and
+                        // their 16- and 32-bit registers may share a slot.
+                        self.load(0, la, size);
+                        self.load(1, lb, size);
+                        self.store(la, 1, size);
+                        self.store(lb, 0, size);
+                    }
+                }
+                self.wrote(a);
+                self.wrote(b);
             }
             Op::CmovRR { cc, size, dst, src } => {
                 // The destination is written back whichever way: unchanged
@@ -2370,6 +2404,11 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(1, false);
         }
         Op::Setcc { dst, .. } => gpr(dst, 1),
+        Op::Bswap { dst } => gpr(dst, 4),
+        Op::XchgRR { size, a, b } => {
+            gpr(a, size);
+            gpr(b, size);
+        }
         Op::Lea { size, dst, mem } => {
             gpr(dst, size);
             address_registers(mem, use_reg);
@@ -2433,7 +2472,9 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             gpr(src, size);
             address_registers(mem, use_reg);
         }
-        Op::MovMI { mem, .. } | Op::AluMI { mem, .. } | Op::AluM { mem, .. } => address_registers(mem, use_reg),
+        Op::MovMI { mem, .. } | Op::AluMI { mem, .. } | Op::AluM { mem, .. } | Op::SetccM { mem, .. } => {
+            address_registers(mem, use_reg)
+        }
         _ => {}
     }
 }
