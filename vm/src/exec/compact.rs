@@ -158,6 +158,11 @@ pub enum Op {
         size: u8,
         src: Gpr,
     },
+    /// MUL r: EDX:EAX (DX:AX, AX) = EAX (AX, AL) times the register.
+    MulR {
+        size: u8,
+        src: Gpr,
+    },
     /// DIV m.
     DivM {
         size: u8,
@@ -459,6 +464,13 @@ impl Op {
                     _ => return None,
                 }
             }
+            M::Mul if n == 1 && k0 == OpKind::Register => {
+                let size = op_size(inst, 0);
+                Op::MulR {
+                    size,
+                    src: gpr(inst, 0, size)?,
+                }
+            }
             M::Rdtsc => Op::Rdtsc,
             M::Leave => Op::Leave {
                 size: if inst.code() == Code::Leavew { 2 } else { 4 },
@@ -693,6 +705,7 @@ impl Op {
                 | Op::Setcc { .. }
                 | Op::Bswap { .. }
                 | Op::XchgRR { .. }
+                | Op::MulR { .. }
                 | Op::CmovRR { .. }
         )
     }
@@ -804,6 +817,10 @@ impl Cpu {
             Op::DivM { size, mem } => {
                 let v = self.read_mem(bus, mem.seg, mem.offset(&self.state.regs), size)?;
                 muldiv::one_operand(self, Mnemonic::Div, size, v)?;
+            }
+            Op::MulR { size, src } => {
+                let v = src.read(&self.state.regs, size);
+                muldiv::one_operand(self, Mnemonic::Mul, size, v)?;
             }
             Op::PopR { size, dsize, dst } => {
                 let v = self.pop(bus, size)?;
@@ -1222,6 +1239,11 @@ mod tests {
             &[0x86, 0xE0],       // xchg al, ah
             &[0x86, 0xFB],       // xchg bl, bh
             &[0x86, 0xE4],       // xchg ah, ah
+            &[0xF7, 0xE3],       // mul ebx
+            &[0xF7, 0xE0],       // mul eax
+            &[0xF7, 0xE2],       // mul edx
+            &[0x66, 0xF7, 0xE1], // mul cx
+            &[0xF6, 0xE4],       // mul ah
         ];
         for f in forms {
             agree(&flat, f, false);

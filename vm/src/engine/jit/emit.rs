@@ -153,6 +153,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
         Op::Setcc { .. } | Op::Bswap { .. } | Op::XchgRR { .. } => true,
+        Op::MulR { size, .. } => size == 4,
         Op::CmovRR { size, .. } => size != 1,
         Op::Str { op, a32, .. } => a32 && matches!(op, StrOp::Movs | StrOp::Stos | StrOp::Lods),
         _ => memory_access(op).is_some(),
@@ -316,7 +317,9 @@ fn flag_use(insn: &Insn) -> FlagUse {
         {
             FlagUse::Overwrites
         }
-        Op::AluR { op: AluOp::Neg, .. } | Op::ImulRR { .. } | Op::ImulRRI { .. } => FlagUse::Overwrites,
+        Op::AluR { op: AluOp::Neg, .. } | Op::ImulRR { .. } | Op::ImulRRI { .. } | Op::MulR { .. } => {
+            FlagUse::Overwrites
+        }
         Op::ShiftRI {
             op: ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar,
             count,
@@ -1839,7 +1842,8 @@ impl Emitter {
     }
 
     /// The flags of [`Emitter::imul_result`], the product in EAX (AX) and
-    /// OF the host IMUL's.
+    /// OF the host IMUL's (or the host MUL's: the same rule, SDM Vol. 2B,
+    /// MUL).
     fn imul_flags(&mut self, size: u8) {
         if self.flags_dead {
             self.wrote_flags(false);
@@ -2079,6 +2083,23 @@ impl Emitter {
                 by_condition!(set, cc, set_al, self.ops);
                 self.store(self.loc(dst, 1), 0, 1);
                 self.wrote(dst);
+            }
+            Op::MulR { src, .. } => {
+                // EDX:EAX = EAX * src, as `muldiv::one_operand`: CF = OF =
+                // EDX is not 0 (the host MUL's), SF, ZF and PF from EAX and
+                // AF clear (the reference's choice), as after IMUL.
+                const EAX: u8 = 0;
+                const EDX: u8 = 2;
+                self.load(0, self.reg32(EAX), 4);
+                match self.loc(src, 4) {
+                    Loc::Host(h) => asm!(self.ops; mul Rd(h)),
+                    Loc::Slot(at) => asm!(self.ops; mul DWORD [r15 + at]),
+                }
+                self.store(self.reg32(EAX), 0, 4);
+                self.store(self.reg32(EDX), 2, 4);
+                self.wrote_index(EAX);
+                self.wrote_index(EDX);
+                self.imul_flags(4);
             }
             Op::Bswap { dst } => {
                 match self.loc(dst, 4) {
@@ -2405,6 +2426,11 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
         }
         Op::Setcc { dst, .. } => gpr(dst, 1),
         Op::Bswap { dst } => gpr(dst, 4),
+        Op::MulR { size, src } => {
+            gpr(src, size);
+            use_reg(0, false);
+            use_reg(2, false);
+        }
         Op::XchgRR { size, a, b } => {
             gpr(a, size);
             gpr(b, size);

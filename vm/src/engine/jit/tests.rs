@@ -280,7 +280,10 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
         // BSWAP; XCHG between registers at every size (AH..BH included,
         // 90+r included); SETcc of a byte in memory, mostly through ESI,
         // sometimes through any register (a fault, MMIO, the code page).
-        28 => match rng.below(6) {
+        28 => match rng.below(8) {
+            // MUL by a register at every size (32 bits compiled).
+            6 => vec![0xF7, 0xE0 | s],
+            7 => [vec![0x66, 0xF7, 0xE0 | s], vec![0xF6, 0xE0 | s]][rng.below(2) as usize].clone(),
             0 => vec![0x0F, 0xC8 | d],
             1 => vec![0x87, rr],
             2 => vec![0x66, 0x87, rr],
