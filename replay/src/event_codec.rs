@@ -17,7 +17,7 @@
 //! Deltas are from the previous event (the first icount's from the batch's
 //! first, the first pc's from 0), wrapping, so every batch encodes.
 
-use vm::events::{Event, EventRecord, EventView, IoAccess};
+use vm::events::{Event, EventRecord, EventView};
 
 /// Events in one batch at most (what the recorder writes).
 pub const MAX_EVENTS: usize = 8192;
@@ -98,24 +98,7 @@ impl Encoder {
     }
 
     pub fn push(&mut self, e: &EventRecord) {
-        let view = match &e.event {
-            Event::Io {
-                addr,
-                mmio,
-                size,
-                value,
-                write,
-            } => EventView::Io(IoAccess {
-                addr: *addr,
-                mmio: *mmio,
-                size: *size,
-                value: *value,
-                write: *write,
-            }),
-            Event::Interrupt { vector } => EventView::Interrupt(*vector),
-            other => EventView::Other(other),
-        };
-        self.push_view(e.icount, e.pc, view);
+        self.push_view(e.icount, e.pc, EventView::of(&e.event));
     }
 
     /// Appends one event of a batch.
@@ -154,13 +137,7 @@ impl Encoder {
                 })
             }
             EventView::Io(a) => {
-                wide_io = Event::Io {
-                    addr: a.addr,
-                    mmio: a.mmio,
-                    size: a.size,
-                    value: a.value,
-                    write: a.write,
-                };
+                wide_io = Event::from(a);
                 &wide_io
             }
             EventView::Other(other) => other,

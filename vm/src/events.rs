@@ -247,6 +247,40 @@ pub struct IoAccess {
     pub write: bool,
 }
 
+impl From<IoAccess> for Event {
+    fn from(a: IoAccess) -> Event {
+        Event::Io {
+            addr: a.addr,
+            mmio: a.mmio,
+            size: a.size,
+            value: a.value,
+            write: a.write,
+        }
+    }
+}
+
+impl Event {
+    /// The device access, if it is one.
+    pub fn io_access(&self) -> Option<IoAccess> {
+        match *self {
+            Event::Io {
+                addr,
+                mmio,
+                size,
+                value,
+                write,
+            } => Some(IoAccess {
+                addr,
+                mmio,
+                size,
+                value,
+                write,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// An event of a batch, as the batch hands it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventView<'a> {
@@ -254,6 +288,26 @@ pub enum EventView<'a> {
     Interrupt(u8),
     /// Any other event, kept whole.
     Other(&'a Event),
+}
+
+impl<'a> EventView<'a> {
+    /// The view of a whole event.
+    pub fn of(event: &'a Event) -> EventView<'a> {
+        match (event.io_access(), event) {
+            (Some(a), _) => EventView::Io(a),
+            (None, Event::Interrupt { vector }) => EventView::Interrupt(*vector),
+            (None, other) => EventView::Other(other),
+        }
+    }
+
+    /// The event itself.
+    pub fn to_event(self) -> Event {
+        match self {
+            EventView::Io(a) => Event::from(a),
+            EventView::Interrupt(vector) => Event::Interrupt { vector },
+            EventView::Other(event) => event.clone(),
+        }
+    }
 }
 
 /// A batch's entry: the frequent events (device accesses, interrupts) in 24
@@ -319,24 +373,10 @@ impl EventBatch {
     }
 
     pub fn push(&mut self, icount: u64, pc: u32, event: Event) {
+        if let Some(a) = event.io_access() {
+            return self.push_io(icount, pc, a);
+        }
         match event {
-            Event::Io {
-                addr,
-                mmio,
-                size,
-                value,
-                write,
-            } => self.push_io(
-                icount,
-                pc,
-                IoAccess {
-                    addr,
-                    mmio,
-                    size,
-                    value,
-                    write,
-                },
-            ),
             Event::Interrupt { vector } => self.entries.push(Entry {
                 icount,
                 pc,
@@ -387,17 +427,7 @@ impl EventBatch {
         self.iter().map(|(icount, pc, view)| EventRecord {
             icount,
             pc,
-            event: match view {
-                EventView::Io(a) => Event::Io {
-                    addr: a.addr,
-                    mmio: a.mmio,
-                    size: a.size,
-                    value: a.value,
-                    write: a.write,
-                },
-                EventView::Interrupt(vector) => Event::Interrupt { vector },
-                EventView::Other(event) => event.clone(),
-            },
+            event: view.to_event(),
         })
     }
 }
@@ -578,17 +608,7 @@ mod tests {
     fn the_slot_passes_events_on_when_full_and_when_detached() {
         let log = Arc::new(Mutex::new(EventLog::default()));
         let mut slot = SinkSlot::default();
-        slot.io(
-            0,
-            0,
-            IoAccess {
-                addr: 1,
-                mmio: false,
-                size: 1,
-                value: 2,
-                write: true,
-            },
-        );
+        slot.io(0, 0, io(0).io_access().expect("an access"));
         slot.attach(Box::new(log.clone()));
         let count = || log.lock().expect("log").records.len();
         for n in 0..SLOT_BATCH as u32 - 1 {
@@ -609,17 +629,7 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(n, r)| r.event == io(n as u32)));
-        slot.io(
-            1,
-            1,
-            IoAccess {
-                addr: 1,
-                mmio: false,
-                size: 1,
-                value: 2,
-                write: true,
-            },
-        );
+        slot.io(1, 1, io(1).io_access().expect("an access"));
         assert!(
             !slot.is_attached() && slot.batch.is_empty(),
             "nothing is kept without a sink"
