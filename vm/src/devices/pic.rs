@@ -266,28 +266,27 @@ impl PicPair {
 
     pub fn io_read(&mut self, port: u16) -> u8 {
         let is_slave = port & 0x80 != 0;
-        let value = {
-            let chip = if is_slave { &mut self.slave } else { &mut self.master };
-            if chip.poll {
-                // Poll command: this read is the INTA of the chip (no cascade
-                // handling), returning 0x80 | level when a request was pending.
-                chip.poll = false;
-                match chip.pending(0) {
-                    Some(irq) => {
-                        chip.ack(irq);
-                        0x80 | irq
-                    }
-                    None => 0,
-                }
-            } else if port & 1 == 0 {
-                if chip.read_isr {
-                    chip.isr
-                } else {
-                    chip.irr
-                }
-            } else {
+        let chip = if is_slave { &mut self.slave } else { &mut self.master };
+        if !chip.poll {
+            // IRR, ISR or the mask: a read that changes nothing (the
+            // cascade line is kept up to date by every change).
+            return if port & 1 == 1 {
                 chip.imr
+            } else if chip.read_isr {
+                chip.isr
+            } else {
+                chip.irr
+            };
+        }
+        // Poll command: this read is the INTA of the chip (no cascade
+        // handling), returning 0x80 | level when a request was pending.
+        chip.poll = false;
+        let value = match chip.pending(0) {
+            Some(irq) => {
+                chip.ack(irq);
+                0x80 | irq
             }
+            None => 0,
         };
         self.update_cascade();
         value
