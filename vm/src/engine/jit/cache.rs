@@ -73,7 +73,6 @@ impl CodeCache {
                 return None;
             }
             self.base = p.cast();
-            crate::mem::advise_huge_pages(self.base, self.size);
         }
         Some(self.base as usize + self.used)
     }
