@@ -64,7 +64,7 @@ impl CodeWrite {
 /// pages most of those accesses miss the host's TLB. Only advice: the
 /// memory works the same without it. (Not the code cache: its huge pages'
 /// first faults made each translation 2-3 us slower, the boot no faster.)
-pub fn advise_huge_pages(ptr: *const u8, len: usize) {
+fn advise_huge_pages(ptr: *const u8, len: usize) {
     #[cfg(target_os = "linux")]
     {
         // madvise wants a page-aligned start; the advice applies to the
