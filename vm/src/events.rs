@@ -465,8 +465,11 @@ impl EventSink for std::sync::Arc<std::sync::Mutex<EventLog>> {
     }
 }
 
-/// Events the slot holds before it hands them to its sink.
-pub const SLOT_BATCH: usize = 8192;
+/// Events the slot holds before it hands them to its sink: 768 KiB of
+/// entries. Each batch is a send to the writer thread and a wake-up; a
+/// trap loop recorded 12% faster with batches of 32,768 than of 8,192
+/// (which made +13-18% over running of +30%), and slower with 1,024.
+pub const SLOT_BATCH: usize = 32768;
 
 /// The machine's slot for a sink. Events wait in a batch until it is full,
 /// the slot is flushed or the sink detached. Cloning a machine (a
