@@ -314,8 +314,11 @@ impl<'a> EventView<'a> {
 /// bytes, any other by its place in `EventBatch::others`. A trap loop logs
 /// an access every few instructions, so what a log costs the guest's
 /// thread is a store of this, nothing more.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
+/// `repr(C)`: compiled code appends device accesses to an [`IoStage`]
+/// itself, at the offsets [`io_stage_layout`] gives.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Entry {
     icount: u64,
     pc: u32,
     /// Io: the port or address; Other: the index in `others`.
@@ -327,7 +330,8 @@ struct Entry {
 }
 
 const ENTRY_MMIO: u8 = 1;
-const ENTRY_WRITE: u8 = 2;
+/// The flag of a write in an entry.
+pub const ENTRY_WRITE: u8 = 2;
 const ENTRY_INTERRUPT: u8 = 4;
 const ENTRY_OTHER: u8 = 8;
 
@@ -358,6 +362,11 @@ impl EventBatch {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.others.clear();
+    }
+
+    /// Appends entries made elsewhere (an [`IoStage`]'s).
+    fn extend_entries(&mut self, entries: &[Entry]) {
+        self.entries.extend_from_slice(entries);
     }
 
     #[inline]
@@ -471,6 +480,37 @@ impl EventSink for std::sync::Arc<std::sync::Mutex<EventLog>> {
 /// (which made +13-18% over running of +30%), and slower with 1,024.
 pub const SLOT_BATCH: usize = 32768;
 
+/// Device accesses a translation logs on its own (docs/raw-engine.md): it
+/// stores an [`Entry`] at `entries[len]` and counts it, and calls the
+/// block engine when the stage is full. They join the slot's batch before
+/// anything else does, so the order is kept. `repr(C)`: the generated code
+/// works at the offsets [`io_stage_layout`] gives.
+#[repr(C)]
+pub struct IoStage {
+    pub len: u64,
+    pub entries: [Entry; IO_STAGE],
+}
+
+/// Entries an [`IoStage`] holds: 96 KiB, which the cache keeps.
+pub const IO_STAGE: usize = 4096;
+
+/// Where compiled code finds an [`IoStage`]'s fields and an entry's.
+pub mod io_stage_layout {
+    use super::{Entry, IoStage};
+    use std::mem::{offset_of, size_of};
+    pub const LEN: usize = offset_of!(IoStage, len);
+    pub const ENTRIES: usize = offset_of!(IoStage, entries);
+    pub const ENTRY_SIZE: usize = size_of::<Entry>();
+    pub const ICOUNT: usize = offset_of!(Entry, icount);
+    pub const PC: usize = offset_of!(Entry, pc);
+    pub const ADDR: usize = offset_of!(Entry, addr);
+    pub const VALUE: usize = offset_of!(Entry, value);
+    /// The size byte, with the flags byte after it: one 16-bit store.
+    pub const SIZE_AND_FLAGS: usize = offset_of!(Entry, size);
+    const _: () = assert!(offset_of!(Entry, flags) == SIZE_AND_FLAGS + 1);
+    const _: () = assert!(ENTRY_SIZE == 24);
+}
+
 /// The machine's slot for a sink. Events wait in a batch until it is full,
 /// the slot is flushed or the sink detached. Cloning a machine (a
 /// checkpoint) does not clone where its events go.
@@ -478,6 +518,8 @@ pub const SLOT_BATCH: usize = 32768;
 pub struct SinkSlot {
     sink: Option<Box<dyn EventSink>>,
     batch: EventBatch,
+    /// Where translations log device accesses while a sink listens.
+    stage: Option<Box<IoStage>>,
 }
 
 impl Clone for SinkSlot {
@@ -498,13 +540,39 @@ impl SinkSlot {
     pub fn attach(&mut self, sink: Box<dyn EventSink>) {
         self.detach();
         self.batch = EventBatch::with_capacity(SLOT_BATCH);
+        self.stage = Some(Box::new(IoStage {
+            len: 0,
+            entries: [Entry::default(); IO_STAGE],
+        }));
         self.sink = Some(sink);
     }
 
     /// Hands the waiting events to the sink and lets it go.
     pub fn detach(&mut self) -> Option<Box<dyn EventSink>> {
         self.pass_on();
+        self.stage = None;
         self.sink.take()
+    }
+
+    /// The stage a translation logs device accesses to; null when no sink
+    /// listens (nothing is logged). It stays where it is until the sink is
+    /// detached.
+    pub fn io_stage(&mut self) -> *mut IoStage {
+        self.stage
+            .as_deref_mut()
+            .map_or(std::ptr::null_mut(), |s| s as *mut IoStage)
+    }
+
+    /// Moves what translations staged into the batch, behind what is there.
+    #[inline]
+    fn take_staged(&mut self) {
+        if let Some(stage) = &mut self.stage {
+            if stage.len != 0 {
+                let n = (stage.len as usize).min(IO_STAGE);
+                self.batch.extend_entries(&stage.entries[..n]);
+                stage.len = 0;
+            }
+        }
     }
 
     pub fn is_attached(&self) -> bool {
@@ -522,6 +590,7 @@ impl SinkSlot {
 
     /// Hands the waiting events to the sink.
     pub fn pass_on(&mut self) {
+        self.take_staged();
         if let Some(sink) = &mut self.sink {
             if !self.batch.is_empty() {
                 let full = std::mem::take(&mut self.batch);
@@ -533,6 +602,7 @@ impl SinkSlot {
     #[inline]
     pub fn emit(&mut self, icount: u64, pc: u32, event: impl FnOnce() -> Event) {
         if self.sink.is_some() {
+            self.take_staged();
             self.batch.push(icount, pc, event());
             self.pass_on_when_full();
         }
@@ -542,6 +612,7 @@ impl SinkSlot {
     #[inline]
     pub fn io(&mut self, icount: u64, pc: u32, access: IoAccess) {
         if self.sink.is_some() {
+            self.take_staged();
             self.batch.push_io(icount, pc, access);
             self.pass_on_when_full();
         }

@@ -272,6 +272,21 @@ pub struct WatchHit {
     pub write: bool,
 }
 
+/// A byte port access that compiled code makes itself
+/// ([`Platform::inline_port`]). Either way it first checks that no device
+/// waits to be routed (`Platform::STALE_LINES` is 0, where `port_in` and
+/// `port_out` would route them), then counts the access in
+/// `Platform::stats` as they do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InlinePort {
+    /// No device decodes the port: a read gives 0xFF, a write goes
+    /// nowhere; both count as unmapped.
+    Unmapped,
+    /// A read returns the `u8` at offset `value` in `Platform` and changes
+    /// nothing, while the `bool` at offset `unless` is clear.
+    Register { value: usize, unless: usize },
+}
+
 /// Something the machine loop must look at after an instruction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Attention {
@@ -337,6 +352,13 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Where compiled code finds what [`InlinePort`] checks and counts.
+    pub const STALE_LINES: usize = std::mem::offset_of!(Platform, stale_lines);
+    pub const PORT_READS: usize = std::mem::offset_of!(Platform, stats.port_reads);
+    pub const PORT_WRITES: usize = std::mem::offset_of!(Platform, stats.port_writes);
+    pub const UNMAPPED_PORT_READS: usize = std::mem::offset_of!(Platform, stats.unmapped_port_reads);
+    pub const UNMAPPED_PORT_WRITES: usize = std::mem::offset_of!(Platform, stats.unmapped_port_writes);
+
     pub fn new(ram_bytes: usize, rtc_start: u64) -> Self {
         let mut p = Platform {
             mem: PhysMem::new(ram_bytes),
@@ -381,6 +403,28 @@ impl Platform {
         p.update_a20();
         p.update_mmio_floor();
         p
+    }
+
+    /// What compiled code may do itself for a byte IN or OUT through port
+    /// `port`, without a call: the same as `port_in`/`port_out` would do,
+    /// as long as the checks [`InlinePort`] names pass. Which device
+    /// decodes a port, and where its fields lie, is the same for every
+    /// platform.
+    pub fn inline_port(&self, port: u8, input: bool) -> Option<InlinePort> {
+        match self.device_at(u16::from(port)) {
+            None => Some(InlinePort::Unmapped),
+            Some((index, _)) if input => {
+                let device = self.devices_ref()[index];
+                let read = device.plain_read(u16::from(port))?;
+                // Where the device lies in the platform.
+                let at = (device as *const dyn Device).cast::<u8>() as usize - self as *const Platform as usize;
+                Some(InlinePort::Register {
+                    value: at + read.value,
+                    unless: at + read.unless,
+                })
+            }
+            Some(_) => None,
+        }
     }
 
     /// What decides whether a physical access can go straight to RAM, for
@@ -735,6 +779,81 @@ impl Bus for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte at `offset` in `p`.
+    fn byte_at(p: &Platform, offset: usize) -> u8 {
+        assert!(offset < std::mem::size_of::<Platform>());
+        // SAFETY: in bounds (checked), and `inline_port` gives only offsets
+        // of `u8` and `bool` fields, which are initialised bytes.
+        unsafe { *(p as *const Platform).cast::<u8>().add(offset) }
+    }
+
+    // What compiled code does for a byte port access `inline_port` offers
+    // is what `port_in`/`port_out` do: for every port, with the 8259s
+    // programmed, masked in many ways and with a poll command waiting.
+    #[test]
+    fn inline_port_accesses_do_what_the_platform_does() {
+        let mut p = Platform::new(2 << 20, 0);
+        let mut registers = 0;
+        for round in 0..64u32 {
+            if round % 8 == 0 {
+                // ICW1-ICW4 to both chips: IMR cleared.
+                for (base, vector, icw3) in [(0x20u16, 0x20u32, 4u32), (0xA0, 0x28, 2)] {
+                    p.port_out(base, 1, 0x11, 0);
+                    p.port_out(base + 1, 1, vector, 0);
+                    p.port_out(base + 1, 1, icw3, 0);
+                    p.port_out(base + 1, 1, 1, 0);
+                }
+            }
+            p.port_out(0x21, 1, round.wrapping_mul(0x9D) & 0xFF, 0);
+            p.port_out(0xA1, 1, round.wrapping_mul(0x3B) & 0xFF, 0);
+            if round % 3 == 0 {
+                // OCW3 with the poll bit: the next read is an acknowledge.
+                p.port_out(if round % 2 == 0 { 0x20 } else { 0xA0 }, 1, 0x0C, 0);
+            }
+            p.route_changed();
+            p.attention = Attention::default();
+            for port in 0..=255u8 {
+                for input in [true, false] {
+                    let Some(how) = p.inline_port(port, input) else {
+                        continue;
+                    };
+                    let devices = p.save_devices();
+                    let stats = p.stats;
+                    match how {
+                        InlinePort::Unmapped if input => {
+                            assert_eq!(p.port_in(u16::from(port), 1, 0), 0xFF, "port {port:#x}");
+                            assert_eq!(p.stats.unmapped_port_reads, stats.unmapped_port_reads + 1);
+                        }
+                        InlinePort::Unmapped => {
+                            p.port_out(u16::from(port), 1, round, 0);
+                            assert_eq!(p.stats.unmapped_port_writes, stats.unmapped_port_writes + 1);
+                        }
+                        InlinePort::Register { value, unless } => {
+                            assert!(input, "port {port:#x}: a register offered for writes");
+                            if byte_at(&p, unless) != 0 {
+                                continue;
+                            }
+                            registers += 1;
+                            let field = byte_at(&p, value);
+                            assert_eq!(p.port_in(u16::from(port), 1, 0), u32::from(field), "port {port:#x}");
+                        }
+                    }
+                    assert_eq!(p.save_devices(), devices, "port {port:#x}: nothing changes");
+                    assert_eq!(p.stale_lines, 0, "port {port:#x}: nothing to route");
+                    assert_eq!(p.attention, Attention::default(), "port {port:#x}");
+                }
+            }
+            // The poll, if one waits, is answered by the platform's read.
+            p.port_in(0x20, 1, 0);
+            p.port_in(0xA0, 1, 0);
+        }
+        assert!(registers >= 64, "mask registers read: {registers}");
+        assert_eq!(p.inline_port(0x80, false), Some(InlinePort::Unmapped));
+        assert!(matches!(p.inline_port(0x21, true), Some(InlinePort::Register { .. })));
+        assert_eq!(p.inline_port(0x21, false), None, "a mask write reroutes");
+        assert_eq!(p.inline_port(0x20, true), None, "IRR or ISR, as OCW3 chose");
+    }
 
     #[test]
     fn every_port_is_decoded_by_one_device_at_most() {

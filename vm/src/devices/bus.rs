@@ -51,6 +51,18 @@ pub struct Effects {
 /// A device's interrupt lines.
 pub type Lines = [Option<IrqLine>; 2];
 
+/// A byte read that returns one of the device's fields and changes
+/// nothing, as long as one of its flags is clear: compiled code makes it
+/// itself (`Platform::inline_port`). Offsets are from the device's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainRead {
+    /// The `u8` the read returns.
+    pub value: usize,
+    /// A `bool` that, set, makes the read something else (the device's
+    /// `read` then does it).
+    pub unless: usize,
+}
+
 /// A device on the port bus.
 pub trait Device {
     /// The port ranges it decodes (inclusive).
@@ -65,6 +77,12 @@ pub trait Device {
     /// a queue, an interrupt condition cleared).
     fn read(&mut self, port: u16, size: u8, now: u64, fx: &mut Effects) -> Option<u32>;
     fn write(&mut self, port: u16, size: u8, value: u32, now: u64, fx: &mut Effects);
+    /// A byte read of `port` compiled code may make itself, reading the
+    /// field: `read` must return that byte and change nothing (setting
+    /// [`Effects::unchanged`]) whenever the flag is clear.
+    fn plain_read(&self, _port: u16) -> Option<PlainRead> {
+        None
+    }
     /// The levels of the interrupt lines it drives (at most two: the 8042
     /// drives IRQ 1 and IRQ 12).
     fn lines(&self) -> Lines {
@@ -167,6 +185,24 @@ impl Device for PicPair {
         let chip = if port & 0x80 != 0 { &self.slave } else { &self.master };
         fx.unchanged = !chip.poll;
         Some(u32::from(self.io_read(port)))
+    }
+    /// The mask registers (OCW1): a read returns IMR unless a poll command
+    /// waits. IRR and ISR are left to `read`: which one OCW3 selects.
+    fn plain_read(&self, port: u16) -> Option<PlainRead> {
+        use super::pic::Pic8259;
+        use std::mem::offset_of;
+        if port & 1 == 0 {
+            return None;
+        }
+        let chip = if port & 0x80 != 0 {
+            offset_of!(PicPair, slave)
+        } else {
+            offset_of!(PicPair, master)
+        };
+        Some(PlainRead {
+            value: chip + offset_of!(Pic8259, imr),
+            unless: chip + offset_of!(Pic8259, poll),
+        })
     }
     fn write(&mut self, port: u16, _size: u8, value: u32, _now: u64, _fx: &mut Effects) {
         self.io_write(port, value as u8);

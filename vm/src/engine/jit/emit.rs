@@ -47,13 +47,14 @@ use super::{Env, Insn, JumpSlot, MemEnv, Shape, SystemOp, SystemSite, END, JUMP_
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{cr0, cr4, flags, offsets, SegReg};
 use crate::cpu::{Cpu, RingView};
+use crate::events::{io_stage_layout as stage, ENTRY_WRITE, IO_STAGE};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
 use crate::exec::string::StrOp;
 use crate::exec::{Gpr, MemRef};
 use crate::irq::InterruptRouter;
-use crate::platform::Platform;
+use crate::platform::{InlinePort, Platform};
 
 /// The arithmetic flags the host computes for the guest.
 const STATUS: u32 = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
@@ -87,6 +88,9 @@ const _: () = assert!(POPF_MODES == flags::IF | flags::TF | flags::IOPL | flags:
 pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_PORT: i32 = offset_of!(Env, port) as i32;
+const ENV_IO_STAGE: i32 = offset_of!(Env, io_stage) as i32;
+const STAGE_LEN: i32 = stage::LEN as i32;
+const P_STALE_LINES: i32 = Platform::STALE_LINES as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_CHAINED: i32 = offset_of!(Env, chained) as i32;
 const ENV_STORE: i32 = offset_of!(Env, store) as i32;
@@ -1716,6 +1720,113 @@ impl Emitter {
         self.dirty = inline_dirty;
     }
 
+    /// A byte IN or OUT through an immediate port that the platform lets
+    /// compiled code make itself ([`InlinePort`]), at instruction `index`:
+    /// inline where the guest may use the port (a patch runs at the guest's
+    /// ring 0; in the true view, real mode or CPL <= IOPL outside V86
+    /// mode), no device waits to be routed, the register's flag is clear
+    /// and, while a sink listens, the stage has room. Else the step. As
+    /// `port_step`, it counts the access in the platform's statistics and
+    /// logs it at this instruction's icount and linear EIP; a patch counts
+    /// a hit.
+    fn inline_port(&mut self, index: usize, insn: &Insn, input: bool, port: u8, how: InlinePort, site: SystemSite) {
+        const EAX: u8 = 0;
+        let (entry, ways) = self.begin_inline();
+        let slow = ways.slow;
+        if site == SystemSite::True {
+            let allowed = self.ops.new_dynamic_label();
+            asm!(self.ops
+                ; test DWORD [r15 + CR0], cr0::PE as i32
+                ; jz =>allowed
+                ; mov eax, DWORD [r15 + EFLAGS]
+                ; test eax, flags::VM as i32
+                ; jnz =>slow
+                ; movzx ecx, WORD [r15 + CS_SELECTOR]
+                ; and ecx, 3
+                ; shr eax, 12
+                ; and eax, 3
+                ; cmp ecx, eax
+                ; ja =>slow
+                ;=>allowed
+            );
+        }
+        // Every check before any effect: the step starts afresh.
+        asm!(self.ops
+            ; mov rdx, QWORD [r14 + ENV_PLATFORM]
+            ; cmp DWORD [rdx + P_STALE_LINES], 0
+            ; jne =>slow
+        );
+        if let InlinePort::Register { unless, .. } = how {
+            asm!(self.ops
+                ; cmp BYTE [rdx + unless as i32], 0
+                ; jne =>slow
+            );
+        }
+        let unlogged = self.ops.new_dynamic_label();
+        let logged = self.ops.new_dynamic_label();
+        asm!(self.ops
+            ; mov r8, QWORD [r14 + ENV_IO_STAGE]
+            ; test r8, r8
+            ; jz =>unlogged
+            ; cmp QWORD [r8 + STAGE_LEN], IO_STAGE as i32
+            ; jae =>slow
+            ;=>unlogged
+        );
+        // ECX: the byte read or written.
+        let (count, unmapped) = if input {
+            (Platform::PORT_READS, Platform::UNMAPPED_PORT_READS)
+        } else {
+            (Platform::PORT_WRITES, Platform::UNMAPPED_PORT_WRITES)
+        };
+        match (how, input) {
+            (InlinePort::Register { value, .. }, true) => {
+                asm!(self.ops; movzx ecx, BYTE [rdx + value as i32]);
+            }
+            (InlinePort::Unmapped, true) => asm!(self.ops; mov ecx, 0xFF),
+            (_, false) => {
+                self.load(1, self.reg32(EAX), 1);
+                asm!(self.ops; movzx ecx, cl);
+            }
+        }
+        asm!(self.ops; add QWORD [rdx + count as i32], 1);
+        if how == InlinePort::Unmapped {
+            asm!(self.ops; add QWORD [rdx + unmapped as i32], 1);
+        }
+        if input {
+            self.store(self.reg32(EAX), 1, 1);
+            self.wrote_index(EAX);
+        }
+        let pending = self.pending as i32;
+        let size_and_flags = 1 | i32::from(if input { 0 } else { ENTRY_WRITE }) << 8;
+        asm!(self.ops
+            ; test r8, r8
+            ; jz =>logged
+            ; mov r9, QWORD [r8 + STAGE_LEN]
+            ; lea rax, [r9 + 1]
+            ; mov QWORD [r8 + STAGE_LEN], rax
+            ; lea r9, [r9 + r9 * 2]
+            ; lea r8, [r8 + r9 * 8 + stage::ENTRIES as i32]
+            ; lea rax, [r13 + pending]
+            ; mov QWORD [r8 + stage::ICOUNT as i32], rax
+            ; mov eax, DWORD [r15 + CS_BASE]
+            ; add eax, insn.ip as i32
+            ; mov DWORD [r8 + stage::PC as i32], eax
+            ; mov DWORD [r8 + stage::ADDR as i32], i32::from(port)
+            ; mov DWORD [r8 + stage::VALUE as i32], ecx
+            ; mov WORD [r8 + stage::SIZE_AND_FLAGS as i32], size_and_flags as i16
+            ;=>logged
+        );
+        if let SystemSite::Patch { index, .. } = site {
+            asm!(self.ops
+                ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
+                ; add QWORD [rax + (index * 8) as i32], 1
+                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
+            );
+        }
+        // IN and OUT write no flag.
+        self.end_with_cold_step(index, entry, None, ways);
+    }
+
     /// Jumps to `to` when an interrupt or an NMI waits for the CPU (what
     /// the block engine's `none_pending` looks at). Inside a translation
     /// neither can come without a step or a deadline ending it first.
@@ -2523,6 +2634,15 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
     for insn in insns {
         match system_op_of(insn) {
             Some((SystemOp::Pushfd | SystemOp::Popfd, _)) => uses[4] += 1,
+            Some((
+                SystemOp::Port {
+                    port: Some(_),
+                    inline: Some(_),
+                    size: 1,
+                    ..
+                },
+                _,
+            )) => uses[0] += 1,
             Some((SystemOp::Port { .. }, _)) => steps += 1,
             Some(_) => {}
             None if runs_as_host(insn) => registers_of(&insn.op, &mut |r, is_high| {
@@ -2675,7 +2795,23 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let n = insns.len();
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
-        if let Some((SystemOp::Port { input, size, port }, _)) = system_op_of(insn) {
+        if let Some((
+            SystemOp::Port {
+                input,
+                port: Some(port),
+                inline: Some(how),
+                size: 1,
+            },
+            site,
+        )) = system_op_of(insn)
+        {
+            e.inline_port(i, insn, input, port, how, site);
+            if last {
+                e.exit_to(insn.next_ip);
+            }
+            continue;
+        }
+        if let Some((SystemOp::Port { input, size, port, .. }, _)) = system_op_of(insn) {
             e.call_helper(i, ENV_PORT, Some(super::pack_port(input, size, port)));
             if last {
                 asm!(e.ops; mov eax, END as i32; jmp ->epilogue);

@@ -19,8 +19,9 @@ mod emit;
 mod tests;
 
 use crate::cpu::Cpu;
+use crate::events::IoStage;
 use crate::exec::compact::Op;
-use crate::platform::Platform;
+use crate::platform::{InlinePort, Platform};
 
 /// Returned by a translation: the block ran to its end.
 pub const END: u32 = 0;
@@ -97,6 +98,8 @@ pub struct Env {
     /// and whether any was counted since the last drain.
     pub patch_hits: *mut u64,
     pub patch_hits_waiting: u64,
+    /// Where an inline port access logs itself; null when no sink listens.
+    pub io_stage: *mut IoStage,
     pub mem: MemEnv,
 }
 
@@ -440,11 +443,14 @@ pub enum SystemOp {
     Sti,
     Pushfd,
     Popfd,
-    /// `port`: the immediate port, `None` for DX.
+    /// `port`: the immediate port, `None` for DX. `inline`: a byte access
+    /// the translation makes itself while its checks pass (the block engine
+    /// asks the platform when it compiles).
     Port {
         input: bool,
         size: u8,
         port: Option<u8>,
+        inline: Option<InlinePort>,
     },
 }
 
@@ -459,6 +465,7 @@ impl SystemOp {
             input,
             size,
             port: imm.then(|| inst.immediate8()),
+            inline: None,
         };
         Some(match inst.code() {
             C::Cli => SystemOp::Cli,
@@ -736,6 +743,7 @@ impl Jit {
                 jumps: jumps.as_ptr(),
                 patch_hits: std::ptr::null_mut(),
                 patch_hits_waiting: 0,
+                io_stage: std::ptr::null_mut(),
                 mem: MemEnv::empty(),
             }),
             jumps,

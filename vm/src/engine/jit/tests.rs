@@ -906,14 +906,21 @@ fn steps_that_change_no_mode_keep_a_loop_in_its_translation() {
 
 // A port access that wants nothing of the machine loop (port 0x80, the
 // 8259's mask) does not end its block: a loop of them runs on inside its
-// translation.
+// translation, as host code (through DX, by the port step).
 #[test]
 fn port_accesses_that_want_nothing_of_the_machine_loop_keep_a_loop_in_its_translation() {
     // top: out 80h, al; in al, 21h; inc ebx; dec ebp; jnz top; hlt
     let code = [0xE6, 0x80, 0xE4, 0x21, 0x43, 0x4D, 0x75, 0xF8, 0xF4];
+    // top: out dx, al; in al, dx; inc ebx; dec ebp; jnz top; hlt (DX = 80h)
+    let through_dx = [0xEE, 0xEC, 0x43, 0x4D, 0x75, 0xFA, 0xF4];
     for paging in [false, true] {
         let s = compiled_against_reference(&code, 13, paging, |_| {});
-        assert!(s.stepped >= 20_000 && s.entries < 1_000, "paging {paging}: {s:?}");
+        assert!(
+            s.retired >= 40_000 && s.stepped < 10 && s.entries < 1_000,
+            "paging {paging}: {s:?}"
+        );
+        let s = compiled_against_reference(&through_dx, 13, paging, |m| m.cpu.state.regs[2] = 0x80);
+        assert!(s.stepped >= 20_000 && s.entries < 1_000, "DX, paging {paging}: {s:?}");
     }
 }
 
@@ -1425,7 +1432,6 @@ fn invlpg_and_cr3_writes_drop_host_slots() {
 #[test]
 fn a_step_that_leaves_after_a_privilege_change_drops_the_old_view_of_memory() {
     const SUP: u32 = DATA + 0x2000;
-    const TSS: u32 = 0x700;
     const USER: usize = 0x400;
     let mut code = vec![0u8; 0x900];
     // mov eax, [SUP] (twice: the second runs inline from a host slot);
@@ -1447,50 +1453,91 @@ fn a_step_that_leaves_after_a_privilege_change_drops_the_old_view_of_memory() {
     code[USER..USER + user.len()].copy_from_slice(&user);
     // The #PF handler: hlt, with IF clear.
     code[0x800] = 0xF4;
-    compiled_against_reference(&code, 37, false, |m| {
-        let gdt: [u64; 6] = [
-            0,
-            0x00CF_9A00_0000_FFFF,
-            0x00CF_9200_0000_FFFF,
-            0x00CF_FA00_0000_FFFF,
-            0x00CF_F200_0000_FFFF,
-            0x0000_8B00_0700_0067,
-        ];
-        for (i, d) in gdt.iter().enumerate() {
-            m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
-        }
-        let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+    compiled_against_reference(&code, 37, false, |m| flat_ring3_setup(m, SUP));
+}
+
+/// A flat protected-mode machine with user segments (0x1B, 0x23) and a
+/// TSS for going to ring 3 and back, paged with every page
+/// user-accessible but `supervisor`'s, #GP and #PF to `HANDLER`, IF clear.
+fn flat_ring3_setup(m: &mut Machine, supervisor: u32) {
+    const TSS: u32 = 0x700;
+    let gdt: [u64; 6] = [
+        0,
+        0x00CF_9A00_0000_FFFF,
+        0x00CF_9200_0000_FFFF,
+        0x00CF_FA00_0000_FFFF,
+        0x00CF_F200_0000_FFFF,
+        0x0000_8B00_0700_0067,
+    ];
+    for (i, d) in gdt.iter().enumerate() {
+        m.platform.mem.load(GDT + 8 * i as u32, &d.to_le_bytes()).expect("fits");
+    }
+    let [h0, h1, h2, h3] = HANDLER.to_le_bytes();
+    for vector in [13, 14] {
         m.platform
             .mem
-            .load(IDT + 8 * 14, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
+            .load(IDT + 8 * vector, &[h0, h1, 0x08, 0x00, 0x00, 0x8E, h2, h3])
             .expect("fits");
-        m.platform.mem.write(TSS + 4, 4, 0x7_F000);
-        m.platform.mem.write(TSS + 8, 4, 0x10);
-        // Every page user-accessible but SUP.
-        m.platform.mem.write(PAGE_DIR, 4, PAGE_TABLE | 7);
-        for p in 0..1024u32 {
-            let user = if p == SUP >> 12 { 0 } else { 4 };
-            m.platform.mem.write(PAGE_TABLE + 4 * p, 4, (p << 12) | 3 | user);
+    }
+    m.platform.mem.write(TSS + 4, 4, 0x7_F000);
+    m.platform.mem.write(TSS + 8, 4, 0x10);
+    // No I/O permission bitmap (its base past the limit): IOPL alone
+    // decides whether ring 3 may use a port.
+    m.platform.mem.write(TSS + 0x66, 2, 0x68);
+    // Every page user-accessible but SUP.
+    m.platform.mem.write(PAGE_DIR, 4, PAGE_TABLE | 7);
+    for p in 0..1024u32 {
+        let user = if p == supervisor >> 12 { 0 } else { 4 };
+        m.platform.mem.write(PAGE_TABLE + 4 * p, 4, (p << 12) | 3 | user);
+    }
+    let st = &mut m.cpu.state;
+    st.gdtr.base = GDT;
+    st.gdtr.limit = 6 * 8 - 1;
+    st.idtr.base = IDT;
+    st.idtr.limit = 15 * 8 - 1;
+    for s in SegReg::ALL {
+        st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
+    }
+    st.tr = crate::cpu::state::Segment {
+        selector: 0x28,
+        base: TSS,
+        limit: 0x67,
+        attr: crate::cpu::state::attr::P | 0xB,
+    };
+    st.eflags &= !flags::IF;
+    st.cr3 = PAGE_DIR;
+    st.cr0 |= cr0::PG;
+    m.cpu.tlb.flush_all();
+}
+
+// IN and OUT in ring 3 of the true view: with IOPL 3 they run inline, with
+// IOPL 0 the first raises #GP, as on the reference (the inline way checks
+// CPL against IOPL as the step does).
+#[test]
+fn port_access_in_ring_3_runs_inline_only_where_iopl_allows() {
+    const USER: usize = 0x400;
+    for iopl in [0u32, 3] {
+        let mut code = vec![0u8; 0x900];
+        // push 0x23; push 0x70000; push EFLAGS image; push 0x1B; push CODE + USER; iret
+        let mut kernel = vec![0x6A, 0x23, 0x68, 0x00, 0x00, 0x07, 0x00, 0x68];
+        kernel.extend((0x2 | iopl << 12).to_le_bytes());
+        kernel.extend([0x6A, 0x1B, 0x68]);
+        kernel.extend((CODE + USER as u32).to_le_bytes());
+        kernel.push(0xCF);
+        code[..kernel.len()].copy_from_slice(&kernel);
+        // user: in al, 21h; out 80h, al; in al, 80h; add ebx, eax; dec ebp; jnz user; hlt
+        let user = [0xE4, 0x21, 0xE6, 0x80, 0xE4, 0x80, 0x01, 0xC3, 0x4D, 0x75, 0xF5, 0xF4];
+        code[USER..USER + user.len()].copy_from_slice(&user);
+        code[0x800] = 0xF4;
+        let m = compiled_machine_against_reference(&code, 41, false, |m| flat_ring3_setup(m, 0));
+        let s = m.blocks.jit.stats;
+        let reads = m.platform.stats.port_reads;
+        if iopl == 3 {
+            assert!(reads == 20_000 && s.stepped < 10, "IOPL 3: {reads} reads, {s:?}");
+        } else {
+            assert_eq!((reads, m.cpu.state.eip), (0, HANDLER + 1), "IOPL 0: {s:?}");
         }
-        let st = &mut m.cpu.state;
-        st.gdtr.base = GDT;
-        st.gdtr.limit = 6 * 8 - 1;
-        st.idtr.base = IDT;
-        st.idtr.limit = 15 * 8 - 1;
-        for s in SegReg::ALL {
-            st.segs[s as usize].selector = if s == SegReg::Cs { 0x08 } else { 0x10 };
-        }
-        st.tr = crate::cpu::state::Segment {
-            selector: 0x28,
-            base: TSS,
-            limit: 0x67,
-            attr: crate::cpu::state::attr::P | 0xB,
-        };
-        st.eflags &= !flags::IF;
-        st.cr3 = PAGE_DIR;
-        st.cr0 |= cr0::PG;
-        m.cpu.tlb.flush_all();
-    });
+    }
 }
 
 /// A flag instruction, or an integer one: CLI, STI, PUSHFD into a register,
@@ -1501,7 +1548,17 @@ fn flag_instruction(rng: &mut Rng) -> Vec<u8> {
     let status = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
     let images = status | flags::DF | flags::IF | flags::IOPL | flags::NT | flags::AC | flags::ID;
     let image = rng.next() as u32 & images;
-    match rng.below(8) {
+    match rng.below(10) {
+        // Port I/O: the 8259's mask, an unmapped port (both compiled
+        // inline), the 8259's IRR (the port step), and a poll command,
+        // which makes the next read of the mask the chip's acknowledge.
+        8 => match rng.below(5) {
+            0 => vec![0xE4, 0x21],
+            1 => vec![0xE6, 0x80],
+            2 => vec![0xE4, 0x80],
+            3 => vec![0xE4, 0x20],
+            _ => vec![0xB0, 0x0C, 0xE6, 0x20],
+        },
         0 => vec![0xFA],
         1 => vec![0xFB],
         2 => vec![0x9C, 0x58 | dst_reg(rng)],
@@ -1524,15 +1581,19 @@ fn flag_instruction(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
-// CLI, STI, PUSHFD and POPFD compiled where they change no mode (in the
-// true view, and as the raw engine's patches in the compressed one), on
-// random programs that mix them with integer code, starting with IF set or
-// clear and stopped at limits swept over the run: the same state and RAM
-// as the reference, and the same patch hits as the interpreter counts.
+// CLI, STI, PUSHFD, POPFD, IN and OUT compiled where they change no mode
+// (in the true view, and as the raw engine's patches in the compressed
+// one), on random programs that mix them with integer code, starting with
+// IF set or clear and stopped at limits swept over the run: the same state,
+// RAM, port counts and port events as the reference, and the same patch
+// hits as the interpreter counts.
 #[test]
 fn flag_instructions_run_as_on_the_reference() {
+    use crate::events::{Event, EventLog};
+    use std::sync::{Arc, Mutex};
     let mut rng = Rng(0x4A17_C0DE_0000_00F1);
     let mut compiled_hits = 0;
+    let mut port_events = 0;
     for program_no in 0..300 {
         let mut body = Vec::new();
         for _ in 0..1 + rng.below(16) {
@@ -1552,22 +1613,36 @@ fn flag_instructions_run_as_on_the_reference() {
             if if_set {
                 m.cpu.state.eflags |= flags::IF;
             }
+            let log = Arc::new(Mutex::new(EventLog::default()));
+            m.events.attach(Box::new(log.clone()));
             let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
-            (stop, m)
+            m.events.flush();
+            let ports: Vec<_> = log
+                .lock()
+                .expect("log")
+                .records
+                .iter()
+                .filter(|r| matches!(r.event, Event::Io { .. }))
+                .cloned()
+                .collect();
+            (stop, m, ports)
         };
-        let (_, whole) = go(Engine::Emulate, JitConfig::OFF, 100_000);
+        let (_, whole, _) = go(Engine::Emulate, JitConfig::OFF, 100_000);
         let mut limits = vec![100_000];
         limits.extend((0..4).map(|_| 1 + rng.below(whole.cpu.icount.max(1))));
         for engine in [Engine::Blocks, Engine::Raw] {
             for &limit in &limits {
-                let (want_stop, want) = go(Engine::Emulate, JitConfig::OFF, limit);
-                let (stop, got) = go(engine, JitConfig::EAGER, limit);
+                let (want_stop, want, want_ports) = go(Engine::Emulate, JitConfig::OFF, limit);
+                let (stop, got, ports) = go(engine, JitConfig::EAGER, limit);
                 let what = format!("program {program_no} on {engine:?}, IF {if_set}, limit {limit}: {body:02x?}");
                 assert_eq!(stop, want_stop, "{what}");
                 assert_eq!(got.state(), want.state(), "{what}");
                 assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+                assert_eq!(got.platform.stats, want.platform.stats, "{what}: bus counts");
+                assert_eq!(ports, want_ports, "{what}: port events");
+                port_events += ports.len();
                 if engine == Engine::Raw {
-                    let (_, interpreted) = go(engine, JitConfig::OFF, limit);
+                    let (_, interpreted, _) = go(engine, JitConfig::OFF, limit);
                     let hits = got.raw.patch_totals();
                     assert_eq!(hits, interpreted.raw.patch_totals(), "{what}: patch hits");
                     compiled_hits += hits.hits;
@@ -1576,6 +1651,7 @@ fn flag_instructions_run_as_on_the_reference() {
         }
     }
     assert!(compiled_hits > 10_000, "patches ran: {compiled_hits} hits");
+    assert!(port_events > 20_000, "port accesses: {port_events}");
 }
 
 // A loop of flag instructions that change no mode runs as host code from
