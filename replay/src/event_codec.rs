@@ -101,7 +101,9 @@ impl Encoder {
         self.push_view(e.icount, e.pc, EventView::of(&e.event));
     }
 
-    /// Appends one event of a batch.
+    /// Appends one event of a batch. Inline: the writer thread's loop over
+    /// a batch spent a fifth of its time calling it.
+    #[inline]
     pub fn push_view(&mut self, icount: u64, pc: u32, view: EventView<'_>) {
         if self.count == 0 {
             self.put(|buf| put_varint(buf, 0, icount));

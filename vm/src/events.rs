@@ -364,11 +364,6 @@ impl EventBatch {
         self.others.clear();
     }
 
-    /// Appends entries made elsewhere (an [`IoStage`]'s).
-    fn extend_entries(&mut self, entries: &[Entry]) {
-        self.entries.extend_from_slice(entries);
-    }
-
     #[inline]
     pub fn push_io(&mut self, icount: u64, pc: u32, a: IoAccess) {
         self.entries.push(Entry {
@@ -480,26 +475,74 @@ impl EventSink for std::sync::Arc<std::sync::Mutex<EventLog>> {
 /// (which made +13-18% over running of +30%), and slower with 1,024.
 pub const SLOT_BATCH: usize = 32768;
 
-/// Device accesses a translation logs on its own (docs/raw-engine.md): it
-/// stores an [`Entry`] at `entries[len]` and counts it, and calls the
-/// block engine when the stage is full. They join the slot's batch before
-/// anything else does, so the order is kept. `repr(C)`: the generated code
-/// works at the offsets [`io_stage_layout`] gives.
+/// A batch's room: one past [`SLOT_BATCH`], for the event after the room
+/// lent to translations is full.
+const BATCH_CAPACITY: usize = SLOT_BATCH + 1;
+
+/// Room at the end of the slot's batch where a translation logs device
+/// accesses itself (docs/raw-engine.md): it stores an [`Entry`] at `next`
+/// and moves `next` on while `next < end`, and calls the block engine when
+/// there is no room. The slot counts what was stored into its batch before
+/// it does anything else with it, so the order is kept, and lends the room
+/// again after. `repr(C)`: the generated code works at the offsets
+/// [`io_stage_layout`] gives.
 #[repr(C)]
 pub struct IoStage {
-    pub len: u64,
-    pub entries: [Entry; IO_STAGE],
+    pub next: *mut Entry,
+    pub end: *mut Entry,
 }
 
-/// Entries an [`IoStage`] holds: 96 KiB, which the cache keeps.
-pub const IO_STAGE: usize = 4096;
+/// The slot's [`IoStage`], which compiled code writes through its address
+/// while the slot reads and writes it too: owned through a raw pointer,
+/// never a `Box` or a `&mut`, which would claim to be the only way to it.
+struct StageCell(std::ptr::NonNull<IoStage>);
+
+impl StageCell {
+    fn new() -> StageCell {
+        StageCell(std::ptr::NonNull::from(Box::leak(Box::new(IoStage {
+            next: std::ptr::null_mut(),
+            end: std::ptr::null_mut(),
+        }))))
+    }
+
+    fn get(&self) -> *mut IoStage {
+        self.0.as_ptr()
+    }
+
+    /// The room lent: `(next, end)`.
+    fn room(&self) -> (*mut Entry, *mut Entry) {
+        // SAFETY: the stage lives until `drop`; no reference to it exists,
+        // and translations only touch it while the slot's owner runs them.
+        unsafe { ((*self.get()).next, (*self.get()).end) }
+    }
+
+    fn set_room(&self, next: *mut Entry, end: *mut Entry) {
+        // SAFETY: as in `room`.
+        unsafe {
+            (*self.get()).next = next;
+            (*self.get()).end = end;
+        }
+    }
+}
+
+impl Drop for StageCell {
+    fn drop(&mut self) {
+        // SAFETY: made by `Box::leak` in `new`, and dropped once, here.
+        unsafe { drop(Box::from_raw(self.get())) }
+    }
+}
+
+// SAFETY: the stage and the batch its pointers lead into belong to the slot
+// and move between threads with it; only code running the slot's machine,
+// on its thread, follows them.
+unsafe impl Send for StageCell {}
 
 /// Where compiled code finds an [`IoStage`]'s fields and an entry's.
 pub mod io_stage_layout {
     use super::{Entry, IoStage};
     use std::mem::{offset_of, size_of};
-    pub const LEN: usize = offset_of!(IoStage, len);
-    pub const ENTRIES: usize = offset_of!(IoStage, entries);
+    pub const NEXT: usize = offset_of!(IoStage, next);
+    pub const END: usize = offset_of!(IoStage, end);
     pub const ENTRY_SIZE: usize = size_of::<Entry>();
     pub const ICOUNT: usize = offset_of!(Entry, icount);
     pub const PC: usize = offset_of!(Entry, pc);
@@ -519,7 +562,7 @@ pub struct SinkSlot {
     sink: Option<Box<dyn EventSink>>,
     batch: EventBatch,
     /// Where translations log device accesses while a sink listens.
-    stage: Option<Box<IoStage>>,
+    stage: Option<StageCell>,
 }
 
 impl Clone for SinkSlot {
@@ -539,12 +582,10 @@ impl SinkSlot {
     /// sink go to it first).
     pub fn attach(&mut self, sink: Box<dyn EventSink>) {
         self.detach();
-        self.batch = EventBatch::with_capacity(SLOT_BATCH);
-        self.stage = Some(Box::new(IoStage {
-            len: 0,
-            entries: [Entry::default(); IO_STAGE],
-        }));
+        self.batch = EventBatch::with_capacity(BATCH_CAPACITY);
+        self.stage = Some(StageCell::new());
         self.sink = Some(sink);
+        self.lend_room();
     }
 
     /// Hands the waiting events to the sink and lets it go.
@@ -554,24 +595,52 @@ impl SinkSlot {
         self.sink.take()
     }
 
-    /// The stage a translation logs device accesses to; null when no sink
-    /// listens (nothing is logged). It stays where it is until the sink is
-    /// detached.
+    /// The room a translation logs device accesses in; null when no sink
+    /// listens (nothing is logged). The stage stays where it is until the
+    /// sink is detached; the room it describes is the slot's to move.
     pub fn io_stage(&mut self) -> *mut IoStage {
-        self.stage
-            .as_deref_mut()
-            .map_or(std::ptr::null_mut(), |s| s as *mut IoStage)
+        self.stage.as_ref().map_or(std::ptr::null_mut(), StageCell::get)
     }
 
-    /// Moves what translations staged into the batch, behind what is there.
+    /// Counts the entries a translation stored in the lent room into the
+    /// batch.
     #[inline]
     fn take_staged(&mut self) {
-        if let Some(stage) = &mut self.stage {
-            if stage.len != 0 {
-                let n = (stage.len as usize).min(IO_STAGE);
-                self.batch.extend_entries(&stage.entries[..n]);
-                stage.len = 0;
+        if let Some(stage) = &self.stage {
+            let entries = &mut self.batch.entries;
+            let start = entries.as_mut_ptr().wrapping_add(entries.len());
+            let (next, end) = stage.room();
+            if !next.is_null() && next != start {
+                let stored = (next.addr().wrapping_sub(start.addr())) / std::mem::size_of::<Entry>();
+                assert!(
+                    next > start && next <= end && stored <= entries.capacity() - entries.len(),
+                    "a translation logged outside the room it was lent"
+                );
+                // SAFETY: the room lent lies in the batch's spare capacity
+                // (`lend_room`), and the translation stored a whole entry
+                // at each place up to `next` (padding aside, which needs
+                // no value).
+                unsafe { entries.set_len(entries.len() + stored) };
             }
+            // Nothing lent until `lend_room`.
+            stage.set_room(std::ptr::null_mut(), std::ptr::null_mut());
+        }
+    }
+
+    /// Lends the batch's spare capacity, up to its [`SLOT_BATCH`] events,
+    /// to translations (after anything that may have moved or filled it).
+    #[inline]
+    fn lend_room(&mut self) {
+        if let Some(stage) = &self.stage {
+            let entries = &mut self.batch.entries;
+            if entries.capacity() < BATCH_CAPACITY {
+                entries.reserve(BATCH_CAPACITY - entries.len());
+            }
+            let room = SLOT_BATCH
+                .saturating_sub(entries.len())
+                .min(entries.capacity() - entries.len());
+            let next = entries.as_mut_ptr().wrapping_add(entries.len());
+            stage.set_room(next, next.wrapping_add(room));
         }
     }
 
@@ -597,6 +666,7 @@ impl SinkSlot {
                 self.batch = sink.events(full);
             }
         }
+        self.lend_room();
     }
 
     #[inline]
@@ -605,6 +675,7 @@ impl SinkSlot {
             self.take_staged();
             self.batch.push(icount, pc, event());
             self.pass_on_when_full();
+            self.lend_room();
         }
     }
 
@@ -615,6 +686,7 @@ impl SinkSlot {
             self.take_staged();
             self.batch.push_io(icount, pc, access);
             self.pass_on_when_full();
+            self.lend_room();
         }
     }
 
@@ -708,5 +780,77 @@ mod tests {
             !slot.is_attached() && slot.batch.is_empty(),
             "nothing is kept without a sink"
         );
+    }
+
+    /// Stores an access in the room the slot lends, as a translation does
+    /// (through the stage's address, at `io_stage_layout`'s offsets);
+    /// false when there is no room.
+    fn store_as_translation(slot: &mut SinkSlot, icount: u64, pc: u32, a: IoAccess) -> bool {
+        let stage = slot.io_stage();
+        assert!(!stage.is_null(), "a sink listens");
+        // SAFETY: the stage is the slot's, alive while the sink is attached;
+        // an entry is written only inside the room lent, as compiled code
+        // does.
+        unsafe {
+            let next = (*stage).next;
+            if next >= (*stage).end {
+                return false;
+            }
+            let at = next.cast::<u8>();
+            at.add(io_stage_layout::ICOUNT).cast::<u64>().write_unaligned(icount);
+            at.add(io_stage_layout::PC).cast::<u32>().write_unaligned(pc);
+            at.add(io_stage_layout::ADDR).cast::<u32>().write_unaligned(a.addr);
+            at.add(io_stage_layout::VALUE).cast::<u32>().write_unaligned(a.value);
+            let flags = if a.write { ENTRY_WRITE } else { 0 } | if a.mmio { ENTRY_MMIO } else { 0 };
+            at.add(io_stage_layout::SIZE_AND_FLAGS).write(a.size);
+            at.add(io_stage_layout::SIZE_AND_FLAGS + 1).write(flags);
+            (*stage).next = next.add(1);
+        }
+        true
+    }
+
+    // Accesses a translation stores in the lent room and events the slot is
+    // given arrive in the order they happened: mixed one by one, across
+    // full batches (where the room runs out and the step logs instead),
+    // through a flush and on detaching.
+    #[test]
+    fn accesses_stored_in_the_lent_room_keep_their_place() {
+        let log = Arc::new(Mutex::new(EventLog::default()));
+        let mut slot = SinkSlot::default();
+        assert!(slot.io_stage().is_null(), "no room without a sink");
+        slot.attach(Box::new(log.clone()));
+        let mut want = Vec::new();
+        let mut stored = 0;
+        for n in 0..3 * SLOT_BATCH as u32 + 77 {
+            let e = io(n);
+            let a = e.io_access().expect("an access");
+            let (icount, pc) = (u64::from(n) * 3, n ^ 0x5A5A);
+            // Mostly stored by "translations", now and then logged by the
+            // slot itself, and always by it when the room is full.
+            if n % 7 == 3 || n % 1000 == 999 {
+                if n % 2 == 0 {
+                    slot.emit(icount, pc, || Event::Interrupt { vector: n as u8 });
+                    want.push(EventRecord {
+                        icount,
+                        pc,
+                        event: Event::Interrupt { vector: n as u8 },
+                    });
+                    continue;
+                }
+                slot.io(icount, pc, a);
+            } else if store_as_translation(&mut slot, icount, pc, a) {
+                stored += 1;
+            } else {
+                slot.io(icount, pc, a);
+            }
+            want.push(EventRecord { icount, pc, event: e });
+            if n == SLOT_BATCH as u32 + 5 {
+                slot.flush();
+                assert_eq!(log.lock().expect("log").records[..], want[..], "flushed");
+            }
+        }
+        slot.detach();
+        assert!(stored > 2 * SLOT_BATCH, "stored: {stored}");
+        assert_eq!(log.lock().expect("log").records[..], want[..]);
     }
 }

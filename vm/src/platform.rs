@@ -416,8 +416,11 @@ impl Platform {
             Some((index, _)) if input => {
                 let device = self.devices_ref()[index];
                 let read = device.plain_read(u16::from(port))?;
-                // Where the device lies in the platform.
-                let at = (device as *const dyn Device).cast::<u8>() as usize - self as *const Platform as usize;
+                // Where the device lies in the platform (if it does: a
+                // device kept elsewhere is read through `port_in`).
+                let at = ((device as *const dyn Device).cast::<u8>() as usize)
+                    .checked_sub(self as *const Platform as usize)
+                    .filter(|at| at + read.value.max(read.unless) < std::mem::size_of::<Platform>())?;
                 Some(InlinePort::Register {
                     value: at + read.value,
                     unless: at + read.unless,

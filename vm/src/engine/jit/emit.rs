@@ -47,7 +47,7 @@ use super::{Env, Insn, JumpSlot, MemEnv, Shape, SystemOp, SystemSite, END, JUMP_
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{cr0, cr4, flags, offsets, SegReg};
 use crate::cpu::{Cpu, RingView};
-use crate::events::{io_stage_layout as stage, ENTRY_WRITE, IO_STAGE};
+use crate::events::{io_stage_layout as stage, ENTRY_WRITE};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
@@ -89,7 +89,8 @@ pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_PORT: i32 = offset_of!(Env, port) as i32;
 const ENV_IO_STAGE: i32 = offset_of!(Env, io_stage) as i32;
-const STAGE_LEN: i32 = stage::LEN as i32;
+const STAGE_NEXT: i32 = stage::NEXT as i32;
+const STAGE_END: i32 = stage::END as i32;
 const P_STALE_LINES: i32 = Platform::STALE_LINES as i32;
 const ENV_STOP: i32 = offset_of!(Env, stop_icount) as i32;
 const ENV_CHAINED: i32 = offset_of!(Env, chained) as i32;
@@ -1768,7 +1769,8 @@ impl Emitter {
             ; mov r8, QWORD [r14 + ENV_IO_STAGE]
             ; test r8, r8
             ; jz =>unlogged
-            ; cmp QWORD [r8 + STAGE_LEN], IO_STAGE as i32
+            ; mov r9, QWORD [r8 + STAGE_NEXT]
+            ; cmp r9, QWORD [r8 + STAGE_END]
             ; jae =>slow
             ;=>unlogged
         );
@@ -1801,11 +1803,9 @@ impl Emitter {
         asm!(self.ops
             ; test r8, r8
             ; jz =>logged
-            ; mov r9, QWORD [r8 + STAGE_LEN]
-            ; lea rax, [r9 + 1]
-            ; mov QWORD [r8 + STAGE_LEN], rax
-            ; lea r9, [r9 + r9 * 2]
-            ; lea r8, [r8 + r9 * 8 + stage::ENTRIES as i32]
+            ; lea rax, [r9 + stage::ENTRY_SIZE as i32]
+            ; mov QWORD [r8 + STAGE_NEXT], rax
+            ; mov r8, r9
             ; lea rax, [r13 + pending]
             ; mov QWORD [r8 + stage::ICOUNT as i32], rax
             ; mov eax, DWORD [r15 + CS_BASE]
