@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde::Serialize;
-use vm::events::{EventBatch, EventSink, SLOT_BATCH};
+use vm::events::{EventBatch, EventSink};
 use vm::host::HostInput;
 use vm::machine::{Console, Machine, StopReason};
 
@@ -323,7 +323,7 @@ impl FrameSender {
             .lock()
             .ok()
             .and_then(|mut spare| spare.pop())
-            .unwrap_or_else(|| EventBatch::with_capacity(SLOT_BATCH))
+            .unwrap_or_else(EventBatch::for_slot)
     }
 
     /// Why the writer thread stopped: its I/O error (a full disk, say),

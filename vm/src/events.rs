@@ -343,6 +343,14 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
+    /// An empty batch with the room a slot fills: [`SLOT_BATCH`] events,
+    /// and one more for the event after the room lent to translations is
+    /// full. A sink that hands back fresh batches makes them so, and no
+    /// batch grows.
+    pub fn for_slot() -> EventBatch {
+        EventBatch::with_capacity(BATCH_CAPACITY)
+    }
+
     pub fn with_capacity(events: usize) -> EventBatch {
         EventBatch {
             entries: Vec::with_capacity(events),
@@ -475,8 +483,7 @@ impl EventSink for std::sync::Arc<std::sync::Mutex<EventLog>> {
 /// (which made +13-18% over running of +30%), and slower with 1,024.
 pub const SLOT_BATCH: usize = 32768;
 
-/// A batch's room: one past [`SLOT_BATCH`], for the event after the room
-/// lent to translations is full.
+/// A batch's room ([`EventBatch::for_slot`]).
 const BATCH_CAPACITY: usize = SLOT_BATCH + 1;
 
 /// Room at the end of the slot's batch where a translation logs device
@@ -582,7 +589,7 @@ impl SinkSlot {
     /// sink go to it first).
     pub fn attach(&mut self, sink: Box<dyn EventSink>) {
         self.detach();
-        self.batch = EventBatch::with_capacity(BATCH_CAPACITY);
+        self.batch = EventBatch::for_slot();
         self.stage = Some(StageCell::new());
         self.sink = Some(sink);
         self.lend_room();
@@ -634,7 +641,7 @@ impl SinkSlot {
         if let Some(stage) = &self.stage {
             let entries = &mut self.batch.entries;
             if entries.capacity() < BATCH_CAPACITY {
-                entries.reserve(BATCH_CAPACITY - entries.len());
+                entries.reserve_exact(BATCH_CAPACITY - entries.len());
             }
             let room = SLOT_BATCH
                 .saturating_sub(entries.len())
@@ -852,5 +859,63 @@ mod tests {
         slot.detach();
         assert!(stored > 2 * SLOT_BATCH, "stored: {stored}");
         assert_eq!(log.lock().expect("log").records[..], want[..]);
+    }
+
+    /// A sink like the recorder's: keeps each batch it is given (dropped
+    /// here, so a room left in it would be written after it is freed) and
+    /// hands back a fresh one of `fresh` events' capacity.
+    struct Swapping {
+        got: Arc<Mutex<Vec<EventRecord>>>,
+        capacities: Arc<Mutex<Vec<usize>>>,
+        fresh: usize,
+    }
+
+    impl EventSink for Swapping {
+        fn events(&mut self, batch: EventBatch) -> EventBatch {
+            self.capacities
+                .lock()
+                .expect("capacities")
+                .push(batch.entries.capacity());
+            self.got.lock().expect("got").extend(batch.records());
+            EventBatch::with_capacity(self.fresh)
+        }
+    }
+
+    // A sink that hands back other batches than it was given (the
+    // recorder's writer thread keeps them) moves the room with them: the
+    // order holds, and no batch grows past its room, whatever the fresh
+    // batch's capacity.
+    #[test]
+    fn the_room_moves_to_each_batch_a_sink_hands_back() {
+        for fresh in [0, 1, SLOT_BATCH, BATCH_CAPACITY] {
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let capacities = Arc::new(Mutex::new(Vec::new()));
+            let mut slot = SinkSlot::default();
+            slot.attach(Box::new(Swapping {
+                got: got.clone(),
+                capacities: capacities.clone(),
+                fresh,
+            }));
+            let mut want = Vec::new();
+            for n in 0..4 * SLOT_BATCH as u32 + 3 {
+                let (icount, pc) = (u64::from(n), n);
+                let a = io(n).io_access().expect("an access");
+                if n % 5000 == 17 || !store_as_translation(&mut slot, icount, pc, a) {
+                    slot.io(icount, pc, a);
+                }
+                want.push(EventRecord {
+                    icount,
+                    pc,
+                    event: io(n),
+                });
+            }
+            slot.detach();
+            assert_eq!(got.lock().expect("got")[..], want[..], "fresh {fresh}");
+            let capacities = capacities.lock().expect("capacities").clone();
+            assert!(
+                capacities.iter().all(|&c| c == BATCH_CAPACITY),
+                "fresh batches of {fresh}: {capacities:?}"
+            );
+        }
     }
 }
