@@ -47,14 +47,16 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
         let _ = writeln!(
             out,
             "ringback: compiler: {} blocks translated ({:.1} us each, {} KiB of code, {} KiB held now, \
-             {} cache flushes, {} made again for a segment no longer flat); {:.1}% of instructions ran \
-             in translations, {:.1}% as host code; {} entries, {} chained entries",
+             {} cache flushes, {} made again for a segment no longer flat, {} without groups of memory \
+             operands); {:.1}% of instructions ran in translations, {:.1}% as host code; {} entries, {} \
+             chained entries",
             j.compiled,
             j.compile_nanos as f64 / 1e3 / j.compiled.max(1) as f64,
             j.code_bytes / 1024,
             jit.cache_bytes() / 1024,
             j.flushes,
             j.flat_refusals,
+            j.group_refusals,
             100.0 * j.retired as f64 / total as f64,
             100.0 * (j.retired - j.stepped) as f64 / total as f64,
             j.entries,

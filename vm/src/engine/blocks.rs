@@ -231,7 +231,8 @@ struct Block {
     /// clear.
     region_chained: bool,
     /// Segments ([`jit::flat_segments`]) a translation of it was refused
-    /// for taking as flat: the next is compiled without them.
+    /// for taking as flat: the next is compiled without them; with
+    /// [`jit::GROUPS_REFUSED`], without groups of memory operands either.
     flat_refused: u32,
     /// Its physical address (its key's).
     phys: u32,
@@ -826,6 +827,7 @@ impl BlockCache {
             mode: jit::jump_mode(key.code32, key.view),
             needs_virtual_if: compressed && !region,
             flat: jit::flat_segments(cpu) & !block.flat_refused,
+            groups: block.flat_refused & jit::GROUPS_REFUSED == 0,
         };
         let compiled = self.jit.compile(&shape);
         let block = &mut self.blocks[slot];
@@ -1606,8 +1608,10 @@ fn run_block<const RAW: bool, H: RawHooks>(
             if ended == jit::LEAVE {
                 return outcome;
             }
-            if chained {
-                // Another block's steps ran: the dispatcher starts afresh.
+            if jit.take_group_refusal() || chained {
+                // A translation left before a group it could not check (its
+                // block is compiled again without groups), or another
+                // block's steps ran: the dispatcher starts afresh.
                 return Step(StepOutcome::Retired);
             }
         } else {

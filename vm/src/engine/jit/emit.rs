@@ -89,6 +89,8 @@ pub(super) const MAX_COMPILED_PATCH: u32 = 1 << 24;
 const ENV_STEP: i32 = offset_of!(Env, step) as i32;
 const ENV_PORT: i32 = offset_of!(Env, port) as i32;
 const ENV_IO_STAGE: i32 = offset_of!(Env, io_stage) as i32;
+const ENV_GROUP: i32 = offset_of!(Env, group) as i32;
+const ENV_REFUSE_GROUPS: i32 = offset_of!(Env, refuse_groups) as i32;
 const STAGE_NEXT: i32 = stage::NEXT as i32;
 const STAGE_END: i32 = stage::END as i32;
 const P_STALE_LINES: i32 = Platform::STALE_LINES as i32;
@@ -292,6 +294,185 @@ struct Emitter {
     /// that writes them all (see [`dead_flags`]): its flags need not be
     /// exact, and a CMP or TEST need not run at all.
     flags_dead: bool,
+    /// Groups of memory operands may be made ([`Shape::groups`]).
+    groups: bool,
+    /// The group being emitted, from its check to its last member, and
+    /// until its first member is emitted, where the step of that member
+    /// goes on.
+    group: Option<MemGroup>,
+    group_after_first: Option<DynamicLabel>,
+}
+
+/// Memory operands through one base register and no index, on segments
+/// taken as flat, that one check finds on one page (docs/raw-engine.md,
+/// "Groups"). The check, before the first, puts the host address of the
+/// lowest byte they reach in `Env::group`; each member is then a load of
+/// that and its access, with no check and no flag parked. Between the
+/// first and the last only register instructions that leave the base
+/// alone and other memory operands run; a step on another operand's slow
+/// way (which may replace TLB entries) checks the group again.
+#[derive(Clone, Copy, Debug)]
+struct MemGroup {
+    /// Its first and last members (instruction indexes), and every
+    /// member (a bit per index).
+    first: usize,
+    last: usize,
+    members: u64,
+    /// The base register (its index).
+    base: u8,
+    /// The lowest displacement, and the highest of a member's last byte.
+    lo: i32,
+    hi: i32,
+    /// A member writes: the check needs the page's write tag.
+    write: bool,
+    /// What the first member's own fill asks on a miss: its displacement,
+    /// size and whether it writes.
+    first_disp: i32,
+    first_size: u8,
+    first_write: bool,
+}
+
+/// The group whose first member is instruction `i` ([`MemGroup`]), with
+/// `flat` the segments taken as flat there: two or more members within
+/// 4 KiB of each other.
+fn find_group(insns: &[Insn], i: usize, flat: u32) -> Option<MemGroup> {
+    let member = |insn: &Insn| -> Option<(u8, i32, u8, bool)> {
+        if !insn.plain || system_op_of(insn).is_some() || !is_native(&insn.op) {
+            return None;
+        }
+        let (mem, size, write) = memory_access(&insn.op)?;
+        let (base, index, _, disp) = mem.parts32()?;
+        if index.is_some() || flat & super::flat_bit(mem.seg as usize, write) == 0 {
+            return None;
+        }
+        Some((base?, disp as i32, size, write))
+    };
+    let (base, disp, size, write) = member(insns.get(i)?)?;
+    let end = |disp: i32, size: u8| i64::from(disp) + i64::from(size) - 1;
+    let (mut lo, mut hi) = (i64::from(disp), end(disp, size));
+    let mut g = MemGroup {
+        first: i,
+        last: i,
+        members: 1 << i,
+        base,
+        lo: disp,
+        hi: disp,
+        write,
+        first_disp: disp,
+        first_size: size,
+        first_write: write,
+    };
+    for (j, insn) in insns.iter().enumerate().skip(i) {
+        if j >= 64 {
+            break;
+        }
+        if j > i {
+            match member(insn) {
+                // A group led by a load is one of loads: the write tag is
+                // for a store's own fill to ask (its walk may set the dirty
+                // bit), so a store starts a group of its own.
+                Some((b, d, size, write))
+                    if b == base
+                        && (g.first_write || !write)
+                        && hi.max(end(d, size)) - lo.min(i64::from(d)) < 0x1000 =>
+                {
+                    lo = lo.min(i64::from(d));
+                    hi = hi.max(end(d, size));
+                    g.members |= 1 << j;
+                    g.last = j;
+                    g.write |= write;
+                }
+                Some((b, ..)) if b == base => break,
+                _ if !between_group_members(insn) => break,
+                _ => {}
+            }
+        }
+        // Accesses after an instruction that writes the base are not the
+        // group's.
+        if writes_register(&insn.op, base) {
+            break;
+        }
+    }
+    if g.members.count_ones() < 2 {
+        return None;
+    }
+    // Within 4 KiB of each other, so both fit an i32.
+    (g.lo, g.hi) = (lo as i32, hi as i32);
+    Some(g)
+}
+
+/// Whether `insn` may run between members of a group: host code with no
+/// step on its hot way, changing nothing but registers and flags, or a
+/// memory operand through the inline path (whose slow way checks the
+/// group again).
+fn between_group_members(insn: &Insn) -> bool {
+    if !insn.plain || system_op_of(insn).is_some() || !is_native(&insn.op) {
+        return false;
+    }
+    matches!(
+        insn.op,
+        Op::Nop
+            | Op::MovRR { .. }
+            | Op::MovRI { .. }
+            | Op::MovxRR { .. }
+            | Op::Lea { .. }
+            | Op::AluRR { .. }
+            | Op::AluRI { .. }
+            | Op::AluR { .. }
+            | Op::ShiftRI { .. }
+            | Op::ShiftRCl { .. }
+            | Op::ImulRR { .. }
+            | Op::ImulRRI { .. }
+            | Op::Setcc { .. }
+            | Op::Bswap { .. }
+            | Op::XchgRR { .. }
+            | Op::CmovRR { .. }
+            | Op::MulR { .. }
+    ) || memory_access(&insn.op).is_some()
+}
+
+/// Whether `on_memory` leaves the arithmetic flags `op` wrote in the host.
+fn memory_op_writes_flags(op: &Op) -> bool {
+    match *op {
+        Op::AluRM { .. } | Op::AluMR { .. } | Op::AluMI { .. } => true,
+        Op::AluM { op, .. } => op != AluOp::Not,
+        _ => false,
+    }
+}
+
+/// Whether `op` may write the guest register with index `r` (anything not
+/// listed is taken to).
+fn writes_register(op: &Op, r: u8) -> bool {
+    match *op {
+        Op::Nop
+        | Op::MovMR { .. }
+        | Op::MovMI { .. }
+        | Op::AluMR { .. }
+        | Op::AluMI { .. }
+        | Op::AluM { .. }
+        | Op::SetccM { .. } => false,
+        Op::MovRR { dst, .. }
+        | Op::MovRI { dst, .. }
+        | Op::MovxRR { dst, .. }
+        | Op::Lea { dst, .. }
+        | Op::AluRR { dst, .. }
+        | Op::AluRI { dst, .. }
+        | Op::AluR { dst, .. }
+        | Op::ShiftRI { dst, .. }
+        | Op::ShiftRCl { dst, .. }
+        | Op::ImulRR { dst, .. }
+        | Op::ImulRRI { dst, .. }
+        | Op::Setcc { dst, .. }
+        | Op::Bswap { dst }
+        | Op::CmovRR { dst, .. }
+        | Op::MovRM { dst, .. }
+        | Op::MovxRM { dst, .. }
+        | Op::AluRM { dst, .. }
+        | Op::CmovRM { dst, .. } => dst.index() == r,
+        Op::XchgRR { a, b, .. } => a.index() == r || b.index() == r,
+        Op::MulR { .. } => r == 0 || r == 2,
+        _ => true,
+    }
 }
 
 /// How an instruction uses the arithmetic flags, for [`dead_flags`].
@@ -1054,10 +1235,16 @@ impl Emitter {
         // cached register in its host register (those the inline way wrote
         // still to be written back) and, when the instruction writes flags,
         // with the flags in the host.
+        // Between a group's members, a step may have replaced the TLB
+        // entry the group's check found.
+        let recheck = self.group.filter(|g| index > g.first && index < g.last);
         self.cold(move |e| {
             asm!(e.ops; =>slow);
             e.resume(entry);
             e.step(index);
+            if let Some(g) = recheck {
+                e.group_recheck(g);
+            }
             e.uncount_after_step(entry.pending);
             if writes_flags.is_some() {
                 e.load_flags();
@@ -1719,6 +1906,177 @@ impl Emitter {
         self.flags = flags_after;
         self.pending += 1;
         self.dirty = inline_dirty;
+    }
+
+    /// The check of group `g` ([`MemGroup`]) before its first member
+    /// `insn`: both ends on one page whose host slot allows every member's
+    /// access. On a miss, the fill the first member's own access would ask
+    /// for, and the check again. Where the fill is refused (a walk that
+    /// would replace another TLB entry, a fault, MMIO), the first member
+    /// is the step's, after which its fill and the check are tried once
+    /// more and the code goes on after the first member. Where the check
+    /// still fails (the ends on two pages, no RAM) the translation leaves,
+    /// before the first member or after its step, and asks to be made
+    /// again without groups.
+    fn group_check(&mut self, g: MemGroup, insn: &Insn) {
+        self.park_flags();
+        let entry = self.here();
+        let miss = self.ops.new_dynamic_label();
+        let refuse = self.ops.new_dynamic_label();
+        let refused_fill = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        let after_first = self.ops.new_dynamic_label();
+        self.group_after_first = Some(after_first);
+        self.group_probe(g, miss, refuse);
+        asm!(self.ops; =>done);
+        let (ip, first) = (insn.ip, g.first);
+        let writes_flags = memory_op_writes_flags(&insn.op);
+        self.cold(move |e| {
+            asm!(e.ops; =>miss);
+            e.resume(entry);
+            e.group_fill(g, refused_fill);
+            e.group_probe(g, refuse, refuse);
+            asm!(e.ops
+                ; jmp =>done
+                ;=>refuse
+            );
+            e.resume(entry);
+            e.sync();
+            asm!(e.ops
+                ; mov DWORD [r15 + EIP], ip as i32
+                ; mov QWORD [r14 + ENV_REFUSE_GROUPS], (e.slot + 1) as i32
+                ; mov eax, END as i32
+                ; jmp ->epilogue
+            );
+            // The first member by the step, which may walk and replace TLB
+            // entries (or fault, leaving), then its fill again: the code
+            // after it finds the state as its inline way leaves it (but
+            // registers and flags already in `CpuState`, which writing them
+            // back again keeps).
+            let refuse_after = e.ops.new_dynamic_label();
+            asm!(e.ops; =>refused_fill);
+            e.resume(entry);
+            e.step(first);
+            e.group_fill(g, refuse_after);
+            e.group_probe(g, refuse_after, refuse_after);
+            e.uncount_after_step(entry.pending);
+            if writes_flags {
+                e.load_flags();
+            }
+            asm!(e.ops
+                ; jmp =>after_first
+                ;=>refuse_after
+                ; mov QWORD [r14 + ENV_REFUSE_GROUPS], (e.slot + 1) as i32
+                ; mov eax, END as i32
+                ; jmp ->epilogue
+            );
+        });
+    }
+
+    /// `Env::group` set for group `g` where its ends lie on one page whose
+    /// host slot allows every member's access; else a jump to `fail` (two
+    /// pages) or `miss` (the slot). Clobbers the host flags, RAX, RCX, RDX,
+    /// R8 and R9.
+    fn group_probe(&mut self, g: MemGroup, miss: DynamicLabel, fail: DynamicLabel) {
+        match self.reg32(g.base) {
+            Loc::Host(h) => asm!(self.ops
+                ; lea eax, [Rq(h) + g.lo]
+                ; lea ecx, [Rq(h) + g.hi]
+            ),
+            Loc::Slot(at) => asm!(self.ops
+                ; mov ecx, DWORD [r15 + at]
+                ; lea eax, [rcx + g.lo]
+                ; lea ecx, [rcx + g.hi]
+            ),
+        }
+        let tag = if g.write { HOST_WRITE_TAG } else { HOST_READ_TAG };
+        // The lowest byte's linear address, zero-extended in RAX, is where
+        // the host address counts from.
+        asm!(self.ops
+            ; xor ecx, eax
+            ; test ecx, -0x1000
+            ; jnz =>fail
+            ; mov edx, eax
+            ; shr edx, 12 - HOST_SLOT_SHIFT
+            ; and edx, (TLB_SLOTS - 1) << HOST_SLOT_SHIFT
+            ; add rdx, QWORD [r14 + M_HOST]
+            ; mov r9d, eax
+            ; and r9d, -0x1000
+            ; cmp r9d, DWORD [rdx + tag]
+            ; jne =>miss
+            ; mov r8, QWORD [rdx + HOST_ADDEND]
+            ; add r8, rax
+            ; mov QWORD [r14 + ENV_GROUP], r8
+        );
+    }
+
+    /// A group's miss: the fill the first member's own access would ask
+    /// for (a group led by a load reads only); refused, to `fail`.
+    fn group_fill(&mut self, g: MemGroup, fail: DynamicLabel) {
+        self.save_caller_saved();
+        match self.reg32(g.base) {
+            Loc::Host(h) => asm!(self.ops; lea edx, [Rq(h) + g.first_disp]),
+            Loc::Slot(at) => asm!(self.ops
+                ; mov edx, DWORD [r15 + at]
+                ; add edx, g.first_disp
+            ),
+        }
+        asm!(self.ops
+            ; mov rdi, r15
+            ; mov rsi, r14
+            ; mov ecx, i32::from(g.first_size)
+            ; mov r8d, i32::from(g.first_write)
+            ; call QWORD [r14 + ENV_FILL]
+        );
+        self.restore_caller_saved();
+        asm!(self.ops
+            ; test eax, eax
+            ; jz =>fail
+        );
+    }
+
+    /// After a step between a group's members (on another operand's slow
+    /// way, which may have replaced TLB entries): the group checked again,
+    /// or, where that fails, the translation leaves after the step, which
+    /// left `CpuState` complete, and asks to be made again without groups.
+    fn group_recheck(&mut self, g: MemGroup) {
+        let refuse = self.ops.new_dynamic_label();
+        let good = self.ops.new_dynamic_label();
+        self.group_probe(g, refuse, refuse);
+        asm!(self.ops
+            ; jmp =>good
+            ;=>refuse
+            ; mov QWORD [r14 + ENV_REFUSE_GROUPS], (self.slot + 1) as i32
+            ; mov eax, END as i32
+            ; jmp ->epilogue
+            ;=>good
+        );
+    }
+
+    /// A member of the group being run: its access at the host address the
+    /// group's check found, with no check of its own and the flags left
+    /// where they are.
+    fn group_member(&mut self, insn: &Insn, g: MemGroup) {
+        let Some((mem, ..)) = memory_access(&insn.op) else {
+            unreachable!("a group's member is a memory operation")
+        };
+        let Some((.., disp)) = mem.parts32() else {
+            unreachable!("a group's member has 32-bit addressing")
+        };
+        let offset = disp as i32 - g.lo;
+        asm!(self.ops; mov r8, QWORD [r14 + ENV_GROUP]);
+        if offset != 0 {
+            asm!(self.ops; lea r8, [r8 + offset]);
+        }
+        let writes_flags = self.on_memory(&insn.op);
+        debug_assert_eq!(writes_flags.is_some(), memory_op_writes_flags(&insn.op));
+        self.pending += 1;
+        if let Some(logical) = writes_flags {
+            self.wrote_flags(logical);
+        }
+        if let Some(after_first) = self.group_after_first.take() {
+            asm!(self.ops; =>after_first);
+        }
     }
 
     /// A byte IN or OUT through an immediate port that the platform lets
@@ -2495,6 +2853,8 @@ pub struct Assembled {
     pub chain_entry: Option<usize>,
     /// Chainable exits: offset of the jump's displacement, and its EIP.
     pub exits: Vec<(usize, u32)>,
+    /// Groups of memory operands checked once ([`MemGroup`]).
+    pub groups: u32,
 }
 
 /// The sensitive instruction `insn` is compiled as, if any.
@@ -2721,6 +3081,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         }),
         flat: shape.flat,
         flags_dead: false,
+        groups: shape.groups,
+        group: None,
+        group_after_first: None,
     };
     let dead = dead_flags(insns);
     // Six registers saved and eight bytes more keep the stack aligned for
@@ -2793,8 +3156,19 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             .fold(0, |m, (i, _)| m | 1 << i);
     }
     let n = insns.len();
+    let mut groups = 0;
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
+        if e.group.is_some_and(|g| i > g.last) {
+            e.group = None;
+        }
+        if e.groups && e.group.is_none() {
+            if let Some(g) = find_group(insns, i, e.flat) {
+                e.group_check(g, insn);
+                e.group = Some(g);
+                groups += 1;
+            }
+        }
         if let Some((
             SystemOp::Port {
                 input,
@@ -2937,7 +3311,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 }
             }
             _ if memory_access(&insn.op).is_some() => {
-                e.memory(i, insn);
+                match e.group.filter(|g| i < 64 && g.members & (1 << i) != 0) {
+                    Some(g) => e.group_member(insn, g),
+                    None => e.memory(i, insn),
+                }
                 if last {
                     e.exit_to(insn.next_ip);
                 }
@@ -2980,6 +3357,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         bytes: e.ops.finalize().ok()?,
         chain_entry,
         exits,
+        groups,
     })
 }
 

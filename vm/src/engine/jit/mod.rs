@@ -100,6 +100,14 @@ pub struct Env {
     pub patch_hits_waiting: u64,
     /// Where an inline port access logs itself; null when no sink listens.
     pub io_stage: *mut IoStage,
+    /// The host address of the lowest byte of the group of memory
+    /// operands being run (docs/raw-engine.md, "Groups"): those through
+    /// one base register that its check found on one page.
+    pub group: u64,
+    /// Set by a translation (its block's slot plus one) that left before a
+    /// group it could not check: the block engine compiles the block again
+    /// without groups.
+    pub refuse_groups: u64,
     pub mem: MemEnv,
 }
 
@@ -161,6 +169,11 @@ pub fn flat_bit(seg: usize, write: bool) -> u32 {
 /// Bit of [`flat_segments`] for a 32-bit stack (SS's B bit): the inline
 /// stack accesses need not check for one.
 pub const STACK32: u32 = 1 << 6;
+
+/// In [`Jit::refused`], with the segments: a translation that left before
+/// a group of memory operands it could not check ([`Env::refuse_groups`]);
+/// the next is made without groups. No segment bit is this one.
+pub const GROUPS_REFUSED: u32 = 1 << 31;
 
 fn flat_segments_of(base: &[u32; 6], read_end: &[u32; 6], write_end: &[u32; 6], stack32: bool) -> u32 {
     (0..6).fold(if stack32 { STACK32 } else { 0 }, |flat, s| {
@@ -539,6 +552,9 @@ pub struct Shape<'a> {
     /// The segments it may take as flat ([`flat_segments`]): flat when it
     /// is compiled, and not refused for it before.
     pub flat: u32,
+    /// It may check memory operands through one base register once for
+    /// all of them (not refused for it before).
+    pub groups: bool,
 }
 
 /// When to compile.
@@ -616,6 +632,11 @@ pub struct JitStats {
     /// Translations not entered because a segment they took as flat no
     /// longer was (each is made again without it).
     pub flat_refusals: u64,
+    /// Groups of memory operands compiled ([`Shape::groups`]), and
+    /// translations that left at one they could not check (each is made
+    /// again without groups).
+    pub groups: u64,
+    pub group_refusals: u64,
 }
 
 /// The compiler and its code cache.
@@ -744,6 +765,8 @@ impl Jit {
                 patch_hits: std::ptr::null_mut(),
                 patch_hits_waiting: 0,
                 io_stage: std::ptr::null_mut(),
+                group: 0,
+                refuse_groups: 0,
                 mem: MemEnv::empty(),
             }),
             jumps,
@@ -781,6 +804,19 @@ impl Jit {
             self.refused.push((slot as u32, not_flat));
         }
         not_flat == 0
+    }
+
+    /// Whether the last run of translations left before a group it could
+    /// not check: its block is then noted in `refused`, for the block cache
+    /// to compile again without groups.
+    pub fn take_group_refusal(&mut self) -> bool {
+        let slot = std::mem::take(&mut self.env.refuse_groups);
+        if slot == 0 {
+            return false;
+        }
+        self.stats.group_refusals += 1;
+        self.refused.push(((slot - 1) as u32, GROUPS_REFUSED));
+        true
     }
 
     /// The environment for the next run of a translation, its memory part
@@ -893,6 +929,7 @@ impl Jit {
             let at = self.cache.install(&out.bytes);
             debug_assert_eq!(at, addr);
             self.stats.compiled += 1;
+            self.stats.groups += u64::from(out.groups);
             self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;
             if let (Some(want), Some(first)) = (self.dump_eip, shape.insns.first()) {

@@ -567,6 +567,75 @@ fn memory_operands_of_a_hot_loop_run_inline() {
     }
 }
 
+// Memory operands through one base register are checked once as a group:
+// a group led by a store takes every member through the host address its
+// check found (with paging on and off), and the loads before it, one on
+// its own, the usual way.
+#[test]
+fn memory_operands_through_one_base_register_are_checked_once() {
+    // top: mov eax, [esi]; add [esi+8], eax; mov ecx, [esi+4];
+    //      mov [esi+12], ecx; inc dword [esi+16]; add eax, [esi+20];
+    //      dec ebp; jnz top; hlt
+    let code = [
+        0x8B, 0x06, 0x01, 0x46, 0x08, 0x8B, 0x4E, 0x04, 0x89, 0x4E, 0x0C, 0xFF, 0x46, 0x10, 0x03, 0x46, 0x14, 0x4D,
+        0x75, 0xEC, 0xF4,
+    ];
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 61, paging, |_| {});
+        assert!(
+            s.groups >= 1 && s.group_refusals == 0 && s.retired > 60_000 && s.stepped < 10,
+            "paging {paging}: {s:?}"
+        );
+        // The same operands across a page boundary: the group's check
+        // fails, the translation leaves before it and is made again
+        // without groups (as is the block that starts where it left).
+        let s = compiled_against_reference(&code, 61, paging, |m| m.cpu.state.regs[6] = DATA + 0x1000 - 12);
+        assert!(
+            (1..=2).contains(&s.group_refusals) && s.retired > 60_000 && s.stepped < 10,
+            "across pages, paging {paging}: {s:?}"
+        );
+    }
+}
+
+/// Paging on, with the page at DATA + 4 MiB mapped (through a second page
+/// table) to another page of RAM: its TLB entry is DATA's, so an access to
+/// one replaces the other's.
+fn a_page_that_takes_datas_tlb_entry(m: &mut Machine) {
+    const PAGE_TABLE_2: u32 = 0x2_2000;
+    page(m, false);
+    m.platform.mem.write(PAGE_DIR + 4, 4, PAGE_TABLE_2 | 3);
+    for p in 0..1024u32 {
+        m.platform
+            .mem
+            .write(PAGE_TABLE_2 + 4 * p, 4, (0x20_0000 + (p << 12)) | 3);
+    }
+    m.cpu.state.regs[7] = DATA + (4 << 20);
+}
+
+// A group whose first member's fill is refused (here it would replace the
+// TLB entry of the page another load just used) has that member stepped,
+// fills its slot and goes on with the rest of the group; a step between
+// members (the other load's, which replaces the group's TLB entry) makes
+// the translation leave after it and be made again without groups. Both
+// as on the reference, TLB and accessed bits included.
+#[test]
+fn groups_whose_tlb_entry_is_replaced_run_as_on_the_reference() {
+    // top: mov eax, [edi]; mov ebx, [esi]; add ebx, [esi+4]; dec ebp; jnz top; hlt
+    let before = [0x8B, 0x07, 0x8B, 0x1E, 0x03, 0x5E, 0x04, 0x4D, 0x75, 0xF7, 0xF4];
+    let s = compiled_against_reference(&before, 67, false, a_page_that_takes_datas_tlb_entry);
+    assert!(
+        s.groups >= 1 && s.group_refusals == 0 && s.retired > 40_000,
+        "the other load before the group: {s:?}"
+    );
+    // top: mov ebx, [esi]; mov eax, [edi]; add ebx, [esi+4]; dec ebp; jnz top; hlt
+    let between = [0x8B, 0x1E, 0x8B, 0x07, 0x03, 0x5E, 0x04, 0x4D, 0x75, 0xF7, 0xF4];
+    let s = compiled_against_reference(&between, 67, false, a_page_that_takes_datas_tlb_entry);
+    assert!(
+        s.groups >= 1 && s.group_refusals == 1 && s.retired > 40_000,
+        "the other load between members: {s:?}"
+    );
+}
+
 // CMOVcc from memory runs inline, taken or not (the operand is read
 // either way), at 32 and 16 bits.
 #[test]
