@@ -34,7 +34,7 @@ use crate::platform::Platform;
 /// Instructions per block at most.
 const MAX_BLOCK: usize = 32;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct BlockKey {
     phys: u32,
     eip: u32,
@@ -236,6 +236,8 @@ struct Block {
     flat_refused: u32,
     /// Its physical address (its key's).
     phys: u32,
+    /// Its key.
+    key: BlockKey,
     /// Its translation's chainable exits, and the block each is linked to.
     exits: Vec<(Exit, Option<BlockKey>)>,
     /// Translations linked to this one: their block and exit.
@@ -665,6 +667,7 @@ impl BlockCache {
             end,
             read: bytes[..read].into(),
             phys: key.phys,
+            key,
             ..Block::default()
         };
         let slot = match self.free.pop() {
@@ -862,6 +865,15 @@ impl BlockCache {
                 }
             }
             block.exits.clear();
+            // Translations linked to the old one (and the jump table) go
+            // back to returning until it is compiled again: else they would
+            // go on entering the refused code (a review found a group
+            // refused once a round this way).
+            let key = block.key;
+            for (from, exit) in std::mem::take(&mut block.incoming) {
+                self.unlink(from, exit, key);
+            }
+            self.jit.forget(key.eip, key.phys, jit::jump_mode(key.code32, key.view));
         }
     }
 

@@ -2071,8 +2071,15 @@ impl Emitter {
         let writes_flags = self.on_memory(&insn.op);
         debug_assert_eq!(writes_flags.is_some(), memory_op_writes_flags(&insn.op));
         self.pending += 1;
-        if let Some(logical) = writes_flags {
-            self.wrote_flags(logical);
+        match writes_flags {
+            Some(logical) => self.wrote_flags(logical),
+            // A first member that read the flags (CMOVcc, SETcc) loaded
+            // them into the host, which the way through its step does not:
+            // after it they are only where they were before (parked, or in
+            // `CpuState`), as the step leaves them (a review found the
+            // next reader taking the host's).
+            None if self.group_after_first.is_some() => self.flags.in_host = false,
+            None => {}
         }
         if let Some(after_first) = self.group_after_first.take() {
             asm!(self.ops; =>after_first);
