@@ -1336,22 +1336,31 @@ impl Emitter {
                 None => asm!(self.ops; jmp =>slow),
             }
         }
-        asm!(self.ops; =>at);
-        self.save_caller_saved();
         asm!(self.ops
-            ; mov rdi, r15
-            ; mov rsi, r14
+            ;=>at
             ; mov edx, r8d
-            ; mov ecx, i32::from(miss.size)
-            ; mov r8d, i32::from(miss.write)
-            ; call QWORD [r14 + ENV_FILL]
         );
-        self.restore_caller_saved();
+        self.call_fill(miss.size, miss.write);
         asm!(self.ops
             ; test eax, eax
             ; jnz =>retry
             ; jmp =>slow
         );
+    }
+
+    /// Calls `Env::fill` for an access of `size` bytes at the linear
+    /// address in EDX, keeping the cached registers; EAX says whether the
+    /// slot was made.
+    fn call_fill(&mut self, size: u8, write: bool) {
+        self.save_caller_saved();
+        asm!(self.ops
+            ; mov rdi, r15
+            ; mov rsi, r14
+            ; mov ecx, i32::from(size)
+            ; mov r8d, i32::from(write)
+            ; call QWORD [r14 + ENV_FILL]
+        );
+        self.restore_caller_saved();
     }
 
     /// The caching host registers a call may clobber, in use here.
@@ -2013,7 +2022,6 @@ impl Emitter {
     /// A group's miss: the fill the first member's own access would ask
     /// for (a group led by a load reads only); refused, to `fail`.
     fn group_fill(&mut self, g: MemGroup, fail: DynamicLabel) {
-        self.save_caller_saved();
         match self.reg32(g.base) {
             Loc::Host(h) => asm!(self.ops; lea edx, [Rq(h) + g.first_disp]),
             Loc::Slot(at) => asm!(self.ops
@@ -2021,14 +2029,7 @@ impl Emitter {
                 ; add edx, g.first_disp
             ),
         }
-        asm!(self.ops
-            ; mov rdi, r15
-            ; mov rsi, r14
-            ; mov ecx, i32::from(g.first_size)
-            ; mov r8d, i32::from(g.first_write)
-            ; call QWORD [r14 + ENV_FILL]
-        );
-        self.restore_caller_saved();
+        self.call_fill(g.first_size, g.first_write);
         asm!(self.ops
             ; test eax, eax
             ; jz =>fail
