@@ -402,33 +402,15 @@ fn find_group(insns: &[Insn], i: usize, flat: u32) -> Option<MemGroup> {
 }
 
 /// Whether `insn` may run between members of a group: host code with no
-/// step on its hot way, changing nothing but registers and flags, or a
+/// step on its hot way, touching no memory (`Op::touches_memory`; the
+/// branches in that list end their block, so none comes between), or a
 /// memory operand through the inline path (whose slow way checks the
 /// group again).
 fn between_group_members(insn: &Insn) -> bool {
-    if !insn.plain || system_op_of(insn).is_some() || !is_native(&insn.op) {
-        return false;
-    }
-    matches!(
-        insn.op,
-        Op::Nop
-            | Op::MovRR { .. }
-            | Op::MovRI { .. }
-            | Op::MovxRR { .. }
-            | Op::Lea { .. }
-            | Op::AluRR { .. }
-            | Op::AluRI { .. }
-            | Op::AluR { .. }
-            | Op::ShiftRI { .. }
-            | Op::ShiftRCl { .. }
-            | Op::ImulRR { .. }
-            | Op::ImulRRI { .. }
-            | Op::Setcc { .. }
-            | Op::Bswap { .. }
-            | Op::XchgRR { .. }
-            | Op::CmovRR { .. }
-            | Op::MulR { .. }
-    ) || memory_access(&insn.op).is_some()
+    insn.plain
+        && system_op_of(insn).is_none()
+        && is_native(&insn.op)
+        && (!insn.op.touches_memory() || memory_access(&insn.op).is_some())
 }
 
 /// Whether `on_memory` leaves the arithmetic flags `op` wrote in the host.
