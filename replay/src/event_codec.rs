@@ -4,20 +4,32 @@
 //! instructions, so the bytes per event bound how fast a recorder can go:
 //! the writer thread serializes and compresses every one. Field-by-field
 //! postcard spent most of that time copying varints one at a time and made
-//! 14 bytes of a port access; this encoding writes an access in about 7,
-//! whole, and leaves the rare events (patches, scans, traps) to postcard.
+//! 14 bytes of a port access; this encoding writes a new access in about 7
+//! and leaves the rare events (patches, scans, traps) to postcard.
+//!
+//! A loop's accesses repeat: the same port from the same instruction, the
+//! same number of instructions after the event before. Such an access is
+//! written as "again, as the event k back" in one byte, or in one byte and
+//! its value, which costs the writer a few compares instead of four
+//! varints.
 //!
 //! ```text
 //! batch := (varint first icount, event+)?     (empty: no events)
-//! event := varint icount delta, varint zigzag pc delta, tag, body
-//! tag   := 0x80 | mmio << 6 | write << 5 | size   -> varint addr, varint value (Io, size < 32)
-//!        | 1                                       -> vector byte (Interrupt)
-//!        | 0                                       -> postcard vm::events::Event (any other)
+//! event := tag, body
+//! tag   := 0x80 | mmio << 6 | write << 5 | size   -> head, varint addr, varint value (Io, size < 32)
+//!        | 0x10 | (k - 1), k = 1..=4              -> nothing: Io as the event k back
+//!        | 0x18 | (k - 1), k = 1..=4              -> varint value: Io as the event k back but the value
+//!        | 1                                       -> head, vector byte (Interrupt)
+//!        | 0                                       -> head, postcard vm::events::Event (any other)
+//! head  := varint icount delta, varint zigzag pc delta
 //! ```
 //! Deltas are from the previous event (the first icount's from the batch's
-//! first, the first pc's from 0), wrapping, so every batch encodes.
+//! first, the first pc's from 0), wrapping, so every batch encodes. "As
+//! the event k back" takes its icount delta, pc, tag and address: only an
+//! access of the same batch, with a tag of its own, can be repeated, so
+//! every batch decodes on its own.
 
-use vm::events::{Event, EventRecord, EventView};
+use vm::events::{Event, EventBatch, EventRecord, EventView};
 
 /// Events in one batch at most (what the recorder writes).
 pub const MAX_EVENTS: usize = 8192;
@@ -28,10 +40,18 @@ const TAG_IO: u8 = 0x80;
 const IO_MMIO: u8 = 0x40;
 const IO_WRITE: u8 = 0x20;
 const IO_SIZE: u8 = 0x1f;
-/// The most bytes of an event's fixed part: icount, pc, tag, addr, value.
-const MAX_FIXED_BYTES: usize = 10 + 5 + 1 + 5 + 5;
+/// "Again as the event k back" (k - 1 in the low bits), with the same
+/// value or with the value following.
+const TAG_AGAIN: u8 = 0x10;
+const TAG_AGAIN_VALUE: u8 = 0x18;
+const AGAIN_BACK: u8 = 0x03;
+/// How far back a repeat may refer: a loop's period in events.
+const HISTORY: usize = 4;
+/// The most bytes of an event's fixed part: tag, icount, pc, addr, value.
+const MAX_FIXED_BYTES: usize = 1 + 10 + 5 + 5 + 5;
 
 /// Appends `v` as LEB128 at `buf[at..]`; returns the new end.
+#[inline(always)]
 fn put_varint(buf: &mut [u8; MAX_FIXED_BYTES], mut at: usize, mut v: u64) -> usize {
     while v >= 0x80 {
         buf[at] = v as u8 | 0x80;
@@ -50,22 +70,63 @@ fn unzigzag(z: u32) -> i32 {
     (z >> 1) as i32 ^ -((z & 1) as i32)
 }
 
-/// Encodes events one at a time, as the recorder logs them: a few bytes
-/// per event written once, instead of a whole record kept for later.
-#[derive(Debug, Default)]
+fn io_tag(addr_size_mmio_write: (u32, u8, bool, bool)) -> u8 {
+    let (_, size, mmio, write) = addr_size_mmio_write;
+    TAG_IO | if mmio { IO_MMIO } else { 0 } | if write { IO_WRITE } else { 0 } | size
+}
+
+/// An event's fixed part, written into the room at the buffer's end.
+#[inline(always)]
+fn fixed_part(buf: &mut [u8], at: usize) -> &mut [u8; MAX_FIXED_BYTES] {
+    match buf
+        .get_mut(at..at + MAX_FIXED_BYTES)
+        .map(<&mut [u8; MAX_FIXED_BYTES]>::try_from)
+    {
+        Some(Ok(part)) => part,
+        _ => unreachable!("the encoder keeps MAX_FIXED_BYTES of room"),
+    }
+}
+
+/// Encodes the guest's event batches into frames' batches: a few bytes per
+/// event written once, instead of a whole record kept for later.
+///
+/// The writer thread encodes every event a guest logs, and a port loop
+/// logs one every few nanoseconds, so [`Encoder::push_from`] reads the
+/// guest's entries field by field in one loop with its state in locals,
+/// the entries themselves serving as the history a repeat is found in,
+/// and writes into a buffer that always has room. (Through `&mut self`, a
+/// `Vec` and an event view per event, it cost the writer 2.7 times as
+/// much, and the recording waited for it.)
+#[derive(Debug)]
 pub struct Encoder {
-    out: Vec<u8>,
+    /// Its first `used` bytes are the batch; the rest is room, grown
+    /// ahead of need so that an event's fixed part never checks for it.
+    buf: Vec<u8>,
+    used: usize,
     count: usize,
     first: u64,
     icount: u64,
     pc: u32,
+    /// The repeat distance that last matched, tried first.
+    period: usize,
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder::with_capacity(0)
+    }
 }
 
 impl Encoder {
     pub fn with_capacity(bytes: usize) -> Encoder {
         Encoder {
-            out: Vec::with_capacity(bytes),
-            ..Encoder::default()
+            buf: vec![0; bytes.max(2 * MAX_FIXED_BYTES)],
+            used: 0,
+            count: 0,
+            first: 0,
+            icount: 0,
+            pc: 0,
+            period: 1,
         }
     }
 
@@ -82,107 +143,159 @@ impl Encoder {
         (self.count > 0).then_some(self.first)
     }
 
-    /// Appends an event's fixed part, written by `fill` straight into the
-    /// buffer (bytes built elsewhere and copied in stall on store
-    /// forwarding, or call memmove for a few bytes); `fill` returns its
-    /// length.
-    #[inline]
-    fn put(&mut self, fill: impl FnOnce(&mut [u8; MAX_FIXED_BYTES]) -> usize) {
-        let len = self.out.len();
-        self.out.resize(len + MAX_FIXED_BYTES, 0);
-        let n = match <&mut [u8; MAX_FIXED_BYTES]>::try_from(&mut self.out[len..]) {
-            Ok(buf) => fill(buf),
-            Err(_) => unreachable!("resized by MAX_FIXED_BYTES just above"),
+    /// Grows the room to `MAX_FIXED_BYTES` at least past `used`.
+    #[cold]
+    fn grow(&mut self) {
+        let n = (self.buf.len() * 2).max(self.used + 2 * MAX_FIXED_BYTES);
+        self.buf.resize(n, 0);
+    }
+
+    /// Appends the events of `batch` from its entry `*at` on until this
+    /// batch holds [`MAX_EVENTS`] or `batch` ends, and moves `*at` past
+    /// them; returns whether this batch is full (the writer then ends its
+    /// frame and calls again for the rest).
+    pub fn push_from(&mut self, batch: &EventBatch, at: &mut usize) -> bool {
+        self.fill(batch, at, MAX_EVENTS)
+    }
+
+    fn fill(&mut self, batch: &EventBatch, at: &mut usize, limit: usize) -> bool {
+        let start = *at;
+        let end = batch.len().min(start.saturating_add(limit.saturating_sub(self.count)));
+        let Some(entries) = batch.entries().get(..end) else {
+            return self.count >= limit;
         };
-        self.out.truncate(len + n);
-    }
-
-    pub fn push(&mut self, e: &EventRecord) {
-        self.push_view(e.icount, e.pc, EventView::of(&e.event));
-    }
-
-    /// Appends one event of a batch. Inline: the writer thread's loop over
-    /// a batch spent a fifth of its time calling it.
-    #[inline]
-    pub fn push_view(&mut self, icount: u64, pc: u32, view: EventView<'_>) {
-        if self.count == 0 {
-            self.put(|buf| put_varint(buf, 0, icount));
-            self.first = icount;
-            self.icount = icount;
+        if start < end && self.count == 0 {
+            let first = entries[start].icount();
+            self.used = put_varint(fixed_part(&mut self.buf, 0), 0, first);
+            self.first = first;
+            self.icount = first;
             self.pc = 0;
         }
-        self.count += 1;
-        let icount_delta = icount.wrapping_sub(self.icount);
-        let pc_delta = u64::from(zigzag(pc.wrapping_sub(self.pc) as i32));
-        self.icount = icount;
-        self.pc = pc;
-        let head = |buf: &mut [u8; MAX_FIXED_BYTES]| {
-            let n = put_varint(buf, 0, icount_delta);
-            put_varint(buf, n, pc_delta)
-        };
-        let wide_io;
-        let other = match view {
-            EventView::Io(a) if a.size <= IO_SIZE => {
-                return self.put(|buf| {
-                    let n = head(buf);
-                    buf[n] = TAG_IO | if a.mmio { IO_MMIO } else { 0 } | if a.write { IO_WRITE } else { 0 } | a.size;
-                    let n = put_varint(buf, n + 1, u64::from(a.addr));
-                    put_varint(buf, n, u64::from(a.value))
-                })
+        if self.used + MAX_FIXED_BYTES > self.buf.len() {
+            self.grow();
+        }
+        let mut len = self.used;
+        let mut last_icount = self.icount;
+        let mut period = self.period;
+        // A repeat looks back at entries of this call only (from `start`),
+        // all of them events of this batch; their icount deltas by index.
+        let mut deltas = [0u64; HISTORY];
+        for i in start..end {
+            let e = &entries[i];
+            let icount_delta = e.icount().wrapping_sub(last_icount);
+            last_icount = e.icount();
+            // The pc before, only a full event needs.
+            let last_pc = || if i > start { entries[i - 1].pc() } else { self.pc };
+            let again =
+                |k: usize| k <= i - start && entries[i - k].same_access(e) && deltas[(i - k) % HISTORY] == icount_delta;
+            match e.access() {
+                Some(access) if access.1 <= IO_SIZE => {
+                    let k = if again(period) {
+                        period
+                    } else {
+                        (1..=HISTORY).find(|&k| again(k)).unwrap_or(0)
+                    };
+                    let out = fixed_part(&mut self.buf, len);
+                    len += if k == 0 {
+                        out[0] = io_tag(access);
+                        let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
+                        let n = put_varint(out, 1, icount_delta);
+                        let n = put_varint(out, n, u64::from(pc_delta));
+                        let n = put_varint(out, n, u64::from(access.0));
+                        put_varint(out, n, u64::from(e.value()))
+                    } else {
+                        period = k;
+                        if entries[i - k].value() == e.value() {
+                            out[0] = TAG_AGAIN | (k - 1) as u8;
+                            1
+                        } else {
+                            out[0] = TAG_AGAIN_VALUE | (k - 1) as u8;
+                            put_varint(out, 1, u64::from(e.value()))
+                        }
+                    };
+                }
+                _ => {
+                    let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
+                    len = match batch.view(e) {
+                        EventView::Interrupt(vector) => {
+                            let out = fixed_part(&mut self.buf, len);
+                            out[0] = TAG_INTERRUPT;
+                            let n = put_varint(out, 1, icount_delta);
+                            let n = put_varint(out, n, u64::from(pc_delta));
+                            out[n] = vector;
+                            len + n + 1
+                        }
+                        EventView::Io(a) => self.put_other(len, icount_delta, pc_delta, &Event::from(a)),
+                        EventView::Other(other) => self.put_other(len, icount_delta, pc_delta, other),
+                    };
+                }
             }
-            EventView::Interrupt(vector) => {
-                return self.put(|buf| {
-                    let n = head(buf);
-                    buf[n] = TAG_INTERRUPT;
-                    buf[n + 1] = vector;
-                    n + 2
-                })
+            deltas[i % HISTORY] = icount_delta;
+            if len + MAX_FIXED_BYTES > self.buf.len() {
+                self.used = len;
+                self.grow();
             }
-            EventView::Io(a) => {
-                wide_io = Event::from(a);
-                &wide_io
-            }
-            EventView::Other(other) => other,
-        };
-        self.put(|buf| {
-            let n = head(buf);
-            buf[n] = TAG_EVENT;
-            n + 1
-        });
-        // Writing to a Vec cannot fail; an Event always serializes.
-        let out = std::mem::take(&mut self.out);
-        self.out = match postcard::to_extend(other, out) {
-            Ok(out) => out,
-            Err(_) => unreachable!("postcard writes any Event to a Vec"),
-        };
+        }
+        if end > start {
+            self.pc = entries[end - 1].pc();
+        }
+        *at = end.max(start);
+        self.used = len;
+        self.count += end.saturating_sub(start);
+        self.icount = last_icount;
+        self.period = period;
+        self.count >= limit
     }
 
-    /// The encoded batch; the encoder starts a new one in a new buffer of
-    /// the same capacity.
+    /// Writes an event that is not a frequent one at `at`, with postcard;
+    /// returns the new end.
+    #[cold]
+    #[inline(never)]
+    fn put_other(&mut self, at: usize, icount_delta: u64, pc_delta: u32, other: &Event) -> usize {
+        let out = fixed_part(&mut self.buf, at);
+        out[0] = TAG_EVENT;
+        let n = put_varint(out, 1, icount_delta);
+        let n = put_varint(out, n, u64::from(pc_delta));
+        let at = at + n;
+        loop {
+            let room = self.buf.len() - at;
+            match postcard::to_slice(other, &mut self.buf[at..]) {
+                Ok(written) => return at + written.len(),
+                // Too little room: grow it and write again.
+                Err(postcard::Error::SerializeBufferFull) => self.buf.resize(2 * self.buf.len() + room, 0),
+                Err(_) => unreachable!("postcard writes any Event"),
+            }
+        }
+    }
+
+    /// The encoded batch; the encoder starts a new one.
     pub fn take(&mut self) -> Vec<u8> {
-        self.count = 0;
-        let capacity = self.out.capacity();
-        std::mem::replace(&mut self.out, Vec::with_capacity(capacity))
+        let bytes = self.bytes().to_vec();
+        self.clear();
+        bytes
     }
 
     /// The batch encoded so far.
     pub fn bytes(&self) -> &[u8] {
-        &self.out
+        &self.buf[..self.used]
     }
 
     /// Starts a new batch in the same buffer.
     pub fn clear(&mut self) {
-        self.out.clear();
+        self.used = 0;
         self.count = 0;
     }
 }
 
-/// Encodes `events` as an event frame's batch.
+/// Encodes `events` as one event frame's batch, however many (a reader
+/// refuses more than [`MAX_EVENTS`]: tests build such batches).
 pub fn encode(events: &[EventRecord]) -> Vec<u8> {
-    let mut encoder = Encoder::with_capacity(events.len() * 8 + 16);
+    let mut batch = EventBatch::with_capacity(events.len());
     for e in events {
-        encoder.push(e);
+        batch.push(e.icount, e.pc, e.event.clone());
     }
+    let mut encoder = Encoder::with_capacity(events.len() * 8 + 16);
+    encoder.fill(&batch, &mut 0, usize::MAX);
     encoder.take()
 }
 
@@ -197,6 +310,8 @@ pub enum DecodeError {
     TooMany,
     #[error("unknown event tag {tag:#x} at byte {at}")]
     Tag { tag: u8, at: usize },
+    #[error("the repeat at byte {at} names the event {back} back, which is not a device access of this batch")]
+    Again { at: usize, back: usize },
     #[error("event at byte {at} does not decode")]
     Event {
         at: usize,
@@ -242,6 +357,17 @@ impl Cursor<'_> {
     }
 }
 
+/// What a repeat takes from the event it names: all but, perhaps, the
+/// value. `tag` is 0 for an event that cannot be repeated.
+#[derive(Clone, Copy, Debug, Default)]
+struct Shape {
+    icount_delta: u64,
+    pc: u32,
+    tag: u8,
+    addr: u32,
+    value: u32,
+}
+
 /// Decodes an event frame's batch.
 pub fn decode(bytes: &[u8]) -> Result<Vec<EventRecord>, DecodeError> {
     let mut c = Cursor { bytes, at: 0 };
@@ -251,32 +377,66 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<EventRecord>, DecodeError> {
     }
     let mut icount = c.varint(64)?;
     let mut pc = 0u32;
+    // The last HISTORY events' shapes, by index; tag 0 before the first.
+    let mut shapes = [Shape::default(); HISTORY];
     while c.at < bytes.len() {
         if events.len() == MAX_EVENTS {
             return Err(DecodeError::TooMany);
         }
-        icount = icount.wrapping_add(c.varint(64)?);
-        pc = pc.wrapping_add(unzigzag(c.varint_u32()?) as u32);
         let at = c.at;
         let tag = c.byte()?;
-        let event = if tag & TAG_IO != 0 {
+        let repeat = tag & !(AGAIN_BACK | (TAG_AGAIN ^ TAG_AGAIN_VALUE)) == TAG_AGAIN;
+        if !(repeat || tag & TAG_IO != 0 || tag == TAG_INTERRUPT || tag == TAG_EVENT) {
+            return Err(DecodeError::Tag { tag, at });
+        }
+        let shape = if repeat {
+            let back = usize::from(tag & AGAIN_BACK) + 1;
+            let mut shape = match events.len().checked_sub(back) {
+                Some(j) => shapes[j % HISTORY],
+                None => Shape::default(),
+            };
+            if shape.tag & TAG_IO == 0 {
+                return Err(DecodeError::Again { at, back });
+            }
+            if tag & !AGAIN_BACK == TAG_AGAIN_VALUE {
+                shape.value = c.varint_u32()?;
+            }
+            shape
+        } else {
+            let icount_delta = c.varint(64)?;
+            let pc_delta = unzigzag(c.varint_u32()?);
+            let (addr, value) = if tag & TAG_IO != 0 {
+                (c.varint_u32()?, c.varint_u32()?)
+            } else {
+                (0, 0)
+            };
+            Shape {
+                icount_delta,
+                pc: pc.wrapping_add(pc_delta as u32),
+                tag: if tag & TAG_IO != 0 { tag } else { 0 },
+                addr,
+                value,
+            }
+        };
+        icount = icount.wrapping_add(shape.icount_delta);
+        pc = shape.pc;
+        let event = if shape.tag & TAG_IO != 0 {
             Event::Io {
-                mmio: tag & IO_MMIO != 0,
-                write: tag & IO_WRITE != 0,
-                size: tag & IO_SIZE,
-                addr: c.varint_u32()?,
-                value: c.varint_u32()?,
+                mmio: shape.tag & IO_MMIO != 0,
+                write: shape.tag & IO_WRITE != 0,
+                size: shape.tag & IO_SIZE,
+                addr: shape.addr,
+                value: shape.value,
             }
         } else if tag == TAG_INTERRUPT {
             Event::Interrupt { vector: c.byte()? }
-        } else if tag == TAG_EVENT {
+        } else {
             let (event, rest) = postcard::take_from_bytes::<Event>(&bytes[c.at..])
                 .map_err(|source| DecodeError::Event { at, source })?;
             c.at = bytes.len() - rest.len();
             event
-        } else {
-            return Err(DecodeError::Tag { tag, at });
         };
+        shapes[events.len() % HISTORY] = shape;
         events.push(EventRecord { icount, pc, event });
     }
     if events.is_empty() {
@@ -401,10 +561,208 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(decode(&long), Err(DecodeError::Truncated(_))));
-        // An overlong varint in a 32-bit field (the pc delta).
+        // An overlong varint in a 32-bit field (an access's pc delta).
         assert!(matches!(
-            decode(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x80, 0, 0]),
+            decode(&[1, TAG_IO | 1, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x80, 0, 0]),
             Err(DecodeError::Overlong(_))
         ));
+    }
+
+    fn io(icount: u64, pc: u32, addr: u32, value: u32, write: bool) -> EventRecord {
+        EventRecord {
+            icount,
+            pc,
+            event: Event::Io {
+                addr,
+                mmio: false,
+                size: 1,
+                value,
+                write,
+            },
+        }
+    }
+
+    /// A port loop of `period` accesses an iteration, `iterations` times;
+    /// the first access's value changes every iteration.
+    fn port_loop(period: u32, iterations: u32) -> Vec<EventRecord> {
+        (0..iterations)
+            .flat_map(|i| {
+                (0..period).map(move |p| {
+                    let icount = 1_000 + u64::from(i) * 40 + u64::from(p) * 7;
+                    let value = if p == 0 { i & 0xff } else { 0xff - p };
+                    io(icount, 0xc010_0000 + p * 16, 0x70 + p, value, p == 0)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_loops_accesses_take_a_byte_or_two() {
+        for period in 1..=HISTORY as u32 {
+            let events = port_loop(period, 1000);
+            let bytes = encode(&events);
+            assert_eq!(decode(&bytes).expect("decodes"), events, "period {period}");
+            // The first access of an iteration: a byte and its value (two
+            // bytes past 127); the others a byte.
+            let most = 10 * HISTORY + events.len() + 1000 * 2;
+            assert!(
+                bytes.len() <= most,
+                "period {period}: {} bytes for {}",
+                bytes.len(),
+                events.len()
+            );
+        }
+        // Farther apart than the history reaches: each access whole.
+        let events = port_loop(HISTORY as u32 + 1, 200);
+        let bytes = encode(&events);
+        assert_eq!(decode(&bytes).expect("decodes"), events);
+        assert!(bytes.len() >= events.len() * 5, "{} bytes", bytes.len());
+    }
+
+    fn first_of_three(icount: u64) -> EventRecord {
+        io(icount, 0x1000, 0x80, 1, true)
+    }
+
+    #[test]
+    fn a_repeat_is_of_an_access_with_all_but_its_value_the_same() {
+        let base = io(100, 0x1000, 0x80, 1, true);
+        let variants = [
+            io(110, 0x1000, 0x80, 1, true),  // another icount delta
+            io(105, 0x1004, 0x80, 1, true),  // another pc
+            io(105, 0x1000, 0x81, 1, true),  // another port
+            io(105, 0x1000, 0x80, 1, false), // a read
+            io(105, 0x1000, 0x80, 2, true),  // another value only
+            EventRecord {
+                icount: 105,
+                pc: 0x1000,
+                event: Event::Io {
+                    addr: 0x80,
+                    mmio: true,
+                    size: 1,
+                    value: 1,
+                    write: true,
+                },
+            },
+        ];
+        for v in variants {
+            // The variant comes 5 after the base as the base came 5 after
+            // its own predecessor.
+            let first = io(95, 0x1000, 0x80, 1, true);
+            let events = vec![first, base.clone(), v.clone()];
+            let bytes = encode(&events);
+            assert_eq!(decode(&bytes).expect("decodes"), events, "{v:?}");
+        }
+        // The same again is one byte.
+        let events = vec![first_of_three(95), first_of_three(100), first_of_three(105)];
+        let two = encode(&events[..2]).len();
+        assert_eq!(encode(&events).len(), two + 1);
+        assert_eq!(decode(&encode(&events)).expect("decodes"), events);
+    }
+
+    #[test]
+    fn a_repeat_names_an_access_of_its_own_batch() {
+        // A repeat first in a batch: nothing before it.
+        assert!(matches!(
+            decode(&[5, TAG_AGAIN]),
+            Err(DecodeError::Again { at: 1, back: 1 })
+        ));
+        // Two back when only one event came before.
+        let mut bytes = encode(&[io(5, 0x10, 0x80, 0, true)]);
+        bytes.push(TAG_AGAIN | 1);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Again { back: 2, .. })));
+        // An interrupt is not an access.
+        let mut bytes = encode(&[EventRecord {
+            icount: 5,
+            pc: 0x10,
+            event: Event::Interrupt { vector: 0x20 },
+        }]);
+        bytes.push(TAG_AGAIN_VALUE);
+        bytes.push(3);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Again { back: 1, .. })));
+        // Nor is an access too wide for a tag (written as any other event).
+        let wide = sample()[4].clone();
+        assert!(matches!(wide.event, Event::Io { size: 32, .. }));
+        let mut bytes = encode(&[wide]);
+        bytes.push(TAG_AGAIN);
+        assert!(matches!(decode(&bytes), Err(DecodeError::Again { back: 1, .. })));
+        let mut bytes = encode(&[io(8, 5, 0x10, 1, false)]);
+        // The tags between the repeats' and above are unknown.
+        for tag in [2u8, 0x0f, 0x14, 0x17, 0x1c, 0x7f] {
+            bytes.truncate(encode(&[io(8, 5, 0x10, 1, false)]).len());
+            bytes.push(tag);
+            assert!(matches!(decode(&bytes), Err(DecodeError::Tag { .. })), "tag {tag:#x}");
+        }
+    }
+
+    /// A small deterministic generator (no crate needed for a test).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    #[test]
+    fn random_streams_round_trip_across_frames() {
+        for seed in 0..200 {
+            let mut rng = Lcg(seed);
+            let mut events = Vec::new();
+            let mut icount = rng.next();
+            let sites: Vec<(u32, u32, bool)> = (0..6)
+                .map(|_| (rng.next() as u32, rng.next() as u32 % 0x400, rng.next() % 2 == 0))
+                .collect();
+            let n = if seed % 10 == 0 { MAX_EVENTS + 500 } else { 300 };
+            for _ in 0..n {
+                icount = icount.wrapping_add([0, 1, 5, 5, 5, 1 << 40][rng.next() as usize % 6]);
+                let (pc, port, write) = sites[rng.next() as usize % sites.len()];
+                let event = match rng.next() % 20 {
+                    0 => Event::Interrupt {
+                        vector: rng.next() as u8,
+                    },
+                    1 => Event::Trap {
+                        reason: ExitReason::Fault(13),
+                    },
+                    _ => Event::Io {
+                        addr: port,
+                        mmio: false,
+                        size: 1,
+                        value: [0xff, rng.next() as u32 & 0xff, rng.next() as u32][rng.next() as usize % 3],
+                        write,
+                    },
+                };
+                events.push(EventRecord { icount, pc, event });
+            }
+            // As the writer encodes: frames of at most MAX_EVENTS.
+            // The guest's batches, cut at random places.
+            let mut batches = vec![EventBatch::default()];
+            for e in &events {
+                if rng.next() % 500 == 0 {
+                    batches.push(EventBatch::default());
+                }
+                if let Some(b) = batches.last_mut() {
+                    b.push(e.icount, e.pc, e.event.clone());
+                }
+            }
+            let mut encoder = Encoder::with_capacity(16);
+            let mut frames = Vec::new();
+            for batch in &batches {
+                let mut at = 0;
+                while encoder.push_from(batch, &mut at) {
+                    frames.push(encoder.take());
+                }
+                assert_eq!(at, batch.len());
+            }
+            if !encoder.is_empty() {
+                frames.push(encoder.take());
+            }
+            let decoded: Vec<EventRecord> = frames.iter().flat_map(|f| decode(f).expect("decodes")).collect();
+            assert_eq!(decoded, events, "seed {seed}");
+            assert_eq!(frames.len(), events.len().div_ceil(MAX_EVENTS), "seed {seed}");
+        }
     }
 }

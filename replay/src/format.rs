@@ -8,7 +8,7 @@ use crate::error::TraceError;
 
 pub const FILE_MAGIC: &[u8; 8] = b"RINGBACK";
 /// Bumped on any change to the layout or to a frame's contents.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 pub const PREAMBLE_LEN: usize = 16;
 
 pub const FRAME_MAGIC: &[u8; 4] = b"RBFR";

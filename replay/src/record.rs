@@ -172,11 +172,9 @@ impl WriterThread {
                     let _ = ack.send(());
                 }
                 Job::Events(mut batch) => {
-                    for (icount, pc, view) in batch.iter() {
-                        self.events.push_view(icount, pc, view);
-                        if self.events.len() >= EVENT_BATCH {
-                            self.end_events()?;
-                        }
+                    let mut at = 0;
+                    while self.events.push_from(&batch, &mut at) {
+                        self.end_events()?;
                     }
                     batch.clear();
                     if let Ok(mut spare) = self.spare.lock() {

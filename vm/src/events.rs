@@ -329,6 +329,47 @@ pub struct Entry {
     flags: u8,
 }
 
+impl Entry {
+    #[inline]
+    pub fn icount(&self) -> u64 {
+        self.icount
+    }
+
+    #[inline]
+    pub fn pc(&self) -> u32 {
+        self.pc
+    }
+
+    /// A device access's value (what [`EventBatch::view`] gives).
+    #[inline]
+    pub fn value(&self) -> u32 {
+        self.value
+    }
+
+    /// A device access's address, size, and whether it is MMIO and a
+    /// write, when the entry is one.
+    #[inline]
+    pub fn access(&self) -> Option<(u32, u8, bool, bool)> {
+        (self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0).then_some((
+            self.addr,
+            self.size,
+            self.flags & ENTRY_MMIO != 0,
+            self.flags & ENTRY_WRITE != 0,
+        ))
+    }
+
+    /// Whether both are device accesses from the same pc to the same
+    /// address, of the same size, direction and kind (the values aside).
+    #[inline]
+    pub fn same_access(&self, other: &Entry) -> bool {
+        self.pc == other.pc
+            && self.addr == other.addr
+            && self.size == other.size
+            && self.flags == other.flags
+            && self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0
+    }
+}
+
 const ENTRY_MMIO: u8 = 1;
 /// The flag of a write in an entry.
 pub const ENTRY_WRITE: u8 = 2;
@@ -413,25 +454,34 @@ impl EventBatch {
 
     /// Each event's icount, pc and event, in order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u32, EventView<'_>)> + '_ {
-        self.entries.iter().map(|e| {
-            let view = if e.flags & ENTRY_OTHER != 0 {
-                match self.others.get(e.addr as usize) {
-                    Some(event) => EventView::Other(event),
-                    None => unreachable!("an Other entry indexes the event pushed with it"),
-                }
-            } else if e.flags & ENTRY_INTERRUPT != 0 {
-                EventView::Interrupt(e.value as u8)
-            } else {
-                EventView::Io(IoAccess {
-                    addr: e.addr,
-                    mmio: e.flags & ENTRY_MMIO != 0,
-                    size: e.size,
-                    value: e.value,
-                    write: e.flags & ENTRY_WRITE != 0,
-                })
-            };
-            (e.icount, e.pc, view)
-        })
+        self.entries.iter().map(|e| (e.icount, e.pc, self.view(e)))
+    }
+
+    /// The entries themselves, for a reader that takes the frequent events
+    /// from them field by field (the trace writer's encoder).
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The event `e`, an entry of this batch, holds.
+    #[inline]
+    pub fn view(&self, e: &Entry) -> EventView<'_> {
+        if e.flags & ENTRY_OTHER != 0 {
+            match self.others.get(e.addr as usize) {
+                Some(event) => EventView::Other(event),
+                None => unreachable!("an Other entry indexes the event pushed with it"),
+            }
+        } else if e.flags & ENTRY_INTERRUPT != 0 {
+            EventView::Interrupt(e.value as u8)
+        } else {
+            EventView::Io(IoAccess {
+                addr: e.addr,
+                mmio: e.flags & ENTRY_MMIO != 0,
+                size: e.size,
+                value: e.value,
+                write: e.flags & ENTRY_WRITE != 0,
+            })
+        }
     }
 
     /// The events as records.
