@@ -29,7 +29,7 @@
 //! access of the same batch, with a tag of its own, can be repeated, so
 //! every batch decodes on its own.
 
-use vm::events::{Event, EventBatch, EventRecord, EventView};
+use vm::events::{Event, EventBatch, EventRecord, EventView, IoAccess};
 
 /// Events in one batch at most (what the recorder writes).
 pub const MAX_EVENTS: usize = 8192;
@@ -47,6 +47,7 @@ const TAG_AGAIN_VALUE: u8 = 0x18;
 const AGAIN_BACK: u8 = 0x03;
 /// How far back a repeat may refer: a loop's period in events.
 const HISTORY: usize = 4;
+const _: () = assert!(HISTORY == AGAIN_BACK as usize + 1);
 /// The most bytes of an event's fixed part: tag, icount, pc, addr, value.
 const MAX_FIXED_BYTES: usize = 1 + 10 + 5 + 5 + 5;
 
@@ -70,9 +71,8 @@ fn unzigzag(z: u32) -> i32 {
     (z >> 1) as i32 ^ -((z & 1) as i32)
 }
 
-fn io_tag(addr_size_mmio_write: (u32, u8, bool, bool)) -> u8 {
-    let (_, size, mmio, write) = addr_size_mmio_write;
-    TAG_IO | if mmio { IO_MMIO } else { 0 } | if write { IO_WRITE } else { 0 } | size
+fn io_tag(a: &IoAccess) -> u8 {
+    TAG_IO | if a.mmio { IO_MMIO } else { 0 } | if a.write { IO_WRITE } else { 0 } | a.size
 }
 
 /// An event's fixed part, written into the room at the buffer's end.
@@ -120,7 +120,7 @@ impl Default for Encoder {
 impl Encoder {
     pub fn with_capacity(bytes: usize) -> Encoder {
         Encoder {
-            buf: vec![0; bytes.max(2 * MAX_FIXED_BYTES)],
+            buf: vec![0; bytes],
             used: 0,
             count: 0,
             first: 0,
@@ -143,7 +143,9 @@ impl Encoder {
         (self.count > 0).then_some(self.first)
     }
 
-    /// Grows the room to `MAX_FIXED_BYTES` at least past `used`.
+    /// Grows the room to `2 * MAX_FIXED_BYTES` at least past `used`. It
+    /// never shrinks: the recorder's frames are alike, and one that needed
+    /// more room (a long event) is followed by others.
     #[cold]
     fn grow(&mut self) {
         let n = (self.buf.len() * 2).max(self.used + 2 * MAX_FIXED_BYTES);
@@ -158,21 +160,24 @@ impl Encoder {
         self.fill(batch, at, MAX_EVENTS)
     }
 
+    /// [`Encoder::push_from`] up to `limit` events in this batch instead
+    /// of [`MAX_EVENTS`].
     fn fill(&mut self, batch: &EventBatch, at: &mut usize, limit: usize) -> bool {
         let start = *at;
         let end = batch.len().min(start.saturating_add(limit.saturating_sub(self.count)));
-        let Some(entries) = batch.entries().get(..end) else {
+        if start >= end {
             return self.count >= limit;
-        };
-        if start < end && self.count == 0 {
+        }
+        let entries = &batch.entries()[..end];
+        if self.used + 2 * MAX_FIXED_BYTES > self.buf.len() {
+            self.grow();
+        }
+        if self.count == 0 {
             let first = entries[start].icount();
             self.used = put_varint(fixed_part(&mut self.buf, 0), 0, first);
             self.first = first;
             self.icount = first;
             self.pc = 0;
-        }
-        if self.used + MAX_FIXED_BYTES > self.buf.len() {
-            self.grow();
         }
         let mut len = self.used;
         let mut last_icount = self.icount;
@@ -189,7 +194,7 @@ impl Encoder {
             let again =
                 |k: usize| k <= i - start && entries[i - k].same_access(e) && deltas[(i - k) % HISTORY] == icount_delta;
             match e.access() {
-                Some(access) if access.1 <= IO_SIZE => {
+                Some(access) if access.size <= IO_SIZE => {
                     let k = if again(period) {
                         period
                     } else {
@@ -197,12 +202,12 @@ impl Encoder {
                     };
                     let out = fixed_part(&mut self.buf, len);
                     len += if k == 0 {
-                        out[0] = io_tag(access);
+                        out[0] = io_tag(&access);
                         let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
                         let n = put_varint(out, 1, icount_delta);
                         let n = put_varint(out, n, u64::from(pc_delta));
-                        let n = put_varint(out, n, u64::from(access.0));
-                        put_varint(out, n, u64::from(e.value()))
+                        let n = put_varint(out, n, u64::from(access.addr));
+                        put_varint(out, n, u64::from(access.value))
                     } else {
                         period = k;
                         if entries[i - k].value() == e.value() {
@@ -236,12 +241,10 @@ impl Encoder {
                 self.grow();
             }
         }
-        if end > start {
-            self.pc = entries[end - 1].pc();
-        }
-        *at = end.max(start);
+        self.pc = entries[end - 1].pc();
+        *at = end;
         self.used = len;
-        self.count += end.saturating_sub(start);
+        self.count += end - start;
         self.icount = last_icount;
         self.period = period;
         self.count >= limit
@@ -261,7 +264,7 @@ impl Encoder {
             let room = self.buf.len() - at;
             match postcard::to_slice(other, &mut self.buf[at..]) {
                 Ok(written) => return at + written.len(),
-                // Too little room: grow it and write again.
+                // Too little room: grow it (strictly) and write again.
                 Err(postcard::Error::SerializeBufferFull) => self.buf.resize(2 * self.buf.len() + room, 0),
                 Err(_) => unreachable!("postcard writes any Event"),
             }
@@ -385,7 +388,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<EventRecord>, DecodeError> {
         }
         let at = c.at;
         let tag = c.byte()?;
-        let repeat = tag & !(AGAIN_BACK | (TAG_AGAIN ^ TAG_AGAIN_VALUE)) == TAG_AGAIN;
+        let repeat = matches!(tag & !AGAIN_BACK, TAG_AGAIN | TAG_AGAIN_VALUE);
         if !(repeat || tag & TAG_IO != 0 || tag == TAG_INTERRUPT || tag == TAG_EVENT) {
             return Err(DecodeError::Tag { tag, at });
         }
@@ -619,7 +622,7 @@ mod tests {
         assert!(bytes.len() >= events.len() * 5, "{} bytes", bytes.len());
     }
 
-    fn first_of_three(icount: u64) -> EventRecord {
+    fn port_0x80_at(icount: u64) -> EventRecord {
         io(icount, 0x1000, 0x80, 1, true)
     }
 
@@ -653,7 +656,7 @@ mod tests {
             assert_eq!(decode(&bytes).expect("decodes"), events, "{v:?}");
         }
         // The same again is one byte.
-        let events = vec![first_of_three(95), first_of_three(100), first_of_three(105)];
+        let events = vec![port_0x80_at(95), port_0x80_at(100), port_0x80_at(105)];
         let two = encode(&events[..2]).len();
         assert_eq!(encode(&events).len(), two + 1);
         assert_eq!(decode(&encode(&events)).expect("decodes"), events);
@@ -737,7 +740,6 @@ mod tests {
                 };
                 events.push(EventRecord { icount, pc, event });
             }
-            // As the writer encodes: frames of at most MAX_EVENTS.
             // The guest's batches, cut at random places.
             let mut batches = vec![EventBatch::default()];
             for e in &events {

@@ -346,16 +346,16 @@ impl Entry {
         self.value
     }
 
-    /// A device access's address, size, and whether it is MMIO and a
-    /// write, when the entry is one.
+    /// The device access the entry holds, when it holds one.
     #[inline]
-    pub fn access(&self) -> Option<(u32, u8, bool, bool)> {
-        (self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0).then_some((
-            self.addr,
-            self.size,
-            self.flags & ENTRY_MMIO != 0,
-            self.flags & ENTRY_WRITE != 0,
-        ))
+    pub fn access(&self) -> Option<IoAccess> {
+        (self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0).then_some(IoAccess {
+            addr: self.addr,
+            mmio: self.flags & ENTRY_MMIO != 0,
+            size: self.size,
+            value: self.value,
+            write: self.flags & ENTRY_WRITE != 0,
+        })
     }
 
     /// Whether both are device accesses from the same pc to the same
@@ -471,16 +471,11 @@ impl EventBatch {
                 Some(event) => EventView::Other(event),
                 None => unreachable!("an Other entry indexes the event pushed with it"),
             }
-        } else if e.flags & ENTRY_INTERRUPT != 0 {
-            EventView::Interrupt(e.value as u8)
         } else {
-            EventView::Io(IoAccess {
-                addr: e.addr,
-                mmio: e.flags & ENTRY_MMIO != 0,
-                size: e.size,
-                value: e.value,
-                write: e.flags & ENTRY_WRITE != 0,
-            })
+            match e.access() {
+                Some(a) => EventView::Io(a),
+                None => EventView::Interrupt(e.value as u8),
+            }
         }
     }
 
