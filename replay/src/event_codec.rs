@@ -87,6 +87,36 @@ fn fixed_part(buf: &mut [u8], at: usize) -> &mut [u8; MAX_FIXED_BYTES] {
     }
 }
 
+/// Grows the room to `2 * MAX_FIXED_BYTES` at least past `used`. It never
+/// shrinks: the recorder's frames are alike, and one that needed more room
+/// (a long event) is followed by others.
+#[cold]
+fn grow(buf: &mut Vec<u8>, used: usize) {
+    let n = (buf.len() * 2).max(used + 2 * MAX_FIXED_BYTES);
+    buf.resize(n, 0);
+}
+
+/// Writes an event that is not a frequent one at `at`, with postcard;
+/// returns the new end.
+#[cold]
+#[inline(never)]
+fn put_other(buf: &mut Vec<u8>, at: usize, icount_delta: u64, pc_delta: u32, other: &Event) -> usize {
+    let out = fixed_part(buf, at);
+    out[0] = TAG_EVENT;
+    let n = put_varint(out, 1, icount_delta);
+    let n = put_varint(out, n, u64::from(pc_delta));
+    let at = at + n;
+    loop {
+        let room = buf.len() - at;
+        match postcard::to_slice(other, &mut buf[at..]) {
+            Ok(written) => return at + written.len(),
+            // Too little room: grow it (strictly) and write again.
+            Err(postcard::Error::SerializeBufferFull) => buf.resize(2 * buf.len() + room, 0),
+            Err(_) => unreachable!("postcard writes any Event"),
+        }
+    }
+}
+
 /// Encodes the guest's event batches into frames' batches: a few bytes per
 /// event written once, instead of a whole record kept for later.
 ///
@@ -143,15 +173,6 @@ impl Encoder {
         (self.count > 0).then_some(self.first)
     }
 
-    /// Grows the room to `2 * MAX_FIXED_BYTES` at least past `used`. It
-    /// never shrinks: the recorder's frames are alike, and one that needed
-    /// more room (a long event) is followed by others.
-    #[cold]
-    fn grow(&mut self) {
-        let n = (self.buf.len() * 2).max(self.used + 2 * MAX_FIXED_BYTES);
-        self.buf.resize(n, 0);
-    }
-
     /// Appends the events of `batch` from its entry `*at` on until this
     /// batch holds [`MAX_EVENTS`] or `batch` ends, and moves `*at` past
     /// them; returns whether this batch is full (the writer then ends its
@@ -170,7 +191,7 @@ impl Encoder {
         }
         let entries = &batch.entries()[..end];
         if self.used + 2 * MAX_FIXED_BYTES > self.buf.len() {
-            self.grow();
+            grow(&mut self.buf, self.used);
         }
         if self.count == 0 {
             let first = entries[start].icount();
@@ -179,8 +200,12 @@ impl Encoder {
             self.icount = first;
             self.pc = 0;
         }
+        // The buffer as a local: through `self`, every byte stored made the
+        // loop load its length and address again.
+        let mut buf = std::mem::take(&mut self.buf);
         let mut len = self.used;
         let mut last_icount = self.icount;
+        let pc_before = self.pc;
         let mut period = self.period;
         // A repeat looks back at entries of this call only (from `start`),
         // all of them events of this batch; their icount deltas by index.
@@ -190,9 +215,10 @@ impl Encoder {
             let icount_delta = e.icount().wrapping_sub(last_icount);
             last_icount = e.icount();
             // The pc before, only a full event needs.
-            let last_pc = || if i > start { entries[i - 1].pc() } else { self.pc };
+            let last_pc = || if i > start { entries[i - 1].pc() } else { pc_before };
+            // `e` is an access, so one of the same shape is one too.
             let again =
-                |k: usize| k <= i - start && entries[i - k].same_access(e) && deltas[(i - k) % HISTORY] == icount_delta;
+                |k: usize| k <= i - start && entries[i - k].same_shape(e) && deltas[(i - k) % HISTORY] == icount_delta;
             match e.access() {
                 Some(access) if access.size <= IO_SIZE => {
                     let k = if again(period) {
@@ -200,7 +226,7 @@ impl Encoder {
                     } else {
                         (1..=HISTORY).find(|&k| again(k)).unwrap_or(0)
                     };
-                    let out = fixed_part(&mut self.buf, len);
+                    let out = fixed_part(&mut buf, len);
                     len += if k == 0 {
                         out[0] = io_tag(&access);
                         let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
@@ -223,24 +249,24 @@ impl Encoder {
                     let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
                     len = match batch.view(e) {
                         EventView::Interrupt(vector) => {
-                            let out = fixed_part(&mut self.buf, len);
+                            let out = fixed_part(&mut buf, len);
                             out[0] = TAG_INTERRUPT;
                             let n = put_varint(out, 1, icount_delta);
                             let n = put_varint(out, n, u64::from(pc_delta));
                             out[n] = vector;
                             len + n + 1
                         }
-                        EventView::Io(a) => self.put_other(len, icount_delta, pc_delta, &Event::from(a)),
-                        EventView::Other(other) => self.put_other(len, icount_delta, pc_delta, other),
+                        EventView::Io(a) => put_other(&mut buf, len, icount_delta, pc_delta, &Event::from(a)),
+                        EventView::Other(other) => put_other(&mut buf, len, icount_delta, pc_delta, other),
                     };
                 }
             }
             deltas[i % HISTORY] = icount_delta;
-            if len + MAX_FIXED_BYTES > self.buf.len() {
-                self.used = len;
-                self.grow();
+            if len + MAX_FIXED_BYTES > buf.len() {
+                grow(&mut buf, len);
             }
         }
+        self.buf = buf;
         self.pc = entries[end - 1].pc();
         *at = end;
         self.used = len;
@@ -248,27 +274,6 @@ impl Encoder {
         self.icount = last_icount;
         self.period = period;
         self.count >= limit
-    }
-
-    /// Writes an event that is not a frequent one at `at`, with postcard;
-    /// returns the new end.
-    #[cold]
-    #[inline(never)]
-    fn put_other(&mut self, at: usize, icount_delta: u64, pc_delta: u32, other: &Event) -> usize {
-        let out = fixed_part(&mut self.buf, at);
-        out[0] = TAG_EVENT;
-        let n = put_varint(out, 1, icount_delta);
-        let n = put_varint(out, n, u64::from(pc_delta));
-        let at = at + n;
-        loop {
-            let room = self.buf.len() - at;
-            match postcard::to_slice(other, &mut self.buf[at..]) {
-                Ok(written) => return at + written.len(),
-                // Too little room: grow it (strictly) and write again.
-                Err(postcard::Error::SerializeBufferFull) => self.buf.resize(2 * self.buf.len() + room, 0),
-                Err(_) => unreachable!("postcard writes any Event"),
-            }
-        }
     }
 
     /// The encoded batch; the encoder starts a new one.

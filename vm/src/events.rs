@@ -358,15 +358,12 @@ impl Entry {
         })
     }
 
-    /// Whether both are device accesses from the same pc to the same
-    /// address, of the same size, direction and kind (the values aside).
+    /// Whether both are the same kind of event from the same pc, and for
+    /// device accesses to the same address with the same size and
+    /// direction (the values aside).
     #[inline]
-    pub fn same_access(&self, other: &Entry) -> bool {
-        self.pc == other.pc
-            && self.addr == other.addr
-            && self.size == other.size
-            && self.flags == other.flags
-            && self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0
+    pub fn same_shape(&self, other: &Entry) -> bool {
+        self.pc == other.pc && self.addr == other.addr && self.size == other.size && self.flags == other.flags
     }
 }
 
