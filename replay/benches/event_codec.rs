@@ -1,6 +1,6 @@
 //! The trace writer's encoder, per event: a recorded port loop logs an
 //! event every few nanoseconds, and the recording waits for the writer
-//! when it falls behind (docs/raw-engine.md, "Recording"). Prints
+//! when it falls behind (docs/raw-engine.md, "Events"). Prints
 //! nanoseconds per event, best of several rounds, for the shapes that
 //! matter: `trap`'s loop (an OUT whose value changes, an IN whose value
 //! does not), and a stream of accesses that never repeat.
