@@ -55,16 +55,28 @@ impl Session {
 
     /// Waits until the screen shows `text`.
     fn wait_for(&self, text: &str) -> String {
+        self.wait_for_all(&[text])
+    }
+
+    /// Waits until one screen shows every one of `texts`: a capture can
+    /// catch a frame half drawn (seen in CI under load), so what one
+    /// screen must show together is waited for together.
+    fn wait_for_all(&self, texts: &[&str]) -> String {
+        self.wait_until(&format!("{texts:?} on screen"), |screen| {
+            texts.iter().all(|t| screen.contains(t))
+        })
+    }
+
+    /// Waits until the screen satisfies `done` (what it waits for is
+    /// `what`, for the failure's message).
+    fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let screen = self.screen();
-            if screen.contains(text) {
+            if done(&screen) {
                 return screen;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no '{text}' on screen:\n{screen}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "not {what}:\n{screen}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -80,39 +92,33 @@ impl Drop for Session {
 fn the_inspector_answers_keys_and_gives_the_terminal_back() {
     let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/bisect/stale-patch.rbt");
     let s = Session::start("keys", &format!("{RINGBACK} tui {trace}; echo inspector-exited-$?"));
-    let first = s.wait_for("Timeline");
-    for pane in [
+    s.wait_for_all(&[
+        "Timeline",
         "Disassembly",
         "Registers",
         "Memory at esp",
         "Serial (0 bytes)",
         "Patches (0)",
         "interrupts",
-    ] {
-        assert!(first.contains(pane), "{pane} missing:\n{first}");
-    }
-    assert!(first.contains("icount 0 / 918221"), "{first}");
+        "icount 0 / 918221",
+    ]);
     assert!(s.alternate_screen(true));
 
     // Go to the instruction bisect names, step over it and back.
     s.keys(&["g"]);
     s.wait_for("go to icount:");
     s.keys(&["914473", "Enter"]);
-    let there = s.wait_for("icount 914473 / 918221");
-    assert!(there.contains("→ 0x00101d30  8c d8"), "{there}");
+    s.wait_for_all(&["icount 914473 / 918221", "→ 0x00101d30  8c d8"]);
     s.keys(&["s"]);
-    let stepped = s.wait_for("icount 914474 / 918221");
-    assert!(stepped.contains("eax 00000008"), "{stepped}");
+    s.wait_for_all(&["icount 914474 / 918221", "eax 00000008"]);
     s.keys(&["S"]);
     s.wait_for("icount 914473 / 918221");
 
     // Help lists the keys; Esc closes it.
     s.keys(&["?"]);
-    let help = s.wait_for("Keys (? or Esc closes)");
-    assert!(help.contains("step one instruction backwards"), "{help}");
+    s.wait_for_all(&["Keys (? or Esc closes)", "step one instruction backwards"]);
     s.keys(&["Escape"]);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!s.screen().contains("Keys (? or Esc closes)"));
+    s.wait_until("the help closed", |screen| !screen.contains("Keys (? or Esc closes)"));
 
     // q quits: the shell is back on the normal screen.
     s.keys(&["q"]);
@@ -125,8 +131,7 @@ fn the_inspector_answers_keys_and_gives_the_terminal_back() {
 fn the_inspector_opens_where_bisect_points() {
     let trace = concat!(env!("CARGO_MANIFEST_DIR"), "/traces/bisect/stale-patch.rbt");
     let s = Session::start("at", &format!("{RINGBACK} tui {trace} --at 914473"));
-    let screen = s.wait_for("icount 914473 / 918221");
-    assert!(screen.contains("→ 0x00101d30  8c d8"), "{screen}");
+    s.wait_for_all(&["icount 914473 / 918221", "→ 0x00101d30  8c d8"]);
     s.keys(&["q"]);
 }
 
