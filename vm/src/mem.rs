@@ -253,6 +253,14 @@ impl PhysMem {
         self.store_epoch
     }
 
+    /// The bitmaps of dirty pages and of pages holding watched code (a
+    /// bit per page of RAM, as [`PhysMem::is_dirty`] and
+    /// [`PhysMem::holds_watched_code`] read them), for the compiler's
+    /// host code: they stay where they are as long as the memory does.
+    pub fn page_bitmaps(&self) -> (*const u64, *const u64) {
+        (self.dirty.as_ptr(), self.watched.as_ptr())
+    }
+
     /// Whether `page` holds watched code.
     pub fn holds_watched_code(&self, page: usize) -> bool {
         page < self.ram.len() >> PAGE_SHIFT && self.is_watched(page << PAGE_SHIFT)

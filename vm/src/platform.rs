@@ -356,6 +356,8 @@ impl Platform {
     pub const STALE_LINES: usize = std::mem::offset_of!(Platform, stale_lines);
     pub const PORT_READS: usize = std::mem::offset_of!(Platform, stats.port_reads);
     pub const PORT_WRITES: usize = std::mem::offset_of!(Platform, stats.port_writes);
+    /// Where compiled code finds the A20 gate's mask as it stands.
+    pub const A20_MASK: usize = std::mem::offset_of!(Platform, a20_mask);
     pub const UNMAPPED_PORT_READS: usize = std::mem::offset_of!(Platform, stats.unmapped_port_reads);
     pub const UNMAPPED_PORT_WRITES: usize = std::mem::offset_of!(Platform, stats.unmapped_port_writes);
 

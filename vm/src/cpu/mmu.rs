@@ -26,7 +26,7 @@ pub enum Access {
 
 /// `repr(C)`: the compiler's inline memory path probes entries by these
 /// offsets ([`tlb_layout`]).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 struct TlbEntry {
     /// Virtual page number + 1; 0 marks an empty slot.
@@ -151,7 +151,18 @@ pub mod tlb_layout {
     pub const HOST_WRITE_TAG: usize = offset_of!(super::HostSlot, write_tag);
     pub const HOST_CAREFUL_TAG: usize = offset_of!(super::HostSlot, careful_tag);
     pub const HOST_ADDEND: usize = offset_of!(super::HostSlot, addend);
+    pub const HOST_PAD: usize = offset_of!(super::HostSlot, pad);
+    pub const HOST_PAD2: usize = offset_of!(super::HostSlot, pad2);
+    /// The global bit (byte 3 of the permissions dword) and the 4 MiB
+    /// piece's (the byte after).
+    pub const GLOBAL: u32 = 1 << 24;
+    pub const LARGE: usize = offset_of!(TlbEntry, large);
+    /// In a `Tlb`: the count of walks' fills and the bitmap of slots in use.
+    pub const FILLS: usize = offset_of!(super::Tlb, fills);
+    pub const USED: usize = offset_of!(super::Tlb, used);
     const _: () = assert!(HOST_SLOT_SIZE == 32);
+    const _: () = assert!(offset_of!(TlbEntry, global) == PERMISSIONS + 3);
+    const _: () = assert!(LARGE == PERMISSIONS + 4);
     const _: () = assert!(offset_of!(TlbEntry, writable) == PERMISSIONS + 1);
     const _: () = assert!(offset_of!(TlbEntry, dirty) == PERMISSIONS + 2);
 }
@@ -212,6 +223,13 @@ impl Tlb {
         let i = (linear >> 12) as usize % TLB_ENTRIES;
         self.mark_used(i);
         &mut self.host[i]
+    }
+
+    /// Whether `other` holds the same entries, host slots, count of fills
+    /// and slots in use.
+    #[cfg(test)]
+    pub fn same_as(&self, other: &Tlb) -> bool {
+        self.entries == other.entries && self.host == other.host && self.fills == other.fills && self.used == other.used
     }
 
     /// Empties every host slot (what they were made under changed).
@@ -287,7 +305,8 @@ impl Cpu {
     }
 
     fn walk<B: Bus>(&mut self, bus: &mut B, linear: u32, access: Access, user: bool) -> Result<u32> {
-        match self.read_tables(bus, linear, access, user, |_, _| true) {
+        let now = self.now();
+        match self.read_tables(linear, access, user, |at| Some(bus.read_phys(at, 4, now))) {
             Ok(w) => Ok(self.complete_walk(bus, linear, access, w)),
             Err(Unwalked::Fault { present }) => {
                 self.state.cr2 = linear;
@@ -301,21 +320,17 @@ impl Cpu {
 
     /// The reads of a walk for `linear` and what they decide, touching
     /// nothing: the page directory entry, the page table entry (the same
-    /// for a 4 MiB page), and the permissions; stopped where an entry lies
-    /// somewhere `plain` refuses.
-    fn read_tables<B: Bus>(
+    /// for a 4 MiB page), and the permissions; stopped where `read` finds
+    /// no entry it may read (`None`) at a table entry's physical address.
+    fn read_tables(
         &self,
-        bus: &mut B,
         linear: u32,
         access: Access,
         user: bool,
-        plain: impl Fn(&B, u32) -> bool,
+        mut read: impl FnMut(u32) -> Option<u32>,
     ) -> std::result::Result<Walked, Unwalked> {
         let pde_addr = (self.state.cr3 & 0xFFFF_F000) | ((linear >> 22) << 2);
-        if !plain(bus, pde_addr) {
-            return Err(Unwalked::NotPlain);
-        }
-        let pde = bus.read_phys(pde_addr, 4, self.now());
+        let pde = read(pde_addr).ok_or(Unwalked::NotPlain)?;
         if pde & PTE_P == 0 {
             return Err(Unwalked::Fault { present: false });
         }
@@ -324,10 +339,7 @@ impl Cpu {
             (pde_addr, pde)
         } else {
             let addr = (pde & 0xFFFF_F000) | (((linear >> 12) & 0x3FF) << 2);
-            if !plain(bus, addr) {
-                return Err(Unwalked::NotPlain);
-            }
-            let pte = bus.read_phys(addr, 4, self.now());
+            let pte = read(addr).ok_or(Unwalked::NotPlain)?;
             if pte & PTE_P == 0 {
                 return Err(Unwalked::Fault { present: false });
             }
@@ -369,6 +381,11 @@ impl Cpu {
         if new_pte != w.pte {
             bus.write_phys(w.pte_addr, 4, new_pte, self.now());
         }
+        self.fill_entry(linear, &w, new_pte & PTE_D != 0)
+    }
+
+    /// The TLB fill that ends a walk; the physical address.
+    fn fill_entry(&mut self, linear: u32, w: &Walked, dirty: bool) -> u32 {
         let vpn = linear >> 12;
         self.tlb.fills += 1;
         self.tlb.mark_used(vpn as usize % TLB_ENTRIES);
@@ -378,11 +395,45 @@ impl Cpu {
             phys_page: w.phys_page,
             user: w.user_ok,
             writable: w.writable,
-            dirty: new_pte & PTE_D != 0,
+            dirty,
             global: w.pte & PTE_G != 0 && self.state.cr4 & cr4::PGE != 0,
             large: w.large,
         };
         w.phys_page | (linear & 0xFFF)
+    }
+
+    /// The compiler's commonest fill, read straight from RAM: the walk
+    /// [`Cpu::walk_without_evicting`] would make, where its slot is empty
+    /// and both table entries lie in `ram` below `tables_end` (after the
+    /// A20 gate, as the bus reads them: plain RAM, no watch) and already
+    /// carry the accessed bit, and the dirty bit a store needs, so that the
+    /// walk writes nothing but the TLB. `None`, with nothing touched, where
+    /// any of that fails or the access faults: the general walk decides.
+    #[inline]
+    pub fn walk_in_ram(
+        &mut self,
+        ram: &[u8],
+        a20_mask: u32,
+        tables_end: u64,
+        linear: u32,
+        access: Access,
+        user: bool,
+    ) -> Option<u32> {
+        if self.tlb.entries[(linear >> 12) as usize % TLB_ENTRIES].tag != 0 {
+            return None;
+        }
+        let read = |at: u32| {
+            let at = at & a20_mask;
+            if u64::from(at) + 4 > tables_end {
+                return None;
+            }
+            let bytes = ram.get(at as usize..at as usize + 4)?;
+            Some(u32::from_le_bytes(bytes.try_into().ok()?))
+        };
+        let w = self.read_tables(linear, access, user, read).ok()?;
+        let settled =
+            (w.large || w.pde & PTE_A != 0) && w.pte & PTE_A != 0 && (access != Access::Write || w.pte & PTE_D != 0);
+        settled.then(|| self.fill_entry(linear, &w, w.pte & PTE_D != 0))
     }
 
     /// The compiler's host slot fill, which must not change what the TLB
@@ -407,7 +458,12 @@ impl Cpu {
         if held.tag != 0 && held.tag != vpn + 1 {
             return None;
         }
-        let w = self.read_tables(bus, linear, access, user, plain).ok()?;
+        let now = self.now();
+        let w = self
+            .read_tables(linear, access, user, |at| {
+                plain(bus, at).then(|| bus.read_phys(at, 4, now))
+            })
+            .ok()?;
         if held.tag != 0 && held.phys_page != w.phys_page {
             return None;
         }

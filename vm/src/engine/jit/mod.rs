@@ -17,6 +17,8 @@ mod cache;
 mod emit;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod walk;
 
 use crate::cpu::Cpu;
 use crate::events::IoStage;
@@ -231,6 +233,15 @@ pub struct MemEnv {
     /// The TLB's host slots (`tlb_layout::HOST_*`): where the inline path
     /// finds a linear page in host memory.
     pub host: *mut u8,
+    /// Plain RAM ends here (0 while a debugger watch is set:
+    /// [`Platform::plain_ram`]); the ROM's shadow is `rom_start..rom_end`.
+    pub plain_end: u64,
+    pub rom_start: u64,
+    pub rom_end: u64,
+    /// The memory's bitmaps of dirty pages and of pages holding watched
+    /// code ([`crate::mem::PhysMem::page_bitmaps`]).
+    pub dirty_pages: *const u64,
+    pub watched_pages: *const u64,
     /// What the host slots were filled under: paging, the permissions an
     /// access needs, the A20 gate, where plain RAM and the ROM are, the
     /// memory's store epoch and the slots' own address. Any change empties
@@ -259,6 +270,11 @@ impl MemEnv {
             ram: std::ptr::null_mut(),
             tlb: std::ptr::null(),
             host: std::ptr::null_mut(),
+            plain_end: 0,
+            rom_start: 0,
+            rom_end: 0,
+            dirty_pages: std::ptr::null(),
+            watched_pages: std::ptr::null(),
             host_made_under: [u64::MAX; 8],
             made_from: [u32::MAX; MODE_WORDS],
             modes_known: false,
@@ -280,6 +296,10 @@ impl MemEnv {
         self.ram = platform.mem.ram_ptr();
         self.tlb = cpu.tlb.entries_ptr();
         self.host = cpu.tlb.host_ptr();
+        self.plain_end = ram_end;
+        self.rom_start = u64::from(rom_start);
+        self.rom_end = u64::from(rom_start) + u64::from(rom_len);
+        (self.dirty_pages, self.watched_pages) = platform.mem.page_bitmaps();
         if !self.modes_known {
             self.modes_known = true;
             self.compare_modes(cpu);
@@ -315,23 +335,26 @@ impl MemEnv {
         if (linear & 0xFFF) + size > 0x1000 || self.ram.is_null() {
             return false;
         }
+        let user = self.read_permissions & USER != 0;
+        let wp = self.write_permissions & WRITABLE != 0;
+        // The gate as it stands, as the step's own access would take it.
+        let (a20, ram_end, _) = platform.plain_ram();
         let phys = if self.paging != 0 {
-            let user = self.read_permissions & USER != 0;
-            let wp = self.write_permissions & WRITABLE != 0;
             match cpu.tlb.lookup(linear, write, user, wp) {
                 Some(phys) => phys,
                 // A TLB miss walks here when that changes nothing the TLB
                 // holds, with the tables in plain RAM holding no watched
                 // code (so the walk's accessed and dirty bits stay plain
-                // stores); anything else is the step's.
+                // stores); anything else is the step's. Most walks set no
+                // bit and are read straight from RAM.
                 None => {
                     let access = if write { Access::Write } else { Access::Read };
-                    let a20 = self.a20_mask;
+                    let quick = cpu.walk_in_ram(platform.mem.ram(), a20, ram_end, linear, access, user);
                     let plain = |p: &Platform, at: u32| {
                         let page = at & a20 & !0xFFF;
                         p.is_plain_ram(page, 0x1000) && !p.mem.holds_watched_code((page >> 12) as usize)
                     };
-                    match cpu.walk_without_evicting(platform, linear, access, user, plain) {
+                    match quick.or_else(|| cpu.walk_without_evicting(platform, linear, access, user, plain)) {
                         Some(phys) => phys,
                         None => return false,
                     }
@@ -340,18 +363,26 @@ impl MemEnv {
         } else {
             linear
         };
-        let phys_page = phys & self.a20_mask & !0xFFF;
+        let phys_page = phys & a20 & !0xFFF;
         if !platform.is_plain_ram(phys_page, 0x1000) {
             return false;
         }
         let page = (phys_page >> 12) as usize;
         let mut careful = false;
+        // A read of a page that a store could take straight as it stands
+        // (the TLB allows it without a walk, the page is already dirty and
+        // holds no watched code) opens the page for stores too: a loop's
+        // load and store of one word then cost one fill, not two, and the
+        // store marks nothing the memory does not already hold.
+        let mut writable = write;
         if write {
             if platform.mem.holds_watched_code(page) {
                 careful = true;
             } else {
                 platform.mem.mark_page_dirty(page);
             }
+        } else if platform.mem.is_dirty(page) && !platform.mem.holds_watched_code(page) {
+            writable = self.paging == 0 || cpu.tlb.lookup(linear, true, user, wp).is_some();
         }
         let linear_page = linear & !0xFFF;
         let addend = (self.ram as u64)
@@ -366,7 +397,7 @@ impl MemEnv {
         }
         // A page that may be written may be read.
         slot.read_tag = linear_page;
-        if write {
+        if writable {
             if careful {
                 slot.careful_tag = linear_page;
             } else {
@@ -644,6 +675,10 @@ pub struct Jit {
     pub config: JitConfig,
     #[cfg(target_arch = "x86_64")]
     cache: cache::CodeCache,
+    /// The host slot fill in host code ([`walk`]), made with the first
+    /// translation and kept through every flush of `cache`.
+    #[cfg(target_arch = "x86_64")]
+    walk: Option<cache::CodeCache>,
     pub stats: JitStats,
     /// The environment translations run in, kept from one run to the next
     /// (its memory part is mostly still right).
@@ -751,6 +786,8 @@ impl Jit {
             config,
             #[cfg(target_arch = "x86_64")]
             cache: cache::CodeCache::new(cache::DEFAULT_SIZE),
+            #[cfg(target_arch = "x86_64")]
+            walk: None,
             stats: JitStats::default(),
             env: Box::new(Env {
                 step: no_step,
@@ -790,6 +827,30 @@ impl Jit {
                 f(index as u32, std::mem::take(hits));
             }
         }
+    }
+
+    /// Makes the host slot fill in host code and sets it as `Env::fill`,
+    /// once; where the host refuses the mapping the fill in Rust stays.
+    #[cfg(target_arch = "x86_64")]
+    fn install_walk(&mut self) {
+        if self.walk.is_some() {
+            return;
+        }
+        let mut code_page = cache::CodeCache::new(4096);
+        let Some(base) = code_page.next_address() else { return };
+        let Some(code) = walk::assemble(base, fill_host_slot) else {
+            return;
+        };
+        if !code_page.fits(code.len()) {
+            return;
+        }
+        let at = code_page.install(&code);
+        // SAFETY: `at` is the start of code assembled for that address,
+        // which follows the `FillFn` ABI and stays mapped as long as
+        // `self.walk` holds its mapping, which outlives `env` and every
+        // translation that calls it (they all go with this `Jit`).
+        self.env.fill = unsafe { std::mem::transmute::<usize, FillFn>(at) };
+        self.walk = Some(code_page);
     }
 
     /// Whether `code`, the translation of the block in `slot`, may run with
@@ -915,6 +976,7 @@ impl Jit {
                     self.env.patch_hits = self.patch_hits.as_mut_ptr();
                 }
             }
+            self.install_walk();
             let mut addr = self.cache.next_address()?;
             let mut out = emit::assemble(shape, addr)?;
             if !self.cache.fits(out.bytes.len()) {
