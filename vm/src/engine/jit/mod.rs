@@ -323,8 +323,10 @@ impl MemEnv {
     /// Makes the host slot for an access of `size` bytes at `linear` that
     /// passed its segment checks, when the inline path may do it without
     /// looking further: it stays in one page, the TLB holds the page with
-    /// the permissions the access needs as it stands (no page walk: that
-    /// and its faults are the step's), and the page is plain RAM. A store
+    /// the permissions the access needs as it stands, or a walk that
+    /// evicts nothing and touches no watched code gives it (a walk that
+    /// faults, and one that would, are the step's), and the page is plain
+    /// RAM. A store
     /// needs a page without watched code; one not yet dirty is marked dirty
     /// now, as the store that follows would. A store to watched code gets
     /// the careful tag. Returns whether the inline path will now take the
