@@ -31,9 +31,66 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 5_000_000;
 /// Adaptive checkpoints: fewer dirty pages than this doubles the interval,
 /// more halves it, within a factor of 8 of the configured one. Seeks stay
 /// short where the guest computes, checkpoints stay small where it writes.
+/// Between the two, where the pages written do not grow with the interval
+/// (a guest rewriting one working set), a longer one costs no more pages
+/// per checkpoint and fewer checkpoints ([`Adapt`]).
 const ADAPT_FEW_PAGES: usize = 256;
 const ADAPT_MANY_PAGES: usize = 2048;
 const ADAPT_RANGE: u64 = 8;
+/// A doubled interval is kept when the pages written grew by at most this
+/// many quarters (a working set); otherwise it is halved again and not
+/// tried for [`ADAPT_RETRY`] checkpoints.
+const ADAPT_SAME_SET_QUARTERS: usize = 5;
+const ADAPT_RETRY: u32 = 16;
+
+/// The adaptive interval between checkpoints: a pure function of the dirty
+/// page counts it is told, so its choices are the same on every host.
+#[derive(Clone, Debug)]
+struct Adapt {
+    base: u64,
+    interval: u64,
+    /// The pages the checkpoint before the last doubling found, while the
+    /// doubled interval is on trial.
+    trial: Option<usize>,
+    /// Checkpoints until the middle band may try a longer interval again.
+    wait: u32,
+}
+
+impl Adapt {
+    fn new(base: u64) -> Adapt {
+        Adapt {
+            base,
+            interval: base,
+            trial: None,
+            wait: 0,
+        }
+    }
+
+    fn longest(&self) -> u64 {
+        self.base * ADAPT_RANGE
+    }
+
+    /// The interval after a checkpoint that found `dirtied` pages.
+    fn next(&mut self, dirtied: usize) -> u64 {
+        // The pages grew with the doubled interval: the guest streams.
+        let grew = self
+            .trial
+            .take()
+            .is_some_and(|before| dirtied * 4 > before * ADAPT_SAME_SET_QUARTERS);
+        self.wait = if grew { ADAPT_RETRY } else { self.wait.saturating_sub(1) };
+        if dirtied < ADAPT_FEW_PAGES {
+            self.interval = (self.interval * 2).min(self.longest());
+        } else if dirtied > ADAPT_MANY_PAGES {
+            self.interval = (self.interval / 2).max(self.base / ADAPT_RANGE).max(1);
+        } else if grew {
+            self.interval = (self.interval / 2).max(1);
+        } else if self.wait == 0 && self.interval < self.longest() {
+            self.interval *= 2;
+            self.trial = Some(dirtied);
+        }
+        self.interval
+    }
+}
 
 /// Events per event frame at most.
 const EVENT_BATCH: usize = event_codec::MAX_EVENTS;
@@ -449,7 +506,7 @@ pub struct Recorder {
     serial: Vec<u8>,
     serial_total: u64,
     base: u64,
-    interval: u64,
+    adapt: Adapt,
     adaptive: bool,
     pub checkpoints: u64,
     started: Instant,
@@ -481,7 +538,7 @@ impl Recorder {
             serial: Vec::new(),
             serial_total: 0,
             base,
-            interval: base,
+            adapt: Adapt::new(base),
             adaptive: header.adaptive_checkpoints,
             checkpoints: 0,
             started: Instant::now(),
@@ -502,7 +559,7 @@ impl Recorder {
     ) -> Result<StopReason> {
         loop {
             let target = if self.adaptive {
-                machine.icount().saturating_add(self.interval)
+                machine.icount().saturating_add(self.adapt.interval)
             } else {
                 (machine.icount() / self.base + 1).saturating_mul(self.base)
             }
@@ -524,11 +581,7 @@ impl Recorder {
             self.serial_total = tee.total;
             let stopped = (stop != StopReason::InsnLimit).then(|| stop.to_string());
             let dirtied = self.checkpoint_inner(machine, false, stopped)?;
-            if dirtied < ADAPT_FEW_PAGES {
-                self.interval = (self.interval * 2).min(self.base * ADAPT_RANGE);
-            } else if dirtied > ADAPT_MANY_PAGES {
-                self.interval = (self.interval / 2).max(self.base / ADAPT_RANGE).max(1);
-            }
+            self.adapt.next(dirtied);
             progress(machine.icount());
             if stop != StopReason::InsnLimit || machine.icount() >= max_icount {
                 return Ok(stop);
@@ -644,4 +697,47 @@ pub fn record(
     let mut rec = Recorder::start(path, header, machine)?;
     let stop = rec.run(machine, host, console, max_icount, progress)?;
     rec.finish(machine, &stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 5_000_000;
+
+    /// Runs the policy over a guest that dirties `pages(interval)` pages per
+    /// interval; the intervals chosen.
+    fn intervals(rounds: usize, pages: impl Fn(u64) -> usize) -> Vec<u64> {
+        let mut adapt = Adapt::new(BASE);
+        (0..rounds).map(|_| adapt.next(pages(adapt.interval))).collect()
+    }
+
+    #[test]
+    fn a_guest_rewriting_one_working_set_gets_the_longest_interval() {
+        // 260 pages whatever the interval (a loop over 1 MiB).
+        let got = intervals(8, |_| 260);
+        assert_eq!(got[..4], [2 * BASE, 4 * BASE, 8 * BASE, 8 * BASE]);
+        assert!(got.iter().skip(2).all(|&i| i == 8 * BASE), "{got:?}");
+    }
+
+    #[test]
+    fn a_streaming_guest_keeps_its_interval_and_tries_a_longer_one_seldom() {
+        // Pages in proportion to the interval: 300 per base interval.
+        let got = intervals(40, |i| (300 * i / BASE) as usize);
+        let longer = got.iter().filter(|&&i| i > BASE).count();
+        assert!(got.iter().all(|&i| i <= 2 * BASE), "{got:?}");
+        assert!((1..=3).contains(&longer), "tried {longer} times: {got:?}");
+        assert_eq!(got[0], 2 * BASE, "the first checkpoint tries");
+        assert_eq!(got[1], BASE, "and the pages doubling undoes it");
+    }
+
+    #[test]
+    fn the_bands_still_rule_few_and_many_pages() {
+        assert!(intervals(6, |_| 10).iter().skip(2).all(|&i| i == 8 * BASE));
+        let many = intervals(6, |_| 5000);
+        assert_eq!(many[..3], [BASE / 2, BASE / 4, BASE / 8]);
+        // A trial that lands above the band is undone, and waits too.
+        let got = intervals(40, |i| (1500 * i / BASE) as usize);
+        assert!(got.iter().filter(|&&i| i > BASE).count() <= 3, "{got:?}");
+    }
 }
