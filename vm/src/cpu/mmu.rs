@@ -232,6 +232,13 @@ impl Tlb {
         self.entries == other.entries && self.host == other.host && self.fills == other.fills && self.used == other.used
     }
 
+    /// Whether `other` holds the same entries and count of fills (its host
+    /// slots aside).
+    #[cfg(test)]
+    pub fn same_entries(&self, other: &Tlb) -> bool {
+        self.entries == other.entries && self.fills == other.fills
+    }
+
     /// Empties every host slot (what they were made under changed).
     pub fn clear_host(&mut self) {
         self.sweep(|_| false, true);
