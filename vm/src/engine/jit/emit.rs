@@ -1170,7 +1170,7 @@ impl Emitter {
         asm!(self.ops; =>retry);
         self.effective_address(mem);
         let miss = self.translate(mem.seg as i32, size, write, slow);
-        let writes_flags = self.on_memory(&op);
+        let writes_flags = self.on_memory(&op, 0);
         let inline_dirty = self.dirty;
         asm!(self.ops; =>done);
         self.cold(move |e| e.slot_missed(miss, careful, retry, slow));
@@ -2039,19 +2039,19 @@ impl Emitter {
     /// A member of the group being run: its access at the host address the
     /// group's check found, with no check of its own and the flags left
     /// where they are.
-    fn group_member(&mut self, insn: &Insn, g: MemGroup) {
+    fn group_member(&mut self, index: usize, insn: &Insn, g: MemGroup) {
         let Some((mem, ..)) = memory_access(&insn.op) else {
             unreachable!("a group's member is a memory operation")
         };
         let Some((.., disp)) = mem.parts32() else {
             unreachable!("a group's member has 32-bit addressing")
         };
-        let offset = disp as i32 - g.lo;
-        asm!(self.ops; mov r8, QWORD [r14 + ENV_GROUP]);
-        if offset != 0 {
-            asm!(self.ops; lea r8, [r8 + offset]);
+        // The group's check left its host address in R8 for the first
+        // member; the others find it where the check stored it.
+        if !(index == g.first && self.group_after_first.is_some()) {
+            asm!(self.ops; mov r8, QWORD [r14 + ENV_GROUP]);
         }
-        let writes_flags = self.on_memory(&insn.op);
+        let writes_flags = self.on_memory(&insn.op, disp as i32 - g.lo);
         debug_assert_eq!(writes_flags.is_some(), memory_op_writes_flags(&insn.op));
         self.pending += 1;
         match writes_flags {
@@ -2366,20 +2366,26 @@ impl Emitter {
         self.end_from_edge();
     }
 
-    /// The operation of a memory instruction on the host address in r8;
+    /// The operation of a memory instruction on the host address `disp`
+    /// bytes past R8;
     /// `Some(logical)` when it wrote the arithmetic flags.
-    fn on_memory(&mut self, op: &Op) -> Option<bool> {
+    fn on_memory(&mut self, op: &Op, disp: i32) -> Option<bool> {
+        // The read-modify-write forms address [R8] itself (their macros).
+        if disp != 0 && matches!(op, Op::AluMR { .. } | Op::AluMI { .. } | Op::AluM { .. }) {
+            asm!(self.ops; lea r8, [r8 + disp]);
+            return self.on_memory(op, 0);
+        }
         match *op {
             Op::MovRM { size, dst, .. } => {
                 match (self.loc(dst, size), size) {
-                    (Loc::Host(h), 4) => asm!(self.ops; mov Rd(h), DWORD [r8]),
-                    (Loc::Host(h), 2) => asm!(self.ops; mov Rw(h), WORD [r8]),
-                    (Loc::Host(h), _) => asm!(self.ops; mov Rb(h), BYTE [r8]),
+                    (Loc::Host(h), 4) => asm!(self.ops; mov Rd(h), DWORD [r8 + disp]),
+                    (Loc::Host(h), 2) => asm!(self.ops; mov Rw(h), WORD [r8 + disp]),
+                    (Loc::Host(h), _) => asm!(self.ops; mov Rb(h), BYTE [r8 + disp]),
                     (d, _) => {
                         match size {
-                            4 => asm!(self.ops; mov eax, DWORD [r8]),
-                            2 => asm!(self.ops; mov ax, WORD [r8]),
-                            _ => asm!(self.ops; mov al, BYTE [r8]),
+                            4 => asm!(self.ops; mov eax, DWORD [r8 + disp]),
+                            2 => asm!(self.ops; mov ax, WORD [r8 + disp]),
+                            _ => asm!(self.ops; mov al, BYTE [r8 + disp]),
                         }
                         self.store(d, 0, size);
                     }
@@ -2395,10 +2401,10 @@ impl Emitter {
                 ..
             } => {
                 match (signed, ssize) {
-                    (false, 1) => asm!(self.ops; movzx eax, BYTE [r8]),
-                    (false, _) => asm!(self.ops; movzx eax, WORD [r8]),
-                    (true, 1) => asm!(self.ops; movsx eax, BYTE [r8]),
-                    (true, _) => asm!(self.ops; movsx eax, WORD [r8]),
+                    (false, 1) => asm!(self.ops; movzx eax, BYTE [r8 + disp]),
+                    (false, _) => asm!(self.ops; movzx eax, WORD [r8 + disp]),
+                    (true, 1) => asm!(self.ops; movsx eax, BYTE [r8 + disp]),
+                    (true, _) => asm!(self.ops; movsx eax, WORD [r8 + disp]),
                 }
                 self.store(self.loc(dst, dsize), 0, dsize);
                 self.wrote(dst);
@@ -2407,26 +2413,26 @@ impl Emitter {
             Op::MovMR { size, src, .. } => {
                 self.load(0, self.loc(src, size), size);
                 match size {
-                    4 => asm!(self.ops; mov DWORD [r8], eax),
-                    2 => asm!(self.ops; mov WORD [r8], ax),
-                    _ => asm!(self.ops; mov BYTE [r8], al),
+                    4 => asm!(self.ops; mov DWORD [r8 + disp], eax),
+                    2 => asm!(self.ops; mov WORD [r8 + disp], ax),
+                    _ => asm!(self.ops; mov BYTE [r8 + disp], al),
                 }
                 None
             }
             Op::MovMI { size, imm, .. } => {
                 match size {
-                    4 => asm!(self.ops; mov DWORD [r8], imm as i32),
-                    2 => asm!(self.ops; mov WORD [r8], imm as i16),
-                    _ => asm!(self.ops; mov BYTE [r8], imm as i8),
+                    4 => asm!(self.ops; mov DWORD [r8 + disp], imm as i32),
+                    2 => asm!(self.ops; mov WORD [r8 + disp], imm as i16),
+                    _ => asm!(self.ops; mov BYTE [r8 + disp], imm as i8),
                 }
                 None
             }
             Op::AluRM { op, size, dst, .. } => {
                 // The operand into r9, then as AluRR with it as the source.
                 match size {
-                    4 => asm!(self.ops; mov r9d, DWORD [r8]),
-                    2 => asm!(self.ops; mov r9w, WORD [r8]),
-                    _ => asm!(self.ops; mov r9b, BYTE [r8]),
+                    4 => asm!(self.ops; mov r9d, DWORD [r8 + disp]),
+                    2 => asm!(self.ops; mov r9w, WORD [r8 + disp]),
+                    _ => asm!(self.ops; mov r9b, BYTE [r8 + disp]),
                 }
                 self.load_flags_for(op);
                 let d = self.loc(dst, size);
@@ -2439,15 +2445,15 @@ impl Emitter {
             Op::SetccM { cc, .. } => {
                 self.load_flags();
                 by_condition!(set, cc, set_al, self.ops);
-                asm!(self.ops; mov BYTE [r8], al);
+                asm!(self.ops; mov BYTE [r8 + disp], al);
                 None
             }
             Op::CmovRM { cc, size, dst, .. } => {
                 // The operand is read whichever way; the destination is
                 // written back unchanged when the condition fails.
                 match size {
-                    4 => asm!(self.ops; mov r9d, DWORD [r8]),
-                    _ => asm!(self.ops; mov r9w, WORD [r8]),
+                    4 => asm!(self.ops; mov r9d, DWORD [r8 + disp]),
+                    _ => asm!(self.ops; mov r9w, WORD [r8 + disp]),
                 }
                 self.load_flags();
                 let d = self.loc(dst, size);
@@ -3302,7 +3308,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             }
             _ if memory_access(&insn.op).is_some() => {
                 match e.group.filter(|g| i < 64 && g.members & (1 << i) != 0) {
-                    Some(g) => e.group_member(insn, g),
+                    Some(g) => e.group_member(i, insn, g),
                     None => e.memory(i, insn),
                 }
                 if last {
