@@ -210,7 +210,44 @@ impl Encoder {
         // A repeat looks back at entries of this call only (from `start`),
         // all of them events of this batch; their icount deltas by index.
         let mut deltas = [0u64; HISTORY];
-        for i in start..end {
+        let mut i = start;
+        // The event before was a repeat of the one `period` back.
+        let mut repeating = false;
+        while i < end {
+            // A run of repeats of the event `period` back, as a port loop
+            // makes them: one compare of the shape, one of the icount
+            // delta and a byte (or a byte and the value) each, no search.
+            // (Only after a repeat: events that never repeat would pay
+            // the compare twice.)
+            if repeating && i - start >= period {
+                let k = period;
+                let tag = (k - 1) as u8;
+                while i < end {
+                    let (e, back) = (&entries[i], &entries[i - k]);
+                    let icount_delta = e.icount().wrapping_sub(last_icount);
+                    if !(back.same_shape(e) && deltas[(i - k) % HISTORY] == icount_delta && e.is_access_up_to(IO_SIZE))
+                    {
+                        break;
+                    }
+                    let out = fixed_part(&mut buf, len);
+                    len += if back.value() == e.value() {
+                        out[0] = TAG_AGAIN | tag;
+                        1
+                    } else {
+                        out[0] = TAG_AGAIN_VALUE | tag;
+                        put_varint(out, 1, u64::from(e.value()))
+                    };
+                    deltas[i % HISTORY] = icount_delta;
+                    last_icount = e.icount();
+                    i += 1;
+                    if len + MAX_FIXED_BYTES > buf.len() {
+                        grow(&mut buf, len);
+                    }
+                }
+                if i == end {
+                    break;
+                }
+            }
             let e = &entries[i];
             let icount_delta = e.icount().wrapping_sub(last_icount);
             last_icount = e.icount();
@@ -227,6 +264,7 @@ impl Encoder {
                         (1..=HISTORY).find(|&k| again(k)).unwrap_or(0)
                     };
                     let out = fixed_part(&mut buf, len);
+                    repeating = k != 0;
                     len += if k == 0 {
                         out[0] = io_tag(&access);
                         let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
@@ -246,6 +284,7 @@ impl Encoder {
                     };
                 }
                 _ => {
+                    repeating = false;
                     let pc_delta = zigzag(e.pc().wrapping_sub(last_pc()) as i32);
                     len = match batch.view(e) {
                         EventView::Interrupt(vector) => {
@@ -265,6 +304,7 @@ impl Encoder {
             if len + MAX_FIXED_BYTES > buf.len() {
                 grow(&mut buf, len);
             }
+            i += 1;
         }
         self.buf = buf;
         self.pc = entries[end - 1].pc();

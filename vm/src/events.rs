@@ -358,6 +358,13 @@ impl Entry {
         })
     }
 
+    /// Whether the entry is a device access of at most `size` bytes:
+    /// [`Entry::access`] without building it.
+    #[inline]
+    pub fn is_access_up_to(&self, size: u8) -> bool {
+        self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0 && self.size <= size
+    }
+
     /// Whether both are the same kind of event from the same pc, and for
     /// device accesses to the same address with the same size and
     /// direction (the values aside).
