@@ -8,13 +8,14 @@ use super::{vector, Cpu, Fault, Result};
 use crate::bus::Bus;
 
 const TLB_ENTRIES: usize = 1024;
-const PTE_P: u32 = 1 << 0;
-const PTE_RW: u32 = 1 << 1;
+/// Page directory and page table entry bits (SDM Vol. 3A, Tables 4-5, 4-6).
+pub(crate) const PTE_P: u32 = 1 << 0;
+pub(crate) const PTE_RW: u32 = 1 << 1;
 const PTE_US: u32 = 1 << 2;
-const PTE_A: u32 = 1 << 5;
-const PTE_D: u32 = 1 << 6;
-const PDE_PS: u32 = 1 << 7;
-const PTE_G: u32 = 1 << 8;
+pub(crate) const PTE_A: u32 = 1 << 5;
+pub(crate) const PTE_D: u32 = 1 << 6;
+pub(crate) const PDE_PS: u32 = 1 << 7;
+pub(crate) const PTE_G: u32 = 1 << 8;
 
 /// How memory is being accessed, for the permission checks and the #PF error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -59,7 +59,7 @@ use crate::platform::{InlinePort, Platform};
 /// The arithmetic flags the host computes for the guest.
 const STATUS: u32 = flags::CF | flags::PF | flags::AF | flags::ZF | flags::SF | flags::OF;
 
-const STATE: usize = offset_of!(Cpu, state);
+pub(super) const STATE: usize = offset_of!(Cpu, state);
 const EFLAGS: i32 = (STATE + offsets::EFLAGS) as i32;
 const EIP: i32 = (STATE + offsets::EIP) as i32;
 const CS_LIMIT: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_LIMIT) as i32;
@@ -71,7 +71,7 @@ const TSC_OFFSET: i32 = (STATE + offsets::MSRS + offset_of!(crate::cpu::state::M
 const CS_SELECTOR: i32 = (STATE + offsets::seg(SegReg::Cs as usize) + offsets::SEGMENT_SELECTOR) as i32;
 /// The guest's IF and IOPL in the compressed view.
 const VIRTUAL_FLAGS: i32 = (offset_of!(Cpu, ring_view) + RingView::VIRTUAL_FLAGS) as i32;
-const ENV_PLATFORM: i32 = offset_of!(Env, platform) as i32;
+pub(super) const ENV_PLATFORM: i32 = offset_of!(Env, platform) as i32;
 const PLATFORM_INTR: i32 = (offset_of!(Platform, irq) + InterruptRouter::INTR) as i32;
 const PLATFORM_NMI: i32 = (offset_of!(Platform, irq) + InterruptRouter::NMI) as i32;
 const ENV_PATCH_HITS: i32 = offset_of!(Env, patch_hits) as i32;
@@ -106,28 +106,28 @@ const JS_PHYS: i32 = offset_of!(JumpSlot, phys) as i32;
 const JS_MODE: i32 = offset_of!(JumpSlot, mode) as i32;
 const JS_ENTRY: i32 = offset_of!(JumpSlot, entry) as i32;
 const M_FLAT: i32 = (MEM + offset_of!(MemEnv, flat)) as i32;
-const MEM: usize = offset_of!(Env, mem);
+pub(super) const MEM: usize = offset_of!(Env, mem);
 const M_SEG_BASE: i32 = (MEM + offset_of!(MemEnv, seg_base)) as i32;
 const M_SEG_READ_END: i32 = (MEM + offset_of!(MemEnv, seg_read_end)) as i32;
 const M_SEG_WRITE_END: i32 = (MEM + offset_of!(MemEnv, seg_write_end)) as i32;
-const M_PAGING: i32 = (MEM + offset_of!(MemEnv, paging)) as i32;
+pub(super) const M_PAGING: i32 = (MEM + offset_of!(MemEnv, paging)) as i32;
 const M_A20: i32 = (MEM + offset_of!(MemEnv, a20_mask)) as i32;
-const M_READ_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, read_permissions)) as i32;
-const M_RAM: i32 = (MEM + offset_of!(MemEnv, ram)) as i32;
-const M_HOST: i32 = (MEM + offset_of!(MemEnv, host)) as i32;
+pub(super) const M_READ_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, read_permissions)) as i32;
+pub(super) const M_RAM: i32 = (MEM + offset_of!(MemEnv, ram)) as i32;
+pub(super) const M_HOST: i32 = (MEM + offset_of!(MemEnv, host)) as i32;
 const ENV_FILL: i32 = offset_of!(Env, fill) as i32;
-const HOST_SLOT_SHIFT: i8 = 5;
+pub(super) const HOST_SLOT_SHIFT: i8 = 5;
 const _: () = assert!(tlb_layout::HOST_SLOT_SIZE == 1 << HOST_SLOT_SHIFT);
-const HOST_READ_TAG: i32 = tlb_layout::HOST_READ_TAG as i32;
-const HOST_WRITE_TAG: i32 = tlb_layout::HOST_WRITE_TAG as i32;
-const HOST_CAREFUL_TAG: i32 = tlb_layout::HOST_CAREFUL_TAG as i32;
-const HOST_ADDEND: i32 = tlb_layout::HOST_ADDEND as i32;
-const M_TLB: i32 = (MEM + offset_of!(MemEnv, tlb)) as i32;
-const TLB_SLOTS: i32 = tlb_layout::ENTRIES as i32;
+pub(super) const HOST_READ_TAG: i32 = tlb_layout::HOST_READ_TAG as i32;
+pub(super) const HOST_WRITE_TAG: i32 = tlb_layout::HOST_WRITE_TAG as i32;
+pub(super) const HOST_CAREFUL_TAG: i32 = tlb_layout::HOST_CAREFUL_TAG as i32;
+pub(super) const HOST_ADDEND: i32 = tlb_layout::HOST_ADDEND as i32;
+pub(super) const M_TLB: i32 = (MEM + offset_of!(MemEnv, tlb)) as i32;
+pub(super) const TLB_SLOTS: i32 = tlb_layout::ENTRIES as i32;
 const TLB_ENTRY: i32 = tlb_layout::ENTRY_SIZE as i32;
-const TLB_TAG: i32 = tlb_layout::TAG as i32;
-const TLB_PHYS: i32 = tlb_layout::PHYS_PAGE as i32;
-const TLB_PERMISSIONS: i32 = tlb_layout::PERMISSIONS as i32;
+pub(super) const TLB_TAG: i32 = tlb_layout::TAG as i32;
+pub(super) const TLB_PHYS: i32 = tlb_layout::PHYS_PAGE as i32;
+pub(super) const TLB_PERMISSIONS: i32 = tlb_layout::PERMISSIONS as i32;
 
 fn reg(g: Gpr, size: u8) -> i32 {
     (STATE + offsets::REGS + g.byte_offset(size)) as i32

@@ -13,17 +13,21 @@ use crate::machine::{CaptureConsole, Engine, Kernel, Machine, StopReason};
 const CODE: u32 = 0x1_0000;
 const DATA: u32 = 0x3_0000;
 
-struct Rng(u64);
+/// A xorshift generator: the same programs from the same seed.
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+    pub(super) fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
     }
 }
 

@@ -20,25 +20,23 @@ use std::mem::offset_of;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi, VecAssembler};
 
-use super::{Env, FillFn, MemEnv};
-use crate::cpu::mmu::{tlb_layout, HostSlot};
+use super::emit::{
+    ENV_PLATFORM as PLATFORM, HOST_ADDEND, HOST_CAREFUL_TAG, HOST_READ_TAG, HOST_SLOT_SHIFT, HOST_WRITE_TAG, MEM,
+    M_HOST as HOST, M_PAGING as PAGING, M_RAM as RAM, M_READ_PERMISSIONS as READ_PERMISSIONS, M_TLB as TLB, STATE,
+    TLB_PERMISSIONS as PERMISSIONS, TLB_PHYS as PHYS_PAGE, TLB_SLOTS as SLOTS, TLB_TAG as TAG,
+};
+use super::{FillFn, MemEnv};
+use crate::cpu::mmu::{tlb_layout, HostSlot, PDE_PS, PTE_A, PTE_D, PTE_G, PTE_P, PTE_RW};
 use crate::cpu::state::{cr4, offsets};
 use crate::cpu::Cpu;
 use crate::platform::Platform;
 
-const CR3: i32 = (offset_of!(Cpu, state) + offsets::CR3) as i32;
-const CR4: i32 = (offset_of!(Cpu, state) + offsets::CR4) as i32;
+const CR3: i32 = (STATE + offsets::CR3) as i32;
+const CR4: i32 = (STATE + offsets::CR4) as i32;
 const FILLS: i32 = (offset_of!(Cpu, tlb) + tlb_layout::FILLS) as i32;
 const USED: i32 = (offset_of!(Cpu, tlb) + tlb_layout::USED) as i32;
-const PLATFORM: i32 = offset_of!(Env, platform) as i32;
 const A20_MASK: i32 = Platform::A20_MASK as i32;
-const MEM: usize = offset_of!(Env, mem);
-const PAGING: i32 = (MEM + offset_of!(MemEnv, paging)) as i32;
-const READ_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, read_permissions)) as i32;
 const WRITE_PERMISSIONS: i32 = (MEM + offset_of!(MemEnv, write_permissions)) as i32;
-const RAM: i32 = (MEM + offset_of!(MemEnv, ram)) as i32;
-const TLB: i32 = (MEM + offset_of!(MemEnv, tlb)) as i32;
-const HOST: i32 = (MEM + offset_of!(MemEnv, host)) as i32;
 const PLAIN_END: i32 = (MEM + offset_of!(MemEnv, plain_end)) as i32;
 const ROM_START: i32 = (MEM + offset_of!(MemEnv, rom_start)) as i32;
 const ROM_END: i32 = (MEM + offset_of!(MemEnv, rom_end)) as i32;
@@ -46,25 +44,31 @@ const DIRTY_PAGES: i32 = (MEM + offset_of!(MemEnv, dirty_pages)) as i32;
 const WATCHED_PAGES: i32 = (MEM + offset_of!(MemEnv, watched_pages)) as i32;
 const ENTRY_SHIFT: i8 = 4;
 const _: () = assert!(tlb_layout::ENTRY_SIZE == 1 << ENTRY_SHIFT);
-const SLOTS: i32 = tlb_layout::ENTRIES as i32;
-const TAG: i32 = tlb_layout::TAG as i32;
-const PHYS_PAGE: i32 = tlb_layout::PHYS_PAGE as i32;
-const PERMISSIONS: i32 = tlb_layout::PERMISSIONS as i32;
 const LARGE: i32 = tlb_layout::LARGE as i32;
-const HOST_READ_TAG: i32 = tlb_layout::HOST_READ_TAG as i32;
-const HOST_WRITE_TAG: i32 = tlb_layout::HOST_WRITE_TAG as i32;
-const HOST_CAREFUL_TAG: i32 = tlb_layout::HOST_CAREFUL_TAG as i32;
 const HOST_PAD: i32 = tlb_layout::HOST_PAD as i32;
-const HOST_ADDEND: i32 = tlb_layout::HOST_ADDEND as i32;
 const HOST_PAD2: i32 = tlb_layout::HOST_PAD2 as i32;
 const NONE_TAG: i32 = HostSlot::NONE_TAG as i32;
-/// Page table entry bits (SDM Vol. 3A, Table 4-5, 4-6).
-const P: i32 = 1;
-const RW: i32 = 1 << 1;
-const A: i32 = 1 << 5;
-const D: i32 = 1 << 6;
-const PS: i32 = 1 << 7;
-const G: i32 = 1 << 8;
+const P: i32 = PTE_P as i32;
+const RW: i32 = PTE_RW as i32;
+const A: i32 = PTE_A as i32;
+const D: i32 = PTE_D as i32;
+const PS: i32 = PDE_PS as i32;
+const G: i32 = PTE_G as i32;
+
+/// Reads the table entry at the physical address in EAX into EAX, as the
+/// bus would (through the A20 gate, in EBX), where it lies in plain RAM;
+/// else to the general fill. Clobbers R9.
+fn read_entry(ops: &mut VecAssembler<X64Relocation>) {
+    dynasm!(ops
+        ; .arch x64
+        ; and eax, ebx
+        ; lea r9, [rax + 4]
+        ; cmp r9, QWORD [rsi + PLAIN_END]
+        ; ja ->general
+        ; add rax, QWORD [rsi + RAM]
+        ; mov eax, DWORD [rax]
+    );
+}
 
 /// The fill's code, assembled to run at `base`, going to `general` for
 /// every case it does not take itself. The ABI of [`FillFn`]: RDI the
@@ -105,13 +109,11 @@ pub fn assemble(base: usize, general: FillFn) -> Option<Vec<u8>> {
         ; mov r9d, edx
         ; shr r9d, 22
         ; lea eax, [rax + r9 * 4]
-        ; and eax, ebx
-        ; lea r9, [rax + 4]
-        ; cmp r9, QWORD [rsi + PLAIN_END]
-        ; ja ->general
-        ; add rax, QWORD [rsi + RAM]
-        ; mov r12d, DWORD [rax]
-        ; mov eax, r12d
+    );
+    read_entry(&mut ops);
+    dynasm!(ops
+        ; .arch x64
+        ; mov r12d, eax
         ; and eax, P | A | PS
         ; cmp eax, P | A
         ; jne ->general
@@ -122,12 +124,10 @@ pub fn assemble(base: usize, general: FillFn) -> Option<Vec<u8>> {
         ; shr r9d, 10
         ; and r9d, 0xFFC
         ; or eax, r9d
-        ; and eax, ebx
-        ; lea r9, [rax + 4]
-        ; cmp r9, QWORD [rsi + PLAIN_END]
-        ; ja ->general
-        ; add rax, QWORD [rsi + RAM]
-        ; mov eax, DWORD [rax]
+    );
+    read_entry(&mut ops);
+    dynasm!(ops
+        ; .arch x64
         ; mov r9d, eax
         ; and r9d, P | A
         ; cmp r9d, P | A
@@ -223,7 +223,7 @@ pub fn assemble(base: usize, general: FillFn) -> Option<Vec<u8>> {
         ; bts rbx, r11
         ; mov QWORD [rdi + r14 * 8 + USED], rbx
         // The host slot beside it: read, and written where R13 says.
-        ; shl r11, 5
+        ; shl r11, HOST_SLOT_SHIFT
         ; add r11, QWORD [rsi + HOST]
         ; mov r14d, edx
         ; and r14d, -0x1000

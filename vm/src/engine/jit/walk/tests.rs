@@ -5,6 +5,7 @@
 //! must leave everything as it was.
 
 use super::super::cache::CodeCache;
+use super::super::tests::Rng;
 use super::super::{fill_host_slot as general_fill, Env, FillFn, Jit, JitConfig};
 use super::assemble;
 use crate::bus::Bus;
@@ -27,23 +28,6 @@ thread_local! {
 extern "sysv64" fn decline(cpu: *mut Cpu, env: *mut Env, linear: u32, size: u32, write: u32) -> u32 {
     HANDED_ON.set((cpu as usize, env as usize, linear, size, write));
     DECLINED
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
 }
 
 /// A page table entry's bits, each set at random (present and accessed
