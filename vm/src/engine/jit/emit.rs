@@ -306,8 +306,10 @@ struct Emitter {
 /// Memory operands through one base register and no index, on segments
 /// taken as flat, that one check finds on one page (docs/raw-engine.md,
 /// "Groups"). The check, before the first, puts the host address of the
-/// lowest byte they reach in `Env::group`; each member is then a load of
-/// that and its access, with no check and no flag parked. Between the
+/// lowest byte they reach in `Env::group` and in R8; each member is then
+/// its access at its displacement from that (the first from R8, the
+/// others after a load of `Env::group`), with no check and no flag
+/// parked. Between the
 /// first and the last only register instructions that leave the base
 /// alone and other memory operands run; a step on another operand's slow
 /// way (which may replace TLB entries) checks the group again.
@@ -1965,7 +1967,8 @@ impl Emitter {
     }
 
     /// `Env::group` set for group `g` where its ends lie on one page whose
-    /// host slot allows every member's access; else a jump to `fail` (two
+    /// host slot allows every member's access, with R8 holding the same
+    /// (the first member takes it from there); else a jump to `fail` (two
     /// pages) or `miss` (the slot). Clobbers the host flags, RAX, RCX, RDX,
     /// R8 and R9.
     fn group_probe(&mut self, g: MemGroup, miss: DynamicLabel, fail: DynamicLabel) {
