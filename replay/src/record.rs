@@ -85,7 +85,9 @@ impl Adapt {
         } else if grew {
             self.interval = (self.interval / 2).max(1);
         } else if self.wait == 0 && self.interval < self.longest() {
-            self.interval *= 2;
+            // Within the range even where halving a base that is not a
+            // power of two's multiple rounded down.
+            self.interval = (self.interval * 2).min(self.longest());
             self.trial = Some(dirtied);
         }
         self.interval
@@ -732,6 +734,16 @@ mod tests {
         assert!((1..=3).contains(&longer), "tried {longer} times: {got:?}");
         assert_eq!(got[0], 2 * BASE, "the first checkpoint tries");
         assert_eq!(got[1], BASE, "and the pages doubling undoes it");
+    }
+
+    #[test]
+    fn no_interval_leaves_the_range_whatever_the_base() {
+        // A base that halving does not divide evenly.
+        let mut adapt = Adapt::new(1_000_003);
+        for pages in [5000, 5000, 5000, 300, 300, 300, 300, 300, 300, 300] {
+            let i = adapt.next(pages);
+            assert!((1_000_003 / 8..=8 * 1_000_003).contains(&i), "{i}");
+        }
     }
 
     #[test]
