@@ -71,7 +71,12 @@ fn main() {
             port(mix % 0x400, mix >> 24, mix & 1 == 0),
         )
     });
+    // `cargo bench -p replay -- trap`: the shapes whose names hold a word.
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     for (name, b) in [("trap loop", &trap), ("scattered accesses", &scattered)] {
+        if !words.is_empty() && !words.iter().any(|w| name.contains(w.as_str())) {
+            continue;
+        }
         let (ns, bytes) = per_event(b);
         println!("{name:>20}: {ns:.2} ns/event, {bytes:.2} bytes/event");
     }
