@@ -607,6 +607,8 @@ pub mod io_stage_layout {
     /// The size byte, with the flags byte after it: one 16-bit store.
     pub const SIZE_AND_FLAGS: usize = offset_of!(Entry, size);
     const _: () = assert!(offset_of!(Entry, flags) == SIZE_AND_FLAGS + 1);
+    /// The pc with the address after it: one 64-bit store.
+    const _: () = assert!(ADDR == PC + 4);
     const _: () = assert!(ENTRY_SIZE == 24);
 }
 

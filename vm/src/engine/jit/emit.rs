@@ -2156,15 +2156,30 @@ impl Emitter {
             ; jz =>logged
             ; lea rax, [r9 + stage::ENTRY_SIZE as i32]
             ; mov QWORD [r8 + STAGE_NEXT], rax
-            ; mov r8, r9
             ; lea rax, [r13 + pending]
-            ; mov QWORD [r8 + stage::ICOUNT as i32], rax
-            ; mov eax, DWORD [r15 + CS_BASE]
-            ; add eax, insn.ip as i32
-            ; mov DWORD [r8 + stage::PC as i32], eax
-            ; mov DWORD [r8 + stage::ADDR as i32], i32::from(port)
-            ; mov DWORD [r8 + stage::VALUE as i32], ecx
-            ; mov WORD [r8 + stage::SIZE_AND_FLAGS as i32], size_and_flags as i16
+            ; mov QWORD [r9 + stage::ICOUNT as i32], rax
+        );
+        // A port loop logs an access every few instructions, and each of
+        // these costs the recording: with CS flat here (checked on entry,
+        // and no step since), the pc is the EIP, and the pc and port are
+        // one constant stored at once.
+        if self.flat & super::flat_bit(SegReg::Cs as usize, false) != 0 {
+            let pc_and_port = u64::from(insn.ip) | u64::from(port) << 32;
+            asm!(self.ops
+                ; mov rax, QWORD pc_and_port as i64
+                ; mov QWORD [r9 + stage::PC as i32], rax
+            );
+        } else {
+            asm!(self.ops
+                ; mov eax, DWORD [r15 + CS_BASE]
+                ; add eax, insn.ip as i32
+                ; mov DWORD [r9 + stage::PC as i32], eax
+                ; mov DWORD [r9 + stage::ADDR as i32], i32::from(port)
+            );
+        }
+        asm!(self.ops
+            ; mov DWORD [r9 + stage::VALUE as i32], ecx
+            ; mov WORD [r9 + stage::SIZE_AND_FLAGS as i32], size_and_flags as i16
             ;=>logged
         );
         if let SystemSite::Patch { index, .. } = site {

@@ -449,6 +449,28 @@ fn handle_vector(m: &mut Machine, vector: u8) {
     }
 }
 
+/// After [`handle_vector`]: CS (selector 0x18, and the gate's) based at
+/// `base` with a 4 GiB limit, EIP and the gate's offset moved down by it,
+/// so that the same code runs at the same linear addresses.
+fn base_code_segment(m: &mut Machine, vector: u8, base: u32) {
+    let descriptor = 0x00CF_9A00_0000_FFFF | u64::from(base & 0xFF_FFFF) << 16 | u64::from(base >> 24) << 56;
+    m.platform
+        .mem
+        .load(GDT + 0x18, &descriptor.to_le_bytes())
+        .expect("fits");
+    let [h0, h1, h2, h3] = (HANDLER - base).to_le_bytes();
+    m.platform
+        .mem
+        .load(IDT + 8 * u32::from(vector), &[h0, h1, 0x18, 0x00, 0x00, 0x8E, h2, h3])
+        .expect("fits");
+    let st = &mut m.cpu.state;
+    st.gdtr.limit = 31;
+    let cs = &mut st.segs[SegReg::Cs as usize];
+    cs.selector = 0x18;
+    cs.base = base;
+    st.eip -= base;
+}
+
 /// The loop of `program` with interrupts on, and a local APIC timer whose
 /// handler adds the interrupted EIP to SUM and counts itself in COUNT: the
 /// sum shows the exact boundary of every interrupt.
@@ -1724,9 +1746,15 @@ fn flag_instructions_run_as_on_the_reference() {
         body.extend([0xFA, 0xF4]);
         let seed = rng.next() | 1;
         let if_set = rng.below(2) == 0;
+        // A third with CS based at 0x1000: a logged access's pc is CS's
+        // base and EIP, which a flat CS lets the compiler make a constant.
+        let cs_base = if rng.below(3) == 0 { 0x1000 } else { 0 };
         let go = |engine, jit, limit| {
             let mut m = machine(&body, &mut Rng(seed), engine, jit);
             handle_vector(&mut m, 0x20);
+            if cs_base != 0 {
+                base_code_segment(&mut m, 0x20, cs_base);
+            }
             if if_set {
                 m.cpu.state.eflags |= flags::IF;
             }
