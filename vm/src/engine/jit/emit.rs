@@ -162,7 +162,7 @@ pub fn is_native(op: &Op) -> bool {
         Op::Setcc { .. } | Op::Bswap { .. } | Op::XchgRR { .. } => true,
         Op::MulR { size, .. } => size == 4,
         Op::CmovRR { size, .. } => size != 1,
-        Op::Str { op, a32, .. } => a32 && matches!(op, StrOp::Movs | StrOp::Stos | StrOp::Lods),
+        Op::Str { a32, .. } => a32,
         _ => memory_access(op).is_some(),
     }
 }
@@ -1473,10 +1473,14 @@ impl Emitter {
         self.end_with_cold_step(index, entry, [miss], Ways { slow, done, retry });
     }
 
-    /// MOVS, STOS and LODS without a repeat prefix (32-bit addressing), as
-    /// the reference runs them (SDM Vol. 2B, MOVS/STOS/LODS): the source
-    /// read at ESI in its segment, then the destination written at ES:EDI,
-    /// then ESI and EDI moved on by the operand size. With DF set (they
+    /// MOVS, STOS, LODS, CMPS and SCAS without a repeat prefix (32-bit
+    /// addressing), as the reference runs them (SDM Vol. 2B, MOVS/STOS/
+    /// LODS/CMPS/SCAS): the source read at ESI in its segment, then the
+    /// destination written (or the operand compared) at ES:EDI, then ESI
+    /// and EDI moved on by the operand size; CMPS and SCAS set the flags
+    /// last, as CMP of the source (or the accumulator) with the operand at
+    /// ES:EDI. A loop of SCASB (strlen) was Linux's commonest step from a
+    /// translation. With DF set (they
     /// count down), or any access the inline path refuses, the step runs
     /// the whole instruction: nothing is written before every check has
     /// passed. A slot miss fills and tries the instruction again from its
@@ -1493,9 +1497,8 @@ impl Emitter {
             ; jnz =>slow
         );
         let mut misses = Vec::new();
-        if op == StrOp::Stos {
-            self.load(1, self.reg32(EAX), size);
-        } else {
+        let reads_source = matches!(op, StrOp::Movs | StrOp::Lods | StrOp::Cmps);
+        if reads_source {
             // ECX: the source, which `translate` keeps.
             self.load(0, self.reg32(ESI), 4);
             misses.push(self.translate(src as i32, size, false, slow));
@@ -1505,21 +1508,41 @@ impl Emitter {
                 _ => asm!(self.ops; mov ecx, DWORD [r8]),
             }
         }
-        if op == StrOp::Lods {
-            self.store(self.reg32(EAX), 1, size);
-            self.wrote_index(EAX);
-        } else {
-            self.load(0, self.reg32(EDI), 4);
-            misses.push(self.translate(SegReg::Es as i32, size, true, slow));
-            match size {
-                1 => asm!(self.ops; mov BYTE [r8], cl),
-                2 => asm!(self.ops; mov WORD [r8], cx),
-                _ => asm!(self.ops; mov DWORD [r8], ecx),
+        match op {
+            StrOp::Lods => {
+                self.store(self.reg32(EAX), 1, size);
+                self.wrote_index(EAX);
+            }
+            StrOp::Movs | StrOp::Stos => {
+                if op == StrOp::Stos {
+                    self.load(1, self.reg32(EAX), size);
+                }
+                self.load(0, self.reg32(EDI), 4);
+                misses.push(self.translate(SegReg::Es as i32, size, true, slow));
+                match size {
+                    1 => asm!(self.ops; mov BYTE [r8], cl),
+                    2 => asm!(self.ops; mov WORD [r8], cx),
+                    _ => asm!(self.ops; mov DWORD [r8], ecx),
+                }
+            }
+            // EAX: the operand at ES:EDI; ECX: the one compared with it
+            // (the source, or the accumulator).
+            _ => {
+                self.load(0, self.reg32(EDI), 4);
+                misses.push(self.translate(SegReg::Es as i32, size, false, slow));
+                match size {
+                    1 => asm!(self.ops; movzx eax, BYTE [r8]),
+                    2 => asm!(self.ops; movzx eax, WORD [r8]),
+                    _ => asm!(self.ops; mov eax, DWORD [r8]),
+                }
+                if op == StrOp::Scas {
+                    self.load(1, self.reg32(EAX), size);
+                }
             }
         }
         // The host flags are not the guest's here: ADD may clobber them.
         let step = i32::from(size);
-        for (moves, index) in [(op != StrOp::Stos, ESI), (op != StrOp::Lods, EDI)] {
+        for (moves, index) in [(reads_source, ESI), (op != StrOp::Lods, EDI)] {
             if moves {
                 match self.reg32(index) {
                     Loc::Host(h) => asm!(self.ops; lea Rd(h), [Rq(h) + step]),
@@ -1528,8 +1551,36 @@ impl Emitter {
                 self.wrote_index(index);
             }
         }
-        // They write no flag.
-        self.end_with_cold_step(index, entry, misses, ways);
+        if !matches!(op, StrOp::Cmps | StrOp::Scas) {
+            // They write no flag.
+            self.end_with_cold_step(index, entry, misses, ways);
+            return;
+        }
+        // CMPS and SCAS: the flags of the compare (the source or the
+        // accumulator minus the operand at ES:EDI), as CMP makes them.
+        match size {
+            1 => asm!(self.ops; cmp cl, al),
+            2 => asm!(self.ops; cmp cx, ax),
+            _ => asm!(self.ops; cmp ecx, eax),
+        }
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>ways.done);
+        let Ways { slow, done, retry } = ways;
+        self.cold(move |e| {
+            for miss in misses {
+                e.slot_missed(miss, None, retry, slow);
+            }
+            asm!(e.ops; =>slow);
+            e.resume(entry);
+            e.step(index);
+            e.uncount_after_step(entry.pending);
+            e.load_flags();
+            asm!(e.ops; jmp =>done);
+        });
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+        self.wrote_flags(false);
     }
 
     /// PUSH m32 with 32-bit addressing, on a 32-bit stack (`Op::PushM`), as
@@ -2956,13 +3007,13 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
             use_reg(2, false);
         }
         Op::Str { op, .. } => {
-            if op != StrOp::Stos {
+            if matches!(op, StrOp::Movs | StrOp::Lods | StrOp::Cmps) {
                 use_reg(6, false);
             }
             if op != StrOp::Lods {
                 use_reg(7, false);
             }
-            if op != StrOp::Movs {
+            if matches!(op, StrOp::Stos | StrOp::Lods | StrOp::Scas) {
                 use_reg(0, false);
             }
         }

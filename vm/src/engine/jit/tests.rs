@@ -252,7 +252,7 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
                 // 16-bit addressing: SI and DI (the step's).
                 v.push(0x67);
             }
-            let forms: [&[u8]; 9] = [
+            let forms: [&[u8]; 15] = [
                 &[0xA4],
                 &[0xA5],
                 &[0x66, 0xA5],
@@ -262,8 +262,18 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
                 &[0xAC],
                 &[0xAD],
                 &[0x66, 0xAD],
+                &[0xA6],
+                &[0xA7],
+                &[0x66, 0xA7],
+                &[0xAE],
+                &[0xAF],
+                &[0x66, 0xAF],
             ];
-            v.extend(forms[rng.below(9) as usize]);
+            v.extend(forms[rng.below(forms.len() as u64) as usize]);
+            if rng.below(2) == 0 {
+                // adc ebx, eax: CMPS's and SCAS's carry, seen.
+                v.extend([0x13, 0xD8]);
+            }
             if down {
                 v.push(0xFC);
             }
@@ -1323,11 +1333,12 @@ fn a_data_walk_that_would_change_the_code_pages_entry_is_the_steps() {
     }
 }
 
-// MOVS, STOS and LODS through segments that are not flat: each of ES, DS,
-// FS, GS and SS in turn based at 0x1000 (limit 0x3FFFF), the source's
-// segment overridden, accesses across a page and at the limit, DF set or
-// clear, paging on and off. The destination is ES:EDI whatever the
-// override; a read through the wrong segment shows in EBX.
+// MOVS, STOS, LODS, CMPS and SCAS through segments that are not flat:
+// each of ES, DS, FS, GS and SS in turn based at 0x1000 (limit 0x3FFFF),
+// the source's segment overridden, accesses across a page and at the
+// limit, DF set or clear, paging on and off. The destination is ES:EDI
+// whatever the override; a read through the wrong segment shows in EBX,
+// and so do the compares' flags.
 #[test]
 fn string_moves_use_their_segments_when_not_flat() {
     let mut inline = 0;
@@ -1343,7 +1354,9 @@ fn string_moves_use_their_segments_when_not_flat() {
                 // mov <seg>, dx (0x18); top: [std]; mov esi, ..; mov edi, ..;
                 // movsd; lodsd; stosd; es movsb; movsw; stosb; lodsb;
                 // lodsw; stosw; fs movsb; gs lodsd; cs movsd; ss lodsb;
-                // add ebx, eax; dec ebp; jnz top; hlt
+                // add ebx, eax; cmpsd; adc ebx, eax; gs cmpsb; sbb ebx, ecx;
+                // scasw; setc cl; add ebx, ecx; scasb; adc ebx, eax;
+                // dec ebp; jnz top; hlt
                 let mut code = load.to_vec();
                 let top = code.len();
                 if down {
@@ -1355,7 +1368,8 @@ fn string_moves_use_their_segments_when_not_flat() {
                 code.extend(edi.to_le_bytes());
                 code.extend([
                     0xA5, 0xAD, 0xAB, 0x26, 0xA4, 0x66, 0xA5, 0xAA, 0xAC, 0x66, 0xAD, 0x66, 0xAB, 0x64, 0xA4, 0x65,
-                    0xAD, 0x2E, 0xA5, 0x36, 0xAC, 0x01, 0xC3, 0x4D,
+                    0xAD, 0x2E, 0xA5, 0x36, 0xAC, 0x01, 0xC3, 0xA7, 0x13, 0xD8, 0x65, 0xA6, 0x1B, 0xD9, 0x66, 0xAF,
+                    0x0F, 0x92, 0xC1, 0x01, 0xCB, 0xAE, 0x13, 0xD8, 0x4D,
                 ]);
                 let back = -((code.len() - top) as i32 + 6);
                 code.extend([0x0F, 0x85]);
