@@ -3192,9 +3192,15 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             ; lea rax, [r13 + n]
             ; cmp rax, QWORD [r14 + ENV_STOP]
             ; ja =>refuse
-            ; cmp DWORD [r15 + CS_LIMIT], last as i32
-            ; jb =>refuse
         );
+        // A translation that takes CS as flat is entered only from one
+        // that took it so too, with no step since: its limit is 4 GiB.
+        if shape.flat & super::flat_bit(SegReg::Cs as usize, false) == 0 {
+            asm!(e.ops
+                ; cmp DWORD [r15 + CS_LIMIT], last as i32
+                ; jb =>refuse
+            );
+        }
         if shape.needs_virtual_if {
             asm!(e.ops
                 ; test DWORD [r15 + VIRTUAL_FLAGS], flags::IF as i32

@@ -815,6 +815,57 @@ fn gdt_with_a_segment_that_is_not_flat(m: &mut Machine) {
     }
 }
 
+// A block that CS's limit cuts, entered again and again from a translation
+// linked to it: the chained entry checks the limit as the block engine's
+// does, so every round raises #GP where the reference does, at the first
+// instruction past the limit, rather than running the block whole. (With
+// CS flat the check is left out: its limit is 4 GiB.)
+#[test]
+fn a_chained_entry_into_a_block_cs_cuts_raises_gp_at_the_limit() {
+    const LIMIT: u32 = CODE + 0x8FF;
+    // top: dec ebp; jz done; jmp cut      (CODE)
+    // done: hlt                           (CODE + 8)
+    // handler: add esp, 4; mov dword [esp], CODE; iret   (CODE + 0x800)
+    // cut: inc ebx x 32; jmp top          (CODE + 0x8F0, the limit at 0x8FF)
+    let mut image = vec![0u8; 0x1000];
+    image[..3].copy_from_slice(&[0x4D, 0x74, 0x05]);
+    image[3] = 0xE9;
+    image[4..8].copy_from_slice(&(0x8F0i32 - 8).to_le_bytes());
+    image[8] = 0xF4;
+    let mut handler = vec![0x83, 0xC4, 0x04, 0xC7, 0x04, 0x24];
+    handler.extend(CODE.to_le_bytes());
+    handler.push(0xCF);
+    image[0x800..0x800 + handler.len()].copy_from_slice(&handler);
+    image[0x8F0..0x910].fill(0x43);
+    image[0x910] = 0xE9;
+    image[0x911..0x915].copy_from_slice(&(-0x915i32).to_le_bytes());
+    for paging in [false, true] {
+        let got = compiled_machine_against_reference(&image, 5, paging, |m| {
+            handle_vector(m, 13);
+            // Code 0x18: base 0, byte-granular limit LIMIT, 32-bit; the
+            // gate's selector too, so that IRET keeps the limit.
+            let descriptor = 0x0040_9A00_0000_0000 | u64::from(LIMIT & 0xFFFF) | u64::from(LIMIT >> 16) << 48;
+            m.platform
+                .mem
+                .load(GDT + 0x18, &descriptor.to_le_bytes())
+                .expect("fits");
+            m.platform.mem.load(IDT + 8 * 13 + 2, &[0x18, 0x00]).expect("fits");
+            let st = &mut m.cpu.state;
+            st.gdtr.limit = 31;
+            let cs = &mut st.segs[SegReg::Cs as usize];
+            cs.selector = 0x18;
+            cs.limit = LIMIT;
+            st.regs[5] = 200;
+        });
+        // 15 INCs a round (the 16th crosses the limit).
+        assert_eq!(got.cpu.state.regs[5], 0, "paging {paging}: every round ran");
+        assert!(
+            got.blocks.jit.stats.chained_entries > 0,
+            "paging {paging}: the cut block was entered chained"
+        );
+    }
+}
+
 // A translation compiled while DS was flat (no limit check, no base on its
 // inline path) is not entered once DS is not, from the block engine or
 // from a translation that does not take DS as flat: the block is compiled
