@@ -89,13 +89,26 @@ impl Scanner {
         let mask = if code32 { u32::MAX } else { 0xFFFF };
         let mut result = ScanResult::default();
         let mut work = vec![(eip, 0u32)];
+        // The page tables do not change during a scan: the last page's
+        // translation serves the instructions after it on that page.
+        let mut mapped: Option<(u32, u32)> = None;
+        // The sites found on one page, added to `by_page` together.
+        let mut found: Option<(u32, Vec<(Site, u8)>)> = None;
         while let Some((mut ip, depth)) = work.pop() {
             loop {
                 if result.instructions >= SCAN_BUDGET || ip > cs_limit {
                     break;
                 }
-                let Some(phys) = cpu.probe_translate(platform, cs_base.wrapping_add(ip)) else {
-                    break;
+                let linear = cs_base.wrapping_add(ip);
+                let phys = match mapped {
+                    Some((page, frame)) if page == linear >> 12 => frame | (linear & 0xFFF),
+                    _ => {
+                        let Some(phys) = cpu.probe_translate(platform, linear) else {
+                            break;
+                        };
+                        mapped = Some((linear >> 12, phys & !0xFFF));
+                        phys
+                    }
                 };
                 let site = (phys, code32);
                 if self.scanned.contains(&site) {
@@ -106,8 +119,13 @@ impl Scanner {
                 };
                 self.scanned.insert(site);
                 let page = phys >> 12;
-                self.by_page.entry(page).or_default().push((site, inst.len() as u8));
-                self.changed.insert(page);
+                match &mut found {
+                    Some((p, sites)) if *p == page => sites.push((site, inst.len() as u8)),
+                    _ => {
+                        self.add_found(found.take());
+                        found = Some((page, vec![(site, inst.len() as u8)]));
+                    }
+                }
                 platform.mem.watch_code(phys, inst.len() as u32);
                 result.instructions += 1;
                 if classify(&inst) == Class::Sensitive {
@@ -139,10 +157,19 @@ impl Scanner {
                 }
             }
         }
+        self.add_found(found);
         self.stats.scans += 1;
         self.stats.instructions += u64::from(result.instructions);
         self.stats.marked += u64::from(result.marked);
         result
+    }
+
+    /// Notes the sites a scan found on a page.
+    fn add_found(&mut self, found: Option<(u32, Vec<(Site, u8)>)>) {
+        if let Some((page, sites)) = found {
+            self.by_page.entry(page).or_default().extend(sites);
+            self.changed.insert(page);
+        }
     }
 
     /// Whether the guest changed the bytes of a scanned instruction.
