@@ -136,9 +136,11 @@ fn repeat_run(entries: &[Entry], mut i: usize, k: usize, buf: &mut Vec<u8>, len:
     let end = entries.len();
     let mut at = *len;
     while i < end {
-        // Events that fit in the room without checking it (a tag and a
-        // value at most each; the room is at least MAX_FIXED_BYTES).
-        let stop = end.min(i + (buf.len() - at) / REPEAT_MAX_BYTES);
+        // Events that fit in the room without checking it: each takes a
+        // tag and a value at most, and a value is written into a fixed
+        // part, which needs MAX_FIXED_BYTES of room (the room is at least
+        // that much here).
+        let stop = end.min(i + 1 + (buf.len() - at - MAX_FIXED_BYTES) / REPEAT_MAX_BYTES);
         let from = i;
         while i < stop {
             let (e, back) = (&entries[i], &entries[i - k]);
@@ -847,6 +849,45 @@ mod tests {
     // byte one repeats, the wide one (which only postcard writes) never
     // does, though its shape and delta match (a review found no test with
     // an access past the tag's 31 bytes).
+    // A run of repeats whose values change, into an encoder that starts
+    // with no room: every value is written into room the encoder keeps,
+    // however the run's stretches fall against the buffer's end (a
+    // stretch once counted 6 bytes of room an event where writing a value
+    // needs MAX_FIXED_BYTES).
+    #[test]
+    fn a_run_of_new_values_fits_the_room_from_any_start() {
+        for capacity in 0..64 {
+            for wide in [false, true] {
+                let events: Vec<EventRecord> = (0..200u32)
+                    .map(|i| EventRecord {
+                        icount: 1_000 + 5 * u64::from(i),
+                        pc: 0x1000,
+                        event: Event::Io {
+                            addr: 0x3F8,
+                            mmio: false,
+                            size: if wide { 4 } else { 1 },
+                            value: if wide { i.wrapping_mul(0x9E37_79B9) } else { i & 0x7F },
+                            write: true,
+                        },
+                    })
+                    .collect();
+                let mut batch = EventBatch::with_capacity(events.len());
+                for r in &events {
+                    batch.push(r.icount, r.pc, r.event.clone());
+                }
+                let mut encoder = Encoder::with_capacity(capacity);
+                let mut at = 0;
+                assert!(!encoder.push_from(&batch, &mut at));
+                assert_eq!(at, events.len());
+                assert_eq!(
+                    decode(encoder.bytes()).expect("decodes"),
+                    events,
+                    "capacity {capacity}, wide {wide}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_wide_access_in_a_loop_is_written_whole_every_time() {
         let events: Vec<EventRecord> = (0..64u32)
