@@ -168,10 +168,7 @@ fn same_command_line(name: &str, args: &[&str]) -> (String, i32) {
     // line ends in "..", or in "...\r\n" when its flush came first: how
     // far it got before the kernel ran varies from host to host.
     let q_out = match q_out.split_once("Booting from ROM..") {
-        Some((_, kernel)) => {
-            let kernel = kernel.strip_prefix('.').unwrap_or(kernel);
-            kernel.strip_prefix("\r\n").unwrap_or(kernel).to_string()
-        }
+        Some((_, kernel)) => kernel.strip_prefix(".\r\n").unwrap_or(kernel).to_string(),
         None => q_out.into_owned(),
     };
     assert_eq!(

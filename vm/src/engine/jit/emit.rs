@@ -2212,8 +2212,8 @@ impl Emitter {
         );
         // A port loop logs an access every few instructions, and each of
         // these costs the recording: with CS flat here (checked on entry,
-        // and no step since), the pc is the EIP, and the pc and port are
-        // one constant stored at once.
+        // and no step that may change modes since), the pc is the EIP, and
+        // the pc and port are one constant stored at once.
         if self.flat & super::flat_bit(SegReg::Cs as usize, false) != 0 {
             let pc_and_port = u64::from(insn.ip) | u64::from(port) << 32;
             asm!(self.ops
@@ -3194,7 +3194,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             ; ja =>refuse
         );
         // A translation that takes CS as flat is entered only from one
-        // that took it so too, with no step since: its limit is 4 GiB.
+        // that took it so too, with no step that may change modes since:
+        // its limit is 4 GiB.
         if shape.flat & super::flat_bit(SegReg::Cs as usize, false) == 0 {
             asm!(e.ops
                 ; cmp DWORD [r15 + CS_LIMIT], last as i32

@@ -857,7 +857,7 @@ fn a_chained_entry_into_a_block_cs_cuts_raises_gp_at_the_limit() {
             cs.limit = LIMIT;
             st.regs[5] = 200;
         });
-        // 15 INCs a round (the 16th crosses the limit).
+        // 16 INCs a round (the 17th crosses the limit).
         assert_eq!(got.cpu.state.regs[5], 0, "paging {paging}: every round ran");
         assert!(
             got.blocks.jit.stats.chained_entries > 0,
@@ -1381,6 +1381,44 @@ fn a_data_walk_that_would_change_the_code_pages_entry_is_the_steps() {
             // The new frame's INC ran.
             assert_eq!(m.cpu.state.regs[6], DATA + 1, "{access:02x?}, compiled {compiled}");
         }
+    }
+}
+
+// CMPS and SCAS of each size run as host code through flat segments: a
+// loop of them steps only where a page is first touched, and computes
+// what the reference does (their flags seen by ADC and SETC).
+#[test]
+fn compares_of_strings_run_inline() {
+    // top: mov esi, DATA; mov edi, DATA + 0x100; cmpsd; adc ebx, eax;
+    //      scasb; setc cl; add ebx, ecx; cmpsw; sbb ebx, edx; scasd;
+    //      adc ebx, eax; cmpsb; scasw; adc ebx, ecx; dec ebp; jnz top; hlt
+    let mut code = vec![0xBE];
+    code.extend(DATA.to_le_bytes());
+    code.push(0xBF);
+    code.extend((DATA + 0x100).to_le_bytes());
+    code.extend([
+        0xA7, 0x13, 0xD8, 0xAE, 0x0F, 0x92, 0xC1, 0x01, 0xCB, 0x66, 0xA7, 0x1B, 0xDA, 0xAF, 0x13, 0xD8, 0xA6, 0x66,
+        0xAF, 0x13, 0xD9, 0x4D,
+    ]);
+    let back = -(code.len() as i32 + 6);
+    code.extend([0x0F, 0x85]);
+    code.extend(back.to_le_bytes());
+    code.push(0xF4);
+    for paging in [false, true] {
+        let s = compiled_against_reference(&code, 91, paging, |m| {
+            for i in 0..0x80 {
+                m.platform
+                    .mem
+                    .write(DATA + 4 * i, 4, 0x0101_0101u32.wrapping_mul(i * 7 + 3));
+            }
+            m.cpu.state.regs[5] = 2_000;
+        });
+        assert!(
+            s.stepped < 20 && s.retired > 30_000,
+            "paging {paging}: {} stepped, {} retired",
+            s.stepped,
+            s.retired
+        );
     }
 }
 
