@@ -1551,36 +1551,18 @@ impl Emitter {
                 self.wrote_index(index);
             }
         }
-        if !matches!(op, StrOp::Cmps | StrOp::Scas) {
-            // They write no flag.
-            self.end_with_cold_step(index, entry, misses, ways);
-            return;
-        }
         // CMPS and SCAS: the flags of the compare (the source or the
-        // accumulator minus the operand at ES:EDI), as CMP makes them.
-        match size {
-            1 => asm!(self.ops; cmp cl, al),
-            2 => asm!(self.ops; cmp cx, ax),
-            _ => asm!(self.ops; cmp ecx, eax),
-        }
-        let inline_dirty = self.dirty;
-        asm!(self.ops; =>ways.done);
-        let Ways { slow, done, retry } = ways;
-        self.cold(move |e| {
-            for miss in misses {
-                e.slot_missed(miss, None, retry, slow);
+        // accumulator minus the operand at ES:EDI), as CMP makes them. The
+        // others write no flag.
+        let compares = matches!(op, StrOp::Cmps | StrOp::Scas);
+        if compares {
+            match size {
+                1 => asm!(self.ops; cmp cl, al),
+                2 => asm!(self.ops; cmp cx, ax),
+                _ => asm!(self.ops; cmp ecx, eax),
             }
-            asm!(e.ops; =>slow);
-            e.resume(entry);
-            e.step(index);
-            e.uncount_after_step(entry.pending);
-            e.load_flags();
-            asm!(e.ops; jmp =>done);
-        });
-        self.resume(entry);
-        self.pending += 1;
-        self.dirty = inline_dirty;
-        self.wrote_flags(false);
+        }
+        self.end_inline(index, entry, misses, ways, compares);
     }
 
     /// PUSH m32 with 32-bit addressing, on a 32-bit stack (`Op::PushM`), as
@@ -1734,24 +1716,43 @@ impl Emitter {
         misses: impl IntoIterator<Item = SlotMiss> + 'static,
         ways: Ways,
     ) {
+        self.end_inline(index, entry, misses, ways, false);
+    }
+
+    /// [`Emitter::end_with_cold_step`], for an instruction that writes
+    /// every arithmetic flag when `writes_flags`: both ways then leave
+    /// them in the host (the cold side loads those the step wrote).
+    fn end_inline(
+        &mut self,
+        index: usize,
+        entry: At,
+        misses: impl IntoIterator<Item = SlotMiss> + 'static,
+        ways: Ways,
+        writes_flags: bool,
+    ) {
         let inline_dirty = self.dirty;
         asm!(self.ops; =>ways.done);
-        self.cold_step(index, entry, misses, ways);
+        self.cold_step(index, entry, misses, ways, writes_flags);
         self.resume(entry);
         self.pending += 1;
         self.dirty = inline_dirty;
+        if writes_flags {
+            self.wrote_flags(false);
+        }
     }
 
     /// The cold side of instruction `index`, whose inline way may refuse:
     /// host slot misses (filled, then tried again from `retry`), and at
     /// `slow` the step, from the state at `entry`, joining the inline way
-    /// at `done` with the instruction left pending as it leaves it.
+    /// at `done` with the instruction left pending as it leaves it (and
+    /// the flags it wrote loaded into the host, with `load_flags`).
     fn cold_step(
         &mut self,
         index: usize,
         entry: At,
         misses: impl IntoIterator<Item = SlotMiss> + 'static,
         Ways { slow, done, retry }: Ways,
+        load_flags: bool,
     ) {
         self.cold(move |e| {
             for miss in misses {
@@ -1761,6 +1762,9 @@ impl Emitter {
             e.resume(entry);
             e.step(index);
             e.uncount_after_step(entry.pending);
+            if load_flags {
+                e.load_flags();
+            }
             asm!(e.ops; jmp =>done);
         });
     }
@@ -1945,7 +1949,7 @@ impl Emitter {
         } else {
             entry.flags
         };
-        self.cold_step(index, entry, miss, Ways { slow, done, retry });
+        self.cold_step(index, entry, miss, Ways { slow, done, retry }, false);
         self.resume(entry);
         self.flags = flags_after;
         self.pending += 1;
