@@ -189,12 +189,16 @@ fn grow_rounds<T>(
 /// runs are swamped by start-up noise (the difference of two runs).
 const TIMED_SECONDS: f64 = 0.5;
 
+/// Timed runs of each fast configuration; the fastest counts.
+const TIMED_RUNS: u32 = 3;
+
 /// One workload on every engine (and QEMU when `qemu` names the kernel file).
 ///
 /// Every configuration first runs the workload's `rounds`, which must agree
 /// with the reference's output and icount; the fast ones are then timed over
 /// as many rounds as take about half a second (QEMU about a second), so the
-/// reference's few rounds do not leave their timing to noise.
+/// reference's few rounds do not leave their timing to noise, the fastest
+/// of three such runs counting.
 fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()> {
     let mut reference: Option<(Sample, u64, f64)> = None;
     let mut raw_mips = 0.0_f64;
@@ -215,7 +219,16 @@ fn bench_workload(workload: &str, rounds: u32, qemu: Option<&Path>) -> Result<()
         };
         let timed = many.as_ref().unwrap_or(&checked);
         let insns = timed.icount - one.icount;
-        let secs = timed.seconds - one.seconds;
+        let mut secs = timed.seconds - one.seconds;
+        // The fast configurations' timed runs, best of TIMED_RUNS: on a
+        // shared host one run of a port loop's recording moved from +17%
+        // to +54% over running from one minute to the next.
+        if reference.is_some() {
+            for _ in 1..TIMED_RUNS {
+                let again = run_engine(engine, patching, jit, mode, workload, timed_rounds)?;
+                secs = secs.min(again.seconds - one.seconds);
+            }
+        }
         let mips = insns as f64 / secs / 1e6;
         let detail = match &reference {
             None => {

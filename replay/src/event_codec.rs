@@ -127,7 +127,7 @@ fn put_other(buf: &mut Vec<u8>, at: usize, icount_delta: u64, pc_delta: u32, oth
 /// equals that one's exactly when the icounts `k` apart are as far apart
 /// as the pair before: one compare of the shape and one of a subtraction
 /// an event, no search and no history kept. (Only after a repeat: events
-/// that never repeat would pay the compare twice.) 2.5 ns an event where
+/// that never repeat would pay the compare twice.) 2.7 ns an event where
 /// the search took 3.3.
 #[inline(always)]
 fn repeat_run(entries: &[Entry], mut i: usize, k: usize, buf: &mut Vec<u8>, len: &mut usize) -> usize {
