@@ -845,10 +845,6 @@ mod tests {
         }
     }
 
-    // A loop of a byte access and a 32-byte one, the same steps apart: the
-    // byte one repeats, the wide one (which only postcard writes) never
-    // does, though its shape and delta match (a review found no test with
-    // an access past the tag's 31 bytes).
     // A run of repeats whose values change, into an encoder that starts
     // with no room: every value is written into room the encoder keeps,
     // however the run's stretches fall against the buffer's end (a
@@ -888,6 +884,10 @@ mod tests {
         }
     }
 
+    // A loop of a byte access and a 32-byte one, the same steps apart: the
+    // byte one repeats, the wide one (which only postcard writes) never
+    // does, though its shape and delta match (a review found no test with
+    // an access past the tag's 31 bytes).
     #[test]
     fn a_wide_access_in_a_loop_is_written_whole_every_time() {
         let events: Vec<EventRecord> = (0..64u32)

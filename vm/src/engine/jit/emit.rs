@@ -1480,11 +1480,11 @@ impl Emitter {
     /// and EDI moved on by the operand size; CMPS and SCAS set the flags
     /// last, as CMP of the source (or the accumulator) with the operand at
     /// ES:EDI. A loop of SCASB (strlen) was Linux's commonest step from a
-    /// translation. With DF set (they
-    /// count down), or any access the inline path refuses, the step runs
-    /// the whole instruction: nothing is written before every check has
-    /// passed. A slot miss fills and tries the instruction again from its
-    /// start (the call clobbers the value held in ECX).
+    /// translation. With DF set (they count down), or any access the
+    /// inline path refuses, the step runs the whole instruction: nothing is
+    /// written before every check has passed. A slot miss fills and tries
+    /// the instruction again from its start (the call clobbers the value
+    /// held in ECX).
     fn string(&mut self, index: usize, op: StrOp, size: u8, src: SegReg) {
         // AL, AX and EAX share EAX's slot's first bytes.
         const EAX: u8 = 0;
