@@ -2,13 +2,12 @@
 //!
 //! The guest's registers, EIP, EFLAGS and the icount live in `Cpu`,
 //! addressed from r15; every translation keeps a copy of the icount in R13,
-//! carried across the edges between translations. Up to six guest
-//! registers, those the block's host code uses more than once (once, in a
-//! block that loops on itself), are cached in host registers (RBP, R12,
-//! RSI, RDI, R10, R11) for the whole translation: loaded at its top,
-//! written back where changed before every step and exit, loaded again
-//! after a step (which may write any), and pushed around the inline memory
-//! path's calls where a call may clobber them. Register-only integer instructions run as the
+//! carried across the edges between translations. Six guest registers
+//! live in host registers (RBP, R12, RSI, RDI, R10, R11; see
+//! [`CANONICAL`]) across those edges too: written back before every step
+//! and on the way back to the block engine, loaded again after a step
+//! (which may write any), and pushed around the inline memory path's
+//! calls where a call may clobber them. Register-only integer instructions run as the
 //! same host instruction on the cache or the memory slot; their arithmetic
 //! flags are the host's, kept in the host EFLAGS from one
 //! instruction to the next and written to the guest's only before a call
@@ -249,6 +248,18 @@ struct At {
 /// that the code around them leaves free (R13 holds the icount).
 const CACHE_REGS: [u8; 6] = [5 /* rbp */, 12, 6 /* rsi */, 7 /* rdi */, 10, 11];
 
+/// Where six guest registers live across the edges between translations,
+/// by guest index: EAX in RBP, EDX in RSI, EBX in RDI, ESP in R12, EBP in
+/// R10, ESI in R11 (the most used in a Linux boot's code; the two used
+/// most, EAX and ESP, in the callee-saved ones). At every edge these host
+/// registers hold those guest registers, and `CpuState` may not: a chained
+/// entry neither writes them back nor loads them again. ECX and EDI stay
+/// in `CpuState` at the edges.
+const CANONICAL: [Option<u8>; 8] = [Some(5), None, Some(6), Some(7), Some(12), Some(10), Some(11), None];
+
+/// The guest registers in [`CANONICAL`] (a bit per index).
+const CANONICAL_SET: u8 = 0b0111_1101;
+
 /// Those of [`CACHE_REGS`] that a call may clobber: pushed around the calls
 /// of the inline memory path (a step writes back and loads again anyway).
 const CALLER_SAVED: [u8; 4] = [6, 7, 10, 11];
@@ -259,9 +270,17 @@ struct Emitter {
     /// Instructions retired since the icount was last brought up to date.
     pending: u64,
     /// The host register caching each guest register (by index), for the
-    /// whole translation: loaded at its top, written back before every
-    /// step and exit, loaded again after a step.
+    /// whole translation: its [`CANONICAL`] one, or one that another guest
+    /// register lends it; written back before every step, loaded again
+    /// after a step.
     cached: [Option<u8>; 8],
+    /// Guest registers of [`CANONICAL`] kept in `CpuState` here (one whose
+    /// AH..BH is an operand, or one that lends its host register): stored
+    /// at the top, loaded into their host registers again at each edge.
+    parted: u8,
+    /// Guest registers outside [`CANONICAL`] cached here in a lent host
+    /// register: loaded at the top, written back at each edge.
+    borrowed: u8,
     /// The cached guest registers (bit per index) written since they were
     /// last written back.
     dirty: u8,
@@ -279,6 +298,9 @@ struct Emitter {
     /// a dynamic exit needs it.
     mode: u32,
     lookup: Option<DynamicLabel>,
+    /// The label of the way back to the block engine from an edge's state,
+    /// once an exit needs it.
+    edge_end: Option<DynamicLabel>,
     /// Code to emit after the block (see [`Emitter::cold`]).
     cold: Vec<ColdCode>,
     /// See `Shape::needs_virtual_if`.
@@ -810,6 +832,67 @@ impl Emitter {
         }
     }
 
+    /// At the top of the translation, from an edge's registers (see
+    /// [`CANONICAL`]) to this translation's: the parted registers stored,
+    /// the borrowed ones loaded. The canonical ones it keeps are taken as
+    /// changed: `CpuState` may not hold them.
+    fn enter_body(&mut self) {
+        for (i, h) in CANONICAL.into_iter().enumerate() {
+            if let Some(h) = h.filter(|_| self.parted & (1 << i) != 0) {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
+            }
+        }
+        for (i, h) in self.cached.into_iter().enumerate() {
+            if let Some(h) = h.filter(|_| self.borrowed & (1 << i) != 0) {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
+            }
+        }
+        self.dirty = CANONICAL_SET & !self.parted;
+    }
+
+    /// Before an edge: from this translation's registers to the edge's,
+    /// the borrowed ones written back (if changed) and the parted ones
+    /// loaded into their canonical host registers. Clobbers no flag.
+    fn registers_for_edge(&mut self) {
+        for (i, h) in self.cached.into_iter().enumerate() {
+            if let Some(h) = h.filter(|_| self.borrowed & self.dirty & (1 << i) != 0) {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
+            }
+        }
+        self.dirty &= !self.borrowed;
+        for (i, h) in CANONICAL.into_iter().enumerate() {
+            if let Some(h) = h.filter(|_| self.parted & (1 << i) != 0) {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
+            }
+        }
+    }
+
+    /// From an edge's registers back to `CpuState`, for the block engine:
+    /// every canonical one stored. Clobbers no flag.
+    fn store_edge_registers(&mut self) {
+        for (i, h) in CANONICAL.into_iter().enumerate() {
+            if let Some(h) = h {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
+            }
+        }
+    }
+
+    /// Every canonical register loaded from `CpuState` (the entry from the
+    /// block engine: the state an edge carries).
+    fn load_edge_registers(&mut self) {
+        for (i, h) in CANONICAL.into_iter().enumerate() {
+            if let Some(h) = h {
+                let at = (STATE + offsets::reg(i)) as i32;
+                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
+            }
+        }
+    }
+
     /// `mov r, loc` for host register number `r` (EAX, ECX, EDX, R9...).
     fn load(&mut self, r: u8, loc: Loc, size: u8) {
         match (loc, size) {
@@ -1075,24 +1158,32 @@ impl Emitter {
     }
 
     /// The state an edge between translations carries: the flags parked
-    /// (see [`Flags::AT_TOP`]), the icount and the registers in `Cpu`.
+    /// (see [`Flags::AT_TOP`]), the icount in `Cpu` and R13, the registers
+    /// of [`CANONICAL`] in their host registers and the rest in `Cpu`.
     fn make_edge_state(&mut self) {
         self.park_for_edge();
         self.store_icount();
-        self.write_back();
+        self.registers_for_edge();
     }
 
     /// Back to the block engine from an edge's state: the flags stored
-    /// from EBX first.
+    /// from EBX first, and the canonical registers.
     fn end_from_edge(&mut self) {
-        let at_edge = self.here();
+        let at = *self.edge_end.get_or_insert_with(|| self.ops.new_dynamic_label());
+        asm!(self.ops; jmp =>at);
+    }
+
+    /// The code [`Emitter::end_from_edge`] jumps to, emitted once after the
+    /// block.
+    fn emit_edge_end(&mut self, at: DynamicLabel) {
+        asm!(self.ops; =>at);
         self.flags = Flags::AT_TOP;
         self.store_flags();
+        self.store_edge_registers();
         asm!(self.ops
             ; mov eax, END as i32
             ; jmp ->epilogue
         );
-        self.resume(at_edge);
     }
 
     /// EAX = the effective address of `mem` (32-bit addressing).
@@ -3051,12 +3142,15 @@ fn address_registers(mem: MemRef, use_reg: &mut impl FnMut(u8, bool)) {
     }
 }
 
-/// Which guest registers the translation of `insns` keeps in host
-/// registers: the most used by its host code, when used more than once
-/// and more often than the steps that must write them back and load them
-/// again (once is enough in a block that loops on itself). A register whose AH..BH is an operand stays in memory (those
-/// have no encoding beside the host registers that cache).
-fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
+/// Where the translation of `insns` keeps the guest registers: the
+/// [`CANONICAL`] ones in their host registers, but for those whose AH..BH
+/// is an operand (no encoding beside the host registers that cache); a
+/// host register that holds such a register, or one the block never
+/// uses, lent to ECX or EDI where its host code uses it more than twice
+/// and more often than its steps (which write it back and load it again),
+/// once being enough in a block that loops on itself. Returns the plan,
+/// the parted canonical registers and the borrowers.
+fn cache_plan(insns: &[Insn], self_loop: bool) -> ([Option<u8>; 8], u8, u8) {
     let mut uses = [0u32; 8];
     let mut high = [false; 8];
     let mut steps = 0;
@@ -3081,18 +3175,34 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> [Option<u8>; 8] {
             None => steps += 1,
         }
     }
-    // A block that loops on itself loads and writes back once per entry,
-    // not per run: one use per run is worth it.
-    let least = if self_loop { 1 } else { 2 };
-    let mut order: Vec<usize> = (0..8)
-        .filter(|&r| !high[r] && uses[r] >= least && uses[r] > steps)
-        .collect();
-    order.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
     let mut plan = [None; 8];
-    for (&r, &h) in order.iter().zip(CACHE_REGS.iter()) {
-        plan[r] = Some(h);
+    let mut parted = 0u8;
+    let mut lendable = Vec::new();
+    for (r, h) in CANONICAL.into_iter().enumerate() {
+        let Some(h) = h else { continue };
+        if high[r] {
+            parted |= 1 << r;
+            lendable.push((r, h));
+        } else {
+            plan[r] = Some(h);
+            if uses[r] == 0 {
+                lendable.push((r, h));
+            }
+        }
     }
-    plan
+    let least = if self_loop { 1 } else { 3 };
+    let mut borrowers: Vec<usize> = (0..8)
+        .filter(|&r| CANONICAL[r].is_none() && !high[r] && uses[r] >= least && uses[r] > steps)
+        .collect();
+    borrowers.sort_by_key(|&r| std::cmp::Reverse(uses[r]));
+    let mut borrowed = 0u8;
+    for (r, (lender, h)) in borrowers.into_iter().zip(lendable) {
+        plan[lender] = None;
+        parted |= 1 << lender;
+        plan[r] = Some(h);
+        borrowed |= 1 << r;
+    }
+    (plan, parted, borrowed)
 }
 
 /// Assembles the translation of `shape` for address `base`. `None` when no
@@ -3119,6 +3229,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         && insns
             .last()
             .is_some_and(|i| matches!(i.op, Op::Jcc { target, .. } | Op::JmpRel { target } if target == first_ip));
+    let plan = cache_plan(insns, loops_on_itself);
     let mut ops = VecAssembler::<X64Relocation>::new(base);
     let leave = ops.new_dynamic_label();
     let top = ops.new_dynamic_label();
@@ -3131,7 +3242,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
             clear_af: false,
         },
         pending: 0,
-        cached: cache_plan(insns, loops_on_itself),
+        cached: plan.0,
+        parted: plan.1,
+        borrowed: plan.2,
         dirty: 0,
         leave,
         slot: shape.slot,
@@ -3140,6 +3253,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         exits: Vec::new(),
         mode: shape.mode | shape.flat << 16,
         lookup: None,
+        edge_end: None,
         cold: Vec::new(),
         needs_virtual_if: shape.needs_virtual_if,
         changes_if: insns.iter().any(|i| {
@@ -3168,10 +3282,12 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
         ; mov r15, rdi
         ; mov r14, rsi
     );
-    // Every top takes the flags parked and the icount in R13: edges between
-    // translations carry both.
+    // Every top takes the flags parked, the icount in R13 and the canonical
+    // registers in their host registers: edges between translations carry
+    // them.
     e.park_from_memory();
     e.reload_icount();
+    e.load_edge_registers();
     asm!(e.ops; jmp =>top);
     // Entered from another translation's exit, in its frame, with the state
     // complete at this block's start: it goes on only if no step ran since
@@ -3217,7 +3333,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     });
     asm!(e.ops; =>top);
     e.flags = Flags::AT_TOP;
-    e.reload();
+    e.enter_body();
     let body = e.ops.new_dynamic_label();
     asm!(e.ops; =>body);
     if loops_on_itself {
@@ -3295,6 +3411,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
                 );
                 if insn.plain && near {
                     e.park_for_edge();
+                    // The step wrote `CpuState`: the edge takes the
+                    // canonical registers from there.
+                    e.load_edge_registers();
                     let lookup = e.lookup();
                     asm!(e.ops; jmp =>lookup);
                 } else {
@@ -3414,6 +3533,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     }
     if let Some(at) = e.lookup {
         e.emit_lookup(at);
+    }
+    if let Some(at) = e.edge_end {
+        e.emit_edge_end(at);
     }
     asm!(e.ops
         ;=>leave
