@@ -1098,7 +1098,8 @@ impl Emitter {
     }
 
     /// A step after which the translation ends whichever way: no cached
-    /// register is needed after it.
+    /// register is loaded again after it (an edge that follows loads the
+    /// canonical ones itself).
     fn step_to_end(&mut self, index: usize) {
         self.call_step(index);
     }
@@ -1131,7 +1132,8 @@ impl Emitter {
         self.flags.dirty = false;
     }
 
-    /// Leaves for `eip` with the state complete: through a jump that a later
+    /// Leaves for `eip` with an edge's state ([`Emitter::make_edge_state`]):
+    /// through a jump that a later
     /// link may point at the translation of the block there (same page),
     /// otherwise through the jump table (another page: where it is in
     /// physical memory depends on the paging of the moment, which the
@@ -3289,8 +3291,8 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     e.reload_icount();
     e.load_edge_registers();
     asm!(e.ops; jmp =>top);
-    // Entered from another translation's exit, in its frame, with the state
-    // complete at this block's start: it goes on only if no step ran since
+    // Entered from another translation's exit, in its frame, with an edge's
+    // state at this block's start: it goes on only if no step ran since
     // the block engine last looked (so nothing it checks between blocks can
     // have changed but the icount), the whole block fits before the
     // deadline and CS admits all of it, as on entry from the block engine.
@@ -3591,7 +3593,8 @@ fn branch_taken(
     e.pending += 1;
     if let Some(n) = self_loop {
         // Another run fits the budget when icount + n <= stop. It starts
-        // after the loads of the cached registers, which hold the guest's.
+        // after the top's moves of parted and borrowed registers: the host
+        // registers hold the guest's.
         // The flags go round parked in EBX, as the top leaves them.
         let n = n as i32;
         e.park_for_edge();

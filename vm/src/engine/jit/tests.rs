@@ -2185,3 +2185,110 @@ fn group_members_of_every_form_run_as_on_the_reference() {
     }
     assert!(groups > 300 && refusals > 10, "{groups} groups, {refusals} refusals");
 }
+
+/// An instruction for [`homes_program`]: ECX and EDI arithmetic (borrowers
+/// of a free home), AH..BH operands (which part a register from its home),
+/// XCHG with ECX, calls to RETs on the next page (jump table lookups both
+/// ways) and through memory (a step, then a lookup), or any of
+/// [`instruction`]'s.
+fn homes_instruction(rng: &mut Rng) -> Vec<u8> {
+    let high = |rng: &mut Rng| 4 + rng.below(4) as u8;
+    let low = |rng: &mut Rng| rng.below(4) as u8;
+    match rng.below(16) {
+        0 => vec![0x41],                                             // inc ecx
+        1 => vec![0x47],                                             // inc edi
+        2 => vec![0x01, 0xCF],                                       // add edi, ecx
+        3 => vec![0x29, 0xF9],                                       // sub ecx, edi
+        4 => vec![0x8D, 0x0C, 0x39],                                 // lea ecx, [ecx+edi]
+        5 => vec![0x89, 0xC8 | [0, 2, 3, 6][rng.below(4) as usize]], // mov r32, ecx
+        6 => vec![0x88, 0xC0 | (high(rng) << 3) | low(rng)],         // mov r8, r8h
+        7 => vec![0x00, 0xC0 | (low(rng) << 3) | high(rng)],         // add r8h, r8
+        8 => vec![0x80, 0xC0 | high(rng), rng.next() as u8],         // add r8h, imm8
+        9 => vec![0xFE, 0xC0 | high(rng)],                           // inc r8h
+        10 => vec![0xE8, 0, 0, 0, 0],                                // call (placed by the caller)
+        11 => {
+            // call [DATA + 0x800 + 4k]
+            let mut v = vec![0xFF, 0x15];
+            v.extend((DATA + 0x800 + 4 * rng.below(8) as u32).to_le_bytes());
+            v
+        }
+        12 => vec![0x87, 0xC8 | [0, 2, 3, 6, 7][rng.below(5) as usize]], // xchg ecx, r32
+        13 => vec![0x0F, 0xAF, 0xCF],                                    // imul ecx, edi
+        _ => instruction(rng),
+    }
+}
+
+/// A loop of `n` [`homes_instruction`]s, some behind a conditional jump
+/// over them, counted down by EBP; its calls go to RETs on the next page.
+fn homes_program(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut body: Vec<u8> = Vec::new();
+    let place = |body: &mut Vec<u8>, mut inst: Vec<u8>| {
+        if inst == [0xE8, 0, 0, 0, 0] {
+            let end = CODE + body.len() as u32 + 5;
+            let target = CODE + 0x1000 + 8 * (end % 8);
+            inst[1..5].copy_from_slice(&target.wrapping_sub(end).to_le_bytes());
+        }
+        body.extend(inst);
+    };
+    let mut i = 0;
+    while i < n {
+        let inst = homes_instruction(rng);
+        if rng.below(6) == 0 {
+            let next = homes_instruction(rng);
+            body.extend([0x70 | rng.below(16) as u8, inst.len() as u8]);
+            place(&mut body, inst);
+            place(&mut body, next);
+            i += 2;
+        } else {
+            place(&mut body, inst);
+            i += 1;
+        }
+    }
+    // dec ebp; jnz top; hlt
+    body.push(0x4D);
+    let back = -(body.len() as i32 + 6);
+    body.extend([0x0F, 0x85]);
+    body.extend(back.to_le_bytes());
+    body.push(0xF4);
+    body
+}
+
+fn homes_run(code: &[u8], seed: u64, engine: Engine, jit: JitConfig, limit: u64) -> (StopReason, Machine) {
+    let mut m = machine(code, &mut Rng(seed), engine, jit);
+    // RETs on the next page, and pointers to RETs at the end of this one.
+    for r in 0..8u32 {
+        m.platform.mem.write(CODE + 0x1000 + 8 * r, 1, 0xC3);
+        m.platform.mem.write(CODE + 0xC00 + 8 * r, 1, 0xC3);
+        m.platform.mem.write(DATA + 0x800 + 4 * r, 4, CODE + 0xC00 + 8 * r);
+    }
+    let stop = m.run(limit, &mut NoInput::default(), &mut CaptureConsole::default());
+    (stop, m)
+}
+
+// Six guest registers keep fixed host registers across edges; a block
+// parts one whose AH..BH it uses, and lends a home it frees to ECX or EDI.
+// Random loops heavy in both, with calls that end in jump table lookups
+// (after host code and after a step), run on both block engines as on the
+// reference, stopped at random points too.
+#[test]
+fn code_that_parts_and_borrows_register_homes_runs_as_on_the_reference() {
+    let mut rng = Rng(0x5EED_0000_0000_0001);
+    for program_no in 0..40 {
+        let len = 1 + rng.below(24) as usize;
+        let code = homes_program(&mut rng, len);
+        let seed = rng.next() | 1;
+        let (_, whole) = homes_run(&code, seed, Engine::Emulate, JitConfig::OFF, 100_000);
+        let total = whole.cpu.icount.max(1);
+        let limits = [100_000, 1 + rng.below(total), 1 + rng.below(total)];
+        for &limit in &limits {
+            let (want_stop, want) = homes_run(&code, seed, Engine::Emulate, JitConfig::OFF, limit);
+            for engine in [Engine::Blocks, Engine::Raw] {
+                let (stop, got) = homes_run(&code, seed, engine, JitConfig::EAGER, limit);
+                let what = format!("program {program_no} on {engine:?}, limit {limit}: {code:02x?}");
+                assert_eq!(stop, want_stop, "{what}");
+                assert_eq!(got.state(), want.state(), "{what}");
+                assert!(got.platform.mem.ram() == want.platform.mem.ram(), "{what}: RAM");
+            }
+        }
+    }
+}
