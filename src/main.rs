@@ -66,7 +66,8 @@ enum Command {
         /// instead of all.
         #[arg(long)]
         workload: Option<String>,
-        /// Rounds per workload (default: a few seconds' worth each).
+        /// Rounds per workload (default: a few seconds' worth each); with
+        /// --linux, boots per configuration (default 3).
         #[arg(long)]
         rounds: Option<u32>,
         /// Skip the QEMU comparison.
@@ -94,7 +95,8 @@ enum Command {
         /// Measure Debian's Linux boot instead (scripts/linux.sh's kernel
         /// and initramfs, or those in $RINGBACK_LINUX): seconds to /init's
         /// first line and to the end, running and recording, beside
-        /// qemu-system-i386 (two rounds taking turns; the faster of each).
+        /// qemu-system-i386 (--rounds rounds taking turns, three by
+        /// default; the fastest of each).
         #[arg(long)]
         linux: bool,
     },
@@ -336,12 +338,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => bench::bisect(rounds.unwrap_or(100)),
         Command::Bench { rounds, tui: true, .. } => bench::tui(rounds.unwrap_or(360)),
         Command::Bench {
-            linux: true, no_qemu, ..
+            linux: true,
+            no_qemu,
+            rounds,
+            ..
         } => {
             let dir = std::env::var_os("RINGBACK_LINUX")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("target/linux"));
-            bench::linux(&dir, !no_qemu)
+            bench::linux(&dir, !no_qemu, rounds.unwrap_or(3))
         }
         Command::Bench {
             workload,
