@@ -318,19 +318,30 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
 
 /// A loop of `n` random instructions and forward branches, run `EBP` times.
 fn program(rng: &mut Rng, n: usize) -> Vec<u8> {
+    loop_of(rng, n, instruction, |body, inst| body.extend(inst))
+}
+
+/// A loop of `n` instructions from `draw`, some behind a conditional jump
+/// over them, counted down by EBP; `place` appends each to the body.
+fn loop_of(
+    rng: &mut Rng,
+    n: usize,
+    draw: impl Fn(&mut Rng) -> Vec<u8>,
+    place: impl Fn(&mut Vec<u8>, Vec<u8>),
+) -> Vec<u8> {
     let mut body = Vec::new();
     let mut i = 0;
     while i < n {
-        let inst = instruction(rng);
+        let inst = draw(rng);
         if rng.below(6) == 0 {
             // jcc over the next instruction.
-            let next = instruction(rng);
+            let next = draw(rng);
             body.extend([0x70 | rng.below(16) as u8, inst.len() as u8]);
-            body.extend(inst);
-            body.extend(next);
+            place(&mut body, inst);
+            place(&mut body, next);
             i += 2;
         } else {
-            body.extend(inst);
+            place(&mut body, inst);
             i += 1;
         }
     }
@@ -2218,39 +2229,17 @@ fn homes_instruction(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
-/// A loop of `n` [`homes_instruction`]s, some behind a conditional jump
-/// over them, counted down by EBP; its calls go to RETs on the next page.
+/// A loop of `n` [`homes_instruction`]s ([`loop_of`]); its calls go to
+/// RETs on the next page.
 fn homes_program(rng: &mut Rng, n: usize) -> Vec<u8> {
-    let mut body: Vec<u8> = Vec::new();
-    let place = |body: &mut Vec<u8>, mut inst: Vec<u8>| {
+    loop_of(rng, n, homes_instruction, |body, mut inst| {
         if inst == [0xE8, 0, 0, 0, 0] {
             let end = CODE + body.len() as u32 + 5;
             let target = CODE + 0x1000 + 8 * (end % 8);
             inst[1..5].copy_from_slice(&target.wrapping_sub(end).to_le_bytes());
         }
         body.extend(inst);
-    };
-    let mut i = 0;
-    while i < n {
-        let inst = homes_instruction(rng);
-        if rng.below(6) == 0 {
-            let next = homes_instruction(rng);
-            body.extend([0x70 | rng.below(16) as u8, inst.len() as u8]);
-            place(&mut body, inst);
-            place(&mut body, next);
-            i += 2;
-        } else {
-            place(&mut body, inst);
-            i += 1;
-        }
-    }
-    // dec ebp; jnz top; hlt
-    body.push(0x4D);
-    let back = -(body.len() as i32 + 6);
-    body.extend([0x0F, 0x85]);
-    body.extend(back.to_le_bytes());
-    body.push(0xF4);
-    body
+    })
 }
 
 fn homes_run(code: &[u8], seed: u64, engine: Engine, jit: JitConfig, limit: u64) -> (StopReason, Machine) {
