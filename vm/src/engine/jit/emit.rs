@@ -2508,6 +2508,7 @@ impl Emitter {
             ; mov ecx, eax
             ; shr ecx, 12
             ; xor ecx, eax
+            ; xor ecx, ((self.mode & 0xFFFF) << super::JUMP_MODE_SHIFT) as i32
             ; and ecx, (JUMP_SLOTS - 1) as i32
             ; shl rcx, JUMP_SLOT_SHIFT
             ; add rcx, QWORD [r14 + ENV_JUMPS]

@@ -154,10 +154,16 @@ pub fn jump_mode(code32: bool, view: u8) -> u32 {
     u32::from(code32) | u32::from(view) << 1
 }
 
-/// The slot for a target EIP (the generated code computes the same).
-pub fn jump_slot(eip: u32) -> usize {
-    (eip ^ (eip >> 12)) as usize & (JUMP_SLOTS - 1)
+/// The slot for a target EIP in a [`jump_mode`] (the generated code
+/// computes the same). The mode is part of the hash: a kernel's code runs
+/// in the compressed view with IF set and in the true view with it clear,
+/// and the two translations of a block must not take each other's slot.
+pub fn jump_slot(eip: u32, mode: u32) -> usize {
+    (eip ^ (eip >> 12) ^ ((mode & 0xFFFF) << JUMP_MODE_SHIFT)) as usize & (JUMP_SLOTS - 1)
 }
+
+/// Where a jump mode enters a slot's index ([`jump_slot`]).
+pub const JUMP_MODE_SHIFT: u32 = 13;
 
 /// A segment's window for 4-byte accesses when it is flat: base 0,
 /// limit 4 GiB - 1, expand-up ([`Cpu::fast_window`]).
@@ -915,7 +921,7 @@ impl Jit {
     #[inline]
     pub fn remember(&mut self, eip: u32, phys: u32, mode: u32, code: Code) {
         if let (Some(entry), true) = (code.chain_entry, self.is_current(code)) {
-            self.jumps[jump_slot(eip)] = JumpSlot {
+            self.jumps[jump_slot(eip, mode)] = JumpSlot {
                 eip,
                 phys,
                 mode: mode | code.flat << 16,
@@ -927,7 +933,7 @@ impl Jit {
 
     /// Takes a dropped block out of the jump table.
     pub fn forget(&mut self, eip: u32, phys: u32, mode: u32) {
-        let slot = &mut self.jumps[jump_slot(eip)];
+        let slot = &mut self.jumps[jump_slot(eip, mode)];
         if slot.eip == eip && slot.phys == phys && slot.mode & 0xFFFF == mode {
             *slot = JumpSlot::EMPTY;
         }
