@@ -258,7 +258,17 @@ const CACHE_REGS: [u8; 6] = [5 /* rbp */, 12, 6 /* rsi */, 7 /* rdi */, 10, 11];
 const CANONICAL: [Option<u8>; 8] = [Some(5), None, Some(6), Some(7), Some(12), Some(10), Some(11), None];
 
 /// The guest registers in [`CANONICAL`] (a bit per index).
-const CANONICAL_SET: u8 = 0b0111_1101;
+const CANONICAL_SET: u8 = {
+    let mut set = 0;
+    let mut i = 0;
+    while i < 8 {
+        if CANONICAL[i].is_some() {
+            set |= 1 << i;
+        }
+        i += 1;
+    }
+    set
+};
 
 /// Those of [`CACHE_REGS`] that a call may clobber: pushed around the calls
 /// of the inline memory path (a step writes back and loads again anyway).
@@ -807,29 +817,33 @@ impl Emitter {
         }
     }
 
-    /// Writes the cached guest registers changed since the last write-back
-    /// to `CpuState` (without touching the host flags). They stay cached.
-    fn write_back(&mut self) {
-        for (i, h) in self.cached.into_iter().enumerate() {
-            if let Some(h) = h {
-                if self.dirty & (1 << i) != 0 {
-                    let at = (STATE + offsets::reg(i)) as i32;
+    /// Moves the guest registers in `which` (a bit per index) that `homes`
+    /// puts in host registers: to `CpuState` when `to_memory`, else from it
+    /// (without touching the host flags).
+    fn move_registers(&mut self, homes: [Option<u8>; 8], which: u8, to_memory: bool) {
+        for (i, h) in homes.into_iter().enumerate() {
+            if let Some(h) = h.filter(|_| which & (1 << i) != 0) {
+                let at = (STATE + offsets::reg(i)) as i32;
+                if to_memory {
                     asm!(self.ops; mov DWORD [r15 + at], Rd(h));
+                } else {
+                    asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
                 }
             }
         }
+    }
+
+    /// Writes the cached guest registers changed since the last write-back
+    /// to `CpuState` (without touching the host flags). They stay cached.
+    fn write_back(&mut self) {
+        self.move_registers(self.cached, self.dirty, true);
         self.dirty = 0;
     }
 
     /// Loads every cached guest register from `CpuState`.
     fn reload(&mut self) {
         debug_assert_eq!(self.dirty, 0, "dirty registers are written back first");
-        for (i, h) in self.cached.into_iter().enumerate() {
-            if let Some(h) = h {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
-            }
-        }
+        self.move_registers(self.cached, 0xFF, false);
     }
 
     /// At the top of the translation, from an edge's registers (see
@@ -837,18 +851,8 @@ impl Emitter {
     /// the borrowed ones loaded. The canonical ones it keeps are taken as
     /// changed: `CpuState` may not hold them.
     fn enter_body(&mut self) {
-        for (i, h) in CANONICAL.into_iter().enumerate() {
-            if let Some(h) = h.filter(|_| self.parted & (1 << i) != 0) {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
-            }
-        }
-        for (i, h) in self.cached.into_iter().enumerate() {
-            if let Some(h) = h.filter(|_| self.borrowed & (1 << i) != 0) {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
-            }
-        }
+        self.move_registers(CANONICAL, self.parted, true);
+        self.move_registers(self.cached, self.borrowed, false);
         self.dirty = CANONICAL_SET & !self.parted;
     }
 
@@ -856,41 +860,21 @@ impl Emitter {
     /// the borrowed ones written back (if changed) and the parted ones
     /// loaded into their canonical host registers. Clobbers no flag.
     fn registers_for_edge(&mut self) {
-        for (i, h) in self.cached.into_iter().enumerate() {
-            if let Some(h) = h.filter(|_| self.borrowed & self.dirty & (1 << i) != 0) {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
-            }
-        }
+        self.move_registers(self.cached, self.borrowed & self.dirty, true);
         self.dirty &= !self.borrowed;
-        for (i, h) in CANONICAL.into_iter().enumerate() {
-            if let Some(h) = h.filter(|_| self.parted & (1 << i) != 0) {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
-            }
-        }
+        self.move_registers(CANONICAL, self.parted, false);
     }
 
     /// From an edge's registers back to `CpuState`, for the block engine:
     /// every canonical one stored. Clobbers no flag.
     fn store_edge_registers(&mut self) {
-        for (i, h) in CANONICAL.into_iter().enumerate() {
-            if let Some(h) = h {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov DWORD [r15 + at], Rd(h));
-            }
-        }
+        self.move_registers(CANONICAL, 0xFF, true);
     }
 
     /// Every canonical register loaded from `CpuState` (the entry from the
     /// block engine: the state an edge carries).
     fn load_edge_registers(&mut self) {
-        for (i, h) in CANONICAL.into_iter().enumerate() {
-            if let Some(h) = h {
-                let at = (STATE + offsets::reg(i)) as i32;
-                asm!(self.ops; mov Rd(h), DWORD [r15 + at]);
-            }
-        }
+        self.move_registers(CANONICAL, 0xFF, false);
     }
 
     /// `mov r, loc` for host register number `r` (EAX, ECX, EDX, R9...).
