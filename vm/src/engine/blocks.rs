@@ -1561,6 +1561,7 @@ fn run_block<const RAW: bool, H: RawHooks>(
     let block = &blocks[slot];
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
     let io_stage = events.io_stage();
+    jit.logs_io(io_stage);
     let if_at_entry = cpu.virtual_if();
     let mut run = BlockRun::<RAW, H> {
         block,
@@ -2051,6 +2052,51 @@ mod tests {
                 assert!(retired > 1_000, "translations ran: {retired}");
             }
         }
+    }
+
+    // A sink attached while translations run unlogged, then detached: the
+    // accesses in between are logged as the interpreter logs them, and
+    // none after (translations log exactly while a sink listens).
+    #[test]
+    fn a_sink_attached_and_detached_between_runs_gets_what_happened_in_between() {
+        use crate::bus::Bus;
+        use crate::engine::jit::JitConfig;
+        use crate::events::EventLog;
+        use std::sync::{Arc, Mutex};
+        let code = [
+            0x88, 0xC8, // loop: mov al, cl
+            0xE6, 0x80, // out 80h, al
+            0xE4, 0x21, // in al, 21h
+            0x01, 0xC3, // add ebx, eax
+            0x49, // dec ecx
+            0x75, 0xF5, // jnz loop
+            0xFA, // cli
+            0xF4, // hlt
+        ];
+        let run = |jit: JitConfig| {
+            let mut m = machine(&code, Engine::Raw);
+            m.cpu.state.regs[1] = 100_000;
+            m.platform.io_write(0x21, 1, 0xFF, 0);
+            m.platform.route_all();
+            m.platform.attention = Default::default();
+            m.blocks.jit.config = jit;
+            let (mut host, mut console) = (NoInput::default(), CaptureConsole::default());
+            m.run(20_000, &mut host, &mut console);
+            let log = Arc::new(Mutex::new(EventLog::default()));
+            m.events.attach(Box::new(log.clone()));
+            m.run(60_000, &mut host, &mut console);
+            m.events.detach();
+            let stop = m.run(100_000, &mut host, &mut console);
+            let records = log.lock().expect("log").records.clone();
+            (records, stop, m.state(), m.blocks.jit.stats.retired)
+        };
+        let (want, want_stop, want_state, _) = run(JitConfig::OFF);
+        assert!(want.len() > 10_000, "{} events", want.len());
+        assert!(want.iter().all(|r| (20_000..60_000).contains(&r.icount)));
+        let (got, stop, state, retired) = run(JitConfig::EAGER);
+        assert!(retired > 50_000, "translations ran: {retired}");
+        assert_eq!((stop, state), (want_stop, want_state));
+        assert_eq!(got, want);
     }
 
     // Paging turned off in the middle of a block entered through a mapping

@@ -277,6 +277,9 @@ const CALLER_SAVED: [u8; 4] = [6, 7, 10, 11];
 struct Emitter {
     ops: VecAssembler<X64Relocation>,
     flags: Flags,
+    /// A sink listens to device accesses ([`Jit::logs_io`]): inline port
+    /// accesses log themselves, and need the room to.
+    logs_io: bool,
     /// Instructions retired since the icount was last brought up to date.
     pending: u64,
     /// The host register caching each guest register (by index), for the
@@ -2246,17 +2249,14 @@ impl Emitter {
                 ; jne =>slow
             );
         }
-        let unlogged = self.ops.new_dynamic_label();
-        let logged = self.ops.new_dynamic_label();
-        asm!(self.ops
-            ; mov r8, QWORD [r14 + ENV_IO_STAGE]
-            ; test r8, r8
-            ; jz =>unlogged
-            ; mov r9, QWORD [r8 + STAGE_NEXT]
-            ; cmp r9, QWORD [r8 + STAGE_END]
-            ; jae =>slow
-            ;=>unlogged
-        );
+        if self.logs_io {
+            asm!(self.ops
+                ; mov r8, QWORD [r14 + ENV_IO_STAGE]
+                ; mov r9, QWORD [r8 + STAGE_NEXT]
+                ; cmp r9, QWORD [r8 + STAGE_END]
+                ; jae =>slow
+            );
+        }
         // ECX: the byte read or written.
         let (count, unmapped) = if input {
             (Platform::PORT_READS, Platform::UNMAPPED_PORT_READS)
@@ -2281,20 +2281,48 @@ impl Emitter {
             self.store(self.reg32(EAX), 1, 1);
             self.wrote_index(EAX);
         }
-        let pending = self.pending as i32;
-        let size_and_flags = 1 | i32::from(if input { 0 } else { ENTRY_WRITE }) << 8;
+        if self.logs_io {
+            self.log_port_access(insn, input, port);
+        }
+        if let SystemSite::Patch { index, .. } = site {
+            asm!(self.ops
+                ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
+                ; add QWORD [rax + (index * 8) as i32], 1
+                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
+            );
+        }
+        // IN and OUT write no flag.
+        self.end_with_cold_step(index, entry, None, ways);
+    }
+
+    /// Stores the port access `inline_port` made, its value in ECX, as an
+    /// entry at the room's `next` (R9; the stage in R8) and moves `next` on.
+    /// A port loop logs an access every few instructions, so each store
+    /// here costs the recording: the icount goes in as R13 with the
+    /// instructions past it beside the size and flags, and with CS flat
+    /// (checked on entry, no step that may change modes since) the pc is
+    /// the EIP, and the pc and port one constant.
+    fn log_port_access(&mut self, insn: &Insn, input: bool, port: u8) {
+        let flags = u32::from(if input { 0 } else { ENTRY_WRITE });
         asm!(self.ops
-            ; test r8, r8
-            ; jz =>logged
             ; lea rax, [r9 + stage::ENTRY_SIZE as i32]
             ; mov QWORD [r8 + STAGE_NEXT], rax
-            ; lea rax, [r13 + pending]
-            ; mov QWORD [r9 + stage::ICOUNT as i32], rax
         );
-        // A port loop logs an access every few instructions, and each of
-        // these costs the recording: with CS flat here (checked on entry,
-        // and no step that may change modes since), the pc is the EIP, and
-        // the pc and port are one constant stored at once.
+        // A translation too long for the count past R13 in 16 bits (none
+        // is) stores the whole icount instead.
+        let past = match u16::try_from(self.pending) {
+            Ok(past) => {
+                asm!(self.ops; mov QWORD [r9 + stage::ICOUNT as i32], r13);
+                past
+            }
+            Err(_) => {
+                asm!(self.ops
+                    ; lea rax, [r13 + self.pending as i32]
+                    ; mov QWORD [r9 + stage::ICOUNT as i32], rax
+                );
+                0
+            }
+        };
         if self.flat & super::flat_bit(SegReg::Cs as usize, false) != 0 {
             let pc_and_port = u64::from(insn.ip) | u64::from(port) << 32;
             asm!(self.ops
@@ -2309,20 +2337,11 @@ impl Emitter {
                 ; mov DWORD [r9 + stage::ADDR as i32], i32::from(port)
             );
         }
+        let size_flags_and_past = 1 | flags << 8 | u32::from(past) << 16;
         asm!(self.ops
             ; mov DWORD [r9 + stage::VALUE as i32], ecx
-            ; mov WORD [r9 + stage::SIZE_AND_FLAGS as i32], size_and_flags as i16
-            ;=>logged
+            ; mov DWORD [r9 + stage::SIZE_FLAGS_AND_PAST as i32], size_flags_and_past as i32
         );
-        if let SystemSite::Patch { index, .. } = site {
-            asm!(self.ops
-                ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
-                ; add QWORD [rax + (index * 8) as i32], 1
-                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
-            );
-        }
-        // IN and OUT write no flag.
-        self.end_with_cold_step(index, entry, None, ways);
     }
 
     /// Jumps to `to` when an interrupt or an NMI waits for the CPU (what
@@ -3194,7 +3213,7 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> ([Option<u8>; 8], u8, u8) {
 
 /// Assembles the translation of `shape` for address `base`. `None` when no
 /// instruction would run as host code: the interpreter does as well.
-pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
+pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembled> {
     let insns = shape.insns;
     // Worth it only when host code outweighs the steps: a step from a
     // translation costs more than the interpreter's own.
@@ -3222,6 +3241,7 @@ pub fn assemble(shape: &Shape<'_>, base: usize) -> Option<Assembled> {
     let top = ops.new_dynamic_label();
     let mut e = Emitter {
         ops,
+        logs_io,
         flags: Flags {
             in_host: false,
             parked: false,

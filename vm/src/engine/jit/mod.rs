@@ -706,6 +706,9 @@ pub struct Jit {
     /// refused, for the block cache to compile again, and the segments
     /// that were not flat then.
     pub refused: Vec<(u32, u32)>,
+    /// Whether the cache's translations log the device accesses they make
+    /// inline ([`Jit::logs_io`]).
+    logging: bool,
 }
 
 // SAFETY: `env` holds pointers into the machine this compiler belongs to,
@@ -819,6 +822,7 @@ impl Jit {
             dump_eip: dump_eip(),
             patch_hits: Vec::new(),
             refused: Vec::new(),
+            logging: false,
         }
     }
 
@@ -909,6 +913,19 @@ impl Jit {
         self.jumps.fill(JumpSlot::EMPTY);
     }
 
+    /// Translations log the device accesses they make inline exactly when
+    /// a sink listens (`io_stage` not null), so that neither checks at run
+    /// time: the cache is emptied when that changes (a recording starts
+    /// before the guest runs, so it seldom does). Call before entering a
+    /// translation with `io_stage` as `Env::io_stage`.
+    #[inline]
+    pub fn logs_io(&mut self, io_stage: *mut IoStage) {
+        if self.logging == io_stage.is_null() {
+            self.flush();
+            self.logging = !io_stage.is_null();
+        }
+    }
+
     /// Drops every translation (the blocks they belong to are going).
     pub fn flush(&mut self) {
         #[cfg(target_arch = "x86_64")]
@@ -986,12 +1003,12 @@ impl Jit {
             }
             self.install_walk();
             let mut addr = self.cache.next_address()?;
-            let mut out = emit::assemble(shape, addr)?;
+            let mut out = emit::assemble(shape, addr, self.logging)?;
             if !self.cache.fits(out.bytes.len()) {
                 self.flush();
                 self.stats.flushes += 1;
                 addr = self.cache.next_address()?;
-                out = emit::assemble(shape, addr)?;
+                out = emit::assemble(shape, addr, self.logging)?;
                 if !self.cache.fits(out.bytes.len()) {
                     return None;
                 }
