@@ -45,14 +45,54 @@ pub struct ScanResult {
 
 #[derive(Clone, Debug, Default)]
 pub struct Scanner {
-    scanned: FastSet<Site>,
     marked: FastSet<Site>,
-    /// Scanned sites (with their lengths) by physical page, to forget them
+    /// The scanned sites by physical page, to find them and to forget them
     /// when their code changes.
-    by_page: FastMap<u32, Vec<(Site, u8)>>,
+    by_page: FastMap<u32, PageScan>,
     /// Pages whose scan results changed since the learning was last saved.
     changed: FastSet<u32>,
     pub stats: ScanStats,
+}
+
+/// The sites scanned on one physical page.
+#[derive(Clone, Debug)]
+struct PageScan {
+    /// With their lengths, in the order they were scanned.
+    sites: Vec<(Site, u8)>,
+    /// A bit per byte offset and code size: whether a site was scanned
+    /// there. A Linux boot scans most of a million instructions, and a set
+    /// of them all missed the host's caches on every lookup.
+    bits: Box<[u64; 2 * 4096 / 64]>,
+}
+
+impl Default for PageScan {
+    fn default() -> Self {
+        PageScan {
+            sites: Vec::new(),
+            bits: Box::new([0; 2 * 4096 / 64]),
+        }
+    }
+}
+
+impl PageScan {
+    /// The word and bit of `site` (on this page).
+    fn bit((phys, code32): Site) -> (usize, u64) {
+        let i = (phys & 0xFFF) as usize | usize::from(code32) << 12;
+        (i / 64, 1 << (i % 64))
+    }
+
+    fn contains(&self, site: Site) -> bool {
+        let (word, bit) = PageScan::bit(site);
+        self.bits[word] & bit != 0
+    }
+
+    fn insert(&mut self, site: Site, len: u8) {
+        let (word, bit) = PageScan::bit(site);
+        if self.bits[word] & bit == 0 {
+            self.bits[word] |= bit;
+            self.sites.push((site, len));
+        }
+    }
 }
 
 /// Decodes the instruction at `phys` if it lies wholly inside its page.
@@ -68,7 +108,7 @@ pub fn decode_at(platform: &mut Platform, phys: u32, eip: u32, code32: bool) -> 
 
 impl Scanner {
     pub fn is_scanned(&self, site: Site) -> bool {
-        self.scanned.contains(&site)
+        self.by_page.get(&(site.0 >> 12)).is_some_and(|p| p.contains(site))
     }
 
     pub fn is_marked(&self, site: Site) -> bool {
@@ -92,8 +132,6 @@ impl Scanner {
         // The page tables do not change during a scan: the last page's
         // translation serves the instructions after it on that page.
         let mut mapped: Option<(u32, u32)> = None;
-        // The sites found on one page, added to `by_page` together.
-        let mut found: Option<(u32, Vec<(Site, u8)>)> = None;
         while let Some((mut ip, depth)) = work.pop() {
             loop {
                 if result.instructions >= SCAN_BUDGET || ip > cs_limit {
@@ -111,21 +149,15 @@ impl Scanner {
                     }
                 };
                 let site = (phys, code32);
-                if self.scanned.contains(&site) {
+                let page = phys >> 12;
+                if self.is_scanned(site) {
                     break;
                 }
                 let Some(inst) = decode_at(platform, phys, ip, code32) else {
                     break;
                 };
-                self.scanned.insert(site);
-                let page = phys >> 12;
-                match &mut found {
-                    Some((p, sites)) if *p == page => sites.push((site, inst.len() as u8)),
-                    _ => {
-                        self.add_found(found.take());
-                        found = Some((page, vec![(site, inst.len() as u8)]));
-                    }
-                }
+                self.by_page.entry(page).or_default().insert(site, inst.len() as u8);
+                self.changed.insert(page);
                 platform.mem.watch_code(phys, inst.len() as u32);
                 result.instructions += 1;
                 if classify(&inst) == Class::Sensitive {
@@ -157,25 +189,16 @@ impl Scanner {
                 }
             }
         }
-        self.add_found(found);
         self.stats.scans += 1;
         self.stats.instructions += u64::from(result.instructions);
         self.stats.marked += u64::from(result.marked);
         result
     }
 
-    /// Notes the sites a scan found on a page.
-    fn add_found(&mut self, found: Option<(u32, Vec<(Site, u8)>)>) {
-        if let Some((page, sites)) = found {
-            self.by_page.entry(page).or_default().extend(sites);
-            self.changed.insert(page);
-        }
-    }
-
     /// Whether the guest changed the bytes of a scanned instruction.
     pub fn code_changed(&self, w: &CodeWrite) -> bool {
-        self.by_page.get(&w.page).is_some_and(|sites| {
-            sites
+        self.by_page.get(&w.page).is_some_and(|p| {
+            p.sites
                 .iter()
                 .any(|&((phys, _), len)| w.overlaps(phys & 0xFFF, u32::from(len)))
         })
@@ -183,17 +206,16 @@ impl Scanner {
 
     /// Watches again the scanned instructions on `page`.
     pub fn rewatch_page(&self, page: u32, mem: &mut PhysMem) {
-        for &((phys, _), len) in self.by_page.get(&page).into_iter().flatten() {
+        for &((phys, _), len) in self.by_page.get(&page).into_iter().flat_map(|p| &p.sites) {
             mem.watch_code(phys, u32::from(len));
         }
     }
 
     /// Forgets what was scanned on a page the guest changed.
     pub fn forget_page(&mut self, page: u32) {
-        if let Some(sites) = self.by_page.remove(&page) {
+        if let Some(p) = self.by_page.remove(&page) {
             self.changed.insert(page);
-            for (s, _) in sites {
-                self.scanned.remove(&s);
+            for (s, _) in p.sites {
                 self.marked.remove(&s);
             }
         }
@@ -213,8 +235,8 @@ impl Scanner {
         pages
             .into_iter()
             .map(|page| {
-                let sites = self.by_page.get(&page).map_or_else(Vec::new, |sites| {
-                    sites
+                let sites = self.by_page.get(&page).map_or_else(Vec::new, |p| {
+                    p.sites
                         .iter()
                         .map(|&(site, len)| ScannedSite {
                             offset: (site.0 & 0xFFF) as u16,
@@ -232,19 +254,16 @@ impl Scanner {
     /// Puts saved scan results (checked whole) into a scanner that has
     /// forgotten everything, watching each instruction as its scan did.
     pub fn restore(&mut self, scanned: &BTreeMap<u32, Vec<ScannedSite>>, mem: &mut PhysMem) {
-        let total: usize = scanned.values().map(Vec::len).sum();
-        self.scanned.reserve(total);
         self.by_page.reserve(scanned.len());
         for (&page, sites) in scanned {
             let list = self.by_page.entry(page).or_default();
-            list.reserve(sites.len());
+            list.sites.reserve(sites.len());
             for s in sites {
                 let site = (page << 12 | u32::from(s.offset), s.code32);
-                self.scanned.insert(site);
                 if s.marked {
                     self.marked.insert(site);
                 }
-                list.push((site, s.len));
+                list.insert(site, s.len);
                 mem.watch_code(site.0, u32::from(s.len));
             }
         }
