@@ -3236,7 +3236,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembl
             .last()
             .is_some_and(|i| matches!(i.op, Op::Jcc { target, .. } | Op::JmpRel { target } if target == first_ip));
     let plan = cache_plan(insns, loops_on_itself);
-    let mut ops = VecAssembler::<X64Relocation>::new(base);
+    // Room for a typical translation, so that it is not grown piece by
+    // piece (allocation was a tenth of compiling).
+    let mut ops = VecAssembler::<X64Relocation>::new_with_capacity(base, 1024 + 160 * insns.len(), 0, 8, 64, 8, 128);
     let leave = ops.new_dynamic_label();
     let top = ops.new_dynamic_label();
     let mut e = Emitter {
