@@ -257,6 +257,15 @@ pub enum Op {
         size: u8,
         dst: Gpr,
     },
+    /// SHLD (`left`) and SHRD of a register with bits from another, by an
+    /// immediate count or (`None`) by CL.
+    DshiftRR {
+        left: bool,
+        size: u8,
+        dst: Gpr,
+        src: Gpr,
+        count: Option<u8>,
+    },
     /// MOVS, CMPS, SCAS, LODS, STOS without a repeat prefix: `a32` for
     /// ESI/EDI addressing, `src` the source segment.
     Str {
@@ -652,6 +661,24 @@ impl Op {
                     _ => return None,
                 }
             }
+            M::Shld | M::Shrd => {
+                if n != 3 || k0 != OpKind::Register || k1 != OpKind::Register {
+                    return None;
+                }
+                let size = op_size(inst, 0);
+                let count = match inst.op2_kind() {
+                    OpKind::Immediate8 => Some(inst.immediate8()),
+                    OpKind::Register if inst.op2_register() == iced_x86::Register::CL => None,
+                    _ => return None,
+                };
+                Op::DshiftRR {
+                    left: m == M::Shld,
+                    size,
+                    dst: gpr(inst, 0, size)?,
+                    src: gpr(inst, 1, size)?,
+                    count,
+                }
+            }
             M::Imul if n == 2 || n == 3 => {
                 let size = op_size(inst, 0);
                 let dst = gpr(inst, 0, size)?;
@@ -700,6 +727,7 @@ impl Op {
                 | Op::Jcc { .. }
                 | Op::ShiftRI { .. }
                 | Op::ShiftRCl { .. }
+                | Op::DshiftRR { .. }
                 | Op::ImulRR { .. }
                 | Op::ImulRRI { .. }
                 | Op::Setcc { .. }
@@ -879,6 +907,20 @@ impl Cpu {
             Op::ShiftRCl { op, size, dst } => {
                 let count = self.state.regs[ECX] & 0xFF;
                 self.shift_reg(op, size, dst, count);
+            }
+            Op::DshiftRR {
+                left,
+                size,
+                dst,
+                src,
+                count,
+            } => {
+                let count = count.map_or(self.state.regs[ECX] & 0xFF, u32::from);
+                let (a, b) = (dst.read(&self.state.regs, size), src.read(&self.state.regs, size));
+                if let Some((r, f)) = shift::double(left, a, b, count, size) {
+                    dst.write(&mut self.state.regs, size, r);
+                    self.set_status(f);
+                }
             }
             Op::ImulRR { size, dst, src } => {
                 let a = dst.read(&self.state.regs, size);
@@ -1196,6 +1238,17 @@ mod tests {
             forms.push(vec![0xD2, 0xC7 | (ext << 3)]); // op bh, cl
             forms.push(vec![0xD3, 0xC6 | (ext << 3)]); // op esi, cl
         }
+        // SHLD and SHRD by an immediate (past the operand's width too) and by
+        // CL, at 32 and 16 bits, a register with itself included.
+        for op in [0xA4u8, 0xAC] {
+            for count in [0u8, 1, 2, 7, 15, 16, 17, 31, 32, 33] {
+                forms.push(vec![0x0F, op, 0xD8, count]); // op eax, ebx, count
+                forms.push(vec![0x66, 0x0F, op, 0xCA, count]); // op dx, cx, count
+                forms.push(vec![0x0F, op, 0xF6, count]); // op esi, esi, count
+            }
+            forms.push(vec![0x0F, op + 1, 0xC7]); // op edi, eax, cl
+            forms.push(vec![0x66, 0x0F, op + 1, 0xD3]); // op bx, dx, cl
+        }
         forms.push(vec![0x0F, 0xAF, 0xC3]); // imul eax, ebx
         forms.push(vec![0x66, 0x0F, 0xAF, 0xCA]); // imul cx, dx
         forms.push(vec![0x0F, 0xAF, 0x43, 0x04]); // imul eax, [ebx+4]
@@ -1410,18 +1463,19 @@ mod tests {
     fn generic_forms_stay_generic() {
         use iced_x86::{Decoder, DecoderOptions};
         let forms: &[&[u8]] = &[
-            &[0xF0, 0x01, 0x03], // lock add [ebx], eax
-            &[0xF3, 0xA4],       // rep movsb
-            &[0x8E, 0xD8],       // mov ds, ax
-            &[0x0F, 0x22, 0xC0], // mov cr0, eax
-            &[0xD1, 0x23],       // shl dword [ebx], 1
-            &[0xFA],             // cli
-            &[0x9C],             // pushf
-            &[0xFF, 0x1B],       // call far [ebx]
-            &[0xEC],             // in al, dx
-            &[0x6C],             // insb
-            &[0x87, 0x03],       // xchg [ebx], eax (locked)
-            &[0x66, 0x0F, 0xC8], // bswap ax (undefined)
+            &[0xF0, 0x01, 0x03],    // lock add [ebx], eax
+            &[0xF3, 0xA4],          // rep movsb
+            &[0x8E, 0xD8],          // mov ds, ax
+            &[0x0F, 0x22, 0xC0],    // mov cr0, eax
+            &[0xD1, 0x23],          // shl dword [ebx], 1
+            &[0xFA],                // cli
+            &[0x9C],                // pushf
+            &[0xFF, 0x1B],          // call far [ebx]
+            &[0xEC],                // in al, dx
+            &[0x6C],                // insb
+            &[0x87, 0x03],          // xchg [ebx], eax (locked)
+            &[0x66, 0x0F, 0xC8],    // bswap ax (undefined)
+            &[0x0F, 0xA4, 0x03, 4], // shld [ebx], eax, 4
         ];
         for f in forms {
             let inst = Decoder::with_ip(32, f, 0, DecoderOptions::NONE).decode();

@@ -157,20 +157,35 @@ pub fn compute(op: ShiftOp, a: u32, count: u32, eflags: u32, size: u8) -> (u32, 
 
 fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Flow> {
     let size = op_size(inst, 0);
-    let bits = u32::from(size) * 8;
     let dest = cpu.read_op(bus, inst, 0, size)?;
     let src = cpu.read_op(bus, inst, 1, size)?;
-    let count = cpu.read_op(bus, inst, 2, 1)? & 0x1F;
-    if count == 0 {
-        cpu.write_op(bus, inst, 0, size, dest)?;
-        return Ok(Flow::Next);
+    let count = cpu.read_op(bus, inst, 2, 1)?;
+    match double(inst.mnemonic() == Mnemonic::Shld, dest, src, count, size) {
+        Some((r, f)) => {
+            cpu.write_op(bus, inst, 0, size, r)?;
+            cpu.set_status(f);
+        }
+        None => cpu.write_op(bus, inst, 0, size, dest)?,
     }
+    Ok(Flow::Next)
+}
+
+/// SHLD (`left`) or SHRD of `dest` (`size` bytes) with bits from `src` by
+/// `count` (masked to 5 bits here): the result and the new status flags, or
+/// `None` for a masked count of zero, which changes nothing.
+#[inline]
+pub fn double(left: bool, dest: u32, src: u32, count: u32, size: u8) -> Option<(u32, u32)> {
+    let count = count & 0x1F;
+    if count == 0 {
+        return None;
+    }
+    let bits = u32::from(size) * 8;
     let m = flags::mask(size);
     // Shift the concatenation dest:src (SHLD) or src:dest (SHRD); counts above the
     // operand size (undefined for 16-bit operands) keep shifting in the source.
     // 128 bits: for 32-bit operands the carry sits at bit 64.
     let (dest_w, src_w) = (u128::from(dest), u128::from(src));
-    let (r, cf) = if inst.mnemonic() == Mnemonic::Shld {
+    let (r, cf) = if left {
         let wide = (dest_w << bits) | src_w;
         let (wide, c) = if count > bits {
             ((wide << bits) | dest_w, count - bits)
@@ -192,7 +207,6 @@ fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Resul
         let cf = (wide >> (count - 1)) as u32 & 1;
         (r, cf)
     };
-    cpu.write_op(bus, inst, 0, size, r)?;
     let mut f = flags::szp(r, size);
     if cf != 0 {
         f |= CF;
@@ -200,8 +214,7 @@ fn double_shift<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Resul
     if (r ^ dest) & flags::sign_bit(size) != 0 {
         f |= OF;
     }
-    cpu.set_status(f);
-    Ok(Flow::Next)
+    Some((r, f))
 }
 
 #[cfg(test)]

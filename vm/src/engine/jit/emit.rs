@@ -155,6 +155,8 @@ pub fn is_native(op: &Op) -> bool {
             _ => false,
         },
         Op::ShiftRCl { op, size, .. } => size == 4 && matches!(op, ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar),
+        // SHLD and SHRD of 32 bits: OF fixed up past one bit, AF cleared.
+        Op::DshiftRR { size, .. } => size == 4,
         Op::CallRel { size, .. } | Op::Ret { size, .. } => size == 4,
         Op::JmpR { size, .. } | Op::CallR { size, .. } => size == 4,
         Op::ImulRR { size, .. } | Op::ImulRRI { size, .. } => size != 1,
@@ -479,6 +481,7 @@ fn writes_register(op: &Op, r: u8) -> bool {
         | Op::AluR { dst, .. }
         | Op::ShiftRI { dst, .. }
         | Op::ShiftRCl { dst, .. }
+        | Op::DshiftRR { dst, .. }
         | Op::ImulRR { dst, .. }
         | Op::ImulRRI { dst, .. }
         | Op::Setcc { dst, .. }
@@ -530,6 +533,7 @@ fn flag_use(insn: &Insn) -> FlagUse {
             count,
             ..
         } if count & 0x1F != 0 => FlagUse::Overwrites,
+        Op::DshiftRR { count: Some(count), .. } if count & 0x1F != 0 => FlagUse::Overwrites,
         _ => FlagUse::Observes,
     }
 }
@@ -2937,8 +2941,110 @@ impl Emitter {
                 self.flags.in_host = false;
                 asm!(self.ops; =>done);
             }
+            Op::DshiftRR {
+                left,
+                dst,
+                src,
+                count: Some(count),
+                ..
+            } => {
+                // A masked count of 0 changes nothing, flags included.
+                let count = count & 0x1F;
+                if count == 0 {
+                    return;
+                }
+                let d = self.loc(dst, 4);
+                let s = self.in_host_register(src);
+                let fix = count > 1 && !self.flags_dead;
+                if fix {
+                    self.load(2, d, 4);
+                }
+                self.double_shift(left, d, s, Some(count as i8));
+                self.wrote(dst);
+                if fix {
+                    self.fix_overflow_after_double_shift(d);
+                }
+                self.wrote_flags(true);
+            }
+            Op::DshiftRR {
+                left,
+                dst,
+                src,
+                count: None,
+                ..
+            } => {
+                // By CL, known only now: a masked count of 0 changes
+                // nothing. Both ways end with the guest's flags in memory.
+                self.store_flags();
+                self.flags.in_host = false;
+                let d = self.loc(dst, 4);
+                let s = self.in_host_register(src);
+                match self.reg32(1) {
+                    Loc::Slot(at) => asm!(self.ops; movzx ecx, BYTE [r15 + at]),
+                    Loc::Host(h) => asm!(self.ops; movzx ecx, Rb(h)),
+                }
+                let done = self.ops.new_dynamic_label();
+                asm!(self.ops
+                    ; and ecx, 0x1F
+                    ; jz =>done
+                );
+                self.load(2, d, 4);
+                self.double_shift(left, d, s, None);
+                self.wrote(dst);
+                // By one bit the host's OF is the reference's; the fix-up
+                // makes it again.
+                self.fix_overflow_after_double_shift(d);
+                self.wrote_flags(true);
+                self.store_flags();
+                self.flags.in_host = false;
+                asm!(self.ops; =>done);
+            }
             _ => unreachable!("not a native operation: {op:?}"),
         }
+    }
+
+    /// The host register holding guest register `g` (32 bits): its cache,
+    /// or R9 loaded from `CpuState`.
+    fn in_host_register(&mut self, g: Gpr) -> u8 {
+        match self.loc(g, 4) {
+            Loc::Host(h) => h,
+            Loc::Slot(at) => {
+                asm!(self.ops; mov r9d, DWORD [r15 + at]);
+                9
+            }
+        }
+    }
+
+    /// SHLD (`left`) or SHRD of `d` with bits from host register `s`, by
+    /// `count` or by CL.
+    fn double_shift(&mut self, left: bool, d: Loc, s: u8, count: Option<i8>) {
+        match (left, d, count) {
+            (true, Loc::Slot(at), Some(c)) => asm!(self.ops; shld DWORD [r15 + at], Rd(s), c),
+            (true, Loc::Host(h), Some(c)) => asm!(self.ops; shld Rd(h), Rd(s), c),
+            (false, Loc::Slot(at), Some(c)) => asm!(self.ops; shrd DWORD [r15 + at], Rd(s), c),
+            (false, Loc::Host(h), Some(c)) => asm!(self.ops; shrd Rd(h), Rd(s), c),
+            (true, Loc::Slot(at), None) => asm!(self.ops; shld DWORD [r15 + at], Rd(s), cl),
+            (true, Loc::Host(h), None) => asm!(self.ops; shld Rd(h), Rd(s), cl),
+            (false, Loc::Slot(at), None) => asm!(self.ops; shrd DWORD [r15 + at], Rd(s), cl),
+            (false, Loc::Host(h), None) => asm!(self.ops; shrd Rd(h), Rd(s), cl),
+        }
+    }
+
+    /// OF after SHLD or SHRD of the register at `d` by more than one bit,
+    /// where the host's is undefined, as the reference makes it: whether the
+    /// sign changed, from the value before in EDX. SAHF puts back all the
+    /// other flags; RAX and RDX are clobbered.
+    fn fix_overflow_after_double_shift(&mut self, d: Loc) {
+        asm!(self.ops; lahf);
+        match d {
+            Loc::Slot(at) => asm!(self.ops; xor edx, DWORD [r15 + at]),
+            Loc::Host(h) => asm!(self.ops; xor edx, Rd(h)),
+        }
+        asm!(self.ops
+            ; shr edx, 31
+            ; add dl, 0x7F
+            ; sahf
+        );
     }
 
     /// OF after a shift or rotate of the register at `d` by more than one
@@ -3060,6 +3166,15 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
         Op::ShiftRCl { size, dst, .. } => {
             gpr(dst, size);
             use_reg(1, false);
+        }
+        Op::DshiftRR {
+            size, dst, src, count, ..
+        } => {
+            gpr(dst, size);
+            gpr(src, size);
+            if count.is_none() {
+                use_reg(1, false);
+            }
         }
         Op::Setcc { dst, .. } => gpr(dst, 1),
         Op::Bswap { dst } => gpr(dst, 4),

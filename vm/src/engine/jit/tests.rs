@@ -113,14 +113,19 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             v.extend((DATA + 4 * rng.below(16) as u32).to_le_bytes());
             v
         }
-        // A shift or rotate: by 1, by a constant at 16 and 32 bits, by CL.
+        // A shift or rotate: by 1, by a constant at 16 and 32 bits, by CL;
+        // SHLD and SHRD likewise.
         10 => {
             let kind = [0xE0, 0xE8, 0xF8, 0xC0, 0xC8, 0xD0][rng.below(6) as usize];
-            match rng.below(5) {
+            let double = [0xA4, 0xAC][rng.below(2) as usize];
+            match rng.below(8) {
                 0 => vec![0xD1, kind | d],
                 1 => vec![0x66, 0xC1, kind | d, rng.below(33) as u8],
                 2 => vec![0xD3, kind | d],
                 3 => vec![0x66, 0xD3, kind | d],
+                4 => vec![0x0F, double, rr, rng.below(40) as u8],
+                5 => vec![0x0F, double + 1, rr],
+                6 => vec![0x66, 0x0F, double, rr, rng.below(33) as u8],
                 _ => vec![0xC1, kind | d, rng.below(40) as u8],
             }
         }
