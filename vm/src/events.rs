@@ -328,9 +328,10 @@ pub struct Entry {
     value: u32,
     size: u8,
     flags: u8,
-    /// Instructions past `icount`: a translation stores the icount its
-    /// block started at as it is, and the rest with the size and flags,
-    /// which saves it an addition per access.
+    /// Instructions past `icount`: a translation stores the icount as its
+    /// register holds it (last brought up to date) and the instructions
+    /// since with the size and flags, which saves it an addition per
+    /// access.
     past: u16,
 }
 
@@ -686,8 +687,7 @@ impl SinkSlot {
                 );
                 // SAFETY: the room lent lies in the batch's spare capacity
                 // (`lend_room`), and the translation stored a whole entry
-                // at each place up to `next` (padding aside, which needs
-                // no value).
+                // at each place up to `next`, every byte of it.
                 unsafe { entries.set_len(entries.len() + stored) };
             }
             // Nothing lent until `lend_room`.

@@ -973,6 +973,8 @@ impl BlockCache {
             view: 0,
         };
         let slot = self.find(platform, key, |_, _, _| SiteKind::Plain);
+        // Compiled as the sink asks (a change empties the cache first).
+        self.jit.logs_io(events.io_stage());
         self.consider_compiling(slot, false, key, cpu, platform, || false);
         let block = &self.blocks[slot];
         if block.insts.is_empty() {
@@ -1045,6 +1047,7 @@ impl BlockCache {
             let slot = self.find(platform, key, |platform, phys, inst| {
                 raw.annotate(cpu, platform, phys, inst, compressed, events)
             });
+            self.jit.logs_io(events.io_stage());
             self.consider_compiling(slot, true, key, cpu, platform, || raw.in_patch_region(phys, key.code32));
             let block = &self.blocks[slot];
             if block.insts.is_empty() {
@@ -1641,9 +1644,10 @@ fn run_block<const RAW: bool, H: RawHooks>(
                     return out;
                 }
             }
-            if refused || (jit.config.enabled && block.code.is_none() && !block.not_worth) {
-                // Not compiled yet: back to the dispatcher, which counts the
-                // entry (a loop is hot).
+            if refused || (jit.config.enabled && block.code.is_none_or(|c| !jit.is_current(c)) && !block.not_worth) {
+                // Not compiled yet, or its translation is gone (the cache
+                // was emptied): back to the dispatcher, which counts the
+                // entry (a loop is hot) and compiles it.
                 return Step(StepOutcome::Retired);
             }
         }
@@ -2081,20 +2085,33 @@ mod tests {
             m.platform.attention = Default::default();
             m.blocks.jit.config = jit;
             let (mut host, mut console) = (NoInput::default(), CaptureConsole::default());
+            // Instructions run in translations in each of the three runs.
+            let mut translated = Vec::new();
+            let mut retired_before = 0;
+            let mut count = |m: &Machine| {
+                translated.push(m.blocks.jit.stats.retired - retired_before);
+                retired_before = m.blocks.jit.stats.retired;
+            };
             m.run(20_000, &mut host, &mut console);
+            count(&m);
             let log = Arc::new(Mutex::new(EventLog::default()));
             m.events.attach(Box::new(log.clone()));
             m.run(60_000, &mut host, &mut console);
+            count(&m);
             m.events.detach();
             let stop = m.run(100_000, &mut host, &mut console);
+            count(&m);
             let records = log.lock().expect("log").records.clone();
-            (records, stop, m.state(), m.blocks.jit.stats.retired)
+            (records, stop, m.state(), translated)
         };
         let (want, want_stop, want_state, _) = run(JitConfig::OFF);
         assert!(want.len() > 10_000, "{} events", want.len());
         assert!(want.iter().all(|r| (20_000..60_000).contains(&r.icount)));
-        let (got, stop, state, retired) = run(JitConfig::EAGER);
-        assert!(retired > 50_000, "translations ran: {retired}");
+        let (got, stop, state, translated) = run(JitConfig::EAGER);
+        // Each run mostly in translations, compiled again after each change.
+        for (run, (&n, whole)) in translated.iter().zip([20_000, 40_000, 40_000]).enumerate() {
+            assert!(n > whole * 9 / 10, "run {run}: {n} of {whole} instructions translated");
+        }
         assert_eq!((stop, state), (want_stop, want_state));
         assert_eq!(got, want);
     }

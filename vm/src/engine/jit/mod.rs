@@ -657,7 +657,8 @@ pub struct JitStats {
     pub code_bytes: u64,
     /// Host nanoseconds spent translating (never seen by the guest).
     pub compile_nanos: u64,
-    /// Times the code cache was emptied because it was full.
+    /// Times the code cache was emptied: it was full, or a sink began or
+    /// stopped listening ([`Jit::logs_io`]).
     pub flushes: u64,
     /// Instructions retired while a translation ran, and of those, the
     /// ones its steps ran (the rest ran as host code).
@@ -921,6 +922,9 @@ impl Jit {
     #[inline]
     pub fn logs_io(&mut self, io_stage: *mut IoStage) {
         if self.logging == io_stage.is_null() {
+            if self.cache_bytes() != 0 {
+                self.stats.flushes += 1;
+            }
             self.flush();
             self.logging = !io_stage.is_null();
         }
