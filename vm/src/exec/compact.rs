@@ -23,7 +23,7 @@ use super::{
 };
 use crate::bus::Bus;
 use crate::cpu::state::flags::CF;
-use crate::cpu::state::reg::ECX;
+use crate::cpu::state::reg::{EAX, ECX};
 use crate::cpu::state::SegReg;
 use crate::cpu::{Cpu, Result, StepOutcome};
 
@@ -256,6 +256,12 @@ pub enum Op {
         op: ShiftOp,
         size: u8,
         dst: Gpr,
+    },
+    /// CMPXCHG of memory with a register (EAX the accumulator).
+    CmpxchgMR {
+        size: u8,
+        mem: MemRef,
+        src: Gpr,
     },
     /// SHLD (`left`) and SHRD of a register with bits from another, by an
     /// immediate count or (`None`) by CL.
@@ -661,6 +667,14 @@ impl Op {
                     _ => return None,
                 }
             }
+            M::Cmpxchg if n == 2 && k0 == OpKind::Memory && k1 == OpKind::Register => {
+                let size = op_size(inst, 0);
+                Op::CmpxchgMR {
+                    size,
+                    mem: mem(),
+                    src: gpr(inst, 1, size)?,
+                }
+            }
             M::Shld | M::Shrd => {
                 if n != 3 || k0 != OpKind::Register || k1 != OpKind::Register {
                     return None;
@@ -908,6 +922,15 @@ impl Cpu {
                 let count = self.state.regs[ECX] & 0xFF;
                 self.shift_reg(op, size, dst, count);
             }
+            Op::CmpxchgMR { size, mem, src } => {
+                let off = mem.offset(&self.state.regs);
+                let d = self.read_mem(bus, mem.seg, off, size)?;
+                let s = src.read(&self.state.regs, size);
+                let (written, eax, f) = datamov::cmpxchg(self.state.regs[EAX], d, s, size);
+                self.write_mem(bus, mem.seg, off, size, written)?;
+                self.state.regs[EAX] = eax;
+                self.set_status(f);
+            }
             Op::DshiftRR {
                 left,
                 size,
@@ -1084,21 +1107,22 @@ mod tests {
     /// random states; the bytes must have a compact form.
     #[track_caller]
     fn agree(setup: &dyn Fn() -> Machine, bytes: &[u8], real: bool) {
-        agree_with(setup, bytes, real, false);
+        agree_with(setup, bytes, real, false, &|_| {});
     }
 
     /// `agree`, and the reference must raise an exception each time.
     #[track_caller]
     fn agree_faulting(setup: &dyn Fn() -> Machine, bytes: &[u8]) {
-        agree_with(setup, bytes, false, true);
+        agree_with(setup, bytes, false, true, &|_| {});
     }
 
     #[track_caller]
-    fn agree_with(setup: &dyn Fn() -> Machine, bytes: &[u8], real: bool, faults: bool) {
+    fn agree_with(setup: &dyn Fn() -> Machine, bytes: &[u8], real: bool, faults: bool, prepare: &dyn Fn(&mut Machine)) {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ bytes.iter().fold(0, |h, &b| h * 31 + u64::from(b)));
         for round in 0..24 {
             let mut a = setup();
             randomize(&mut a, &mut rng, real);
+            prepare(&mut a);
             a.code(bytes);
             let mut b = setup();
             b.cpu.state = a.cpu.state.clone();
@@ -1257,6 +1281,27 @@ mod tests {
         forms.push(vec![0x6B, 0x0B, 0x7F]); // imul ecx, [ebx], 7Fh
         for f in &forms {
             agree(&flat, f, false);
+        }
+    }
+
+    // CMPXCHG with memory at each size: the accumulator unlike the operand
+    // (random), and like it (made so), where the source is written.
+    #[test]
+    fn cmpxchg_shape_agrees() {
+        let forms: [&[u8]; 4] = [
+            &[0x0F, 0xB1, 0x0B],             // cmpxchg [ebx], ecx
+            &[0x66, 0x0F, 0xB1, 0x53, 0x06], // cmpxchg [ebx+6], dx
+            &[0x0F, 0xB0, 0x3B],             // cmpxchg [ebx], bh
+            &[0x0F, 0xB1, 0x00],             // cmpxchg [eax], eax
+        ];
+        for f in forms {
+            agree(&flat, f, false);
+            let disp = if f[0] == 0x66 { 6 } else { 0 };
+            agree_with(&flat, f, false, false, &|m: &mut Machine| {
+                let at = m.cpu.state.regs[if f[2] == 0x00 { reg::EAX } else { reg::EBX }] + disp;
+                let eax = m.cpu.state.regs[reg::EAX];
+                m.w32(at, eax);
+            });
         }
     }
 

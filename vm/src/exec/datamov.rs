@@ -51,18 +51,10 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
         Mnemonic::Cmpxchg => {
             let size = op_size(inst, 0);
             let d = cpu.read_op(bus, inst, 0, size)?;
-            let acc = cpu.state.regs[EAX] & flags::mask(size);
-            let (_, f) = flags::sub(acc, d, 0, size);
-            if acc == d {
-                let s = cpu.read_op(bus, inst, 1, size)?;
-                cpu.write_op(bus, inst, 0, size, s)?;
-            } else {
-                // The destination is always written (SDM: "to simplify the interface
-                // to the processor's bus").
-                cpu.write_op(bus, inst, 0, size, d)?;
-                let eax = cpu.state.regs[EAX];
-                cpu.state.regs[EAX] = (eax & !flags::mask(size)) | d;
-            }
+            let s = cpu.read_op(bus, inst, 1, size)?;
+            let (written, eax, f) = cmpxchg(cpu.state.regs[EAX], d, s, size);
+            cpu.write_op(bus, inst, 0, size, written)?;
+            cpu.state.regs[EAX] = eax;
             cpu.set_status(f);
             Ok(Flow::Next)
         }
@@ -307,6 +299,22 @@ pub(crate) fn is_cmov(m: Mnemonic) -> bool {
 #[inline]
 pub fn bswap32(v: u32) -> u32 {
     v.swap_bytes()
+}
+
+/// CMPXCHG of a destination holding `d` (`size` bytes) with source `s`: what
+/// is written to the destination (always written, SDM: "to simplify the
+/// interface to the processor's bus": `s` when it matched the accumulator,
+/// else `d` again), the new EAX and the status flags (those of CMP).
+#[inline]
+pub fn cmpxchg(eax: u32, d: u32, s: u32, size: u8) -> (u32, u32, u32) {
+    let m = flags::mask(size);
+    let acc = eax & m;
+    let (_, f) = flags::sub(acc, d, 0, size);
+    if acc == d {
+        (s, eax, f)
+    } else {
+        (d, (eax & !m) | d, f)
+    }
 }
 
 #[cfg(test)]

@@ -182,6 +182,8 @@ fn memory_access(op: &Op) -> Option<(MemRef, u8, bool)> {
         }
         Op::AluM { size, mem, .. } => (mem, size, true),
         Op::SetccM { mem, .. } => (mem, 1, true),
+        // Written whether or not it matched, as the reference does.
+        Op::CmpxchgMR { size: 4, mem, .. } => (mem, 4, true),
         _ => return None,
     };
     mem.parts32()?;
@@ -455,7 +457,7 @@ fn between_group_members(insn: &Insn) -> bool {
 /// Whether `on_memory` leaves the arithmetic flags `op` wrote in the host.
 fn memory_op_writes_flags(op: &Op) -> bool {
     match *op {
-        Op::AluRM { .. } | Op::AluMR { .. } | Op::AluMI { .. } => true,
+        Op::AluRM { .. } | Op::AluMR { .. } | Op::AluMI { .. } | Op::CmpxchgMR { .. } => true,
         Op::AluM { op, .. } => op != AluOp::Not,
         _ => false,
     }
@@ -493,6 +495,7 @@ fn writes_register(op: &Op, r: u8) -> bool {
         | Op::CmovRM { dst, .. } => dst.index() == r,
         Op::XchgRR { a, b, .. } => a.index() == r || b.index() == r,
         Op::MulR { .. } => r == 0 || r == 2,
+        Op::CmpxchgMR { .. } => r == 0,
         _ => true,
     }
 }
@@ -2653,6 +2656,17 @@ impl Emitter {
                 unary_alu!(op, unary_host, self.ops, size);
                 (op != AluOp::Not).then_some(false)
             }
+            Op::CmpxchgMR { src, .. } => {
+                // The host's CMPXCHG: its EAX is the accumulator, and its
+                // flags are CMP's, as the reference's.
+                const EAX: u8 = 0;
+                self.load(9, self.loc(src, 4), 4);
+                self.load(0, self.reg32(EAX), 4);
+                asm!(self.ops; cmpxchg DWORD [r8 + disp], r9d);
+                self.store(self.reg32(EAX), 0, 4);
+                self.wrote_index(EAX);
+                Some(false)
+            }
             _ => unreachable!("not a memory operation: {op:?}"),
         }
     }
@@ -3248,6 +3262,11 @@ fn registers_of(op: &Op, use_reg: &mut impl FnMut(u8, bool)) {
         }
         Op::MovMR { size, src, mem } | Op::AluMR { size, src, mem, .. } => {
             gpr(src, size);
+            address_registers(mem, use_reg);
+        }
+        Op::CmpxchgMR { size, src, mem } => {
+            gpr(src, size);
+            use_reg(0, false);
             address_registers(mem, use_reg);
         }
         Op::MovMI { mem, .. } | Op::AluMI { mem, .. } | Op::AluM { mem, .. } | Op::SetccM { mem, .. } => {

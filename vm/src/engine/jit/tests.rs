@@ -180,7 +180,10 @@ fn instruction(rng: &mut Rng) -> Vec<u8> {
             let disp = (rng.below(64) as u8) & !3;
             let sub = rng.below(8) as u8;
             let cc = rng.below(16) as u8;
-            match rng.below(11) {
+            match rng.below(13) {
+                // CMPXCHG with memory: unlike EAX (mostly), or made like it.
+                11 => vec![0x0F, 0xB1, 0x40 | (s << 3) | base, disp],
+                12 => vec![0x89, 0x40 | base, disp, 0x0F, 0xB1, 0x40 | (s << 3) | base, disp],
                 // CMOVcc from memory, at 32 and 16 bits.
                 9 => vec![0x0F, 0x40 | cc, 0x40 | (d << 3) | base, disp],
                 10 => vec![0x66, 0x0F, 0x40 | cc, 0x40 | (d << 3) | base, disp],
