@@ -2906,23 +2906,10 @@ impl Emitter {
                 self.wrote_flags(clear_af);
             }
             Op::ShiftRCl { op, dst, .. } => {
-                // The count is known only now. A masked count of 0 changes
-                // nothing; otherwise the shift is as by a constant, OF as the
-                // reference has it for the count. Both ways end with the
-                // guest's flags in memory.
-                self.store_flags();
-                self.flags.in_host = false;
+                // The shift is as by a constant, OF as the reference has
+                // it for the count.
                 let d = self.loc(dst, 4);
-                // CL: the low byte of ECX.
-                match self.reg32(1) {
-                    Loc::Slot(at) => asm!(self.ops; movzx ecx, BYTE [r15 + at]),
-                    Loc::Host(h) => asm!(self.ops; movzx ecx, Rb(h)),
-                }
-                let done = self.ops.new_dynamic_label();
-                asm!(self.ops
-                    ; and ecx, 0x1F
-                    ; jz =>done
-                );
+                let done = self.count_from_cl();
                 match (op, d) {
                     (ShiftOp::Shl, Loc::Slot(at)) => asm!(self.ops; shl DWORD [r15 + at], cl),
                     (ShiftOp::Shr, Loc::Slot(at)) => asm!(self.ops; shr DWORD [r15 + at], cl),
@@ -2987,21 +2974,9 @@ impl Emitter {
                 count: None,
                 ..
             } => {
-                // By CL, known only now: a masked count of 0 changes
-                // nothing. Both ways end with the guest's flags in memory.
-                self.store_flags();
-                self.flags.in_host = false;
                 let d = self.loc(dst, 4);
                 let s = self.in_host_register(src);
-                match self.reg32(1) {
-                    Loc::Slot(at) => asm!(self.ops; movzx ecx, BYTE [r15 + at]),
-                    Loc::Host(h) => asm!(self.ops; movzx ecx, Rb(h)),
-                }
-                let done = self.ops.new_dynamic_label();
-                asm!(self.ops
-                    ; and ecx, 0x1F
-                    ; jz =>done
-                );
+                let done = self.count_from_cl();
                 self.load(2, d, 4);
                 self.double_shift(left, d, s, None);
                 self.wrote(dst);
@@ -3015,6 +2990,26 @@ impl Emitter {
             }
             _ => unreachable!("not a native operation: {op:?}"),
         }
+    }
+
+    /// The start of a shift by CL, whose count is known only at run time:
+    /// the guest's flags stored (both ways end with them in memory), ECX =
+    /// CL masked to 5 bits, and a jump to the returned label, for the
+    /// caller to place after the shift, when that is 0 (which changes
+    /// nothing, flags included).
+    fn count_from_cl(&mut self) -> DynamicLabel {
+        self.store_flags();
+        self.flags.in_host = false;
+        match self.reg32(1) {
+            Loc::Slot(at) => asm!(self.ops; movzx ecx, BYTE [r15 + at]),
+            Loc::Host(h) => asm!(self.ops; movzx ecx, Rb(h)),
+        }
+        let done = self.ops.new_dynamic_label();
+        asm!(self.ops
+            ; and ecx, 0x1F
+            ; jz =>done
+        );
+        done
     }
 
     /// The host register holding guest register `g` (32 bits): its cache,
