@@ -928,7 +928,9 @@ impl Cpu {
                 let s = src.read(&self.state.regs, size);
                 let (written, eax, f) = datamov::cmpxchg(self.state.regs[EAX], d, s, size);
                 self.write_mem(bus, mem.seg, off, size, written)?;
-                self.state.regs[EAX] = eax;
+                if let Some(eax) = eax {
+                    self.state.regs[EAX] = eax;
+                }
                 self.set_status(f);
             }
             Op::DshiftRR {
@@ -1521,6 +1523,7 @@ mod tests {
             &[0x87, 0x03],          // xchg [ebx], eax (locked)
             &[0x66, 0x0F, 0xC8],    // bswap ax (undefined)
             &[0x0F, 0xA4, 0x03, 4], // shld [ebx], eax, 4
+            &[0x0F, 0xB1, 0xC8],    // cmpxchg eax, ecx
         ];
         for f in forms {
             let inst = Decoder::with_ip(32, f, 0, DecoderOptions::NONE).decode();

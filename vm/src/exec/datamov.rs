@@ -54,7 +54,11 @@ pub fn exec<B: Bus>(cpu: &mut Cpu, bus: &mut B, inst: &Instruction) -> Result<Fl
             let s = cpu.read_op(bus, inst, 1, size)?;
             let (written, eax, f) = cmpxchg(cpu.state.regs[EAX], d, s, size);
             cpu.write_op(bus, inst, 0, size, written)?;
-            cpu.state.regs[EAX] = eax;
+            // Only on a mismatch: a destination in EAX written on a match
+            // keeps what was written.
+            if let Some(eax) = eax {
+                cpu.state.regs[EAX] = eax;
+            }
             cpu.set_status(f);
             Ok(Flow::Next)
         }
@@ -304,16 +308,17 @@ pub fn bswap32(v: u32) -> u32 {
 /// CMPXCHG of a destination holding `d` (`size` bytes) with source `s`: what
 /// is written to the destination (always written, SDM: "to simplify the
 /// interface to the processor's bus": `s` when it matched the accumulator,
-/// else `d` again), the new EAX and the status flags (those of CMP).
+/// else `d` again), the new EAX when it did not match (to be set after the
+/// destination, which may be part of EAX), and the status flags (CMP's).
 #[inline]
-pub fn cmpxchg(eax: u32, d: u32, s: u32, size: u8) -> (u32, u32, u32) {
+pub fn cmpxchg(eax: u32, d: u32, s: u32, size: u8) -> (u32, Option<u32>, u32) {
     let m = flags::mask(size);
     let acc = eax & m;
     let (_, f) = flags::sub(acc, d, 0, size);
     if acc == d {
-        (s, eax, f)
+        (s, None, f)
     } else {
-        (d, (eax & !m) | d, f)
+        (d, Some((eax & !m) | d), f)
     }
 }
 
@@ -410,6 +415,16 @@ mod tests {
         m.set_reg(EAX, 0xAAAA_AA00);
         assert_retired(m.exec(&[0x0F, 0xB0, 0x0B])); // cmpxchg [ebx], cl
         assert_eq!(m.reg(EAX), 0xAAAA_AA42);
+        // A destination in the accumulator: matched, it takes the source.
+        m.set_reg(EAX, 5).set_reg(ECX, 9);
+        assert_retired(m.exec(&[0x0F, 0xB1, 0xC8])); // cmpxchg eax, ecx
+        assert_eq!((m.reg(EAX), m.status() & ZF), (9, ZF));
+        m.set_reg(EAX, 0x0505);
+        assert_retired(m.exec(&[0x0F, 0xB0, 0xCC])); // cmpxchg ah, cl
+        assert_eq!((m.reg(EAX), m.status() & ZF), (0x0905, ZF));
+        m.set_reg(EAX, 0x0507);
+        assert_retired(m.exec(&[0x0F, 0xB0, 0xCC])); // AL 7 != AH 5: AL <- 5
+        assert_eq!((m.reg(EAX), m.status() & ZF), (0x0505, 0));
     }
 
     // SDM Vol. 2A, CMPXCHG8B: EDX:EAX vs m64; equal -> m64 <- ECX:EBX, ZF = 1;

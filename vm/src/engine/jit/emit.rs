@@ -202,8 +202,9 @@ struct Flags {
     parked: bool,
     /// ... and the newest of them differs from `CpuState::eflags`.
     dirty: bool,
-    /// The last instruction to write them was a logical one: AF is the
-    /// host's undefined value and the guest's is clear.
+    /// The last instruction to write them was a logical one, a shift or
+    /// SHLD/SHRD: AF is the host's undefined value and the guest's is
+    /// clear (masked when the flags are stored or parked).
     clear_af: bool,
 }
 
@@ -2944,11 +2945,12 @@ impl Emitter {
             }
             Op::DshiftRR {
                 left,
+                size,
                 dst,
                 src,
                 count: Some(count),
-                ..
             } => {
+                debug_assert_eq!(size, 4, "only 32-bit SHLD/SHRD are native");
                 // A masked count of 0 changes nothing, flags included.
                 let count = count & 0x1F;
                 if count == 0 {
@@ -2969,11 +2971,12 @@ impl Emitter {
             }
             Op::DshiftRR {
                 left,
+                size,
                 dst,
                 src,
                 count: None,
-                ..
             } => {
+                debug_assert_eq!(size, 4, "only 32-bit SHLD/SHRD are native");
                 let d = self.loc(dst, 4);
                 let s = self.in_host_register(src);
                 let done = self.count_from_cl();
