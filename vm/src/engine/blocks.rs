@@ -1564,7 +1564,8 @@ fn run_block<const RAW: bool, H: RawHooks>(
     let block = &blocks[slot];
     let ip0 = block.insts.first().map_or(0, |ci| ci.ip);
     let io_stage = events.io_stage();
-    jit.logs_io(io_stage);
+    // The dispatcher brought the cache in line before compiling.
+    debug_assert!(jit.logs_as(io_stage), "translations log as the sink asks");
     let if_at_entry = cpu.virtual_if();
     let mut run = BlockRun::<RAW, H> {
         block,

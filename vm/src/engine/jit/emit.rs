@@ -2312,25 +2312,15 @@ impl Emitter {
     /// the EIP, and the pc and port one constant.
     fn log_port_access(&mut self, insn: &Insn, input: bool, port: u8) {
         let flags = u32::from(if input { 0 } else { ENTRY_WRITE });
+        // At most the translation's instructions (`assemble` takes no more
+        // than 16 bits count).
+        debug_assert!(self.pending <= u64::from(u16::MAX));
+        let past = self.pending as u16;
         asm!(self.ops
             ; lea rax, [r9 + stage::ENTRY_SIZE as i32]
             ; mov QWORD [r8 + STAGE_NEXT], rax
+            ; mov QWORD [r9 + stage::ICOUNT as i32], r13
         );
-        // A translation too long for the count past R13 in 16 bits (none
-        // is) stores the whole icount instead.
-        let past = match u16::try_from(self.pending) {
-            Ok(past) => {
-                asm!(self.ops; mov QWORD [r9 + stage::ICOUNT as i32], r13);
-                past
-            }
-            Err(_) => {
-                asm!(self.ops
-                    ; lea rax, [r13 + self.pending as i32]
-                    ; mov QWORD [r9 + stage::ICOUNT as i32], rax
-                );
-                0
-            }
-        };
         if self.flat & super::flat_bit(SegReg::Cs as usize, false) != 0 {
             let pc_and_port = u64::from(insn.ip) | u64::from(port) << 32;
             asm!(self.ops
@@ -3347,6 +3337,11 @@ fn cache_plan(insns: &[Insn], self_loop: bool) -> ([Option<u8>; 8], u8, u8) {
 /// instruction would run as host code: the interpreter does as well.
 pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembled> {
     let insns = shape.insns;
+    // A logged port access stores the instructions past R13 in 16 bits
+    // (blocks are far shorter).
+    if insns.len() > usize::from(u16::MAX) {
+        return None;
+    }
     // Worth it only when host code outweighs the steps: a step from a
     // translation costs more than the interpreter's own.
     let host = insns.iter().filter(|i| runs_as_host(i)).count();

@@ -917,8 +917,9 @@ impl Jit {
     /// Translations log the device accesses they make inline exactly when
     /// a sink listens (`io_stage` not null), so that neither checks at run
     /// time: the cache is emptied when that changes (a recording starts
-    /// before the guest runs, so it seldom does). Call before entering a
-    /// translation with `io_stage` as `Env::io_stage`.
+    /// before the guest runs, so it seldom does). The dispatcher calls it
+    /// before it compiles or enters translations with `io_stage` as
+    /// `Env::io_stage`.
     #[inline]
     pub fn logs_io(&mut self, io_stage: *mut IoStage) {
         if self.logging == io_stage.is_null() {
@@ -928,6 +929,12 @@ impl Jit {
             self.flush();
             self.logging = !io_stage.is_null();
         }
+    }
+
+    /// Whether the cache's translations log as `io_stage` asks
+    /// ([`Jit::logs_io`] made them so).
+    pub fn logs_as(&self, io_stage: *mut IoStage) -> bool {
+        self.logging != io_stage.is_null()
     }
 
     /// Drops every translation (the blocks they belong to are going).

@@ -132,6 +132,8 @@ impl Scanner {
         // The page tables do not change during a scan: the last page's
         // translation serves the instructions after it on that page.
         let mut mapped: Option<(u32, u32)> = None;
+        // The page whose sites the scan last added to (noted as changed).
+        let mut adding_to = None;
         while let Some((mut ip, depth)) = work.pop() {
             loop {
                 if result.instructions >= SCAN_BUDGET || ip > cs_limit {
@@ -157,7 +159,10 @@ impl Scanner {
                     break;
                 };
                 self.by_page.entry(page).or_default().insert(site, inst.len() as u8);
-                self.changed.insert(page);
+                if adding_to != Some(page) {
+                    self.changed.insert(page);
+                    adding_to = Some(page);
+                }
                 platform.mem.watch_code(phys, inst.len() as u32);
                 result.instructions += 1;
                 if classify(&inst) == Class::Sensitive {
