@@ -1524,7 +1524,6 @@ extern "sysv64" fn port_step<const RAW: bool, H: RawHooks>(env: *mut Env, index:
         // its translations run.
         unsafe {
             *(*env).patch_hits.add(p as usize) += 1;
-            (*env).patch_hits_waiting = 1;
         }
     }
     ctx.steps += 1;

@@ -74,7 +74,6 @@ pub(super) const ENV_PLATFORM: i32 = offset_of!(Env, platform) as i32;
 const PLATFORM_INTR: i32 = (offset_of!(Platform, irq) + InterruptRouter::INTR) as i32;
 const PLATFORM_NMI: i32 = (offset_of!(Platform, irq) + InterruptRouter::NMI) as i32;
 const ENV_PATCH_HITS: i32 = offset_of!(Env, patch_hits) as i32;
-const ENV_PATCH_HITS_WAITING: i32 = offset_of!(Env, patch_hits_waiting) as i32;
 /// What POPF writes at CPL 0 outside V86 mode, less IF and IOPL, which a
 /// compiled POPF never changes (nor, in the compressed view, are they the
 /// guest's in `CpuState`).
@@ -2020,7 +2019,6 @@ impl Emitter {
             asm!(self.ops
                 ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
                 ; add QWORD [rax + (index * 8) as i32], 1
-                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
             );
         }
         let inline_dirty = self.dirty;
@@ -2296,7 +2294,6 @@ impl Emitter {
             asm!(self.ops
                 ; mov rax, QWORD [r14 + ENV_PATCH_HITS]
                 ; add QWORD [rax + (index * 8) as i32], 1
-                ; mov QWORD [r14 + ENV_PATCH_HITS_WAITING], 1
             );
         }
         // IN and OUT write no flag.

@@ -96,10 +96,11 @@ pub struct Env {
     /// The table of blocks' chain entries that RET and JMP/CALL through a
     /// register look their target up in ([`JUMP_SLOTS`] slots).
     pub jumps: *const JumpSlot,
-    /// Hits of compiled patches, by patch index ([`Jit::drain_patch_hits`]),
-    /// and whether any was counted since the last drain.
+    /// Hits of compiled patches, by patch index ([`Jit::drain_patch_hits`]).
+    /// Only the counter is written: a flag saying that one was would be a
+    /// second store at every hit, and a trap loop's patches hit several
+    /// times an iteration (the drain reads the few counters instead).
     pub patch_hits: *mut u64,
-    pub patch_hits_waiting: u64,
     /// Where an inline port access logs itself; null when no sink listens.
     pub io_stage: *mut IoStage,
     /// The host address of the lowest byte of the group of memory
@@ -812,7 +813,6 @@ impl Jit {
                 ctx: std::ptr::null_mut(),
                 jumps: jumps.as_ptr(),
                 patch_hits: std::ptr::null_mut(),
-                patch_hits_waiting: 0,
                 io_stage: std::ptr::null_mut(),
                 group: 0,
                 refuse_groups: 0,
@@ -831,10 +831,6 @@ impl Jit {
     /// (`f(index, hits)` for each patch that had any) and starts them again
     /// from zero.
     pub fn drain_patch_hits(&mut self, mut f: impl FnMut(u32, u64)) {
-        if self.env.patch_hits_waiting == 0 {
-            return;
-        }
-        self.env.patch_hits_waiting = 0;
         for (index, hits) in self.patch_hits.iter_mut().enumerate() {
             if *hits != 0 {
                 f(index as u32, std::mem::take(hits));
