@@ -29,6 +29,7 @@
 //! access of the same batch, with a tag of its own, can be repeated, so
 //! every batch decodes on its own.
 
+use vm::events::sites::{SiteAccess, MAX_ACCESSES};
 use vm::events::{Entry, Event, EventBatch, EventRecord, EventView, IoAccess};
 
 /// Events in one batch at most (what the recorder writes).
@@ -169,6 +170,74 @@ fn repeat_run(entries: &[Entry], mut i: usize, k: usize, buf: &mut Vec<u8>, len:
     i
 }
 
+/// The icount of the first event `e`, an entry of `batch`, holds.
+fn first_icount(batch: &EventBatch, e: &Entry) -> u64 {
+    match e.site() {
+        Some(number) => {
+            let past = batch.site(number).accesses().first().map_or(0, |a| a.past);
+            e.icount().wrapping_add(u64::from(past))
+        }
+        None => e.icount(),
+    }
+}
+
+/// Writes the events of grouped entry `e` of site `accesses`, the first
+/// `first_delta` instructions after the event before, at `pc_before`: as
+/// repeats of `before`'s (the entry before it, of the same site, its first
+/// event as far from the one before that), or in full.
+#[inline(always)]
+fn put_group(
+    buf: &mut Vec<u8>,
+    len: &mut usize,
+    e: &Entry,
+    before: Option<&Entry>,
+    accesses: &[SiteAccess],
+    first_delta: u64,
+    mut pc_before: u32,
+) {
+    if *len + (MAX_ACCESSES + 1) * MAX_FIXED_BYTES > buf.len() {
+        grow(buf, *len + MAX_ACCESSES * MAX_FIXED_BYTES);
+    }
+    let values = e.site_values();
+    let k = accesses.len();
+    if let Some(before) = before {
+        let old = before.site_values();
+        for j in 0..k {
+            let out = fixed_part(buf, *len);
+            *len += if old[j] == values[j] {
+                out[0] = TAG_AGAIN | (k - 1) as u8;
+                1
+            } else {
+                out[0] = TAG_AGAIN_VALUE | (k - 1) as u8;
+                put_varint(out, 1, u64::from(values[j]))
+            };
+        }
+        return;
+    }
+    let mut past_before = None;
+    for (a, &value) in accesses.iter().zip(values.iter()) {
+        let delta = match past_before {
+            None => first_delta,
+            Some(p) => u64::from(a.past).wrapping_sub(u64::from(p)),
+        };
+        past_before = Some(a.past);
+        let access = IoAccess {
+            addr: a.addr,
+            mmio: false,
+            size: a.size,
+            value,
+            write: a.write,
+        };
+        let out = fixed_part(buf, *len);
+        out[0] = io_tag(&access);
+        let n = put_varint(out, 1, delta);
+        let n = put_varint(out, n, u64::from(zigzag(a.pc.wrapping_sub(pc_before) as i32)));
+        let n = put_varint(out, n, u64::from(a.addr));
+        *len += put_varint(out, n, u64::from(value));
+        pc_before = a.pc;
+    }
+}
+
 /// Encodes the guest's event batches into frames' batches: a few bytes per
 /// event written once, instead of a whole record kept for later.
 ///
@@ -237,16 +306,19 @@ impl Encoder {
     /// of [`MAX_EVENTS`].
     fn fill(&mut self, batch: &EventBatch, at: &mut usize, limit: usize) -> bool {
         let start = *at;
-        let end = batch.len().min(start.saturating_add(limit.saturating_sub(self.count)));
+        let all = batch.entries();
+        // Events this call may add: an entry is one, a grouped one a few.
+        let room = limit.saturating_sub(self.count);
+        let end = all.len().min(start.saturating_add(room));
         if start >= end {
-            return self.count >= limit;
+            return self.count >= limit || start < all.len();
         }
-        let entries = &batch.entries()[..end];
+        let entries = &all[..end];
         if self.used + 2 * MAX_FIXED_BYTES > self.buf.len() {
             grow(&mut self.buf, self.used);
         }
         if self.count == 0 {
-            let first = entries[start].icount();
+            let first = first_icount(batch, &entries[start]);
             self.used = put_varint(fixed_part(&mut self.buf, 0), 0, first);
             self.first = first;
             self.icount = first;
@@ -257,37 +329,75 @@ impl Encoder {
         let mut buf = std::mem::take(&mut self.buf);
         let mut len = self.used;
         let mut last_icount = self.icount;
-        let pc_before = self.pc;
+        // The pc of the event before `plain_from`.
+        let mut pc_before = self.pc;
         let mut period = self.period;
-        // A repeat looks back at entries of this call only (from `start`),
-        // all of them events of this batch; their icount deltas by index.
+        // An entry looks back for a repeat at entries of this call only,
+        // all of them events of this batch, and not past a grouped one
+        // (whose events are not one an entry): from `plain_from`. Their
+        // icount deltas by index.
+        let mut plain_from = start;
         let mut deltas = [0u64; HISTORY];
+        let mut events = 0;
+        // The grouped entry before, by index, and its first event's
+        // icount delta: a repeat of it is a repeat of each of its events.
+        let mut group_before = None;
         let mut i = start;
         // The event before was a repeat of the one `period` back.
         let mut repeating = false;
-        while i < end {
+        while i < end && events < room {
             // A run of repeats of the event `period` back, in a loop of
             // its own (the pair before the run inside this call).
-            if repeating && i - start > period && entries[i - period..i].iter().all(|b| b.is_access_up_to(IO_SIZE)) {
-                i = repeat_run(entries, i, period, &mut buf, &mut len);
+            if repeating && i - plain_from > period && entries[i - period..i].iter().all(|b| b.is_access_up_to(IO_SIZE))
+            {
+                let run_end = end.min(i + (room - events));
+                let from = i;
+                i = repeat_run(&entries[..run_end], i, period, &mut buf, &mut len);
+                events += i - from;
                 // The deltas the search below compares, of the run's last
-                // events (the run began past `start`).
-                for j in i.saturating_sub(HISTORY).max(start + 1)..i {
+                // events (the run began past `plain_from`).
+                for j in i.saturating_sub(HISTORY).max(plain_from + 1)..i {
                     deltas[j % HISTORY] = entries[j].icount().wrapping_sub(entries[j - 1].icount());
                 }
                 last_icount = entries[i - 1].icount();
-                if i == end {
+                if i == end || events == room {
                     break;
                 }
             }
             let e = &entries[i];
+            if let Some(number) = e.site() {
+                let accesses = batch.site(number).accesses();
+                if events + accesses.len() > room {
+                    // Whole into the next batch.
+                    break;
+                }
+                let first_delta = first_icount(batch, e).wrapping_sub(last_icount);
+                let again = i > start
+                    && entries[i - 1].site() == Some(number)
+                    && group_before == Some((i - 1, first_delta))
+                    && accesses.len() <= HISTORY;
+                let before = again.then(|| &entries[i - 1]);
+                let last_pc = if i > plain_from { entries[i - 1].pc() } else { pc_before };
+                put_group(&mut buf, &mut len, e, before, accesses, first_delta, last_pc);
+                if let Some(last) = accesses.last() {
+                    last_icount = e.icount().wrapping_add(u64::from(last.past));
+                    pc_before = last.pc;
+                }
+                events += accesses.len();
+                group_before = Some((i, first_delta));
+                repeating = false;
+                plain_from = i + 1;
+                i += 1;
+                continue;
+            }
             let icount_delta = e.icount().wrapping_sub(last_icount);
             last_icount = e.icount();
             // The pc before, only a full event needs.
-            let last_pc = || if i > start { entries[i - 1].pc() } else { pc_before };
+            let last_pc = || if i > plain_from { entries[i - 1].pc() } else { pc_before };
             // `e` is an access, so one of the same shape is one too.
-            let again =
-                |k: usize| k <= i - start && entries[i - k].same_shape(e) && deltas[(i - k) % HISTORY] == icount_delta;
+            let again = |k: usize| {
+                k <= i - plain_from && entries[i - k].same_shape(e) && deltas[(i - k) % HISTORY] == icount_delta
+            };
             match e.access() {
                 Some(access) if access.size <= IO_SIZE => {
                     let k = if again(period) {
@@ -336,16 +446,18 @@ impl Encoder {
             if len + MAX_FIXED_BYTES > buf.len() {
                 grow(&mut buf, len);
             }
+            events += 1;
             i += 1;
         }
         self.buf = buf;
-        self.pc = entries[end - 1].pc();
-        *at = end;
+        self.pc = if i > plain_from { entries[i - 1].pc() } else { pc_before };
+        *at = i;
         self.used = len;
-        self.count += end - start;
+        self.count += events;
         self.icount = last_icount;
         self.period = period;
-        self.count >= limit
+        // Stopped before the batch's end: this one is full.
+        self.count >= limit || i < all.len()
     }
 
     /// The encoded batch; the encoder starts a new one.
@@ -843,6 +955,149 @@ mod tests {
             assert_eq!(decoded, events, "seed {seed}");
             assert_eq!(frames.len(), events.len().div_ceil(MAX_EVENTS), "seed {seed}");
         }
+    }
+
+    /// Encodes `batches` in frames as the writer does; the frames.
+    fn frames_of(batches: &[EventBatch], capacity: usize) -> Vec<Vec<u8>> {
+        let mut encoder = Encoder::with_capacity(capacity);
+        let mut frames = Vec::new();
+        for batch in batches {
+            let mut at = 0;
+            while encoder.push_from(batch, &mut at) {
+                assert!(encoder.len() <= MAX_EVENTS);
+                frames.push(encoder.take());
+            }
+            assert_eq!(at, batch.len());
+        }
+        if !encoder.is_empty() {
+            frames.push(encoder.take());
+        }
+        frames
+    }
+
+    // Grouped entries (a translation's run of IN and OUT) among single
+    // accesses, interrupts and other events, the same site again and
+    // again or not, in batches cut anywhere: every event decodes as the
+    // batch gives it, across frames of at most MAX_EVENTS, from encoders
+    // with any room.
+    #[test]
+    fn grouped_entries_round_trip_across_frames() {
+        use vm::events::sites::{number, SiteAccess};
+        for seed in 0..120 {
+            let mut rng = Lcg(seed);
+            let site = |rng: &mut Lcg, n: usize| -> Vec<SiteAccess> {
+                let mut past = rng.next() as u16 % 4;
+                (0..n)
+                    .map(|_| {
+                        past += 1 + rng.next() as u16 % 3;
+                        SiteAccess {
+                            pc: 0xC000_0000 | (rng.next() as u32 % 0x1000),
+                            addr: rng.next() as u32 % 0x400,
+                            size: 1,
+                            write: rng.next() % 2 == 0,
+                            past,
+                        }
+                    })
+                    .collect()
+            };
+            let groups: Vec<(u32, usize)> = (1..=3)
+                .chain(1..=3)
+                .map(|n| (number(&site(&mut rng, n)).expect("numbered"), n))
+                .collect();
+            let mut batches = vec![EventBatch::default()];
+            let mut icount = rng.next();
+            let steps = [0u64, 19, 19, 19, 21, 1 << 33];
+            let n = if seed % 8 == 0 { MAX_EVENTS + 700 } else { 400 };
+            let (mut g, mut same) = (0, 0);
+            for i in 0..n as u32 {
+                if rng.next() % 300 == 0 {
+                    batches.push(EventBatch::default());
+                }
+                icount = icount.wrapping_add(steps[rng.next() as usize % steps.len()]);
+                let b = batches.last_mut().expect("a batch");
+                match rng.next() % 12 {
+                    0 => b.push(icount, i, Event::Interrupt { vector: i as u8 }),
+                    1 => b.push(
+                        icount,
+                        i,
+                        Event::Trap {
+                            reason: ExitReason::Fault(13),
+                        },
+                    ),
+                    2 | 3 => b.push_io(
+                        icount,
+                        0x1000 + i % 3,
+                        IoAccess {
+                            addr: 0x80,
+                            mmio: false,
+                            size: 1,
+                            value: i % 2,
+                            write: true,
+                        },
+                    ),
+                    _ => {
+                        // Runs of one site, as a loop makes.
+                        if same == 0 {
+                            g = rng.next() as usize % groups.len();
+                            same = rng.next() % 40;
+                        } else {
+                            same -= 1;
+                        }
+                        let values = [rng.next() as u32 % 3, 0xFF, rng.next() as u32];
+                        b.push_site(icount, groups[g].0, values);
+                    }
+                }
+            }
+            let want: Vec<EventRecord> = batches.iter().flat_map(|b| b.records().collect::<Vec<_>>()).collect();
+            let events: usize = batches.iter().map(EventBatch::events).sum();
+            assert_eq!(want.len(), events);
+            for capacity in [0, 16, 4096] {
+                let frames = frames_of(&batches, capacity);
+                let decoded: Vec<EventRecord> = frames.iter().flat_map(|f| decode(f).expect("decodes")).collect();
+                let first_wrong = decoded.iter().zip(&want).position(|(d, w)| d != w);
+                assert_eq!(
+                    (decoded.len(), first_wrong),
+                    (want.len(), None),
+                    "seed {seed}, capacity {capacity}: {:?}",
+                    first_wrong.map(|i| (&decoded[i.saturating_sub(2)..=i], &want[i.saturating_sub(2)..=i]))
+                );
+                assert!(frames.len() <= events.div_ceil(MAX_EVENTS) + 1, "seed {seed}");
+            }
+        }
+    }
+
+    // A loop's grouped entry, the same steps apart each time, takes a
+    // byte an access, and one more for a value that changed.
+    #[test]
+    fn a_loops_grouped_accesses_take_a_byte_or_two() {
+        use vm::events::sites::{number, SiteAccess};
+        let accesses = [
+            SiteAccess {
+                pc: 0x0010_4257,
+                addr: 0x80,
+                size: 1,
+                write: true,
+                past: 6,
+            },
+            SiteAccess {
+                pc: 0x0010_4260,
+                addr: 0x21,
+                size: 1,
+                write: false,
+                past: 10,
+            },
+        ];
+        let site = number(&accesses).expect("numbered");
+        let mut batch = EventBatch::default();
+        for i in 0..4000u32 {
+            batch.push_site(5_000 + 19 * u64::from(i), site, [i & 0x7F, 0xFF, 0]);
+        }
+        let frames = frames_of(&[batch], 0);
+        let bytes: usize = frames.iter().map(Vec::len).sum();
+        assert!(bytes < 4000 * 3 + 64, "{bytes} bytes for 8000 accesses");
+        let decoded = decode(&frames[0]).expect("decodes");
+        assert_eq!(decoded.len(), 8000);
+        assert_eq!(decoded[7999].icount, 5_000 + 19 * 3999 + 10);
     }
 
     // A run of repeats whose values change, into an encoder that starts

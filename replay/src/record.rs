@@ -132,6 +132,11 @@ enum Job {
         checkpoint: Box<Checkpoint>,
         ram_pages: Option<usize>,
     },
+    /// The end record: the writer counts the events in it.
+    End {
+        icount: u64,
+        end: EndInfo,
+    },
     /// Acknowledged once every earlier frame is in the file.
     Sync(std::sync::mpsc::Sender<()>),
     Finish,
@@ -150,6 +155,10 @@ struct WriterThread {
     spare: SpareBatches,
     /// The event frame being filled.
     events: event_codec::Encoder,
+    /// Events written so far: the writer counts them as it encodes (a
+    /// batch's grouped entries hold several, which only a pass over it
+    /// would tell the guest's thread).
+    events_written: u64,
 }
 
 /// What the writer reports when it finishes.
@@ -158,6 +167,7 @@ pub struct WriteStats {
     pub compressed_bytes: u64,
     pub raw_bytes: u64,
     pub frames: u64,
+    pub events: u64,
 }
 
 impl WriterThread {
@@ -235,7 +245,13 @@ impl WriterThread {
                 }
                 Job::Events(mut batch) => {
                     let mut at = 0;
-                    while self.events.push_from(&batch, &mut at) {
+                    loop {
+                        let before = self.events.len();
+                        let full = self.events.push_from(&batch, &mut at);
+                        self.events_written += (self.events.len() - before) as u64;
+                        if !full {
+                            break;
+                        }
                         self.end_events()?;
                     }
                     batch.clear();
@@ -250,7 +266,19 @@ impl WriterThread {
                     icount,
                     checkpoint,
                     ram_pages,
-                } => self.checkpoint(icount, *checkpoint, ram_pages)?,
+                } => {
+                    let mut checkpoint = *checkpoint;
+                    // Every event before it came first (the slot is
+                    // flushed before a checkpoint is taken).
+                    checkpoint.events_before = self.events_written;
+                    self.checkpoint(icount, checkpoint, ram_pages)?;
+                }
+                Job::End { icount, mut end } => {
+                    self.end_events()?;
+                    end.events = self.events_written;
+                    let raw = postcard::to_allocvec(&end).map_err(std::io::Error::other)?;
+                    self.write(FrameKind::End, icount, &raw)?;
+                }
                 Job::Finish => {
                     let index = TraceIndex {
                         frames: std::mem::take(&mut self.index),
@@ -265,6 +293,7 @@ impl WriterThread {
                         compressed_bytes: self.compressed,
                         raw_bytes: self.raw,
                         frames: frames + 1,
+                        events: self.events_written,
                     });
                 }
             }
@@ -305,6 +334,7 @@ impl TraceWriter {
             compressed: format::PREAMBLE_LEN as u64,
             raw: 0,
             events: event_codec::Encoder::with_capacity(EVENT_BATCH_BYTES),
+            events_written: 0,
         };
         let thread = std::thread::Builder::new()
             .name("trace-writer".into())
@@ -367,6 +397,12 @@ impl FrameSender {
             .map_err(|_| self.writer_error())
     }
 
+    fn send_end(&self, icount: u64, end: EndInfo) -> Result<()> {
+        self.jobs
+            .send(Job::End { icount, end })
+            .map_err(|_| self.writer_error())
+    }
+
     fn send_checkpoint(&self, icount: u64, checkpoint: Checkpoint, ram_pages: Option<usize>) -> Result<()> {
         self.jobs
             .send(Job::Checkpoint {
@@ -403,7 +439,6 @@ impl FrameSender {
 /// Sends the machine's event batches to the writer thread.
 struct EventWriter {
     frames: FrameSender,
-    count: Arc<Mutex<u64>>,
     failed: Arc<Mutex<bool>>,
 }
 
@@ -419,9 +454,6 @@ impl EventWriter {
 
 impl EventSink for EventWriter {
     fn events(&mut self, batch: EventBatch) -> EventBatch {
-        if let Ok(mut c) = self.count.lock() {
-            *c += batch.len() as u64;
-        }
         self.send(Job::Events(batch));
         self.frames.empty_batch()
     }
@@ -504,7 +536,6 @@ pub struct RecordSummary {
 pub struct Recorder {
     writer: Option<TraceWriter>,
     frames: FrameSender,
-    count: Arc<Mutex<u64>>,
     failed: Arc<Mutex<bool>>,
     log: Vec<InputRecord>,
     consumed: u64,
@@ -525,18 +556,15 @@ impl Recorder {
         let writer = TraceWriter::create(path)?;
         let frames = writer.sender();
         frames.send(FrameKind::Header, 0, header)?;
-        let count = Arc::new(Mutex::new(0u64));
         let failed = Arc::new(Mutex::new(false));
         machine.events.attach(Box::new(EventWriter {
             frames: frames.clone(),
-            count: count.clone(),
             failed: failed.clone(),
         }));
         let base = header.checkpoint_interval.max(1);
         let mut rec = Recorder {
             writer: Some(writer),
             frames,
-            count,
             failed,
             log: Vec::new(),
             consumed: 0,
@@ -629,7 +657,6 @@ impl Recorder {
                 .filter_map(|&p| machine.platform.mem.page(p).map(|b| (p as u32, b.to_vec())))
                 .collect()
         };
-        let events_before = self.count.lock().map(|c| *c).unwrap_or(0);
         let cp = Checkpoint {
             sequence: self.checkpoints,
             // The writer's, from the pages.
@@ -638,7 +665,8 @@ impl Recorder {
             pages,
             inputs_consumed: self.consumed,
             serial: std::mem::take(&mut self.serial),
-            events_before,
+            // The writer's, from the events it wrote.
+            events_before: 0,
             stopped,
         };
         let ram_pages = first.then(|| machine.platform.mem.ram_size() / vm::mem::PAGE_SIZE);
@@ -650,24 +678,24 @@ impl Recorder {
     /// Writes the end record, the index and the trailer.
     pub fn finish(mut self, machine: &mut Machine, stop: &StopReason) -> Result<RecordSummary> {
         let wall_seconds = self.started.elapsed().as_secs_f64();
-        let events = self.count.lock().map(|c| *c).unwrap_or(0);
         let exit_status = match stop {
             StopReason::ExitDevice(s) => Some(*s),
             _ => None,
         };
-        self.frames.send(
-            FrameKind::End,
+        // Any event still in the slot goes before the end record.
+        machine.events.detach();
+        self.frames.send_end(
             machine.icount(),
-            &EndInfo {
+            EndInfo {
                 icount: machine.icount(),
                 stop: stop.to_string(),
                 exit_status,
                 wall_seconds,
                 serial_bytes: self.serial_total,
-                events,
+                // The writer's, from the events it wrote.
+                events: 0,
             },
         )?;
-        machine.events.detach();
         if self.failed.lock().map(|f| *f).unwrap_or(true) {
             return Err(self.frames.writer_error());
         }
@@ -681,7 +709,7 @@ impl Recorder {
             icount: machine.icount(),
             wall_seconds,
             checkpoints: self.checkpoints,
-            events,
+            events: write.events,
             write,
         })
     }

@@ -8,6 +8,9 @@ use std::fmt;
 
 use crate::cpu::Fault;
 
+pub mod sites;
+use sites::{SiteAccess, SiteTable};
+
 /// Why the raw engine handed control to the monitor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ExitReason {
@@ -314,6 +317,10 @@ impl<'a> EventView<'a> {
 /// bytes, any other by its place in `EventBatch::others`. A trap loop logs
 /// an access every few instructions, so what a log costs the guest's
 /// thread is a store of this, nothing more.
+///
+/// A grouped entry ([`sites`]) holds up to three port accesses a
+/// translation made: the icount, the values where the pc, address and
+/// value go, and the site's number in the size byte and `past`.
 /// `repr(C)`: compiled code appends device accesses to an [`IoStage`]
 /// itself, at the offsets [`io_stage_layout`] gives.
 #[derive(Clone, Copy, Debug, Default)]
@@ -336,9 +343,24 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The icount; a grouped entry's accesses are each some instructions
+    /// past it ([`SiteAccess::past`]).
     #[inline]
     pub fn icount(&self) -> u64 {
-        self.icount.wrapping_add(u64::from(self.past))
+        let past = if self.flags & ENTRY_SITE != 0 { 0 } else { self.past };
+        self.icount.wrapping_add(u64::from(past))
+    }
+
+    /// A grouped entry's site number.
+    #[inline]
+    pub fn site(&self) -> Option<u32> {
+        (self.flags & ENTRY_SITE != 0).then_some(u32::from(self.size) | u32::from(self.past) << 8)
+    }
+
+    /// A grouped entry's values, one per access of its site.
+    #[inline]
+    pub fn site_values(&self) -> [u32; sites::MAX_ACCESSES] {
+        [self.pc, self.addr, self.value]
     }
 
     #[inline]
@@ -355,7 +377,7 @@ impl Entry {
     /// The device access the entry holds, when it holds one.
     #[inline]
     pub fn access(&self) -> Option<IoAccess> {
-        (self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0).then_some(IoAccess {
+        (self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER | ENTRY_SITE) == 0).then_some(IoAccess {
             addr: self.addr,
             mmio: self.flags & ENTRY_MMIO != 0,
             size: self.size,
@@ -368,7 +390,7 @@ impl Entry {
     /// [`Entry::access`] without building it.
     #[inline]
     pub fn is_access_up_to(&self, size: u8) -> bool {
-        self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER) == 0 && self.size <= size
+        self.flags & (ENTRY_INTERRUPT | ENTRY_OTHER | ENTRY_SITE) == 0 && self.size <= size
     }
 
     /// Whether both are the same kind of event from the same pc, and for
@@ -385,12 +407,22 @@ const ENTRY_MMIO: u8 = 1;
 pub const ENTRY_WRITE: u8 = 2;
 const ENTRY_INTERRUPT: u8 = 4;
 const ENTRY_OTHER: u8 = 8;
+/// The flag of a grouped entry.
+pub const ENTRY_SITE: u8 = 16;
+
+/// The 32 bits a grouped entry of site `number` holds at
+/// [`io_stage_layout::SIZE_FLAGS_AND_PAST`]: one store of a constant.
+pub const fn site_word(number: u32) -> u32 {
+    (number & 0xFF) | (ENTRY_SITE as u32) << 8 | (number >> 8) << 16
+}
 
 /// Events in the order they happened, as the slot hands them to its sink.
 #[derive(Debug, Default)]
 pub struct EventBatch {
     entries: Vec<Entry>,
     others: Vec<Event>,
+    /// The sites its grouped entries name (set when the slot hands it on).
+    sites: Option<SiteTable>,
 }
 
 impl EventBatch {
@@ -406,11 +438,23 @@ impl EventBatch {
         EventBatch {
             entries: Vec::with_capacity(events),
             others: Vec::new(),
+            sites: None,
         }
     }
 
+    /// Its entries: events, but for a grouped entry's accesses
+    /// ([`EventBatch::events`] counts those).
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Its events, grouped entries' accesses each counted (a pass over
+    /// the entries: the writer's encoder counts as it goes instead).
+    pub fn events(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.site().map_or(1, |n| self.site(n).accesses().len()))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -421,6 +465,33 @@ impl EventBatch {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.others.clear();
+        self.sites = None;
+    }
+
+    /// Appends a grouped entry of site `number` (what a translation stores,
+    /// [`SinkSlot::io_stage`]), its accesses' values in `values`; the
+    /// batch takes the sites numbered so far.
+    pub fn push_site(&mut self, icount: u64, number: u32, values: [u32; sites::MAX_ACCESSES]) {
+        let word = site_word(number);
+        self.entries.push(Entry {
+            icount,
+            pc: values[0],
+            addr: values[1],
+            value: values[2],
+            size: word as u8,
+            flags: ENTRY_SITE,
+            past: (word >> 16) as u16,
+        });
+        self.sites = Some(sites::table());
+    }
+
+    /// The site of a grouped entry of this batch.
+    #[inline]
+    pub fn site(&self, number: u32) -> &sites::Site {
+        match self.sites.as_ref().and_then(|t| t.get(number as usize)) {
+            Some(site) => site,
+            None => unreachable!("a grouped entry's site is numbered before its batch is handed on"),
+        }
     }
 
     #[inline]
@@ -465,9 +536,22 @@ impl EventBatch {
         }
     }
 
-    /// Each event's icount, pc and event, in order.
+    /// Each event's icount, pc and event, in order (a grouped entry's
+    /// accesses one by one).
     pub fn iter(&self) -> impl Iterator<Item = (u64, u32, EventView<'_>)> + '_ {
-        self.entries.iter().map(|e| (e.icount(), e.pc, self.view(e)))
+        self.entries.iter().flat_map(move |e| {
+            let mut out = [None; sites::MAX_ACCESSES];
+            match e.site() {
+                None => out[0] = Some((e.icount(), e.pc, self.view(e))),
+                Some(number) => {
+                    let values = e.site_values();
+                    for (i, a) in self.site(number).accesses().iter().enumerate() {
+                        out[i] = Some(site_event(e.icount, a, values[i]));
+                    }
+                }
+            }
+            out.into_iter().flatten()
+        })
     }
 
     /// The entries themselves, for a reader that takes the frequent events
@@ -476,9 +560,10 @@ impl EventBatch {
         &self.entries
     }
 
-    /// The event `e`, an entry of this batch, holds.
+    /// The event `e`, an entry of this batch but not a grouped one, holds.
     #[inline]
     pub fn view(&self, e: &Entry) -> EventView<'_> {
+        debug_assert!(e.flags & ENTRY_SITE == 0, "a grouped entry holds several events");
         if e.flags & ENTRY_OTHER != 0 {
             match self.others.get(e.addr as usize) {
                 Some(event) => EventView::Other(event),
@@ -500,6 +585,18 @@ impl EventBatch {
             event: view.to_event(),
         })
     }
+}
+
+/// The event of access `a` of a grouped entry with `icount`.
+pub fn site_event(icount: u64, a: &SiteAccess, value: u32) -> (u64, u32, EventView<'static>) {
+    let access = IoAccess {
+        addr: a.addr,
+        mmio: false,
+        size: a.size,
+        value,
+        write: a.write,
+    };
+    (icount.wrapping_add(u64::from(a.past)), a.pc, EventView::Io(access))
 }
 
 /// Where events go.
@@ -730,6 +827,10 @@ impl SinkSlot {
         self.take_staged();
         if let Some(sink) = &mut self.sink {
             if !self.batch.is_empty() {
+                if self.stage.is_some() {
+                    // Translations may have grouped entries in it.
+                    self.batch.sites = Some(sites::table());
+                }
                 let full = std::mem::take(&mut self.batch);
                 self.batch = sink.events(full);
             }
@@ -882,6 +983,114 @@ mod tests {
             (*stage).next = next.add(1);
         }
         true
+    }
+
+    /// Stores a grouped entry of site `number` in the lent room, as a
+    /// translation does; false when there is no room.
+    fn store_grouped(slot: &mut SinkSlot, icount: u64, number: u32, values: [u32; 3]) -> bool {
+        let stage = slot.io_stage();
+        // SAFETY: as in `store_as_translation`.
+        unsafe {
+            let next = (*stage).next;
+            if next >= (*stage).end {
+                return false;
+            }
+            let at = next.cast::<u8>();
+            at.add(io_stage_layout::ICOUNT).cast::<u64>().write_unaligned(icount);
+            at.add(io_stage_layout::PC).cast::<u32>().write_unaligned(values[0]);
+            at.add(io_stage_layout::ADDR).cast::<u32>().write_unaligned(values[1]);
+            at.add(io_stage_layout::VALUE).cast::<u32>().write_unaligned(values[2]);
+            at.add(io_stage_layout::SIZE_FLAGS_AND_PAST)
+                .cast::<u32>()
+                .write_unaligned(site_word(number));
+            (*stage).next = next.add(1);
+        }
+        true
+    }
+
+    // Grouped entries stored in the lent room give their accesses, one
+    // event each, at their place among the events the slot is given: in
+    // the sink's records, in the count of events, and through full
+    // batches and a flush.
+    #[test]
+    fn grouped_entries_give_their_accesses_in_order() {
+        let access = |pc: u32, addr: u32, write: bool, past: u16| SiteAccess {
+            pc,
+            addr,
+            size: 1,
+            write,
+            past,
+        };
+        let groups: Vec<Vec<SiteAccess>> = vec![
+            vec![access(0x7000_0100, 0x80, true, 6)],
+            vec![access(0x7000_0200, 0x80, true, 6), access(0x7000_0204, 0x21, false, 10)],
+            vec![
+                access(0x7000_0300, 0x70, true, 0),
+                access(0x7000_0302, 0x71, false, 1),
+                access(0x7000_0304, 0x71, true, 2),
+            ],
+        ];
+        let numbers: Vec<u32> = groups.iter().map(|g| sites::number(g).expect("numbered")).collect();
+        let log = Arc::new(Mutex::new(EventLog::default()));
+        let mut slot = SinkSlot::default();
+        slot.attach(Box::new(log.clone()));
+        let mut want = Vec::new();
+        for n in 0..2 * SLOT_BATCH as u32 + 300 {
+            let icount = u64::from(n) * 40;
+            if n % 5 == 4 {
+                slot.emit(icount, n, || Event::Interrupt { vector: n as u8 });
+                want.push(EventRecord {
+                    icount,
+                    pc: n,
+                    event: Event::Interrupt { vector: n as u8 },
+                });
+                continue;
+            }
+            let g = n as usize % groups.len();
+            let values = [n, n ^ 0xFF, n.wrapping_mul(7)];
+            if store_grouped(&mut slot, icount, numbers[g], values) {
+                for (i, a) in groups[g].iter().enumerate() {
+                    want.push(EventRecord {
+                        icount: icount + u64::from(a.past),
+                        pc: a.pc,
+                        event: Event::Io {
+                            addr: a.addr,
+                            mmio: false,
+                            size: 1,
+                            value: values[i],
+                            write: a.write,
+                        },
+                    });
+                }
+            } else {
+                // No room: the step logs the first access itself.
+                let a = groups[g][0];
+                let access = IoAccess {
+                    addr: a.addr,
+                    mmio: false,
+                    size: 1,
+                    value: values[0],
+                    write: a.write,
+                };
+                slot.io(icount + u64::from(a.past), a.pc, access);
+                want.push(EventRecord {
+                    icount: icount + u64::from(a.past),
+                    pc: a.pc,
+                    event: Event::from(access),
+                });
+            }
+            if n == SLOT_BATCH as u32 / 2 {
+                slot.flush();
+            }
+        }
+        slot.detach();
+        assert_eq!(log.lock().expect("log").records[..], want[..]);
+        // A batch counts a grouped entry's accesses as events.
+        let mut batch = EventBatch::default();
+        batch.push_site(100, numbers[2], [1, 2, 3]);
+        batch.push(200, 5, Event::Interrupt { vector: 9 });
+        assert_eq!((batch.len(), batch.events()), (2, 4));
+        assert_eq!(batch.records().count(), 4);
     }
 
     // Accesses a translation stores in the lent room and events the slot is
