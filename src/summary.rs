@@ -62,6 +62,18 @@ pub fn render(machine: &Machine, stop: &StopReason, wall: f64) -> String {
             j.entries,
             j.chained_entries,
         );
+        let g = j.grouped_entries;
+        if g.iter().any(|&n| n != 0) {
+            let _ = writeln!(
+                out,
+                "ringback: compiler: port accesses logged as grouped entries in {} translations' runs \
+                 (of 1, 2 and 3 accesses: {}, {}, {})",
+                g.iter().sum::<u64>(),
+                g[0],
+                g[1],
+                g[2],
+            );
+        }
     } else {
         let _ = writeln!(out, "ringback: compiler: off");
     }

@@ -181,6 +181,57 @@ fn first_icount(batch: &EventBatch, e: &Entry) -> u64 {
     }
 }
 
+/// Writes the run of grouped entries from `entries[i]` that repeat the
+/// entry before each, as a port loop makes them: the same site (of `k`
+/// accesses) and `span` instructions after it, so that each event repeats
+/// the one `k` back. Returns where the run ends. One compare of the site
+/// and one of the distance an entry, and a byte or two an access.
+fn group_run(entries: &[Entry], i: usize, k: usize, span: u64, buf: &mut Vec<u8>, len: &mut usize) -> usize {
+    // A loop over the accesses as a constant: the values stay in registers
+    // (indexed, they went through the stack and each load waited on it).
+    match k {
+        1 => group_run_of::<1>(entries, i, span, buf, len),
+        2 => group_run_of::<2>(entries, i, span, buf, len),
+        _ => group_run_of::<3>(entries, i, span, buf, len),
+    }
+}
+
+#[inline(always)]
+fn group_run_of<const K: usize>(
+    entries: &[Entry],
+    mut i: usize,
+    span: u64,
+    buf: &mut Vec<u8>,
+    len: &mut usize,
+) -> usize {
+    let same = TAG_AGAIN | (K - 1) as u8;
+    let new_value = TAG_AGAIN_VALUE | (K - 1) as u8;
+    let mut at = *len;
+    while i < entries.len() {
+        let (e, back) = (&entries[i], &entries[i - 1]);
+        if e.site() != back.site() || e.icount().wrapping_sub(back.icount()) != span {
+            break;
+        }
+        if at + (K + 1) * MAX_FIXED_BYTES > buf.len() {
+            grow(buf, at + K * MAX_FIXED_BYTES);
+        }
+        let (values, old) = (e.site_values(), back.site_values());
+        for j in 0..K {
+            if values[j] == old[j] {
+                buf[at] = same;
+                at += 1;
+            } else {
+                let out = fixed_part(buf, at);
+                out[0] = new_value;
+                at += put_varint(out, 1, u64::from(values[j]));
+            }
+        }
+        i += 1;
+    }
+    *len = at;
+    i
+}
+
 /// Writes the events of grouped entry `e` of site `accesses`, the first
 /// `first_delta` instructions after the event before, at `pc_before`: as
 /// repeats of `before`'s (the entry before it, of the same site, its first
@@ -379,15 +430,31 @@ impl Encoder {
                 let before = again.then(|| &entries[i - 1]);
                 let last_pc = if i > plain_from { entries[i - 1].pc() } else { pc_before };
                 put_group(&mut buf, &mut len, e, before, accesses, first_delta, last_pc);
+                i += 1;
+                events += accesses.len();
+                if again {
+                    // A loop's: the entries after it that repeat it, at
+                    // the same distance, in a loop of their own.
+                    let span = e.icount().wrapping_sub(entries[i - 2].icount());
+                    let most = (room - events) / accesses.len();
+                    let from = i;
+                    i = group_run(
+                        &entries[..end.min(i + most)],
+                        i,
+                        accesses.len(),
+                        span,
+                        &mut buf,
+                        &mut len,
+                    );
+                    events += (i - from) * accesses.len();
+                }
                 if let Some(last) = accesses.last() {
-                    last_icount = e.icount().wrapping_add(u64::from(last.past));
+                    last_icount = entries[i - 1].icount().wrapping_add(u64::from(last.past));
                     pc_before = last.pc;
                 }
-                events += accesses.len();
-                group_before = Some((i, first_delta));
+                group_before = Some((i - 1, first_delta));
                 repeating = false;
-                plain_from = i + 1;
-                i += 1;
+                plain_from = i;
                 continue;
             }
             let icount_delta = e.icount().wrapping_sub(last_icount);

@@ -715,8 +715,9 @@ pub mod io_stage_layout {
     pub const SIZE_FLAGS_AND_PAST: usize = offset_of!(Entry, size);
     const _: () = assert!(offset_of!(Entry, flags) == SIZE_FLAGS_AND_PAST + 1);
     const _: () = assert!(offset_of!(Entry, past) == SIZE_FLAGS_AND_PAST + 2);
-    /// The pc with the address after it: one 64-bit store.
-    const _: () = assert!(ADDR == PC + 4);
+    /// The pc with the address after it: one 64-bit store. A grouped
+    /// entry's values at PC, PC + 4 and PC + 8.
+    const _: () = assert!(ADDR == PC + 4 && VALUE == ADDR + 4);
     const _: () = assert!(ENTRY_SIZE == 24);
 }
 

@@ -55,6 +55,7 @@ impl Site {
         Some(site)
     }
 
+    #[inline]
     pub fn accesses(&self) -> &[SiteAccess] {
         &self.accesses[..usize::from(self.len)]
     }

@@ -46,7 +46,8 @@ use super::{Env, Insn, JumpSlot, MemEnv, Shape, SystemOp, SystemSite, END, JUMP_
 use crate::cpu::mmu::tlb_layout;
 use crate::cpu::state::{cr0, cr4, flags, offsets, SegReg};
 use crate::cpu::{Cpu, RingView};
-use crate::events::{io_stage_layout as stage, ENTRY_WRITE};
+use crate::events::sites::{self, SiteAccess, MAX_ACCESSES};
+use crate::events::{io_stage_layout as stage, site_word, ENTRY_WRITE};
 use crate::exec::alu::AluOp;
 use crate::exec::compact::Op;
 use crate::exec::shift::ShiftOp;
@@ -340,6 +341,116 @@ struct Emitter {
     /// goes on.
     group: Option<MemGroup>,
     group_after_first: Option<DynamicLabel>,
+    /// Each instruction's place in a run of inline port accesses that log
+    /// as one grouped entry ([`port_runs`]).
+    port_runs: Vec<Option<PortRun>>,
+    /// The grouped entry the run being emitted logs in: at [RSP] once its
+    /// first access stored it, the site words of its prefixes by length.
+    open_entry: Option<[u32; MAX_ACCESSES + 1]>,
+    /// See [`Assembled::grouped_entries`].
+    grouped_entries: [u32; MAX_ACCESSES],
+}
+
+/// An inline port access's place in a run of them ([`port_runs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortRun {
+    /// Its index in the run, and the run's length.
+    position: usize,
+    len: usize,
+    /// The run's accesses, each `past` the instructions from the first.
+    accesses: [SiteAccess; MAX_ACCESSES],
+}
+
+/// An IN or OUT the translation runs inline ([`Emitter::inline_port`]).
+fn inline_port_of(insn: &Insn) -> Option<(bool, u8)> {
+    match system_op_of(insn) {
+        Some((
+            SystemOp::Port {
+                input,
+                port: Some(port),
+                inline: Some(_),
+                size: 1,
+            },
+            _,
+        )) => Some((input, port)),
+        _ => None,
+    }
+}
+
+/// An instruction that only computes in registers: compiled as host code
+/// with no way out of the translation (no step, fault or exit), so that
+/// nothing can log between the port accesses around it.
+fn register_only(insn: &Insn) -> bool {
+    insn.plain
+        && is_native(&insn.op)
+        && matches!(
+            insn.op,
+            Op::Nop
+                | Op::MovRR { .. }
+                | Op::MovRI { .. }
+                | Op::AluRR { .. }
+                | Op::AluRI { .. }
+                | Op::AluR { .. }
+                | Op::MovxRR { .. }
+                | Op::Lea { .. }
+                | Op::ShiftRI { .. }
+                | Op::ShiftRCl { .. }
+                | Op::DshiftRR { .. }
+                | Op::ImulRR { .. }
+                | Op::ImulRRI { .. }
+                | Op::Setcc { .. }
+                | Op::Bswap { .. }
+                | Op::XchgRR { .. }
+                | Op::CmovRR { .. }
+                | Op::MulR { .. }
+        )
+}
+
+/// The runs of inline port accesses that log as one grouped entry each:
+/// up to [`MAX_ACCESSES`] of them with only [`register_only`] instructions
+/// between. The translation stores the entry at the first and each access
+/// after adds its value, so the others find it as the first left it.
+fn port_runs(insns: &[Insn]) -> Vec<Option<PortRun>> {
+    let mut runs = vec![None; insns.len()];
+    let mut i = 0;
+    while i < insns.len() {
+        if inline_port_of(&insns[i]).is_none() {
+            i += 1;
+            continue;
+        }
+        let mut members = vec![i];
+        let mut j = i + 1;
+        while j < insns.len() && members.len() < MAX_ACCESSES {
+            if inline_port_of(&insns[j]).is_some() {
+                members.push(j);
+            } else if !register_only(&insns[j]) {
+                break;
+            }
+            j += 1;
+        }
+        let len = members.len();
+        let mut accesses = [SiteAccess::default(); MAX_ACCESSES];
+        for (a, &m) in accesses.iter_mut().zip(&members) {
+            if let Some((input, port)) = inline_port_of(&insns[m]) {
+                *a = SiteAccess {
+                    pc: insns[m].ip,
+                    addr: u32::from(port),
+                    size: 1,
+                    write: !input,
+                    past: (m - i) as u16,
+                };
+            }
+        }
+        for (position, &m) in members.iter().enumerate() {
+            runs[m] = Some(PortRun {
+                position,
+                len,
+                accesses,
+            });
+        }
+        i = members[len - 1] + 1;
+    }
+    runs
 }
 
 /// Memory operands through one base register and no index, on segments
@@ -1806,6 +1917,30 @@ impl Emitter {
         self.end_inline(index, entry, misses, ways, false);
     }
 
+    /// [`Emitter::end_with_cold_step`] for an instruction after which the
+    /// translation ends where the inline way refuses: the step, and back
+    /// to the block engine. `complete`: the site word that completes the
+    /// grouped entry at [RSP] first, with the accesses before this one.
+    fn end_with_cold_leave(&mut self, index: usize, entry: At, ways: Ways, complete: Option<u32>) {
+        let inline_dirty = self.dirty;
+        asm!(self.ops; =>ways.done);
+        self.cold(move |e| {
+            asm!(e.ops; =>ways.slow);
+            e.resume(entry);
+            if let Some(word) = complete {
+                asm!(e.ops
+                    ; mov r9, QWORD [rsp]
+                    ; mov DWORD [r9 + stage::SIZE_FLAGS_AND_PAST as i32], word as i32
+                );
+            }
+            e.step_to_end(index);
+            asm!(e.ops; mov eax, END as i32; jmp ->epilogue);
+        });
+        self.resume(entry);
+        self.pending += 1;
+        self.dirty = inline_dirty;
+    }
+
     /// [`Emitter::end_with_cold_step`], for an instruction that writes
     /// every arithmetic flag when `writes_flags`: both ways then leave
     /// them in the host (the cold side loads those the step wrote).
@@ -2224,6 +2359,12 @@ impl Emitter {
     /// a hit.
     fn inline_port(&mut self, index: usize, insn: &Insn, input: bool, port: u8, how: InlinePort, site: SystemSite) {
         const EAX: u8 = 0;
+        let run = self.port_runs.get(index).copied().flatten();
+        let grouped = match run {
+            Some(r) if r.position == 0 => self.open_grouped_entry(r),
+            Some(_) => self.open_entry.is_some(),
+            None => false,
+        };
         let (entry, ways) = self.begin_inline();
         let slow = ways.slow;
         if site == SystemSite::True {
@@ -2255,7 +2396,8 @@ impl Emitter {
                 ; jne =>slow
             );
         }
-        if self.logs_io {
+        // Room for an entry, unless the run's first access made it.
+        if self.logs_io && run.is_none_or(|r| !grouped || r.position == 0) {
             asm!(self.ops
                 ; mov r8, QWORD [r14 + ENV_IO_STAGE]
                 ; mov r9, QWORD [r8 + STAGE_NEXT]
@@ -2287,8 +2429,10 @@ impl Emitter {
             self.store(self.reg32(EAX), 1, 1);
             self.wrote_index(EAX);
         }
-        if self.logs_io {
-            self.log_port_access(insn, input, port);
+        match (grouped, run) {
+            (true, Some(r)) => self.log_in_grouped_entry(r),
+            _ if self.logs_io => self.log_port_access(insn, input, port),
+            _ => {}
         }
         if let SystemSite::Patch { index, .. } = site {
             asm!(self.ops
@@ -2297,7 +2441,89 @@ impl Emitter {
             );
         }
         // IN and OUT write no flag.
-        self.end_with_cold_step(index, entry, None, ways);
+        match (grouped, run) {
+            // Where an access of a run refuses, the step logs it after the
+            // entry the run's accesses before it completed, and the
+            // translation leaves: the accesses after would find no entry
+            // to add to.
+            (true, Some(r)) if r.len > 1 => {
+                let complete = self
+                    .open_entry
+                    .filter(|_| r.position > 0)
+                    .map(|words| words[r.position]);
+                if r.position + 1 == r.len {
+                    self.open_entry = None;
+                }
+                self.end_with_cold_leave(index, entry, ways, complete);
+            }
+            _ => {
+                // A lone access's entry is complete.
+                self.open_entry = None;
+                self.end_with_cold_step(index, entry, None, ways);
+            }
+        }
+    }
+
+    /// At the first access of `run`: whether the run logs as one grouped
+    /// entry, which takes the pc as the EIP (CS flat) and a site number
+    /// for every prefix of the run, the accesses `past` the icount in R13
+    /// by the instructions pending here and their place in the run. Notes
+    /// the prefixes' site words for the run's other accesses.
+    fn open_grouped_entry(&mut self, run: PortRun) -> bool {
+        self.open_entry = None;
+        if !self.logs_io || self.flat & super::flat_bit(SegReg::Cs as usize, false) == 0 {
+            return false;
+        }
+        let mut accesses = run.accesses;
+        for a in &mut accesses[..run.len] {
+            let Some(past) = u16::try_from(self.pending).ok().and_then(|p| p.checked_add(a.past)) else {
+                return false;
+            };
+            a.past = past;
+        }
+        let mut words = [0; MAX_ACCESSES + 1];
+        for n in 1..=run.len {
+            match sites::number(&accesses[..n]) {
+                Some(number) => words[n] = site_word(number),
+                None => return false,
+            }
+        }
+        self.open_entry = Some(words);
+        self.grouped_entries[run.len - 1] += 1;
+        true
+    }
+
+    /// Logs the access `run` places in its grouped entry, its value in ECX:
+    /// the first stores the entry at the room's `next` (R9; the stage in
+    /// R8), moves `next` on and keeps the entry's address at [RSP]; each
+    /// after adds its value; the last (or a lone access) writes the site
+    /// word that says how many the entry holds. Three or four stores for a
+    /// lone access, one or two for the others, where an entry each took
+    /// five.
+    fn log_in_grouped_entry(&mut self, run: PortRun) {
+        let Some(words) = self.open_entry else {
+            unreachable!("a grouped access follows the first of its run")
+        };
+        let last = run.position + 1 == run.len;
+        if run.position == 0 {
+            asm!(self.ops
+                ; lea rax, [r9 + stage::ENTRY_SIZE as i32]
+                ; mov QWORD [r8 + STAGE_NEXT], rax
+                ; mov QWORD [r9 + stage::ICOUNT as i32], r13
+                ; mov DWORD [r9 + stage::PC as i32], ecx
+            );
+            if !last {
+                asm!(self.ops; mov QWORD [rsp], r9);
+            }
+        } else {
+            asm!(self.ops
+                ; mov r9, QWORD [rsp]
+                ; mov DWORD [r9 + (stage::PC + 4 * run.position) as i32], ecx
+            );
+        }
+        if last {
+            asm!(self.ops; mov DWORD [r9 + stage::SIZE_FLAGS_AND_PAST as i32], words[run.len] as i32);
+        }
     }
 
     /// Stores the port access `inline_port` made, its value in ECX, as an
@@ -3126,6 +3352,9 @@ pub struct Assembled {
     pub exits: Vec<(usize, u32)>,
     /// Groups of memory operands checked once ([`MemGroup`]).
     pub groups: u32,
+    /// Runs of port accesses logged as grouped entries, by their length
+    /// less one ([`port_runs`]).
+    pub grouped_entries: [u32; MAX_ACCESSES],
 }
 
 /// The sensitive instruction `insn` is compiled as, if any.
@@ -3400,6 +3629,9 @@ pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembl
         groups: shape.groups,
         group: None,
         group_after_first: None,
+        port_runs: port_runs(insns),
+        open_entry: None,
+        grouped_entries: [0; MAX_ACCESSES],
     };
     let dead = dead_flags(insns);
     // Six registers saved and eight bytes more keep the stack aligned for
@@ -3484,6 +3716,10 @@ pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembl
     let mut groups = 0;
     for (i, insn) in insns.iter().enumerate() {
         let last = i + 1 == n;
+        debug_assert!(
+            e.open_entry.is_none() || e.port_runs[i].is_some() || register_only(insn),
+            "a grouped entry stays open only across register instructions"
+        );
         if e.group.is_some_and(|g| i > g.last) {
             e.group = None;
         }
@@ -3684,11 +3920,13 @@ pub fn assemble(shape: &Shape<'_>, base: usize, logs_io: bool) -> Option<Assembl
         ; ret
     );
     let exits = std::mem::take(&mut e.exits);
+    let grouped_entries = e.grouped_entries;
     Some(Assembled {
         bytes: e.ops.finalize().ok()?,
         chain_entry,
         exits,
         groups,
+        grouped_entries,
     })
 }
 

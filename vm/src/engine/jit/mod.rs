@@ -678,6 +678,9 @@ pub struct JitStats {
     /// again without groups).
     pub groups: u64,
     pub group_refusals: u64,
+    /// Runs of port accesses compiled to log as one grouped entry
+    /// ([`crate::events::sites`]), by their length less one.
+    pub grouped_entries: [u64; crate::events::sites::MAX_ACCESSES],
 }
 
 /// The compiler and its code cache.
@@ -1024,6 +1027,9 @@ impl Jit {
             debug_assert_eq!(at, addr);
             self.stats.compiled += 1;
             self.stats.groups += u64::from(out.groups);
+            for (n, g) in self.stats.grouped_entries.iter_mut().zip(out.grouped_entries) {
+                *n += u64::from(g);
+            }
             self.stats.code_bytes += out.bytes.len() as u64;
             self.stats.compile_nanos += started.elapsed().as_nanos() as u64;
             if let (Some(want), Some(first)) = (self.dump_eip, shape.insns.first()) {

@@ -1838,6 +1838,30 @@ fn flag_instruction(rng: &mut Rng) -> Vec<u8> {
             v
         }
         5 => vec![0x9C, 0x9D],
+        // A run of accesses with register instructions between, which a
+        // translation logs as one grouped entry (a poll command in it
+        // makes the access after refuse, where the translation leaves).
+        9 => {
+            let mut v = Vec::new();
+            for k in 0..2 + rng.below(3) {
+                if k > 0 {
+                    v.extend(match rng.below(4) {
+                        0 => vec![0x89, 0xD8],       // mov eax, ebx
+                        1 => vec![0x01, 0xC3],       // add ebx, eax
+                        2 => vec![0xC1, 0xE0, 0x05], // shl eax, 5
+                        _ => vec![],
+                    });
+                }
+                v.extend(match rng.below(5) {
+                    0 => vec![0xE4, 0x21],
+                    1 => vec![0xE6, 0x80],
+                    2 => vec![0xE4, 0x80],
+                    3 => vec![0xE6, 0x21],
+                    _ => vec![0xB0, 0x0C, 0xE6, 0x20],
+                });
+            }
+            v
+        }
         _ => instruction(rng),
     }
 }
@@ -1855,6 +1879,7 @@ fn flag_instructions_run_as_on_the_reference() {
     let mut rng = Rng(0x4A17_C0DE_0000_00F1);
     let mut compiled_hits = 0;
     let mut port_events = 0;
+    let mut grouped = [0; crate::events::sites::MAX_ACCESSES];
     for program_no in 0..300 {
         let mut body = Vec::new();
         for _ in 0..1 + rng.below(16) {
@@ -1908,6 +1933,9 @@ fn flag_instructions_run_as_on_the_reference() {
                 assert_eq!(got.platform.stats, want.platform.stats, "{what}: bus counts");
                 assert_eq!(ports, want_ports, "{what}: port events");
                 port_events += ports.len();
+                for (total, n) in grouped.iter_mut().zip(got.blocks.jit.stats.grouped_entries) {
+                    *total += n;
+                }
                 if engine == Engine::Raw {
                     let (_, interpreted, _) = go(engine, JitConfig::OFF, limit);
                     let hits = got.raw.patch_totals();
@@ -1919,6 +1947,11 @@ fn flag_instructions_run_as_on_the_reference() {
     }
     assert!(compiled_hits > 10_000, "patches ran: {compiled_hits} hits");
     assert!(port_events > 20_000, "port accesses: {port_events}");
+    // Runs of two and three accesses logged as grouped entries.
+    assert!(
+        grouped[1] > 300 && grouped[2] > 100,
+        "grouped entries by length: {grouped:?}"
+    );
 }
 
 // A loop of flag instructions that change no mode runs as host code from
