@@ -272,15 +272,8 @@ fn put_group(
             Some(p) => u64::from(a.past).wrapping_sub(u64::from(p)),
         };
         past_before = Some(a.past);
-        let access = IoAccess {
-            addr: a.addr,
-            mmio: false,
-            size: a.size,
-            value,
-            write: a.write,
-        };
         let out = fixed_part(buf, *len);
-        out[0] = io_tag(&access);
+        out[0] = io_tag(&a.access(value));
         let n = put_varint(out, 1, delta);
         let n = put_varint(out, n, u64::from(zigzag(a.pc.wrapping_sub(pc_before) as i32)));
         let n = put_varint(out, n, u64::from(a.addr));

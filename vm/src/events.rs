@@ -589,14 +589,11 @@ impl EventBatch {
 
 /// The event of access `a` of a grouped entry with `icount`.
 pub fn site_event(icount: u64, a: &SiteAccess, value: u32) -> (u64, u32, EventView<'static>) {
-    let access = IoAccess {
-        addr: a.addr,
-        mmio: false,
-        size: a.size,
-        value,
-        write: a.write,
-    };
-    (icount.wrapping_add(u64::from(a.past)), a.pc, EventView::Io(access))
+    (
+        icount.wrapping_add(u64::from(a.past)),
+        a.pc,
+        EventView::Io(a.access(value)),
+    )
 }
 
 /// Where events go.
@@ -642,9 +639,9 @@ pub const SLOT_BATCH: usize = 32768;
 const BATCH_CAPACITY: usize = SLOT_BATCH + 1;
 
 /// Room at the end of the slot's batch where a translation logs device
-/// accesses itself (docs/raw-engine.md): it stores an [`Entry`] at `next`
-/// and moves `next` on while `next < end`, and calls the block engine when
-/// there is no room. The slot counts what was stored into its batch before
+/// accesses itself (docs/raw-engine.md): it stores an [`Entry`] (a grouped
+/// one for a run of accesses) at `next` and moves `next` on while
+/// `next < end`, and calls the block engine when there is no room. The slot counts what was stored into its batch before
 /// it does anything else with it, so the order is kept, and lends the room
 /// again after. `repr(C)`: the generated code works at the offsets
 /// [`io_stage_layout`] gives.

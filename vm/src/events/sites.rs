@@ -34,6 +34,20 @@ pub struct SiteAccess {
     pub past: u16,
 }
 
+impl SiteAccess {
+    /// The access it made, with `value`.
+    #[inline]
+    pub fn access(&self, value: u32) -> super::IoAccess {
+        super::IoAccess {
+            addr: self.addr,
+            mmio: false,
+            size: self.size,
+            value,
+            write: self.write,
+        }
+    }
+}
+
 /// The accesses one grouped entry holds, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Site {
