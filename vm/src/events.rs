@@ -488,7 +488,7 @@ impl EventBatch {
     /// The site of a grouped entry of this batch.
     #[inline]
     pub fn site(&self, number: u32) -> &sites::Site {
-        match self.sites.as_ref().and_then(|t| t.get(number as usize)) {
+        match self.sites.as_ref().and_then(|t| t.get(number)) {
             Some(site) => site,
             None => unreachable!("a grouped entry's site is numbered before its batch is handed on"),
         }

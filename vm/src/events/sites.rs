@@ -3,7 +3,7 @@
 //! past the icount it stores), numbered once per process. A translation
 //! then logs the accesses of a run of IN and OUT instructions as one
 //! grouped [`super::Entry`]: the icount, the site's number and the values,
-//! up to [`MAX_ACCESSES`] of them (docs/raw-engine.md, "Grouped entries").
+//! up to [`MAX_ACCESSES`] of them (docs/raw-engine.md, "Events").
 //! A port loop logs an access every few instructions, and the fewer stores
 //! a log takes, the less recording costs it.
 //!
@@ -19,9 +19,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// and value.
 pub const MAX_ACCESSES: usize = 3;
 
-/// Sites the process numbers at most: a number takes the entry's size byte
-/// and its 16-bit `past`.
-pub const MAX_SITES: usize = 1 << 24;
+/// Sites the process numbers at most (a number could take 24 bits, the
+/// entry's size byte and its 16-bit `past`): numbers are never given back,
+/// and a guest that compiles ever new port accesses (code at new places)
+/// must not grow the table without end. Past it, accesses log one entry
+/// each. At about 50 bytes a site, 50 MiB at most.
+pub const MAX_SITES: usize = 1 << 20;
+
+/// Sites a chunk of the table holds: adding one copies at most the last
+/// chunk and the list of chunks (while a batch in flight holds the table
+/// as it was), not the whole table.
+const CHUNK: usize = 1024;
 
 /// One access a grouped entry holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -75,8 +83,38 @@ impl Site {
     }
 }
 
-/// The sites numbered so far, by number.
-pub type SiteTable = Arc<Vec<Site>>;
+/// The sites numbered so far, by number: as it was when taken, whatever
+/// is numbered after.
+#[derive(Clone, Debug, Default)]
+pub struct SiteTable(Arc<Vec<Arc<Vec<Site>>>>);
+
+impl SiteTable {
+    #[inline]
+    pub fn get(&self, number: u32) -> Option<&Site> {
+        let n = number as usize;
+        self.0.get(n / CHUNK)?.get(n % CHUNK)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.last().map_or(0, |last| (self.0.len() - 1) * CHUNK + last.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, site: Site) {
+        let chunks = Arc::make_mut(&mut self.0);
+        match chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(site),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(site);
+                chunks.push(Arc::new(chunk));
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 struct Numbering {
@@ -100,9 +138,7 @@ pub fn number(accesses: &[SiteAccess]) -> Option<u32> {
         return None;
     }
     let number = n.table.len() as u32;
-    // Copies the table only while a batch in flight holds it (a site is
-    // numbered when code is compiled, which is seldom).
-    Arc::make_mut(&mut n.table).push(site);
+    n.table.push(site);
     n.numbers.insert(site, number);
     Some(number)
 }
@@ -135,12 +171,43 @@ mod tests {
         let other = number(&a[..1]).expect("a prefix is a site of its own");
         assert_ne!(other, n);
         let table = table();
-        assert_eq!(table[n as usize].accesses(), &a[..]);
-        assert_eq!(table[other as usize].accesses(), &a[..1]);
+        assert_eq!(table.get(n).map(Site::accesses), Some(&a[..]));
+        assert_eq!(table.get(other).map(Site::accesses), Some(&a[..1]));
         // A table taken earlier stays as it was.
         let later = number(&[access(0x5000_2000, 0x60, false, 1)]).expect("numbered");
-        assert!(later as usize >= table.len());
-        assert_eq!(self::table()[later as usize].accesses()[0].addr, 0x60);
+        assert!(later as usize >= table.len() && table.get(later).is_none());
+        assert_eq!(self::table().get(later).map(|s| s.accesses()[0].addr), Some(0x60));
+    }
+
+    // A table holds every site across its chunks, and one taken before a
+    // chunk filled keeps what it had.
+    #[test]
+    fn the_table_grows_by_chunks() {
+        let mut t = SiteTable::default();
+        let site = |n: u32| Site::new(&[access(n, n % 0x100, false, 1)]).expect("a site");
+        for n in 0..CHUNK as u32 {
+            t.push(site(n));
+        }
+        let before = t.clone();
+        for n in CHUNK as u32..3 * CHUNK as u32 + 5 {
+            t.push(site(n));
+        }
+        assert_eq!((t.len(), before.len()), (3 * CHUNK + 5, CHUNK));
+        for n in [
+            0,
+            1,
+            CHUNK as u32 - 1,
+            CHUNK as u32,
+            2 * CHUNK as u32 + 7,
+            3 * CHUNK as u32 + 4,
+        ] {
+            assert_eq!(t.get(n).map(|s| s.accesses()[0].pc), Some(n));
+        }
+        assert!(t.get(3 * CHUNK as u32 + 5).is_none() && before.get(CHUNK as u32).is_none());
+        assert_eq!(
+            before.get(CHUNK as u32 - 1).map(|s| s.accesses()[0].pc),
+            Some(CHUNK as u32 - 1)
+        );
     }
 
     #[test]
