@@ -232,16 +232,14 @@ fn group_run_of<const K: usize>(
     i
 }
 
-/// Writes the events of grouped entry `e` of site `accesses`, the first
-/// `first_delta` instructions after the event before, at `pc_before`: as
-/// repeats of `before`'s (the entry before it, of the same site, its first
-/// event as far from the one before that), or in full.
+/// Writes the events of grouped entry `e` of site `accesses` in full, the
+/// first `first_delta` instructions after the event before, at
+/// `pc_before` (a repeat of the entry before is [`group_run`]'s).
 #[inline(always)]
 fn put_group(
     buf: &mut Vec<u8>,
     len: &mut usize,
     e: &Entry,
-    before: Option<&Entry>,
     accesses: &[SiteAccess],
     first_delta: u64,
     mut pc_before: u32,
@@ -250,21 +248,6 @@ fn put_group(
         grow(buf, *len + MAX_ACCESSES * MAX_FIXED_BYTES);
     }
     let values = e.site_values();
-    let k = accesses.len();
-    if let Some(before) = before {
-        let old = before.site_values();
-        for j in 0..k {
-            let out = fixed_part(buf, *len);
-            *len += if old[j] == values[j] {
-                out[0] = TAG_AGAIN | (k - 1) as u8;
-                1
-            } else {
-                out[0] = TAG_AGAIN_VALUE | (k - 1) as u8;
-                put_varint(out, 1, u64::from(values[j]))
-            };
-        }
-        return;
-    }
     let mut past_before = None;
     for (a, &value) in accesses.iter().zip(values.iter()) {
         let delta = match past_before {
@@ -420,26 +403,21 @@ impl Encoder {
                     && entries[i - 1].site() == Some(number)
                     && group_before == Some((i - 1, first_delta))
                     && accesses.len() <= HISTORY;
-                let before = again.then(|| &entries[i - 1]);
-                let last_pc = if i > plain_from { entries[i - 1].pc() } else { pc_before };
-                put_group(&mut buf, &mut len, e, before, accesses, first_delta, last_pc);
-                i += 1;
-                events += accesses.len();
+                let k = accesses.len();
                 if again {
-                    // A loop's: the entries after it that repeat it, at
-                    // the same distance, in a loop of their own.
-                    let span = e.icount().wrapping_sub(entries[i - 2].icount());
-                    let most = (room - events) / accesses.len();
+                    // A loop's: it and the entries after it that repeat
+                    // the one before at the same distance, in a loop of
+                    // their own (at least `e` fits the room).
+                    let span = e.icount().wrapping_sub(entries[i - 1].icount());
+                    let most = (room - events) / k;
                     let from = i;
-                    i = group_run(
-                        &entries[..end.min(i + most)],
-                        i,
-                        accesses.len(),
-                        span,
-                        &mut buf,
-                        &mut len,
-                    );
-                    events += (i - from) * accesses.len();
+                    i = group_run(&entries[..end.min(i + most)], i, k, span, &mut buf, &mut len);
+                    events += (i - from) * k;
+                } else {
+                    let last_pc = if i > plain_from { entries[i - 1].pc() } else { pc_before };
+                    put_group(&mut buf, &mut len, e, accesses, first_delta, last_pc);
+                    i += 1;
+                    events += k;
                 }
                 if let Some(last) = accesses.last() {
                     last_icount = entries[i - 1].icount().wrapping_add(u64::from(last.past));

@@ -408,7 +408,7 @@ pub const ENTRY_WRITE: u8 = 2;
 const ENTRY_INTERRUPT: u8 = 4;
 const ENTRY_OTHER: u8 = 8;
 /// The flag of a grouped entry.
-pub const ENTRY_SITE: u8 = 16;
+const ENTRY_SITE: u8 = 16;
 
 /// The 32 bits a grouped entry of site `number` holds at
 /// [`io_stage_layout::SIZE_FLAGS_AND_PAST`]: one store of a constant.
@@ -588,7 +588,7 @@ impl EventBatch {
 }
 
 /// The event of access `a` of a grouped entry with `icount`.
-pub fn site_event(icount: u64, a: &SiteAccess, value: u32) -> (u64, u32, EventView<'static>) {
+fn site_event(icount: u64, a: &SiteAccess, value: u32) -> (u64, u32, EventView<'static>) {
     (
         icount.wrapping_add(u64::from(a.past)),
         a.pc,
@@ -641,9 +641,9 @@ const BATCH_CAPACITY: usize = SLOT_BATCH + 1;
 /// Room at the end of the slot's batch where a translation logs device
 /// accesses itself (docs/raw-engine.md): it stores an [`Entry`] (a grouped
 /// one for a run of accesses) at `next` and moves `next` on while
-/// `next < end`, and calls the block engine when there is no room. The slot counts what was stored into its batch before
-/// it does anything else with it, so the order is kept, and lends the room
-/// again after. `repr(C)`: the generated code works at the offsets
+/// `next < end`, and calls the block engine when there is no room. The
+/// slot counts what was stored into its batch before it does anything
+/// else with it, so the order is kept, and lends the room again after. `repr(C)`: the generated code works at the offsets
 /// [`io_stage_layout`] gives.
 #[repr(C)]
 pub struct IoStage {
@@ -825,10 +825,8 @@ impl SinkSlot {
         self.take_staged();
         if let Some(sink) = &mut self.sink {
             if !self.batch.is_empty() {
-                if self.stage.is_some() {
-                    // Translations may have grouped entries in it.
-                    self.batch.sites = Some(sites::table());
-                }
+                // The sites its grouped entries name.
+                self.batch.sites = Some(sites::table());
                 let full = std::mem::take(&mut self.batch);
                 self.batch = sink.events(full);
             }

@@ -2397,7 +2397,8 @@ impl Emitter {
             );
         }
         // Room for an entry, unless the run's first access made it.
-        if self.logs_io && run.is_none_or(|r| !grouped || r.position == 0) {
+        let entry_open = grouped && run.is_some_and(|r| r.position > 0);
+        if self.logs_io && !entry_open {
             asm!(self.ops
                 ; mov r8, QWORD [r14 + ENV_IO_STAGE]
                 ; mov r9, QWORD [r8 + STAGE_NEXT]
